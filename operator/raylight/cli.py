@@ -1,0 +1,119 @@
+"""The `raylight` command line. Each subcommand's work lives in its own module, imported on use so
+`raylight validate` stays fast and needs none of the data-plane packages."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from raylight import __version__
+
+DEFAULT_DATA_DIR = Path(".raylight")
+
+# subcommand -> "module:function"; the function takes the parsed args and returns the exit code.
+HANDLERS = {
+    "validate": "raylight.render:validate_command",
+    "render": "raylight.render:render_command",
+    "crds": "raylight.render:crds_command",
+    "ingest": "raylight_pipelines.cli:ingest_command",
+    "search": "raylight_pipelines.cli:search_command",
+    "up": "raylight.local.cli:up_command",
+    "status": "raylight.local.cli:status_command",
+    "ask": "raylight.local.cli:ask_command",
+    "down": "raylight.local.cli:down_command",
+    "operator": "raylight.operator.main:operator_command",
+}
+
+
+def _files(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("-f", "--filename", dest="files", action="append", type=Path, required=required,
+                   metavar="FILE|DIR", help="manifest file or directory (repeatable)")
+
+
+def _data_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR,
+                   help="local state: embedded store, threads, the running platform (default ./.raylight)")
+
+
+def _json(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="one JSON document on stdout, logs on stderr")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="raylight", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"raylight {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("validate", help="check manifests; one line per problem")
+    _files(p)
+    p.add_argument("--namespace", default="default")
+
+    p = sub.add_parser("render", help="print the Kubernetes objects for manifests as a YAML stream")
+    _files(p)
+    p.add_argument("--namespace", default="default")
+
+    p = sub.add_parser("crds", help="print the CustomResourceDefinitions (or write the chart's copy)")
+    p.add_argument("--chart", type=Path, help="write templated CRDs into this chart directory")
+
+    p = sub.add_parser("ingest", help="sync a Pipeline's sources into its vector store")
+    _files(p, required=False)
+    p.add_argument("--pipeline", help="only this Pipeline (default: every Pipeline in the manifests)")
+    p.add_argument("--plan", type=Path, help="an ingestion plan JSON (what the operator's Job runs)")
+    _data_dir(p)
+    _json(p)
+
+    p = sub.add_parser("search", help="ranked chunks for a query")
+    p.add_argument("pipeline")
+    p.add_argument("query")
+    p.add_argument("--top-k", type=int, default=None)
+    _files(p, required=False)
+    _data_dir(p)
+    _json(p)
+
+    p = sub.add_parser("up", help="run manifests on this machine (local Ray, embedded Qdrant)")
+    _files(p)
+    _data_dir(p)
+    p.add_argument("--port", type=int, default=8000)
+
+    p = sub.add_parser("status", help="resources, readiness and endpoints of the local platform")
+    _data_dir(p)
+    _json(p)
+
+    p = sub.add_parser("ask", help="ask a Pipeline's agent a question")
+    p.add_argument("pipeline")
+    p.add_argument("question")
+    p.add_argument("--thread", help="continue this thread id")
+    _data_dir(p)
+    _json(p)
+
+    p = sub.add_parser("down", help="stop the local platform (keeps the data directory)")
+    _data_dir(p)
+
+    p = sub.add_parser("operator", help="run the Kubernetes operator")
+    p.add_argument("--namespace", action="append", dest="namespaces", help="watch only these (repeatable)")
+    p.add_argument("--standalone", action="store_true", help="no peering with other operator instances")
+    p.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="liveness endpoint URL")
+    p.add_argument("--webhook-port", type=int, default=None, help="serve the validating webhook on this port")
+    return parser
+
+
+def resolve(spec: str) -> Callable[[argparse.Namespace], int]:
+    module, _, func = spec.partition(":")
+    handler: Callable[[argparse.Namespace], int] = getattr(importlib.import_module(module), func)
+    return handler
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return resolve(HANDLERS[args.command])(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

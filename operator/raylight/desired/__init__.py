@@ -1,0 +1,1 @@
+"""Desired state, built by pure functions: no I/O and no kopf, kubernetes, ray, qdrant or langgraph here."""

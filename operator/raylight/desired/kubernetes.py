@@ -1,0 +1,246 @@
+"""Desired Kubernetes objects (pure): a KubeRay RayService per ModelDeployment and per Pipeline agent,
+and a ConfigMap + Job per Pipeline ingestion run."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from raylight import yamlio
+from raylight.api.types import ModelDeployment, ModelDeploymentSpec, Pipeline
+from raylight.desired.pipeline import get_pipeline_env, get_connections, get_ingestion_plan
+from raylight.desired.serve import (
+    PVC_MOUNT_ROOT,
+    get_agent_application,
+    get_model_application,
+    resolve_spec,
+)
+from raylight.settings import Settings
+
+MANAGED_BY = "raylight-operator"
+SPEC_HASH_ANNOTATION = "raylight.io/spec-hash"
+SERVE_PORT = 8000
+
+
+def labels(kind: str, name: str, component: str) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": "raylight",
+        "app.kubernetes.io/instance": name,
+        "app.kubernetes.io/component": component,
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        f"raylight.io/{kind.lower()}": name,
+    }
+
+
+def spec_hash(obj: dict[str, Any]) -> str:
+    """A stable hash of a child's spec, so an unchanged desired state causes no write."""
+    return hashlib.sha256(json.dumps(obj.get("spec", obj.get("data")), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _finish(obj: dict[str, Any]) -> dict[str, Any]:
+    obj["metadata"].setdefault("annotations", {})[SPEC_HASH_ANNOTATION] = spec_hash(obj)
+    return obj
+
+
+def _cpu(value: float) -> str:
+    return f"{int(value)}" if float(value).is_integer() else f"{int(value * 1000)}m"
+
+
+def _container(name: str, image: str, cpus: float, memory: str, gpus: int = 0,
+               env: list[dict[str, Any]] | None = None, ports: bool = False) -> dict[str, Any]:
+    resources: dict[str, Any] = {"requests": {"cpu": _cpu(cpus), "memory": memory},
+                                 "limits": {"cpu": _cpu(cpus), "memory": memory}}
+    if gpus:
+        resources["requests"]["nvidia.com/gpu"] = str(gpus)
+        resources["limits"]["nvidia.com/gpu"] = str(gpus)
+    container: dict[str, Any] = {"name": name, "image": image, "resources": resources}
+    if env:
+        container["env"] = env
+    if ports:
+        container["ports"] = [
+            {"containerPort": 6379, "name": "gcs"},
+            {"containerPort": 8265, "name": "dashboard"},
+            {"containerPort": 10001, "name": "client"},
+            {"containerPort": SERVE_PORT, "name": "serve"},
+            {"containerPort": 8080, "name": "metrics"},
+        ]
+    return container
+
+
+def _pvc_volumes(spec: ModelDeploymentSpec) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Volumes and mounts for every pvc:// source the model and its adapters read."""
+    assert spec.model is not None
+    claims = sorted({
+        s.partition("://")[2].split("/", 1)[0]
+        for s in [spec.model.source, *(a.source for a in spec.adapters)]
+        if s.startswith("pvc://")
+    })
+    volumes = [{"name": f"pvc-{c}", "persistentVolumeClaim": {"claimName": c, "readOnly": True}} for c in claims]
+    mounts = [{"name": f"pvc-{c}", "mountPath": f"{PVC_MOUNT_ROOT}/{c}", "readOnly": True} for c in claims]
+    return volumes, mounts
+
+
+def _ray_cluster(image: str, ray_version: str, worker: dict[str, Any] | None,
+                 env: list[dict[str, Any]], autoscale: bool) -> dict[str, Any]:
+    head_container = _container("ray-head", image, 1, "4Gi", env=env, ports=True)
+    cluster: dict[str, Any] = {
+        "rayVersion": ray_version,
+        "headGroupSpec": {
+            # With workers, the head only coordinates; without, it hosts the replicas itself.
+            "rayStartParams": {"num-cpus": "0", "dashboard-host": "0.0.0.0"} if worker else {
+                "dashboard-host": "0.0.0.0"},
+            "template": {"spec": {"containers": [head_container]}},
+        },
+    }
+    if worker:
+        cluster["workerGroupSpecs"] = [worker]
+    if autoscale:
+        cluster["enableInTreeAutoscaling"] = True
+    return cluster
+
+
+def get_model_rayservice(md: ModelDeployment, namespace: str, settings: Settings) -> dict[str, Any]:
+    """The KubeRay RayService serving one ModelDeployment on `<name>-serve-svc:8000`."""
+    name = md.metadata.name
+    spec = resolve_spec(md.spec)
+    app = get_model_application(md)
+    gpus = spec.resources.gpus
+    image = spec.image or (settings.vllm_image if spec.runtime == "vllm" else settings.runtime_image)
+    env = [{"name": "HF_HUB_OFFLINE", "value": "0" if spec.model and spec.model.source.startswith("hf://")
+            else "1"}]
+    volumes, mounts = _pvc_volumes(spec)
+    worker_container = _container("ray-worker", image, spec.resources.cpus, spec.resources.memory, gpus, env)
+    if mounts:
+        worker_container["volumeMounts"] = mounts
+    pod: dict[str, Any] = {"containers": [worker_container]}
+    if volumes:
+        pod["volumes"] = volumes
+    if spec.node_selector:
+        pod["nodeSelector"] = dict(spec.node_selector)
+    tolerations = [t.to_wire() for t in spec.tolerations]
+    if gpus and not tolerations:
+        tolerations = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    if tolerations:
+        pod["tolerations"] = tolerations
+    start: dict[str, str] = {"num-cpus": _ray_cpus(spec.resources.cpus)}
+    if gpus:
+        start["num-gpus"] = str(gpus)
+    worker = {
+        "groupName": "gpu-workers" if gpus else "cpu-workers",
+        "replicas": max(spec.replicas.min, 1) if not spec.replicas.autoscaling else spec.replicas.min,
+        "minReplicas": spec.replicas.min,
+        "maxReplicas": spec.replicas.max,
+        "rayStartParams": start,
+        "template": {"spec": pod},
+    }
+    obj = {
+        "apiVersion": "ray.io/v1",
+        "kind": "RayService",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels("ModelDeployment", name, "model")},
+        "spec": {
+            "serveConfigV2": yamlio.dump({"applications": [app]}),
+            "rayClusterConfig": _ray_cluster(
+                image, settings.ray_version, worker, env,
+                autoscale=spec.replicas.autoscaling or spec.replicas.min == 0,
+            ),
+        },
+    }
+    return _finish(obj)
+
+
+def _ray_cpus(cpus: float) -> str:
+    return str(max(int(cpus), 1))
+
+
+def get_agent_rayservice(pipeline: Pipeline, namespace: str, settings: Settings,
+                         embedder: ModelDeployment | None = None) -> dict[str, Any]:
+    """The RayService serving a Pipeline's agent endpoint on `<name>-agent-serve-svc:8000`."""
+    name = agent_rayservice_name(pipeline)
+    app = get_agent_application(pipeline, get_connections(pipeline, namespace, settings, embedder))
+    env = get_pipeline_env(pipeline, settings)
+    replicas = pipeline.spec.agent.replicas
+    obj = {
+        "apiVersion": "ray.io/v1",
+        "kind": "RayService",
+        "metadata": {
+            "name": name, "namespace": namespace,
+            "labels": labels("Pipeline", pipeline.metadata.name, "agent"),
+        },
+        "spec": {
+            "serveConfigV2": yamlio.dump({"applications": [app]}),
+            "rayClusterConfig": _ray_cluster(
+                settings.runtime_image, settings.ray_version, None, env,
+                autoscale=replicas.autoscaling or replicas.min == 0,
+            ),
+        },
+    }
+    return _finish(obj)
+
+
+def agent_rayservice_name(pipeline: Pipeline) -> str:
+    return f"{pipeline.metadata.name}-agent"
+
+
+def ingestion_plan_checksum(plan: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(plan, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def get_ingestion_objects(pipeline: Pipeline, namespace: str, settings: Settings,
+                          embedder: ModelDeployment | None = None) -> list[dict[str, Any]]:
+    """A ConfigMap holding the ingestion plan and a Job that runs it; the Job's name carries the plan's
+    checksum, so a changed plan starts a new run and an unchanged one starts none."""
+    name = pipeline.metadata.name
+    plan = get_ingestion_plan(pipeline, namespace, settings, embedder)
+    checksum = ingestion_plan_checksum(plan)
+    config_map = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": f"{name}-ingest-plan", "namespace": namespace,
+                     "labels": labels("Pipeline", name, "ingestion")},
+        "data": {"plan.json": json.dumps(plan, indent=2, sort_keys=True)},
+    }
+    volumes: list[dict[str, Any]] = [{"name": "plan", "configMap": {"name": f"{name}-ingest-plan"}}]
+    mounts: list[dict[str, Any]] = [{"name": "plan", "mountPath": "/etc/raylight", "readOnly": True}]
+    for i, source in enumerate(pipeline.spec.sources):
+        if source.pvc is not None:
+            volumes.append({"name": f"source-{i}", "persistentVolumeClaim": {
+                "claimName": source.pvc.claim, "readOnly": True}})
+            mounts.append({"name": f"source-{i}", "mountPath": f"{PVC_MOUNT_ROOT}/{source.pvc.claim}",
+                           "readOnly": True})
+    container = _container("ingest", settings.runtime_image, 1, "2Gi", env=get_pipeline_env(
+        pipeline, settings))
+    container["command"] = ["raylight", "ingest", "--plan", "/etc/raylight/plan.json", "--json"]
+    container["volumeMounts"] = mounts
+    container["securityContext"] = {
+        "allowPrivilegeEscalation": False, "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]},
+    }
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": f"{name}-ingest-{checksum}", "namespace": namespace,
+                     "labels": {**labels("Pipeline", name, "ingestion"), "raylight.io/plan": checksum}},
+        "spec": {
+            "backoffLimit": 3,
+            "ttlSecondsAfterFinished": 86400,
+            "template": {
+                "metadata": {"labels": labels("Pipeline", name, "ingestion")},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "serviceAccountName": "default",
+                    "automountServiceAccountToken": any(s.config_map for s in pipeline.spec.sources),
+                    "containers": [container],
+                    "volumes": volumes,
+                },
+            },
+        },
+    }
+    return [_finish(config_map), _finish(job)]
+
+
+def get_pipeline_objects(pipeline: Pipeline, namespace: str, settings: Settings,
+                         embedder: ModelDeployment | None = None) -> list[dict[str, Any]]:
+    return [
+        get_agent_rayservice(pipeline, namespace, settings, embedder),
+        *get_ingestion_objects(pipeline, namespace, settings, embedder),
+    ]

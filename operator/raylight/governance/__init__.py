@@ -1,0 +1,1 @@
+"""Rules teams adopting open models care about: licences, presets, whether a model fits."""

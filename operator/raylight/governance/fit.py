@@ -1,0 +1,53 @@
+"""Does a model fit on the GPUs it asks for? Weights only: parameters x bytes per parameter."""
+
+from __future__ import annotations
+
+from typing import Any
+
+# GiB of memory per GPU, by the acceleratorType names users write (Ray's names where it has one).
+ACCELERATOR_MEMORY_GIB: dict[str, float] = {
+    "H200": 141, "H100": 80, "H100-94G": 94, "A100-80G": 80, "A100-40G": 40, "A100": 80, "L40S": 48,
+    "L40": 48, "L4": 24, "A10G": 24, "A10": 24, "T4": 16, "V100": 16, "B200": 192, "MI300X": 192,
+}
+
+_BYTES_PER_PARAM = {
+    "float32": 4.0, "float": 4.0, "bfloat16": 2.0, "float16": 2.0, "half": 2.0, "auto": 2.0,
+    "fp8": 1.0, "int8": 1.0, "awq": 0.5, "gptq": 0.5, "bitsandbytes": 0.5, "int4": 0.5,
+    "q4_0": 0.5625, "q4_1": 0.625, "q8_0": 1.0625,
+}
+
+# Weights may use at most this share of GPU memory; the rest is KV cache and activations.
+WEIGHT_SHARE = 0.9
+
+
+def parameter_count(text: str) -> float:
+    """'7.6B' -> 7.6e9, '135M' -> 1.35e8."""
+    return float(text[:-1]) * (1e9 if text.endswith("B") else 1e6)
+
+
+def bytes_per_parameter(engine_args: dict[str, Any]) -> float:
+    for key in ("quantization", "dtype"):
+        value = str(engine_args.get(key, "")).lower()
+        if value in _BYTES_PER_PARAM:
+            return _BYTES_PER_PARAM[value]
+    return 2.0  # vLLM serves bf16/fp16 by default
+
+
+def weight_gib(parameters: str, engine_args: dict[str, Any]) -> float:
+    return parameter_count(parameters) * bytes_per_parameter(engine_args) / 2**30
+
+
+def check_fit(parameters: str | None, engine_args: dict[str, Any], gpus: int,
+              accelerator: str | None) -> str | None:
+    """None when the weights fit (or nothing is known to check), else why they do not."""
+    if not parameters or gpus == 0 or not accelerator:
+        return None
+    if accelerator not in ACCELERATOR_MEMORY_GIB:
+        return None
+    need = weight_gib(parameters, engine_args)
+    have = ACCELERATOR_MEMORY_GIB[accelerator] * gpus * WEIGHT_SHARE
+    if need > have:
+        return (f"{parameters} parameters need about {need:.0f} GiB for weights, but {gpus} x {accelerator} "
+                f"leaves {have:.0f} GiB ({WEIGHT_SHARE:.0%} of {ACCELERATOR_MEMORY_GIB[accelerator]:g} GiB each): "
+                "add GPUs, pick a larger accelerator or quantize")
+    return None
