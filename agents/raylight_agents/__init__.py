@@ -1,0 +1,1 @@
+"""Raylight's agents: LangGraph graphs served as HTTP endpoints."""

@@ -1,0 +1,1 @@
+"""Raylight's data plane: model serving on Ray Serve, document ingestion and retrieval."""
