@@ -36,6 +36,14 @@ def embedder_dimensions(embedder: ModelDeployment | None) -> int | None:
     return model.dimensions if model else None
 
 
+def embedder_model(embedder: ModelDeployment | None) -> dict[str, Any] | None:
+    """The embedder's resolved model source (ingestion loads its tokenizer, and its weights at scale)."""
+    if embedder is None:
+        return None
+    model = resolve_spec(embedder.spec).model
+    return model.to_wire() if model else None
+
+
 def get_collection_plan(pipeline: Pipeline, embedder: ModelDeployment | None) -> dict[str, Any]:
     """What the Qdrant collection must look like; dimensions None means: ask the embedder at run time."""
     return {
@@ -80,11 +88,13 @@ def get_connections(pipeline: Pipeline, namespace: str, settings: Settings,
             "model": spec.embedder.model_deployment,
             "base_url": model_endpoint(spec.embedder.model_deployment, namespace, settings),
             "dimensions": embedder_dimensions(embedder),
+            "source": embedder_model(embedder),
         },
         "llm": llm_conn,
         "store": {
             "url": qdrant.url or settings.qdrant_url,
-            "path": None,
+            "path": None,  # embedded store (one machine)
+            "actor": None,  # named Ray actor that owns the embedded store (one machine, shared)
             "collection": collection_name(pipeline),
             "api_key_env": ENV_QDRANT_API_KEY if qdrant.api_key_secret else None,
         },
