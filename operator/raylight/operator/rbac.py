@@ -1,0 +1,45 @@
+"""The Kubernetes permissions the operator needs, in one place.
+
+The Helm chart renders its ClusterRole from this list (a test compares the two), so a new API call in
+the operator means a new rule here first. Pure data: no kopf or kubernetes imports.
+
+What each rule is for:
+- raylight.io modeldeployments/pipelines: Kopf watches them and patches them (finalizers, its
+  progress annotations); status through the subresource.
+- ray.io rayservices: one per ModelDeployment and one per Pipeline agent; created, patched in place
+  when they drift, watched so a deleted or hand-edited one is restored; their status is read for ours.
+  No delete: owner references let the garbage collector remove them with their owner.
+- batch jobs/cronjobs and core configmaps: a Pipeline's ingestion plan, its runs (a Job per plan
+  checksum; superseded runs are deleted) and, with spec.schedule, the CronJob that starts runs.
+- core secrets: get only, to read the Qdrant API key a Pipeline names (spec.vectorStore.qdrant.
+  apiKeySecret) when the operator creates or drops its collection. Never listed or watched.
+- core events: Kopf posts one per transition.
+- apiextensions customresourcedefinitions and core namespaces: Kopf scans which resources exist and,
+  with namespace patterns, which namespaces match.
+- kopf.dev peerings: only when running with peering (the default); `--standalone` needs none.
+The validating webhook configuration is created by the chart, not by Kopf, so no admissionregistration.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_RULES: tuple[tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]], ...] = (
+    (("raylight.io",), ("modeldeployments", "pipelines"), ("get", "list", "watch", "patch")),
+    (("raylight.io",), ("modeldeployments/status", "pipelines/status"), ("get", "patch")),
+    (("ray.io",), ("rayservices",), ("get", "list", "watch", "create", "patch")),
+    (("batch",), ("jobs",), ("get", "list", "watch", "create", "delete")),
+    (("batch",), ("cronjobs",), ("get", "list", "watch", "create", "patch", "delete")),
+    (("",), ("configmaps",), ("get", "list", "watch", "create", "patch")),
+    (("",), ("secrets",), ("get",)),
+    (("",), ("events",), ("create",)),
+    (("",), ("namespaces",), ("list", "watch")),
+    (("apiextensions.k8s.io",), ("customresourcedefinitions",), ("list", "watch")),
+    (("kopf.dev",), ("clusterkopfpeerings", "kopfpeerings"), ("get", "list", "watch", "patch")),
+)
+
+
+def required_rules() -> list[dict[str, Any]]:
+    """ClusterRole rules (apiGroups, resources, verbs), in a stable order."""
+    return [{"apiGroups": list(groups), "resources": list(resources), "verbs": list(verbs)}
+            for groups, resources, verbs in _RULES]
