@@ -76,7 +76,7 @@ def _hf(repo: str, revision: str | None, source: str) -> Path:
 
 def _s3(uri: str, target: Path) -> Path:
     try:
-        import boto3  # type: ignore[import-not-found]
+        import boto3
     except ImportError as exc:
         raise WeightsError(f"{uri}: s3:// sources need boto3 in the runtime image") from exc
     bucket, _, prefix = uri.removeprefix("s3://").partition("/")

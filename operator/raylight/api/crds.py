@@ -12,7 +12,6 @@ from typing import Any
 from pydantic import BaseModel
 
 from raylight import yamlio
-
 from raylight.api.types import GROUP, VERSION, ModelDeployment, Pipeline
 
 # JSON-schema keys that a Kubernetes structural schema accepts (others are dropped).

@@ -8,7 +8,7 @@ Field names on the wire are camelCase; Python attributes are snake_case.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import (
     AfterValidator,
@@ -24,7 +24,7 @@ from raylight.governance.presets import PRESETS
 
 GROUP = "raylight.io"
 VERSION = "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
+API_VERSION: Final = "raylight.io/v1alpha1"
 
 Task = Literal["chat", "embed"]
 Runtime = Literal["vllm", "llama-cpp", "transformers", "sentence-transformers"]
@@ -54,7 +54,7 @@ def _check_uri(value: str) -> str:
     scheme, sep, rest = value.partition("://")
     if not sep or scheme not in SOURCE_SCHEMES:
         raise ValueError(f"must be a URI with one of the schemes {', '.join(s + '://' for s in SOURCE_SCHEMES)}")
-    if not rest or rest.startswith("/") and scheme != "file":
+    if not rest or (rest.startswith("/") and scheme != "file"):
         raise ValueError(f"{scheme}:// needs a location after the scheme")
     if scheme == "file" and not rest.startswith("/"):
         raise ValueError("file:// needs an absolute path (file:///abs/path)")

