@@ -1,0 +1,127 @@
+"""Embedders: one protocol, in-process (sentence-transformers) or over HTTP (an OpenAI-compatible
+/v1/embeddings, e.g. the embedder ModelDeployment's Serve app)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+
+class EmbedderError(RuntimeError):
+    """The embedder cannot be loaded or does not answer."""
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    @property
+    def dimensions(self) -> int: ...
+
+    @property
+    def model_id(self) -> str:
+        """Names the model; stored with every point so a model change re-embeds everything."""
+        ...
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]: ...
+
+
+class LocalEmbedder:
+    """A SentenceTransformer in this process; vectors are L2-normalised (cosine == dot)."""
+
+    def __init__(self, path: str | Path, model_id: str | None = None, device: str = "cpu",
+                 batch_size: int = 32) -> None:
+        from sentence_transformers import SentenceTransformer
+
+        try:
+            self.model = SentenceTransformer(str(path), device=device, local_files_only=True)
+        except Exception as exc:
+            raise EmbedderError(f"cannot load the embedding model at {path}: {exc}") from exc
+        self.batch_size = batch_size
+        self._model_id = model_id or str(path)
+        get_dims = getattr(self.model, "get_embedding_dimension", None) or \
+            self.model.get_sentence_embedding_dimension
+        dims = get_dims()
+        if not dims:
+            dims = len(self.embed(["probe"])[0])
+        self._dimensions = int(dims)
+
+    @classmethod
+    def from_source(cls, source: dict[str, Any], device: str = "cpu") -> LocalEmbedder:
+        from raylight.api.types import ModelSource
+
+        from raylight_pipelines.weights import resolve
+
+        weights = resolve(ModelSource.model_validate(source))
+        return cls(weights.path, model_id=source["source"], device=device)
+
+    @property
+    def dimensions(self) -> int:
+        return self._dimensions
+
+    @property
+    def model_id(self) -> str:
+        return self._model_id
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.model.tokenizer
+
+    @property
+    def max_tokens(self) -> int | None:
+        return int(self.model.max_seq_length) if self.model.max_seq_length else None
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        if not texts:
+            return []
+        vectors = self.model.encode(list(texts), batch_size=self.batch_size, normalize_embeddings=True,
+                                    convert_to_numpy=True, show_progress_bar=False)
+        return [v.tolist() for v in vectors]
+
+
+class HttpEmbedder:
+    """An OpenAI-compatible embeddings endpoint (connections["embedder"]: base_url + model)."""
+
+    def __init__(self, base_url: str, model: str, dimensions: int | None = None, api_key: str | None = None,
+                 timeout: float = 60.0, batch_size: int = 64) -> None:
+        from openai import OpenAI
+
+        self.client = OpenAI(base_url=base_url, api_key=api_key or os.environ.get("OPENAI_API_KEY", "none"),
+                             timeout=timeout, max_retries=2)
+        self.model = model
+        self.base_url = base_url
+        self.batch_size = batch_size
+        self._dimensions = dimensions
+
+    @property
+    def dimensions(self) -> int:
+        if self._dimensions is None:
+            self._dimensions = len(self.embed(["probe"])[0])
+        return self._dimensions
+
+    @property
+    def model_id(self) -> str:
+        return self.model
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        import openai
+
+        out: list[list[float]] = []
+        for i in range(0, len(texts), self.batch_size):
+            batch = list(texts[i:i + self.batch_size])
+            try:
+                response = self.client.embeddings.create(model=self.model, input=batch)
+            except openai.OpenAIError as exc:
+                raise EmbedderError(f"embedder {self.model} at {self.base_url}: {exc}") from exc
+            out += [list(d.embedding) for d in sorted(response.data, key=lambda d: d.index)]
+        return out
+
+
+def from_connection(conn: dict[str, Any], local: bool = False) -> Embedder:
+    """connections["embedder"] -> an embedder: HTTP when a base_url is given (and not `local`), else the
+    model from its source in this process."""
+    if conn.get("base_url") and not local:
+        return HttpEmbedder(conn["base_url"], conn["model"], conn.get("dimensions"))
+    if not conn.get("source"):
+        raise EmbedderError(f"embedder {conn.get('model')}: neither a base_url nor a model source")
+    return LocalEmbedder.from_source(conn["source"])

@@ -1,0 +1,152 @@
+"""Qdrant, one code path: an embedded folder, a server (URL + API key), or a named Ray actor that owns
+the embedded folder on one machine (an embedded store admits one process, so everybody else goes
+through the actor with the same qdrant-client method names).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from typing import Any
+
+from qdrant_client import QdrantClient
+from qdrant_client import models as qm
+
+log = logging.getLogger(__name__)
+
+RAY_NAMESPACE = "raylight"
+DENSE = "dense"
+SPARSE = "bm25"
+PAYLOAD_INDEXES = {"tenant": "tenant", "groups": "keyword", "source_id": "keyword", "pipeline": "keyword"}
+
+
+class StoreUnavailable(RuntimeError):
+    """The vector store cannot be reached or refused the request (the agent answers 503)."""
+
+
+class CollectionMissing(StoreUnavailable):
+    """The collection does not exist yet (nothing ingested)."""
+
+
+class StoreActor:
+    """Owns one embedded QdrantClient(path) inside a Ray actor; `call` runs any client method."""
+
+    def __init__(self, path: str) -> None:
+        os.makedirs(path, exist_ok=True)
+        self.client = QdrantClient(path=path)
+
+    def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        if method.startswith("_") or method in ("close",):
+            raise AttributeError(f"{method} is not callable through the store actor")
+        return getattr(self.client, method)(*args, **kwargs)
+
+    def ping(self) -> bool:
+        return True
+
+
+class StoreProxy:
+    """Looks like a QdrantClient; each method call is a round trip to the owning actor."""
+
+    def __init__(self, actor: Any, name: str) -> None:
+        self._actor = actor
+        self._name = name
+
+    def __getattr__(self, method: str) -> Any:
+        if method.startswith("_"):
+            raise AttributeError(method)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            import ray
+
+            try:
+                return ray.get(self._actor.call.remote(method, *args, **kwargs))
+            except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
+                raise StoreUnavailable(f"store actor {self._name!r} is not running: {exc}") from exc
+            except ray.exceptions.RayTaskError as exc:
+                raise exc.as_instanceof_cause() from None
+
+        return call
+
+    def close(self) -> None:  # the actor keeps the store open for the others
+        pass
+
+
+def start_store_actor(name: str, path: str) -> Any:
+    """Start (or find) the detached actor that owns the embedded store at path; needs ray.init first."""
+    import ray
+
+    cls: Any = ray.remote(StoreActor)
+    actor = cls.options(name=name, namespace=RAY_NAMESPACE, lifetime="detached", get_if_exists=True,
+                        num_cpus=0, max_restarts=-1, max_concurrency=1).remote(str(path))
+    ray.get(actor.ping.remote())
+    return actor
+
+
+def connect(store_conn: dict[str, Any]) -> Any:
+    """connections["store"] -> a client with qdrant-client's methods.
+
+    actor set: the named Ray actor (Ray must be initialised, or RAY_ADDRESS set); url set: a server, the
+    API key from the environment variable api_key_env; path set: the embedded folder (one process only).
+    """
+    try:
+        if store_conn.get("actor"):
+            import ray
+
+            if not ray.is_initialized():
+                address = store_conn.get("ray_address") or os.environ.get("RAY_ADDRESS", "auto")
+                ray.init(address=address, namespace=RAY_NAMESPACE, log_to_driver=False)
+            actor = ray.get_actor(store_conn["actor"], namespace=RAY_NAMESPACE)
+            return StoreProxy(actor, store_conn["actor"])
+        if store_conn.get("url"):
+            env = store_conn.get("api_key_env")
+            api_key = os.environ.get(env) if env else None
+            if env and not api_key:
+                log.warning("store API key variable %s is not set", env)
+            return QdrantClient(url=store_conn["url"], api_key=api_key, timeout=30)
+        if store_conn.get("path"):
+            os.makedirs(store_conn["path"], exist_ok=True)
+            return QdrantClient(path=store_conn["path"])
+        return QdrantClient(":memory:")
+    except StoreUnavailable:
+        raise
+    except Exception as exc:
+        where = store_conn.get("actor") or store_conn.get("url") or store_conn.get("path")
+        raise StoreUnavailable(f"cannot open the vector store {where}: {exc}") from exc
+
+
+def ensure_collection(client: Any, collection: str, dimensions: int, sparse: bool = True) -> bool:
+    """Create the collection (named dense vector, Cosine; sparse BM25 with IDF) and its payload indexes;
+    True when it was created. An existing collection with another vector size is an error."""
+    if client.collection_exists(collection):
+        info = client.get_collection(collection)
+        vectors = info.config.params.vectors
+        size = vectors[DENSE].size if isinstance(vectors, dict) and DENSE in vectors else None
+        if size != dimensions:
+            raise StoreUnavailable(f"collection {collection!r} has dense vectors of size {size}, the embedder "
+                                   f"makes {dimensions}; use another collection or delete it")
+        return False
+    client.create_collection(
+        collection,
+        vectors_config={DENSE: qm.VectorParams(size=dimensions, distance=qm.Distance.COSINE)},
+        sparse_vectors_config={SPARSE: qm.SparseVectorParams(modifier=qm.Modifier.IDF)} if sparse else None,
+    )
+    with warnings.catch_warnings():  # the embedded store ignores payload indexes and says so
+        warnings.simplefilter("ignore")
+        for field, kind in PAYLOAD_INDEXES.items():
+            schema: Any = (qm.KeywordIndexParams(type=qm.KeywordIndexType.KEYWORD, is_tenant=True)
+                           if kind == "tenant" else qm.PayloadSchemaType.KEYWORD)
+            client.create_payload_index(collection, field, field_schema=schema)
+    return True
+
+
+def access_filter(tenant: str | None, groups: tuple[str, ...] | list[str]) -> qm.Filter:
+    """Chunks a caller may see: no tenant or the caller's tenant, and no groups or one of the caller's.
+    An anonymous caller (no tenant, no groups) sees only public chunks."""
+    tenant_ok: list[qm.Condition] = [qm.IsEmptyCondition(is_empty=qm.PayloadField(key="tenant"))]
+    if tenant:
+        tenant_ok.append(qm.FieldCondition(key="tenant", match=qm.MatchValue(value=tenant)))
+    groups_ok: list[qm.Condition] = [qm.IsEmptyCondition(is_empty=qm.PayloadField(key="groups"))]
+    if groups:
+        groups_ok.append(qm.FieldCondition(key="groups", match=qm.MatchAny(any=list(groups))))
+    return qm.Filter(must=[qm.Filter(should=tenant_ok), qm.Filter(should=groups_ok)])

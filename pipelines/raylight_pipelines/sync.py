@@ -1,0 +1,255 @@
+"""Idempotent, incremental sync of documents into a Qdrant collection.
+
+The collection itself is the only state: every point carries its document's `source_id`, `doc_hash`
+(everything that determines the document's chunks) and `chunk_count`, so the points of one document are
+its manifest. Point ids are uuid5(source id, chunk index, chunk hash), so the desired set of ids is a pure
+function of the inputs. A run computes, per document, desired - present (embed and upsert),
+present - desired (delete) and kept points whose doc_hash is stale (set_payload), in this order:
+
+  1. upsert every missing point (new content first: readers never see a document vanish mid-update);
+  2. stamp kept points with the new doc_hash/chunk_count;
+  3. delete stale points, then the points of documents that are gone.
+
+A document is unchanged only when all its points carry the new doc_hash and exactly the indexes
+0..chunk_count-1; anything else (including the leftovers of a killed run) takes the full path, which
+recomputes the desired set. So a run killed at any point and re-run converges to exactly the right
+points. Vectors of chunks whose text did not change are reused from the old points (an edit re-embeds
+only its new chunks even when chunk indexes shift).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from qdrant_client import models as qm
+
+from raylight_pipelines import bm25
+from raylight_pipelines.chunking import Tokenizer, chunk_document
+from raylight_pipelines.documents import Document, Loaded
+from raylight_pipelines.embedders import Embedder
+from raylight_pipelines.store import DENSE, SPARSE, ensure_collection
+
+log = logging.getLogger(__name__)
+
+SCHEMA = 1  # bump when payload layout or chunking rules change: every document is re-chunked
+NAMESPACE = uuid.UUID("5b0a3f3e-0d6b-4c47-9a8e-7f2c1d9e4a10")
+STATE_FIELDS = ["source_id", "source_key", "doc_hash", "chunk_index", "chunk_count", "text_hash"]
+
+
+@dataclass
+class SyncReport:
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    failed: int = 0
+    skipped: int = 0
+    chunks_embedded: int = 0
+    chunks_reused: int = 0
+    points_upserted: int = 0
+    points_deleted: int = 0
+    points: int = 0
+    failures: list[dict[str, str]] = field(default_factory=list)
+
+    def counts(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items()}
+
+    def merge(self, other: SyncReport) -> None:
+        for k, v in other.__dict__.items():
+            setattr(self, k, getattr(self, k) + v)
+
+
+@dataclass
+class PendingPoint:
+    id: str
+    payload: dict[str, Any]
+    passage: str  # what the embedder sees: heading path + chunk text
+    vector: list[float] | None = None  # reused from an old point
+
+
+Vectorize = Callable[[Sequence[PendingPoint]], Iterator[tuple[Sequence[PendingPoint], list[list[float]]]]]
+Fault = Callable[[str], None]
+
+
+def _sha(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def doc_hash(doc: Document, size: int, overlap: int, tokenizer: str, model: str) -> str:
+    return _sha([SCHEMA, doc.text, doc.title, doc.pages, doc.tenant, list(doc.groups), doc.source_key,
+                 size, overlap, tokenizer, model])
+
+
+def point_id(source_id: str, index: int, chunk_hash: str) -> str:
+    return str(uuid.uuid5(NAMESPACE, f"{source_id}\n{index}\n{chunk_hash}"))
+
+
+def plan_points(doc: Document, pipeline: str, tok: Tokenizer, size: int, overlap: int, model: str,
+                dhash: str) -> list[PendingPoint]:
+    chunks = chunk_document(doc, tok, size, overlap)
+    points = []
+    for c in chunks:
+        passage = f"{doc.title or ''} > {c.heading}\n{c.text}" if c.heading else c.text
+        text_hash = _sha([model, passage])
+        payload = {
+            "pipeline": pipeline, "source_id": doc.source_id, "source_key": doc.source_key,
+            "title": doc.title, "heading": c.heading, "text": c.text, "page": c.page,
+            "start": c.start, "end": c.end, "tokens": c.tokens, "chunk_index": c.index,
+            "tenant": doc.tenant, "groups": list(doc.groups), "text_hash": text_hash, "model": model,
+        }
+        pid = point_id(doc.source_id, c.index, _sha(payload))
+        payload.update({"doc_hash": dhash, "chunk_count": len(chunks)})
+        points.append(PendingPoint(pid, payload, passage))
+    return points
+
+
+def scan(client: Any, collection: str, pipeline: str) -> dict[str, list[tuple[str, dict[str, Any]]]]:
+    """source_id -> [(point id, state payload)] for this pipeline's points."""
+    out: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+    flt = qm.Filter(must=[qm.FieldCondition(key="pipeline", match=qm.MatchValue(value=pipeline))])
+    offset = None
+    while True:
+        records, offset = client.scroll(collection, scroll_filter=flt, limit=1000, offset=offset,
+                                        with_payload=STATE_FIELDS, with_vectors=False)
+        for r in records:
+            out.setdefault(r.payload.get("source_id", ""), []).append((str(r.id), r.payload))
+        if offset is None:
+            return out
+
+
+def is_current(present: list[tuple[str, dict[str, Any]]], dhash: str) -> bool:
+    if not present or any(p.get("doc_hash") != dhash for _, p in present):
+        return False
+    count = present[0][1].get("chunk_count") or 0
+    return sorted(int(p.get("chunk_index", -1)) for _, p in present) == list(range(count))
+
+
+def local_vectorize(embedder: Embedder, batch_size: int = 64) -> Vectorize:
+    def run(points: Sequence[PendingPoint]) -> Iterator[tuple[Sequence[PendingPoint], list[list[float]]]]:
+        for i in range(0, len(points), batch_size):
+            batch = points[i:i + batch_size]
+            yield batch, embedder.embed([p.passage for p in batch])
+    return run
+
+
+def _struct(p: PendingPoint, vector: list[float]) -> qm.PointStruct:
+    indices, values = bm25.document_vector(p.passage)
+    return qm.PointStruct(id=p.id, payload=p.payload,
+                          vector={DENSE: vector, SPARSE: qm.SparseVector(indices=indices, values=values)})
+
+
+def _batches(items: list[str], n: int) -> Iterable[list[str]]:
+    for i in range(0, len(items), n):
+        yield items[i:i + n]
+
+
+def sync(client: Any, collection: str, pipeline: str, loaded: Loaded, embedder: Embedder, tok: Tokenizer,
+         size: int, overlap: int, *, vectorize: Vectorize | None = None, batch_size: int = 64,
+         progress: Callable[[int, int], None] | None = None, fault: Fault | None = None) -> SyncReport:
+    """Make the collection hold exactly the chunks of `loaded` for this pipeline; see the module doc."""
+    report = SyncReport(failed=len(loaded.failures), skipped=len(loaded.skipped))
+    report.failures = [{"source": f.source_id, "reason": f.reason} for f in loaded.failures]
+    ensure_collection(client, collection, embedder.dimensions)
+    existing = scan(client, collection, pipeline)
+    tok_name = getattr(tok, "name", type(tok).__name__)
+    model = embedder.model_id
+
+    def write(stage: str) -> None:
+        if fault is not None:
+            fault(stage)
+
+    missing: list[PendingPoint] = []
+    restamp: list[tuple[list[str], dict[str, Any]]] = []
+    stale: list[str] = []
+    seen: set[str] = set()
+    protected = {f.source_id for f in loaded.failures}  # keep the last good chunks of failed documents
+    for doc in loaded.documents:
+        if doc.source_id in seen:
+            report.skipped += 1
+            report.failures.append({"source": doc.source_id, "reason": "listed twice; first one kept"})
+            continue
+        seen.add(doc.source_id)
+        present = existing.get(doc.source_id, [])
+        dhash = doc_hash(doc, size, overlap, tok_name, model)
+        if is_current(present, dhash):
+            report.unchanged += 1
+            continue
+        try:
+            points = plan_points(doc, pipeline, tok, size, overlap, model, dhash)
+        except Exception as exc:  # a document the chunker cannot handle must not stop the others
+            report.failed += 1
+            report.failures.append({"source": doc.source_id, "reason": f"cannot chunk: {exc}"})
+            protected.add(doc.source_id)
+            continue
+        if not points and not present:
+            report.skipped += 1
+            continue
+        present_ids = {pid: p for pid, p in present}
+        desired = {p.id for p in points}
+        reusable = {p.get("text_hash"): pid for pid, p in present}
+        new = [p for p in points if p.id not in present_ids]
+        old = [pid for pid in present_ids if pid not in desired]
+        reuse = {p.id: reusable[p.payload["text_hash"]] for p in new if p.payload["text_hash"] in reusable}
+        if reuse:
+            got = client.retrieve(collection, ids=sorted(set(reuse.values())), with_vectors=[DENSE],
+                                  with_payload=False)
+            vectors = {str(r.id): r.vector[DENSE] for r in got if isinstance(r.vector, dict)}
+            for p in new:
+                if p.id in reuse and reuse[p.id] in vectors:
+                    p.vector = list(vectors[reuse[p.id]])
+        missing += new
+        kept = [p for p in points if p.id in present_ids and (
+            present_ids[p.id].get("doc_hash") != dhash or present_ids[p.id].get("chunk_count") != len(points))]
+        if kept:
+            restamp.append(([p.id for p in kept], {"doc_hash": dhash, "chunk_count": len(points)}))
+        stale += old
+        if present:
+            report.updated += 1
+        else:
+            report.added += 1
+
+    # 1. upsert missing points: reused vectors first (no model call), then freshly embedded ones
+    reused = [p for p in missing if p.vector is not None]
+    to_embed = [p for p in missing if p.vector is None]
+    report.chunks_reused = len(reused)
+    for i in range(0, len(reused), batch_size):
+        batch = reused[i:i + batch_size]
+        write("upsert")
+        client.upsert(collection, points=[_struct(p, p.vector or []) for p in batch], wait=True)
+        report.points_upserted += len(batch)
+    done = 0
+    for embedded, embeddings in (vectorize or local_vectorize(embedder, batch_size))(to_embed):
+        write("upsert")
+        client.upsert(collection, points=[_struct(p, v) for p, v in zip(embedded, embeddings, strict=True)],
+                      wait=True)
+        done += len(embedded)
+        report.chunks_embedded += len(embedded)
+        report.points_upserted += len(embedded)
+        if progress:
+            progress(done, len(to_embed))
+    # 2. stamp kept points of changed documents
+    for ids, stamp in restamp:
+        write("set_payload")
+        client.set_payload(collection, payload=stamp, points=ids, wait=True)
+    # 3. delete stale chunks, then documents that are gone (only from sources that were fully listed,
+    #    never a failed document's last good chunks)
+    for source_id, present in existing.items():
+        if source_id in seen or source_id in protected:
+            continue
+        key = present[0][1].get("source_key")
+        if key in loaded.complete or key not in loaded.keys:
+            stale += [pid for pid, _ in present]
+            report.deleted += 1
+    for ids in _batches(stale, 1000):
+        write("delete")
+        client.delete(collection, points_selector=qm.PointIdsList(points=list(ids)), wait=True)
+        report.points_deleted += len(ids)
+    report.points = client.count(collection, count_filter=qm.Filter(must=[qm.FieldCondition(
+        key="pipeline", match=qm.MatchValue(value=pipeline))]), exact=True).count
+    return report
