@@ -1,0 +1,278 @@
+"""A Pipeline's agent without any transport: the compiled graph, its checkpointer, its model and store.
+
+`serve.AgentServer` puts HTTP in front of it; `bench/agent.py` calls it in-process to measure what the
+endpoint adds. Every call writes one audit line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import threading
+import time
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.graph.state import CompiledStateGraph
+from raylight.api.types import PipelineSpec
+
+from raylight_agents import audit, errors, registry
+from raylight_agents.checkpoint import describe, open_checkpointer
+from raylight_agents.graphs.base import AgentState, GraphDeps, RunContext, turn_input
+from raylight_agents.llm import LLM, Message, ModelTimeout, ModelUnavailable
+from raylight_agents.tools import HttpToolbox
+
+log = logging.getLogger(__name__)
+THREAD_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+
+
+@dataclass(frozen=True)
+class User:
+    id: str | None = None
+    tenant: str | None = None
+    groups: tuple[str, ...] = ()
+
+
+@dataclass
+class Turn:
+    """One question to the agent and what it needs to know about the caller."""
+
+    question: str
+    thread_id: str | None = None
+    user: User = field(default_factory=User)
+    prior: list[Message] = field(default_factory=list)  # OpenAI-style callers send the history themselves
+
+
+class LazyRetriever:
+    """Opens the pipeline's retriever on first use and again after a store outage, so a replica that
+    started while the store was down recovers by itself."""
+
+    def __init__(self, opener: Callable[[], Any]) -> None:
+        self._opener = opener
+        self._retriever: Any = None
+        self._lock = threading.Lock()
+
+    def get(self) -> Any:
+        with self._lock:
+            if self._retriever is None:
+                try:
+                    self._retriever = self._opener()
+                except errors.AgentError:
+                    raise
+                except Exception as exc:
+                    raise errors.StoreUnavailable(f"cannot open the store: {exc}") from exc
+            return self._retriever
+
+    def search(self, query: str, caller: Any = None, top_k: int | None = None) -> list[Any]:
+        try:
+            return list(self.get().search(query, caller=caller, top_k=top_k))
+        except errors.StoreUnavailable:
+            with self._lock:
+                self._retriever = None  # reopen next time: the store may come back elsewhere
+            raise
+
+    def ready(self) -> tuple[bool, str]:
+        try:
+            ok, detail = self.get().ready()
+            return bool(ok), str(detail)
+        except Exception as exc:
+            return False, str(exc)
+
+
+def default_retriever(spec: PipelineSpec, connections: dict[str, Any]) -> Callable[[], Any]:
+    def opener() -> Any:
+        from raylight_pipelines.retrieval import open_retriever
+
+        return open_retriever(spec, connections)
+    return opener
+
+
+def make_caller(user: User) -> Any:
+    from raylight_pipelines.retrieval import Caller
+
+    return Caller(user=user.id, tenant=user.tenant, groups=tuple(user.groups))
+
+
+class Agent:
+    def __init__(self, name: str, spec: PipelineSpec, connections: dict[str, Any],
+                 retriever: Callable[[], Any] | None = None, llm: LLM | None = None,
+                 caller_factory: Callable[[User], Any] = make_caller) -> None:
+        self.name = name
+        self.spec = spec
+        self.connections = connections
+        self.llm = llm or LLM.from_connection(connections["llm"])
+        self.retriever = LazyRetriever(retriever or default_retriever(spec, connections))
+        self.caller_factory = caller_factory
+        self.deps = GraphDeps(spec, self.retriever, self.llm, HttpToolbox(list(spec.agent.tools)))
+        self.builder = registry.get(spec.agent.graph)(self.deps)
+        self.graph: CompiledStateGraph[Any, Any, Any, Any] | None = None
+        self.checkpointer: BaseCheckpointSaver[Any] | None = None
+        self._stack = AsyncExitStack()
+
+    async def start(self) -> Agent:
+        self.checkpointer = await self._stack.enter_async_context(
+            open_checkpointer(self.connections.get("threads")))
+        self.graph = self.builder.compile(checkpointer=self.checkpointer, name=self.name)
+        return self
+
+    async def aclose(self) -> None:
+        await self._stack.aclose()
+        await self.llm.aclose()
+
+    # ------------------------------------------------------------ threads
+
+    def config(self, thread_id: str) -> RunnableConfig:
+        # Namespaced: several pipelines may share one thread database.
+        return {"configurable": {"thread_id": f"{self.name}:{thread_id}"}}
+
+    async def _owned_state(self, thread_id: str, user: User) -> AgentState | None:
+        """The thread's state, or None for a new thread; another user's thread does not exist for you."""
+        assert self.graph is not None
+        if not THREAD_ID.match(thread_id):
+            raise errors.AgentError(422, "thread_id: 1-128 characters of letters, digits, _ . : -",
+                                    code="invalid_request", param="thread_id")
+        snapshot = await self.graph.aget_state(self.config(thread_id))
+        values = cast(AgentState, snapshot.values or {})
+        if values and values.get("owner") is not None and values.get("owner") != user.id:
+            raise errors.not_found(f"thread {thread_id}")
+        return values or None
+
+    async def history(self, thread_id: str, user: User | None = None) -> dict[str, Any]:
+        values = await self._owned_state(thread_id, user or User())
+        if values is None:
+            raise errors.not_found(f"thread {thread_id}")
+        return {"thread_id": thread_id, "messages": values.get("messages", []),
+                "citations": values.get("citations", [])}
+
+    # ------------------------------------------------------------ runs
+
+    async def _prepare(self, turn: Turn) -> tuple[str, AgentState, RunnableConfig, RunContext]:
+        thread_id = turn.thread_id or uuid.uuid4().hex
+        existing = await self._owned_state(thread_id, turn.user)
+        state = turn_input(turn.question, existing.get("owner") if existing else turn.user.id)
+        if turn.prior and existing is None:
+            state["messages"] = [*turn.prior, *state["messages"]]
+        ctx = RunContext(caller=self.caller_factory(turn.user))
+        return thread_id, state, self.config(thread_id), ctx
+
+    def result(self, thread_id: str, values: AgentState) -> dict[str, Any]:
+        return {
+            "answer": values.get("answer", ""),
+            "citations": values.get("citations", []),
+            "thread_id": thread_id,
+            "grounding": values.get("grounding", "none"),
+            "retrieved": [c["id"] for c in values.get("chunks", [])],
+        }
+
+    def _audit(self, operation: str, turn: Turn, started: float, status: int, ctx: RunContext | None,
+               thread_id: str | None, values: AgentState | None, error: str | None = None) -> None:
+        values = values or {}
+        audit.record(
+            self.name, operation, started=started, status=status, model=self.llm.model, user=turn.user.id,
+            tenant=turn.user.tenant, thread_id=thread_id,
+            retrieved=[c["id"] for c in values.get("chunks", [])],
+            cited=[c["id"] for c in values.get("citations", [])],
+            usage=ctx.usage.as_dict() if ctx else None, question=turn.question,
+            log_questions=self.spec.agent.log_questions, error=error)
+
+    @staticmethod
+    def _map(exc: BaseException) -> errors.AgentError:
+        if isinstance(exc, errors.AgentError):
+            return exc
+        if isinstance(exc, ModelTimeout):
+            return errors.AgentError(504, str(exc), type="timeout", code="model_timeout")
+        if isinstance(exc, ModelUnavailable):
+            return errors.unavailable("model", str(exc))
+        if isinstance(exc, errors.StoreUnavailable):
+            return errors.unavailable("store", str(exc))
+        log.exception("agent run failed")
+        return errors.AgentError(500, f"internal error: {type(exc).__name__}", type="server_error",
+                                 code="internal")
+
+    async def invoke(self, turn: Turn, operation: str = "invoke") -> dict[str, Any]:
+        assert self.graph is not None, "call start() first"
+        started = time.perf_counter()
+        ctx: RunContext | None = None
+        thread_id: str | None = turn.thread_id
+        values: AgentState | None = None
+        try:
+            thread_id, state, config, ctx = await self._prepare(turn)
+            values = cast(AgentState, await self.graph.ainvoke(state, config, context=ctx))
+        except (asyncio.CancelledError, TimeoutError):
+            self._audit(operation, turn, started, 504, ctx, thread_id, values, "timeout")
+            raise
+        except Exception as exc:
+            error = self._map(exc)
+            self._audit(operation, turn, started, error.status, ctx, thread_id, values, error.message)
+            raise error from exc
+        self._audit(operation, turn, started, 200, ctx, thread_id, values)
+        out = self.result(thread_id, values)
+        out["usage"] = ctx.usage.as_dict()
+        return out
+
+    async def events(self, turn: Turn, operation: str = "stream") -> AsyncGenerator[tuple[str, dict[str, Any]]]:
+        """("retrieval", {...}) per retrieval step, ("token", {"text"}) per answer token, then ("final", {...})
+        with the same body `invoke` returns. Errors raise `AgentError`."""
+        assert self.graph is not None, "call start() first"
+        started = time.perf_counter()
+        ctx: RunContext | None = None
+        thread_id: str | None = turn.thread_id
+        final: AgentState = {}
+        status, message = 200, None
+        try:
+            thread_id, state, config, ctx = await self._prepare(turn)
+            ctx.stream_tokens = True
+            parts: AsyncIterator[Any] = self.graph.astream(
+                state, config, context=ctx, stream_mode=["updates", "custom"])
+            async for mode, chunk in parts:
+                if mode == "custom" and "token" in chunk:
+                    yield "token", {"text": chunk["token"]}
+                elif mode == "updates":
+                    for update in chunk.values():
+                        if not isinstance(update, dict):
+                            continue
+                        final.update(cast(AgentState, update))
+                        if "chunks" in update:
+                            yield "retrieval", {
+                                "query": (update.get("queries") or [turn.question])[-1],
+                                "chunks": [{"id": c["id"], "source": c["source"], "title": c["title"],
+                                            "score": c["score"]} for c in update["chunks"]]}
+            out = self.result(thread_id, final)
+            out["usage"] = ctx.usage.as_dict()
+            yield "final", out
+        except (asyncio.CancelledError, GeneratorExit, TimeoutError):
+            status, message = 504, "cancelled or timed out"
+            raise
+        except Exception as exc:
+            error = self._map(exc)
+            status, message = error.status, error.message
+            raise error from exc
+        finally:
+            self._audit(operation, turn, started, status, ctx, thread_id, final, message)
+
+    # ------------------------------------------------------------ health
+
+    async def ready(self) -> dict[str, Any]:
+        (model_ok, model_detail), (store_ok, store_detail) = await asyncio.gather(
+            self.llm.ready(), asyncio.to_thread(self.retriever.ready))
+        return {"ready": model_ok and store_ok and self.graph is not None,
+                "pipeline": self.name, "graph": self.spec.agent.graph,
+                "model": {"ok": model_ok, "detail": model_detail},
+                "store": {"ok": store_ok, "detail": store_detail},
+                "threads": describe(self.connections.get("threads"))}
+
+
+@contextlib.asynccontextmanager
+async def running(agent: Agent) -> AsyncIterator[Agent]:
+    await agent.start()
+    try:
+        yield agent
+    finally:
+        await agent.aclose()

@@ -1,0 +1,278 @@
+"""What every graph shares: typed state, the run context, prompts, relevance and citation checks.
+
+A graph module defines `build(deps: GraphDeps) -> StateGraph` and registers it with `@register(name)`;
+the agent compiles it with the pipeline's checkpointer. State that must survive a turn (the
+conversation, the thread's owner) uses reducers or is rewritten each turn; per-turn fields are reset
+by the input the agent passes in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import operator
+import re
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal, Protocol, TypedDict
+
+from raylight.api.types import PipelineSpec
+
+from raylight_agents.llm import LLM, Completion, Message, Usage
+from raylight_agents.tools import HttpToolbox
+
+# A 135M model has little room: few, short sources and a short history keep answers fast and on topic.
+MAX_SOURCES = 4
+MAX_SOURCE_CHARS = 500
+HISTORY_MESSAGES = 4
+HISTORY_CHARS = 300
+
+DEFAULT_SYSTEM = ("You answer questions using only the numbered sources. Cite the sources you use as "
+                  "[1], [2]. If the sources do not contain the answer, say you do not know.")
+DONT_KNOW = "I don't know: the documents I can search do not cover this question."
+
+Grounding = Literal["cited", "context", "none"]
+
+
+class Chunk(TypedDict):
+    """A retrieved chunk (or an HTTP tool's result) as it is kept in the state."""
+
+    id: str
+    source: str
+    title: str | None
+    text: str
+    score: float | None
+
+
+class Citation(TypedDict):
+    ref: int  # the [n] the answer uses
+    id: str
+    source: str
+    text: str
+
+
+class AgentState(TypedDict, total=False):
+    messages: Annotated[list[Message], operator.add]  # the conversation, kept across turns
+    owner: str | None  # the user who started the thread (others may not read or continue it)
+    question: str
+    query: str
+    queries: list[str]  # every query tried this turn (agentic-rag rewrites)
+    chunks: list[Chunk]  # everything retrieved this turn
+    context: list[Chunk]  # the numbered sources given to the model
+    answer: str
+    citations: list[Citation]
+    grounding: Grounding
+    prompt: list[Message]  # what the answering call sent to the model (for audit and tests)
+    iterations: int
+    tool_calls: list[dict[str, Any]]
+
+
+@dataclass
+class RunContext:
+    """Per-request values that are not part of the thread's state."""
+
+    caller: Any = None  # raylight_pipelines.retrieval.Caller
+    stream_tokens: bool = False
+    usage: Usage = field(default_factory=Usage)
+
+
+class Retriever(Protocol):
+    def search(self, query: str, caller: Any = None, top_k: int | None = None) -> list[Any]: ...
+
+
+@dataclass
+class GraphDeps:
+    spec: PipelineSpec
+    retriever: Retriever
+    llm: LLM
+    tools: HttpToolbox
+
+
+def turn_input(question: str, owner: str | None) -> AgentState:
+    """The state update that starts a turn: the user's message appended, per-turn fields cleared."""
+    return {"messages": [{"role": "user", "content": question}], "owner": owner, "question": question,
+            "query": question, "queries": [], "chunks": [], "context": [], "answer": "", "citations": [],
+            "grounding": "none", "prompt": [], "iterations": 0, "tool_calls": []}
+
+
+def to_chunk(hit: Any) -> Chunk:
+    return {"id": str(hit.id), "source": str(hit.source), "title": getattr(hit, "title", None),
+            "text": str(hit.text), "score": None if hit.score is None else float(hit.score)}
+
+
+async def retrieve(deps: GraphDeps, query: str, caller: Any) -> list[Chunk]:
+    """Search the pipeline's store as the caller (tenant and groups filter what comes back)."""
+    top_k = deps.spec.retrieval.top_k
+    search = deps.retriever.search
+    if inspect.iscoroutinefunction(search):
+        hits = await search(query, caller=caller, top_k=top_k)
+    else:  # qdrant-client and the query embedding block: keep the event loop free
+        hits = await asyncio.to_thread(search, query, caller=caller, top_k=top_k)
+    return [to_chunk(h) for h in hits]
+
+
+_STOP = frozenset({
+    "a", "about", "an", "and", "are", "as", "at", "be", "by", "can", "do", "does", "doing", "done",
+    "for", "from", "get", "has", "have", "how", "i", "if", "in", "into", "is", "it", "its", "make",
+    "me", "my", "of", "on", "or", "our", "please", "set", "should", "tell", "than", "that", "the",
+    "their", "them", "then", "there", "these", "this", "to", "use", "used", "using", "was", "we",
+    "what", "when", "where", "which", "who", "why", "will", "with", "you", "your",
+})
+
+
+def terms(text: str) -> set[str]:
+    """Content words, crudely stemmed (first 5 letters), so 'replicas' meets 'replica'."""
+    return {w[:5] for w in re.findall(r"[a-z0-9]+", text.lower()) if len(w) > 2 and w not in _STOP}
+
+
+def relevant(query: str, chunks: list[Chunk]) -> list[Chunk]:
+    """Chunks worth showing the model, decided without it: those sharing at least one content word with
+    the query. Dense search always returns *something*; this is what lets the agent say it does not know
+    instead of answering from noise. (spec.retrieval.scoreThreshold is applied by the retriever inside
+    the store query, where the scores are cosine similarities; fused hybrid scores are ranks.)"""
+    wanted = terms(query)
+    return [c for c in chunks if wanted & terms(f"{c['title'] or ''} {c['text']}")]
+
+
+def history(messages: list[Message]) -> list[Message]:
+    """Earlier turns sent along with a question (the last user message is the question itself)."""
+    earlier = messages[:-1][-HISTORY_MESSAGES:]
+    return [{"role": m["role"], "content": m["content"][:HISTORY_CHARS]} for m in earlier]
+
+
+def answer_prompt(spec: PipelineSpec, state: AgentState, context: list[Chunk]) -> list[Message]:
+    sources = "\n".join(
+        f"[{n}] {(c['title'] + ': ') if c['title'] else ''}{c['text'][:MAX_SOURCE_CHARS]}"
+        for n, c in enumerate(context, 1))
+    system = (spec.agent.system_prompt or DEFAULT_SYSTEM).strip()
+    user = f"Sources:\n{sources}\n\nQuestion: {state['question']}"
+    return [{"role": "system", "content": system}, *history(state.get("messages", [])),
+            {"role": "user", "content": user}]
+
+
+def response_format(spec: PipelineSpec) -> dict[str, Any] | None:
+    fmt = spec.agent.response_format
+    if fmt is None:
+        return None
+    return {"type": "json_schema",
+            "json_schema": {"name": fmt.json_schema.name, "schema": fmt.json_schema.schema_, "strict": True}}
+
+
+_REF = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
+_REF_PREFIX = re.compile(r"\[[\d ,]{0,30}")  # what a reference looks like while it is streamed
+
+
+def clean_refs(text: str, count: int) -> str:
+    """Drop references to sources that do not exist: "[7]" goes, "[1, 7]" becomes "[1]"."""
+    def keep(match: re.Match[str]) -> str:
+        valid = [r for r in (int(x) for x in match.group(1).split(",")) if 1 <= r <= count]
+        return "[" + ", ".join(map(str, valid)) + "]" if valid else ""
+    return _REF.sub(keep, text)
+
+
+class RefFilter:
+    """Applies `clean_refs` to a token stream, holding back only an unfinished "[...": the streamed text
+    then equals the non-streamed answer."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.pending = ""
+        self.started = False
+
+    def _emit(self, text: str) -> str:
+        if not self.started:
+            text = text.lstrip()
+            self.started = bool(text)
+        return text
+
+    def feed(self, delta: str) -> str:
+        self.pending += delta
+        out: list[str] = []
+        while self.pending:
+            start = self.pending.find("[")
+            if start < 0:
+                out.append(self.pending)
+                self.pending = ""
+                break
+            out.append(self.pending[:start])
+            rest = self.pending[start:]
+            match = _REF.match(rest)
+            if match:
+                out.append(clean_refs(match.group(0), self.count))
+                self.pending = rest[match.end():]
+                continue
+            prefix = _REF_PREFIX.match(rest)
+            if prefix and prefix.end() == len(rest):  # could still become a reference: wait for more
+                self.pending = rest
+                break
+            out.append("[")
+            self.pending = rest[1:]
+        return self._emit("".join(out))
+
+    def flush(self) -> str:
+        text, self.pending = self.pending, ""
+        return self._emit(text)
+
+
+def cite(answer: str, context: list[Chunk], structured: bool) -> tuple[str, list[Citation], Grounding]:
+    """Keep only the [n] that name a source the model was given; list those sources in order.
+
+    A reference to a source that does not exist is removed from a prose answer (structured answers are
+    left intact). When the model cites nothing valid, the citations are the sources it was given and
+    the grounding says "context", not "cited"."""
+    used: list[int] = []
+    for match in _REF.finditer(answer):
+        for ref in (int(x) for x in match.group(1).split(",")):
+            if 1 <= ref <= len(context) and ref not in used:
+                used.append(ref)
+    text = answer if structured else clean_refs(answer, len(context)).strip()
+    grounding: Grounding = "cited" if used else "context"
+    refs = used or list(range(1, len(context) + 1))
+    citations: list[Citation] = [
+        {"ref": n, "id": context[n - 1]["id"], "source": context[n - 1]["source"],
+         "text": context[n - 1]["text"][:MAX_SOURCE_CHARS]} for n in refs]
+    return text, citations, grounding
+
+
+async def call_llm(deps: GraphDeps, ctx: RunContext, messages: list[Message], writer: Any = None,
+                   fmt: dict[str, Any] | None = None, max_tokens: int | None = None,
+                   refs: RefFilter | None = None) -> str:
+    """One LLM call; tokens go to the stream writer when the caller streams; usage is accounted."""
+    done: Completion
+    if ctx.stream_tokens and writer is not None:
+        done = Completion("")
+        async for part in deps.llm.stream(messages, fmt, max_tokens):
+            if isinstance(part, Completion):
+                done = part
+            elif text := (refs.feed(part) if refs else part):
+                writer({"token": text})
+        if refs and (text := refs.flush()):
+            writer({"token": text})
+    else:
+        done = await deps.llm.complete(messages, fmt, max_tokens)
+    ctx.usage.add(done.prompt_tokens, done.completion_tokens)
+    return done.text
+
+
+async def generate(deps: GraphDeps, state: AgentState, ctx: RunContext, writer: Any) -> AgentState:
+    """Answer from the numbered sources, or say "I don't know" without calling the model when none."""
+    context = state.get("context", [])[:MAX_SOURCES]
+    if not context:
+        return {"answer": DONT_KNOW, "citations": [], "grounding": "none", "prompt": [],
+                "messages": [{"role": "assistant", "content": DONT_KNOW}]}
+    prompt = answer_prompt(deps.spec, state, context)
+    fmt = response_format(deps.spec)
+    refs = None if fmt is not None else RefFilter(len(context))
+    raw = await call_llm(deps, ctx, prompt, writer, fmt, refs=refs)
+    answer, citations, grounding = cite(raw, context, structured=fmt is not None)
+    return {"answer": answer, "citations": citations, "grounding": grounding, "prompt": prompt,
+            "messages": [{"role": "assistant", "content": answer}]}
+
+
+def json_field(text: str, key: str, default: Any) -> Any:
+    """A field of a JSON object the model produced under a schema (default when it is not valid)."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return default
+    return value.get(key, default) if isinstance(value, dict) else default

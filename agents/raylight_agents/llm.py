@@ -1,0 +1,142 @@
+"""The agent's LLM: any OpenAI-compatible endpoint (the Pipeline's own ModelDeployment or an external one).
+
+One `AsyncOpenAI` client per replica, with the connection's timeout and a small retry budget; failures
+become `ModelUnavailable` (the endpoint is down: HTTP 503) or `ModelTimeout` (HTTP 504), so the HTTP
+layer can tell the caller the truth.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import openai
+from openai import AsyncOpenAI
+
+Message = dict[str, str]
+
+
+class ModelUnavailable(RuntimeError):
+    """The LLM endpoint cannot be reached or answers with a server error."""
+
+
+class ModelTimeout(ModelUnavailable):
+    """The LLM endpoint did not answer within the connection's timeout."""
+
+
+@dataclass
+class Usage:
+    """Token counts of every LLM call made for one request (the audit log reports them)."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    calls: int = 0
+
+    def add(self, prompt: int | None, completion: int | None) -> None:
+        self.prompt_tokens += prompt or 0
+        self.completion_tokens += completion or 0
+        self.calls += 1
+
+    def as_dict(self) -> dict[str, int]:
+        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+                "calls": self.calls}
+
+
+@dataclass
+class Completion:
+    text: str
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _wrap(exc: Exception, base_url: str) -> ModelUnavailable:
+    if isinstance(exc, openai.APITimeoutError | httpx.TimeoutException):
+        return ModelTimeout(f"model endpoint {base_url} timed out")
+    if isinstance(exc, openai.APIStatusError):
+        return ModelUnavailable(f"model endpoint {base_url} answered HTTP {exc.status_code}: "
+                                f"{str(exc.message)[:200]}")
+    return ModelUnavailable(f"model endpoint {base_url} is unreachable: {type(exc).__name__}")
+
+
+class LLM:
+    """Chat completions against one OpenAI-compatible endpoint and model name."""
+
+    def __init__(self, model: str, base_url: str, api_key: str | None = None, timeout_seconds: float = 60.0,
+                 max_retries: int = 2, max_tokens: int = 256, http_client: httpx.AsyncClient | None = None) -> None:
+        self.model = model
+        self.base_url = base_url.rstrip("/")
+        self.max_tokens = max_tokens
+        self.client = AsyncOpenAI(base_url=self.base_url, api_key=api_key or "unused",
+                                  timeout=timeout_seconds, max_retries=max_retries, http_client=http_client)
+
+    @classmethod
+    def from_connection(cls, conn: dict[str, Any], max_tokens: int = 256) -> LLM:
+        """Build from connections["llm"]; the API key comes only from the variable it names."""
+        key_env = conn.get("api_key_env")
+        api_key = os.environ.get(key_env) if key_env else None
+        return cls(conn["model"], conn["base_url"], api_key, float(conn.get("timeout_seconds") or 60.0),
+                   max_tokens=max_tokens)
+
+    def _params(self, messages: list[Message], response_format: dict[str, Any] | None,
+                max_tokens: int | None) -> dict[str, Any]:
+        params: dict[str, Any] = {"model": self.model, "messages": messages, "temperature": 0.0,
+                                  "max_tokens": max_tokens or self.max_tokens}
+        if response_format is not None:
+            params["response_format"] = response_format
+        return params
+
+    async def complete(self, messages: list[Message], response_format: dict[str, Any] | None = None,
+                       max_tokens: int | None = None) -> Completion:
+        try:
+            resp = await self.client.chat.completions.create(
+                **self._params(messages, response_format, max_tokens))
+        except (openai.APIError, httpx.HTTPError) as exc:
+            if isinstance(exc, openai.APIStatusError) and exc.status_code < 500:
+                raise  # our request was wrong: a bug to see, not an outage to hide
+            raise _wrap(exc, self.base_url) from exc
+        text = (resp.choices[0].message.content or "") if resp.choices else ""
+        usage = resp.usage
+        return Completion(text, usage.prompt_tokens if usage else None,
+                          usage.completion_tokens if usage else None)
+
+    async def stream(self, messages: list[Message], response_format: dict[str, Any] | None = None,
+                     max_tokens: int | None = None) -> AsyncIterator[str | Completion]:
+        """Yield text deltas, then one final `Completion` with the whole text and the usage if reported."""
+        parts: list[str] = []
+        prompt_tokens = completion_tokens = None
+        try:
+            stream = await self.client.chat.completions.create(
+                **self._params(messages, response_format, max_tokens), stream=True,
+                stream_options={"include_usage": True})
+            async for chunk in stream:
+                if chunk.usage is not None:
+                    prompt_tokens = chunk.usage.prompt_tokens
+                    completion_tokens = chunk.usage.completion_tokens
+                for choice in chunk.choices:
+                    delta = choice.delta.content if choice.delta else None
+                    if delta:
+                        parts.append(delta)
+                        yield delta
+        except (openai.APIError, httpx.HTTPError) as exc:
+            if isinstance(exc, openai.APIStatusError) and exc.status_code < 500:
+                raise
+            raise _wrap(exc, self.base_url) from exc
+        yield Completion("".join(parts), prompt_tokens, completion_tokens)
+
+    async def ready(self) -> tuple[bool, str]:
+        """Whether the endpoint answers `GET /models` and lists this model (external endpoints may not)."""
+        try:
+            models = await self.client.with_options(timeout=5.0, max_retries=0).models.list()
+        except (openai.APIError, httpx.HTTPError) as exc:
+            return False, str(_wrap(exc, self.base_url))
+        ids = [m.id for m in models.data]
+        if ids and self.model not in ids:
+            return False, f"model endpoint {self.base_url} does not serve {self.model!r} (it serves {ids})"
+        return True, f"model {self.model} at {self.base_url}"
+
+    async def aclose(self) -> None:
+        await self.client.close()
