@@ -103,14 +103,14 @@ def make_caller(user: User) -> Any:
 class Agent:
     def __init__(self, name: str, spec: PipelineSpec, connections: dict[str, Any],
                  retriever: Callable[[], Any] | None = None, llm: LLM | None = None,
-                 caller_factory: Callable[[User], Any] = make_caller) -> None:
+                 caller_factory: Callable[[User], Any] = make_caller, tools: HttpToolbox | None = None) -> None:
         self.name = name
         self.spec = spec
         self.connections = connections
         self.llm = llm or LLM.from_connection(connections["llm"])
         self.retriever = LazyRetriever(retriever or default_retriever(spec, connections))
         self.caller_factory = caller_factory
-        self.deps = GraphDeps(spec, self.retriever, self.llm, HttpToolbox(list(spec.agent.tools)))
+        self.deps = GraphDeps(spec, self.retriever, self.llm, tools or HttpToolbox(list(spec.agent.tools)))
         self.builder = registry.get(spec.agent.graph)(self.deps)
         self.graph: CompiledStateGraph[Any, Any, Any, Any] | None = None
         self.checkpointer: BaseCheckpointSaver[Any] | None = None

@@ -20,9 +20,11 @@ class ToolError(RuntimeError):
 
 
 class HttpToolbox:
-    def __init__(self, tools: list[HttpTool], timeout_seconds: float = 10.0) -> None:
+    def __init__(self, tools: list[HttpTool], timeout_seconds: float = 10.0,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.tools = {t.name: t for t in tools}
         self.timeout = timeout_seconds
+        self.transport = transport  # tests only
 
     @property
     def names(self) -> list[str]:
@@ -36,7 +38,8 @@ class HttpToolbox:
         tool = self.tools.get(name)
         if tool is None:
             raise ToolError(f"tool {name!r} is not in the pipeline's allowlist")
-        async with httpx.AsyncClient(timeout=self.timeout, follow_redirects=False) as client:
+        async with httpx.AsyncClient(timeout=self.timeout, follow_redirects=False,
+                                     transport=self.transport) as client:
             try:
                 if tool.method == "GET":
                     resp = await client.get(tool.url, params={"q": text})

@@ -158,21 +158,21 @@ def response_format(spec: PipelineSpec) -> dict[str, Any] | None:
             "json_schema": {"name": fmt.json_schema.name, "schema": fmt.json_schema.schema_, "strict": True}}
 
 
-_REF = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
+_REF = re.compile(r"( ?)\[(\d+(?:\s*,\s*\d+)*)\]")  # a reference and the space before it
 _REF_PREFIX = re.compile(r"\[[\d ,]{0,30}")  # what a reference looks like while it is streamed
 
 
 def clean_refs(text: str, count: int) -> str:
-    """Drop references to sources that do not exist: "[7]" goes, "[1, 7]" becomes "[1]"."""
+    """Drop references to sources that do not exist: " [7]" goes, "[1, 7]" becomes "[1]"."""
     def keep(match: re.Match[str]) -> str:
-        valid = [r for r in (int(x) for x in match.group(1).split(",")) if 1 <= r <= count]
-        return "[" + ", ".join(map(str, valid)) + "]" if valid else ""
+        valid = [r for r in (int(x) for x in match.group(2).split(",")) if 1 <= r <= count]
+        return match.group(1) + "[" + ", ".join(map(str, valid)) + "]" if valid else ""
     return _REF.sub(keep, text)
 
 
 class RefFilter:
-    """Applies `clean_refs` to a token stream, holding back only an unfinished "[...": the streamed text
-    then equals the non-streamed answer."""
+    """Applies `clean_refs` to a token stream, holding back only an unfinished " [..." (and a trailing
+    space that may precede one): the streamed text then equals the non-streamed answer."""
 
     def __init__(self, count: int) -> None:
         self.count = count
@@ -191,22 +191,25 @@ class RefFilter:
         while self.pending:
             start = self.pending.find("[")
             if start < 0:
-                out.append(self.pending)
-                self.pending = ""
+                keep = 1 if self.pending.endswith(" ") else 0
+                out.append(self.pending[:len(self.pending) - keep])
+                self.pending = self.pending[len(self.pending) - keep:]
                 break
-            out.append(self.pending[:start])
-            rest = self.pending[start:]
+            lead = start - 1 if start > 0 and self.pending[start - 1] == " " else start
+            out.append(self.pending[:lead])
+            rest = self.pending[lead:]
             match = _REF.match(rest)
             if match:
                 out.append(clean_refs(match.group(0), self.count))
                 self.pending = rest[match.end():]
                 continue
-            prefix = _REF_PREFIX.match(rest)
+            bracket = start - lead
+            prefix = _REF_PREFIX.match(rest, bracket)
             if prefix and prefix.end() == len(rest):  # could still become a reference: wait for more
                 self.pending = rest
                 break
-            out.append("[")
-            self.pending = rest[1:]
+            out.append(rest[:bracket + 1])
+            self.pending = rest[bracket + 1:]
         return self._emit("".join(out))
 
     def flush(self) -> str:
@@ -222,7 +225,7 @@ def cite(answer: str, context: list[Chunk], structured: bool) -> tuple[str, list
     the grounding says "context", not "cited"."""
     used: list[int] = []
     for match in _REF.finditer(answer):
-        for ref in (int(x) for x in match.group(1).split(",")):
+        for ref in (int(x) for x in match.group(2).split(",")):
             if 1 <= ref <= len(context) and ref not in used:
                 used.append(ref)
     text = answer if structured else clean_refs(answer, len(context)).strip()

@@ -1,0 +1,93 @@
+"""Deterministic stand-ins for unit tests of the graphs (the end-to-end tests use the real models):
+an OpenAI-compatible endpoint on an httpx MockTransport that records every request, and an in-memory
+retriever with the same search signature and ACL semantics as raylight_pipelines.retrieval."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from raylight_agents.graphs.base import terms
+from raylight_agents.llm import LLM
+from raylight_pipelines.retrieval import Caller, RetrievedChunk
+
+
+@dataclass
+class ScriptedLLM:
+    """Answers chat completions with reply(request_body) -> text; streams it word by word."""
+
+    reply: Callable[[dict[str, Any]], str]
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    down: bool = False
+
+    def handler(self, request: httpx.Request) -> httpx.Response:
+        if self.down:
+            raise httpx.ConnectError("connection refused")
+        if request.url.path.endswith("/models"):
+            return httpx.Response(200, json={"object": "list", "data": [{"id": "tiny", "object": "model"}]})
+        body = json.loads(request.content)
+        self.requests.append(body)
+        text = self.reply(body)
+        usage = {"prompt_tokens": 10, "completion_tokens": len(text.split()), "total_tokens": 0}
+        if not body.get("stream"):
+            return httpx.Response(200, json={
+                "id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                             "finish_reason": "stop"}], "usage": usage})
+        words = [w + " " for w in text.split(" ")]
+        words[-1] = words[-1][:-1]
+        lines = [{"id": "x", "object": "chat.completion.chunk", "created": 0, "model": body["model"],
+                  "choices": [{"index": 0, "delta": {"content": w}, "finish_reason": None}]} for w in words]
+        lines.append({"id": "x", "object": "chat.completion.chunk", "created": 0, "model": body["model"],
+                      "choices": [], "usage": usage})
+        sse = "".join(f"data: {json.dumps(line)}\n\n" for line in lines) + "data: [DONE]\n\n"
+        return httpx.Response(200, content=sse.encode(), headers={"content-type": "text/event-stream"})
+
+    def llm(self) -> LLM:
+        client = httpx.AsyncClient(transport=httpx.MockTransport(self.handler))
+        return LLM("tiny", "http://llm.test/v1", timeout_seconds=5, max_retries=0, http_client=client)
+
+    def answer_calls(self) -> list[dict[str, Any]]:
+        """Requests that asked for an answer (not a structured grading/rewrite/tool decision)."""
+        return [r for r in self.requests if "Sources:" in r["messages"][-1]["content"]
+                and "Question:" in r["messages"][-1]["content"]
+                and r.get("response_format", {}).get("json_schema", {}).get("name") not in ("grade", "query",
+                                                                                               "tool")]
+
+
+@dataclass
+class Doc:
+    id: str
+    text: str
+    source: str = "doc.md"
+    groups: tuple[str, ...] = ()
+    tenant: str | None = None
+
+
+class MemoryRetriever:
+    """Lexical top-k over a few documents, with the store's ACL rule (tenant and groups)."""
+
+    def __init__(self, docs: list[Doc]) -> None:
+        self.docs = docs
+        self.queries: list[tuple[str, Caller | None]] = []
+        self.down = False
+
+    def search(self, query: str, caller: Caller | None = None, top_k: int | None = None) -> list[RetrievedChunk]:
+        from raylight_pipelines.retrieval import StoreUnavailable
+
+        if self.down:
+            raise StoreUnavailable("store is down (test)")
+        self.queries.append((query, caller))
+        caller = caller or Caller()
+        visible = [d for d in self.docs if (d.tenant is None or d.tenant == caller.tenant)
+                   and (not d.groups or set(d.groups) & set(caller.groups))]
+        scored = sorted(visible, key=lambda d: -len(terms(query) & terms(d.text)))[: top_k or 4]
+        return [RetrievedChunk(d.id, d.source, d.source, None, d.text, float(len(terms(query) & terms(d.text))),
+                               None, 0, len(d.text)) for d in scored]
+
+    def ready(self) -> tuple[bool, str]:
+        return (not self.down, "down" if self.down else "ok")
