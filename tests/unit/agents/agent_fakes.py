@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-
 from raylight_agents.graphs.base import terms
 from raylight_agents.llm import LLM
 from raylight_pipelines.retrieval import Caller, RetrievedChunk

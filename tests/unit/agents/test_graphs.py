@@ -10,15 +10,13 @@ from typing import Any
 
 import httpx
 import pytest
-
+from agent_fakes import Doc, MemoryRetriever, ScriptedLLM
 from raylight.api.types import PipelineSpec
 from raylight_agents.agent import Agent, Turn, User, running
 from raylight_agents.errors import AgentError
 from raylight_agents.graphs.base import DONT_KNOW
 from raylight_agents.tools import HttpToolbox, ToolError
 from raylight_pipelines.retrieval import Caller
-
-from agent_fakes import Doc, MemoryRetriever, ScriptedLLM
 
 DOCS = [
     Doc("d1", "Ray Serve scales replicas with autoscaling between min and max.", "serve.md"),
