@@ -1,0 +1,267 @@
+"""The Serve application for one ModelDeployment on the CPU runtimes (sentence-transformers, llama.cpp,
+transformers), OpenAI-compatible.
+
+`build_app(args)` is the import path that `raylight.desired.serve.get_model_application` writes into the
+Serve config: args = {"name": <deployment name>, "spec": <resolved ModelDeploymentSpec, camelCase>}. It
+builds ONE deployment, `ModelServer`, with the same options as the config's deployment override.
+
+HTTP routes (relative to the application's route prefix):
+  POST /v1/embeddings         task embed; `input` a string or a list of strings
+  POST /v1/chat/completions   task chat; `stream: true` answers with server-sent events
+  GET  /v1/models             this model: id (= deployment name), runtime, weights sha256, dimension
+  GET  /healthz               200 once the model is loaded
+Refusals use the OpenAI error body {"error": {"message", "type", "param", "code"}}: 400 for a bad
+request, 404 when `model` names another model.
+
+The same operations are plain async methods, for other Serve applications (the local single-port
+gateway) that hold a DeploymentHandle to `ModelServer`:
+  await handle.embeddings.remote(body)            -> dict (the /v1/embeddings response)
+  await handle.chat_completions.remote(body)      -> dict (`stream` in the body is ignored)
+  async for line in handle.options(stream=True).chat_completions_stream.remote(body):
+      ...                                         -> str, SSE lines "data: {...}\\n\\n" ending "data: [DONE]"
+  await handle.models.remote()                    -> dict (the /v1/models response)
+Each raises `protocol.ApiError` on a bad request (Ray re-raises it as a subclass of ApiError: use
+`.status` and `.body()`). The stream method checks the request before its first line, so an invalid body
+raises on the first iteration, not halfway through an answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from ray import serve
+
+from raylight.api.types import ModelDeploymentSpec
+from raylight.desired.serve import MODEL_DEPLOYMENT, deployment_options, quantity_bytes
+from raylight_pipelines.serving import protocol
+from raylight_pipelines.serving.loading import load_model
+from raylight_pipelines.serving.protocol import ApiError, ChatCompletionRequest, EmbeddingsRequest
+from raylight_pipelines.serving.runtimes.base import ChatRuntime, Embedder, Generation
+
+logger = logging.getLogger("ray.serve")
+
+api = FastAPI(title="raylight model server")
+
+
+@api.exception_handler(StarletteHTTPException)
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    # Unknown routes and wrong methods answer in the OpenAI error shape too.
+    return _error(ApiError(exc.status_code, str(exc.detail), code="not_found" if exc.status_code == 404 else None))
+
+
+def _error(exc: ApiError) -> JSONResponse:
+    return JSONResponse(exc.body(), status_code=exc.status)
+
+
+async def _json_body(request: Request) -> Any:
+    try:
+        return await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ApiError(400, "The request body is not valid JSON.", code="invalid_json") from None
+
+
+def _encode_vector(vector: np.ndarray, encoding: str) -> list[float] | str:
+    if encoding == "base64":  # little-endian float32, what the OpenAI client decodes
+        return base64.b64encode(vector.astype("<f4").tobytes()).decode()
+    return [float(x) for x in vector]
+
+
+@serve.deployment(name=MODEL_DEPLOYMENT, graceful_shutdown_timeout_s=30, health_check_period_s=10)
+@serve.ingress(api)
+class ModelServer:
+    def __init__(self, name: str, spec: dict[str, Any]) -> None:
+        self.name = name
+        self.spec = ModelDeploymentSpec.model_validate(spec)
+        self.task = self.spec.task
+        self.runtime_name = self.spec.resolved_runtime
+        loaded = load_model(name, self.spec)  # raises ModelLoadError with the reason
+        self.loaded = loaded
+        self.created = int(time.time())
+        self._generate_lock = asyncio.Lock()  # an engine makes one answer at a time
+
+    # ------------------------------------------------------------ plain methods (also for handles)
+
+    async def models(self) -> dict[str, Any]:
+        assert self.spec.model is not None
+        card: dict[str, Any] = {
+            "id": self.name,
+            "object": "model",
+            "created": self.created,
+            "owned_by": "raylight",
+            "task": self.task,
+            "runtime": self.runtime_name,
+            "source": self.spec.model.source,
+            "revision": self.spec.model.revision,
+            "weights_sha256": self.loaded.sha256,
+        }
+        runtime = self.loaded.runtime
+        if self.task == "embed":
+            card["dimension"] = runtime.dimension  # type: ignore[union-attr]
+            card["max_input_tokens"] = runtime.max_tokens  # type: ignore[union-attr]
+        else:
+            card["context_length"] = runtime.context_length  # type: ignore[union-attr]
+        return {"object": "list", "data": [card]}
+
+    async def embeddings(self, body: dict[str, Any]) -> dict[str, Any]:
+        if self.task != "embed":
+            raise ApiError(400, f"Model '{self.name}' is a chat model; it does not serve /v1/embeddings.",
+                           param="model", code="wrong_task")
+        request: EmbeddingsRequest = protocol.parse(EmbeddingsRequest, body, self.name)
+        embedder: Embedder = self.loaded.runtime  # type: ignore[assignment]
+        if request.dimensions is not None and request.dimensions != embedder.dimension:
+            raise ApiError(400, f"Model '{self.name}' makes {embedder.dimension}-dimensional vectors; "
+                           f"dimensions={request.dimensions} is not supported.", param="dimensions")
+        vectors, counts = await self._embed_batch(request.texts)
+        tokens = sum(counts)
+        return {
+            "object": "list",
+            "model": self.name,
+            "data": [{"object": "embedding", "index": i, "embedding": _encode_vector(v, request.encoding_format)}
+                     for i, v in enumerate(vectors)],
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.003)
+    async def _embed_batch(self, requests: list[list[str]]) -> list[tuple[np.ndarray, list[int]]]:
+        """Concurrent requests share one forward pass; each gets its own rows back."""
+        embedder: Embedder = self.loaded.runtime  # type: ignore[assignment]
+        flat = [text for texts in requests for text in texts]
+        vectors, counts = await asyncio.to_thread(embedder.embed, flat)
+        out, start = [], 0
+        for texts in requests:
+            end = start + len(texts)
+            out.append((vectors[start:end], counts[start:end]))
+            start = end
+        return out
+
+    def _chat_request(self, body: Any) -> ChatCompletionRequest:
+        if self.task != "chat":
+            raise ApiError(400, f"Model '{self.name}' is an embedding model; it does not serve "
+                           "/v1/chat/completions.", param="model", code="wrong_task")
+        request: ChatCompletionRequest = protocol.parse(ChatCompletionRequest, body, self.name)
+        self._chat_runtime.check(request)
+        return request
+
+    @property
+    def _chat_runtime(self) -> ChatRuntime:
+        return self.loaded.runtime  # type: ignore[return-value]
+
+    async def chat_completions(self, body: dict[str, Any]) -> dict[str, Any]:
+        request = self._chat_request(body)
+        async with self._generate_lock:
+            result: Generation = await asyncio.to_thread(
+                self._chat_runtime.generate, request, None, threading.Event())
+        return protocol.chat_completion(protocol.completion_id(), self.name, result.text, result.finish_reason,
+                                        result.prompt_tokens, result.completion_tokens)
+
+    async def chat_completions_stream(self, body: dict[str, Any]) -> AsyncIterator[str]:
+        request = self._chat_request(body)
+        async for line in self._stream(request):
+            yield line
+
+    async def _stream(self, request: ChatCompletionRequest) -> AsyncIterator[str]:
+        """Run the engine in a thread and relay its text pieces as SSE chunks; stop it if the client goes."""
+        cid, created = protocol.completion_id(), int(time.time())
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[str | Generation | BaseException] = asyncio.Queue()
+        cancelled = threading.Event()
+
+        def work() -> None:
+            try:
+                result = self._chat_runtime.generate(
+                    request, lambda piece: loop.call_soon_threadsafe(queue.put_nowait, piece), cancelled)
+                loop.call_soon_threadsafe(queue.put_nowait, result)
+            except BaseException as exc:  # relayed to the client as an error event
+                loop.call_soon_threadsafe(queue.put_nowait, exc)
+
+        async with self._generate_lock:
+            task = loop.run_in_executor(None, work)
+            try:
+                yield protocol.sse(protocol.chat_chunk(cid, self.name, created, {"role": "assistant", "content": ""}))
+                while True:
+                    item = await queue.get()
+                    if isinstance(item, str):
+                        yield protocol.sse(protocol.chat_chunk(cid, self.name, created, {"content": item}))
+                        continue
+                    if isinstance(item, BaseException):
+                        logger.error("model %s: generation failed: %r", self.name, item)
+                        yield protocol.sse_error(ApiError(500, f"generation failed: {item}", type="server_error"))
+                        break
+                    yield protocol.sse(protocol.chat_chunk(cid, self.name, created, {}, item.finish_reason))
+                    if request.stream_options and request.stream_options.include_usage:
+                        usage = protocol.usage(item.prompt_tokens, item.completion_tokens)
+                        yield protocol.sse(protocol.chat_chunk(cid, self.name, created, {}, usage_=usage))
+                    break
+                yield protocol.SSE_DONE
+            finally:
+                cancelled.set()  # a client that disconnects stops the engine at its next token
+                await task
+
+    def check_health(self) -> None:
+        if self.loaded is None:
+            raise RuntimeError(f"model {self.name} is not loaded")
+
+    def __del__(self) -> None:
+        # Serve calls this after draining in-flight requests (graceful shutdown): free the engine.
+        loaded = getattr(self, "loaded", None)
+        if loaded is not None and hasattr(loaded.runtime, "close"):
+            loaded.runtime.close()
+
+    # ------------------------------------------------------------ HTTP routes
+
+    @api.get("/healthz")
+    async def http_healthz(self) -> dict[str, str]:
+        return {"status": "ok", "model": self.name}
+
+    @api.get("/v1/models")
+    async def http_models(self) -> dict[str, Any]:
+        return await self.models()
+
+    @api.get("/v1/models/{model:path}")
+    async def http_model(self, model: str) -> Response:
+        if model != self.name:
+            return _error(protocol.unknown_model(model, self.name))
+        return JSONResponse((await self.models())["data"][0])
+
+    @api.post("/v1/embeddings")
+    async def http_embeddings(self, request: Request) -> Response:
+        try:
+            return JSONResponse(await self.embeddings(await _json_body(request)))
+        except ApiError as exc:
+            return _error(exc)
+
+    @api.post("/v1/chat/completions")
+    async def http_chat_completions(self, request: Request) -> Response:
+        try:
+            body = await _json_body(request)
+            if isinstance(body, dict) and body.get("stream") is True:
+                chat = self._chat_request(body)
+                return StreamingResponse(self._stream(chat), media_type="text/event-stream",
+                                         headers={"Cache-Control": "no-cache"})
+            return JSONResponse(await self.chat_completions(body))
+        except ApiError as exc:
+            return _error(exc)
+
+
+def build_app(args: dict[str, Any]) -> serve.Application:
+    """Serve application builder (import path `raylight_pipelines.serving.app:build_app`)."""
+    name = args["name"]
+    spec = ModelDeploymentSpec.model_validate(args["spec"])
+    if spec.resolved_runtime == "vllm":
+        raise ValueError(f"model {name}: runtime vllm is served by ray.serve.llm:build_openai_app, not here")
+    options = deployment_options(
+        spec.replicas, spec.resources.cpus, spec.resources.gpus, quantity_bytes(spec.resources.memory),
+        spec.resources.accelerator_type,
+    )
+    return ModelServer.options(name=MODEL_DEPLOYMENT, **options).bind(name, spec.to_wire())

@@ -1,0 +1,102 @@
+"""Loading a ModelDeployment's runtime in a replica, with failures turned into one short, readable reason.
+
+A replica whose constructor raises is retried by Serve a few times and then marked DEPLOY_FAILED with the
+exception text in its status message. `ModelLoadError` keeps that text to one sentence (raised `from None`,
+no chained trace) and `load_failure_reason()` finds it again in a Serve status message, so `raylight` can
+show "licence llama3.1 restricts use: ..." instead of a stack trace.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from raylight.api.types import ModelDeploymentSpec
+from raylight.settings import Settings
+from raylight_pipelines.serving.runtimes.base import ChatRuntime, Embedder
+from raylight_pipelines.weights import Weights, WeightsError, resolve
+
+logger = logging.getLogger("ray.serve")
+
+_REASON = re.compile(r"ModelLoadError: (.+)")
+
+
+class ModelLoadError(RuntimeError):
+    """The model cannot be served; the message is the reason, meant for the user."""
+
+
+def load_failure_reason(status_message: str) -> str | None:
+    """The ModelLoadError reason inside a Serve application/deployment status message, if any."""
+    reasons = _REASON.findall(status_message or "")
+    return reasons[-1].strip() if reasons else None
+
+
+@dataclass
+class LoadedModel:
+    runtime: Embedder | ChatRuntime
+    weights: Weights
+    sha256: str
+    threads: int
+
+
+def thread_count(cpus: float) -> int:
+    """Threads for the engine: the replica's CPU share (never more than the machine has)."""
+    return max(1, min(int(cpus), os.cpu_count() or 1))
+
+
+def _is_oom(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return isinstance(exc, MemoryError) or "out of memory" in text or "failed to allocate" in text
+
+
+def load_model(name: str, spec: ModelDeploymentSpec, settings: Settings | None = None) -> LoadedModel:
+    """Check the licence, resolve the weights, load the runtime; raises ModelLoadError with the reason."""
+    assert spec.model is not None, "spec must be resolved (desired.serve.resolve_spec)"
+    settings = settings or Settings.from_env()
+    problem = settings.license_policy.check(spec.model.license, spec.model.license_accepted)
+    if problem:
+        raise ModelLoadError(f"model {name}: {problem}")
+    try:
+        weights = resolve(spec.model)
+    except WeightsError as exc:
+        raise ModelLoadError(f"model {name}: {exc}") from None
+    runtime_name = spec.resolved_runtime
+    threads = thread_count(spec.resources.cpus)
+    try:
+        runtime = _load_runtime(runtime_name, weights, threads, dict(spec.engine_args), spec.model.file)
+    except ModelLoadError as exc:
+        raise ModelLoadError(f"model {name}: {exc}") from None
+    except Exception as exc:
+        if _is_oom(exc):
+            raise ModelLoadError(f"model {name}: out of memory loading {weights.path.name} "
+                                 f"(resources.memory is {spec.resources.memory}; give the replica more "
+                                 "memory or use a smaller/quantised model)") from None
+        first_line = (str(exc).strip().splitlines() or [""])[0][:300]
+        raise ModelLoadError(f"model {name}: {runtime_name} could not load {weights.path}: "
+                             f"{type(exc).__name__}: {first_line}") from None
+    sha256 = weights.sha256()
+    logger.info("model %s: serving %s with %s (%d threads), weights sha256 %s", name, weights.source,
+                runtime_name, threads, sha256)
+    return LoadedModel(runtime=runtime, weights=weights, sha256=sha256, threads=threads)
+
+
+def _load_runtime(runtime: str, weights: Weights, threads: int, engine_args: dict[str, Any],
+                  file: str | None) -> Embedder | ChatRuntime:
+    if runtime == "sentence-transformers":
+        from raylight_pipelines.serving.runtimes.embedder import SentenceTransformerEmbedder
+
+        return SentenceTransformerEmbedder(weights.path, threads, engine_args)
+    if runtime == "llama-cpp":
+        from raylight_pipelines.serving.runtimes.llama import LlamaCppRuntime
+
+        if not weights.path.is_file():
+            raise ModelLoadError(f"llama-cpp needs a GGUF file: set model.file inside {weights.source}")
+        return LlamaCppRuntime(weights.path, threads, engine_args)
+    if runtime == "transformers":
+        from raylight_pipelines.serving.runtimes.hf import TransformersRuntime
+
+        return TransformersRuntime(weights.path, threads, engine_args)
+    raise ModelLoadError(f"runtime {runtime} is not served by raylight_pipelines (vLLM runs on ray.serve.llm)")

@@ -1,0 +1,45 @@
+"""sentence-transformers embedder: normalised vectors, token counts for usage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def limit_threads(threads: int) -> None:
+    """Size torch's and the BLAS pools to the replica's CPUs: oversubscribed pools are slower on few cores."""
+    import torch
+
+    torch.set_num_threads(threads)
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(threads)
+    except ImportError:  # threadpoolctl comes with scikit-learn; without it only torch is sized
+        pass
+
+
+class SentenceTransformerEmbedder:
+    def __init__(self, path: Path, threads: int, engine_args: dict[str, Any]) -> None:
+        from sentence_transformers import SentenceTransformer
+
+        limit_threads(threads)
+        self.batch_size = int(engine_args.get("batch_size", 32))
+        self.model = SentenceTransformer(str(path), device="cpu", local_files_only=True,
+                                         trust_remote_code=bool(engine_args.get("trust_remote_code", False)))
+        if "max_seq_length" in engine_args:
+            self.model.max_seq_length = int(engine_args["max_seq_length"])
+        self.max_tokens = int(self.model.max_seq_length or 512)
+        self.dimension = int(self.model.get_embedding_dimension() or 0)
+
+    def token_counts(self, texts: list[str]) -> list[int]:
+        """Tokens each text costs (what the model sees: special tokens in, truncation applied)."""
+        ids = self.model.tokenizer(texts, truncation=True, max_length=self.max_tokens)["input_ids"]
+        return [len(x) for x in ids]
+
+    def embed(self, texts: list[str]) -> tuple[np.ndarray, list[int]]:
+        vectors = self.model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
+                                    convert_to_numpy=True, show_progress_bar=False)
+        return np.asarray(vectors, dtype=np.float32), self.token_counts(texts)
