@@ -8,6 +8,7 @@ tokens. Every chunk is an exact slice `doc.text[start:end]`, so offsets can be c
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 import logging
@@ -29,20 +30,31 @@ class Tokenizer(Protocol):
     def count(self, text: str) -> int: ...
 
 
+LONG_TOKEN = 64  # characters; longer single tokens are counted as several, so chunks stay bounded
+
+
 class HFTokenizer:
     """A Hugging Face fast tokenizer (the embedder's own)."""
 
     def __init__(self, tokenizer: Any, max_tokens: int | None = None, name: str = "") -> None:
-        self.tok = tokenizer
+        # a private copy of the Rust tokenizer with truncation off (the model's copy truncates at its window)
+        self.backend = copy.deepcopy(tokenizer.backend_tokenizer)
+        self.backend.no_truncation()
+        self.backend.no_padding()
         self.max_tokens = max_tokens  # the embedder's input window in tokens, special tokens included
         self.name = name
 
     def offsets(self, text: str) -> list[tuple[int, int]]:
-        enc = self.tok.backend_tokenizer.encode(text, add_special_tokens=False)
-        return [(int(a), int(b)) for a, b in enc.offsets if b > a]
+        spans: list[tuple[int, int]] = []
+        for a, b in self.backend.encode(text, add_special_tokens=False).offsets:
+            if b - a > LONG_TOKEN:  # e.g. a 10 kB "word" that WordPiece maps to one [UNK]
+                spans += [(i, min(i + LONG_TOKEN, b)) for i in range(a, b, LONG_TOKEN)]
+            elif b > a:
+                spans.append((a, b))
+        return spans
 
     def count(self, text: str) -> int:
-        return len(self.tok.backend_tokenizer.encode(text, add_special_tokens=False).ids)
+        return len(self.offsets(text))
 
 
 class RegexTokenizer:
