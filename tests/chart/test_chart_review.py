@@ -8,10 +8,16 @@ from __future__ import annotations
 
 import base64
 import inspect
+import json
+import subprocess
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
-from helmtool import COMBOS, NAMESPACE, RELEASE, Render, combo
+import yaml
+from helmtool import CHART, COMBOS, NAMESPACE, RELEASE, Render, combo
 from raylight import __version__
 from raylight.cli import build_parser
 from raylight.operator import admission
@@ -367,3 +373,73 @@ def test_licence_policy_values_reach_the_operator(render: Render) -> None:
     objects = render({"operator": {"licenseDeny": ["llama3", "cc-by-nc-4.0"], "licenseAllowUnknown": True}})
     policy = OperatorConfig.from_env(literal_env(objects)).settings.license_policy
     assert policy.deny == {"llama3", "cc-by-nc-4.0"} and policy.allow_unknown is True
+
+
+class _FakeApiServer:
+    """Just enough of the Kubernetes API for Helm's `lookup` (discovery of v1 and GET of one Secret)."""
+
+    def __init__(self, secrets: dict[str, dict[str, Any]]) -> None:
+        routes: dict[str, Any] = {
+            "/version": {"major": "1", "minor": "30", "gitVersion": "v1.30.0"},
+            "/api": {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []},
+            "/apis": {"kind": "APIGroupList", "apiVersion": "v1", "groups": []},
+            "/api/v1": {"kind": "APIResourceList", "groupVersion": "v1", "resources": [
+                {"name": "secrets", "singularName": "secret", "namespaced": True, "kind": "Secret",
+                 "verbs": ["get", "list"]}]},
+        }
+        for name, secret in secrets.items():
+            routes[f"/api/v1/namespaces/{NAMESPACE}/secrets/{name}"] = secret
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                found = routes.get(self.path.split("?")[0])
+                body = json.dumps(found or {"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                                            "reason": "NotFound", "code": 404}).encode()
+                self.send_response(200 if found else 404)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+
+    def __enter__(self) -> str:
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize("installed", [True, False], ids=["upgrade", "first-install"])
+def test_self_signed_certificate_is_reused_on_upgrade(helm: str, tmp_path: Path, installed: bool) -> None:
+    """On upgrade the chart looks the webhook Secret up and keeps its CA and certificate, so the caBundle the
+    API server trusts never changes under a running operator; on a first install it generates them."""
+    existing = {"ca.crt": base64.b64encode(b"existing CA").decode(), "tls.crt": base64.b64encode(b"cert").decode(),
+                "tls.key": base64.b64encode(b"key").decode()}
+    secret_name = f"{FULLNAME}-webhook-tls"
+    secrets = {secret_name: {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls", "data": existing,
+                             "metadata": {"name": secret_name, "namespace": NAMESPACE}}} if installed else {}
+    with _FakeApiServer(secrets) as url:
+        kubeconfig = tmp_path / "kubeconfig"
+        kubeconfig.write_text(yaml.safe_dump({
+            "apiVersion": "v1", "kind": "Config", "current-context": "fake",
+            "clusters": [{"name": "fake", "cluster": {"server": url}}],
+            "users": [{"name": "fake", "user": {"token": "t"}}],
+            "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake"}}]}))
+        out = subprocess.run([helm, "template", RELEASE, str(CHART), "--namespace", NAMESPACE, "--dry-run=server",
+                              "--kubeconfig", str(kubeconfig), "--show-only", "templates/webhook.yaml"],
+                             capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    objects = [d for d in yaml.safe_load_all(out.stdout) if d]
+    data = one(objects, "Secret")["data"]
+    bundles = {h["clientConfig"]["caBundle"] for h in one(objects, "ValidatingWebhookConfiguration")["webhooks"]}
+    assert bundles == {data["ca.crt"]}
+    if installed:
+        assert data == existing
+    else:
+        assert data["ca.crt"] != existing["ca.crt"] and b"BEGIN CERTIFICATE" in base64.b64decode(data["ca.crt"])
