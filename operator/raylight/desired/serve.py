@@ -92,7 +92,10 @@ def _vllm_llm_config(name: str, spec: ModelDeploymentSpec) -> dict[str, Any]:
     assert spec.model is not None
     source = spec.model.source
     scheme, _, rest = source.partition("://")
-    model_source = rest if scheme == "hf" else local_path(source) or source
+    # ray.serve.llm: a Hub id, a local path, or a cloud mirror that it downloads from (s3://).
+    model_source: str | dict[str, str] = rest if scheme == "hf" else local_path(source) or source
+    if scheme == "s3":
+        model_source = {"bucket_uri": source}
     engine = {**spec.engine_args}
     if spec.resources.gpus > 1:
         engine.setdefault("tensor_parallel_size", spec.resources.gpus)

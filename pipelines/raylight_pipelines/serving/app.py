@@ -25,8 +25,7 @@ Each raises `protocol.ApiError` on a bad request (Ray re-raises it as a subclass
 raises on the first iteration, not halfway through an answer.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: FastAPI must see real types on the ingress methods.
 import asyncio
 import base64
 import json
@@ -39,11 +38,11 @@ from typing import Any
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from ray import serve
-
 from raylight.api.types import ModelDeploymentSpec
 from raylight.desired.serve import MODEL_DEPLOYMENT, deployment_options, quantity_bytes
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
 from raylight_pipelines.serving import protocol
 from raylight_pipelines.serving.loading import load_model
 from raylight_pipelines.serving.protocol import ApiError, ChatCompletionRequest, EmbeddingsRequest
@@ -89,6 +88,7 @@ class ModelServer:
         self.loaded = loaded
         self.created = int(time.time())
         self._generate_lock = asyncio.Lock()  # an engine makes one answer at a time
+        self._stats = {"embed_requests": 0, "embed_batches": 0, "embed_texts": 0, "chat_requests": 0}
 
     # ------------------------------------------------------------ plain methods (also for handles)
 
@@ -113,6 +113,10 @@ class ModelServer:
             card["context_length"] = runtime.context_length  # type: ignore[union-attr]
         return {"object": "list", "data": [card]}
 
+    async def stats(self) -> dict[str, int]:
+        """Counters of this replica (requests, forward passes): shows dynamic batching at work."""
+        return dict(self._stats)
+
     async def embeddings(self, body: dict[str, Any]) -> dict[str, Any]:
         if self.task != "embed":
             raise ApiError(400, f"Model '{self.name}' is a chat model; it does not serve /v1/embeddings.",
@@ -122,6 +126,7 @@ class ModelServer:
         if request.dimensions is not None and request.dimensions != embedder.dimension:
             raise ApiError(400, f"Model '{self.name}' makes {embedder.dimension}-dimensional vectors; "
                            f"dimensions={request.dimensions} is not supported.", param="dimensions")
+        self._stats["embed_requests"] += 1
         vectors, counts = await self._embed_batch(request.texts)
         tokens = sum(counts)
         return {
@@ -137,6 +142,8 @@ class ModelServer:
         """Concurrent requests share one forward pass; each gets its own rows back."""
         embedder: Embedder = self.loaded.runtime  # type: ignore[assignment]
         flat = [text for texts in requests for text in texts]
+        self._stats["embed_batches"] += 1
+        self._stats["embed_texts"] += len(flat)
         vectors, counts = await asyncio.to_thread(embedder.embed, flat)
         out, start = [], 0
         for texts in requests:
@@ -146,6 +153,7 @@ class ModelServer:
         return out
 
     def _chat_request(self, body: Any) -> ChatCompletionRequest:
+        self._stats["chat_requests"] += 1
         if self.task != "chat":
             raise ApiError(400, f"Model '{self.name}' is an embedding model; it does not serve "
                            "/v1/chat/completions.", param="model", code="wrong_task")
@@ -264,4 +272,5 @@ def build_app(args: dict[str, Any]) -> serve.Application:
         spec.replicas, spec.resources.cpus, spec.resources.gpus, quantity_bytes(spec.resources.memory),
         spec.resources.accelerator_type,
     )
-    return ModelServer.options(name=MODEL_DEPLOYMENT, **options).bind(name, spec.to_wire())
+    return ModelServer.options(  # type: ignore[attr-defined]
+        name=MODEL_DEPLOYMENT, **options).bind(name, spec.to_wire())

@@ -16,6 +16,7 @@ from typing import Any
 
 from raylight.api.types import ModelDeploymentSpec
 from raylight.settings import Settings
+
 from raylight_pipelines.serving.runtimes.base import ChatRuntime, Embedder
 from raylight_pipelines.weights import Weights, WeightsError, resolve
 

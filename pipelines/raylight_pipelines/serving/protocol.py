@@ -37,11 +37,17 @@ class ApiError(Exception):
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
 
+_TYPE_TAGS = {"str", "int", "float", "bool", "list", "dict", "none"}
+
+
 def validation_error(exc: ValidationError) -> ApiError:
     """The first pydantic problem as an OpenAI 400 naming the offending parameter."""
     first = exc.errors()[0]
-    param = ".".join(str(p) for p in first["loc"]) or None
-    message = f"{param}: {first['msg']}" if param else first["msg"]
+    # pydantic adds union members to the location ("input.list[str]"): keep only the request's own path.
+    param = ".".join(str(p) for p in first["loc"] if isinstance(p, int) or (p.isidentifier()
+                     and p not in _TYPE_TAGS)) or None
+    text = first["msg"].removeprefix("Value error, ")
+    message = f"{param}: {text}" if param else text
     return ApiError(400, message, param=param, code="invalid_value")
 
 
@@ -123,7 +129,7 @@ class ResponseFormat(BaseModel):
             raise ValueError("type json_schema needs a json_schema object with a schema")
         return self
 
-    def schema(self) -> dict[str, Any] | None:
+    def enforced_schema(self) -> dict[str, Any] | None:
         """The JSON schema to enforce; {} for json_object (any JSON object); None for plain text."""
         if self.type == "text":
             return None
@@ -185,7 +191,7 @@ class ChatCompletionRequest(_Request):
 
     @property
     def json_schema(self) -> dict[str, Any] | None:
-        return self.response_format.schema() if self.response_format else None
+        return self.response_format.enforced_schema() if self.response_format else None
 
     def plain_messages(self) -> list[dict[str, str]]:
         # Chat templates know system/user/assistant; OpenAI's newer "developer" role means system.

@@ -12,7 +12,7 @@ import numpy as np
 
 from raylight_pipelines.serving.protocol import ChatCompletionRequest
 
-Emit = Callable[[str], None]
+Emit = Callable[[str], object]
 
 
 class Embedder(Protocol):

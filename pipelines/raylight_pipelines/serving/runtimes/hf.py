@@ -55,8 +55,8 @@ class TransformersRuntime(ChatRuntime):
             gguf = {"gguf_file": path.name}
             path = path.parent
         args.setdefault("dtype", torch.float32)
-        self.tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True, **gguf)
-        self.model = AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True, **gguf, **args)
+        self.tokenizer: Any = AutoTokenizer.from_pretrained(str(path), local_files_only=True, **gguf)
+        self.model: Any = AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True, **gguf, **args)
         self.model.eval()
         if not self.tokenizer.chat_template:
             raise ValueError(f"{path} has no chat template in its tokenizer config")
@@ -105,7 +105,7 @@ class TransformersRuntime(ChatRuntime):
         import torch
         from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
-        encoded = self.tokenizer.apply_chat_template(request.plain_messages(), add_generation_prompt=True,
+        encoded: Any = self.tokenizer.apply_chat_template(request.plain_messages(), add_generation_prompt=True,
                                                      return_tensors="pt", return_dict=True)
         prompt_len = int(encoded["input_ids"].shape[1])
         room = self.context_length - prompt_len
