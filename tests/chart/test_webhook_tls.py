@@ -54,7 +54,7 @@ async def test_webhook_answers_over_tls_with_the_charts_certificate(render: Rend
 
     seen: list[str | None] = []
 
-    async def answer(request: Any, *, webhook: str | None = None, **_: Any) -> dict[str, Any]:
+    async def answer(request: Any, *, webhook: str | None = None, headers: Any = None, sslpeer: Any = None) -> Any:
         seen.append(webhook)
         return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
                 "response": {"uid": request["request"]["uid"], "allowed": False,
@@ -65,7 +65,7 @@ async def test_webhook_answers_over_tls_with_the_charts_certificate(render: Rend
                                 pkeyfile=config.webhook_keyfile)
     served = server(answer)
     client_config = await anext(served)
-    port = int(client_config["url"].rsplit(":", 1)[1].split("/")[0])
+    port = int(str(client_config.get("url")).rsplit(":", 1)[1].split("/")[0])
     try:
         for hook in hooks:
             svc = hook["clientConfig"]["service"]
@@ -81,4 +81,4 @@ async def test_webhook_answers_over_tls_with_the_charts_certificate(render: Rend
             await asyncio.to_thread(_post, port, "raylight.example.com", hooks[0]["clientConfig"]["service"]["path"],
                                     base64.b64decode(hooks[0]["clientConfig"]["caBundle"]).decode(), {})
     finally:
-        await served.aclose()
+        await served.aclose()  # type: ignore[attr-defined]  # an async generator: stops the server
