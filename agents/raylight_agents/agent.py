@@ -26,7 +26,7 @@ from raylight.api.types import PipelineSpec
 from raylight_agents import audit, errors, registry
 from raylight_agents.checkpoint import describe, open_checkpointer
 from raylight_agents.graphs.base import AgentState, GraphDeps, RunContext, turn_input
-from raylight_agents.llm import LLM, Message, ModelTimeout, ModelUnavailable
+from raylight_agents.llm import LLM, Message, ModelRejected, ModelTimeout, ModelUnavailable
 from raylight_agents.tools import HttpToolbox
 
 log = logging.getLogger(__name__)
@@ -190,6 +190,8 @@ class Agent:
             return errors.AgentError(504, str(exc), type="timeout", code="model_timeout")
         if isinstance(exc, ModelUnavailable):
             return errors.unavailable("model", str(exc))
+        if isinstance(exc, ModelRejected):
+            return errors.AgentError(502, str(exc), type="bad_gateway", code="model_rejected")
         if isinstance(exc, errors.StoreUnavailable):
             return errors.unavailable("store", str(exc))
         log.exception("agent run failed")

@@ -27,6 +27,14 @@ class ModelTimeout(ModelUnavailable):
     """The LLM endpoint did not answer within the connection's timeout."""
 
 
+class ModelRejected(RuntimeError):
+    """The LLM endpoint refused the request itself (HTTP 400/422: e.g. a prompt too long for it)."""
+
+
+# Statuses that mean "not there right now" (a deleted Serve app answers 404 at its route).
+_OUTAGE = {404, 408, 409, 429}
+
+
 @dataclass
 class Usage:
     """Token counts of every LLM call made for one request (the audit log reports them)."""
@@ -53,9 +61,12 @@ class Completion:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _wrap(exc: Exception, base_url: str) -> ModelUnavailable:
+def _wrap(exc: Exception, base_url: str) -> ModelUnavailable | ModelRejected:
     if isinstance(exc, openai.APITimeoutError | httpx.TimeoutException):
         return ModelTimeout(f"model endpoint {base_url} timed out")
+    if isinstance(exc, openai.APIStatusError) and exc.status_code < 500 and exc.status_code not in _OUTAGE:
+        return ModelRejected(f"model endpoint {base_url} refused the request (HTTP {exc.status_code}): "
+                             f"{str(exc.message)[:200]}")
     if isinstance(exc, openai.APIStatusError):
         return ModelUnavailable(f"model endpoint {base_url} answered HTTP {exc.status_code}: "
                                 f"{str(exc.message)[:200]}")
@@ -66,7 +77,7 @@ class LLM:
     """Chat completions against one OpenAI-compatible endpoint and model name."""
 
     def __init__(self, model: str, base_url: str, api_key: str | None = None, timeout_seconds: float = 60.0,
-                 max_retries: int = 2, max_tokens: int = 256, http_client: httpx.AsyncClient | None = None) -> None:
+                 max_retries: int = 2, max_tokens: int = 256, http_client: Any = None) -> None:
         self.model = model
         self.base_url = base_url.rstrip("/")
         self.max_tokens = max_tokens
@@ -95,8 +106,6 @@ class LLM:
             resp = await self.client.chat.completions.create(
                 **self._params(messages, response_format, max_tokens))
         except (openai.APIError, httpx.HTTPError) as exc:
-            if isinstance(exc, openai.APIStatusError) and exc.status_code < 500:
-                raise  # our request was wrong: a bug to see, not an outage to hide
             raise _wrap(exc, self.base_url) from exc
         text = (resp.choices[0].message.content or "") if resp.choices else ""
         usage = resp.usage
@@ -122,8 +131,6 @@ class LLM:
                         parts.append(delta)
                         yield delta
         except (openai.APIError, httpx.HTTPError) as exc:
-            if isinstance(exc, openai.APIStatusError) and exc.status_code < 500:
-                raise
             raise _wrap(exc, self.base_url) from exc
         yield Completion("".join(parts), prompt_tokens, completion_tokens)
 

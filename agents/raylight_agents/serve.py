@@ -24,8 +24,8 @@ strings; call with `handle.options(stream=True)`), `chat_completions(body, autho
 `raylight_agents.errors.AgentError` (`.status`, `.body()`), which Ray re-raises as an AgentError.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: Serve's ingress re-creates the route methods, and FastAPI
+# must find the real `Request` class in their annotations, not the string "Request".
 import asyncio
 import hmac
 import json

