@@ -27,9 +27,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +44,7 @@ TOKEN_FILE = "agent-token"
 RAY_NAMESPACE = "raylight"
 STORE_ACTOR = "raylight-store"
 STATE_VERSION = 1
+GATEWAY_APP = "raylight-gateway"  # the Serve application at "/" in front of every model and agent
 
 
 def state_path(data_dir: Path) -> Path:
@@ -65,6 +69,25 @@ def write_state(data_dir: Path, state: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+@contextmanager
+def _lock(data_dir: Path) -> Iterator[None]:
+    Path(data_dir).mkdir(parents=True, exist_ok=True)
+    with open(Path(data_dir) / ".platform.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
+
+
+def update_state(data_dir: Path, change: Callable[[dict[str, Any]], None]) -> dict[str, Any] | None:
+    """Read-modify-write under a lock (the daemon and `up` both write); None when there is no state."""
+    with _lock(data_dir):
+        state = read_state(data_dir)
+        if state is None:
+            return None
+        change(state)
+        write_state(data_dir, state)
+        return state
+
+
 def remove_state(data_dir: Path) -> None:
     state_path(data_dir).unlink(missing_ok=True)
 
@@ -76,3 +99,19 @@ def spec_hash(app_config: dict[str, Any]) -> str:
 
 def resource_key(kind: str, name: str) -> str:
     return f"{kind}/{name}"
+
+
+def join_ray(address: str, namespace: str = RAY_NAMESPACE) -> None:
+    """Join the platform's Ray (bound to 127.0.0.1) as a driver from any process.
+
+    Ray rewrites a loopback address to the machine's address unless it is told this is a one-machine Ray
+    (the daemon sets RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 for its own processes); that setting is read when
+    `ray` is imported, so set it on the imported module too.
+    """
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    import ray
+    from ray._private import ray_constants
+
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    if not ray.is_initialized():
+        ray.init(address=address, namespace=namespace, log_to_driver=False, logging_level="WARNING")
