@@ -25,12 +25,48 @@ from raylight_pipelines.serving.runtimes.base import ChatRuntime, Emit, Generati
 SAMPLING_DEFAULTS = {"top_k": 40, "min_p": 0.05, "repeat_penalty": 1.0}
 
 
+# JSON-schema keywords that llama-cpp-python's schema-to-grammar converter turns into grammar rules; a
+# keyword outside these (and the annotations) would be silently ignored, so such schemas are refused.
+ENFORCED_KEYWORDS = {
+    "type", "format", "$ref", "$defs", "definitions", "oneOf", "anyOf", "allOf", "const", "enum", "properties",
+    "required", "additionalProperties", "items", "prefixItems", "minItems", "maxItems", "pattern", "minLength",
+    "maxLength",
+}
+ANNOTATIONS = {"title", "description", "default", "examples", "$schema", "$id", "$comment", "deprecated",
+               "readOnly", "writeOnly"}
+# The converter's string rule admits raw control characters, which JSON forbids inside strings.
+_LOOSE_CHAR = 'char ::= [^"\\\\] |'
+_JSON_CHAR = 'char ::= [^"\\\\\\x7F\\x00-\\x1F] |'
+
+
+def unenforced_keywords(schema: Any, path: str = "$") -> list[str]:
+    """Where `schema` uses keywords the grammar would not enforce (e.g. minimum), as JSON paths."""
+    found: list[str] = []
+    if isinstance(schema, list):
+        for i, item in enumerate(schema):
+            found += unenforced_keywords(item, f"{path}[{i}]")
+    elif isinstance(schema, dict):
+        for key, value in schema.items():
+            if key in ("properties", "$defs", "definitions") and isinstance(value, dict):
+                for name, sub in value.items():
+                    found += unenforced_keywords(sub, f"{path}.{key}.{name}")
+            elif key in ("const", "enum", "pattern", "format", "required", "type") or key in ANNOTATIONS:
+                continue
+            elif key in ENFORCED_KEYWORDS:
+                found += unenforced_keywords(value, f"{path}.{key}")
+            else:
+                found.append(f"{path}.{key}")
+    return found
+
+
 @lru_cache(maxsize=64)
 def grammar_for(schema_json: str) -> Any:
     """GBNF grammar for a JSON schema (cached: converting is pure and repeated schemas are common)."""
     from llama_cpp import LlamaGrammar
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
 
-    return LlamaGrammar.from_json_schema(schema_json, verbose=False)
+    gbnf = json_schema_to_gbnf(schema_json).replace(_LOOSE_CHAR, _JSON_CHAR)
+    return LlamaGrammar.from_string(gbnf, verbose=False)
 
 
 class LlamaCppRuntime(ChatRuntime):
@@ -62,6 +98,11 @@ class LlamaCppRuntime(ChatRuntime):
     def check(self, request: ChatCompletionRequest) -> None:
         schema = request.json_schema
         if schema is not None:
+            unenforced = unenforced_keywords(schema)
+            if unenforced:
+                raise ApiError(400, "response_format: the llama-cpp runtime cannot enforce these JSON-schema "
+                               f"keywords: {', '.join(unenforced)} (enforced: {', '.join(sorted(ENFORCED_KEYWORDS))})",
+                               param="response_format", code="unsupported_schema")
             try:
                 grammar_for(json.dumps(schema, sort_keys=True))
             except Exception as exc:

