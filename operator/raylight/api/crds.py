@@ -87,6 +87,10 @@ def _structural(node: Any, defs: dict[str, Any]) -> Any:
             out[key] = {name: _structural(prop, defs) for name, prop in value.items()}
         elif key == "items":
             out[key] = _structural(value, defs)
+        elif key in ("exclusiveMinimum", "exclusiveMaximum"):
+            # JSON Schema's numeric form; Kubernetes wants the bound plus a boolean flag.
+            out["minimum" if key == "exclusiveMinimum" else "maximum"] = value
+            out[key] = True
         elif key == "additionalProperties":
             if value is False:
                 continue  # unknown fields are pruned by the API server and rejected by the webhook
