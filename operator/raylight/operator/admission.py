@@ -1,0 +1,42 @@
+"""Admission checks (pure): the validators `raylight validate` uses, answered as one message per object
+so `kubectl apply` of a bad manifest fails with `spec.FIELD: message`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from raylight.api.manifests import parse_document
+from raylight.api.types import ModelDeployment
+from raylight.api.validate import check_model
+from raylight.governance.licenses import LicensePolicy
+
+# Kopf routes an admission request by the URL path's last segment (the handler id): the chart's
+# ValidatingWebhookConfiguration points each resource at its own path.
+WEBHOOK_IDS = {"modeldeployments": "validate-modeldeployments", "pipelines": "validate-pipelines"}
+
+# What the API server adds and a manifest never carries.
+_SERVER_METADATA = ("uid", "resourceVersion", "generation", "creationTimestamp", "managedFields",
+                    "deletionTimestamp", "deletionGracePeriodSeconds", "finalizers", "ownerReferences",
+                    "selfLink", "generateName")
+
+
+def problems(obj: Mapping[str, Any], policy: LicensePolicy) -> list[str]:
+    """`FIELD: message` for each problem of one object under admission; empty when it is acceptable.
+
+    Cross-object references (a Pipeline's models) are not checked here: objects may be applied in any
+    order, so a missing reference shows in the Pipeline's status instead."""
+    doc = {k: v for k, v in obj.items() if k != "status"}
+    meta = dict(doc.get("metadata") or {})
+    for key in _SERVER_METADATA:
+        meta.pop(key, None)
+    doc["metadata"] = meta
+    resource, found = parse_document(doc, "admission")
+    out = [f"{p.field}: {p.message}" if p.field else p.message for p in found]
+    if isinstance(resource, ModelDeployment):
+        out += [f"{f}: {m}" for f, m in check_model(resource, policy)]
+    return out
+
+
+def message(found: list[str]) -> str:
+    return "; ".join(found)

