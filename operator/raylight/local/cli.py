@@ -156,7 +156,7 @@ def wait_apps(names: dict[str, str], timeout: float = APPS_TIMEOUT_S) -> None:
         apps = serve.status().applications
         for name, label in list(pending.items()):
             app = apps.get(name)
-            status = str(app.status) if app else "NOT_STARTED"
+            status = str(getattr(app.status, "value", app.status)) if app else "NOT_STARTED"
             if status != seen.get(name):
                 seen[name] = status
                 if status == "RUNNING":
@@ -347,7 +347,7 @@ def up_command(args: argparse.Namespace) -> int:
             if state is not None:  # left over from a platform that died: clear it first
                 procs.stop_platform({**state, "data_dir": str(data_dir)})
                 st.remove_state(data_dir)
-            num_cpus = max(2 * (os.cpu_count() or 2), cpus_needed(manifests) + 2)
+            num_cpus = max(2 * (os.cpu_count() or 2), cpus_needed(manifests) + 4)
             state = start_platform(data_dir, args.port, num_cpus)
             started_here = True
         plan = apply(manifests, state, data_dir)

@@ -14,8 +14,8 @@ Refusals keep the shape of the component that refused (both expose `.status` and
 see the same errors as on a cluster.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: Serve's class-based FastAPI views resolve the route
+# parameters' annotations (Request) at run time, and string annotations turn them into query parameters.
 import asyncio
 import json
 import logging

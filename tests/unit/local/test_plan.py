@@ -1,0 +1,64 @@
+"""The local plan: the operator's builders with one-machine connections, and stable spec hashes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from raylight.api.manifests import Manifest, load
+from raylight.api.types import Pipeline
+from raylight.local import state as st
+from raylight.local.plan import build_plan, cpus_needed, local_problems
+
+QUICKSTART = Path(__file__).resolve().parents[3] / "examples" / "quickstart"
+
+
+def quickstart() -> list[Manifest]:
+    result = load([QUICKSTART])
+    assert result.ok, result.problems
+    return result.manifests
+
+
+def test_agent_connections_point_at_the_gateway_store_actor_and_sqlite(tmp_path: Path) -> None:
+    plan = build_plan(quickstart(), tmp_path, 18000)
+    (agent,) = plan.pipelines()
+    conns = agent.app["args"]["connections"]
+    assert conns["embedder"]["base_url"] == "http://127.0.0.1:18000/v1" and conns["embedder"]["model"] == "minilm"
+    assert conns["llm"]["base_url"] == "http://127.0.0.1:18000/v1" and conns["llm"]["model"] == "smollm"
+    assert conns["store"] == {"url": None, "path": str(tmp_path / "qdrant"), "actor": st.STORE_ACTOR,
+                              "collection": "handbook", "api_key_env": None}
+    assert conns["threads"] == {"postgres_dsn_env": None, "sqlite_path": str(tmp_path / "threads/handbook.sqlite")}
+    assert conns["auth"] is None  # the quickstart sets no spec.agent.auth
+
+
+def test_only_the_gateway_has_an_http_route(tmp_path: Path) -> None:
+    plan = build_plan(quickstart(), tmp_path, 18000)
+    routes = {app["name"]: app["route_prefix"] for app in plan.apps}
+    assert routes == {"minilm": None, "smollm": None, "handbook": None, st.GATEWAY_APP: "/"}
+    assert plan.gateway["args"] == {"models": {"minilm": "embed", "smollm": "chat"}, "pipelines": ["handbook"]}
+
+
+def test_an_edit_changes_only_the_edited_resources_hash(tmp_path: Path) -> None:
+    before = build_plan(quickstart(), tmp_path, 18000).record()
+    edited = []
+    for m in quickstart():
+        r = m.resource
+        if isinstance(r, Pipeline):
+            retrieval = r.spec.retrieval.model_copy(update={"top_k": 3})
+            r = r.model_copy(update={"spec": r.spec.model_copy(update={"retrieval": retrieval})})
+        edited.append(Manifest(r, m.file))
+    after = build_plan(edited, tmp_path, 18000).record()
+    changed = {k for k in before if before[k]["spec_hash"] != after[k]["spec_hash"]}
+    assert changed == {"Pipeline/handbook"}
+
+
+def test_names_must_differ_across_kinds() -> None:
+    manifests = quickstart()
+    pipeline = next(m for m in manifests if isinstance(m.resource, Pipeline))
+    clash = pipeline.resource.model_copy(update={"metadata": pipeline.resource.metadata.model_copy(
+        update={"name": "minilm"})})
+    problems = local_problems([*manifests, Manifest(clash, pipeline.file)])
+    assert [(p.kind, p.name, p.field) for p in problems] == [("Pipeline", "minilm", "metadata.name")]
+
+
+def test_ray_offers_enough_cpus_for_every_replica() -> None:
+    assert cpus_needed(quickstart()) == 3  # minilm 1 + smollm 1 + the agent 1
