@@ -30,6 +30,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -114,4 +115,4 @@ def join_ray(address: str, namespace: str = RAY_NAMESPACE) -> None:
 
     ray_constants.ENABLE_RAY_CLUSTER = False
     if not ray.is_initialized():
-        ray.init(address=address, namespace=namespace, log_to_driver=False, logging_level="WARNING")
+        ray.init(address=address, namespace=namespace, log_to_driver=False, logging_level=logging.WARNING)
