@@ -137,3 +137,25 @@ def test_build_app_refuses_a_vllm_spec_with_a_pointer_to_ray_serve_llm() -> None
     spec = resolve_spec(ModelDeploymentSpec.model_validate(GPU_SPECS["pinned-hf"]))
     with pytest.raises(ValueError, match=r"ray\.serve\.llm"):
         build_app({"name": "p", "spec": spec.to_wire()})
+
+
+def test_out_of_memory_while_loading_names_the_memory_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    def exhausted(*args: Any) -> Any:
+        raise MemoryError()
+
+    monkeypatch.setattr("raylight_pipelines.serving.loading._load_runtime", exhausted)
+    spec = resolve_spec(ModelDeploymentSpec.model_validate({**MINILM, "resources": {"memory": "512Mi"}}))
+    with pytest.raises(ModelLoadError, match=r"^model minilm: out of memory .*resources\.memory is 512Mi"):
+        load_model("minilm", spec, Settings())
+
+
+def test_an_engine_error_while_loading_is_cut_to_its_first_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: Any) -> Any:
+        raise ValueError("unknown model architecture: 'mamba9'\n" + "frame\n" * 50)
+
+    monkeypatch.setattr("raylight_pipelines.serving.loading._load_runtime", broken)
+    spec = resolve_spec(ModelDeploymentSpec.model_validate(MINILM))
+    with pytest.raises(ModelLoadError) as info:
+        load_model("minilm", spec, Settings())
+    assert str(info.value).endswith("ValueError: unknown model architecture: 'mamba9'")
+    assert info.value.__cause__ is None and info.value.__suppress_context__
