@@ -55,6 +55,9 @@ def _loopback_only() -> None:
     from ray._private import ray_constants
 
     ray_constants.ENABLE_RAY_CLUSTER = False
+    # Ray starts workers at niceness 15 so its control plane wins on shared nodes; on one machine the model
+    # replicas are the workload, and niced replicas lose to any other busy process.
+    os.environ.setdefault("RAY_worker_niceness", "0")
 
 
 def start(port: int, *, address: str | None = None, num_cpus: int | None = None,
