@@ -39,7 +39,7 @@ QUICKSTART = HERE.parents[2] / "examples" / "quickstart"
 MODELS = list(yaml.safe_load_all((QUICKSTART / "models.yaml").read_text()))
 
 
-def pipeline(name: str, graph: str = "rag", auth: bool = False) -> Pipeline:
+def pipeline(name: str, graph: str = "rag", auth: bool = False, **agent: Any) -> Pipeline:
     """The quickstart's handbook Pipeline plus one document only the finance group may see."""
     manifest = yaml.safe_load((QUICKSTART / "pipeline.yaml").read_text())
     spec = manifest["spec"]
@@ -47,7 +47,7 @@ def pipeline(name: str, graph: str = "rag", auth: bool = False) -> Pipeline:
                             "access": {"groups": ["finance"]}})
     spec["vectorStore"] = {"qdrant": {"collection": "handbook"}}
     spec["agent"].update({"graph": graph, "maxIterations": 1,
-                          "limits": {"maxRequestBytes": 4096, "timeoutSeconds": 90}})
+                          "limits": {"maxRequestBytes": 4096, "timeoutSeconds": 90}, **agent})
     if auth:
         spec["agent"]["auth"] = {"secret": "agent-token"}
     return Pipeline.model_validate({**manifest, "metadata": {"name": name}})
@@ -343,6 +343,23 @@ def test_agentic_rag_grades_and_cites_only_retrieved_chunks(platform: Platform) 
         assert out["answer"]
     finally:
         serve.delete("handbook-agentic")
+
+
+def test_json_schema_mode_returns_json_that_fits_the_schema(platform: Platform) -> None:
+    from ray import serve
+
+    schema = {"type": "object", "properties": {"answer": {"type": "string", "maxLength": 200},
+                                               "confident": {"type": "boolean"}},
+              "required": ["answer", "confident"]}
+    p = pipeline("handbook-json", responseFormat={"jsonSchema": {"name": "reply", "schema": schema}})
+    route = platform.deploy_agent(p, {}) + "/v1/pipelines/handbook-json"
+    try:
+        out = invoke(platform, {"input": QUESTIONS[0]}, route, {}).json()
+        data = json.loads(out["answer"])  # the model's grammar kept it to the schema
+        assert isinstance(data["answer"], str) and isinstance(data["confident"], bool)
+        assert {c["id"] for c in out["citations"]} <= set(out["retrieved"]) and out["citations"]
+    finally:
+        serve.delete("handbook-json")
 
 
 def test_model_outage_is_503_with_a_reason_and_recovers(platform: Platform) -> None:
