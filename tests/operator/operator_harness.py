@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+import aiohttp.web
 from kmock._internal import enums
 from kmock_compat import RVEmulator
 from raylight.operator.clients import QdrantCollections, RestKube
@@ -24,9 +25,19 @@ class Emulator(RVEmulator):
         super().__attrs_post_init__()
         self._names = itertools.count(1)
         self.writes: list[tuple[str, str, str | None, Any]] = []
+        self.phases: dict[tuple[str, str | None, str | None], str] = {}  # last status.phase written
 
     async def _handle(self, request: Any) -> Any:
+        # kmock keeps every request for assertions and matches each new one by scanning that history
+        # (quadratic in the request count); the tests assert on `writes`, so keep a short window only.
+        if len(self._requests) > 256:
+            del self._requests[:-32]
         res = request.resource
+        if res is not None and res.plural == "events" and request.action == enums.action.CREATE:
+            # Answered, recorded, not stored: kmock scans every stored object on every request, and
+            # thousands of Events would make the mock, not the operator, the slow part.
+            self.writes.append(("CREATE", "events", None, request.data))
+            return aiohttp.web.json_response(request.data, status=201)
         if res is not None and request.action == enums.action.CREATE and isinstance(request.data, dict):
             meta = request.data.setdefault("metadata", {})
             if not meta.get("name") and meta.get("generateName"):  # kmock 0.8 ignores generateName
@@ -35,6 +46,9 @@ class Emulator(RVEmulator):
             name = request.name or (request.data or {}).get("metadata", {}).get("name") if isinstance(
                 request.data, dict) else request.name
             self.writes.append((request.action.name, res.plural, name, request.data))
+            status = request.data.get("status") if isinstance(request.data, dict) else None
+            if isinstance(status, dict) and status.get("phase"):
+                self.phases[(res.plural, request.namespace, name)] = status["phase"]
             key = (res, request.namespace, request.name)
             live = self._objects[key] if key in self._objects and not self._objects[key].deleted else None
             if request.action == enums.action.DELETE and live is not None:

@@ -5,6 +5,7 @@ an in-memory Qdrant or an in-process API mock alike."""
 from __future__ import annotations
 
 import base64
+import os
 import threading
 import warnings
 from collections.abc import Callable
@@ -67,7 +68,9 @@ class RestKube:
                 try:
                     kubernetes.config.load_incluster_config(client_configuration=configuration)
                 except kubernetes.config.ConfigException:
-                    kubernetes.config.load_kube_config(client_configuration=configuration)
+                    # KUBECONFIG is read here, not when kubernetes was imported (its default is fixed then).
+                    kubernetes.config.load_kube_config(config_file=os.environ.get("KUBECONFIG"),
+                                                       client_configuration=configuration)
                 configuration.connection_pool_maxsize = 32
                 self._api = kubernetes.client.ApiClient(configuration)
             return self._api
