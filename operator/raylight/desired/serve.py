@@ -35,8 +35,11 @@ def resolve_spec(spec: ModelDeploymentSpec) -> ModelDeploymentSpec:
         parameters=preset.parameters,
         dimensions=preset.dimensions,
     )
+    # The preset is now spelled out in `model` (acceptance included): drop it so the resolved spec, which
+    # travels in the Serve args, validates again as a ModelDeploymentSpec (exactly one of model/preset).
     resolved = spec.model_copy(
-        update={"model": model, "engine_args": {**preset.engine_args, **spec.engine_args}}
+        update={"model": model, "preset": None, "license_accepted": False,
+                "engine_args": {**preset.engine_args, **spec.engine_args}}
     )
     return resolved.model_copy(update={"runtime": resolved.resolved_runtime})
 

@@ -159,3 +159,14 @@ def test_an_engine_error_while_loading_is_cut_to_its_first_line(monkeypatch: pyt
         load_model("minilm", spec, Settings())
     assert str(info.value).endswith("ValueError: unknown model architecture: 'mamba9'")
     assert info.value.__cause__ is None and info.value.__suppress_context__
+
+
+@pytest.mark.parametrize("preset", ["all-minilm-l6-v2", "smollm2-135m-instruct", "llama-3.1-8b-instruct"])
+def test_resolved_preset_specs_round_trip_through_the_serve_args(preset: str) -> None:
+    from raylight.governance.presets import PRESETS
+
+    spec = {"task": PRESETS[preset].task, "preset": preset, "licenseAccepted": True}
+    config = get_model_application(model("m", spec))
+    again = ModelDeploymentSpec.model_validate(config["args"]["spec"])
+    assert again.model is not None and again.model.license_accepted and again.preset is None
+    assert build_app(config["args"])._bound_deployment.name == MODEL_DEPLOYMENT
