@@ -28,7 +28,7 @@ from raylight.settings import Settings
 
 log = logging.getLogger("raylight.local")
 
-DAEMON_START_TIMEOUT_S = 180.0
+DAEMON_START_TIMEOUT_S = 300.0
 APPS_TIMEOUT_S = 900.0
 READY_TIMEOUT_S = 180.0
 ASK_TIMEOUT_S = 600.0

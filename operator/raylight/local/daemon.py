@@ -9,6 +9,7 @@ them every process they started; no other Ray on the machine is touched (never `
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import secrets
@@ -59,18 +60,39 @@ def descendants(pid: int) -> list[int]:
         return []
 
 
+def init_ray(num_cpus: int, attempts: int = 3) -> Any:
+    """A Ray head on 127.0.0.1. Ray gives its raylet a fixed 30 s to register, which a busy 2-core machine
+    can miss: try again (after clearing what the failed attempt started) before giving up."""
+    import psutil
+    import ray
+
+    for attempt in range(1, attempts + 1):
+        try:
+            return ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
+                            namespace=st.RAY_NAMESPACE, object_store_memory=OBJECT_STORE_BYTES,
+                            log_to_driver=False, _node_ip_address="127.0.0.1")
+        except Exception as exc:
+            if attempt == attempts or "timed out during startup" not in str(exc):
+                raise
+            log.warning("ray start attempt %d timed out; retrying", attempt)
+            ray.shutdown()
+            children = [psutil.Process(pid) for pid in descendants(os.getpid())]
+            for child in children:
+                with contextlib.suppress(psutil.Error):
+                    child.kill()
+            psutil.wait_procs(children, timeout=10)
+    raise AssertionError("unreachable")
+
+
 def start(data_dir: Path, port: int, num_cpus: int) -> dict[str, Any]:
     """Start Ray, Serve and the store actor; returns the state to write."""
     os.environ.update(PLATFORM_ENV)  # before importing ray: it reads some of these at import time
-    import ray
     from ray import serve
     from raylight_pipelines.store import start_store_actor
 
     token_file = None if os.environ.get("RAYLIGHT_AGENT_TOKEN") else str(data_dir / st.TOKEN_FILE)
     os.environ["RAYLIGHT_AGENT_TOKEN"] = agent_token(data_dir)
-    ctx: Any = ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, namespace=st.RAY_NAMESPACE,
-                   object_store_memory=OBJECT_STORE_BYTES, log_to_driver=False,
-                   _node_ip_address="127.0.0.1")
+    ctx = init_ray(num_cpus)
     log.info("ray started at %s", ctx.address_info["gcs_address"])
     serve.start(http_options={"host": "127.0.0.1", "port": port, "location": "HeadOnly"})
     store_path = data_dir / st.STORE_DIR
