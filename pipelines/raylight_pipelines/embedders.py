@@ -83,11 +83,11 @@ class HttpEmbedder:
     """An OpenAI-compatible embeddings endpoint (connections["embedder"]: base_url + model)."""
 
     def __init__(self, base_url: str, model: str, dimensions: int | None = None, api_key: str | None = None,
-                 timeout: float = 60.0, batch_size: int = 64) -> None:
+                 timeout: float = 60.0, batch_size: int = 64, http_client: Any = None) -> None:
         from openai import OpenAI
 
         self.client = OpenAI(base_url=base_url, api_key=api_key or os.environ.get("OPENAI_API_KEY", "none"),
-                             timeout=timeout, max_retries=2)
+                             timeout=timeout, max_retries=2, http_client=http_client)
         self.model = model
         self.base_url = base_url
         self.batch_size = batch_size

@@ -22,6 +22,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import queue
+import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -149,6 +151,41 @@ def _batches(items: list[str], n: int) -> Iterable[list[str]]:
         yield items[i:i + n]
 
 
+class _Writer:
+    """Upserts batches in order on one background thread; the first error stops it and is re-raised in
+    the caller (at the next upsert or on exit), so nothing is written after a failure."""
+
+    def __init__(self, client: Any, collection: str, write: Fault) -> None:
+        self.client, self.collection, self.write = client, collection, write
+        self.queue: queue.Queue[list[qm.PointStruct] | None] = queue.Queue(maxsize=2)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="raylight-upsert", daemon=True)
+
+    def _run(self) -> None:
+        while (points := self.queue.get()) is not None:
+            if self.error is None:
+                try:
+                    self.write("upsert")
+                    self.client.upsert(self.collection, points=points, wait=True)
+                except BaseException as exc:  # handed to the caller's thread
+                    self.error = exc
+
+    def upsert(self, points: list[qm.PointStruct]) -> None:
+        if self.error is not None:
+            raise self.error
+        self.queue.put(points)
+
+    def __enter__(self) -> _Writer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.queue.put(None)
+        self.thread.join()
+        if self.error is not None and exc[0] is None:
+            raise self.error
+
+
 def sync(client: Any, collection: str, pipeline: str, loaded: Loaded, embedder: Embedder, tok: Tokenizer,
          size: int, overlap: int, *, vectorize: Vectorize | None = None, batch_size: int = 64,
          progress: Callable[[int, int], None] | None = None, fault: Fault | None = None) -> SyncReport:
@@ -214,25 +251,24 @@ def sync(client: Any, collection: str, pipeline: str, loaded: Loaded, embedder: 
         else:
             report.added += 1
 
-    # 1. upsert missing points: reused vectors first (no model call), then freshly embedded ones
+    # 1. upsert missing points: reused vectors first (no model call), then freshly embedded ones. A writer
+    #    thread does the upserts in order while the next batch is embedded (an embedded store fsyncs each
+    #    point, which is I/O the model need not wait for).
     reused = [p for p in missing if p.vector is not None]
     to_embed = [p for p in missing if p.vector is None]
     report.chunks_reused = len(reused)
-    for i in range(0, len(reused), batch_size):
-        batch = reused[i:i + batch_size]
-        write("upsert")
-        client.upsert(collection, points=[_struct(p, p.vector or []) for p in batch], wait=True)
-        report.points_upserted += len(batch)
-    done = 0
-    for embedded, embeddings in (vectorize or local_vectorize(embedder, batch_size))(to_embed):
-        write("upsert")
-        client.upsert(collection, points=[_struct(p, v) for p, v in zip(embedded, embeddings, strict=True)],
-                      wait=True)
-        done += len(embedded)
-        report.chunks_embedded += len(embedded)
-        report.points_upserted += len(embedded)
-        if progress:
-            progress(done, len(to_embed))
+    with _Writer(client, collection, write) as writer:
+        for i in range(0, len(reused), batch_size):
+            writer.upsert([_struct(p, p.vector or []) for p in reused[i:i + batch_size]])
+        report.points_upserted += len(reused)
+        done = 0
+        for embedded, embeddings in (vectorize or local_vectorize(embedder, batch_size))(to_embed):
+            writer.upsert([_struct(p, v) for p, v in zip(embedded, embeddings, strict=True)])
+            done += len(embedded)
+            report.chunks_embedded += len(embedded)
+            report.points_upserted += len(embedded)
+            if progress:
+                progress(done, len(to_embed))
     # 2. stamp kept points of changed documents
     for ids, stamp in restamp:
         write("set_payload")
