@@ -35,7 +35,7 @@ def test_http_embedder_batches_and_keeps_order():
 
 def test_http_embedder_errors_name_the_endpoint():
     emb = HttpEmbedder("http://embedder.local/v1", "other", http_client=httpx.Client(transport=server([])))
-    with pytest.raises(EmbedderError, match="embedder other at http://embedder.local/v1"):
+    with pytest.raises(EmbedderError, match=r"embedder other at http://embedder\.local/v1"):
         emb.embed(["x"])
 
 
