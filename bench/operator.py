@@ -109,6 +109,7 @@ async def child(n: int) -> dict[str, Any]:
         "n": n, "seconds": round(elapsed, 2), "rayservices": rayservices,
         "writes_per_object": round(sum(1 for w in first_pass if w[1] != "events") / n, 2),
         "steady_state_writes": len(steady),
+        "steady_state_kinds": sorted({f"{a} {p}" for a, p, _, _ in steady}),
         "rss_before_mb": round(before_mb, 1), "peak_rss_mb": round(peak_mb(), 1),
     }
 

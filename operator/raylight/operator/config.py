@@ -1,5 +1,13 @@
 """Operator settings: the shared `Settings` (images, Qdrant URL, licence policy) plus what only the
-running operator needs (namespaces, peering, probes, timer cadence), read from RAYLIGHT_* and flags."""
+running operator needs (namespaces, peering, probes, timer cadence), read from RAYLIGHT_* and flags.
+
+Environment (the chart sets these): RAYLIGHT_RUNTIME_IMAGE, RAYLIGHT_VLLM_IMAGE, RAYLIGHT_RAY_VERSION,
+RAYLIGHT_QDRANT_URL, RAYLIGHT_QDRANT_API_KEY, RAYLIGHT_POSTGRES_SECRET, RAYLIGHT_LICENSE_DENY,
+RAYLIGHT_LICENSE_ALLOW_UNKNOWN, RAYLIGHT_CLUSTER_DOMAIN, RAYLIGHT_WATCH_NAMESPACES (comma list; empty:
+cluster-wide), RAYLIGHT_STANDALONE, RAYLIGHT_PEERING_NAME (a ClusterKopfPeering the chart creates),
+RAYLIGHT_LIVENESS, RAYLIGHT_WEBHOOK_PORT, RAYLIGHT_WEBHOOK_CERTFILE, RAYLIGHT_WEBHOOK_KEYFILE,
+RAYLIGHT_WEBHOOK_INSECURE, RAYLIGHT_STATUS_INTERVAL, RAYLIGHT_MAX_WORKERS.
+"""
 
 from __future__ import annotations
 

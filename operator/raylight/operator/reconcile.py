@@ -5,6 +5,7 @@ these with the object's body and write back the status they return."""
 from __future__ import annotations
 
 import contextlib
+import copy
 import datetime
 import threading
 from collections.abc import Callable, Mapping
@@ -139,6 +140,23 @@ class Reconciler:
         self.deps = deps
         self._locks: dict[tuple[str, str, str], threading.Lock] = {}
         self._guard = threading.Lock()
+        # uid -> (inputs, desired objects): building a RayService (its serveConfigV2 YAML above all) costs
+        # far more than comparing it, and the timer passes over unchanged objects all the time.
+        self._desired: dict[str, tuple[Any, list[Obj]]] = {}
+
+    def _built(self, body: Mapping[str, Any], inputs: Any, build: Callable[[], list[Obj]]) -> list[Obj]:
+        uid = body["metadata"].get("uid", "")
+        with self._guard:
+            cached = self._desired.get(uid)
+        if cached is None or cached[0] != inputs:
+            cached = (inputs, [owned(o, body) for o in build()])
+            with self._guard:
+                self._desired[uid] = cached
+        return copy.deepcopy(cached[1])
+
+    def forget(self, uid: str) -> None:
+        with self._guard:
+            self._desired.pop(uid, None)
 
     def _lock(self, key: tuple[str, str, str]) -> threading.Lock:
         with self._guard:
@@ -189,7 +207,8 @@ class Reconciler:
         fit_problem = problems.get("spec.resources")
         live = None
         if not problems:
-            desired = owned(get_model_rayservice(md, ns, settings), body)
+            inputs = (body["metadata"].get("generation"), md.spec.to_wire())
+            [desired] = self._built(body, inputs, lambda: [get_model_rayservice(md, ns, settings)])
             live = self.apply(desired, writes)
         health = rayservice_health(live)
         verdict = model_verdict(health, license_problem, fit_problem)
@@ -248,7 +267,10 @@ class Reconciler:
         models, models_health = self._models(p, ns)
         embedder = models.get(p.spec.embedder.model_deployment)
 
-        agent = self.apply(owned(get_agent_rayservice(p, ns, settings, embedder), body), writes)
+        inputs = (body["metadata"].get("generation"), p.spec.to_wire(), embedder.spec.to_wire() if embedder else None)
+        agent_desired, config_map, job = self._built(body, inputs, lambda: [
+            get_agent_rayservice(p, ns, settings, embedder), *get_ingestion_objects(p, ns, settings, embedder)])
+        agent = self.apply(agent_desired, writes)
         agent_health = rayservice_health(agent)
 
         plan = get_collection_plan(p, embedder)
@@ -268,7 +290,7 @@ class Reconciler:
         if models_health.reason == "ModelMissing":
             ingest_health = Health(False, True, False, "ModelMissing", "ingestion waits for the models")
         else:
-            ingest_health, last = self._ingestion(p, body, ns, embedder, last, writes)
+            ingest_health, last = self._ingestion(p, ns, config_map, job, last, writes)
 
         verdict = pipeline_verdict({"Models": models_health, "Agent": agent_health, "Store": store_health,
                                     "Ingestion": ingest_health})
@@ -280,10 +302,9 @@ class Reconciler:
         }
         return self._result(body, verdict, extra, writes)
 
-    def _ingestion(self, p: Pipeline, body: Mapping[str, Any], ns: str, embedder: ModelDeployment | None,
-                   last: dict[str, Any], writes: list[str]) -> tuple[Health, dict[str, Any]]:
-        kube, settings, name = self.deps.kube, self.deps.config.settings, p.metadata.name
-        config_map, job = (owned(o, body) for o in get_ingestion_objects(p, ns, settings, embedder))
+    def _ingestion(self, p: Pipeline, ns: str, config_map: Obj, job: Obj, last: dict[str, Any],
+                   writes: list[str]) -> tuple[Health, dict[str, Any]]:
+        kube, name = self.deps.kube, p.metadata.name
         self.apply(config_map, writes)
         checksum = job["metadata"]["labels"][PLAN_LABEL]
         live = kube.get("Job", ns, job["metadata"]["name"])
@@ -310,6 +331,7 @@ class Reconciler:
         """The finalizer's work: keep or drop the collection by spec.deletionPolicy."""
         meta = body["metadata"]
         ns = meta.get("namespace", "default")
+        self.forget(meta.get("uid", ""))
         try:
             p: Pipeline = _parse(Pipeline, body)
         except ValidationError:
