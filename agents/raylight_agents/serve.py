@@ -293,13 +293,17 @@ class AgentServer:
 
     async def thread(self, thread_id: str, user: str | None = None,
                      authorization: str | None = None) -> dict[str, Any]:
+        started = time.perf_counter()
         try:
             self._authorize(authorization)
+            agent = await self._ready_agent()
+            result: dict[str, Any] = await agent.history(thread_id, User(user))
         except errors.AgentError as exc:
-            self._refuse("thread", exc)
+            audit.record(self.name, "thread", started=started, status=exc.status, model=self.agent.llm.model,
+                         user=user, thread_id=thread_id, error=exc.message)
             raise
-        agent = await self._ready_agent()
-        result: dict[str, Any] = await agent.history(thread_id, User(user))
+        audit.record(self.name, "thread", started=started, status=200, model=self.agent.llm.model, user=user,
+                     thread_id=thread_id)
         return result
 
     async def models(self, authorization: str | None = None) -> dict[str, Any]:
