@@ -23,3 +23,13 @@ def test_environment_then_flags() -> None:
     assert merged.namespaces == ("x",) and merged.standalone and merged.webhook_port == 9443
     assert merged.liveness == "http://0.0.0.0:8080/healthz"
     assert OperatorConfig.from_env({}).clusterwide
+
+
+def test_raylight_operator_runs_this_package() -> None:
+    from raylight.cli import HANDLERS, build_parser, resolve
+    from raylight.operator.main import operator_command
+
+    assert resolve(HANDLERS["operator"]) is operator_command
+    args = build_parser().parse_args(["operator", "--standalone", "--namespace", "a", "--webhook-port", "9443"])
+    config = OperatorConfig.from_env({}).with_args(args)
+    assert config.standalone and config.namespaces == ("a",) and config.webhook_port == 9443

@@ -44,3 +44,64 @@ def test_no_admission_or_wildcard_permissions() -> None:
         assert "admissionregistration.k8s.io" not in rule["apiGroups"]  # the chart owns the webhook config
         assert "*" not in rule["apiGroups"] + rule["resources"] + rule["verbs"]
     assert not _allowed("", "secrets", "list") and not _allowed("", "secrets", "watch")
+
+
+def test_every_call_the_reconciler_makes_is_allowed() -> None:
+    """Drive the reconciler through models, a pipeline (with a schedule, a Secret, a new plan) and a delete;
+    each (resource, verb) it used must be in the rules the chart renders."""
+    import sys
+    from pathlib import Path
+
+    from qdrant_client import QdrantClient
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from raylight.operator.clients import KINDS, QdrantCollections
+    from raylight.operator.config import OperatorConfig
+    from raylight.operator.reconcile import Deps, Reconciler
+    from raylight.settings import Settings
+    from test_operator_reconcile import CHAT, EMBED, PIPE, FakeKube, add
+
+    calls: set[tuple[str, str]] = set()
+
+    class Recording(FakeKube):
+        def get(self, kind: str, namespace: str, name: str):  # type: ignore[no-untyped-def]
+            calls.add((kind, "get"))
+            return super().get(kind, namespace, name)
+
+        def create(self, kind: str, namespace: str, body: dict):  # type: ignore[no-untyped-def,type-arg]
+            calls.add((kind, "create"))
+            return super().create(kind, namespace, body)
+
+        def patch(self, kind: str, namespace: str, name: str, patch: dict):  # type: ignore[no-untyped-def,type-arg]
+            calls.add((kind, "patch"))
+            return super().patch(kind, namespace, name, patch)
+
+        def delete(self, kind: str, namespace: str, name: str) -> bool:
+            calls.add((kind, "delete"))
+            return super().delete(kind, namespace, name)
+
+        def list(self, kind: str, namespace: str, labels: dict):  # type: ignore[no-untyped-def,type-arg]
+            calls.add((kind, "list"))
+            return super().list(kind, namespace, labels)
+
+    kube = Recording()
+    store = QdrantCollections(QdrantClient(":memory:"))
+    rec = Reconciler(Deps(kube, lambda url, key: store, OperatorConfig(settings=Settings())))
+    kube.objects[("Secret", "ns", "q")] = {"metadata": {"name": "q"}, "data": {"token": "eA=="}}
+    models = [add(kube, "ModelDeployment", "minilm", EMBED, phase="Ready"),
+              add(kube, "ModelDeployment", "smollm", CHAT, phase="Ready")]
+    spec = {**PIPE, "schedule": "0 * * * *", "deletionPolicy": "Delete",
+            "vectorStore": {"qdrant": {"apiKeySecret": {"name": "q"}}}}
+    pipe = add(kube, "Pipeline", "handbook", spec)
+    calls.clear()  # the test's own setup writes are not the operator's
+    for md in models:
+        rec.model(md)
+    rec.pipeline(pipe)
+    pipe["spec"] = {**spec, "schedule": None, "sources": []}
+    rec.pipeline(pipe)
+    rec.pipeline_deleted(pipe)
+    assert {verb for _, verb in calls} >= {"get", "create", "delete", "list"}
+    for kind, verb in sorted(calls):
+        api_version, plural = KINDS[kind]
+        group = api_version.rpartition("/")[0]
+        assert _allowed(group, plural, verb), f"{verb} {group}/{plural} is not in rbac.required_rules()"
