@@ -59,7 +59,7 @@ class Plan:
         out = {}
         for r in self.resources:
             entry: dict[str, Any] = {"kind": r.kind, "name": r.name, "app": r.app["name"],
-                                     "spec_hash": r.spec_hash, "file": str(r.manifest.file)}
+                                     "spec_hash": r.spec_hash, "file": str(r.manifest.file.resolve())}
             if isinstance(r.manifest.resource, Pipeline):
                 entry["endpoint"] = f"{self.url}/v1/pipelines/{r.name}"
                 entry["collection"] = collection_name(r.manifest.resource)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -136,7 +137,10 @@ def test_up_again_after_an_edit_redeploys_only_the_edited_resource(platform: dic
     url = f"http://127.0.0.1:{platform['port']}"
     before = {m["id"]: m for m in httpx.get(f"{url}/v1/models", timeout=30).json()["data"]}
     pipeline = platform["manifests"] / "pipeline.yaml"
-    pipeline.write_text(pipeline.read_text().replace("topK: 4", "topK: 3"))
+    text = pipeline.read_text()
+    edited = re.sub(r"topK: (\d+)", lambda m: f"topK: {int(m.group(1)) + 1}", text)
+    assert edited != text
+    pipeline.write_text(edited)
     again = raylight("up", "-f", str(platform["manifests"]), "--data-dir", str(platform["data_dir"]),
                      "--port", str(platform["port"]), timeout=UP_TIMEOUT_S)
     assert again.returncode == 0, again.stderr[-3000:]

@@ -43,7 +43,7 @@ def test_an_edit_changes_only_the_edited_resources_hash(tmp_path: Path) -> None:
     for m in quickstart():
         r = m.resource
         if isinstance(r, Pipeline):
-            retrieval = r.spec.retrieval.model_copy(update={"top_k": 3})
+            retrieval = r.spec.retrieval.model_copy(update={"top_k": r.spec.retrieval.top_k + 1})
             r = r.model_copy(update={"spec": r.spec.model_copy(update={"retrieval": retrieval})})
         edited.append(Manifest(r, m.file))
     after = build_plan(edited, tmp_path, 18000).record()
