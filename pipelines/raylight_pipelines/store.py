@@ -96,7 +96,11 @@ def connect(store_conn: dict[str, Any]) -> Any:
             if not ray.is_initialized():
                 address = store_conn.get("ray_address") or os.environ.get("RAY_ADDRESS", "auto")
                 ray.init(address=address, namespace=RAY_NAMESPACE, log_to_driver=False)
-            actor = ray.get_actor(store_conn["actor"], namespace=RAY_NAMESPACE)
+            try:
+                actor = ray.get_actor(store_conn["actor"], namespace=RAY_NAMESPACE)
+            except ValueError as exc:
+                raise StoreUnavailable(f"the store actor {store_conn['actor']!r} is not running (is the "
+                                       "local platform up? `raylight down` clears stale state)") from exc
             return StoreProxy(actor, store_conn["actor"])
         if store_conn.get("url"):
             env = store_conn.get("api_key_env")
