@@ -30,8 +30,8 @@ class Emulator(RVEmulator):
     async def _handle(self, request: Any) -> Any:
         # kmock keeps every request for assertions and matches each new one by scanning that history
         # (quadratic in the request count); the tests assert on `writes`, so keep a short window only.
-        if len(self._requests) > 256:
-            del self._requests[:-32]
+        if len(self._requests) > 16:
+            del self._requests[:-4]
         res = request.resource
         if res is not None and res.plural == "events" and request.action == enums.action.CREATE:
             # Answered, recorded, not stored: kmock scans every stored object on every request, and
