@@ -13,7 +13,6 @@ from typing import Any
 
 import jsonschema
 import pytest
-
 from raylight.api.types import ModelDeploymentSpec
 from raylight.settings import Settings
 from raylight_pipelines.serving.loading import load_model
