@@ -118,6 +118,15 @@ def test_gateway_routes_openai_requests_by_model(platform: dict[str, Any]) -> No
     assert len(emb["data"][0]["embedding"]) == 384
     unknown = httpx.post(f"{url}/chat/completions", json={"model": "nope", "messages": []}, timeout=30)
     assert unknown.status_code == 404 and "nope" in unknown.json()["error"]["message"]
+    chat = {"model": "smollm", "messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 8,
+            "stream": True}
+    with httpx.stream("POST", f"{url}/chat/completions", json=chat, timeout=120) as resp:
+        assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/event-stream")
+        events = [line for line in resp.iter_lines() if line.startswith("data: ")]
+    assert events[-1] == "data: [DONE]" and len(events) >= 3
+    agent = httpx.post(f"{url}/chat/completions", timeout=600, json={
+        "model": "handbook", "messages": [{"role": "user", "content": QUESTION}]}).json()
+    assert agent["model"] == "handbook" and agent["choices"][0]["message"]["content"]
 
 
 def test_ask_answers_with_numbered_citations(platform: dict[str, Any]) -> None:
