@@ -68,11 +68,9 @@ def _structural(node: Any, defs: dict[str, Any]) -> Any:
     for key in ("anyOf", "oneOf"):
         if key in node:
             branches = [b for b in node[key] if b.get("type") != "null"]
-            if len(branches) == 1:
-                merged = {**_structural(branches[0], defs)}
-                if "description" in node:
-                    merged["description"] = node["description"]
-                return merged
+            if len(branches) == 1:  # Optional[X]: X, with what the field adds (description, enum)
+                siblings = {k: v for k, v in node.items() if k != key}
+                return _structural({**branches[0], **siblings}, defs)
             # A union of several non-null types: let the API server keep it, pydantic validates it.
             return {"x-kubernetes-preserve-unknown-fields": True, **(
                 {"description": node["description"]} if "description" in node else {})}

@@ -15,11 +15,13 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    JsonValue,
     field_validator,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
 
+from raylight.governance.fit import ACCELERATOR_MEMORY_GIB
 from raylight.governance.presets import PRESETS
 
 GROUP = "raylight.io"
@@ -108,14 +110,31 @@ class ModelSource(ApiModel):
 
 class Adapter(ApiModel):
     name: DnsName = Field(description="Adapter name; clients select it as the request's model.")
-    source: ModelURI = Field(description="Where the LoRA weights are.")
+    source: ModelURI = Field(description="Where the LoRA weights are: s3://ROOT/NAME (vLLM loads them from there).")
+
+    @field_validator("source")
+    @classmethod
+    def _object_storage(cls, value: str) -> str:
+        if not value.startswith("s3://"):
+            raise ValueError("LoRA adapters are loaded by vLLM from object storage: use s3://bucket/root/NAME")
+        return value
 
 
 class Resources(ApiModel):
     gpus: int = Field(0, ge=0, le=64, description="GPUs per replica.")
-    accelerator_type: str | None = Field(None, description="GPU model, e.g. H100, A100-80G, L4.")
+    accelerator_type: str | None = Field(
+        None, description="GPU model, as Ray names it: H100, A100-80G, L4, ...",
+        json_schema_extra={"enum": list[JsonValue](sorted(ACCELERATOR_MEMORY_GIB))},
+    )
     cpus: float = Field(1, gt=0, description="CPUs per replica.")
     memory: Quantity = Field("4Gi", description="Memory per replica.")
+
+    @field_validator("accelerator_type")
+    @classmethod
+    def _known_accelerator(cls, value: str | None) -> str | None:
+        if value is not None and value not in ACCELERATOR_MEMORY_GIB:
+            raise ValueError(f"unknown accelerator {value!r}; one of {', '.join(sorted(ACCELERATOR_MEMORY_GIB))}")
+        return value
 
 
 class Replicas(ApiModel):

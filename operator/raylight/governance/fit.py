@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-# GiB of memory per GPU, by the acceleratorType names users write (Ray's names where it has one).
+# GiB of memory per GPU, keyed by Ray's accelerator type names (what `acceleratorType` accepts).
 ACCELERATOR_MEMORY_GIB: dict[str, float] = {
-    "H200": 141, "H100": 80, "H100-94G": 94, "A100-80G": 80, "A100-40G": 40, "A100": 80, "L40S": 48,
-    "L40": 48, "L4": 24, "A10G": 24, "A10": 24, "T4": 16, "V100": 16, "B200": 192, "MI300X": 192,
+    "B300": 288, "B200": 192, "GB200": 192, "GB300": 288, "H200": 141, "H100": 80, "H20": 96,
+    "A100-80G": 80, "A100-40G": 40, "A100": 80, "L40S": 48, "L4": 24, "A10G": 24, "T4": 16, "V100": 16,
+    "P100": 16, "RTX-PRO-6000": 96, "AMD-Instinct-MI300A": 128, "AMD-Instinct-MI250X-MI250": 128,
+    "AMD-Instinct-MI210": 64,
 }
 
 _BYTES_PER_PARAM = {
@@ -41,8 +43,6 @@ def check_fit(parameters: str | None, engine_args: dict[str, Any], gpus: int,
               accelerator: str | None) -> str | None:
     """None when the weights fit (or nothing is known to check), else why they do not."""
     if not parameters or gpus == 0 or not accelerator:
-        return None
-    if accelerator not in ACCELERATOR_MEMORY_GIB:
         return None
     need = weight_gib(parameters, engine_args)
     have = ACCELERATOR_MEMORY_GIB[accelerator] * gpus * WEIGHT_SHARE
