@@ -109,7 +109,8 @@ async def child(n: int) -> dict[str, Any]:
         "n": n, "seconds": round(elapsed, 2), "rayservices": rayservices,
         "writes_per_object": round(sum(1 for w in first_pass if w[1] != "events") / n, 2),
         "steady_state_writes": len(steady),
-        "steady_state_kinds": sorted({f"{a} {p}" for a, p, _, _ in steady}),
+        "steady_state_kinds": sorted({f"{a} {p} {sorted(d) if isinstance(d, dict) else 'json-patch'}"
+                                      for a, p, _, d in steady}),
         "rss_before_mb": round(before_mb, 1), "peak_rss_mb": round(peak_mb(), 1),
     }
 
