@@ -5,7 +5,8 @@ the operator means a new rule here first. Pure data: no kopf or kubernetes impor
 
 What each rule is for:
 - raylight.io modeldeployments/pipelines: Kopf watches them and patches them (finalizers, its
-  progress annotations); status through the subresource.
+  progress annotations); status through the subresource; update on their finalizers because the
+  children's owner references set blockOwnerDeletion (enforced by OwnerReferencesPermissionEnforcement).
 - ray.io rayservices: one per ModelDeployment and one per Pipeline agent; created, patched in place
   when they drift, watched so a deleted or hand-edited one is restored; their status is read for ours.
   No delete: owner references let the garbage collector remove them with their owner.
@@ -27,6 +28,7 @@ from typing import Any
 _RULES: tuple[tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]], ...] = (
     (("raylight.io",), ("modeldeployments", "pipelines"), ("get", "list", "watch", "patch")),
     (("raylight.io",), ("modeldeployments/status", "pipelines/status"), ("get", "patch")),
+    (("raylight.io",), ("modeldeployments/finalizers", "pipelines/finalizers"), ("update",)),
     (("ray.io",), ("rayservices",), ("get", "list", "watch", "create", "patch")),
     (("batch",), ("jobs",), ("get", "list", "watch", "create", "delete")),
     (("batch",), ("cronjobs",), ("get", "list", "watch", "create", "patch", "delete")),
