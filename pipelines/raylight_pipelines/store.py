@@ -92,10 +92,11 @@ def connect(store_conn: dict[str, Any]) -> Any:
     try:
         if store_conn.get("actor"):
             import ray
+            from raylight.local.state import join_ray
 
             if not ray.is_initialized():
-                address = store_conn.get("ray_address") or os.environ.get("RAY_ADDRESS", "auto")
-                ray.init(address=address, namespace=RAY_NAMESPACE, log_to_driver=False)
+                # join_ray keeps a loopback-bound local platform reachable (Ray rewrites 127.0.0.1 otherwise).
+                join_ray(store_conn.get("ray_address") or os.environ.get("RAY_ADDRESS", "auto"), RAY_NAMESPACE)
             try:
                 actor = ray.get_actor(store_conn["actor"], namespace=RAY_NAMESPACE)
             except ValueError as exc:

