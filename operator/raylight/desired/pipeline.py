@@ -84,6 +84,7 @@ def get_connections(pipeline: Pipeline, namespace: str, settings: Settings,
         }
     qdrant = spec.vector_store.qdrant
     return {
+        "pipeline": pipeline.metadata.name,  # retrieval filters on it: pipelines may share a collection
         "embedder": {
             "model": spec.embedder.model_deployment,
             "base_url": model_endpoint(spec.embedder.model_deployment, namespace, settings),
