@@ -18,6 +18,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 from raylight.api.types import Access, Source
+from raylight.desired.kubernetes import CONFIGMAP_MOUNT_ROOT
 
 log = logging.getLogger(__name__)
 
@@ -299,18 +300,16 @@ def iter_directory(root: Path, include: list[str], exclude: list[str], key: str,
 
 def iter_configmap(name: str, keys: list[str], namespace: str, key: str, access: Access,
                    api: Any = None) -> Iterator[Item]:
-    """Each key of a ConfigMap (data and binaryData) is a document; the format follows the key's suffix."""
-    if api is None:
-        from kubernetes import client, config
+    """Each key of a ConfigMap (data and binaryData) is a document; the format follows the key's suffix.
 
-        try:
-            config.load_incluster_config()
-        except config.ConfigException:
-            config.load_kube_config()
-        api = client.CoreV1Api()
-    cm = api.read_namespaced_config_map(name, namespace)
-    entries: dict[str, bytes] = {k: v.encode() for k, v in (cm.data or {}).items()}
-    entries.update({k: base64.b64decode(v) for k, v in (cm.binary_data or {}).items()})
+    The operator's ingestion Job mounts the ConfigMap (so its pod needs no API access); elsewhere it is read
+    through the Kubernetes API."""
+    mounted = Path(CONFIGMAP_MOUNT_ROOT) / name
+    entries: dict[str, bytes]
+    if api is None and mounted.is_dir():
+        entries = {f.name: f.read_bytes() for f in mounted.iterdir() if not f.name.startswith(".") and f.is_file()}
+    else:
+        entries = _configmap_entries(name, namespace, api)
     wanted = keys or sorted(entries)
     for k in wanted:
         source_id = f"configmap:{namespace}/{name}/{k}"
@@ -323,6 +322,21 @@ def iter_configmap(name: str, keys: list[str], namespace: str, key: str, access:
             yield Failure(source_id, key, str(exc))
             continue
         yield _doc(source_id, key, access, text, title or k, pages)
+
+
+def _configmap_entries(name: str, namespace: str, api: Any) -> dict[str, bytes]:
+    if api is None:
+        from kubernetes import client, config
+
+        try:
+            config.load_incluster_config()
+        except config.ConfigException:
+            config.load_kube_config()
+        api = client.CoreV1Api()
+    cm = api.read_namespaced_config_map(name, namespace)
+    entries: dict[str, bytes] = {k: v.encode() for k, v in (cm.data or {}).items()}
+    entries.update({k: base64.b64decode(v) for k, v in (cm.binary_data or {}).items()})
+    return entries
 
 
 def iter_urls(urls: list[str], key: str, access: Access, http: Any = None) -> Iterator[Item]:

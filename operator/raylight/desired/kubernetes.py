@@ -21,6 +21,8 @@ from raylight.settings import Settings
 MANAGED_BY = "raylight-operator"
 SPEC_HASH_ANNOTATION = "raylight.io/spec-hash"
 SERVE_PORT = 8000
+# Where the ingestion Job mounts ConfigMap sources (read as files: the pod needs no Kubernetes API access).
+CONFIGMAP_MOUNT_ROOT = "/mnt/configmap"
 
 
 def labels(kind: str, name: str, component: str) -> dict[str, str]:
@@ -208,6 +210,10 @@ def get_ingestion_objects(pipeline: Pipeline, namespace: str, settings: Settings
                 "claimName": source.pvc.claim, "readOnly": True}})
             mounts.append({"name": f"source-{i}", "mountPath": f"{PVC_MOUNT_ROOT}/{source.pvc.claim}",
                            "readOnly": True})
+        if source.config_map is not None:
+            volumes.append({"name": f"source-{i}", "configMap": {"name": source.config_map.name}})
+            mounts.append({"name": f"source-{i}", "mountPath": f"{CONFIGMAP_MOUNT_ROOT}/{source.config_map.name}",
+                           "readOnly": True})
     container = _container("ingest", settings.runtime_image, 1, "2Gi", env=get_pipeline_env(
         pipeline, settings))
     container["command"] = ["raylight", "ingest", "--plan", "/etc/raylight/plan.json", "--json"]
@@ -228,7 +234,7 @@ def get_ingestion_objects(pipeline: Pipeline, namespace: str, settings: Settings
                 "spec": {
                     "restartPolicy": "Never",
                     "serviceAccountName": "default",
-                    "automountServiceAccountToken": any(s.config_map for s in pipeline.spec.sources),
+                    "automountServiceAccountToken": False,
                     "containers": [container],
                     "volumes": volumes,
                 },

@@ -133,6 +133,18 @@ def test_configmap_keys_become_documents(tmp_path):
     assert not loaded.failures
 
 
+def test_mounted_configmap_is_read_as_files_without_api_access(tmp_path, monkeypatch):
+    # The ingestion Job mounts ConfigMap sources like a kubelet does: a file per key plus hidden ..data links.
+    mounted = tmp_path / "mnt" / "kb"
+    (mounted / "..2026_11_23").mkdir(parents=True)
+    (mounted / "intro.md").write_text("# Intro\n\nHello")
+    (mounted / "..data").symlink_to(mounted / "..2026_11_23")
+    monkeypatch.setattr("raylight_pipelines.documents.CONFIGMAP_MOUNT_ROOT", str(tmp_path / "mnt"))
+    loaded = load_sources([Source(config_map={"name": "kb"})], tmp_path, namespace="team")
+    assert [d.source_id for d in loaded.documents] == ["configmap:team/kb/intro.md"]
+    assert not loaded.failures
+
+
 def test_urls_fetch_html_and_report_http_errors(tmp_path):
     def handler(request: httpx.Request) -> httpx.Response:
         if request.url.path == "/ok":
