@@ -21,10 +21,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import statistics
 import time
 from typing import Any
+
+from _common import free_port, percentile
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -49,15 +50,6 @@ def chunk(i: int, words: int = 150) -> str:
     return " ".join(words_[(i * 7 + k) % len(words_)] for k in range(words)) + f" (chunk {i})"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def deploy(cpus: float) -> dict[str, str]:

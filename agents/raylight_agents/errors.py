@@ -11,33 +11,23 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import ValidationError
+from raylight_pipelines.retrieval import StoreUnavailable
+from raylight_pipelines.serving.protocol import ApiError
 
-try:  # the retriever's own outage error, when the retrieval package provides one
-    from raylight_pipelines.retrieval import StoreUnavailable as _StoreUnavailable
-except ImportError:  # pragma: no cover - older retrieval package
-    class _StoreUnavailable(RuntimeError):  # type: ignore[no-redef]
-        pass
-
-StoreUnavailable = _StoreUnavailable
+__all__ = ["AgentError", "StoreUnavailable"]
 
 
-class AgentError(Exception):
+class AgentError(ApiError):
+    """The serving layer's OpenAI-shaped error, plus per-field details for a 422."""
+
     def __init__(self, status: int, message: str, type: str = "invalid_request_error",
-                 code: str | None = None, param: str | None = None, detail: Any = None) -> None:
-        super().__init__(status, message, type, code, param, detail)  # args kept so the error pickles
-        self.status = status
-        self.message = message
-        self.type = type
-        self.code = code
-        self.param = param
+                 param: str | None = None, code: str | None = None, detail: Any = None) -> None:
+        super().__init__(status, message, type, param, code)
+        self.args = (status, message, type, param, code, detail)  # so the error pickles through Ray
         self.detail = detail
 
-    def __str__(self) -> str:
-        return f"{self.status} {self.code or self.type}: {self.message}"
-
     def body(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"error": {"message": self.message, "type": self.type, "code": self.code,
-                                          "param": self.param}}
+        body = super().body()
         if self.detail is not None:
             body["detail"] = self.detail
         return body

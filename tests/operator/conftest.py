@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import socket
 import tempfile
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -19,19 +18,16 @@ import yaml
 from operator_harness import Emulator, Kube, Stores, operator_config
 from raylight.operator.clients import RestKube
 from raylight.operator.config import OperatorConfig
+from support import free_port
 
 API_PORT: int = 0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def pytest_configure(config: pytest.Config) -> None:
     global API_PORT
-    API_PORT = _free_port()
+    API_PORT = free_port()
     kubeconfig = {
         "apiVersion": "v1", "kind": "Config", "current-context": "kmock",
         "clusters": [{"name": "kmock", "cluster": {"server": f"http://127.0.0.1:{API_PORT}"}}],

@@ -123,9 +123,3 @@ def operator_config(**changes: Any) -> OperatorConfig:
     return replace(base, **changes)
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])

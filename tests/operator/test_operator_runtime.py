@@ -268,7 +268,7 @@ def _review(obj: dict[str, Any], plural: str) -> dict[str, Any]:
 
 async def test_admission_rejects_an_invalid_manifest_with_the_field_message(
         api: Emulator, start_operator: Callable[..., Any]) -> None:
-    from operator_harness import free_port
+    from support import free_port
 
     port = free_port()
     config = operator_config(webhook_port=port, webhook_addr="127.0.0.1", webhook_insecure=True)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +22,7 @@ import pytest
 import yaml
 from raylight.api.types import ModelDeployment, Pipeline
 from raylight.desired.serve import get_agent_application, get_model_application
+from support import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -53,10 +53,6 @@ def pipeline(name: str, graph: str = "rag", auth: bool = False, **agent: Any) ->
     return Pipeline.model_validate({**manifest, "metadata": {"name": name}})
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def postgres_answers() -> bool:

@@ -8,7 +8,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from typing import Any
 import httpx
 import psutil
 import pytest
+from support import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -28,10 +28,6 @@ UP_TIMEOUT_S = 1200
 QUESTION = "What is the default chunk size and overlap?"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def raylight(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,6 +18,7 @@ import pytest
 from raylight.api.types import ModelDeployment, ModelSource
 from raylight_pipelines.serving.protocol import ApiError
 from raylight_pipelines.weights import resolve
+from support import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -38,10 +38,6 @@ def model(name: str, spec: dict[str, Any]) -> ModelDeployment:
     return ModelDeployment.model_validate({"metadata": {"name": name}, "spec": spec})
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
