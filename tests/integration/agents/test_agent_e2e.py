@@ -29,7 +29,7 @@ pytestmark = pytest.mark.integration
 HERE = Path(__file__).parent
 TOKEN = "s3cret-token"
 TOKEN_ENV = "RAYLIGHT_AGENT_TOKEN"
-PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+PG_DSN = os.environ.get("RAYLIGHT_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 STORE_ACTOR = "agent-e2e-store"
 FINANCE_TEXT = ("The finance budget for the platform team is 40000 euros per quarter, approved by the CFO. "
                 "Budget requests go through the finance group.")
