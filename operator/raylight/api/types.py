@@ -112,6 +112,11 @@ class Adapter(ApiModel):
     name: DnsName = Field(description="Adapter name; clients select it as the request's model.")
     source: ModelURI = Field(description="Where the LoRA weights are: s3://ROOT/NAME (vLLM loads them from there).")
 
+    @property
+    def root(self) -> str:
+        """The folder holding this adapter: vLLM multi-LoRA loads NAME from ROOT/NAME."""
+        return self.source.rstrip("/").rsplit("/", 1)[0]
+
     @field_validator("source")
     @classmethod
     def _object_storage(cls, value: str) -> str:
@@ -155,6 +160,7 @@ class Replicas(ApiModel):
 
     @property
     def autoscaling(self) -> bool:
+        """min below max (which includes scale-to-zero, as max >= 1)."""
         return self.min != self.max
 
 
@@ -213,7 +219,7 @@ class ModelDeploymentSpec(ApiModel):
         names = [a.name for a in self.adapters]
         if len(set(names)) != len(names):
             raise ValueError("adapters: names must be unique")
-        roots = {a.source.rstrip("/").rsplit("/", 1)[0] for a in self.adapters}
+        roots = {a.root for a in self.adapters}
         if len(roots) > 1 or any(not a.source.rstrip("/").endswith("/" + a.name) for a in self.adapters):
             raise ValueError("adapters: every source must be <one common root>/<adapter name> "
                              "(vLLM multi-LoRA loads adapter NAME from ROOT/NAME)")

@@ -130,7 +130,7 @@ def get_model_rayservice(md: ModelDeployment, namespace: str, settings: Settings
         start["num-gpus"] = str(gpus)
     worker = {
         "groupName": "gpu-workers" if gpus else "cpu-workers",
-        "replicas": max(spec.replicas.min, 1) if not spec.replicas.autoscaling else spec.replicas.min,
+        "replicas": spec.replicas.min,
         "minReplicas": spec.replicas.min,
         "maxReplicas": spec.replicas.max,
         "rayStartParams": start,
@@ -144,7 +144,7 @@ def get_model_rayservice(md: ModelDeployment, namespace: str, settings: Settings
             "serveConfigV2": yamlio.dump({"applications": [app]}),
             "rayClusterConfig": _ray_cluster(
                 image, settings.ray_version, worker, env,
-                autoscale=spec.replicas.autoscaling or spec.replicas.min == 0,
+                autoscale=spec.replicas.autoscaling,
             ),
         },
     }
@@ -173,7 +173,7 @@ def get_agent_rayservice(pipeline: Pipeline, namespace: str, settings: Settings,
             "serveConfigV2": yamlio.dump({"applications": [app]}),
             "rayClusterConfig": _ray_cluster(
                 settings.runtime_image, settings.ray_version, None, env,
-                autoscale=replicas.autoscaling or replicas.min == 0,
+                autoscale=replicas.autoscaling,
             ),
         },
     }

@@ -75,7 +75,7 @@ def deployment_options(replicas: Replicas, cpus: float, gpus: int, memory_bytes:
         "ray_actor_options": actor,
         "max_ongoing_requests": replicas.max_ongoing_requests or 2 * replicas.target_ongoing_requests,
     }
-    if replicas.autoscaling or replicas.min == 0:
+    if replicas.autoscaling:
         options["autoscaling_config"] = autoscaling_config(replicas)
     else:
         options["num_replicas"] = replicas.min
@@ -117,16 +117,10 @@ def _vllm_llm_config(name: str, spec: ModelDeploymentSpec) -> dict[str, Any]:
         config["accelerator_type"] = spec.resources.accelerator_type
     if spec.adapters:
         config["lora_config"] = {
-            "dynamic_lora_loading_path": adapter_root(spec),
+            "dynamic_lora_loading_path": spec.adapters[0].root,  # the API requires one root for all
             "max_num_adapters_per_replica": len(spec.adapters),
         }
     return config
-
-
-def adapter_root(spec: ModelDeploymentSpec) -> str:
-    """ray.serve.llm loads adapter NAME from `<root>/NAME`: every adapter source must follow that shape."""
-    roots = {a.source.rstrip("/").rsplit("/", 1)[0] for a in spec.adapters}
-    return roots.pop()
 
 
 def get_model_application(md: ModelDeployment, route_prefix: str = "/") -> dict[str, Any]:
