@@ -7,18 +7,17 @@ from __future__ import annotations
 
 import logging
 import os
-import warnings
 from typing import Any
 
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
+from raylight.qdrant_layout import DENSE, SPARSE, CollectionMismatch
+from raylight.qdrant_layout import ensure_collection as _ensure_collection
 
 log = logging.getLogger(__name__)
 
 RAY_NAMESPACE = "raylight"
-DENSE = "dense"
-SPARSE = "bm25"
-PAYLOAD_INDEXES = {"tenant": "tenant", "groups": "keyword", "source_id": "keyword", "pipeline": "keyword"}
+__all__ = ["DENSE", "SPARSE", "StoreUnavailable", "connect", "ensure_collection"]
 
 
 class StoreUnavailable(RuntimeError):
@@ -121,28 +120,11 @@ def connect(store_conn: dict[str, Any]) -> Any:
 
 
 def ensure_collection(client: Any, collection: str, dimensions: int, sparse: bool = True) -> bool:
-    """Create the collection (named dense vector, Cosine; sparse BM25 with IDF) and its payload indexes;
-    True when it was created. An existing collection with another vector size is an error."""
-    if client.collection_exists(collection):
-        info = client.get_collection(collection)
-        vectors = info.config.params.vectors
-        size = vectors[DENSE].size if isinstance(vectors, dict) and DENSE in vectors else None
-        if size != dimensions:
-            raise StoreUnavailable(f"collection {collection!r} has dense vectors of size {size}, the embedder "
-                                   f"makes {dimensions}; use another collection or delete it")
-        return False
-    client.create_collection(
-        collection,
-        vectors_config={DENSE: qm.VectorParams(size=dimensions, distance=qm.Distance.COSINE)},
-        sparse_vectors_config={SPARSE: qm.SparseVectorParams(modifier=qm.Modifier.IDF)} if sparse else None,
-    )
-    with warnings.catch_warnings():  # the embedded store ignores payload indexes and says so
-        warnings.simplefilter("ignore")
-        for field, kind in PAYLOAD_INDEXES.items():
-            schema: Any = (qm.KeywordIndexParams(type=qm.KeywordIndexType.KEYWORD, is_tenant=True)
-                           if kind == "tenant" else qm.PayloadSchemaType.KEYWORD)
-            client.create_payload_index(collection, field, field_schema=schema)
-    return True
+    """raylight.qdrant_layout.ensure_collection, with a size mismatch reported as StoreUnavailable."""
+    try:
+        return _ensure_collection(client, collection, dimensions, sparse)
+    except CollectionMismatch as exc:
+        raise StoreUnavailable(str(exc)) from exc
 
 
 def access_filter(tenant: str | None, groups: tuple[str, ...] | list[str]) -> qm.Filter:

@@ -10,6 +10,7 @@ from typing import Any
 
 from raylight.api.types import ModelDeployment, Pipeline, SecretKeyRef
 from raylight.desired.serve import resolve_spec
+from raylight.qdrant_layout import PAYLOAD_INDEXES
 from raylight.settings import Settings
 
 # Environment variables through which Secrets reach the agent and ingestion pods.
@@ -51,7 +52,7 @@ def get_collection_plan(pipeline: Pipeline, embedder: ModelDeployment | None) ->
         "dimensions": embedder_dimensions(embedder),
         "distance": "Cosine",
         "sparse": pipeline.spec.retrieval.hybrid,
-        "payloadIndexes": ["tenant", "groups", "source_id"],
+        "payloadIndexes": sorted(PAYLOAD_INDEXES),
     }
 
 

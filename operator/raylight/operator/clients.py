@@ -7,9 +7,10 @@ from __future__ import annotations
 import base64
 import os
 import threading
-import warnings
 from collections.abc import Callable
 from typing import Any, Protocol
+
+from raylight.qdrant_layout import CollectionMismatch, ensure_collection
 
 Obj = dict[str, Any]
 
@@ -157,13 +158,6 @@ class CollectionStore(Protocol):
     def count(self, collection: str) -> int | None: ...
 
 
-# The layout raylight_pipelines.store.ensure_collection makes (a test keeps the two equal; the operator
-# does not import the data plane, whose dependencies point the other way).
-DENSE_VECTOR = "dense"
-SPARSE_VECTOR = "bm25"
-TENANT_FIELD = "tenant"
-
-
 class QdrantCollections:
     """Collections on one Qdrant server through qdrant-client (a `QdrantClient(":memory:")` in tests)."""
 
@@ -175,26 +169,11 @@ class QdrantCollections:
 
     def ensure(self, plan: dict[str, Any]) -> bool:
         """Create the collection a collection plan describes; True when it was created now."""
-        from qdrant_client import models
-
-        name = plan["collection"]
-        if self.exists(name):
-            return False
-        sparse = {SPARSE_VECTOR: models.SparseVectorParams(modifier=models.Modifier.IDF)} if plan.get(
-            "sparse") else None
-        self.client.create_collection(
-            name,
-            vectors_config={DENSE_VECTOR: models.VectorParams(
-                size=int(plan["dimensions"]), distance=models.Distance(plan.get("distance", "Cosine")))},
-            sparse_vectors_config=sparse,
-        )
-        with warnings.catch_warnings():  # the in-memory client warns that it ignores payload indexes
-            warnings.simplefilter("ignore", UserWarning)
-            for key in plan.get("payloadIndexes", []):
-                schema: Any = (models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD, is_tenant=True)
-                               if key == TENANT_FIELD else models.PayloadSchemaType.KEYWORD)
-                self.client.create_payload_index(name, key, field_schema=schema)
-        return True
+        try:
+            return ensure_collection(self.client, plan["collection"], int(plan["dimensions"]),
+                                     bool(plan.get("sparse")))
+        except CollectionMismatch:
+            return False  # left as it is: the ingestion run reports the mismatch
 
     def drop(self, collection: str) -> bool:
         if not self.exists(collection):
