@@ -13,7 +13,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -22,6 +22,7 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph.state import CompiledStateGraph
 from raylight.api.types import PipelineSpec
+from raylight_pipelines.retrieval import standalone_query
 
 from raylight_agents import audit, errors, registry
 from raylight_agents.checkpoint import describe, open_checkpointer
@@ -70,9 +71,9 @@ class LazyRetriever:
                     raise errors.StoreUnavailable(f"cannot open the store: {exc}") from exc
             return self._retriever
 
-    def search(self, query: str, caller: Any = None, top_k: int | None = None) -> list[Any]:
+    def search(self, query: str, caller: Any = None, top_k: int | None = None, **options: Any) -> list[Any]:
         try:
-            return list(self.get().search(query, caller=caller, top_k=top_k))
+            return list(self.get().search(query, caller=caller, top_k=top_k, **options))
         except errors.StoreUnavailable:
             with self._lock:
                 self._retriever = None  # reopen next time: the store may come back elsewhere
@@ -107,16 +108,19 @@ class Agent:
         self.name = name
         self.spec = spec
         self.connections = connections
-        self.llm = llm or LLM.from_connection(connections["llm"])
+        conn = connections.get("llm")
+        self.llm: LLM | None = llm or (LLM.from_connection(conn) if conn else None)  # None: search only
         self.retriever = LazyRetriever(retriever or default_retriever(spec, connections))
         self.caller_factory = caller_factory
-        self.deps = GraphDeps(spec, self.retriever, self.llm, tools or HttpToolbox(list(spec.agent.tools)))
-        self.builder = registry.get(spec.agent.graph)(self.deps)
+        self.builder = None if self.llm is None else registry.get(spec.agent.graph)(
+            GraphDeps(spec, self.retriever, self.llm, tools or HttpToolbox(list(spec.agent.tools))))
         self.graph: CompiledStateGraph[Any, Any, Any, Any] | None = None
         self.checkpointer: BaseCheckpointSaver[Any] | None = None
         self._stack = AsyncExitStack()
 
     async def start(self) -> Agent:
+        if self.builder is None:  # search only: no graph, no threads
+            return self
         self.checkpointer = await self._stack.enter_async_context(
             open_checkpointer(self.connections.get("threads")))
         self.graph = self.builder.compile(checkpointer=self.checkpointer, name=self.name)
@@ -124,7 +128,20 @@ class Agent:
 
     async def aclose(self) -> None:
         await self._stack.aclose()
-        await self.llm.aclose()
+        if self.llm is not None:
+            await self.llm.aclose()
+
+    @property
+    def model(self) -> str | None:
+        """The answering model's name (None for a search-only pipeline)."""
+        return self.llm.model if self.llm else None
+
+    def _answering(self) -> CompiledStateGraph[Any, Any, Any, Any]:
+        if self.llm is None:
+            raise errors.AgentError(404, f"pipeline {self.name} serves search only (spec.llm is not set): "
+                                    f"use /v1/pipelines/{self.name}/search", code="search_only")
+        assert self.graph is not None, "call start() first"
+        return self.graph
 
     # ------------------------------------------------------------ threads
 
@@ -134,11 +151,11 @@ class Agent:
 
     async def _owned_state(self, thread_id: str, user: User) -> AgentState | None:
         """The thread's state, or None for a new thread; another user's thread does not exist for you."""
-        assert self.graph is not None
+        graph = self._answering()
         if not THREAD_ID.match(thread_id):
             raise errors.AgentError(422, "thread_id: 1-128 characters of letters, digits, _ . : -",
                                     code="invalid_request", param="thread_id")
-        snapshot = await self.graph.aget_state(self.config(thread_id))
+        snapshot = await graph.aget_state(self.config(thread_id))
         values = cast(AgentState, snapshot.values or {})
         if values and values.get("owner") is not None and values.get("owner") != user.id:
             raise errors.not_found(f"thread {thread_id}")
@@ -159,6 +176,9 @@ class Agent:
         state = turn_input(turn.question, existing.get("owner") if existing else turn.user.id)
         if turn.prior and existing is None:
             state["messages"] = [*turn.prior, *state["messages"]]
+        earlier = existing.get("messages", []) if existing else turn.prior
+        # A follow-up is searched with the conversation's earlier user turns (see standalone_query).
+        state["query"] = standalone_query(turn.question, [m["content"] for m in earlier if m["role"] == "user"])
         ctx = RunContext(caller=self.caller_factory(turn.user))
         return thread_id, state, self.config(thread_id), ctx
 
@@ -175,7 +195,7 @@ class Agent:
                thread_id: str | None, values: AgentState | None, error: str | None = None) -> None:
         values = values or {}
         audit.record(
-            self.name, operation, started=started, status=status, model=self.llm.model, user=turn.user.id,
+            self.name, operation, started=started, status=status, model=self.model, user=turn.user.id,
             tenant=turn.user.tenant, thread_id=thread_id,
             retrieved=[c["id"] for c in values.get("chunks", [])],
             cited=[c["id"] for c in values.get("citations", [])],
@@ -199,14 +219,13 @@ class Agent:
                                  code="internal")
 
     async def invoke(self, turn: Turn, operation: str = "invoke") -> dict[str, Any]:
-        assert self.graph is not None, "call start() first"
         started = time.perf_counter()
         ctx: RunContext | None = None
         thread_id: str | None = turn.thread_id
         values: AgentState | None = None
         try:
             thread_id, state, config, ctx = await self._prepare(turn)
-            values = cast(AgentState, await self.graph.ainvoke(state, config, context=ctx))
+            values = cast(AgentState, await self._answering().ainvoke(state, config, context=ctx))
         except (asyncio.CancelledError, TimeoutError):
             self._audit(operation, turn, started, 504, ctx, thread_id, values, "timeout")
             raise
@@ -222,7 +241,6 @@ class Agent:
     async def events(self, turn: Turn, operation: str = "stream") -> AsyncGenerator[tuple[str, dict[str, Any]]]:
         """("retrieval", {...}) per retrieval step, ("token", {"text"}) per answer token, then ("final", {...})
         with the same body `invoke` returns. Errors raise `AgentError`."""
-        assert self.graph is not None, "call start() first"
         started = time.perf_counter()
         ctx: RunContext | None = None
         thread_id: str | None = turn.thread_id
@@ -231,7 +249,7 @@ class Agent:
         try:
             thread_id, state, config, ctx = await self._prepare(turn)
             ctx.stream_tokens = True
-            parts: AsyncIterator[Any] = self.graph.astream(
+            parts: AsyncIterator[Any] = self._answering().astream(
                 state, config, context=ctx, stream_mode=["updates", "custom"])
             async for mode, chunk in parts:
                 if mode == "custom" and "token" in chunk:
@@ -259,12 +277,44 @@ class Agent:
         finally:
             self._audit(operation, turn, started, status, ctx, thread_id, final, message)
 
+    async def search(self, question: str, user: User, top_k: int | None = None,
+                     filters: dict[str, Any] | None = None, history: Sequence[str] = (),
+                     hybrid: bool | None = None, rerank: bool | None = None) -> dict[str, Any]:
+        """Ranked chunks the user may see: {"pipeline", "query" (the question made standalone with the
+        conversation's earlier user turns, `history`), "retrieval": {"hybrid", "rerank"} (as applied),
+        "results": [{"rank", "id", "source", "title", "text", "score", "metadata": {"heading", "page",
+        "start", "end"}}]}; `hybrid` and `rerank` override the pipeline's settings. Needs no model and no
+        thread store; one audit line (operation "search"). Errors raise `AgentError`."""
+        started = time.perf_counter()
+        status, message, hits = 200, None, []
+        query = standalone_query(question, history)
+        settings = {"hybrid": self.spec.retrieval.hybrid if hybrid is None else hybrid,
+                    "rerank": self.spec.retrieval.rerank is not None if rerank is None else rerank}
+        try:
+            hits = await asyncio.to_thread(self.retriever.search, query, self.caller_factory(user), top_k,
+                                           filters=filters, **settings)
+        except Exception as exc:
+            error = self._map(exc)
+            status, message = error.status, error.message
+            raise error from exc
+        finally:
+            audit.record(self.name, "search", started=started, status=status, model=self.model, user=user.id,
+                         tenant=user.tenant, retrieved=[str(h.id) for h in hits], question=query,
+                         log_questions=self.spec.agent.log_questions, error=message)
+        return {"pipeline": self.name, "query": query, "retrieval": settings, "results": [
+            {"rank": rank, "id": str(h.id), "source": h.source, "title": h.title, "text": h.text, "score": h.score,
+             "metadata": {"heading": h.heading, "page": h.page, "start": h.start, "end": h.end}}
+            for rank, h in enumerate(hits, 1)]}
+
     # ------------------------------------------------------------ health
+
+    async def _model_ready(self) -> tuple[bool, str]:
+        return await self.llm.ready() if self.llm else (True, "no model: this pipeline serves search only")
 
     async def ready(self) -> dict[str, Any]:
         (model_ok, model_detail), (store_ok, store_detail) = await asyncio.gather(
-            self.llm.ready(), asyncio.to_thread(self.retriever.ready))
-        return {"ready": model_ok and store_ok and self.graph is not None,
+            self._model_ready(), asyncio.to_thread(self.retriever.ready))
+        return {"ready": model_ok and store_ok and (self.graph is not None or self.llm is None),
                 "pipeline": self.name, "graph": self.spec.agent.graph,
                 "model": {"ok": model_ok, "detail": model_detail},
                 "store": {"ok": store_ok, "detail": store_detail},

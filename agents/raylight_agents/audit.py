@@ -14,7 +14,7 @@ from typing import Any
 audit_log = logging.getLogger("raylight.audit")
 
 
-def record(pipeline: str, operation: str, *, started: float, status: int, model: str,
+def record(pipeline: str, operation: str, *, started: float, status: int, model: str | None,
            user: str | None = None, tenant: str | None = None, thread_id: str | None = None,
            retrieved: list[str] | None = None, cited: list[str] | None = None,
            usage: dict[str, int] | None = None, question: str | None = None, log_questions: bool = False,

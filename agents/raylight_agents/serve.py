@@ -7,6 +7,12 @@ HTTP routes (all but the health checks need the bearer token when connections["a
                                                     "thread_id", "grounding", "retrieved", "usage"}
   POST /v1/pipelines/{name}/stream              the same body; server-sent events retrieval, token, final
                                                 (and error, when the run fails after the first event)
+  POST /v1/pipelines/{name}/search              {"query", "top_k"?, "filters"?: {"source"|"title"|"heading"|
+                                                "page": value or [values]}, "user"?, "history"?: [earlier
+                                                user turns], "hybrid"?, "rerank"?} -> {"pipeline", "query"
+                                                (what was searched), "retrieval": {"hybrid", "rerank"},
+                                                "results": [{"rank", "id", "source", "title", "text", "score",
+                                                "metadata"}]}; no model, no thread (works without spec.llm)
   GET  /v1/pipelines/{name}/threads/{id}?user=  the thread's messages (only for the user who started it)
   POST /v1/chat/completions                     OpenAI-compatible, model = the pipeline's name, stream too;
                                                 extensions: "thread_id", "user" as {"id", "tenant", "groups"},
@@ -16,8 +22,9 @@ HTTP routes (all but the health checks need the bearer token when connections["a
   GET  /readyz                                  200 when the model and the store answer, else 503 with why
 
 Plain async methods for a gateway that holds a DeploymentHandle (the local single-port gateway):
-`invoke(body, authorization=None) -> dict`, `stream(body, authorization=None)` (async generator of SSE
-strings; call with `handle.options(stream=True)`), `chat_completions(body, authorization=None) -> dict`,
+`invoke(body, authorization=None) -> dict`, `search(body, authorization=None) -> dict`,
+`stream(body, authorization=None)` (async generator of SSE strings; call with `handle.options(stream=True)`),
+`chat_completions(body, authorization=None) -> dict`,
 `chat_completions_stream(body, authorization=None)` (SSE strings, stream=True), `models(authorization=None)`,
 `thread(thread_id, user=None, authorization=None) -> dict`, `healthz() -> dict`,
 `readyz() -> dict` (its "ready" says 200 or 503). `body` is a dict or the raw bytes. Refusals raise
@@ -34,19 +41,21 @@ import os
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
 from ray import serve
 from ray.serve import Application
 from raylight.api.types import PipelineSpec
+from raylight_pipelines.retrieval import FILTER_FIELDS, FilterValue
 
 from raylight_agents import audit, errors
 from raylight_agents.agent import Agent, Turn, User
 
 log = logging.getLogger(__name__)
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 class UserIn(BaseModel):
@@ -66,6 +75,26 @@ class InvokeIn(BaseModel):
     input: str = Field(min_length=1)
     thread_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_.:-]{1,128}$")
     user: UserIn | None = None
+
+
+class SearchIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    query: str = Field(min_length=1)
+    top_k: int | None = Field(None, ge=1, le=100, validation_alias=AliasChoices("top_k", "topK"))
+    filters: dict[str, FilterValue] = Field(default_factory=dict)
+    user: UserIn | None = None
+    history: list[str] = Field(default_factory=list, max_length=50)  # earlier user turns, oldest first
+    hybrid: bool | None = None  # override spec.retrieval.hybrid (raylight eval compares both)
+    rerank: bool | None = None  # override: false skips the pipeline's reranker
+
+    @field_validator("filters")
+    @classmethod
+    def _known_fields(cls, value: dict[str, FilterValue]) -> dict[str, FilterValue]:
+        unknown = sorted(set(value) - set(FILTER_FIELDS))
+        if unknown:
+            raise ValueError(f"unknown field {unknown[0]!r}; filter on {', '.join(FILTER_FIELDS)}")
+        return value
 
 
 class ChatMessage(BaseModel):
@@ -159,7 +188,7 @@ class AgentServer:
     def _refuse(self, operation: str, exc: errors.AgentError) -> None:
         """Audit refusals that happen before the agent runs (auth, size, validation)."""
         audit.record(self.name, operation, started=time.perf_counter(), status=exc.status,
-                     model=self.agent.llm.model, error=exc.message)
+                     model=self.agent.model, error=exc.message)
 
     async def _timed(self, operation: str, coro: Any) -> Any:
         try:
@@ -167,17 +196,21 @@ class AgentServer:
         except TimeoutError:
             raise errors.timed_out(self.limits.timeout_seconds) from None
 
-    def _parse_invoke(self, operation: str, body: Any, authorization: str | None) -> Turn:
+    def _parse(self, model: type[ModelT], operation: str, body: Any, authorization: str | None) -> ModelT:
+        """Authorize, check the size limit and validate the body; refusals are audited and raised."""
         try:
             self._authorize(authorization)
             data = _load(body, self.limits.max_request_bytes)
             try:
-                request = InvokeIn.model_validate(data)
+                return model.model_validate(data)
             except ValidationError as exc:
                 raise errors.invalid(exc) from None
         except errors.AgentError as exc:
             self._refuse(operation, exc)
             raise
+
+    def _parse_invoke(self, operation: str, body: Any, authorization: str | None) -> Turn:
+        request = self._parse(InvokeIn, operation, body, authorization)
         return Turn(request.input, request.thread_id, request.user.user() if request.user else User())
 
     def _parse_chat(self, body: Any, authorization: str | None) -> tuple[ChatIn, Turn]:
@@ -203,6 +236,20 @@ class AgentServer:
         turn = self._parse_invoke("invoke", body, authorization)
         agent = await self._ready_agent()
         result: dict[str, Any] = await self._timed("invoke", agent.invoke(turn))
+        return result
+
+    async def search(self, body: dict[str, Any] | bytes, authorization: str | None = None) -> dict[str, Any]:
+        """Ranked chunks (Agent.search); needs neither the model nor the thread store."""
+        request = self._parse(SearchIn, "search", body, authorization)
+        if request.rerank and self.spec.retrieval.rerank is None:
+            refusal = errors.AgentError(422, "rerank: this pipeline sets no spec.retrieval.rerank",
+                                        code="invalid_request", param="rerank")
+            self._refuse("search", refusal)
+            raise refusal
+        user = request.user.user() if request.user else User()
+        result: dict[str, Any] = await self._timed("search", self.agent.search(
+            request.query, user, request.top_k, request.filters, request.history, hybrid=request.hybrid,
+            rerank=request.rerank))
         return result
 
     async def _events(self, turn: Turn, operation: str) -> AsyncGenerator[tuple[str, dict[str, Any]]]:
@@ -299,17 +346,18 @@ class AgentServer:
             agent = await self._ready_agent()
             result: dict[str, Any] = await agent.history(thread_id, User(user))
         except errors.AgentError as exc:
-            audit.record(self.name, "thread", started=started, status=exc.status, model=self.agent.llm.model,
+            audit.record(self.name, "thread", started=started, status=exc.status, model=self.agent.model,
                          user=user, thread_id=thread_id, error=exc.message)
             raise
-        audit.record(self.name, "thread", started=started, status=200, model=self.agent.llm.model, user=user,
+        audit.record(self.name, "thread", started=started, status=200, model=self.agent.model, user=user,
                      thread_id=thread_id)
         return result
 
     async def models(self, authorization: str | None = None) -> dict[str, Any]:
         self._authorize(authorization)
         return {"object": "list", "data": [{"id": self.name, "object": "model", "created": 0,
-                                            "owned_by": "raylight", "kind": "pipeline"}]}
+                                            "owned_by": "raylight", "kind": "pipeline",
+                                            "search_only": self.spec.llm is None}]}
 
     async def healthz(self) -> dict[str, Any]:
         return {"status": "ok", "pipeline": self.name}
@@ -355,6 +403,15 @@ class AgentServer:
             self._check_name(name)
             body = await self._body(request, self.limits.max_request_bytes)
             return JSONResponse(await self.invoke(body, request.headers.get("authorization")))
+        except errors.AgentError as exc:
+            return _respond(exc)
+
+    @api.post("/v1/pipelines/{name}/search")
+    async def http_search(self, name: str, request: Request) -> Response:
+        try:
+            self._check_name(name)
+            body = await self._body(request, self.limits.max_request_bytes)
+            return JSONResponse(await self.search(body, request.headers.get("authorization")))
         except errors.AgentError as exc:
             return _respond(exc)
 

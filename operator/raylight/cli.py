@@ -20,6 +20,7 @@ HANDLERS = {
     "crds": "raylight.render:crds_command",
     "ingest": "raylight_pipelines.cli:ingest_command",
     "search": "raylight_pipelines.cli:search_command",
+    "eval": "raylight_pipelines.cli:eval_command",
     "up": "raylight.local.cli:up_command",
     "status": "raylight.local.cli:status_command",
     "ask": "raylight.local.cli:ask_command",
@@ -70,6 +71,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("query")
     p.add_argument("--top-k", type=int, default=None)
     _files(p, required=False)
+    _data_dir(p)
+    _json(p)
+
+    p = sub.add_parser("eval", help="measure a Pipeline's retrieval and answers on a labelled set")
+    p.add_argument("pipeline")
+    p.add_argument("--dataset", type=Path, required=True,
+                   help="a BEIR folder (corpus.jsonl, queries.jsonl, qrels/*.tsv) or a JSONL of "
+                        "{question, expected_sources?, expected_facts?, history?}")
+    _files(p, required=False)  # given: evaluate in this process on an in-memory store
+    p.add_argument("--url", help="a running Pipeline's base URL (default: the local platform's)")
+    p.add_argument("--k", type=int, default=5, help="recall@k (default 5)")
+    p.add_argument("--no-answers", action="store_true", help="measure retrieval only")
+    for metric in ("recall", "mrr", "ndcg", "facts"):
+        p.add_argument(f"--min-{metric}", type=float, default=None, metavar="X",
+                       help=f"exit 1 when the configured retrieval's {metric} is below X" if metric != "facts"
+                       else "exit 1 when the share of answers with every expected fact is below X")
     _data_dir(p)
     _json(p)
 

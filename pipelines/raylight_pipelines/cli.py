@@ -229,3 +229,144 @@ def search_command(args: argparse.Namespace) -> int:
     if not hits:
         print("no results", file=sys.stderr)
     return 0
+
+
+# ---------------------------------------------------------------- eval
+
+
+def _thresholds(args: argparse.Namespace) -> dict[str, float]:
+    wanted = {f"recall@{args.k}": args.min_recall, "mrr@10": args.min_mrr, "ndcg@10": args.min_ndcg,
+              "facts_present": args.min_facts}
+    return {metric: value for metric, value in wanted.items() if value is not None}
+
+
+def _local_search(args: argparse.Namespace, dataset: Any) -> tuple[Any, PipelineSpec]:
+    """The Pipeline from the manifests, on an in-memory store filled with its sources (or the dataset's
+    corpus), its embedder and reranker in this process."""
+    from qdrant_client import QdrantClient
+    from raylight.api.types import InlineDocument, Source
+
+    from raylight_pipelines.embedders import LocalEmbedder
+    from raylight_pipelines.ingest import run_ingestion, tokenizer_for
+    from raylight_pipelines.rerankers import LocalReranker
+    from raylight_pipelines.retrieval import Retriever, standalone_query
+
+    manifests, rc = load_manifests(args.files)
+    if rc:
+        raise ValueError("the manifests are not valid (see above)")
+    found = [m for m in manifests if isinstance(m.resource, Pipeline) and m.resource.metadata.name == args.pipeline]
+    if not found:
+        raise ValueError(f"no Pipeline named {args.pipeline!r} in the manifests")
+    pipeline = found[0].resource
+    assert isinstance(pipeline, Pipeline)
+    models = {m.resource.metadata.name: m.resource for m in manifests if isinstance(m.resource, ModelDeployment)}
+    spec = pipeline.spec
+    if dataset.corpus is not None:
+        docs = [InlineDocument(id=d["id"], text=d["text"], title=d["title"] or None) for d in dataset.corpus]
+        spec = spec.model_copy(update={"sources": [Source(documents=docs)]})
+    source = embedder_model(models[spec.embedder.model_deployment])
+    embedder = LocalEmbedder.from_source(source or {})
+    client = QdrantClient(":memory:")
+    conn = {"collection": args.pipeline}
+    run_ingestion(args.pipeline, spec, found[0].file.parent.resolve(), conn, embedder,
+                  tokenizer_for(embedder, source), client=client)
+    rerank = spec.retrieval.rerank
+    reranker = LocalReranker(embedder_model(models[rerank.model_deployment]) or {}) if rerank else None
+    retriever = Retriever(client, args.pipeline, embedder, spec.retrieval, pipeline=args.pipeline, reranker=reranker)
+
+    def search(case: Any, options: dict[str, bool], k: int) -> list[str]:
+        query = standalone_query(case.question, case.history)
+        return [h.source for h in retriever.search(query, top_k=k, hybrid=options["hybrid"],
+                                                   rerank=options["rerank"])]
+
+    return search, spec
+
+
+def _endpoint(args: argparse.Namespace) -> tuple[str, dict[str, str]]:
+    """Base URL and headers: --url (token from $RAYLIGHT_AGENT_TOKEN), else the local platform's."""
+    from raylight_pipelines.ingest import platform_state
+
+    token = os.environ.get("RAYLIGHT_AGENT_TOKEN")
+    if args.url:
+        url = args.url.rstrip("/")
+    else:
+        state = platform_state(args.data_dir)
+        if not state:
+            raise ValueError(f"no platform is running from {args.data_dir}: start one with `raylight up`, give "
+                             "the manifests with -f (evaluates in this process) or a cluster endpoint with --url")
+        url = state["url"]
+        token_file = state.get("token_file")
+        if not token and token_file and Path(token_file).exists():
+            token = Path(token_file).read_text().strip()
+    return url, {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def _remote(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:
+    """search and ask through a running Pipeline's HTTP API; also its retrieval settings."""
+    import time
+
+    import httpx
+
+    from raylight_pipelines.evaluation import Answer
+
+    url, headers = _endpoint(args)
+    http = httpx.Client(base_url=f"{url}/v1/pipelines/{args.pipeline}", headers=headers, timeout=600)
+
+    def post(path: str, body: dict[str, Any]) -> dict[str, Any]:
+        resp = http.post(path, json=body)
+        if resp.status_code != 200:
+            raise RuntimeError(f"{path} answered HTTP {resp.status_code}: {resp.text[:300]}")
+        out: dict[str, Any] = resp.json()
+        return out
+
+    def search(case: Any, options: dict[str, bool], k: int) -> list[str]:
+        body = {"query": case.question, "history": list(case.history), "top_k": k, **options}
+        return [r["source"] for r in post("/search", body)["results"]]
+
+    def ask(case: Any) -> Answer:
+        thread = None
+        for turn in case.history:
+            thread = post("/invoke", {"input": turn, **({"thread_id": thread} if thread else {})})["thread_id"]
+        started = time.perf_counter()
+        out = post("/invoke", {"input": case.question, **({"thread_id": thread} if thread else {})})
+        return Answer(out["answer"], [c["source"] for c in out["citations"]], out["grounding"] == "none",
+                      (time.perf_counter() - started) * 1000)
+
+    settings = post("/search", {"query": "probe", "top_k": 1})["retrieval"]
+    models = http.get(f"{url}/v1/models").json().get("data", [])
+    settings["answers"] = any(m.get("id") == args.pipeline and not m.get("search_only") for m in models)
+    return search, ask, settings
+
+
+def eval_command(args: argparse.Namespace) -> int:
+    """`raylight eval PIPELINE --dataset PATH`: retrieval (dense, hybrid, hybrid + rerank) and answer
+    measures; exit 1 when a --min-* threshold is missed."""
+    _setup_logging()
+    from raylight_pipelines.evaluation import DatasetError, check_thresholds, evaluate, format_table, load_dataset
+
+    try:
+        dataset = load_dataset(args.dataset)
+    except (DatasetError, OSError) as exc:
+        return _fail(str(exc))
+    ask = None
+    try:
+        if args.files:
+            search, spec = _local_search(args, dataset)
+            reranks, hybrid = spec.retrieval.rerank is not None, spec.retrieval.hybrid
+        else:
+            search, remote_ask, settings = _remote(args)
+            reranks, hybrid = settings["rerank"], settings["hybrid"]
+            ask = remote_ask if settings["answers"] and dataset.corpus is None and not args.no_answers else None
+        variants = ["dense", "hybrid", *(["hybrid+rerank"] if reranks else [])]
+        report = evaluate(dataset, search, variants, args.k, ask)
+    except Exception as exc:  # one sentence for the user, whatever failed underneath
+        log.debug("eval failed", exc_info=True)
+        return _fail(f"eval of {args.pipeline} failed: {type(exc).__name__}: {exc}")
+    configured = "hybrid+rerank" if reranks else "hybrid" if hybrid else "dense"
+    report.update(pipeline=args.pipeline, configured=configured)
+    missed = check_thresholds(report, configured, _thresholds(args))
+    report["thresholds"] = {"missed": missed, "ok": not missed}
+    print(json.dumps(report) if args.json else format_table(report))
+    for line in missed:
+        print(f"threshold missed: {line}", file=sys.stderr)
+    return 1 if missed else 0

@@ -1,9 +1,13 @@
-"""Retrieval for agents and `raylight search`: dense or hybrid (dense + BM25, RRF fusion) queries with the
-caller's tenant and groups applied inside the Qdrant filter."""
+"""Retrieval for agents, the search API and `raylight search`: dense or hybrid (dense + BM25, RRF fusion)
+queries with the caller's tenant and groups applied inside the Qdrant filter, optionally reranked by a
+cross-encoder (the best `retrieval.rerank.candidates` rescored, the top k of them kept)."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,6 +16,7 @@ from raylight.api.types import PipelineSpec, Retrieval
 
 from raylight_pipelines import bm25
 from raylight_pipelines.embedders import Embedder, EmbedderError, from_connection
+from raylight_pipelines.rerankers import HttpReranker, Reranker, RerankerError
 from raylight_pipelines.store import (
     DENSE,
     SPARSE,
@@ -23,9 +28,34 @@ from raylight_pipelines.store import (
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Caller", "CollectionMissing", "RetrievedChunk", "Retriever", "StoreUnavailable", "open_retriever"]
+__all__ = ["Caller", "CollectionMissing", "RetrievedChunk", "Retriever", "StoreUnavailable", "open_retriever",
+           "standalone_query"]
 
 PREFETCH_FACTOR = 4  # each branch of a hybrid query looks this many times deeper than top_k
+# Chunk metadata a search may filter on (request name -> payload field). Access fields (tenant, groups,
+# pipeline) are not here: they come from the caller's identity, never from the request.
+FILTER_FIELDS = {"source": "source_id", "title": "title", "heading": "heading", "page": "page"}
+FilterValue = str | int | list[str] | list[int]
+
+
+# Words by which a follow-up leans on what was said before ("How much compute does it save?").
+_ANAPHORA = frozenset({"it", "its", "it's", "they", "them", "their", "this", "that", "these", "those", "he",
+                       "she", "his", "her", "there", "one", "ones", "same", "above", "former", "latter"})
+_WORD = re.compile(r"[a-z']+")
+
+
+def standalone_query(question: str, history: Sequence[str]) -> str:
+    """The query to search for a question asked in a conversation (`history`: the earlier user turns,
+    oldest first). A follow-up that refers back ("it", "that", "those", ...) or is too short to stand alone
+    (fewer than three words) gets the previous user turn prepended, so "How much compute does it save?"
+    after "What is LoRA?" searches "What is LoRA? How much compute does it save?". Deterministic: no
+    model call, so it costs nothing and cannot invent a topic."""
+    if not history:
+        return question
+    words = _WORD.findall(question.lower())
+    if len(words) >= 3 and not _ANAPHORA.intersection(words):
+        return question
+    return f"{history[-1].strip()} {question.strip()}"
 
 
 @dataclass(frozen=True)
@@ -50,30 +80,42 @@ class RetrievedChunk:
 
 class Retriever:
     def __init__(self, client: Any, collection: str, embedder: Embedder, retrieval: Retrieval,
-                 pipeline: str | None = None) -> None:
+                 pipeline: str | None = None, reranker: Reranker | None = None) -> None:
         self.client = client
         self.collection = collection
         self.embedder = embedder
         self.retrieval = retrieval
         self.pipeline = pipeline
+        self.reranker = reranker  # used when retrieval.rerank is set
 
-    def query_filter(self, caller: Caller | None) -> qm.Filter:
+    def query_filter(self, caller: Caller | None, filters: dict[str, FilterValue] | None = None) -> qm.Filter:
+        """The caller's access filter, this pipeline's points, and the request's metadata filters (ANDed)."""
         caller = caller or Caller()
-        flt = access_filter(caller.tenant, caller.groups)
+        must: list[qm.Condition] = [access_filter(caller.tenant, caller.groups)]
         if self.pipeline:
-            flt = qm.Filter(must=[flt, qm.FieldCondition(key="pipeline",
-                                                         match=qm.MatchValue(value=self.pipeline))])
-        return flt
+            must.append(qm.FieldCondition(key="pipeline", match=qm.MatchValue(value=self.pipeline)))
+        must += metadata_conditions(filters or {})
+        return qm.Filter(must=must)
 
     def search(self, query: str, caller: Caller | None = None, top_k: int | None = None,
-               hybrid: bool | None = None) -> list[RetrievedChunk]:
-        k = top_k or self.retrieval.top_k
+               hybrid: bool | None = None, filters: dict[str, FilterValue] | None = None,
+               rerank: bool | None = None) -> list[RetrievedChunk]:
+        """The top_k chunks the caller may see for `query`; `hybrid` and `rerank` override the pipeline's
+        settings (None: as configured), `filters` as in FILTER_FIELDS. Raises StoreUnavailable (also when the
+        embedder or reranker fails; CollectionMissing before anything was ingested), ValueError for a rerank
+        the pipeline has no reranker for."""
+        top = top_k or self.retrieval.top_k
         use_hybrid = self.retrieval.hybrid if hybrid is None else hybrid
+        reranking = self.retrieval.rerank if self.reranker is not None else None
+        use_rerank = reranking is not None if rerank is None else rerank
+        if use_rerank and reranking is None:
+            raise ValueError("rerank: this pipeline sets no retrieval.rerank")
+        k = max(top, reranking.candidates) if use_rerank and reranking else top
         try:
             dense = self.embedder.embed([query])[0]
         except EmbedderError as exc:
             raise StoreUnavailable(f"cannot embed the query: {exc}") from exc
-        flt = self.query_filter(caller)
+        flt = self.query_filter(caller, filters)
         threshold = self.retrieval.score_threshold
         try:
             if use_hybrid:
@@ -96,7 +138,10 @@ class Retriever:
                 raise CollectionMissing(f"collection {self.collection!r} does not exist: run ingestion "
                                         "first") from exc
             raise StoreUnavailable(f"vector store query failed: {exc}") from exc
-        return [_chunk(p) for p in result.points]
+        chunks = [_chunk(p) for p in result.points]
+        if use_rerank and self.reranker is not None:
+            chunks = _reranked(self.reranker, query, chunks)
+        return chunks[:top]
 
     def _exists(self) -> bool:
         try:
@@ -114,6 +159,28 @@ class Retriever:
         return True, f"collection {self.collection!r} has about {count} chunks"
 
 
+def _reranked(reranker: Reranker, query: str, chunks: list[RetrievedChunk]) -> list[RetrievedChunk]:
+    """The chunks best first by the reranker's score (which becomes their score)."""
+    try:
+        scores = reranker.scores(query, [c.text for c in chunks])
+    except RerankerError as exc:
+        raise StoreUnavailable(f"cannot rerank: {exc}") from exc
+    ranked = sorted(zip(scores, range(len(chunks)), chunks, strict=True), key=lambda t: (-t[0], t[1]))
+    return [dataclasses.replace(c, score=s) for s, _, c in ranked]
+
+
+def metadata_conditions(filters: dict[str, FilterValue]) -> list[qm.Condition]:
+    """One condition per filter: a value must match exactly, a list matches any of its values.
+    Raises ValueError naming an unknown field."""
+    conditions: list[qm.Condition] = []
+    for name, value in filters.items():
+        if name not in FILTER_FIELDS:
+            raise ValueError(f"filters.{name}: unknown field; one of {', '.join(FILTER_FIELDS)}")
+        match = qm.MatchAny(any=value) if isinstance(value, list) else qm.MatchValue(value=value)
+        conditions.append(qm.FieldCondition(key=FILTER_FIELDS[name], match=match))
+    return conditions
+
+
 def _chunk(point: Any) -> RetrievedChunk:
     p = point.payload or {}
     return RetrievedChunk(id=str(point.id), source=str(p.get("source_id", "")), title=p.get("title"),
@@ -127,4 +194,6 @@ def open_retriever(spec: PipelineSpec, connections: dict[str, Any], embedder: Em
     store = connections["store"]
     client = connect(store)
     emb = embedder or from_connection(connections["embedder"])
-    return Retriever(client, store["collection"], emb, spec.retrieval, pipeline=connections.get("pipeline"))
+    rerank = connections.get("reranker")
+    return Retriever(client, store["collection"], emb, spec.retrieval, pipeline=connections.get("pipeline"),
+                     reranker=HttpReranker(rerank["base_url"], rerank["model"]) if rerank else None)

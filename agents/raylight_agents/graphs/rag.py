@@ -1,4 +1,5 @@
-"""`rag`: retrieve -> generate. Answers cite numbered sources; no relevant source, no model call."""
+"""`rag`: retrieve -> generate. Answers cite numbered sources; no relevant source, no model call. A follow-up
+in a conversation is searched as a standalone query (the agent sets `query` from the thread's history)."""
 
 from __future__ import annotations
 
@@ -15,9 +16,9 @@ from raylight_agents.registry import register
 def build(deps: GraphDeps) -> StateGraph[Any, Any, Any, Any]:
 
     async def retrieve_node(state: AgentState, runtime: Runtime[RunContext]) -> AgentState:
-        chunks = await retrieve(deps, state["question"], runtime.context.caller)
-        return {"chunks": chunks, "queries": [state["question"]],
-                "context": relevant(state["question"], chunks)}
+        query = state["query"]  # the question, made standalone when it is a follow-up
+        chunks = await retrieve(deps, query, runtime.context.caller)
+        return {"chunks": chunks, "queries": [query], "context": relevant(query, chunks)}
 
     async def generate_node(state: AgentState, runtime: Runtime[RunContext]) -> AgentState:
         return await generate(deps, state, runtime.context, runtime.stream_writer)

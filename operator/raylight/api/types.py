@@ -28,7 +28,7 @@ GROUP = "raylight.io"
 VERSION = "v1alpha1"
 API_VERSION: Final = "raylight.io/v1alpha1"
 
-Task = Literal["chat", "embed"]
+Task = Literal["chat", "embed", "rerank"]
 Runtime = Literal["vllm", "llama-cpp", "transformers", "sentence-transformers"]
 SOURCE_SCHEMES = ("package", "hf", "s3", "pvc", "file")
 
@@ -172,7 +172,8 @@ class Toleration(ApiModel):
 
 
 class ModelDeploymentSpec(ApiModel):
-    task: Task = Field(description="chat (an LLM) or embed (an embedding model).")
+    task: Task = Field(description="chat (an LLM), embed (an embedding model) or rerank (a cross-encoder that "
+                       "scores query-document pairs).")
     model: ModelSource | None = Field(None, description="The weights to serve (or use preset).")
     preset: str | None = Field(None, description="A catalogue id that fills model, licence and engine args.")
     license_accepted: bool = Field(False, description="Accept a preset's restricted licence (with model: "
@@ -210,10 +211,10 @@ class ModelDeploymentSpec(ApiModel):
         runtime = self.runtime
         if runtime == "vllm" and self.resources.gpus == 0:
             raise ValueError("runtime vllm needs resources.gpus >= 1")
-        if runtime == "sentence-transformers" and self.task != "embed":
-            raise ValueError("runtime sentence-transformers serves task embed only")
-        if runtime in ("vllm", "llama-cpp", "transformers") and self.task == "embed":
-            raise ValueError(f"runtime {runtime} serves task chat; use sentence-transformers for embed")
+        if runtime == "sentence-transformers" and self.task == "chat":
+            raise ValueError("runtime sentence-transformers serves tasks embed and rerank, not chat")
+        if runtime in ("vllm", "llama-cpp", "transformers") and self.task != "chat":
+            raise ValueError(f"runtime {runtime} serves task chat; use sentence-transformers for {self.task}")
         if self.adapters and self.resolved_runtime != "vllm":
             raise ValueError("adapters need runtime vllm (LoRA is served by vLLM multi-LoRA)")
         names = [a.name for a in self.adapters]
@@ -230,7 +231,7 @@ class ModelDeploymentSpec(ApiModel):
         """The runtime, or the default for the task and GPU count."""
         if self.runtime:
             return self.runtime
-        if self.task == "embed":
+        if self.task != "chat":
             return "sentence-transformers"
         if self.resources.gpus > 0:
             return "vllm"
@@ -375,10 +376,28 @@ class Chunking(ApiModel):
         return self
 
 
+class Rerank(ApiModel):
+    model_deployment: DnsName = Field(description="A rerank ModelDeployment in this namespace.")
+    candidates: int = Field(20, ge=1, le=200, description="Fused candidates the reranker scores; the best "
+                            "topK of them are returned.")
+
+
 class Retrieval(ApiModel):
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        {"rule": "!has(self.rerank) || !has(self.topK) || self.rerank.candidates >= self.topK",
+         "message": "rerank.candidates must be at least topK"},
+    ]})
+
     top_k: int = Field(5, ge=1, le=100)
     hybrid: bool = Field(True, description="Dense + BM25 sparse vectors fused with RRF.")
     score_threshold: float | None = Field(None, description="Drop dense hits scoring below this.")
+    rerank: Rerank | None = Field(None, description="Rescore the fused candidates with a cross-encoder.")
+
+    @model_validator(mode="after")
+    def _enough_candidates(self) -> Retrieval:
+        if self.rerank is not None and self.rerank.candidates < self.top_k:
+            raise ValueError(f"rerank.candidates ({self.rerank.candidates}) must be at least topK ({self.top_k})")
+        return self
 
 
 class HttpTool(ApiModel):
@@ -429,7 +448,8 @@ class Agent(ApiModel):
 
 class PipelineSpec(ApiModel):
     embedder: ModelRef
-    llm: LLMRef
+    llm: LLMRef | None = Field(None, description="The model that answers; omitted: the Pipeline serves search "
+                               "only (invoke, stream and chat answer 404).")
     vector_store: VectorStore = Field(default_factory=VectorStore)
     sources: list[Source] = Field(default_factory=list)
     chunking: Chunking = Field(default_factory=Chunking)

@@ -30,11 +30,14 @@ def check_model(md: ModelDeployment, policy: LicensePolicy) -> list[tuple[str, s
 
 
 def check_references(pipeline: Pipeline, models: dict[str, ModelDeployment]) -> list[tuple[str, str]]:
-    """A Pipeline's embedder must be an embed ModelDeployment and its llm a chat one."""
+    """A Pipeline's embedder must be an embed ModelDeployment, its llm a chat one, its reranker a rerank one."""
     problems = []
     refs = [("spec.embedder.modelDeployment", pipeline.spec.embedder.model_deployment, "embed")]
-    if pipeline.spec.llm.model_deployment:
+    if pipeline.spec.llm and pipeline.spec.llm.model_deployment:
         refs.append(("spec.llm.modelDeployment", pipeline.spec.llm.model_deployment, "chat"))
+    if pipeline.spec.retrieval.rerank:
+        refs.append(("spec.retrieval.rerank.modelDeployment", pipeline.spec.retrieval.rerank.model_deployment,
+                     "rerank"))
     for field, name, task in refs:
         md = models.get(name)
         if md is None:

@@ -67,16 +67,15 @@ def get_connections(pipeline: Pipeline, namespace: str, settings: Settings,
     """Where the pipeline's embedder, LLM, store and threads are on a cluster."""
     spec = pipeline.spec
     llm = spec.llm
-    llm_conn: dict[str, Any]
-    if llm.external is not None:
+    llm_conn: dict[str, Any] | None = None
+    if llm is not None and llm.external is not None:
         llm_conn = {
             "model": llm.external.model,
             "base_url": llm.external.base_url,
             "api_key_env": ENV_LLM_API_KEY if llm.external.api_key_secret else None,
             "timeout_seconds": llm.external.timeout_seconds,
         }
-    else:
-        assert llm.model_deployment is not None
+    elif llm is not None and llm.model_deployment is not None:
         llm_conn = {
             "model": llm.model_deployment,
             "base_url": model_endpoint(llm.model_deployment, namespace, settings),
@@ -93,6 +92,10 @@ def get_connections(pipeline: Pipeline, namespace: str, settings: Settings,
             "source": embedder_model(embedder),
         },
         "llm": llm_conn,
+        "reranker": {
+            "model": spec.retrieval.rerank.model_deployment,
+            "base_url": model_endpoint(spec.retrieval.rerank.model_deployment, namespace, settings),
+        } if spec.retrieval.rerank else None,
         "store": {
             "url": qdrant.url or settings.qdrant_url,
             "path": None,  # embedded store (one machine)
@@ -113,7 +116,7 @@ def get_pipeline_env(pipeline: Pipeline, settings: Settings) -> list[dict[str, A
     )
     auth = SecretKeyRef(name=spec.agent.auth.secret, key=spec.agent.auth.key) if spec.agent.auth else None
     return [
-        *secret_env(ENV_LLM_API_KEY, spec.llm.external.api_key_secret if spec.llm.external else None),
+        *secret_env(ENV_LLM_API_KEY, spec.llm.external.api_key_secret if spec.llm and spec.llm.external else None),
         *secret_env(ENV_QDRANT_API_KEY, spec.vector_store.qdrant.api_key_secret),
         *secret_env(ENV_AGENT_TOKEN, auth),
         *secret_env(ENV_THREADS_DSN, threads_secret),

@@ -307,7 +307,8 @@ def print_endpoints(plan: Plan, state: dict[str, Any], data_dir: Path) -> None:
             rows.append((r.kind, r.name, f"{url}/v1/pipelines/{r.name}/invoke   (or model {r.name!r} "
                          f"on {url}/v1/chat/completions)"))
         else:
-            path = "embeddings" if r.manifest.resource.spec.task == "embed" else "chat/completions"  # type: ignore[union-attr]
+            task = r.manifest.resource.spec.task  # type: ignore[union-attr]
+            path = {"embed": "embeddings", "rerank": "rerank"}.get(task, "chat/completions")
             rows.append((r.kind, r.name, f"{url}/v1/{path}   (model {r.name!r})"))
     width = [max(len(row[i]) for row in rows) for i in range(2)]
     print(f"Raylight is up on {url}  (data: {data_dir})")

@@ -3,10 +3,11 @@
 It holds DeploymentHandles to each ModelDeployment's `ModelServer` and each Pipeline's `AgentServer` (those
 applications have no HTTP route of their own) and routes:
 
-  POST /v1/embeddings, /v1/chat/completions   by the body's `model`: a ModelDeployment's name -> that
+  POST /v1/embeddings, /v1/rerank,
+       /v1/chat/completions                   by the body's `model`: a ModelDeployment's name -> that
                                               model; a Pipeline's name (chat only) -> that pipeline's agent
   GET  /v1/models                             every model and every pipeline
-  *    /v1/pipelines/{name}/...               invoke, stream, threads/{id} of that pipeline's agent
+  *    /v1/pipelines/{name}/...               invoke, search, stream, threads/{id} of that pipeline's agent
   GET  /healthz                               the gateway answers
   GET  /readyz                                200 when every model and agent is ready, else 503 with why
 
@@ -77,7 +78,7 @@ async def sse_response(gen: Any) -> Response:
 @serve.ingress(api)
 class Gateway:
     def __init__(self, models: dict[str, str], pipelines: list[str]) -> None:
-        self.models = dict(models)  # name -> task (chat | embed)
+        self.models = dict(models)  # name -> task (chat | embed | rerank)
         self.pipelines = list(pipelines)
 
     def _model(self, name: str) -> DeploymentHandle:
@@ -141,16 +142,23 @@ class Gateway:
                 data.append({"id": name, "object": "model", "owned_by": "raylight", "kind": "pipeline"})
         return JSONResponse({"object": "list", "data": data})
 
-    @api.post("/v1/embeddings")
-    async def embeddings(self, request: Request) -> Response:
+    async def _model_call(self, method: str, request: Request) -> Response:
         _, body = await self._json(request)
         model = body.get("model") if isinstance(body, dict) else None
         if model not in self.models:
-            return self._unknown(model, "embeddings are served by ModelDeployments")
+            return self._unknown(model, f"{method} are served by ModelDeployments")
         try:
-            return JSONResponse(await self._model(model).embeddings.remote(body))
+            return JSONResponse(await getattr(self._model(model), method).remote(body))
         except Exception as exc:
             return error_response(exc)
+
+    @api.post("/v1/embeddings")
+    async def embeddings(self, request: Request) -> Response:
+        return await self._model_call("embeddings", request)
+
+    @api.post("/v1/rerank")
+    async def rerank(self, request: Request) -> Response:
+        return await self._model_call("rerank", request)
 
     @api.post("/v1/chat/completions")
     async def chat_completions(self, request: Request) -> Response:
@@ -183,16 +191,23 @@ class Gateway:
             return openai_error(404, f"No pipeline named '{name}'; running: {known}.", code="not_found")
         return self._agent(name)
 
-    @api.post("/v1/pipelines/{name}/invoke")
-    async def invoke(self, name: str, request: Request) -> Response:
+    async def _agent_call(self, name: str, method: str, request: Request) -> Response:
         agent = self._pipeline(name)
         if isinstance(agent, JSONResponse):
             return agent
         try:
-            return JSONResponse(await agent.invoke.remote(await request.body(),
-                                                          request.headers.get("authorization")))
+            call = getattr(agent, method)
+            return JSONResponse(await call.remote(await request.body(), request.headers.get("authorization")))
         except Exception as exc:
             return error_response(exc)
+
+    @api.post("/v1/pipelines/{name}/invoke")
+    async def invoke(self, name: str, request: Request) -> Response:
+        return await self._agent_call(name, "invoke", request)
+
+    @api.post("/v1/pipelines/{name}/search")
+    async def search(self, name: str, request: Request) -> Response:
+        return await self._agent_call(name, "search", request)
 
     @api.post("/v1/pipelines/{name}/stream")
     async def stream(self, name: str, request: Request) -> Response:

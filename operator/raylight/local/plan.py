@@ -94,7 +94,9 @@ def local_connections(pipeline: Pipeline, embedder: ModelDeployment | None, data
     """connections for one machine (docs/architecture.md): the gateway, the store actor, SQLite threads."""
     conns = get_connections(pipeline, "default", Settings.from_env(), embedder)
     conns["embedder"]["base_url"] = f"{url}/v1"
-    if pipeline.spec.llm.model_deployment:
+    if conns["reranker"]:
+        conns["reranker"]["base_url"] = f"{url}/v1"
+    if conns["llm"] and pipeline.spec.llm and pipeline.spec.llm.model_deployment:
         conns["llm"]["base_url"] = f"{url}/v1"
     conns["store"] = {
         "url": None,

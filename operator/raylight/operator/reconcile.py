@@ -236,8 +236,10 @@ class Reconciler:
 
     def _models(self, p: Pipeline, ns: str) -> tuple[dict[str, ModelDeployment], Health]:
         names = [p.spec.embedder.model_deployment]
-        if p.spec.llm.model_deployment:
+        if p.spec.llm and p.spec.llm.model_deployment:
             names.append(p.spec.llm.model_deployment)
+        if p.spec.retrieval.rerank:
+            names.append(p.spec.retrieval.rerank.model_deployment)
         models: dict[str, ModelDeployment] = {}
         waiting = []
         for n in names:

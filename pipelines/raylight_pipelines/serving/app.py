@@ -7,6 +7,8 @@ builds ONE deployment, `ModelServer`, with the same options as the config's depl
 
 HTTP routes (relative to the application's route prefix):
   POST /v1/embeddings         task embed; `input` a string or a list of strings
+  POST /v1/rerank             task rerank; {"query", "documents", "top_n"?, "return_documents"?} ->
+                              {"results": [{"index", "relevance_score", "document"?}], "usage"} (Cohere/Jina)
   POST /v1/chat/completions   task chat; `stream: true` answers with server-sent events
   GET  /v1/models             this model: id (= deployment name), runtime, weights sha256, dimension
   GET  /healthz               200 once the model is loaded
@@ -16,6 +18,7 @@ request, 404 when `model` names another model.
 The same operations are plain async methods, for other Serve applications (the local single-port
 gateway) that hold a DeploymentHandle to `ModelServer`:
   await handle.embeddings.remote(body)            -> dict (the /v1/embeddings response)
+  await handle.rerank.remote(body)                -> dict (the /v1/rerank response)
   await handle.chat_completions.remote(body)      -> dict (`stream` in the body is ignored)
   async for line in handle.options(stream=True).chat_completions_stream.remote(body):
       ...                                         -> str, SSE lines "data: {...}\\n\\n" ending "data: [DONE]"
@@ -45,8 +48,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from raylight_pipelines.serving import protocol
 from raylight_pipelines.serving.loading import load_model
-from raylight_pipelines.serving.protocol import ApiError, ChatCompletionRequest, EmbeddingsRequest
-from raylight_pipelines.serving.runtimes.base import ChatRuntime, Embedder, Generation
+from raylight_pipelines.serving.protocol import ApiError, ChatCompletionRequest, EmbeddingsRequest, RerankRequest
+from raylight_pipelines.serving.runtimes.base import ChatRuntime, Embedder, Generation, Reranker
 
 logger = logging.getLogger("ray.serve")
 
@@ -88,7 +91,8 @@ class ModelServer:
         self.loaded = loaded
         self.created = int(time.time())
         self._generate_lock = asyncio.Lock()  # an engine makes one answer at a time
-        self._stats = {"embed_requests": 0, "embed_batches": 0, "embed_texts": 0, "chat_requests": 0}
+        self._stats = {"embed_requests": 0, "embed_batches": 0, "embed_texts": 0, "rerank_requests": 0,
+                       "rerank_batches": 0, "rerank_pairs": 0, "chat_requests": 0}
 
     # ------------------------------------------------------------ plain methods (also for handles)
 
@@ -109,6 +113,8 @@ class ModelServer:
         if self.task == "embed":
             card["dimension"] = runtime.dimension  # type: ignore[union-attr]
             card["max_input_tokens"] = runtime.max_tokens  # type: ignore[union-attr]
+        elif self.task == "rerank":
+            card["max_input_tokens"] = runtime.max_tokens  # type: ignore[union-attr]
         else:
             card["context_length"] = runtime.context_length  # type: ignore[union-attr]
         return {"object": "list", "data": [card]}
@@ -117,10 +123,13 @@ class ModelServer:
         """Counters of this replica (requests, forward passes): shows dynamic batching at work."""
         return dict(self._stats)
 
-    async def embeddings(self, body: dict[str, Any]) -> dict[str, Any]:
-        if self.task != "embed":
-            raise ApiError(400, f"Model '{self.name}' is a chat model; it does not serve /v1/embeddings.",
+    def _check_task(self, task: str, route: str) -> None:
+        if self.task != task:
+            raise ApiError(400, f"Model '{self.name}' is a {self.task} model; it does not serve {route}.",
                            param="model", code="wrong_task")
+
+    async def embeddings(self, body: dict[str, Any]) -> dict[str, Any]:
+        self._check_task("embed", "/v1/embeddings")
         request: EmbeddingsRequest = protocol.parse(EmbeddingsRequest, body, self.name)
         embedder: Embedder = self.loaded.runtime  # type: ignore[assignment]
         if request.dimensions is not None and request.dimensions != embedder.dimension:
@@ -152,11 +161,33 @@ class ModelServer:
             start = end
         return out
 
+    async def rerank(self, body: dict[str, Any]) -> dict[str, Any]:
+        self._check_task("rerank", "/v1/rerank")
+        request: RerankRequest = protocol.parse(RerankRequest, body, self.name)
+        self._stats["rerank_requests"] += 1
+        texts = request.texts
+        scores, counts = await self._rerank_batch([(request.query, t) for t in texts])
+        return protocol.rerank_response(self.name, texts, [float(s) for s in scores], request.top_n,
+                                        request.return_documents, sum(counts))
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.003)
+    async def _rerank_batch(self, requests: list[list[tuple[str, str]]]) -> list[tuple[np.ndarray, list[int]]]:
+        """Concurrent requests' pairs share the forward passes; each gets its own scores back."""
+        reranker: Reranker = self.loaded.runtime  # type: ignore[assignment]
+        flat = [pair for pairs in requests for pair in pairs]
+        self._stats["rerank_batches"] += 1
+        self._stats["rerank_pairs"] += len(flat)
+        scores, counts = await asyncio.to_thread(reranker.score, flat)
+        out, start = [], 0
+        for pairs in requests:
+            end = start + len(pairs)
+            out.append((scores[start:end], counts[start:end]))
+            start = end
+        return out
+
     def _chat_request(self, body: Any) -> ChatCompletionRequest:
         self._stats["chat_requests"] += 1
-        if self.task != "chat":
-            raise ApiError(400, f"Model '{self.name}' is an embedding model; it does not serve "
-                           "/v1/chat/completions.", param="model", code="wrong_task")
+        self._check_task("chat", "/v1/chat/completions")
         request: ChatCompletionRequest = protocol.parse(ChatCompletionRequest, body, self.name)
         self._chat_runtime.check(request)
         return request
@@ -246,6 +277,13 @@ class ModelServer:
     async def http_embeddings(self, request: Request) -> Response:
         try:
             return JSONResponse(await self.embeddings(await _json_body(request)))
+        except ApiError as exc:
+            return _error(exc)
+
+    @api.post("/v1/rerank")
+    async def http_rerank(self, request: Request) -> Response:
+        try:
+            return JSONResponse(await self.rerank(await _json_body(request)))
         except ApiError as exc:
             return _error(exc)
 

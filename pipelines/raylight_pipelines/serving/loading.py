@@ -17,7 +17,7 @@ from typing import Any
 from raylight.api.types import ModelDeploymentSpec
 from raylight.settings import Settings
 
-from raylight_pipelines.serving.runtimes.base import ChatRuntime, Embedder
+from raylight_pipelines.serving.runtimes.base import ChatRuntime, Embedder, Reranker
 from raylight_pipelines.weights import Weights, WeightsError, resolve
 
 logger = logging.getLogger("ray.serve")
@@ -37,7 +37,7 @@ def load_failure_reason(status_message: str) -> str | None:
 
 @dataclass
 class LoadedModel:
-    runtime: Embedder | ChatRuntime
+    runtime: Embedder | Reranker | ChatRuntime
     weights: Weights
     sha256: str
     threads: int
@@ -67,7 +67,7 @@ def load_model(name: str, spec: ModelDeploymentSpec, settings: Settings | None =
     runtime_name = spec.resolved_runtime
     threads = thread_count(spec.resources.cpus)
     try:
-        runtime = _load_runtime(runtime_name, weights, threads, dict(spec.engine_args), spec.model.file)
+        runtime = _load_runtime(runtime_name, spec.task, weights, threads, dict(spec.engine_args))
     except ModelLoadError as exc:
         raise ModelLoadError(f"model {name}: {exc}") from None
     except Exception as exc:
@@ -84,8 +84,12 @@ def load_model(name: str, spec: ModelDeploymentSpec, settings: Settings | None =
     return LoadedModel(runtime=runtime, weights=weights, sha256=sha256, threads=threads)
 
 
-def _load_runtime(runtime: str, weights: Weights, threads: int, engine_args: dict[str, Any],
-                  file: str | None) -> Embedder | ChatRuntime:
+def _load_runtime(runtime: str, task: str, weights: Weights, threads: int,
+                  engine_args: dict[str, Any]) -> Embedder | Reranker | ChatRuntime:
+    if runtime == "sentence-transformers" and task == "rerank":
+        from raylight_pipelines.serving.runtimes.reranker import CrossEncoderReranker
+
+        return CrossEncoderReranker(weights.path, threads, engine_args)
     if runtime == "sentence-transformers":
         from raylight_pipelines.serving.runtimes.embedder import SentenceTransformerEmbedder
 

@@ -88,6 +88,40 @@ class EmbeddingsRequest(_Request):
         return [self.input] if isinstance(self.input, str) else list(self.input)
 
 
+class RerankDocument(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    text: str
+
+
+class RerankRequest(_Request):
+    """`POST /v1/rerank` in the shape Cohere, Jina and TEI clients send: a query, the documents to score
+    (strings, or objects with a `text`), and how many of the best to return."""
+
+    query: str = Field(min_length=1)
+    documents: list[str | RerankDocument] = Field(min_length=1, max_length=1000)
+    top_n: int | None = Field(None, ge=1)
+    return_documents: bool = True
+
+    @property
+    def texts(self) -> list[str]:
+        return [d if isinstance(d, str) else d.text for d in self.documents]
+
+
+def rerank_response(model: str, texts: list[str], scores: list[float], top_n: int | None,
+                    return_documents: bool, tokens: int) -> dict[str, Any]:
+    """Results best first: {"index" (into the request's documents), "relevance_score", "document"?}."""
+    order = sorted(range(len(scores)), key=lambda i: -scores[i])[:top_n]
+    results: list[dict[str, Any]] = []
+    for i in order:
+        result: dict[str, Any] = {"index": i, "relevance_score": scores[i]}
+        if return_documents:
+            result["document"] = {"text": texts[i]}
+        results.append(result)
+    return {"id": f"rerank-{uuid.uuid4().hex[:24]}", "object": "list", "model": model, "results": results,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+
+
 class TextPart(BaseModel):
     model_config = ConfigDict(extra="ignore")
 

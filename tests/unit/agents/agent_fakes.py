@@ -73,17 +73,24 @@ class MemoryRetriever:
     def __init__(self, docs: list[Doc]) -> None:
         self.docs = docs
         self.queries: list[tuple[str, Caller | None]] = []
+        self.options: list[dict[str, Any]] = []
         self.down = False
 
-    def search(self, query: str, caller: Caller | None = None, top_k: int | None = None) -> list[RetrievedChunk]:
+    def search(self, query: str, caller: Caller | None = None, top_k: int | None = None,
+               filters: dict[str, Any] | None = None, **options: Any) -> list[RetrievedChunk]:
+        """`filters` supports {"source": value or [values]}; other options are recorded, not applied."""
         from raylight_pipelines.retrieval import StoreUnavailable
 
         if self.down:
             raise StoreUnavailable("store is down (test)")
         self.queries.append((query, caller))
+        self.options.append({"filters": filters, **options})
         caller = caller or Caller()
+        sources = (filters or {}).get("source")
+        wanted = None if sources is None else set(sources if isinstance(sources, list) else [sources])
         visible = [d for d in self.docs if (d.tenant is None or d.tenant == caller.tenant)
-                   and (not d.groups or set(d.groups) & set(caller.groups))]
+                   and (not d.groups or set(d.groups) & set(caller.groups))
+                   and (wanted is None or d.source in wanted)]
         scored = sorted(visible, key=lambda d: -len(terms(query) & terms(d.text)))[: top_k or 4]
         return [RetrievedChunk(d.id, d.source, d.source, None, d.text, float(len(terms(query) & terms(d.text))),
                                None, 0, len(d.text)) for d in scored]

@@ -86,6 +86,13 @@ BAD_MANIFESTS = [
     (with_(MODEL, "metadata.name", "x" * 48), "metadata.name", "47"),
     (with_(MODEL, "apiVersion", "raylight.io/v1"), "apiVersion", "raylight.io/v1alpha1"),
     (with_(EMBEDDER, "spec.runtime", "llama-cpp"), "spec", "sentence-transformers"),
+    (with_(with_(EMBEDDER, "spec.task", "rerank"), "spec.runtime", "transformers"), "spec",
+     "sentence-transformers for rerank"),
+    (with_(MODEL, "spec.runtime", "sentence-transformers"), "spec", "embed and rerank, not chat"),
+    (with_(PIPELINE, "spec.retrieval", {"topK": 10, "rerank": {"modelDeployment": "xenc", "candidates": 5}}),
+     "spec.retrieval", "rerank.candidates (5) must be at least topK (10)"),
+    (with_(PIPELINE, "spec.retrieval", {"rerank": {"candidates": 5}}), "spec.retrieval.rerank.modelDeployment",
+     "Field required"),
     (with_(PIPELINE, "spec.llm", {}), "spec.llm", "exactly one of modelDeployment or external"),
     (with_(PIPELINE, "spec.llm", {"external": {"baseURL": "not-a-url", "model": "m"}}), "spec.llm.external.baseURL",
      "http"),
@@ -131,6 +138,7 @@ def test_good_manifests_load_with_defaults() -> None:
 
 @pytest.mark.parametrize(("spec_patch", "runtime"), [
     ({"task": "embed"}, "sentence-transformers"),
+    ({"task": "rerank"}, "sentence-transformers"),
     ({"resources": {"gpus": 2, "acceleratorType": "H100"}}, "vllm"),
     ({"model": {"source": "hf://HuggingFaceTB/SmolLM2-360M-Instruct", "license": "apache-2.0"}}, "llama-cpp"),
     ({"model": {"source": "file:///models/x", "file": "model.safetensors", "license": "mit"}}, "transformers"),
@@ -183,6 +191,18 @@ def test_pipeline_references_must_exist_with_the_right_task(tmp_path: Path) -> N
     problems = _models(MODEL, swapped, tmp_path=tmp_path)
     assert any("spec.embedder.modelDeployment: ModelDeployment 'smollm' has task chat" in p for p in problems)
     assert any("spec.embedder.modelDeployment" in p for p in _models(PIPELINE, tmp_path=tmp_path))
+
+
+def test_reranker_reference_must_be_a_rerank_model_and_llm_may_be_left_out(tmp_path: Path) -> None:
+    search_only = with_(with_(PIPELINE, "spec.llm", None), "spec.retrieval",
+                        {"rerank": {"modelDeployment": "minilm"}})
+    problems = _models(EMBEDDER, search_only, tmp_path=tmp_path)
+    assert [p.split(": ", 1)[1] for p in problems] == [
+        "Pipeline/handbook: spec.retrieval.rerank.modelDeployment: ModelDeployment 'minilm' has task embed, "
+        "needs task rerank"]
+    reranker = with_(with_(EMBEDDER, "metadata.name", "xenc"), "spec.task", "rerank")
+    fixed = with_(search_only, "spec.retrieval", {"rerank": {"modelDeployment": "xenc"}})
+    assert _models(EMBEDDER, reranker, fixed, tmp_path=tmp_path) == []
 
 
 def test_unreadable_yaml_is_a_problem_not_a_crash(tmp_path: Path) -> None:

@@ -24,6 +24,15 @@ class Embedder(Protocol):
         ...
 
 
+class Reranker(Protocol):
+    max_tokens: int
+
+    def score(self, pairs: list[tuple[str, str]]) -> tuple[np.ndarray, list[int]]:
+        """A float32 relevance score per (query, document) pair, higher is more relevant, and each pair's
+        token count."""
+        ...
+
+
 @dataclass
 class Generation:
     text: str
