@@ -41,19 +41,23 @@ FilterValue = str | int | list[str] | list[int]
 # Words by which a follow-up leans on what was said before ("How much compute does it save?").
 _ANAPHORA = frozenset({"it", "its", "it's", "they", "them", "their", "this", "that", "these", "those", "he",
                        "she", "his", "her", "there", "one", "ones", "same", "above", "former", "latter"})
-_WORD = re.compile(r"[a-z']+")
+_FUNCTION_WORDS = frozenset({"and", "the", "what", "how", "why", "when", "where", "which", "who", "does", "did",
+                             "can", "could", "would", "should", "about", "for", "with", "from", "are", "was",
+                             "were", "has", "have", "not", "but", "also", "then", "much", "many"})
+_WORD = re.compile(r"[a-z0-9']+")
 
 
 def standalone_query(question: str, history: Sequence[str]) -> str:
     """The query to search for a question asked in a conversation (`history`: the earlier user turns,
     oldest first). A follow-up that refers back ("it", "that", "those", ...) or is too short to stand alone
-    (fewer than three words) gets the previous user turn prepended, so "How much compute does it save?"
+    (fewer than two content words) gets the previous user turn prepended, so "How much compute does it save?"
     after "What is LoRA?" searches "What is LoRA? How much compute does it save?". Deterministic: no
     model call, so it costs nothing and cannot invent a topic."""
     if not history:
         return question
     words = _WORD.findall(question.lower())
-    if len(words) >= 3 and not _ANAPHORA.intersection(words):
+    content = [w for w in words if len(w) > 2 and w not in _FUNCTION_WORDS]
+    if len(content) >= 2 and not _ANAPHORA.intersection(words):
         return question
     return f"{history[-1].strip()} {question.strip()}"
 

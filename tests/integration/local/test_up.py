@@ -138,6 +138,23 @@ def test_ask_answers_with_numbered_citations(platform: dict[str, Any]) -> None:
     assert "Sources:" in human.stdout and "[1]" in human.stdout
 
 
+def test_search_api_and_eval_through_the_gateway(platform: dict[str, Any], tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{platform['port']}/v1/pipelines/handbook/search"
+    found = httpx.post(url, json={"query": "And the overlap?", "history": ["What is the default chunk size?"],
+                                  "top_k": 2}, timeout=60).json()
+    assert found["query"] == "What is the default chunk size? And the overlap?"
+    assert found["results"][0]["source"] == "path:docs/pipeline.md" and found["retrieval"]["hybrid"]
+    cases = [line for line in (QUICKSTART / "eval.jsonl").read_text().splitlines()
+             if '"chunking"' in line or '"follow-up-overlap"' in line]
+    (tmp_path / "two.jsonl").write_text("\n".join(cases) + "\n")
+    out = raylight("eval", "handbook", "--dataset", str(tmp_path / "two.jsonl"), "--data-dir",
+                   str(platform["data_dir"]), "--json", "--min-recall", "1")
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["retrieval"]["hybrid"]["recall@5"] == 1.0 and report["answers"]["cases"] == 2
+    assert report["answers"]["latency_ms"]["p50"] > 0
+
+
 def test_up_again_after_an_edit_redeploys_only_the_edited_resource(platform: dict[str, Any]) -> None:
     url = f"http://127.0.0.1:{platform['port']}"
     before = {m["id"]: m for m in httpx.get(f"{url}/v1/models", timeout=30).json()["data"]}

@@ -192,3 +192,25 @@ async def test_audit_line_has_ids_model_tokens_and_no_question_unless_allowed(
     assert first["retrieved"] and first["cited"] == ["d1"] and first["tokens"]["completion_tokens"] > 0
     assert first["latency_ms"] > 0 and "question" not in first
     assert second["question"] == "How do replicas scale?"
+
+
+@pytest.mark.parametrize("graph", ["rag", "agentic-rag"])
+async def test_a_follow_up_in_a_thread_is_searched_with_the_previous_question(graph: str) -> None:
+    llm = ScriptedLLM(lambda body: json.dumps({"relevant": [1]}) if "grade" in json.dumps(body.get(
+        "response_format", {})) else "Between min and max [1].")
+    retriever = MemoryRetriever(DOCS)
+    async with running(make_agent(llm, retriever, spec(graph))) as agent:
+        first = await agent.invoke(Turn("How does Serve scale replicas?"))
+        follow = await agent.invoke(Turn("Within which limits does it do that?", first["thread_id"]))
+    assert retriever.queries[-1][0] == "How does Serve scale replicas? Within which limits does it do that?"
+    assert [c["id"] for c in follow["citations"]] == ["d1"]
+
+
+async def test_openai_style_history_makes_the_follow_up_standalone_too() -> None:
+    retriever = MemoryRetriever(DOCS)
+    async with running(make_agent(ScriptedLLM(lambda body: "Yes [1]."), retriever, spec())) as agent:
+        prior = [{"role": "user", "content": "Where are the chunk vectors stored?"},
+                 {"role": "assistant", "content": "In Qdrant [1]."}]
+        out = await agent.invoke(Turn("Does it fuse BM25?", prior=prior))
+    assert retriever.queries[-1][0] == "Where are the chunk vectors stored? Does it fuse BM25?"
+    assert out["citations"][0]["id"] == "d2"

@@ -1,0 +1,96 @@
+"""`raylight eval`'s pure parts: reading labelled sets (BEIR layout, simple JSONL), the metrics against
+hand-computed values, thresholds, and the standalone query a follow-up is searched with."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from raylight_pipelines.evaluation import (
+    Answer,
+    Case,
+    DatasetError,
+    answer_scores,
+    check_thresholds,
+    load_dataset,
+    matches,
+    retrieval_scores,
+)
+from raylight_pipelines.retrieval import standalone_query
+
+BEIR = Path(__file__).resolve().parents[2] / "fixtures" / "beir-raylight"
+
+
+def test_the_beir_set_in_tests_loads_with_its_corpus_and_qrels() -> None:
+    dataset = load_dataset(BEIR)
+    assert len(dataset.corpus or []) == 24 and len(dataset.cases) == 20
+    assert dataset.cases[0].relevant == {"error-RLE-4021": 1}
+
+
+def test_jsonl_cases_carry_sources_facts_and_history(tmp_path: Path) -> None:
+    file = tmp_path / "set.jsonl"
+    file.write_text(json.dumps({"question": "How much compute does it save?", "history": ["What is LoRA?"],
+                                "expected_sources": ["docs/lora.md"], "expected_facts": ["90%"]}) + "\n\n")
+    (case,) = load_dataset(file).cases
+    assert case.relevant == {"docs/lora.md": 1} and case.facts == ("90%",) and case.history == ("What is LoRA?",)
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ("{not json", "set.jsonl:1: not valid JSON"),
+    ('{"question": ""}', "set.jsonl:1: question: must be a non-empty string"),
+    ('{"question": "q", "expected_sources": "a.md"}', "set.jsonl:1: expected_sources: must be a list"),
+    ('{"question": "q", "answer": "a"}', "set.jsonl:1: answer: unknown field"),
+])
+def test_a_bad_line_is_named_with_file_line_and_field(tmp_path: Path, line: str, message: str) -> None:
+    (tmp_path / "set.jsonl").write_text(line + "\n")
+    with pytest.raises(DatasetError, match=message.replace(".", r"\.")):
+        load_dataset(tmp_path / "set.jsonl")
+
+
+def test_a_beir_folder_without_qrels_is_refused(tmp_path: Path) -> None:
+    for name in ("corpus.jsonl", "queries.jsonl"):
+        (tmp_path / name).write_text('{"_id": "1", "text": "x"}\n')
+    with pytest.raises(DatasetError, match="qrels: no .tsv file"):
+        load_dataset(tmp_path)
+
+
+def test_sources_match_expected_ids_without_their_kind_prefix() -> None:
+    assert matches("path:docs/pipeline.md", "docs/pipeline.md") and matches("path:docs/pipeline.md", "pipeline.md")
+    assert matches("inline:error-RLE-4021", "error-RLE-4021")
+    assert not matches("path:docs/pipeline.md", "line.md") and not matches("inline:a-b", "b")
+
+
+def test_metrics_equal_hand_computed_values() -> None:
+    # chunks of d3, d1 (twice: counted once), d9, d2; relevant d1 (grade 2) and d2 (grade 1)
+    scores = retrieval_scores(["inline:d3", "inline:d1", "inline:d1", "inline:d9", "inline:d2"],
+                              {"d1": 2, "d2": 1}, k=2)
+    dcg = 2 / math.log2(3) + 1 / math.log2(5)
+    ideal = 2 / math.log2(2) + 1 / math.log2(3)
+    assert scores == pytest.approx({"recall@2": 0.5, "mrr@10": 0.5, "ndcg@10": dcg / ideal})
+    assert retrieval_scores([], {"d1": 1}, k=5) == {"recall@5": 0.0, "mrr@10": 0.0, "ndcg@10": 0.0}
+
+
+def test_answer_measures_and_thresholds() -> None:
+    cases = [Case("1", "q", {"docs/a.md": 1}, ("400 tokens",)), Case("2", "q", {"docs/b.md": 1}, ("41",))]
+    answers = [Answer("The size is 400 tokens [1].", ["path:docs/a.md", "path:docs/c.md"], False, 100.0),
+               Answer("I don't know.", [], True, 10.0)]
+    scores = answer_scores(cases, answers)
+    assert (scores["facts_present"], scores["cited_relevant"], scores["dont_know_rate"]) == (0.5, 0.5, 0.5)
+    assert scores["latency_ms"] == {"p50": 55.0, "p95": 100.0}
+    report = {"retrieval": {"hybrid": {"recall@5": 0.8}}, "answers": scores}
+    assert check_thresholds(report, "hybrid", {"recall@5": 0.75, "facts_present": 0.5}) == []
+    assert check_thresholds(report, "hybrid", {"recall@5": 0.9, "ndcg@10": 0.1}) == [
+        "recall@5 of hybrid is 0.800, below the minimum 0.9", "ndcg@10: not measured in this run (minimum 0.1)"]
+
+
+@pytest.mark.parametrize(("question", "history", "query"), [
+    ("How much compute does it save?", ["What is LoRA?"], "What is LoRA? How much compute does it save?"),
+    ("And on GPUs?", ["Which runtime serves chat?"], "Which runtime serves chat? And on GPUs?"),
+    ("What is the default chunk size?", ["What is LoRA?"], "What is the default chunk size?"),
+    ("How much compute does it save?", [], "How much compute does it save?"),
+    ("Why is that?", ["first", "How long may a Pipeline name be?"], "How long may a Pipeline name be? Why is that?"),
+])
+def test_a_follow_up_is_searched_with_the_previous_turn(question: str, history: list[str], query: str) -> None:
+    assert standalone_query(question, history) == query
