@@ -16,7 +16,7 @@ import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, Final, cast
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
@@ -32,6 +32,9 @@ from raylight_agents.tools import HttpToolbox
 
 log = logging.getLogger(__name__)
 THREAD_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+# A turn's state is written to the thread store once, when the run ends (not after every node): a failed
+# turn is asked again, so the intermediate checkpoints only cost writes.
+DURABILITY: Final = "exit"
 
 
 @dataclass(frozen=True)
@@ -171,8 +174,10 @@ class Agent:
     # ------------------------------------------------------------ runs
 
     async def _prepare(self, turn: Turn) -> tuple[str, AgentState, RunnableConfig, RunContext]:
+        self._answering()
         thread_id = turn.thread_id or uuid.uuid4().hex
-        existing = await self._owned_state(thread_id, turn.user)
+        # A new thread has no state to read back (one checkpoint read less per first question).
+        existing = await self._owned_state(thread_id, turn.user) if turn.thread_id else None
         state = turn_input(turn.question, existing.get("owner") if existing else turn.user.id)
         if turn.prior and existing is None:
             state["messages"] = [*turn.prior, *state["messages"]]
@@ -225,7 +230,8 @@ class Agent:
         values: AgentState | None = None
         try:
             thread_id, state, config, ctx = await self._prepare(turn)
-            values = cast(AgentState, await self._answering().ainvoke(state, config, context=ctx))
+            values = cast(AgentState, await self._answering().ainvoke(state, config, context=ctx,
+                                                                       durability=DURABILITY))
         except (asyncio.CancelledError, TimeoutError):
             self._audit(operation, turn, started, 504, ctx, thread_id, values, "timeout")
             raise
@@ -250,7 +256,7 @@ class Agent:
             thread_id, state, config, ctx = await self._prepare(turn)
             ctx.stream_tokens = True
             parts: AsyncIterator[Any] = self._answering().astream(
-                state, config, context=ctx, stream_mode=["updates", "custom"])
+                state, config, context=ctx, stream_mode=["updates", "custom"], durability=DURABILITY)
             async for mode, chunk in parts:
                 if mode == "custom" and "token" in chunk:
                     yield "token", {"text": chunk["token"]}

@@ -73,6 +73,15 @@ async def _json_body(request: Request) -> Any:
         raise ApiError(400, "The request body is not valid JSON.", code="invalid_json") from None
 
 
+def _per_request(rows: np.ndarray, counts: list[int], sizes: list[int]) -> list[tuple[np.ndarray, list[int]]]:
+    """One batched forward pass's output split back into each request's rows and token counts."""
+    out, start = [], 0
+    for size in sizes:
+        out.append((rows[start:start + size], counts[start:start + size]))
+        start += size
+    return out
+
+
 def _encode_vector(vector: np.ndarray, encoding: str) -> list[float] | str:
     if encoding == "base64":  # little-endian float32, what the OpenAI client decodes
         return base64.b64encode(vector.astype("<f4").tobytes()).decode()
@@ -154,12 +163,7 @@ class ModelServer:
         self._stats["embed_batches"] += 1
         self._stats["embed_texts"] += len(flat)
         vectors, counts = await asyncio.to_thread(embedder.embed, flat)
-        out, start = [], 0
-        for texts in requests:
-            end = start + len(texts)
-            out.append((vectors[start:end], counts[start:end]))
-            start = end
-        return out
+        return _per_request(vectors, counts, [len(texts) for texts in requests])
 
     async def rerank(self, body: dict[str, Any]) -> dict[str, Any]:
         self._check_task("rerank", "/v1/rerank")
@@ -178,12 +182,7 @@ class ModelServer:
         self._stats["rerank_batches"] += 1
         self._stats["rerank_pairs"] += len(flat)
         scores, counts = await asyncio.to_thread(reranker.score, flat)
-        out, start = [], 0
-        for pairs in requests:
-            end = start + len(pairs)
-            out.append((scores[start:end], counts[start:end]))
-            start = end
-        return out
+        return _per_request(scores, counts, [len(pairs) for pairs in requests])
 
     def _chat_request(self, body: Any) -> ChatCompletionRequest:
         self._stats["chat_requests"] += 1

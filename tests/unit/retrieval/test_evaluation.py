@@ -52,7 +52,7 @@ def test_a_bad_line_is_named_with_file_line_and_field(tmp_path: Path, line: str,
 def test_a_beir_folder_without_qrels_is_refused(tmp_path: Path) -> None:
     for name in ("corpus.jsonl", "queries.jsonl"):
         (tmp_path / name).write_text('{"_id": "1", "text": "x"}\n')
-    with pytest.raises(DatasetError, match="qrels: no .tsv file"):
+    with pytest.raises(DatasetError, match=r"qrels: no \.tsv file"):
         load_dataset(tmp_path)
 
 

