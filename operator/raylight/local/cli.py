@@ -110,10 +110,9 @@ def start_platform(data_dir: Path, port: int, num_cpus: int) -> dict[str, Any]:
             return state
         if proc.poll() is not None:
             reason = procs.daemon_failure(log_path, offset) or f"it exited with status {proc.returncode}"
-            procs.stop_platform({"daemon_pid": None, "data_dir": str(data_dir)})
             raise UpError(f"Ray did not start: {reason} (see {log_path})")
         time.sleep(0.3)
-    procs.stop_platform({"daemon_pid": proc.pid, "data_dir": str(data_dir)})
+    procs.stop_platform({"daemon_pid": proc.pid, "processes": procs.identities([proc.pid])})
     raise UpError(f"Ray did not start within {DAEMON_START_TIMEOUT_S:.0f} s (see {log_path})")
 
 
@@ -346,7 +345,7 @@ def up_command(args: argparse.Namespace) -> int:
             _say(f"applying to the platform running on {state['url']} (pid {state['daemon_pid']})")
         else:
             if state is not None:  # left over from a platform that died: clear it first
-                procs.stop_platform({**state, "data_dir": str(data_dir)})
+                procs.stop_platform(state)
                 st.remove_state(data_dir)
             num_cpus = max(2 * (os.cpu_count() or 2), cpus_needed(manifests) + 4)
             state = start_platform(data_dir, args.port, num_cpus)
@@ -493,8 +492,8 @@ def down_command(args: argparse.Namespace) -> int:
         _say(f"no platform is running from {data_dir}; nothing to stop")
         return 0
     _say(f"stopping the platform on {state.get('url')} (pid {state.get('daemon_pid')}) ...")
-    count = procs.stop_platform({**state, "data_dir": str(data_dir)})
-    left = procs.platform_processes({**state, "data_dir": str(data_dir)})
+    count = procs.stop_platform(state)
+    left = procs.platform_processes(state)
     if left:
         return _fail(f"could not stop {len(left)} process(es) of the platform: "
                      f"{', '.join(str(p.pid) for p in left)}")

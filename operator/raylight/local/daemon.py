@@ -60,6 +60,13 @@ def descendants(pid: int) -> list[int]:
         return []
 
 
+def recorded() -> dict[str, float]:
+    """This daemon and its descendants as `{pid: start time}` (the platform's processes, for `down`)."""
+    from raylight.local.procs import identities
+
+    return identities([os.getpid(), *descendants(os.getpid())])
+
+
 def init_ray(num_cpus: int, attempts: int = 3) -> Any:
     """A Ray head on 127.0.0.1. Ray gives its raylet a fixed 30 s to register, which a busy 2-core machine
     can miss: try again (after clearing what the failed attempt started) before giving up."""
@@ -108,7 +115,7 @@ def start(data_dir: Path, port: int, num_cpus: int) -> dict[str, Any]:
         "data_dir": str(data_dir),
         "store_path": str(store_path),
         "daemon_pid": os.getpid(),
-        "pids": [os.getpid(), *descendants(os.getpid())],
+        "processes": recorded(),
         "session_dir": ctx.address_info.get("session_dir"),
         "token_file": token_file,
         "started_at": time.time(),
@@ -145,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         nonlocal mine
         mine = current.get("daemon_pid") == os.getpid()
         if mine:
-            current["pids"] = sorted({*current.get("pids", []), *descendants(os.getpid())})
+            current["processes"] = {**current.get("processes", {}), **recorded()}
 
     while not stop.wait(5):
         if st.update_state(data_dir, record_pids) is None or not mine:

@@ -5,11 +5,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -75,48 +73,55 @@ def daemon_failure(log_path: Path, offset: int) -> str | None:
     return None
 
 
+def identities(pids: list[int]) -> dict[str, float]:
+    """`{pid: start time}` of the live processes among `pids`: what the state file records, so that a
+    recorded pid later reused by an unrelated process is never mistaken for the platform's."""
+    found: dict[str, float] = {}
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            found[str(pid)] = psutil.Process(pid).create_time()
+    return found
+
+
 def platform_processes(state: dict[str, Any]) -> list[psutil.Process]:
-    """The platform's live processes: recorded pids still running Ray/raylight code, the daemon's
-    descendants, and anything naming the platform's Ray session folder or data dir."""
+    """The platform's live processes: those recorded in `state["processes"]` that still are the process
+    recorded (same pid, same start time), and their descendants.
+
+    Nothing is found by matching command lines, so a process that merely names the data directory (the
+    shell or `timeout` that runs `raylight down --data-dir D`) is never included; neither is this process
+    nor any of its ancestors."""
+    spared = {os.getpid(), *(p.pid for p in psutil.Process().parents())}
     found: dict[int, psutil.Process] = {}
-    session = state.get("session_dir") or ""
-    data_dir = state.get("data_dir") or ""
-    daemon = state.get("daemon_pid")
-    if alive(daemon):
-        proc = psutil.Process(daemon)
-        found[proc.pid] = proc
-        for child in proc.children(recursive=True):
-            found[child.pid] = child
-    for proc in psutil.process_iter(["pid", "cmdline"]):
-        cmd = " ".join(proc.info.get("cmdline") or [])
-        if (session and session in cmd) or (data_dir and f"--data-dir {data_dir}" in cmd):
+    for pid, started in (state.get("processes") or {}).items():
+        try:
+            proc = psutil.Process(int(pid))
+            if abs(proc.create_time() - started) > 0.05 or not _is_running(proc):
+                continue
             found[proc.pid] = proc
-    return [p for p in found.values() if p.pid != os.getpid()]
+            found.update((child.pid, child) for child in proc.children(recursive=True))
+        except psutil.Error:
+            continue
+    return [p for pid, p in found.items() if pid not in spared]
 
 
 def stop_platform(state: dict[str, Any], timeout: float = 60.0) -> int:
-    """SIGTERM the daemon (it shuts Serve and its Ray down), then kill whatever is left; returns how
-    many processes were stopped."""
+    """SIGTERM the daemon (it shuts Serve and its Ray down), then kill whatever is left of the platform's
+    processes; returns how many processes were stopped."""
     procs = platform_processes(state)
-    daemon = state.get("daemon_pid")
-    if daemon and alive(daemon):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(daemon, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and alive(daemon):
-        time.sleep(0.2)
-    _, left = psutil.wait_procs([p for p in procs if _is_running(p)], timeout=5)
+    daemon = next((p for p in procs if p.pid == state.get("daemon_pid")), None)
+    if daemon is not None:
+        with contextlib.suppress(psutil.Error):
+            daemon.terminate()
+        with contextlib.suppress(psutil.Error):
+            daemon.wait(timeout)
+    # Workers started since the state was last written are descendants of recorded processes: look again.
+    left = [p for p in {p.pid: p for p in [*procs, *platform_processes(state)]}.values() if _is_running(p)]
+    _, left = psutil.wait_procs(left, timeout=5)
     for proc in left:
         with contextlib.suppress(psutil.Error):
             proc.kill()
     psutil.wait_procs(left, timeout=5)
-    # Anything that escaped the tree but names our session (a worker re-parented to init).
-    stray = platform_processes({**state, "daemon_pid": None})
-    for proc in stray:
-        with contextlib.suppress(psutil.Error):
-            proc.kill()
-    psutil.wait_procs(stray, timeout=5)
-    return len({p.pid for p in procs} | {p.pid for p in stray})
+    return len({p.pid for p in procs})
 
 
 def _is_running(proc: psutil.Process) -> bool:

@@ -11,7 +11,8 @@
       "store_actor": "raylight-store",          # named detached actor that owns <data-dir>/qdrant
       "store_path": "/abs/.raylight/qdrant",
       "daemon_pid": 1234,                       # the process that owns Ray (SIGTERM to stop it all)
-      "pids": [1234, 1240, ...],                # daemon + the Ray processes it started (for `down`)
+      "processes": {"1234": 1700000000.12, ...},  # daemon + the Ray processes it started, pid -> start
+                                                # time (`down` stops these and their descendants only)
       "session_dir": "/tmp/ray/session_...",    # Ray's session folder (its processes name it)
       "token_file": "/abs/.raylight/agent-token",  # bearer token for Pipelines with spec.agent.auth
       "started_at": 1700000000.0,

@@ -11,7 +11,7 @@ import time
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 
 class ApiError(Exception):
@@ -201,6 +201,16 @@ class ChatCompletionRequest(_Request):
     def _stop_list(cls, value: str | list[str] | None) -> str | list[str] | None:
         if isinstance(value, list) and len(value) > 4:
             raise ValueError("at most 4 stop sequences")
+        return value
+
+    @field_validator("response_format")
+    @classmethod
+    def _whole_json(cls, value: ResponseFormat | None, info: ValidationInfo) -> ResponseFormat | None:
+        # A JSON answer ends when its document is complete (or at max_tokens, finish_reason "length"); a
+        # stop sequence could cut it anywhere and leave broken JSON that says finish_reason "stop".
+        if value is not None and value.type != "text" and info.data.get("stop"):
+            raise ValueError("a JSON response_format cannot be combined with stop sequences (they could cut "
+                             "the JSON document short)")
         return value
 
     @model_validator(mode="after")

@@ -217,7 +217,7 @@ def test_down_stops_every_process_and_keeps_the_data(platform: dict[str, Any]) -
     assert out.returncode == 0, out.stderr
     assert not (data_dir / "platform.json").exists()
     assert (data_dir / "qdrant").is_dir()  # the data directory is kept
-    assert not [pid for pid in state["pids"] if started_before(pid, stopping)]
+    assert not [pid for pid in state["processes"] if started_before(int(pid), stopping)]
     assert not processes_naming(str(data_dir), state["session_dir"])
     again = raylight("status", "--data-dir", str(data_dir))
     assert again.returncode == 1 and "no platform is running" in one_sentence(again.stderr)

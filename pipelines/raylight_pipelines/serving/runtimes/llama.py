@@ -2,6 +2,8 @@
 
 The prompt is rendered with the chat template stored in the GGUF, and tokens come from `Llama.generate`
 so we count usage exactly and can stop between any two tokens (stop strings, a client that went away).
+The same request gives the same answer (same seed, or temperature 0) whatever was asked before: the prompt
+is evaluated afresh each time instead of reusing llama.cpp's cached prefix.
 `response_format` becomes a GBNF grammar (LlamaGrammar.from_json_schema): the sampler can only pick tokens
 that keep the output a valid prefix of a document matching the schema, so JSON output is guaranteed
 (unless max_tokens cuts it short, which finish_reason "length" reports).
@@ -146,6 +148,11 @@ class LlamaCppRuntime(ChatRuntime):
 
         with self._lock:  # one Llama context: one generation at a time
             self.llm.set_seed(request.seed if request.seed is not None else random.randint(0, 2**31 - 1))
+            # Evaluate the whole prompt afresh. llama.cpp's prompt cache would reuse the previous request's
+            # matching prefix and evaluate only the rest, and logits computed in batches of another shape
+            # differ in their last bits: enough to change a sampled token, so the same request with the same
+            # seed (or at temperature 0) could get another answer depending on what was asked before.
+            self.llm.reset()
             scanner = drive(pieces(), request.stops, emit, cancelled)
         return Generation(text=scanner.text, finish_reason="stop" if scanner.stopped else finish[0],
                           prompt_tokens=len(prompt), completion_tokens=len(produced))
