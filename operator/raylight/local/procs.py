@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -112,8 +113,9 @@ def stop_platform(state: dict[str, Any], timeout: float = 60.0) -> int:
     if daemon is not None:
         with contextlib.suppress(psutil.Error):
             daemon.terminate()
-        with contextlib.suppress(psutil.Error):
-            daemon.wait(timeout)
+        deadline = time.monotonic() + timeout
+        while _is_running(daemon) and time.monotonic() < deadline:  # a zombie has stopped too
+            time.sleep(0.2)
     # Workers started since the state was last written are descendants of recorded processes: look again.
     left = [p for p in {p.pid: p for p in [*procs, *platform_processes(state)]}.values() if _is_running(p)]
     _, left = psutil.wait_procs(left, timeout=5)

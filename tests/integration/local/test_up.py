@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import psutil
 import pytest
+from quickstart_questions import QUESTIONS, judge, states_the_opposite
 from support import free_port
 
 pytestmark = pytest.mark.integration
@@ -153,6 +154,34 @@ def test_search_api_and_eval_through_the_gateway(platform: dict[str, Any], tmp_p
     report = json.loads(out.stdout)
     assert report["retrieval"]["hybrid"]["recall@5"] == 1.0 and report["answers"]["cases"] == 2
     assert report["answers"]["latency_ms"]["p50"] > 0
+
+
+# SmolLM2-135M on the quickstart as shipped: README's Quickstart section quotes this number (change both).
+ANSWERED_RIGHT = 3
+ACCESS_PARAPHRASES = ["Can someone who is not in the finance group read the finance group's documents?",
+                      "If my query repeats the exact words of a group's document, will I see it without being "
+                      "in the group?"]
+
+
+def ask_json(platform: dict[str, Any], question: str) -> dict[str, Any]:
+    out = raylight("ask", "handbook", question, "--data-dir", str(platform["data_dir"]), "--json", timeout=600)
+    assert out.returncode == 0, out.stderr
+    reply: dict[str, Any] = json.loads(out.stdout)
+    return reply
+
+
+def test_the_documented_questions_get_their_key_facts_and_source(platform: dict[str, Any]) -> None:
+    # examples/quickstart/QUESTIONS.md, judged by tests/quickstart_questions.py (facts present, source listed).
+    verdicts = {q.text: judge(q, ask_json(platform, q.text)) for q in QUESTIONS}
+    right = sum(not problems for problems in verdicts.values())
+    assert right == ANSWERED_RIGHT, verdicts
+
+
+def test_answers_on_access_rules_never_state_the_opposite(platform: dict[str, Any]) -> None:
+    rule = QUESTIONS[4]  # can a user outside a group see that group's documents? (no)
+    for question in [rule.text, *ACCESS_PARAPHRASES]:
+        answer = ask_json(platform, question)["answer"]
+        assert not states_the_opposite(rule, answer), (question, answer)
 
 
 def test_up_again_after_an_edit_redeploys_only_the_edited_resource(platform: dict[str, Any]) -> None:
