@@ -47,7 +47,7 @@ QUESTIONS = {
 
 
 async def sequential(call: Callable[[], Awaitable[Any]], n: int) -> list[float]:
-    await call()  # warm-up (first query embedding, prompt cache)
+    await call()  # warm-up (first query embedding)
     times = []
     for _ in range(n):
         start = time.perf_counter()

@@ -134,6 +134,41 @@ def relevant(query: str, chunks: list[Chunk]) -> list[Chunk]:
     return [c for c in chunks if wanted & terms(f"{c['title'] or ''} {c['text']}")]
 
 
+# Yes/no questions ("Can a user outside a group see ...?", "If ..., will I see it?") and the words that make
+# a sentence a prohibition or a restriction.
+_YES_NO = re.compile(r"^\s*(if\b[^,?]*,\s*)?(can|could|may|might|will|would|is|are|does|do|did|should|must|"
+                     r"has|have)\b", re.I)
+_RESTRICTION = re.compile(r"\b(no|not|never|cannot|only|none|nobody|nothing)\b|n't\b", re.I)
+
+
+def sentences(text: str) -> list[str]:
+    """The sentences of a source's text (one per line or per full stop), markdown headings left out."""
+    parts = (s.strip() for line in text.splitlines() if not line.lstrip().startswith("#")
+             for s in re.split(r"(?<=[.!?])\s+", line))
+    return [s for s in parts if s]
+
+
+def governing_rule(question: str, context: list[Chunk]) -> tuple[int, str] | None:
+    """For a yes/no question, the prohibition or restriction in the sources that governs it, as
+    (source number, sentence): the sentence sharing the most content words with the question (at least
+    two), when that sentence restricts (no, not, never, only, ...). None otherwise.
+
+    A small model flips the polarity of such answers ("you will see it" where the rule says "never"), so
+    the agent answers these questions by quoting the rule instead of asking the model."""
+    if not _YES_NO.match(question):
+        return None
+    wanted = terms(question)
+    best: tuple[int, int, str] | None = None
+    for ref, chunk in enumerate(context, 1):
+        for sentence in sentences(chunk["text"][:MAX_SOURCE_CHARS]):
+            shared = len(wanted & terms(sentence))
+            if shared >= 2 and (best is None or shared > best[0]):
+                best = (shared, ref, sentence)
+    if best is None or not _RESTRICTION.search(best[2]):
+        return None
+    return best[1], best[2]
+
+
 def history(messages: list[Message]) -> list[Message]:
     """Earlier turns sent along with a question (the last user message is the question itself)."""
     earlier = messages[:-1][-HISTORY_MESSAGES:]
@@ -258,13 +293,22 @@ async def call_llm(deps: GraphDeps, ctx: RunContext, messages: list[Message], wr
 
 
 async def generate(deps: GraphDeps, state: AgentState, ctx: RunContext, writer: Any) -> AgentState:
-    """Answer from the numbered sources, or say "I don't know" without calling the model when none."""
+    """Answer from the numbered sources, or say "I don't know" without calling the model when none; a yes/no
+    question that a restriction in the sources governs is answered by quoting it (`governing_rule`)."""
     context = state.get("context", [])[:MAX_SOURCES]
     if not context:
         return {"answer": DONT_KNOW, "citations": [], "grounding": "none", "prompt": [],
                 "messages": [{"role": "assistant", "content": DONT_KNOW}]}
-    prompt = answer_prompt(deps.spec, state, context)
     fmt = response_format(deps.spec)
+    rule = None if fmt is not None else governing_rule(state["question"], context)
+    if rule is not None:
+        answer = f'The documents say: "{rule[1]}" [{rule[0]}]'
+        if ctx.stream_tokens and writer is not None:
+            writer({"token": answer})
+        text, citations, grounding = cite(answer, context, structured=False)
+        return {"answer": text, "citations": citations, "grounding": grounding, "prompt": [],
+                "messages": [{"role": "assistant", "content": text}]}
+    prompt = answer_prompt(deps.spec, state, context)
     refs = None if fmt is not None else RefFilter(len(context))
     raw = await call_llm(deps, ctx, prompt, writer, fmt, refs=refs)
     answer, citations, grounding = cite(raw, context, structured=fmt is not None)

@@ -82,6 +82,35 @@ async def test_streaming_and_invoke_give_the_same_answer_and_citations() -> None
     assert final["citations"] == plain["citations"]
 
 
+RULES = [Doc("r1", "Each source can set access groups.\nA user outside a group never sees that group's chunks, "
+                   "even when the query repeats the chunk's exact words.", "security.md"),
+         Doc("r2", "Groups are listed in the source's access block.", "pipeline.md")]
+
+
+async def test_a_yes_no_question_governed_by_a_restriction_is_answered_by_quoting_it_streamed_or_not() -> None:
+    # The model would state the opposite of the rule; the agent quotes the rule instead of asking it.
+    llm = ScriptedLLM(lambda body: "Yes, you will see them.")
+    question = "If my query repeats the words of a group's chunks, will a user outside the group see them?"
+    async with running(make_agent(llm, MemoryRetriever(RULES), spec())) as agent:
+        plain = await agent.invoke(Turn(question))
+        events = [e async for e in agent.events(Turn(question))]
+    rule = "A user outside a group never sees that group's chunks, even when the query repeats the chunk's exact words."
+    assert plain["answer"] == f'The documents say: "{rule}" [1]'
+    assert [c["id"] for c in plain["citations"]] == ["r1"] and plain["grounding"] == "cited"
+    assert llm.requests == []
+    tokens = "".join(d["text"] for k, d in events if k == "token")
+    assert tokens == events[-1][1]["answer"] == plain["answer"]
+
+
+async def test_other_questions_on_the_same_sources_still_ask_the_model() -> None:
+    llm = ScriptedLLM(lambda body: "Groups are set in the access block [2].")
+    async with running(make_agent(llm, MemoryRetriever(RULES), spec())) as agent:
+        how = await agent.invoke(Turn("Where are a source's access groups listed?"))  # not a yes/no question
+        unrestricted = await agent.invoke(Turn("Are groups listed in the source's access block?"))
+    assert how["answer"] == unrestricted["answer"] == "Groups are set in the access block [2]."
+    assert len(llm.answer_calls()) == 2
+
+
 async def test_thread_sends_earlier_turns_to_the_model_and_survives_a_restart(tmp_path: Path) -> None:
     threads = {"sqlite_path": str(tmp_path / "threads.sqlite"), "postgres_dsn_env": None}
     llm = ScriptedLLM(lambda body: "Replicas scale between min and max [1].")
