@@ -48,7 +48,7 @@ llama_version=$(pinned llama-cpp-python)
 if ! python -c 'import importlib.metadata as m, sys; sys.exit(m.version("llama-cpp-python") != sys.argv[1])' \
   "$llama_version" 2>/dev/null; then
   if ! ls "$WHEELS"/llama_cpp_python-"$llama_version"-*.whl >/dev/null 2>&1; then
-    step "compiling llama-cpp-python $llama_version for a portable CPU target (a long step)" "7 min"
+    step "compiling llama-cpp-python $llama_version for a portable CPU target (a long step)" "7-12 min"
     mkdir -p "$WHEELS"
     CMAKE_ARGS="$LLAMA_CMAKE_ARGS" pip wheel --disable-pip-version-check -q --no-deps --no-cache-dir \
       --no-binary llama-cpp-python "llama-cpp-python==$llama_version" -w "$WHEELS" \
@@ -61,7 +61,7 @@ if ! python -c 'import importlib.metadata as m, sys; sys.exit(m.version("llama-c
 fi
 
 step "Raylight and its pinned dependencies (Ray, sentence-transformers, Qdrant, LangGraph, test tools)" \
-  "4 min the first time, 15 s after"
+  "2-4 min the first time, 15 s after"
 pip_q -e ".[test]"
 done_step
 
