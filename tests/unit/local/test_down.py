@@ -2,7 +2,8 @@
 caller, never a process that merely names the data directory, never a pid reused by another process.
 
 Stand-ins for the platform's processes (a "daemon" with a child) keep this fast and free of Ray; the full
-`up`/`down` cycle on a real Ray is in tests/integration/local/test_up.py. About 2 s.
+`up`/`down` cycle on a real Ray is in tests/integration/local/test_up.py. About 10 s (`down` gives
+processes left after the daemon stops 5 s to exit before it kills them).
 """
 
 from __future__ import annotations
