@@ -22,7 +22,7 @@ from raylight_pipelines.store import (
     SPARSE,
     CollectionMissing,
     StoreUnavailable,
-    access_filter,
+    access_conditions,
     connect,
 )
 
@@ -95,7 +95,7 @@ class Retriever:
     def query_filter(self, caller: Caller | None, filters: dict[str, FilterValue] | None = None) -> qm.Filter:
         """The caller's access filter, this pipeline's points, and the request's metadata filters (ANDed)."""
         caller = caller or Caller()
-        must: list[qm.Condition] = [access_filter(caller.tenant, caller.groups)]
+        must = access_conditions(caller.tenant, caller.groups)
         if self.pipeline:
             must.append(qm.FieldCondition(key="pipeline", match=qm.MatchValue(value=self.pipeline)))
         must += metadata_conditions(filters or {})
@@ -129,9 +129,11 @@ class Retriever:
                 if indices:
                     prefetch.append(qm.Prefetch(query=qm.SparseVector(indices=indices, values=values),
                                                 using=SPARSE, limit=k * PREFETCH_FACTOR, filter=flt))
+                # No filter on the fusion itself: both branches are filtered already, and a third pass costs
+                # as much as each branch on an embedded store.
                 result = self.client.query_points(self.collection, prefetch=prefetch,
-                                                  query=qm.FusionQuery(fusion=qm.Fusion.RRF), query_filter=flt,
-                                                  limit=k, with_payload=True)
+                                                  query=qm.FusionQuery(fusion=qm.Fusion.RRF), limit=k,
+                                                  with_payload=True)
             else:
                 result = self.client.query_points(self.collection, query=dense, using=DENSE, query_filter=flt,
                                                   limit=k, score_threshold=threshold, with_payload=True)

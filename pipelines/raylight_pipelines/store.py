@@ -127,13 +127,16 @@ def ensure_collection(client: Any, collection: str, dimensions: int, sparse: boo
         raise StoreUnavailable(str(exc)) from exc
 
 
-def access_filter(tenant: str | None, groups: tuple[str, ...] | list[str]) -> qm.Filter:
-    """Chunks a caller may see: no tenant or the caller's tenant, and no groups or one of the caller's.
-    An anonymous caller (no tenant, no groups) sees only public chunks."""
-    tenant_ok: list[qm.Condition] = [qm.IsEmptyCondition(is_empty=qm.PayloadField(key="tenant"))]
-    if tenant:
-        tenant_ok.append(qm.FieldCondition(key="tenant", match=qm.MatchValue(value=tenant)))
-    groups_ok: list[qm.Condition] = [qm.IsEmptyCondition(is_empty=qm.PayloadField(key="groups"))]
-    if groups:
-        groups_ok.append(qm.FieldCondition(key="groups", match=qm.MatchAny(any=list(groups))))
-    return qm.Filter(must=[qm.Filter(should=tenant_ok), qm.Filter(should=groups_ok)])
+def access_conditions(tenant: str | None, groups: tuple[str, ...] | list[str]) -> list[qm.Condition]:
+    """Chunks a caller may see, as conditions that must all hold: no tenant or the caller's tenant, and no
+    groups or one of the caller's. An anonymous caller (no tenant, no groups) sees only public chunks.
+    A side the caller has nothing for is one flat condition, not a one-branch `should` (the embedded store
+    evaluates filters point by point in Python, and nesting costs there)."""
+    no_tenant = qm.IsEmptyCondition(is_empty=qm.PayloadField(key="tenant"))
+    no_groups = qm.IsEmptyCondition(is_empty=qm.PayloadField(key="groups"))
+    return [
+        qm.Filter(should=[no_tenant, qm.FieldCondition(key="tenant", match=qm.MatchValue(value=tenant))])
+        if tenant else no_tenant,
+        qm.Filter(should=[no_groups, qm.FieldCondition(key="groups", match=qm.MatchAny(any=list(groups)))])
+        if groups else no_groups,
+    ]
