@@ -71,7 +71,9 @@ async def throughput(call: Callable[[], Awaitable[Any]], n: int, concurrency: in
     return n / (time.perf_counter() - start)
 
 
-def setup(data: Path) -> tuple[str, dict[str, Any], Any]:
+def setup(data: Path, embed_via_handle: bool = False) -> tuple[str, dict[str, Any], Any]:
+    """Ray + Serve, the models, the ingested handbook and its agent; `embed_via_handle` wires the query
+    embedding as `raylight up` does (a DeploymentHandle to the embedder's app) instead of over HTTP."""
     import ray
     from ray import serve
     from raylight.api.types import ModelDeployment, Pipeline
@@ -104,6 +106,8 @@ def setup(data: Path) -> tuple[str, dict[str, Any], Any]:
         "threads": {"sqlite_path": str(data / "threads-endpoint.sqlite"), "postgres_dsn_env": None},
         "auth": None,
     }
+    if embed_via_handle:
+        connections["embedder"]["serve_app"] = "minilm"
     run_ingestion("handbook", pipeline.spec, QUICKSTART, connections["store"],
                   HttpEmbedder(connections["embedder"]["base_url"], "minilm", 384),
                   load_tokenizer(connections["embedder"]["source"]))

@@ -3,12 +3,14 @@
     OPENBLAS_NUM_THREADS=1 RAY_AUTH_MODE=disabled python bench/retrieval.py [--requests 64]
 
 The same set-up as bench/agent.py (a local Ray + Serve with MiniLM and SmolLM2, the handbook ingested into an
-embedded Qdrant owned by the store actor, the handbook agent deployed). Each row is p50/p95 of sequential
+embedded Qdrant owned by the store actor, the handbook agent deployed), wired as `raylight up` wires it (the
+agent embeds queries through a DeploymentHandle). Each row is p50/p95 of sequential
 calls for the same question, measured in one run:
 
   raw                  SentenceTransformer.encode + a hybrid query_points on an in-process embedded Qdrant
                        holding the same chunks (the limit)
-  embed: HTTP          the query embedding through the Serve proxy (what the agent's HttpEmbedder does)
+  embed: HTTP          the query embedding through the Serve proxy (an HttpEmbedder: the agent on a cluster)
+  embed: handle        the same through a DeploymentHandle (a ServeEmbedder: the agent on one machine)
   store: actor         the hybrid query with the pipeline's ACL filter through the store actor
   Retriever.search     both hops, as the agent calls them
   Agent.invoke         in-process graph run: + LangGraph, the relevance check, the thread write, audit
@@ -45,8 +47,9 @@ async def timed(call: Callable[[], Awaitable[Any]], n: int) -> list[float]:
 
 
 def sync(fn: Callable[[], Any]) -> Callable[[], Awaitable[Any]]:
+    """A blocking call in a worker thread, as the agent makes it (a handle's result() refuses an event loop)."""
     async def call() -> Any:
-        return fn()
+        return await asyncio.to_thread(fn)
     return call
 
 
@@ -68,17 +71,18 @@ async def measure(args: argparse.Namespace) -> None:
     from qdrant_client import models as qm
     from raylight_agents.agent import Agent, Turn, running
     from raylight_pipelines import bm25
-    from raylight_pipelines.embedders import HttpEmbedder
+    from raylight_pipelines.embedders import HttpEmbedder, ServeEmbedder
     from raylight_pipelines.retrieval import open_retriever
     from raylight_pipelines.store import DENSE, SPARSE
 
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)
-        base, connections, pipeline = setup(data)
+        base, connections, pipeline = setup(data, embed_via_handle=True)
         raw = raw_retriever(pipeline)
         http_embedder = HttpEmbedder(connections["embedder"]["base_url"], "minilm", 384)
+        serve_embedder = ServeEmbedder("minilm", "minilm", 384)
         retriever = open_retriever(pipeline.spec, {**connections, "pipeline": None})
-        vector = http_embedder.embed([QUESTION])[0]
+        vector = serve_embedder.embed([QUESTION])[0]
         indices, values = bm25.query_vector(QUESTION)
         flt = retriever.query_filter(None)
         k = pipeline.spec.retrieval.top_k
@@ -107,6 +111,7 @@ async def measure(args: argparse.Namespace) -> None:
 
             calls = [("raw", sync(lambda: raw.search(QUESTION))),
                      ("embed: HTTP", sync(lambda: http_embedder.embed([QUESTION]))),
+                     ("embed: handle", sync(lambda: serve_embedder.embed([QUESTION]))),
                      ("store: actor", sync(store_query)),
                      ("Retriever.search", sync(lambda: retriever.search(QUESTION))),
                      ("Agent.invoke", in_process),

@@ -94,6 +94,7 @@ def local_connections(pipeline: Pipeline, embedder: ModelDeployment | None, data
     """connections for one machine (docs/architecture.md): the gateway, the store actor, SQLite threads."""
     conns = get_connections(pipeline, "default", Settings.from_env(), embedder)
     conns["embedder"]["base_url"] = f"{url}/v1"
+    conns["embedder"]["serve_app"] = pipeline.spec.embedder.model_deployment  # same Ray: a handle, no HTTP
     if conns["reranker"]:
         conns["reranker"]["base_url"] = f"{url}/v1"
     if conns["llm"] and pipeline.spec.llm and pipeline.spec.llm.model_deployment:
