@@ -82,7 +82,7 @@ async def measure(args: argparse.Namespace) -> None:
         http_embedder = HttpEmbedder(connections["embedder"]["base_url"], "minilm", 384)
         serve_embedder = ServeEmbedder("minilm", "minilm", 384)
         retriever = open_retriever(pipeline.spec, {**connections, "pipeline": None})
-        vector = serve_embedder.embed([QUESTION])[0]
+        vector = http_embedder.embed([QUESTION])[0]
         indices, values = bm25.query_vector(QUESTION)
         flt = retriever.query_filter(None)
         k = pipeline.spec.retrieval.top_k
