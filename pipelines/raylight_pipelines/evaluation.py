@@ -19,6 +19,7 @@ relevant (share of citations pointing at an expected source), "I don't know" rat
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import statistics
@@ -33,6 +34,7 @@ VARIANTS: dict[str, dict[str, bool]] = {  # name -> the search options that give
     "hybrid+rerank": {"hybrid": True, "rerank": True},
 }
 CUTOFF = 10  # MRR@10, nDCG@10
+NO_HISTORY = "hybrid, no history"  # the report's row for follow-ups searched without their conversation
 
 
 class DatasetError(ValueError):
@@ -205,12 +207,19 @@ Ask = Callable[[Case], Answer]
 
 def evaluate(dataset: Dataset, search: Search, variants: Sequence[str], k: int = 5,
              ask: Ask | None = None) -> dict[str, Any]:
-    """The report: {"dataset", "cases", "k", "retrieval": {variant: {metric: mean}}, "answers": {...} | None}."""
+    """The report: {"dataset", "cases", "k", "retrieval": {variant: {metric: mean}}, "answers": {...} | None};
+    with multi-turn cases, retrieval also has NO_HISTORY (hybrid, every question searched on its own)."""
     labelled = [c for c in dataset.cases if c.relevant]
     retrieval: dict[str, dict[str, float]] = {}
+
+    def measure(cases: Sequence[Case], options: dict[str, bool]) -> dict[str, float]:
+        rows = [retrieval_scores(search(c, options, max(k, CUTOFF)), c.relevant, k) for c in cases]
+        return {m: round(mean([r[m] for r in rows]), 4) for m in rows[0]} if rows else {}
+
     for variant in variants:
-        rows = [retrieval_scores(search(c, VARIANTS[variant], max(k, CUTOFF)), c.relevant, k) for c in labelled]
-        retrieval[variant] = {m: round(mean([r[m] for r in rows]), 4) for m in rows[0]} if rows else {}
+        retrieval[variant] = measure(labelled, VARIANTS[variant])
+    if any(c.history for c in labelled):  # what conversational retrieval buys: follow-ups searched alone
+        retrieval[NO_HISTORY] = measure([dataclasses.replace(c, history=()) for c in labelled], VARIANTS["hybrid"])
     answers = answer_scores(dataset.cases, [ask(c) for c in dataset.cases]) if ask else None
     return {"dataset": dataset.name, "cases": len(dataset.cases), "k": k, "retrieval": retrieval,
             "answers": answers}
@@ -234,9 +243,9 @@ def format_table(report: dict[str, Any]) -> str:
     lines = [f"{report['dataset']}: {report['cases']} cases"]
     metrics = next((list(v) for v in report["retrieval"].values() if v), [])
     if metrics:
-        lines.append(f"{'retrieval':<15}" + "".join(f"{m:>11}" for m in metrics))
+        lines.append(f"{'retrieval':<20}" + "".join(f"{m:>11}" for m in metrics))
         for variant, values in report["retrieval"].items():
-            lines.append(f"{variant:<15}" + "".join(f"{values[m]:>11.3f}" for m in metrics))
+            lines.append(f"{variant:<20}" + "".join(f"{values[m]:>11.3f}" for m in metrics))
     answers = report.get("answers")
     if answers:
         lines.append(f"answers ({answers['cases']}): facts present {answers['facts_present']:.3f}, cited relevant "

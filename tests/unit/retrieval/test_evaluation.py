@@ -9,11 +9,15 @@ from pathlib import Path
 
 import pytest
 from raylight_pipelines.evaluation import (
+    NO_HISTORY,
     Answer,
     Case,
+    Dataset,
     DatasetError,
     answer_scores,
     check_thresholds,
+    evaluate,
+    format_table,
     load_dataset,
     matches,
     retrieval_scores,
@@ -94,3 +98,20 @@ def test_answer_measures_and_thresholds() -> None:
 ])
 def test_a_follow_up_is_searched_with_the_previous_turn(question: str, history: list[str], query: str) -> None:
     assert standalone_query(question, history) == query
+
+
+def test_a_run_measures_each_variant_and_follow_ups_with_and_without_their_history() -> None:
+    cases = [Case("1", "What is LoRA?", {"lora.md": 1}),
+             Case("2", "Which runtime does it need?", {"lora.md": 1}, history=("What is LoRA?",))]
+    asked: list[tuple[str, dict[str, bool]]] = []
+
+    def search(case: Case, options: dict[str, bool], k: int) -> list[str]:
+        query = standalone_query(case.question, case.history)
+        asked.append((query, options))
+        return ["path:docs/lora.md"] if "LoRA" in query else ["path:docs/other.md"]
+
+    report = evaluate(Dataset("set", cases), search, ["dense", "hybrid"], k=5)
+    assert report["retrieval"]["hybrid"]["recall@5"] == 1.0
+    assert report["retrieval"][NO_HISTORY] == {"recall@5": 0.5, "mrr@10": 0.5, "ndcg@10": 0.5}
+    assert {q for q, o in asked if not o["hybrid"]} == {"What is LoRA?", "What is LoRA? Which runtime does it need?"}
+    assert [line.split()[0] for line in format_table(report).splitlines()[2:]] == ["dense", "hybrid", "hybrid,"]
