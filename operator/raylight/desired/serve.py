@@ -41,7 +41,10 @@ def resolve_spec(spec: ModelDeploymentSpec) -> ModelDeploymentSpec:
         update={"model": model, "preset": None, "license_accepted": False,
                 "engine_args": {**preset.engine_args, **spec.engine_args}}
     )
-    return resolved.model_copy(update={"runtime": resolved.resolved_runtime})
+    runtime = resolved.resolved_runtime
+    if runtime == "vllm":  # vLLM parses the model's own tool-call format (the CPU runtimes need no parser)
+        resolved = resolved.model_copy(update={"engine_args": {**preset.tool_engine_args, **resolved.engine_args}})
+    return resolved.model_copy(update={"runtime": runtime})
 
 
 def local_path(source: str) -> str | None:

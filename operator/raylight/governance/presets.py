@@ -17,6 +17,16 @@ class Preset:
     file: str | None = None
     dimensions: int | None = None  # embedders
     engine_args: dict[str, Any] = field(default_factory=dict)
+    # vLLM's tool-call parser for the model's native call format (`--tool-call-parser`); None: the model has
+    # no tool format vLLM parses, so only tool_choice "required" or a named function (guided decoding) work.
+    tool_parser: str | None = None
+
+    @property
+    def tool_engine_args(self) -> dict[str, Any]:
+        """The engine args that let vLLM parse this model's tool calls (tool_choice auto)."""
+        if self.tool_parser is None:
+            return {}
+        return {"enable_auto_tool_choice": True, "tool_call_parser": self.tool_parser}
 
 
 _PRESETS = [
@@ -27,15 +37,17 @@ _PRESETS = [
            dimensions=384),
     # GPU models (vLLM).
     Preset("qwen2.5-7b-instruct", "chat", "hf://Qwen/Qwen2.5-7B-Instruct", "apache-2.0", "7.6B", 32768,
-           engine_args={"max_model_len": 16384, "dtype": "bfloat16", "gpu_memory_utilization": 0.9}),
+           engine_args={"max_model_len": 16384, "dtype": "bfloat16", "gpu_memory_utilization": 0.9},
+           tool_parser="hermes"),
     Preset("qwen2.5-0.5b-instruct", "chat", "hf://Qwen/Qwen2.5-0.5B-Instruct", "apache-2.0", "0.5B", 32768,
-           engine_args={"max_model_len": 8192, "dtype": "bfloat16"}),
+           engine_args={"max_model_len": 8192, "dtype": "bfloat16"}, tool_parser="hermes"),
     Preset("llama-3.1-8b-instruct", "chat", "hf://meta-llama/Llama-3.1-8B-Instruct", "llama3.1", "8.0B",
-           131072, engine_args={"max_model_len": 16384, "dtype": "bfloat16"}),
+           131072, engine_args={"max_model_len": 16384, "dtype": "bfloat16"}, tool_parser="llama3_json"),
     Preset("llama-3.3-70b-instruct", "chat", "hf://meta-llama/Llama-3.3-70B-Instruct", "llama3.3", "70.6B",
-           131072, engine_args={"max_model_len": 16384, "dtype": "bfloat16", "tensor_parallel_size": 4}),
+           131072, engine_args={"max_model_len": 16384, "dtype": "bfloat16", "tensor_parallel_size": 4},
+           tool_parser="llama3_json"),
     Preset("mistral-7b-instruct-v0.3", "chat", "hf://mistralai/Mistral-7B-Instruct-v0.3", "apache-2.0",
-           "7.2B", 32768, engine_args={"max_model_len": 16384, "dtype": "bfloat16"}),
+           "7.2B", 32768, engine_args={"max_model_len": 16384, "dtype": "bfloat16"}, tool_parser="mistral"),
     Preset("gemma-2-9b-it", "chat", "hf://google/gemma-2-9b-it", "gemma", "9.2B", 8192,
            engine_args={"max_model_len": 8192, "dtype": "bfloat16"}),
     Preset("smollm2-1.7b-instruct", "chat", "hf://HuggingFaceTB/SmolLM2-1.7B-Instruct", "apache-2.0", "1.7B",

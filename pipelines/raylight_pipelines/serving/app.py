@@ -9,7 +9,8 @@ HTTP routes (relative to the application's route prefix):
   POST /v1/embeddings         task embed; `input` a string or a list of strings
   POST /v1/rerank             task rerank; {"query", "documents", "top_n"?, "return_documents"?} ->
                               {"results": [{"index", "relevance_score", "document"?}], "usage"} (Cohere/Jina)
-  POST /v1/chat/completions   task chat; `stream: true` answers with server-sent events
+  POST /v1/chat/completions   task chat; `stream: true` answers with server-sent events; tools, logprobs and
+                              n > 1 as in docs/tool-calling.md (choices are generated one after another)
   GET  /v1/models             this model: id (= deployment name), runtime, weights sha256, dimension
   GET  /healthz               200 once the model is loaded
 Refusals use the OpenAI error body {"error": {"message", "type", "param", "code"}}: 400 for a bad
@@ -86,6 +87,14 @@ def _encode_vector(vector: np.ndarray, encoding: str) -> list[float] | str:
     if encoding == "base64":  # little-endian float32, what the OpenAI client decodes
         return base64.b64encode(vector.astype("<f4").tobytes()).decode()
     return [float(x) for x in vector]
+
+
+def choice_requests(request: ChatCompletionRequest) -> list[ChatCompletionRequest]:
+    """One request per choice (`n`), made one after another; a given seed becomes seed, seed+1, ..."""
+    if request.n == 1:
+        return [request]
+    return [request.model_copy(update={"seed": None if request.seed is None else request.seed + i})
+            for i in range(request.n)]
 
 
 @serve.deployment(name=MODEL_DEPLOYMENT, graceful_shutdown_timeout_s=30, health_check_period_s=10)
@@ -197,11 +206,14 @@ class ModelServer:
 
     async def chat_completions(self, body: dict[str, Any]) -> dict[str, Any]:
         request = self._chat_request(body)
+        results: list[Generation] = []
         async with self._generate_lock:
-            result: Generation = await asyncio.to_thread(
-                self._chat_runtime.generate, request, None, threading.Event())
-        return protocol.chat_completion(protocol.completion_id(), self.name, result.text, result.finish_reason,
-                                        result.prompt_tokens, result.completion_tokens)
+            for one in choice_requests(request):
+                results.append(await asyncio.to_thread(self._chat_runtime.generate, one, None, threading.Event()))
+        choices = [protocol.choice(i, r.text, r.finish_reason, r.tool_calls, r.logprobs)
+                   for i, r in enumerate(results)]
+        return protocol.chat_completion(protocol.completion_id(), self.name, choices, results[0].prompt_tokens,
+                                        sum(r.completion_tokens for r in results))
 
     async def chat_completions_stream(self, body: dict[str, Any]) -> AsyncIterator[str]:
         request = self._chat_request(body)
@@ -209,38 +221,58 @@ class ModelServer:
             yield line
 
     async def _stream(self, request: ChatCompletionRequest) -> AsyncIterator[str]:
-        """Run the engine in a thread and relay its text pieces as SSE chunks; stop it if the client goes."""
+        """Run the engine in a thread and relay its text pieces and tool calls as SSE chunks, one choice
+        after another; stop it if the client goes."""
         cid, created = protocol.completion_id(), int(time.time())
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[str | Generation | BaseException] = asyncio.Queue()
+        queue: asyncio.Queue[str | dict[str, Any] | Generation | BaseException] = asyncio.Queue()
         cancelled = threading.Event()
 
-        def work() -> None:
-            try:
-                result = self._chat_runtime.generate(
-                    request, lambda piece: loop.call_soon_threadsafe(queue.put_nowait, piece), cancelled)
-                loop.call_soon_threadsafe(queue.put_nowait, result)
-            except BaseException as exc:  # relayed to the client as an error event
-                loop.call_soon_threadsafe(queue.put_nowait, exc)
+        def put(item: str | dict[str, Any] | Generation | BaseException) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+
+        def work() -> None:  # the choices one after another; each ends with its Generation (or an error)
+            for one in choice_requests(request):
+                try:
+                    put(self._chat_runtime.generate(one, put, cancelled))
+                except BaseException as exc:  # relayed to the client as an error event
+                    put(exc)
+                    return
+                if cancelled.is_set():
+                    return
+
+        def chunk(index: int, delta: dict[str, Any], **extra: Any) -> str:
+            return protocol.sse(protocol.chat_chunk(cid, self.name, created, delta, index=index, **extra))
 
         async with self._generate_lock:
             task = loop.run_in_executor(None, work)
             try:
-                yield protocol.sse(protocol.chat_chunk(cid, self.name, created, {"role": "assistant", "content": ""}))
-                while True:
-                    item = await queue.get()
-                    if isinstance(item, str):
-                        yield protocol.sse(protocol.chat_chunk(cid, self.name, created, {"content": item}))
-                        continue
-                    if isinstance(item, BaseException):
-                        logger.error("model %s: generation failed: %r", self.name, item)
-                        yield protocol.sse_error(ApiError(500, f"generation failed: {item}", type="server_error"))
-                        break
-                    yield protocol.sse(protocol.chat_chunk(cid, self.name, created, {}, item.finish_reason))
-                    if request.stream_options and request.stream_options.include_usage:
-                        usage = protocol.usage(item.prompt_tokens, item.completion_tokens)
-                        yield protocol.sse(protocol.chat_chunk(cid, self.name, created, {}, usage_=usage))
-                    break
+                prompt_tokens = completion_tokens = 0
+                for index in range(request.n):
+                    yield chunk(index, {"role": "assistant", "content": ""})
+                    calls = 0
+                    while True:
+                        item = await queue.get()
+                        if isinstance(item, str):
+                            yield chunk(index, {"content": item})
+                        elif isinstance(item, dict):
+                            for delta in protocol.tool_call_deltas(calls, item):
+                                yield chunk(index, delta)
+                            calls += 1
+                        elif isinstance(item, BaseException):
+                            logger.error("model %s: generation failed: %r", self.name, item)
+                            yield protocol.sse_error(ApiError(500, f"generation failed: {item}", type="server_error"))
+                            return
+                        else:
+                            if item.logprobs is not None:  # the whole answer's token logprobs, in one chunk
+                                yield chunk(index, {}, logprobs=item.logprobs)
+                            yield chunk(index, {}, finish_reason=item.finish_reason)
+                            prompt_tokens = item.prompt_tokens
+                            completion_tokens += item.completion_tokens
+                            break
+                if request.stream_options and request.stream_options.include_usage:
+                    usage = protocol.usage(prompt_tokens, completion_tokens)
+                    yield protocol.sse(protocol.chat_chunk(cid, self.name, created, {}, usage_=usage))
                 yield protocol.SSE_DONE
             finally:
                 cancelled.set()  # a client that disconnects stops the engine at its next token

@@ -7,10 +7,12 @@ OpenAI error body `{"error": {"message", "type", "param", "code"}}`.
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from typing import Any, Literal
 
+import jsonschema
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 
@@ -38,17 +40,25 @@ class ApiError(Exception):
 
 
 _TYPE_TAGS = {"str", "int", "float", "bool", "list", "dict", "none"}
+_NAMED_PARAM = re.compile(r"^([a-z_][a-z_0-9]*): (.+)$", re.DOTALL)
 
 
 def validation_error(exc: ValidationError) -> ApiError:
     """The first pydantic problem as an OpenAI 400 naming the offending parameter."""
     first = exc.errors()[0]
     # pydantic adds union members to the location ("input.list[str]"): keep only the request's own path.
+    # Class names (union members like NamedToolChoice) are left out the same way.
     param = ".".join(str(p) for p in first["loc"] if isinstance(p, int) or (p.isidentifier()
-                     and p not in _TYPE_TAGS)) or None
+                     and p not in _TYPE_TAGS and not p[0].isupper())) or None
     text = first["msg"].removeprefix("Value error, ")
+    named = _NAMED_PARAM.match(text)
+    if param is None and named:  # a check across fields says which one it is about: "tool_choice: ..."
+        param, text = named[1], named[2]
     message = f"{param}: {text}" if param else text
     return ApiError(400, message, param=param, code="invalid_value")
+
+
+MAX_CHOICES = 8  # `n`: choices are generated one after another on the CPU runtimes
 
 
 def unknown_model(requested: str, served: str) -> ApiError:
@@ -129,11 +139,36 @@ class TextPart(BaseModel):
     text: str
 
 
+class ToolCallFunction(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    name: str
+    arguments: str  # a JSON object, as text (the OpenAI shape)
+
+
+class ToolCall(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    id: str
+    type: Literal["function"] = "function"
+    function: ToolCallFunction
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    role: Literal["system", "developer", "user", "assistant"]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[TextPart] | None = None
+    tool_calls: list[ToolCall] | None = None  # assistant messages: the calls it made
+    tool_call_id: str | None = None  # tool messages: the call this is the result of
+
+    @model_validator(mode="after")
+    def _tool_fields(self) -> ChatMessage:
+        if self.role == "tool" and not self.tool_call_id:
+            raise ValueError("a message with role tool needs tool_call_id")
+        if self.tool_calls and self.role != "assistant":
+            raise ValueError("only assistant messages carry tool_calls")
+        return self
 
     def text(self) -> str:
         if self.content is None:
@@ -141,6 +176,48 @@ class ChatMessage(BaseModel):
         if isinstance(self.content, str):
             return self.content
         return "".join(part.text for part in self.content)
+
+
+class FunctionDefinition(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    description: str | None = None
+    parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
+    strict: bool | None = None
+
+    @field_validator("parameters")
+    @classmethod
+    def _json_schema_of_an_object(cls, value: dict[str, Any]) -> dict[str, Any]:
+        validator = jsonschema.validators.validator_for(value, default=jsonschema.Draft202012Validator)
+        try:
+            validator.check_schema(value)
+        except jsonschema.SchemaError as exc:
+            where = "".join(f"[{p!r}]" for p in exc.path)
+            raise ValueError(f"not a valid JSON schema: {exc.message}" + (f" at {where}" if where else "")) from None
+        if value.get("type", "object") != "object":
+            raise ValueError("must be a JSON schema with type object (a function's named arguments)")
+        return value
+
+
+class Tool(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class FunctionName(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    name: str
+
+
+class NamedToolChoice(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    type: Literal["function"]
+    function: FunctionName
 
 
 class JsonSchemaSpec(BaseModel):
@@ -192,9 +269,14 @@ class ChatCompletionRequest(_Request):
     response_format: ResponseFormat | None = None
     presence_penalty: float = Field(0.0, ge=-2, le=2)
     frequency_penalty: float = Field(0.0, ge=-2, le=2)
-    n: int = 1
-    tools: list[Any] | None = None
+    n: int = Field(1, ge=1, le=MAX_CHOICES)
+    tools: list[Tool] | None = Field(None, max_length=128)
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    # Several calls in one answer only when asked for (as llama.cpp's server does): small models that may
+    # call again tend to repeat the same call until max_tokens.
+    parallel_tool_calls: bool | None = None
     logprobs: bool | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=20)
 
     @field_validator("stop")
     @classmethod
@@ -214,14 +296,41 @@ class ChatCompletionRequest(_Request):
         return value
 
     @model_validator(mode="after")
-    def _supported(self) -> ChatCompletionRequest:
-        if self.n != 1:
-            raise ValueError("n must be 1 (one choice per request)")
-        if self.tools:
-            raise ValueError("tools are not supported by this runtime")
-        if self.logprobs:
-            raise ValueError("logprobs are not supported by this runtime")
+    def _consistent(self) -> ChatCompletionRequest:
+        names = [tool.function.name for tool in self.tools or []]
+        if len(set(names)) != len(names):
+            raise ValueError("tools: function names must be unique")
+        choice = self.tool_choice
+        if isinstance(choice, NamedToolChoice) and choice.function.name not in names:
+            raise ValueError(f"tool_choice: names function {choice.function.name!r}, which is not in tools")
+        if choice == "required" and not names:
+            raise ValueError("tool_choice: required needs tools")
+        if self.tool_mode != "none" and self.json_schema is not None:
+            raise ValueError("response_format: cannot be combined with tools (set tool_choice to none, "
+                             "or give the answer's shape as a tool)")
+        if self.top_logprobs is not None and not self.logprobs:
+            raise ValueError("top_logprobs: needs logprobs true")
         return self
+
+    @property
+    def tool_mode(self) -> Literal["none", "auto", "required", "named"]:
+        """How this request may call tools: none (answer in text), auto (text or calls), required, named."""
+        if not self.tools or self.tool_choice == "none":
+            return "none"
+        if isinstance(self.tool_choice, NamedToolChoice):
+            return "named"
+        return self.tool_choice or "auto"
+
+    @property
+    def callable_tools(self) -> list[FunctionDefinition]:
+        """The functions a call may name (all tools, or the one tool_choice names); [] in mode none."""
+        mode = self.tool_mode
+        if mode == "none":
+            return []
+        functions = [tool.function for tool in self.tools or []]
+        if isinstance(self.tool_choice, NamedToolChoice):
+            return [f for f in functions if f.name == self.tool_choice.function.name]
+        return functions
 
     @property
     def stops(self) -> list[str]:
@@ -236,11 +345,6 @@ class ChatCompletionRequest(_Request):
     @property
     def json_schema(self) -> dict[str, Any] | None:
         return self.response_format.enforced_schema() if self.response_format else None
-
-    def plain_messages(self) -> list[dict[str, str]]:
-        # Chat templates know system/user/assistant; OpenAI's newer "developer" role means system.
-        return [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
-                for m in self.messages]
 
 
 def parse(model: type[_Request], body: Any, served: str) -> Any:
@@ -268,29 +372,48 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
             "total_tokens": prompt_tokens + completion_tokens}
 
 
-def chat_completion(cid: str, model: str, text: str, finish_reason: str, prompt_tokens: int,
+def choice(index: int, text: str, finish_reason: str, tool_calls: list[dict[str, Any]] | None = None,
+           logprobs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """One choice of a chat completion; content is null when the answer is only tool calls."""
+    message: dict[str, Any] = {"role": "assistant", "content": text if text.strip() or not tool_calls else None}
+    if tool_calls:
+        message["tool_calls"] = tool_calls
+    return {"index": index, "message": message, "finish_reason": finish_reason,
+            "logprobs": None if logprobs is None else {"content": logprobs}}
+
+
+def chat_completion(cid: str, model: str, choices: list[dict[str, Any]], prompt_tokens: int,
                     completion_tokens: int) -> dict[str, Any]:
     return {
         "id": cid,
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                     "finish_reason": finish_reason, "logprobs": None}],
+        "choices": choices,
         "usage": usage(prompt_tokens, completion_tokens),
     }
 
 
 def chat_chunk(cid: str, model: str, created: int, delta: dict[str, Any], finish_reason: str | None = None,
-               usage_: dict[str, int] | None = None) -> dict[str, Any]:
+               usage_: dict[str, int] | None = None, index: int = 0,
+               logprobs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     chunk: dict[str, Any] = {
         "id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
-        "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}]
+        "choices": [{"index": index, "delta": delta, "finish_reason": finish_reason,
+                     "logprobs": None if logprobs is None else {"content": logprobs}}]
         if usage_ is None else [],
     }
     if usage_ is not None:
         chunk["usage"] = usage_
     return chunk
+
+
+def tool_call_deltas(position: int, call: dict[str, Any]) -> list[dict[str, Any]]:
+    """The stream deltas of one finished call: its id and name, then its arguments (OpenAI's order)."""
+    function = call["function"]
+    return [{"tool_calls": [{"index": position, "id": call["id"], "type": "function",
+                             "function": {"name": function["name"], "arguments": ""}}]},
+            {"tool_calls": [{"index": position, "function": {"arguments": function["arguments"]}}]}]
 
 
 def sse(data: dict[str, Any] | str) -> str:

@@ -73,3 +73,24 @@ def test_transformers_refuses_what_it_cannot_do_before_generating(runtime: Any) 
         ask(runtime, messages=FRANCE, response_format={"type": "json_schema", "json_schema": {
             "schema": {"type": "object", "properties": {"a": {"$ref": "#/$defs/missing"}}}}})
     assert info.value.status == 400 and info.value.param == "response_format"
+
+
+def test_transformers_tool_calls_are_decoded_under_the_tools_grammar(runtime: Any) -> None:
+    weather = {"type": "object", "additionalProperties": False, "required": ["city", "days"],
+               "properties": {"city": {"type": "string", "maxLength": 30}, "days": {"type": "integer", "minimum": 1}}}
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": weather}},
+             {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object"}}}]
+    streamed: list[Any] = []
+    request = ChatCompletionRequest.model_validate({
+        "model": "smollm-hf", "messages": [{"role": "user", "content": "Write a poem about the sea."}],
+        "tools": tools, "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+        "temperature": 0.8, "seed": 3, "max_tokens": 60})
+    runtime.check(request)
+    result = runtime.generate(request, streamed.append, threading.Event())
+    assert result.finish_reason == "tool_calls" and result.text == ""
+    (call,) = result.tool_calls
+    assert call["function"]["name"] == "get_weather" and streamed == [call]
+    jsonschema.validate(json.loads(call["function"]["arguments"]), weather)  # minimum too: llguidance enforces it
+    with pytest.raises(ApiError) as info:
+        ask(runtime, messages=FRANCE, logprobs=True)
+    assert info.value.param == "logprobs"

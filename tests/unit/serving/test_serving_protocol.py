@@ -17,6 +17,7 @@ from raylight_pipelines.serving.protocol import (
     sse,
 )
 from raylight_pipelines.serving.runtimes.base import StopScanner, drive
+from raylight_pipelines.serving.tool_calls import template_messages
 
 CHAT = {"model": "smollm", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -58,11 +59,14 @@ def test_missing_model_and_non_object_bodies_are_400() -> None:
 
 
 @pytest.mark.parametrize(("extra", "param"), [
-    ({"n": 2}, None),
+    ({"n": 0}, "n"),
+    ({"n": 9}, "n"),
     ({"temperature": 3}, "temperature"),
     ({"max_tokens": 0}, "max_tokens"),
     ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
-    ({"tools": [{"type": "function"}]}, None),
+    ({"tools": [{"type": "function"}]}, "tools.0.function"),
+    ({"top_logprobs": 2}, "top_logprobs"),
+    ({"logprobs": True, "top_logprobs": 21}, "top_logprobs"),
     ({"response_format": {"type": "json_schema"}}, "response_format"),
     ({"response_format": {"type": "xml"}}, "response_format.type"),
     ({"response_format": {"type": "json_object"}, "stop": ["}"]}, "response_format"),  # could cut the JSON
@@ -80,7 +84,8 @@ def test_chat_request_normalises_roles_content_parts_stops_and_limits() -> None:
                      {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}],
         "stop": "\n", "max_tokens": 50, "max_completion_tokens": 20, "user": "ignored-extra-field",
     }, "smollm")
-    assert request.plain_messages() == [{"role": "system", "content": "be brief"}, {"role": "user", "content": "ab"}]
+    assert template_messages(request, native=False) == [{"role": "system", "content": "be brief"},
+                                                       {"role": "user", "content": "ab"}]
     assert request.stops == ["\n"]
     assert request.token_limit == 20
 

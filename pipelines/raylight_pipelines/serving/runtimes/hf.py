@@ -8,15 +8,18 @@ always a valid prefix of a matching document (and complete unless max_tokens cut
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from raylight_pipelines.serving import tool_calls
 from raylight_pipelines.serving.protocol import ApiError, ChatCompletionRequest
-from raylight_pipelines.serving.runtimes.base import ChatRuntime, Emit, Generation, drive
+from raylight_pipelines.serving.runtimes.base import ChatRuntime, Constraint, Emit, Generation, drive
 from raylight_pipelines.serving.runtimes.embedder import limit_threads
+from raylight_pipelines.serving.tool_calls import CallGrammar
 
 
 class _Guide:
@@ -60,6 +63,7 @@ class TransformersRuntime(ChatRuntime):
         self.model.eval()
         if not self.tokenizer.chat_template:
             raise ValueError(f"{path} has no chat template in its tokenizer config")
+        self.knows_tools = tool_calls.template_knows_tools(str(self.tokenizer.chat_template))
         self.context_length = int(self.max_context or getattr(self.model.config, "max_position_embeddings", 2048))
         self.eos_ids = {self.tokenizer.eos_token_id, *self._generation_eos()}
         self._lltokenizer: Any = None
@@ -77,43 +81,55 @@ class TransformersRuntime(ChatRuntime):
             self._lltokenizer = llguidance.hf.from_tokenizer(self.tokenizer)
         return self._lltokenizer
 
-    def _grammar(self, request: ChatCompletionRequest) -> str | None:
+    def _grammar(self, constraint: Constraint) -> str:
+        """The llguidance grammar for a constraint; raises ValueError with the reason it cannot be enforced."""
         import llguidance
 
-        schema = request.json_schema
-        if schema is None:
-            return None
-        try:
-            grammar = llguidance.LLMatcher.grammar_from_json_schema(schema)
-            error = llguidance.LLMatcher.validate_grammar(grammar, self.lltokenizer)
-        except ValueError as exc:
-            error = str(exc)
+        if isinstance(constraint, CallGrammar):
+            more = f" ({json.dumps(tool_calls.NEXT_CALL)} call)*" if constraint.parallel else ""
+            grammar = llguidance.LLMatcher.grammar_from_lark(
+                f"start: call{more} {json.dumps(tool_calls.CALL_END)}\ncall: %json {constraint.schema}")
+        else:
+            grammar = llguidance.LLMatcher.grammar_from_json_schema(constraint)
+        error = llguidance.LLMatcher.validate_grammar(grammar, self.lltokenizer)
         if error:
-            raise ApiError(400, f"response_format: this JSON schema cannot be enforced: {error}",
-                           param="response_format", code="unsupported_schema")
+            raise ValueError(error)
         return str(grammar)
+
+    def constraint_problem(self, constraint: Constraint) -> str | None:
+        try:
+            self._grammar(constraint)
+        except ValueError as exc:
+            return f"this JSON schema cannot be enforced: {exc}"
+        return None
 
     def check(self, request: ChatCompletionRequest) -> None:
         if request.presence_penalty or request.frequency_penalty:
             raise ApiError(400, "presence_penalty and frequency_penalty are not supported by the "
                            "transformers runtime", param="frequency_penalty", code="unsupported_parameter")
-        self._grammar(request)
+        if request.logprobs:
+            raise ApiError(400, "logprobs are not supported by the transformers runtime (llama-cpp and vllm "
+                           "have them)", param="logprobs", code="unsupported_parameter")
+        super().check(request)
 
-    def generate(self, request: ChatCompletionRequest, emit: Emit | None,
-                 cancelled: threading.Event) -> Generation:
+    def render(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None) -> str:
+        return str(self.tokenizer.apply_chat_template(messages, tools=tools, add_generation_prompt=True,
+                                                      tokenize=False))
+
+    def decode(self, prompt: str, request: ChatCompletionRequest, constraint: Constraint | None,
+               stops: list[str], limit: int | None, emit: Emit | None, cancelled: threading.Event) -> Generation:
         import llguidance
         import torch
         from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
-        encoded: Any = self.tokenizer.apply_chat_template(request.plain_messages(), add_generation_prompt=True,
-                                                     return_tensors="pt", return_dict=True)
+        encoded: Any = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
         prompt_len = int(encoded["input_ids"].shape[1])
         room = self.context_length - prompt_len
         if room <= 0:
             raise ApiError(400, f"The messages take {prompt_len} tokens; this model's context is "
                            f"{self.context_length}.", param="messages", code="context_length_exceeded")
-        limit = min(request.token_limit or room, room)
-        grammar = self._grammar(request)
+        limit = min(limit or room, room)
+        grammar = self._grammar(constraint) if constraint is not None else None
         stop_now = threading.Event()
 
         class _Stop(StoppingCriteria):
@@ -152,7 +168,7 @@ class TransformersRuntime(ChatRuntime):
 
         with self._lock:
             torch.manual_seed(request.seed if request.seed is not None else random.randint(0, 2**31 - 1))
-            scanner = drive(pieces(), request.stops, emit, cancelled)
+            scanner = drive(pieces(), stops, emit, cancelled)
         if "error" in output:
             raise output["error"]
         new = output["ids"][0, prompt_len:].tolist()
@@ -160,4 +176,4 @@ class TransformersRuntime(ChatRuntime):
         completion = len(new) - (1 if ended else 0)
         finish = "length" if completion >= limit and not ended else "stop"
         return Generation(text=scanner.text, finish_reason="stop" if scanner.stopped else finish,
-                          prompt_tokens=prompt_len, completion_tokens=completion)
+                          prompt_tokens=prompt_len, completion_tokens=completion, stopped_by=scanner.matched)

@@ -14,14 +14,19 @@ from __future__ import annotations
 import codecs
 import json
 import random
+import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from raylight_pipelines.serving import tool_calls
 from raylight_pipelines.serving.protocol import ApiError, ChatCompletionRequest
-from raylight_pipelines.serving.runtimes.base import ChatRuntime, Emit, Generation, drive
+from raylight_pipelines.serving.runtimes.base import ChatRuntime, Constraint, Emit, Generation, drive
+from raylight_pipelines.serving.tool_calls import CallGrammar
 
 # Sampling knobs OpenAI does not have; a manifest may set them in engineArgs (llama-cpp-python defaults).
 SAMPLING_DEFAULTS = {"top_k": 40, "min_p": 0.05, "repeat_penalty": 1.0}
@@ -61,14 +66,52 @@ def unenforced_keywords(schema: Any, path: str = "$") -> list[str]:
     return found
 
 
+def _gbnf(schema_json: str) -> str:
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+    return json_schema_to_gbnf(schema_json).replace(_LOOSE_CHAR, _JSON_CHAR)
+
+
 @lru_cache(maxsize=64)
 def grammar_for(schema_json: str) -> Any:
     """GBNF grammar for a JSON schema (cached: converting is pure and repeated schemas are common)."""
     from llama_cpp import LlamaGrammar
-    from llama_cpp.llama_grammar import json_schema_to_gbnf
 
-    gbnf = json_schema_to_gbnf(schema_json).replace(_LOOSE_CHAR, _JSON_CHAR)
-    return LlamaGrammar.from_string(gbnf, verbose=False)
+    return LlamaGrammar.from_string(_gbnf(schema_json), verbose=False)
+
+
+def calls_gbnf(calls: CallGrammar) -> str:
+    """GBNF for what follows CALL_START: a call, CALL_END, and (parallel) more calls joined by NEXT_CALL."""
+    rules = re.sub(r"^root ::=", "tool-call ::=", _gbnf(calls.schema), count=1, flags=re.MULTILINE)
+    more = f" ({json.dumps(tool_calls.NEXT_CALL)} tool-call)*" if calls.parallel else ""
+    return f"root ::= tool-call{more} {json.dumps(tool_calls.CALL_END)}\n{rules}"
+
+
+@lru_cache(maxsize=64)
+def calls_grammar_for(calls: CallGrammar) -> Any:
+    from llama_cpp import LlamaGrammar
+
+    return LlamaGrammar.from_string(calls_gbnf(calls), verbose=False)
+
+
+def _compiled(constraint: Constraint) -> Any:
+    if isinstance(constraint, CallGrammar):
+        return calls_grammar_for(constraint)
+    return grammar_for(json.dumps(constraint, sort_keys=True))
+
+
+def token_logprobs(logits: np.ndarray, token: int, top: int, text: Callable[[int], bytes]) -> dict[str, Any]:
+    """One OpenAI `logprobs.content` item from the raw logits the token was sampled from."""
+    shifted = logits - logits.max()
+    logprobs = shifted - np.log(np.exp(shifted).sum())
+
+    def item(t: int) -> dict[str, Any]:
+        raw = text(t)
+        return {"token": raw.decode("utf-8", errors="replace"), "logprob": float(logprobs[t]), "bytes": list(raw)}
+
+    best = np.argpartition(-logprobs, top)[:top] if 0 < top < len(logprobs) else np.arange(top)
+    ranked = sorted(best.tolist(), key=lambda t: -logprobs[t])
+    return {**item(token), "top_logprobs": [item(t) for t in ranked]}
 
 
 class LlamaCppRuntime(ChatRuntime):
@@ -87,6 +130,7 @@ class LlamaCppRuntime(ChatRuntime):
         template = self.llm.metadata.get("tokenizer.chat_template")
         if not template:
             raise ValueError(f"{path.name} has no chat template (tokenizer.chat_template) in its metadata")
+        self.knows_tools = tool_calls.template_knows_tools(template)
         model = self.llm._model
         eos, bos = self.llm.token_eos(), self.llm.token_bos()
         self.formatter = Jinja2ChatFormatter(
@@ -97,50 +141,66 @@ class LlamaCppRuntime(ChatRuntime):
         )
         self._lock = threading.Lock()
 
-    def check(self, request: ChatCompletionRequest) -> None:
-        schema = request.json_schema
-        if schema is not None:
-            unenforced = unenforced_keywords(schema)
-            if unenforced:
-                raise ApiError(400, "response_format: the llama-cpp runtime cannot enforce these JSON-schema "
-                               f"keywords: {', '.join(unenforced)} (enforced: {', '.join(sorted(ENFORCED_KEYWORDS))})",
-                               param="response_format", code="unsupported_schema")
-            try:
-                grammar_for(json.dumps(schema, sort_keys=True))
-            except Exception as exc:
-                raise ApiError(400, f"response_format: this JSON schema cannot be enforced: {exc}",
-                               param="response_format", code="unsupported_schema") from None
+    def constraint_problem(self, constraint: Constraint) -> str | None:
+        schema = json.loads(constraint.schema) if isinstance(constraint, CallGrammar) else constraint
+        unenforced = unenforced_keywords(schema)
+        if unenforced:
+            return (f"the llama-cpp runtime cannot enforce these JSON-schema keywords: {', '.join(unenforced)} "
+                    f"(enforced: {', '.join(sorted(ENFORCED_KEYWORDS))})")
+        try:
+            grammar = _compiled(constraint)
+        except Exception as exc:
+            return f"this JSON schema cannot be enforced: {exc}"
+        if not self._parses(grammar):
+            return "this JSON schema cannot be enforced: llama.cpp refused the grammar made from it"
+        return None
 
-    def prompt_tokens(self, request: ChatCompletionRequest) -> list[int]:
-        formatted = self.formatter(messages=request.plain_messages())  # type: ignore[arg-type]
-        return self.llm.tokenize(formatted.prompt.encode(), add_bos=not formatted.added_special, special=True)
-
-    def generate(self, request: ChatCompletionRequest, emit: Emit | None,
-                 cancelled: threading.Event) -> Generation:
+    def _parses(self, grammar: Any) -> bool:
+        """Whether llama.cpp accepts a grammar (it says so only when a sampler is made from it)."""
         import llama_cpp
 
-        prompt = self.prompt_tokens(request)
-        room = self.context_length - len(prompt)
+        sampler = llama_cpp.llama_sampler_init_grammar(self.llm._model.vocab, grammar._grammar.encode(), b"root")
+        if not sampler:
+            return False
+        llama_cpp.llama_sampler_free(sampler)
+        return True
+
+    def render(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None) -> str:
+        return self.formatter(messages=messages, tools=tools).prompt  # type: ignore[arg-type]
+
+    def tokens(self, prompt: str) -> list[int]:
+        return self.llm.tokenize(prompt.encode(), add_bos=False, special=True)  # the template adds BOS
+
+    def decode(self, prompt: str, request: ChatCompletionRequest, constraint: Constraint | None,
+               stops: list[str], limit: int | None, emit: Emit | None, cancelled: threading.Event) -> Generation:
+        import llama_cpp
+
+        tokens = self.tokens(prompt)
+        room = self.context_length - len(tokens)
         if room <= 0:
-            raise ApiError(400, f"The messages take {len(prompt)} tokens; this model's context is "
+            raise ApiError(400, f"The messages take {len(tokens)} tokens; this model's context is "
                            f"{self.context_length}.", param="messages", code="context_length_exceeded")
-        limit = min(request.token_limit or room, room)
-        schema = request.json_schema
-        grammar = grammar_for(json.dumps(schema, sort_keys=True)) if schema is not None else None
+        limit = min(limit or room, room)
+        grammar = _compiled(constraint) if constraint is not None else None
         vocab = self.llm._model.vocab
         produced: list[int] = []
+        logprobs: list[dict[str, Any]] | None = [] if request.logprobs else None
         finish = ["stop"]
 
         def pieces() -> Iterator[str]:
             decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
             for token in self.llm.generate(
-                prompt, temp=request.temperature, top_p=request.top_p,
+                tokens, temp=request.temperature, top_p=request.top_p,
                 frequency_penalty=request.frequency_penalty, presence_penalty=request.presence_penalty,
                 grammar=grammar, **self.sampling,
             ):
                 if llama_cpp.llama_vocab_is_eog(vocab, token):
                     return
                 produced.append(token)
+                if logprobs is not None:  # the context still holds the logits this token was sampled from
+                    logits = np.ctypeslib.as_array(self.llm._ctx.get_logits_ith(-1), shape=(self.llm.n_vocab(),))
+                    logprobs.append(token_logprobs(logits, token, request.top_logprobs or 0,
+                                                   lambda t: self.llm.detokenize([t])))
                 yield decoder.decode(self.llm.detokenize([token]))
                 if len(produced) >= limit:
                     finish[0] = "length"
@@ -153,9 +213,10 @@ class LlamaCppRuntime(ChatRuntime):
             # differ in their last bits: enough to change a sampled token, so the same request with the same
             # seed (or at temperature 0) could get another answer depending on what was asked before.
             self.llm.reset()
-            scanner = drive(pieces(), request.stops, emit, cancelled)
+            scanner = drive(pieces(), stops, emit, cancelled)
         return Generation(text=scanner.text, finish_reason="stop" if scanner.stopped else finish[0],
-                          prompt_tokens=len(prompt), completion_tokens=len(produced))
+                          prompt_tokens=len(tokens), completion_tokens=len(produced), logprobs=logprobs,
+                          stopped_by=scanner.matched)
 
     def close(self) -> None:
         self.llm.close()
