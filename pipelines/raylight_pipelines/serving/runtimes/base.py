@@ -75,7 +75,7 @@ class ChatRuntime(ABC):
 
     @abstractmethod
     def constraint_problem(self, constraint: Constraint) -> str | None:
-        """Why this runtime cannot enforce `constraint` (None when it can); compiles and caches it."""
+        """Why this runtime cannot enforce `constraint` (None when it can), found by compiling it."""
 
     @abstractmethod
     def render(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None) -> str:
