@@ -6,7 +6,8 @@ RAYLIGHT_QDRANT_URL, RAYLIGHT_QDRANT_API_KEY, RAYLIGHT_POSTGRES_SECRET, RAYLIGHT
 RAYLIGHT_LICENSE_ALLOW_UNKNOWN, RAYLIGHT_CLUSTER_DOMAIN, RAYLIGHT_WATCH_NAMESPACES (comma list; empty:
 cluster-wide), RAYLIGHT_STANDALONE, RAYLIGHT_PEERING_NAME (a ClusterKopfPeering the chart creates),
 RAYLIGHT_LIVENESS, RAYLIGHT_WEBHOOK_PORT, RAYLIGHT_WEBHOOK_CERTFILE, RAYLIGHT_WEBHOOK_KEYFILE,
-RAYLIGHT_WEBHOOK_INSECURE, RAYLIGHT_STATUS_INTERVAL, RAYLIGHT_MAX_WORKERS.
+RAYLIGHT_WEBHOOK_INSECURE, RAYLIGHT_STATUS_INTERVAL, RAYLIGHT_PROGRESS_DEADLINE (seconds),
+RAYLIGHT_MAX_WORKERS.
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ class OperatorConfig:
     webhook_keyfile: str | None = None
     webhook_insecure: bool = False
     status_interval: float = 30.0  # seconds between status/drift checks of each object
+    # A rollout (new Ray cluster, Serve applications, ingestion pods) not finished this many seconds after
+    # it began is reported Degraded (ProgressDeadlineExceeded) with what to do; 0 turns the check off.
+    progress_deadline: float = 1800.0
     request_timeout: float = 30.0
     watch_timeout: int = 300
     max_workers: int = 16
@@ -66,6 +70,7 @@ class OperatorConfig:
             webhook_keyfile=env.get("RAYLIGHT_WEBHOOK_KEYFILE") or None,
             webhook_insecure=_flag(env.get("RAYLIGHT_WEBHOOK_INSECURE", "")),
             status_interval=float(env.get("RAYLIGHT_STATUS_INTERVAL", d.status_interval)),
+            progress_deadline=float(env.get("RAYLIGHT_PROGRESS_DEADLINE", d.progress_deadline)),
             max_workers=int(env.get("RAYLIGHT_MAX_WORKERS", d.max_workers)),
             qdrant_api_key=env.get("RAYLIGHT_QDRANT_API_KEY") or None,
         )

@@ -75,6 +75,10 @@ def build_registry(config: OperatorConfig, kube: KubeClient | None = None,
     def model_refresh(**kw: Any) -> None:
         _publish(rec.model(kw["body"]), kw["body"], kw["patch"], kw["logger"])
 
+    @kopf.on.delete(GROUP, VERSION, "modeldeployments", registry=registry, optional=True)
+    def model_deleted(**kw: Any) -> None:
+        rec.deleted(kw["body"])  # after any pass in flight; no later one writes (children go by ownerReferences)
+
     # ------------------------------------------------------------ Pipeline
 
     @kopf.on.resume(GROUP, VERSION, "pipelines", registry=registry, backoff=backoff)

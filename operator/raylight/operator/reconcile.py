@@ -8,7 +8,8 @@ import contextlib
 import copy
 import datetime
 import threading
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,8 +35,12 @@ from raylight.operator.status import (
     Cond,
     Health,
     Verdict,
+    clock,
     conditions,
+    job_health,
     model_verdict,
+    models_health,
+    overdue,
     pipeline_verdict,
     rayservice_health,
 )
@@ -101,20 +106,6 @@ def ingestion_cronjob(job: Obj, schedule: str) -> Obj:
     }
 
 
-def job_health(job: Obj | None) -> Health:
-    if job is None:
-        return Health(False, True, False, "IngestionPending", "the ingestion Job has not started")
-    status = job.get("status") or {}
-    conds = {c.get("type"): c for c in status.get("conditions") or [] if c.get("status") == "True"}
-    name = job["metadata"]["name"]
-    if "Complete" in conds or (status.get("succeeded") or 0) > 0:
-        return Health(True, False, False, "IngestionSucceeded", f"Job {name} succeeded", 1)
-    if "Failed" in conds:
-        return Health(False, False, True, "IngestionFailed",
-                      f"Job {name} failed: {conds['Failed'].get('message', '')}".strip())
-    return Health(False, True, False, "IngestionRunning", f"Job {name} is running")
-
-
 def _finished(job: Obj) -> bool:
     return any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
                for c in (job.get("status") or {}).get("conditions") or [])
@@ -132,13 +123,20 @@ def _invalid(exc: ValidationError) -> str:
     return f"{field_path(e['loc'])}: {e['msg']}"
 
 
+TOMBSTONE_SECONDS = 3600.0  # how long a deleted object's uid is remembered (far longer than any pass)
+NOTHING = Result({})  # a pass that wrote nothing and has no status to report
+
+
 class Reconciler:
-    """Reconciles ModelDeployments and Pipelines; one at a time per object (handlers, timers and child
-    events may ask concurrently), so a change is written once."""
+    """Reconciles ModelDeployments and Pipelines, one pass at a time per object: create/update/resume
+    handlers, timers, child events and the delete handler of one object never interleave (Kopf runs
+    them concurrently). Deletion wins: once an object's delete handler has run, or its body carries a
+    deletionTimestamp, a pass writes nothing for it, so nothing is created after its clean-up."""
 
     def __init__(self, deps: Deps) -> None:
         self.deps = deps
         self._locks: dict[tuple[str, str, str], threading.Lock] = {}
+        self._deleted: dict[str, float] = {}  # uid -> when its deletion began (time.monotonic)
         self._guard = threading.Lock()
         # uid -> (inputs, desired objects): building a RayService (its serveConfigV2 YAML above all) costs
         # far more than comparing it, and the timer passes over unchanged objects all the time.
@@ -154,13 +152,30 @@ class Reconciler:
                 self._desired[uid] = cached
         return copy.deepcopy(cached[1])
 
-    def forget(self, uid: str) -> None:
+    @contextlib.contextmanager
+    def _turn(self, body: Mapping[str, Any]) -> Iterator[bool]:
+        """This object's turn (one at a time per object); yields False when it is being deleted."""
+        meta = body["metadata"]
+        key = (body.get("kind", ""), meta.get("namespace", "default"), meta["name"])
         with self._guard:
-            self._desired.pop(uid, None)
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            with self._guard:
+                deleted = meta.get("uid") in self._deleted
+            yield not (deleted or meta.get("deletionTimestamp"))
 
-    def _lock(self, key: tuple[str, str, str]) -> threading.Lock:
-        with self._guard:
-            return self._locks.setdefault(key, threading.Lock())
+    def deleted(self, body: Mapping[str, Any]) -> None:
+        """Remember that this object is being deleted: a pass still running finishes first, and no later
+        one (a timer or child event holding an older body) writes anything for it."""
+        meta = body["metadata"]
+        uid = meta.get("uid", "")
+        with self._turn(body):
+            now = time.monotonic()
+            with self._guard:
+                self._deleted = {u: t for u, t in self._deleted.items() if now - t < TOMBSTONE_SECONDS}
+                self._deleted[uid] = now
+                self._desired.pop(uid, None)
+                self._locks.pop((body.get("kind", ""), meta.get("namespace", "default"), meta["name"]), None)
 
     # ------------------------------------------------------------ children
 
@@ -190,17 +205,16 @@ class Reconciler:
 
     def model(self, body: Mapping[str, Any]) -> Result:
         meta = body["metadata"]
-        ns, name = meta.get("namespace", "default"), meta["name"]
-        with self._lock(("ModelDeployment", ns, name)):
-            return self._model(body, ns, name)
+        with self._turn(body) as live:
+            return self._model(body, meta.get("namespace", "default"), meta["name"]) if live else NOTHING
 
     def _model(self, body: Mapping[str, Any], ns: str, name: str) -> Result:
-        settings, writes = self.deps.config.settings, list[str]()
+        settings, writes, now = self.deps.config.settings, list[str](), self.deps.clock()
         try:
             md: ModelDeployment = _parse(ModelDeployment, body)
         except ValidationError as exc:
             verdict = Verdict("Failed", [])
-            return self._result(body, verdict, {"endpoint": None}, writes,
+            return self._result(body, verdict, {"endpoint": None}, writes, now,
                                 failure=("InvalidSpec", _invalid(exc)))
         problems = dict(check_model(md, settings.license_policy))
         license_problem = next((m for f, m in problems.items() if f != "spec.resources"), None)
@@ -210,22 +224,33 @@ class Reconciler:
             inputs = (body["metadata"].get("generation"), md.spec.to_wire())
             [desired] = self._built(body, inputs, lambda: [get_model_rayservice(md, ns, settings)])
             live = self.apply(desired, writes)
-        health = rayservice_health(live)
+        health = self._deadline(body, now)(rayservice_health(live), None)
         verdict = model_verdict(health, license_problem, fit_problem)
         extra = {
             "endpoint": None if problems else serve_endpoint(name, ns, settings.cluster_domain),
             "readyReplicas": health.ready_replicas,
             "runtime": resolve_spec(md.spec).resolved_runtime,
         }
-        return self._result(body, verdict, extra, writes)
+        return self._result(body, verdict, extra, writes, now)
+
+    def _deadline(self, body: Mapping[str, Any], now: str) -> Callable[[Health, str | None], Health]:
+        """`overdue` for this object's children: a transition began no earlier than this object's
+        Progressing condition went True for this generation (now, if it is not True yet), nor than
+        the part condition named (e.g. AgentReady) went False."""
+        old = list((body.get("status") or {}).get("conditions") or [])
+        progressing = clock(old, "Progressing", "True", body["metadata"].get("generation")) or now
+        deadline = self.deps.config.progress_deadline
+
+        def check(health: Health, part: str | None) -> Health:
+            return overdue(health, now, deadline, progressing, clock(old, part, "False") if part else None)
+        return check
 
     # ------------------------------------------------------------ Pipeline
 
     def pipeline(self, body: Mapping[str, Any]) -> Result:
         meta = body["metadata"]
-        ns, name = meta.get("namespace", "default"), meta["name"]
-        with self._lock(("Pipeline", ns, name)):
-            return self._pipeline(body, ns, name)
+        with self._turn(body) as live:
+            return self._pipeline(body, meta.get("namespace", "default"), meta["name"]) if live else NOTHING
 
     def store_for(self, pipeline: Pipeline, ns: str) -> Any:
         qdrant = pipeline.spec.vector_store.qdrant
@@ -241,30 +266,27 @@ class Reconciler:
         if p.spec.retrieval.rerank:
             names.append(p.spec.retrieval.rerank.model_deployment)
         models: dict[str, ModelDeployment] = {}
-        waiting = []
+        bodies: dict[str, Obj] = {}
         for n in names:
             body = self.deps.kube.get("ModelDeployment", ns, n)
             if body is None:
                 continue
+            bodies[n] = body
             with contextlib.suppress(ValidationError):
                 models[n] = _parse(ModelDeployment, body)
-            if (body.get("status") or {}).get("phase") != "Ready":
-                waiting.append(n)
         problems = check_references(p, models)
         if problems:
             f, msg = problems[0]
-            return models, Health(False, True, False, "ModelMissing", f"{f}: {msg}")
-        if waiting:
-            return models, Health(False, True, False, "ModelsNotReady",
-                                  f"waiting for ModelDeployments: {', '.join(waiting)}")
-        return models, Health(True, False, False, "ModelsReady", "referenced ModelDeployments are Ready")
+            return models, Health(False, True, False, "ModelMissing", f"{f}: {msg}",
+                                  if_stuck=f"create the ModelDeployment, or correct {f}")
+        return models, models_health(bodies)
 
     def _pipeline(self, body: Mapping[str, Any], ns: str, name: str) -> Result:
-        settings, writes = self.deps.config.settings, list[str]()
+        settings, writes, now = self.deps.config.settings, list[str](), self.deps.clock()
         try:
             p: Pipeline = _parse(Pipeline, body)
         except ValidationError as exc:
-            return self._result(body, Verdict("Failed", []), {"endpoint": None}, writes,
+            return self._result(body, Verdict("Failed", []), {"endpoint": None}, writes, now,
                                 failure=("InvalidSpec", _invalid(exc)))
         models, models_health = self._models(p, ns)
         embedder = models.get(p.spec.embedder.model_deployment)
@@ -286,7 +308,9 @@ class Reconciler:
                                   f"collection {plan['collection']} exists") if points is not None else Health(
                 False, True, False, "WaitingForIngestion", "the first ingestion run creates the collection")
         except Exception as exc:  # the store is a remote service: report, retry on the next pass
-            store_health = Health(False, True, False, "StoreUnreachable", f"Qdrant: {exc}"[:300])
+            store_health = Health(False, True, False, "StoreUnreachable", f"Qdrant: {exc}"[:300], if_stuck=(
+                "check the Qdrant URL (spec.vectorStore.qdrant.url, else the chart's qdrant.url), its API key "
+                "Secret and NetworkPolicies between the operator and Qdrant"))
 
         last = dict((body.get("status") or {}).get("lastIngestion") or {})
         if models_health.reason == "ModelMissing":
@@ -294,15 +318,16 @@ class Reconciler:
         else:
             ingest_health, last = self._ingestion(p, ns, config_map, job, last, writes)
 
-        verdict = pipeline_verdict({"Models": models_health, "Agent": agent_health, "Store": store_health,
-                                    "Ingestion": ingest_health})
+        deadline = self._deadline(body, now)
+        parts = {"Models": models_health, "Agent": agent_health, "Store": store_health, "Ingestion": ingest_health}
+        verdict = pipeline_verdict({part: deadline(h, f"{part}Ready") for part, h in parts.items()})
         extra = {
             "endpoint": serve_endpoint(agent_rayservice_name(p), ns, settings.cluster_domain),
             "collection": collection_name(p),
             "points": points,
             "lastIngestion": last or None,
         }
-        return self._result(body, verdict, extra, writes)
+        return self._result(body, verdict, extra, writes, now)
 
     def _ingestion(self, p: Pipeline, ns: str, config_map: Obj, job: Obj, last: dict[str, Any],
                    writes: list[str]) -> tuple[Health, dict[str, Any]]:
@@ -330,10 +355,10 @@ class Reconciler:
         return health, record
 
     def pipeline_deleted(self, body: Mapping[str, Any]) -> Event:
-        """The finalizer's work: keep or drop the collection by spec.deletionPolicy."""
-        meta = body["metadata"]
-        ns = meta.get("namespace", "default")
-        self.forget(meta.get("uid", ""))
+        """The finalizer's work: keep or drop the collection by spec.deletionPolicy, after any pass still
+        running for this Pipeline (which might otherwise create the collection again)."""
+        self.deleted(body)
+        ns = body["metadata"].get("namespace", "default")
         try:
             p: Pipeline = _parse(Pipeline, body)
         except ValidationError:
@@ -348,14 +373,14 @@ class Reconciler:
     # ------------------------------------------------------------ status
 
     def _result(self, body: Mapping[str, Any], verdict: Verdict, extra: dict[str, Any], writes: list[str],
-                failure: tuple[str, str] | None = None) -> Result:
+                now: str, failure: tuple[str, str] | None = None) -> Result:
         old = body.get("status") or {}
         generation = body["metadata"].get("generation")
         conds = verdict.conditions
         if failure:
             conds = [Cond("Ready", False, failure[0], failure[1]), Cond("Progressing", False, failure[0]),
                      Cond("Degraded", False, failure[0])]
-        wire = conditions(conds, old.get("conditions") or [], generation, self.deps.clock())
+        wire = conditions(conds, old.get("conditions") or [], generation, now)
         status = {"observedGeneration": generation, "phase": verdict.phase, **extra, "conditions": wire}
         events: list[Event] = [("Normal", "Applied", w) for w in writes]
         if old.get("phase") != verdict.phase:

@@ -1,19 +1,32 @@
-"""What is really running, as our status (pure): a KubeRay RayService's status -> health; health and
-governance -> phase and conditions, with transition times kept while a condition does not change."""
+"""What is really running, as our status (pure): a child's status -> health; health and governance ->
+phase and conditions, with transition times kept while a condition does not change.
+
+Every state of a child that is not plainly serving the current generation is `progressing` or `degraded`,
+with the reason; a transition carries when it began (`since`, where the child says) and what to do
+should it never finish (`if_stuck`), and `overdue` turns one older than the progress deadline into
+`Degraded`. KubeRay's status shapes: ray-operator/apis/ray/v1/rayservice_types.go and
+controllers/ray/rayservice_controller.go (calculateConditions) in ray-project/kuberay."""
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
+
+import yaml
 
 APP_RUNNING = "RUNNING"
 APP_FAILED = ("DEPLOY_FAILED", "UNHEALTHY")
+PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
 
 
 @dataclass(frozen=True)
 class Health:
-    """A child's health: ready serves traffic; progressing is rolling out; degraded is failing."""
+    """A child's health: ready serves traffic (maybe an older generation); progressing is on its way to
+    the current generation; degraded is failing. `since` (RFC 3339) is when the transition began, where
+    the child reports it; `if_stuck` says what to do when it does not finish (empty: it cannot stall,
+    because it is progress itself or another object reports it)."""
 
     ready: bool
     progressing: bool
@@ -21,6 +34,8 @@ class Health:
     reason: str
     message: str
     ready_replicas: int = 0
+    since: str | None = None
+    if_stuck: str = ""
 
 
 @dataclass(frozen=True)
@@ -29,6 +44,7 @@ class Cond:
     ok: bool | None  # None: Unknown
     reason: str
     message: str = ""
+    per_generation: bool = False  # its clock restarts with each generation (one rollout per spec)
 
 
 @dataclass
@@ -37,44 +53,251 @@ class Verdict:
     conditions: list[Cond] = field(default_factory=list)
 
 
+# ---------------------------------------------------------------- KubeRay RayService
+
+
+def _conditions(status: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    return {c.get("type", ""): c for c in status.get("conditions") or []}
+
+
+def _is_true(conds: Mapping[str, Mapping[str, Any]], kind: str) -> bool:
+    return (conds.get(kind) or {}).get("status") == "True"
+
+
+def serve_app_names(rs: Mapping[str, Any]) -> list[str]:
+    """The Serve applications a RayService's serveConfigV2 declares."""
+    try:
+        config = yaml.safe_load((rs.get("spec") or {}).get("serveConfigV2") or "") or {}
+    except yaml.YAMLError:
+        return []
+    return [a["name"] for a in config.get("applications") or [] if isinstance(a, dict) and a.get("name")]
+
+
+def _app_failure(apps: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(Serve status, message) of the first failed application, with its failing deployment's message."""
+    for name, app in sorted(apps.items()):
+        if app.get("status") in APP_FAILED:
+            bad = [f"{d}: {s.get('message')}" for d, s in sorted((app.get("serveDeploymentStatuses") or {}).items())
+                   if s.get("status") == "UNHEALTHY" and s.get("message")]
+            why = "; ".join(filter(None, [app.get("message", ""), *bad[:1]]))
+            return app["status"], f"Serve application {name} is {app['status']}" + (f": {why}" if why else "")
+    return None
+
+
+def _cluster_failure(cluster: Mapping[str, Any]) -> str | None:
+    conds = _conditions(cluster)
+    if _is_true(conds, "ReplicaFailure"):
+        return f"pods cannot be created: {conds['ReplicaFailure'].get('message', '')}".strip()
+    if cluster.get("state") == "failed":
+        return f"the Ray cluster failed: {cluster.get('reason', '')}".strip()
+    return None
+
+
+def _head_not_ready(cluster: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    head = _conditions(cluster).get("HeadPodReady")
+    return head if head is not None and head.get("status") == "False" else None
+
+
 def rayservice_health(rs: Mapping[str, Any] | None) -> Health:
-    """Read a RayService: its Ready condition, its observedGeneration against its generation, and the
-    status of each Serve application in the active cluster."""
+    """Read a KubeRay RayService: its Ready, UpgradeInProgress and RollbackInProgress conditions, its
+    observedGeneration against its generation, the active and pending clusters' conditions (head pod,
+    replica failures) and the status of each Serve application it declares.
+
+    `ready` is KubeRay's Ready (serve endpoints exist) with our applications listed: the old cluster keeps
+    it during an upgrade, so `progressing` says whether the current spec is what serves."""
     if rs is None:
-        return Health(False, True, False, "RayServiceMissing", "the RayService does not exist (yet)")
+        return Health(False, True, False, "RayServiceMissing", "the RayService does not exist (yet)",
+                      if_stuck="the operator creates it: its log says why it cannot")
+    name = rs.get("metadata", {}).get("name", "")
     status = rs.get("status") or {}
+    conds = _conditions(status)
+    ready_cond = conds.get("Ready") or {}
     generation = rs.get("metadata", {}).get("generation")
     observed = status.get("observedGeneration")
     active = status.get("activeServiceStatus") or {}
+    pending = status.get("pendingServiceStatus") or {}
     apps: dict[str, Any] = active.get("applicationStatuses") or {}
     cluster = active.get("rayClusterStatus") or {}
     replicas = int(cluster.get("readyWorkerReplicas") or status.get("numServeEndpoints") or 0)
-    failed = {n: a for n, a in apps.items() if a.get("status") in APP_FAILED}
-    pending = sorted(n for n, a in apps.items() if a.get("status") != APP_RUNNING and n not in failed)
-    ready_cond = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), None)
-    # KubeRay before the Ready condition reported serviceStatus.
-    serving = (ready_cond.get("status") == "True" if ready_cond is not None
-               else status.get("serviceStatus") == "Running")
+    # KubeRay before 1.3 (no conditions) reported serviceStatus only.
+    serving = (ready_cond.get("status") == "True" if ready_cond else status.get("serviceStatus") == "Running")
     serving = serving and bool(apps)  # Ready with no application listed is not serving our model
-    stale = generation is not None and (observed is None or int(observed) < int(generation))
-    if failed:
-        name, app = sorted(failed.items())[0]
-        return Health(serving, False, True, "ApplicationFailed",
-                      f"Serve application {name} is {app.get('status')}: {app.get('message', '')}".strip(),
-                      replicas)
-    if stale:
-        return Health(serving, True, False, "Reconciling",
-                      f"KubeRay has not yet observed generation {generation} of the RayService", replicas)
-    if not apps:
-        return Health(False, True, False, "ClusterStarting", "waiting for the Ray cluster and Serve", replicas)
-    if pending:
-        return Health(serving, True, False, "ApplicationsDeploying",
-                      f"Serve applications deploying: {', '.join(pending)}", replicas)
+
+    def health(progressing: bool, degraded: bool, reason: str, message: str, since: str | None = None,
+               if_stuck: str = "") -> Health:
+        return Health(serving, progressing, degraded, reason, message, replicas, since, if_stuck)
+
+    # Terminal states KubeRay will not leave by itself.
+    if ready_cond.get("reason") == "ValidationFailed":
+        return health(False, True, "RayServiceInvalid", f"KubeRay rejected RayService {name}: "
+                      f"{ready_cond.get('message', '')}".strip())
+    if ready_cond.get("reason") == "InitializingTimeout":
+        return health(False, True, "InitializingTimeout",
+                      f"KubeRay gave up starting RayService {name}: {ready_cond.get('message', '')}; fix the cause, "
+                      "then delete the RayService and the operator creates it again")
+    if _is_true(conds, "Suspended") or _is_true(conds, "Suspending"):
+        return health(False, True, "Suspended", f"RayService {name} is suspended (spec.suspend): it serves nothing")
+    failure = _app_failure(apps)
+    if failure:
+        return health(False, True, "ApplicationUnhealthy" if failure[0] == "UNHEALTHY" else "ApplicationFailed",
+                      failure[1])
+    broken = _cluster_failure(cluster)
+    if broken:
+        return health(False, True, "ReplicaFailure", f"Ray cluster {active.get('rayClusterName', '')}: {broken}")
+
+    # An upgrade: a new (pending) Ray cluster for the changed spec, the old (active) one serving meanwhile.
+    # (The first cluster of a new RayService is pending too, with no active one: that is starting.)
+    pending_name = pending.get("rayClusterName")
+    cluster_name = active.get("rayClusterName", "")
+    if _is_true(conds, "UpgradeInProgress") or (pending_name and cluster_name):
+        upgrade = conds.get("UpgradeInProgress") or {}
+        where = f"the new Ray cluster {pending_name or '(not yet named)'}"
+        failure = _app_failure(pending.get("applicationStatuses") or {})
+        broken = _cluster_failure(pending.get("rayClusterStatus") or {})
+        if failure or broken:
+            return health(False, True, "UpgradeFailed", f"{where}: {failure[1] if failure else broken}; "
+                          "the old cluster keeps serving the previous spec", upgrade.get("lastTransitionTime"))
+        head = _head_not_ready(pending.get("rayClusterStatus") or {})
+        state = f"head pod not ready ({head.get('reason')})" if head else "Serve applications deploying"
+        return health(True, False, "UpgradeInProgress",
+                      f"{where} is starting for the changed spec ({state}); the old cluster serves meanwhile",
+                      upgrade.get("lastTransitionTime"),
+                      f"kubectl describe raycluster {pending_name or ''} and its pods (image pulls, quota, node "
+                      "capacity); fix or revert the change, and KubeRay replaces or drops the new cluster")
+    if _is_true(conds, "RollbackInProgress"):
+        rollback = conds["RollbackInProgress"]
+        return health(True, False, "RollbackInProgress", f"KubeRay is rolling back: {rollback.get('message', '')}",
+                      rollback.get("lastTransitionTime"), "kubectl describe rayservice " + name)
+    if generation is not None and (observed is None or int(observed) < int(generation)):
+        return health(True, False, "GenerationNotObserved",
+                      f"KubeRay has not yet observed generation {generation} of RayService {name} "
+                      f"(observed: {observed if observed is not None else 'none'})",
+                      if_stuck="is the KubeRay operator running? Its log says why it does not reconcile "
+                      "(kubectl get pods -A -l app.kubernetes.io/name=kuberay-operator)")
+
+    if not apps or ready_cond.get("reason") == "Initializing":
+        starting = cluster_name or pending_name or ""
+        head = _head_not_ready(cluster if cluster_name else pending.get("rayClusterStatus") or {})
+        doing = f"head pod not ready ({head.get('reason')})" if head else "waiting for Serve"
+        return health(True, False, "ClusterStarting", f"Ray cluster {starting or '(not yet named)'} is starting: "
+                      f"{doing}", ready_cond.get("lastTransitionTime"),
+                      f"kubectl get pods -l ray.io/cluster={starting or '<name>'} and describe the ones not Running "
+                      "(image pulls, quota, node capacity); the head pod's log says why Serve does not start")
+    head = _head_not_ready(cluster)
+    if head:
+        return health(True, False, "HeadPodNotReady",
+                      f"the head pod of Ray cluster {cluster_name} is not ready: {head.get('reason')} "
+                      f"{head.get('message', '')}".strip(), head.get("lastTransitionTime"),
+                      f"kubectl describe pod -l ray.io/cluster={cluster_name},ray.io/node-type=head")
+    unlisted = [n for n in serve_app_names(rs) if n not in apps]
+    deploying = sorted({*unlisted, *(n for n, a in apps.items() if a.get("status") != APP_RUNNING)})
+    if deploying:
+        return health(True, False, "ApplicationsDeploying", f"Serve applications deploying: {', '.join(deploying)}",
+                      if_stuck="`serve status` on the head pod and its log say why (weights still downloading, "
+                      "replicas that do not fit the workers)")
     if not serving:
-        reason = (ready_cond or {}).get("reason") or "NotReady"
-        return Health(False, True, False, reason, (ready_cond or {}).get("message", "RayService not ready"),
-                      replicas)
-    return Health(True, False, False, "Serving", "all Serve applications are RUNNING", replicas)
+        return health(True, False, ready_cond.get("reason") or "NotReady",
+                      ready_cond.get("message") or "RayService not ready", ready_cond.get("lastTransitionTime"),
+                      "no pod passes its Serve readiness probe: kubectl describe pods -l "
+                      f"ray.io/cluster={cluster_name}")
+    return health(False, False, "Serving", "all Serve applications are RUNNING")
+
+
+# ---------------------------------------------------------------- Kubernetes Job (ingestion)
+
+
+def job_health(job: Mapping[str, Any] | None) -> Health:
+    """Read an ingestion Job: finished, failed, retrying, running (a ready pod: progress that needs no
+    deadline) or starting (pods that are not ready since the Job began)."""
+    if job is None:
+        return Health(False, True, False, "IngestionPending", "the ingestion Job has not started",
+                      if_stuck="the operator creates it: its log says why it cannot")
+    status = job.get("status") or {}
+    conds = {c.get("type"): c for c in status.get("conditions") or [] if c.get("status") == "True"}
+    meta = job["metadata"]
+    name = meta["name"]
+    if "Complete" in conds or (status.get("succeeded") or 0) > 0:
+        return Health(True, False, False, "IngestionSucceeded", f"Job {name} succeeded", 1)
+    if "Failed" in conds:
+        return Health(False, False, True, "IngestionFailed",
+                      f"Job {name} failed: {conds['Failed'].get('message', '')}".strip())
+    failed = int(status.get("failed") or 0)
+    if failed:
+        return Health(False, True, False, "IngestionRetrying",
+                      f"Job {name}: {failed} failed attempt(s), retrying (kubectl logs job/{name})")
+    if int(status.get("ready") or 0) > 0 or ("ready" not in status and int(status.get("active") or 0) > 0):
+        return Health(False, True, False, "IngestionRunning", f"Job {name} is running")
+    return Health(False, True, False, "IngestionStarting", f"Job {name} has no running pod yet",
+                  since=status.get("startTime") or meta.get("creationTimestamp"),
+                  if_stuck=f"kubectl describe pods -l job-name={name} (image pulls, quota, volumes that do not mount)")
+
+
+# ---------------------------------------------------------------- ModelDeployments a Pipeline uses
+
+
+def models_health(models: Mapping[str, Mapping[str, Any]]) -> Health:
+    """A Pipeline's view of the ModelDeployments it uses (name -> object): ready when each one's Ready
+    condition is True (also while it rolls out a change), degraded when one is Failed or Degraded.
+    Waiting for one never stalls here: the ModelDeployment's own deadline reports it."""
+    failing, waiting = [], []
+    for name, obj in models.items():
+        status = obj.get("status") or {}
+        conds = _conditions(status)
+        phase = status.get("phase")
+        if phase in ("Failed", "Degraded"):
+            why = conds.get("Degraded" if phase == "Degraded" else "Ready") or {}
+            failing.append(f"ModelDeployment {name} is {phase}: {why.get('message') or why.get('reason', '')}")
+        if not _is_true(conds, "Ready"):
+            waiting.append(name)
+    if failing:
+        return Health(not waiting, False, True, "ModelDegraded", "; ".join(failing))
+    if waiting:
+        return Health(False, True, False, "ModelsNotReady", f"waiting for ModelDeployments: {', '.join(waiting)}")
+    return Health(True, False, False, "ModelsReady", "referenced ModelDeployments are Ready")
+
+
+# ---------------------------------------------------------------- deadlines
+
+
+def _time(value: str) -> datetime.datetime:
+    return datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def overdue(health: Health, now: str, deadline: float, *started: str | None) -> Health:
+    """`health`, or Degraded (reason ProgressDeadlineExceeded, with what to do) when it is a transition
+    that can stall and began more than `deadline` seconds before `now`. It began at the latest of its own
+    `since` and `started` (what the caller knows, e.g. when its Progressing condition went True for this
+    generation): each is a lower bound. Progressing stays True, so its clock keeps running."""
+    starts = [s for s in (health.since, *started) if s]
+    if deadline <= 0 or not health.progressing or health.degraded or not health.if_stuck or not starts:
+        return health
+    began = max(starts, key=_time)
+    late = (_time(now) - _time(began)).total_seconds()
+    if late <= deadline:
+        return health
+    return replace(health, degraded=True, reason=PROGRESS_DEADLINE_EXCEEDED,
+                   message=f"{health.reason} since {began} (more than {_duration(deadline)}): {health.message}. "
+                           f"What to do: {health.if_stuck}")
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return "".join(f"{v}{u}" for v, u in ((hours, "h"), (minutes, "m"), (secs, "s")) if v) or "0s"
+
+
+def clock(old: Iterable[Mapping[str, Any]], kind: str, status: str, generation: int | None = None) -> str | None:
+    """When condition `kind` entered `status` (its lastTransitionTime), or None when it is not in that
+    status now, or (with `generation`) was written for another generation."""
+    for c in old:
+        if c.get("type") == kind and c.get("status") == status:
+            if generation is not None and c.get("observedGeneration") != generation:
+                return None
+            return c.get("lastTransitionTime")
+    return None
+
+
+# ---------------------------------------------------------------- verdicts
 
 
 def model_verdict(health: Health, license_problem: str | None, fit_problem: str | None) -> Verdict:
@@ -105,24 +328,24 @@ def _health_conditions(health: Health) -> list[Cond]:
     return [
         Cond("Ready", health.ready, health.reason if not health.ready else "Serving", health.message),
         Cond("Progressing", health.progressing, health.reason if health.progressing else "Stable",
-             health.message if health.progressing else ""),
+             health.message if health.progressing else "", per_generation=True),
         Cond("Degraded", health.degraded, health.reason if health.degraded else "Healthy",
              health.message if health.degraded else ""),
     ]
 
 
 def pipeline_verdict(parts: Mapping[str, Health]) -> Verdict:
-    """A Pipeline is Ready only when each part (models, agent, store, ingestion) is: one condition per
-    part (e.g. ModelsReady) plus Ready/Progressing/Degraded over all of them."""
+    """A Pipeline is Ready when each part (models, agent, store, ingestion) serves, Progressing while any
+    part is on its way, Degraded when any part fails: one condition per part (e.g. ModelsReady) plus
+    Ready/Progressing/Degraded over all of them, with the first failing (else moving) part's reason."""
     conds = [Cond(f"{name}Ready", h.ready, h.reason, h.message) for name, h in parts.items()]
-    degraded = [h for h in parts.values() if h.degraded]
-    waiting = [h for h in parts.values() if not h.ready]
-    if degraded:
-        overall = Health(False, False, True, degraded[0].reason, degraded[0].message)
-    elif waiting:
-        overall = Health(False, True, False, waiting[0].reason, waiting[0].message)
-    else:
-        overall = Health(True, False, False, "AllReady", "models, agent, store and ingestion are ready")
+    healths = list(parts.values())
+    ready = all(h.ready for h in healths)
+    first = next((h for h in healths if h.degraded), None) or next(
+        (h for h in healths if h.progressing or not h.ready), None)
+    overall = Health(ready, any(h.progressing for h in healths), first is not None and first.degraded,
+                     first.reason if first else "AllReady",
+                     first.message if first else "models, agent, store and ingestion are ready")
     return Verdict(_phase(overall), [*_health_conditions(overall), *conds])
 
 
@@ -132,13 +355,13 @@ def _status_word(ok: bool | None) -> str:
 
 def conditions(new: Iterable[Cond], old: Iterable[Mapping[str, Any]], generation: int | None,
                now: str) -> list[dict[str, Any]]:
-    """Wire conditions; lastTransitionTime moves only when a condition's status changes."""
-    before = {c.get("type"): c for c in old}
+    """Wire conditions; lastTransitionTime moves only when a condition's status changes (or, for a
+    per-generation one such as Progressing, when a new generation starts a new rollout)."""
+    old = list(old)
     out = []
     for c in new:
         status = _status_word(c.ok)
-        prev = before.get(c.type)
-        since = prev.get("lastTransitionTime") if prev and prev.get("status") == status else None
+        since = clock(old, c.type, status, generation if c.per_generation and c.ok else None)
         out.append({"type": c.type, "status": status, "reason": c.reason, "message": c.message,
                     "lastTransitionTime": since or now, "observedGeneration": generation})
     return out

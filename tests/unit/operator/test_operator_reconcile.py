@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import copy
 import itertools
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -71,9 +74,24 @@ def store() -> QdrantCollections:
     return QdrantCollections(QdrantClient(":memory:"))
 
 
+class Clock:
+    """A settable wall clock (RFC 3339, as the operator writes times)."""
+
+    def __init__(self, now: str = "2026-11-29T10:00:00Z") -> None:
+        self.now = now
+
+    def __call__(self) -> str:
+        return self.now
+
+
 @pytest.fixture()
-def rec(kube: FakeKube, store: QdrantCollections) -> Reconciler:
-    return Reconciler(Deps(kube, lambda url, key: store, OperatorConfig(settings=Settings()), clock=lambda: "t"))
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture()
+def rec(kube: FakeKube, store: QdrantCollections, clock: Clock) -> Reconciler:
+    return Reconciler(Deps(kube, lambda url, key: store, OperatorConfig(settings=Settings()), clock=clock))
 
 
 def add(kube: FakeKube, kind: str, name: str, spec: dict[str, Any], phase: str | None = None) -> dict[str, Any]:
@@ -81,8 +99,9 @@ def add(kube: FakeKube, kind: str, name: str, spec: dict[str, Any], phase: str |
             "spec": spec}
     obj = kube.create(kind, "ns", body)
     if phase:
-        kube.objects[(kind, "ns", name)]["status"] = {"phase": phase}
-        obj["status"] = {"phase": phase}
+        status = {"phase": phase, "conditions": [{"type": "Ready", "status": str(phase == "Ready")}]}
+        kube.objects[(kind, "ns", name)]["status"] = status
+        obj["status"] = copy.deepcopy(status)
     return obj
 
 
@@ -185,3 +204,92 @@ def test_collection_layout_matches_the_data_plane_store() -> None:
     a, b = ours.get_collection("c").config.params, theirs.get_collection("c").config.params
     assert a.vectors == b.vectors
     assert a.sparse_vectors == b.sparse_vectors
+
+
+STALLED_UPGRADE = {  # KubeRay's status while a new Ray cluster for generation 2 never becomes ready
+    "observedGeneration": 2, "numServeEndpoints": 1, "serviceStatus": "Running",
+    "conditions": [
+        {"type": "Ready", "status": "True", "reason": "NonZeroServeEndpoints",
+         "lastTransitionTime": "2026-11-29T09:00:00Z"},
+        {"type": "UpgradeInProgress", "status": "True", "reason": "BothActivePendingClustersExist",
+         "lastTransitionTime": "2026-11-29T10:00:00Z"}],
+    "activeServiceStatus": {"rayClusterName": "minilm-a", "applicationStatuses": {"minilm": {"status": "RUNNING"}}},
+    "pendingServiceStatus": {"rayClusterName": "minilm-b", "rayClusterStatus": {"conditions": [
+        {"type": "HeadPodReady", "status": "False", "reason": "ContainersNotReady", "message": "",
+         "lastTransitionTime": "2026-11-29T10:00:01Z"}]}},
+}
+
+
+def _conds(result_status: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["type"]: c for c in result_status["conditions"]}
+
+
+def test_a_stalled_upgrade_is_progressing_not_ready_and_then_degraded_with_what_to_do(
+        rec: Reconciler, kube: FakeKube, clock: Clock) -> None:
+    md = add(kube, "ModelDeployment", "minilm", EMBED)
+    md["metadata"]["generation"] = 2
+    rec.model(md)
+    kube.objects[("RayService", "ns", "minilm")] |= {"status": STALLED_UPGRADE}
+    kube.objects[("RayService", "ns", "minilm")]["metadata"]["generation"] = 2
+    clock.now = "2026-11-29T10:00:30Z"
+    first = rec.model(md)
+    conds = _conds(first.status)
+    assert first.status["phase"] == "Progressing"  # not "Ready" with Progressing=False "Stable"
+    assert (conds["Progressing"]["status"], conds["Progressing"]["reason"]) == ("True", "UpgradeInProgress")
+    assert conds["Progressing"]["lastTransitionTime"] == "2026-11-29T10:00:30Z"
+    assert conds["Ready"]["status"] == "True"  # the old cluster still serves
+    md["status"] = first.status
+
+    clock.now = "2026-11-29T10:31:00Z"  # past the 30-minute deadline, counted from the upgrade's start
+    late = rec.model(md)
+    conds = _conds(late.status)
+    assert late.status["phase"] == "Degraded"
+    assert (conds["Degraded"]["status"], conds["Degraded"]["reason"]) == ("True", "ProgressDeadlineExceeded")
+    assert "kubectl describe raycluster minilm-b" in conds["Degraded"]["message"]
+    assert conds["Progressing"]["lastTransitionTime"] == "2026-11-29T10:00:30Z"  # the clock keeps running
+    assert ("Warning", "Degraded") in [(k, r) for k, r, _ in late.events]
+    md["status"] = late.status
+
+    md["metadata"]["generation"] = 3  # a fix: a new rollout, with a new deadline
+    kube.objects[("RayService", "ns", "minilm")]["metadata"]["generation"] = 3
+    fixed = rec.model(md)
+    assert fixed.status["phase"] == "Progressing"
+    assert _conds(fixed.status)["Progressing"]["lastTransitionTime"] == "2026-11-29T10:31:00Z"
+
+
+class SlowStore(QdrantCollections):
+    """An in-memory Qdrant whose `ensure` waits until told to go on (a reconcile caught mid-pass)."""
+
+    def __init__(self) -> None:
+        super().__init__(QdrantClient(":memory:"))
+        self.entered, self.go = threading.Event(), threading.Event()
+
+    def ensure(self, plan: dict[str, Any]) -> bool:
+        self.entered.set()
+        assert self.go.wait(10)
+        return super().ensure(plan)
+
+
+def test_deleting_a_pipeline_mid_reconcile_drops_the_collection_for_good(kube: FakeKube) -> None:
+    store = SlowStore()
+    rec = Reconciler(Deps(kube, lambda url, key: store, OperatorConfig(settings=Settings())))
+    add(kube, "ModelDeployment", "minilm", EMBED)
+    pipe = add(kube, "Pipeline", "handbook", {**PIPE, "deletionPolicy": "Delete"})
+    with ThreadPoolExecutor(2) as pool:
+        timer = pool.submit(rec.pipeline, copy.deepcopy(pipe))  # a timer pass, about to create the collection
+        assert store.entered.wait(10)
+        deleting = pool.submit(rec.pipeline_deleted, pipe)
+        time.sleep(0.2)
+        assert not deleting.done()  # the deletion waits for the pass in flight...
+        store.go.set()
+        timer.result(10)
+        assert deleting.result(10)[1] == "CollectionDropped"  # ...then drops what it created
+    assert not store.exists("handbook")
+    kube.writes.clear()
+    stale = rec.pipeline(copy.deepcopy(pipe))  # a later pass holding the old body (a child's event)
+    assert stale.status == {} and kube.writes == []
+    assert not store.exists("handbook")
+    terminating = copy.deepcopy(pipe)
+    terminating["metadata"]["uid"] = "another-uid"
+    terminating["metadata"]["deletionTimestamp"] = "2026-11-29T10:00:00Z"
+    assert rec.pipeline(terminating).status == {} and kube.writes == []

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import pytest
+import yaml
 from raylight.operator.status import (
+    PROGRESS_DEADLINE_EXCEEDED,
     Health,
     conditions,
+    job_health,
     model_verdict,
+    models_health,
+    overdue,
     pipeline_verdict,
     rayservice_health,
 )
+
+RECORDED = yaml.safe_load((Path(__file__).parent / "data" / "kuberay_rayservice_statuses.yaml").read_text())
 
 
 def rayservice(generation: int = 1, observed: int | None = 1, ready: str | None = "True",
@@ -37,7 +46,7 @@ def test_ready_condition_and_running_apps_are_ready_with_replicas() -> None:
 
 def test_a_generation_kuberay_has_not_observed_is_progressing_even_when_ready() -> None:
     h = rayservice_health(rayservice(generation=3, observed=2, apps={"a": "RUNNING"}))
-    assert h.ready and h.progressing and h.reason == "Reconciling"
+    assert h.ready and h.progressing and h.reason == "GenerationNotObserved"
 
 
 def test_deploying_app_is_progressing_and_failed_app_is_degraded() -> None:
@@ -81,12 +90,123 @@ def test_pipeline_is_ready_only_when_every_part_is() -> None:
     assert pipeline_verdict({**parts, "Ingestion": broken, "Models": waiting}).phase == "Degraded"
 
 
-def test_transition_time_moves_only_when_the_status_changes() -> None:
+def test_transition_time_moves_only_when_the_status_changes_or_a_new_rollout_starts() -> None:
     v = model_verdict(Health(False, True, False, "Starting", ""), None, None)
     first = conditions(v.conditions, [], 1, "t1")
-    same = conditions(v.conditions, first, 2, "t2")
-    assert [c["lastTransitionTime"] for c in same] == ["t1"] * len(same)
-    assert all(c["observedGeneration"] == 2 for c in same)
+    again = conditions(v.conditions, first, 1, "t2")
+    assert [c["lastTransitionTime"] for c in again] == ["t1"] * len(again)
+    same = {c["type"]: c for c in conditions(v.conditions, first, 2, "t2")}
+    assert all(c["observedGeneration"] == 2 for c in same.values())
+    # Progressing's clock restarts with a new generation (a new rollout); the others keep theirs.
+    assert same["Progressing"]["lastTransitionTime"] == "t2"
+    assert {t: c["lastTransitionTime"] for t, c in same.items() if t != "Progressing"} == dict.fromkeys(
+        ["Ready", "Degraded", "LicenseApproved", "Fits"], "t1")
     ready = model_verdict(Health(True, False, False, "Serving", ""), None, None)
     moved = {c["type"]: c["lastTransitionTime"] for c in conditions(ready.conditions, first, 2, "t3")}
     assert moved["Ready"] == "t3" and moved["Progressing"] == "t3" and moved["LicenseApproved"] == "t1"
+
+
+def _recorded(case: dict[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": "ray.io/v1", "kind": "RayService",
+            "metadata": {"name": "minilm", "generation": case["generation"]},
+            "spec": {"serveConfigV2": "applications:\n- name: minilm\n  import_path: x:y\n"},
+            "status": case["status"]}
+
+
+@pytest.mark.parametrize("case", RECORDED, ids=[c["name"] for c in RECORDED])
+def test_each_recorded_kuberay_status_reads_as_what_it_means(case: dict[str, Any]) -> None:
+    h = rayservice_health(_recorded(case))
+    assert [h.ready, h.progressing, h.degraded, h.reason] == case["expect"], h.message
+    assert h.message
+    if "since" in case:
+        assert h.since == case["since"]
+    if h.progressing:  # every transition says what to do should it stall
+        assert h.if_stuck
+    if h.ready and not h.progressing and not h.degraded:
+        assert h.reason == "Serving"
+
+
+def test_recorded_statuses_are_valid_kuberay_statuses(rayservice_schema: dict[str, Any]) -> None:
+    import jsonschema
+    from conftest import unknown_fields
+
+    schema = rayservice_schema["properties"]["status"]
+    for case in RECORDED:
+        jsonschema.validate(case["status"], schema)
+        assert not unknown_fields(case["status"], schema), case["name"]
+
+
+def test_a_stalled_upgrade_is_progressing_then_degraded_with_what_to_do() -> None:
+    stalled = next(c for c in RECORDED if c["expect"][3] == "UpgradeInProgress")
+    h = rayservice_health(_recorded(stalled))
+    v = model_verdict(h, None, None)
+    by_type = {c.type: c for c in v.conditions}
+    assert v.phase == "Progressing"
+    assert by_type["Progressing"].ok and by_type["Progressing"].reason == "UpgradeInProgress"
+    assert by_type["Ready"].ok  # the old cluster serves meanwhile
+
+    assert overdue(h, "2026-11-29T10:29:59Z", 1800, "2026-11-29T09:00:00Z") == h
+    late = overdue(h, "2026-11-29T10:30:01Z", 1800, "2026-11-29T09:00:00Z")
+    assert (late.ready, late.progressing, late.degraded, late.reason) == (True, True, True, PROGRESS_DEADLINE_EXCEEDED)
+    assert "UpgradeInProgress since 2026-11-29T10:00:00Z (more than 30m)" in late.message
+    assert "kubectl describe raycluster minilm-q4m8z" in late.message
+    v = model_verdict(late, None, None)
+    by_type = {c.type: c for c in v.conditions}
+    assert v.phase == "Degraded" and by_type["Progressing"].ok and by_type["Degraded"].ok
+
+
+def test_a_deadline_counts_from_the_latest_known_start() -> None:
+    h = Health(False, True, False, "ClusterStarting", "starting", since="2026-11-29T09:00:00Z", if_stuck="look")
+    # A new generation restarted the caller's clock at 10:00: the old since does not make it overdue.
+    assert not overdue(h, "2026-11-29T10:10:00Z", 1800, "2026-11-29T10:00:00Z").degraded
+    assert overdue(h, "2026-11-29T10:31:00Z", 1800, "2026-11-29T10:00:00Z").degraded
+    assert not overdue(h, "2026-11-29T12:00:00Z", 0, "2026-11-29T10:00:00Z").degraded  # 0: no deadline
+    progress = Health(False, True, False, "IngestionRunning", "Job x is running")  # progress itself never stalls
+    assert overdue(progress, "2026-11-30T10:00:00Z", 60, "2026-11-29T10:00:00Z") == progress
+
+
+def _job(**status: Any) -> dict[str, Any]:
+    return {"metadata": {"name": "docs-ingest-1", "creationTimestamp": "2026-11-29T10:00:00Z"}, "status": status}
+
+
+@pytest.mark.parametrize(("status", "expect"), [
+    ({}, (False, True, False, "IngestionStarting")),
+    ({"active": 1, "ready": 0, "startTime": "2026-11-29T10:00:05Z"}, (False, True, False, "IngestionStarting")),
+    ({"active": 1, "ready": 1, "startTime": "2026-11-29T10:00:05Z"}, (False, True, False, "IngestionRunning")),
+    ({"active": 1, "failed": 1}, (False, True, False, "IngestionRetrying")),
+    ({"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]},
+     (True, False, False, "IngestionSucceeded")),
+    ({"failed": 4, "conditions": [{"type": "Failed", "status": "True", "message": "BackoffLimitExceeded"}]},
+     (False, False, True, "IngestionFailed")),
+])
+def test_each_ingestion_job_state_reads_as_what_it_means(status: dict[str, Any], expect: tuple[Any, ...]) -> None:
+    h = job_health(_job(**status))
+    assert (h.ready, h.progressing, h.degraded, h.reason) == expect
+    if h.reason == "IngestionStarting":  # pods that never start stall: counted from the Job's start
+        assert h.since == status.get("startTime", "2026-11-29T10:00:00Z") and "describe pods" in h.if_stuck
+    if h.reason == "IngestionRunning":
+        assert not h.if_stuck
+
+
+def _md(phase: str, ready: str, **degraded: str) -> dict[str, Any]:
+    conds = [{"type": "Ready", "status": ready, "reason": "R", "message": "m"}]
+    if degraded:
+        conds.append({"type": "Degraded", "status": "True", **degraded})
+    return {"status": {"phase": phase, "conditions": conds}}
+
+
+def test_a_pipeline_sees_its_models_serving_while_they_roll_out_and_failing_when_they_fail() -> None:
+    assert models_health({"a": _md("Ready", "True")}).ready
+    upgrading = models_health({"a": _md("Progressing", "True")})
+    assert upgrading.ready and not upgrading.progressing
+    assert models_health({"a": _md("Progressing", "False")}).reason == "ModelsNotReady"
+    broken = models_health({"a": _md("Ready", "True"), "b": _md("Degraded", "True", reason="X", message="stuck")})
+    assert broken.degraded and "ModelDeployment b is Degraded: stuck" in broken.message
+
+
+def test_a_pipeline_part_rolling_out_keeps_the_pipeline_progressing_though_every_part_serves() -> None:
+    ready = Health(True, False, False, "Ok", "")
+    upgrading = Health(True, True, False, "UpgradeInProgress", "new cluster starting")
+    v = pipeline_verdict({"Models": ready, "Agent": upgrading, "Store": ready, "Ingestion": ready})
+    by_type = {c.type: c for c in v.conditions}
+    assert v.phase == "Progressing" and by_type["Ready"].ok and by_type["Progressing"].reason == "UpgradeInProgress"
