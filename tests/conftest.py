@@ -67,3 +67,19 @@ def validate_rayservice(rayservice_schema: dict[str, Any]) -> Callable[[dict[str
         assert len(obj["metadata"]["name"]) <= 47, "KubeRay needs RayService names of at most 47 characters"
 
     return check
+
+
+@pytest.fixture(scope="session")
+def validate_rayservice_status(rayservice_schema: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
+    """Assert a RayService status has a shape KubeRay writes: schema-valid, nothing the API server would prune."""
+    import jsonschema
+
+    schema = rayservice_schema["properties"]["status"]
+    validator = jsonschema.Draft7Validator(schema)
+
+    def check(status: dict[str, Any]) -> None:
+        errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(status)]
+        assert not errors, "RayService status invalid against the KubeRay CRD:\n" + "\n".join(errors)
+        assert not unknown_fields(status, schema), "fields the API server would prune"
+
+    return check

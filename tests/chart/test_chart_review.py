@@ -23,7 +23,8 @@ from raylight.cli import build_parser
 from raylight.operator import admission
 from raylight.operator import config as operator_config
 from raylight.operator.config import OperatorConfig
-from raylight.operator.rbac import required_rules
+from raylight.operator.rbac import required_rules, uninstall_rules
+from raylight.operator.uninstall import build_parser as uninstall_parser
 from raylight.settings import Settings
 
 FULLNAME = f"{RELEASE}-raylight"
@@ -36,6 +37,15 @@ Objects = list[dict[str, Any]]
 
 def of_kind(objects: Objects, kind: str) -> Objects:
     return [o for o in objects if o["kind"] == kind]
+
+
+def is_hook(obj: dict[str, Any]) -> bool:
+    return "helm.sh/hook" in (obj["metadata"].get("annotations") or {})
+
+
+def release(objects: Objects) -> Objects:
+    """What the release runs (the operator and its RBAC), without Helm hooks."""
+    return [o for o in objects if not is_hook(o)]
 
 
 def one(objects: Objects, kind: str) -> dict[str, Any]:
@@ -75,14 +85,16 @@ def objects(request: pytest.FixtureRequest, render: Render) -> Objects:
 def test_no_rbac_rule_has_a_wildcard_or_lists_secrets(objects: Objects) -> None:
     for role in (o for o in objects if o["kind"] in RBAC_KINDS):
         for rule in role["rules"]:
-            assert "nonResourceURLs" not in rule and "resourceNames" not in rule
+            assert "nonResourceURLs" not in rule
+            # Only the uninstall hook names objects: the operator's Deployment and the webhook configuration.
+            assert "resourceNames" not in rule or (is_hook(role) and rule["resourceNames"] == [FULLNAME])
             for field in ("apiGroups", "resources", "verbs"):
                 assert not any("*" in item for item in rule[field]), (role["metadata"]["name"], rule)
-            if "secrets" in rule["resources"]:
-                assert rule["verbs"] == ["get"], "secrets are read one by one, never listed or watched"
+            assert "secrets" not in rule["resources"] or rule["verbs"] == ["get"], "never listed or watched"
     for binding in (o for o in objects if o["kind"] in {"ClusterRoleBinding", "RoleBinding"}):
         assert binding["roleRef"]["name"].startswith(FULLNAME), "binds a role the chart did not create"
-        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": FULLNAME, "namespace": NAMESPACE}]
+        account = f"{FULLNAME}-uninstall" if is_hook(binding) else FULLNAME
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account, "namespace": NAMESPACE}]
 
 
 @pytest.mark.parametrize("name", ["defaults", "namespaced", "peering-cluster-wide", "peering-namespaced"])
@@ -99,14 +111,14 @@ def test_rbac_grants_exactly_what_the_operator_declares(render: Render, name: st
         and r != ("kopfpeerings" if cluster_wide else "clusterkopfpeerings")
         and not (cluster_wide and r == "namespaces")
     }
-    objects = render(values)
+    objects = release(render(values))
     granted = triples([rule for o in objects if o["kind"] in RBAC_KINDS for rule in o["rules"]])
     assert granted == expected, f"missing: {sorted(expected - granted)}; extra: {sorted(granted - expected)}"
 
 
 def test_namespaced_mode_grants_nothing_outside_the_watched_namespaces(render: Render) -> None:
     values = combo("namespaced")
-    objects = render(values)
+    objects = release(render(values))
     roles = of_kind(objects, "Role")
     assert sorted(r["metadata"]["namespace"] for r in roles) == sorted(values["watchNamespaces"])
     bindings = of_kind(objects, "RoleBinding")
@@ -443,3 +455,45 @@ def test_self_signed_certificate_is_reused_on_upgrade(helm: str, tmp_path: Path,
         assert data == existing
     else:
         assert data["ca.crt"] != existing["ca.crt"] and b"BEGIN CERTIFICATE" in base64.b64decode(data["ca.crt"])
+
+
+# ---------------------------------------------------------------- uninstall hook
+
+
+@pytest.mark.parametrize("policy", ["Orphan", "Delete"])
+@pytest.mark.parametrize("name", ["defaults", "namespaced", "webhook-off"])
+def test_uninstall_hook_grants_exactly_what_it_declares_where_it_releases(
+        render: Render, name: str, policy: str) -> None:
+    values = {**combo(name), "uninstall": {"enabled": True, "objects": policy, "timeoutSeconds": 120}}
+    hooks = [o for o in render(values) if is_hook(o)]
+    granted = triples([rule for o in hooks if o["kind"] in RBAC_KINDS for rule in o["rules"]])
+    webhook = values.get("webhook", {}).get("enabled", True)
+    assert granted == set(uninstall_rules(policy, webhook)), sorted(granted)
+    watched = values.get("watchNamespaces")
+    cr_roles = [o for o in hooks if o["kind"] in RBAC_KINDS and "raylight.io" in o["rules"][0]["apiGroups"]]
+    if watched:  # objects are released only where the operator watches
+        assert sorted(r["metadata"]["namespace"] for r in cr_roles) == sorted(watched)
+    else:
+        assert [r["kind"] for r in cr_roles] == ["ClusterRole"]
+
+    job = one(hooks, "Job")
+    weights = {o["kind"]: int(o["metadata"]["annotations"]["helm.sh/hook-weight"]) for o in hooks}
+    assert all(w < weights["Job"] for k, w in weights.items() if k != "Job"), "RBAC exists before the Job runs"
+    assert {o["metadata"]["annotations"]["helm.sh/hook"] for o in hooks} == {"pre-delete"}
+    pod = job["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == f"{FULLNAME}-uninstall"
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    c = pod["containers"][0]
+    assert c["securityContext"]["allowPrivilegeEscalation"] is False
+    assert c["command"] == ["python", "-m", "raylight.operator.uninstall"]
+    args = uninstall_parser().parse_args(c["args"])  # exits (fails the test) on an unknown flag
+    assert (args.policy, args.release_namespace, args.deployment) == (policy, NAMESPACE, FULLNAME)
+    assert args.deployment == one(release(render(values)), "Deployment")["metadata"]["name"]
+    assert args.webhook == (FULLNAME if webhook else None)
+    assert sorted(args.namespaces) == sorted(watched or [])
+    assert job["spec"]["activeDeadlineSeconds"] > args.timeout == 120
+
+
+def test_uninstall_hook_can_be_turned_off(render: Render) -> None:
+    assert not [o for o in render({"uninstall": {"enabled": False, "objects": "Orphan", "timeoutSeconds": 240}})
+                if is_hook(o)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -300,3 +301,178 @@ async def test_admission_rejects_an_invalid_manifest_with_the_field_message(
         answer = await review(typo, f"http://127.0.0.1:{port}/validate-pipelines", "pipelines")
         assert answer["allowed"] is False
         assert answer["status"]["message"] == "spec.retrival: unknown field"
+
+
+STALLED_UPGRADE = {  # KubeRay's status while the new Ray cluster for the changed spec never becomes ready
+    "numServeEndpoints": 1, "serviceStatus": "Running",
+    "conditions": [
+        {"type": "Ready", "status": "True", "reason": "NonZeroServeEndpoints", "message": "",
+         "lastTransitionTime": "2026-01-01T00:00:00Z"},
+        {"type": "UpgradeInProgress", "status": "True", "reason": "BothActivePendingClustersExist", "message": "",
+         "lastTransitionTime": "2026-01-01T00:00:00Z"}],
+    "pendingServiceStatus": {"rayClusterName": "minilm-new", "rayClusterStatus": {"conditions": [
+        {"type": "HeadPodReady", "status": "False", "reason": "ContainersNotReady", "message": "",
+         "lastTransitionTime": "2026-01-01T00:00:00Z"}]}},
+}
+
+
+async def test_a_stalled_upgrade_is_progressing_then_degraded_never_ready_and_stable(
+        api: Emulator, kube: Kube, start_operator: Callable[..., Any]) -> None:
+    async with start_operator(operator_config(progress_deadline=3)):
+        await kube.create(md(EMBEDDER))
+        await eventually(lambda: kube.get("RayService", "minilm"))
+        await mark_rayservice_ready(kube, "minilm")
+        await eventually(lambda: phase_is(kube, "ModelDeployment", "minilm", "Ready"))
+
+        # Generation 2 changes the Ray cluster: KubeRay starts a new one, which never becomes ready.
+        await kube.patch("ModelDeployment", "minilm", {"spec": {"resources": {"cpus": 2}}})
+        await eventually(lambda: api.count("UPDATE", "rayservices") == 2)
+        rs = await kube.get("RayService", "minilm")
+        await kube.patch("RayService", "minilm", {"status": {
+            **STALLED_UPGRADE, "observedGeneration": rs["metadata"]["generation"]}})
+        obj = await eventually(lambda: _progressing(kube, "minilm", "UpgradeInProgress"))
+        assert obj["status"]["phase"] == "Progressing"  # not Ready with Progressing=False "Stable"
+        assert condition(obj, "Ready")["status"] == "True"  # the old cluster serves meanwhile
+        obj = await eventually(lambda: phase_is(kube, "ModelDeployment", "minilm", "Degraded"), timeout=15)
+        assert condition(obj, "Degraded")["reason"] == "ProgressDeadlineExceeded"
+        assert "kubectl describe raycluster minilm-new" in condition(obj, "Degraded")["message"]
+        writes = api.count("UPDATE", "modeldeployments")
+        await asyncio.sleep(1.0)  # several timer passes: a stuck state is written once, not every pass
+        assert api.count("UPDATE", "modeldeployments") == writes
+
+
+async def _progressing(kube: Kube, name: str, reason: str) -> dict[str, Any] | None:
+    obj = await kube.get("ModelDeployment", name)
+    return obj if condition(obj, "Progressing").get("reason") == reason else None
+
+
+async def test_deleting_a_pipeline_during_a_slow_reconcile_leaves_no_collection(
+        api: Emulator, kube: Kube, start_operator: Callable[..., Any], stores: Stores) -> None:
+    store = stores.store
+    entered, go, armed = threading.Event(), threading.Event(), threading.Event()
+    ensure = store.ensure
+
+    def slow_ensure(plan: dict[str, Any]) -> bool:
+        if armed.is_set():  # this pass is caught mid-reconcile, about to create the collection
+            armed.clear()
+            entered.set()
+            go.wait(15)
+        return ensure(plan)
+
+    store.ensure = slow_ensure  # type: ignore[method-assign]
+    # No timer passes during the test: the pass in flight is a child's event, which Kopf does not hold
+    # the deletion for (it waits for its own timers only).
+    async with start_operator(operator_config(status_interval=60)):
+        await kube.create(md(EMBEDDER))
+        await kube.create(pipeline("Delete"))
+        await eventually(lambda: store.exists("handbook"))
+        agent = await eventually(lambda: kube.get("RayService", "handbook-agent"))
+        store.client.delete_collection("handbook")  # so the pass in flight would create it again
+        armed.set()
+        await kube.patch("RayService", "handbook-agent", {"spec": {"serveConfigV2": "applications: []\n"}})
+        assert await asyncio.to_thread(entered.wait, 10)  # the hand edit's reconcile is mid-pass
+        await kube.delete("Pipeline", "handbook")
+        await asyncio.sleep(0.5)  # the delete handler has started (and waits for the pass in flight)
+        go.set()
+        await eventually(lambda: _gone(kube, "Pipeline", "handbook"), timeout=15)
+        await asyncio.sleep(1.0)  # every pass and event has had its turn: the collection stays gone
+        assert not store.exists("handbook")
+        assert agent["metadata"]["ownerReferences"][0]["uid"]  # the agent goes with its owner (Kubernetes GC)
+    events = [d for a, p, _, d in api.writes if a == "CREATE" and p == "events"]
+    assert any(e.get("reason") == "CollectionDropped" for e in events)
+
+
+async def test_an_operator_upgrade_over_existing_objects_writes_nothing(
+        api: Emulator, kube: Kube, start_operator: Callable[..., Any]) -> None:
+    async with start_operator():
+        for obj in (md(EMBEDDER), md(CHAT), pipeline()):
+            await kube.create(obj)
+        for name in ("minilm", "smollm", "handbook-agent"):
+            await eventually(lambda n=name: kube.get("RayService", n))
+            await mark_rayservice_ready(kube, name)
+        job = (await eventually(lambda: kube.list("Job")))[0]["metadata"]["name"]
+        await kube.patch("Job", job, {"status": {"succeeded": 1, "conditions": [
+            {"type": "Complete", "status": "True"}]}})
+        await eventually(lambda: phase_is(kube, "Pipeline", "handbook", "Ready"))
+        await asyncio.sleep(1.0)
+    before = {(o["kind"], o["metadata"]["name"]): o for kind in ("ModelDeployment", "Pipeline", "RayService", "Job",
+                                                                   "ConfigMap") for o in await kube.list(kind)}
+    writes = len(api.writes)
+    async with start_operator(operator_config(max_workers=4)):  # the new operator, resuming every object
+        await asyncio.sleep(2.0)
+    after = {(o["kind"], o["metadata"]["name"]): o for kind in ("ModelDeployment", "Pipeline", "RayService", "Job",
+                                                                  "ConfigMap") for o in await kube.list(kind)}
+    new = [(a, p, n) for a, p, n, _ in api.writes[writes:] if p != "events"]
+    assert not [w for w in new if w[1] not in ("modeldeployments", "pipelines")], new  # children untouched
+    for key, obj in before.items():
+        assert after[key].get("spec") == obj.get("spec"), key
+        assert after[key].get("status") == obj.get("status"), key
+
+
+RELEASE_NS = "raylight-system"
+
+
+async def _operator_deployment(kube: Kube) -> None:
+    """What `helm install` created and the uninstall hook acts on: the operator's Deployment, its pod and
+    the webhook configuration (the API stand-in runs no controllers: the test plays the Deployment's)."""
+    labels = {"app.kubernetes.io/component": "operator"}
+    await kube.create({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "rl-raylight"},
+                       "spec": {"replicas": 1}}, ns=RELEASE_NS)
+    await kube.create({"apiVersion": "v1", "kind": "Pod", "spec": {"containers": []},
+                       "metadata": {"name": "rl-raylight-6d9f-x2x", "labels": labels}}, ns=RELEASE_NS)
+    await asyncio.to_thread(kube.client.create, "ValidatingWebhookConfiguration", "", {
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": "rl-raylight"}, "webhooks": []})
+
+
+async def _terminating(kube: Kube) -> list[str]:
+    return [o["metadata"]["name"] for kind in ("ModelDeployment", "Pipeline") for o in await kube.list(kind)
+            if o["metadata"].get("deletionTimestamp")]
+
+
+@pytest.mark.parametrize("policy", ["Delete", "Orphan"])
+async def test_uninstall_with_objects_present_leaves_nothing_terminating(
+        policy: str, api: Emulator, kube: Kube, start_operator: Callable[..., Any], stores: Stores) -> None:
+    from raylight.operator.clients import RestKube
+    from raylight.operator.uninstall import uninstall
+
+    await _operator_deployment(kube)
+    async with start_operator():
+        await kube.create(md(EMBEDDER))
+        await kube.create(md(CHAT))
+        await kube.create(pipeline("Delete"))
+        await eventually(lambda: stores.store.exists("handbook"))
+        for name in ("minilm", "smollm"):
+            await eventually(lambda n=name: _finalized(kube, "ModelDeployment", n))
+        await eventually(lambda: _finalized(kube, "Pipeline", "handbook"))
+        hook = asyncio.create_task(asyncio.to_thread(
+            uninstall, RestKube(timeout=5), policy, RELEASE_NS, "rl-raylight", "rl-raylight", (), 20, 0.1))
+        if policy == "Orphan":  # the Deployment controller: scaled to zero, the operator's pod goes
+            await eventually(lambda: _scaled_to_zero(kube))
+    if policy == "Orphan":
+        await kube.delete("Pod", "rl-raylight-6d9f-x2x", ns=RELEASE_NS)
+    done = await asyncio.wait_for(hook, 30)
+    assert "deleted ValidatingWebhookConfiguration rl-raylight" in done
+    assert await asyncio.to_thread(kube.client.get, "ValidatingWebhookConfiguration", "", "rl-raylight") is None
+    if policy == "Delete":  # the operator finalized each object: the collection went by its deletionPolicy
+        assert await kube.list("Pipeline") == [] and await kube.list("ModelDeployment") == []
+        assert not stores.store.exists("handbook")
+    else:  # released, still there and serving; deleting them later (or their CRDs) ends at once
+        assert sorted(o["metadata"]["name"] for o in await kube.list("ModelDeployment")) == ["minilm", "smollm"]
+        assert all("raylight.io/finalizer" not in (o["metadata"].get("finalizers") or [])
+                   for kind in ("ModelDeployment", "Pipeline") for o in await kube.list(kind))
+        for kind, name in (("Pipeline", "handbook"), ("ModelDeployment", "minilm"), ("ModelDeployment", "smollm")):
+            await kube.delete(kind, name)
+        assert await kube.list("Pipeline") == [] and await kube.list("ModelDeployment") == []
+        assert stores.store.exists("handbook")  # orphaned: kept, whatever the deletionPolicy said
+    assert await _terminating(kube) == []
+
+
+async def _finalized(kube: Kube, kind: str, name: str) -> bool:
+    obj = await kube.get(kind, name)
+    return bool(obj and "raylight.io/finalizer" in (obj["metadata"].get("finalizers") or []))
+
+
+async def _scaled_to_zero(kube: Kube) -> bool:
+    deployment = await kube.get("Deployment", "rl-raylight", ns=RELEASE_NS)
+    return bool(deployment and deployment["spec"]["replicas"] == 0)

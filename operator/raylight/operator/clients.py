@@ -23,6 +23,10 @@ KINDS: dict[str, tuple[str, str]] = {
     "CronJob": ("batch/v1", "cronjobs"),
     "ConfigMap": ("v1", "configmaps"),
     "Secret": ("v1", "secrets"),
+    # the chart's uninstall hook only (raylight.operator.uninstall)
+    "Deployment": ("apps/v1", "deployments"),
+    "Pod": ("v1", "pods"),
+    "ValidatingWebhookConfiguration": ("admissionregistration.k8s.io/v1", "validatingwebhookconfigurations"),
 }
 
 
@@ -31,6 +35,8 @@ class Conflict(Exception):
 
 
 class KubeClient(Protocol):
+    """Namespace "" means a cluster-scoped object, or (for list) every namespace."""
+
     def get(self, kind: str, namespace: str, name: str) -> Obj | None: ...
     def create(self, kind: str, namespace: str, body: Obj) -> Obj: ...
     def patch(self, kind: str, namespace: str, name: str, patch: Obj) -> Obj | None: ...
@@ -41,7 +47,7 @@ class KubeClient(Protocol):
 def _path(kind: str, namespace: str, name: str | None = None) -> str:
     api_version, plural = KINDS[kind]
     root = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
-    path = f"{root}/namespaces/{namespace}/{plural}"
+    path = f"{root}/namespaces/{namespace}/{plural}" if namespace else f"{root}/{plural}"
     return f"{path}/{name}" if name else path
 
 

@@ -45,3 +45,25 @@ def required_rules() -> list[dict[str, Any]]:
     """ClusterRole rules (apiGroups, resources, verbs), in a stable order."""
     return [{"apiGroups": list(groups), "resources": list(resources), "verbs": list(verbs)}
             for groups, resources, verbs in _RULES]
+
+
+# The chart's pre-delete hook (raylight.operator.uninstall), under its own ServiceAccount, by policy:
+# - both: delete the chart's ValidatingWebhookConfiguration (resourceNames: that one only), and list the
+#   objects it releases;
+# - Delete: delete ModelDeployments and Pipelines (the running operator finalizes them);
+# - Orphan: scale the operator's Deployment to zero (resourceNames: that one only), list pods in the release
+#   namespace to see it stopped, and patch ModelDeployments and Pipelines to remove the operator's finalizer.
+_UNINSTALL: dict[str, tuple[tuple[str, str, tuple[str, ...]], ...]] = {
+    "Delete": (("raylight.io", "modeldeployments", ("list", "delete")),
+               ("raylight.io", "pipelines", ("list", "delete"))),
+    "Orphan": (("raylight.io", "modeldeployments", ("list", "patch")),
+               ("raylight.io", "pipelines", ("list", "patch")),
+               ("apps", "deployments", ("patch",)), ("", "pods", ("list",))),
+}
+UNINSTALL_CLUSTER_SCOPED = ("admissionregistration.k8s.io", "validatingwebhookconfigurations", ("delete",))
+
+
+def uninstall_rules(policy: str, webhook: bool = True) -> list[tuple[str, str, str]]:
+    """(apiGroup, resource, verb) the uninstall hook needs for `policy` (Delete or Orphan)."""
+    rules = [*_UNINSTALL[policy], *([UNINSTALL_CLUSTER_SCOPED] if webhook else [])]
+    return [(group, resource, verb) for group, resource, verbs in rules for verb in verbs]
