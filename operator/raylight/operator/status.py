@@ -67,7 +67,8 @@ def _is_true(conds: Mapping[str, Mapping[str, Any]], kind: str) -> bool:
 def serve_app_names(rs: Mapping[str, Any]) -> list[str]:
     """The Serve applications a RayService's serveConfigV2 declares."""
     try:
-        config = yaml.safe_load((rs.get("spec") or {}).get("serveConfigV2") or "") or {}
+        config = yaml.load((rs.get("spec") or {}).get("serveConfigV2") or "",
+                           Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
     except yaml.YAMLError:
         return []
     return [a["name"] for a in config.get("applications") or [] if isinstance(a, dict) and a.get("name")]
