@@ -202,7 +202,8 @@ async def test_pipeline_becomes_ready_and_its_delete_keeps_or_drops_the_collecti
         jobs = await eventually(lambda: kube.list("Job"))
         assert (await kube.get("ConfigMap", "handbook-ingest-plan")) is not None
         obj = await eventually(lambda: phase_is(kube, "Pipeline", "handbook", "Progressing"))
-        assert condition(obj, "IngestionReady")["reason"] in ("IngestionRunning", "ModelsNotReady", "ModelMissing")
+        assert condition(obj, "IngestionReady")["reason"] in (
+            "IngestionStarting", "IngestionRunning", "ModelsNotReady", "ModelMissing")
         job = jobs[0]["metadata"]["name"]
         await kube.patch("Job", job, {"status": {"succeeded": 1, "conditions": [
             {"type": "Complete", "status": "True"}]}})
@@ -447,11 +448,13 @@ async def test_uninstall_with_objects_present_leaves_nothing_terminating(
         await eventually(lambda: _finalized(kube, "Pipeline", "handbook"))
         hook = asyncio.create_task(asyncio.to_thread(
             uninstall, RestKube(timeout=5), policy, RELEASE_NS, "rl-raylight", "rl-raylight", (), 20, 0.1))
-        if policy == "Orphan":  # the Deployment controller: scaled to zero, the operator's pod goes
+        if policy == "Delete":  # the operator finalizes each object while the hook waits
+            done = await asyncio.wait_for(hook, 30)
+        else:  # the Deployment controller: scaled to zero, the operator stops (the block ends) and its pod goes
             await eventually(lambda: _scaled_to_zero(kube))
     if policy == "Orphan":
         await kube.delete("Pod", "rl-raylight-6d9f-x2x", ns=RELEASE_NS)
-    done = await asyncio.wait_for(hook, 30)
+        done = await asyncio.wait_for(hook, 30)
     assert "deleted ValidatingWebhookConfiguration rl-raylight" in done
     assert await asyncio.to_thread(kube.client.get, "ValidatingWebhookConfiguration", "", "rl-raylight") is None
     if policy == "Delete":  # the operator finalized each object: the collection went by its deletionPolicy
@@ -459,8 +462,8 @@ async def test_uninstall_with_objects_present_leaves_nothing_terminating(
         assert not stores.store.exists("handbook")
     else:  # released, still there and serving; deleting them later (or their CRDs) ends at once
         assert sorted(o["metadata"]["name"] for o in await kube.list("ModelDeployment")) == ["minilm", "smollm"]
-        assert all("raylight.io/finalizer" not in (o["metadata"].get("finalizers") or [])
-                   for kind in ("ModelDeployment", "Pipeline") for o in await kube.list(kind))
+        objects = [*await kube.list("ModelDeployment"), *await kube.list("Pipeline")]
+        assert all("raylight.io/finalizer" not in (o["metadata"].get("finalizers") or []) for o in objects)
         for kind, name in (("Pipeline", "handbook"), ("ModelDeployment", "minilm"), ("ModelDeployment", "smollm")):
             await kube.delete(kind, name)
         assert await kube.list("Pipeline") == [] and await kube.list("ModelDeployment") == []
