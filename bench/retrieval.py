@@ -9,6 +9,7 @@ calls for the same question, measured in one run:
 
   raw                  SentenceTransformer.encode + a hybrid query_points on an in-process embedded Qdrant
                        holding the same chunks (the limit)
+  encode               its first half: the query embedding alone, in this process
   embed: HTTP          the query embedding through the Serve proxy (an HttpEmbedder: the agent on a cluster)
   embed: handle        the same through a DeploymentHandle (a ServeEmbedder: the agent on one machine)
   store: actor         the hybrid query with the pipeline's ACL filter through the store actor
@@ -71,7 +72,7 @@ async def measure(args: argparse.Namespace) -> None:
     from qdrant_client import models as qm
     from raylight_agents.agent import Agent, Turn, running
     from raylight_pipelines import bm25
-    from raylight_pipelines.embedders import HttpEmbedder, ServeEmbedder
+    from raylight_pipelines.embedders import HttpEmbedder
     from raylight_pipelines.retrieval import open_retriever
     from raylight_pipelines.store import DENSE, SPARSE
 
@@ -80,7 +81,12 @@ async def measure(args: argparse.Namespace) -> None:
         base, connections, pipeline = setup(data, embed_via_handle=True)
         raw = raw_retriever(pipeline)
         http_embedder = HttpEmbedder(connections["embedder"]["base_url"], "minilm", 384)
-        serve_embedder = ServeEmbedder("minilm", "minilm", 384)
+        try:  # also runs against older code (a before/after in one session), which has no ServeEmbedder
+            from raylight_pipelines.embedders import ServeEmbedder
+
+            serve_embedder: Any = ServeEmbedder("minilm", "minilm", 384)
+        except ImportError:
+            serve_embedder = None
         retriever = open_retriever(pipeline.spec, {**connections, "pipeline": None})
         vector = http_embedder.embed([QUESTION])[0]
         indices, values = bm25.query_vector(QUESTION)
@@ -110,13 +116,15 @@ async def measure(args: argparse.Namespace) -> None:
                 return await agent.invoke(Turn(QUESTION))
 
             calls = [("raw", sync(lambda: raw.search(QUESTION))),
+                     ("encode", sync(lambda: raw.embedder.embed([QUESTION]))),
                      ("embed: HTTP", sync(lambda: http_embedder.embed([QUESTION]))),
-                     ("embed: handle", sync(lambda: serve_embedder.embed([QUESTION]))),
+                     *([("embed: handle", sync(lambda: serve_embedder.embed([QUESTION])))] if serve_embedder else []),
                      ("store: actor", sync(store_query)),
                      ("Retriever.search", sync(lambda: retriever.search(QUESTION))),
                      ("Agent.invoke", in_process),
-                     ("endpoint: invoke", invoke),
-                     ("endpoint: search", search)]
+                     ("endpoint: invoke", invoke)]
+            if (await http.post("/agent/v1/pipelines/handbook/search", json={"query": QUESTION})).status_code != 404:
+                calls.append(("endpoint: search", search))
             for name, call in calls:
                 rows.append((name, await timed(call, args.requests)))
         limit = statistics.median(rows[0][1])
