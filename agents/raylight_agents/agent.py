@@ -23,9 +23,10 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph.state import CompiledStateGraph
 from raylight.api.types import PipelineSpec
 from raylight_pipelines.retrieval import standalone_query
+from raylight_pipelines.serving.guard import internal_error
 
 from raylight_agents import audit, errors, registry
-from raylight_agents.checkpoint import describe, open_checkpointer
+from raylight_agents.checkpoint import TurnLocks, checkpoint_kind, open_checkpointer
 from raylight_agents.graphs.base import AgentState, GraphDeps, RunContext, turn_input
 from raylight_agents.llm import LLM, Message, ModelRejected, ModelTimeout, ModelUnavailable
 from raylight_agents.tools import HttpToolbox
@@ -68,7 +69,7 @@ class LazyRetriever:
             if self._retriever is None:
                 try:
                     self._retriever = self._opener()
-                except errors.AgentError:
+                except errors.ApiError:
                     raise
                 except Exception as exc:
                     raise errors.StoreUnavailable(f"cannot open the store: {exc}") from exc
@@ -119,6 +120,7 @@ class Agent:
             GraphDeps(spec, self.retriever, self.llm, tools or HttpToolbox(list(spec.agent.tools))))
         self.graph: CompiledStateGraph[Any, Any, Any, Any] | None = None
         self.checkpointer: BaseCheckpointSaver[Any] | None = None
+        self.turns: TurnLocks | None = None
         self._stack = AsyncExitStack()
 
     async def start(self) -> Agent:
@@ -126,6 +128,8 @@ class Agent:
             return self
         self.checkpointer = await self._stack.enter_async_context(
             open_checkpointer(self.connections.get("threads")))
+        self.turns = TurnLocks(self.checkpointer, ttl=self.spec.agent.limits.timeout_seconds + 30)
+        await self.turns.setup()
         self.graph = self.builder.compile(checkpointer=self.checkpointer, name=self.name)
         return self
 
@@ -141,7 +145,7 @@ class Agent:
 
     def _answering(self) -> CompiledStateGraph[Any, Any, Any, Any]:
         if self.llm is None:
-            raise errors.AgentError(404, f"pipeline {self.name} serves search only (spec.llm is not set): "
+            raise errors.ApiError(404, f"pipeline {self.name} serves search only (spec.llm is not set): "
                                     f"use /v1/pipelines/{self.name}/search", code="search_only")
         assert self.graph is not None, "call start() first"
         return self.graph
@@ -153,14 +157,15 @@ class Agent:
         return {"configurable": {"thread_id": f"{self.name}:{thread_id}"}}
 
     async def _owned_state(self, thread_id: str, user: User) -> AgentState | None:
-        """The thread's state, or None for a new thread; another user's thread does not exist for you."""
+        """The thread's state, or None for a new thread. A thread belongs to the user who started it (None
+        when started without one): for anyone else it does not exist (404), whatever `user` they state."""
         graph = self._answering()
         if not THREAD_ID.match(thread_id):
-            raise errors.AgentError(422, "thread_id: 1-128 characters of letters, digits, _ . : -",
-                                    code="invalid_request", param="thread_id")
+            raise errors.ApiError(400, "thread_id: 1-128 characters of letters, digits, _ . : -",
+                                  code="invalid_value", param="thread_id")
         snapshot = await graph.aget_state(self.config(thread_id))
         values = cast(AgentState, snapshot.values or {})
-        if values and values.get("owner") is not None and values.get("owner") != user.id:
+        if values and values.get("owner") != user.id:
             raise errors.not_found(f"thread {thread_id}")
         return values or None
 
@@ -173,9 +178,24 @@ class Agent:
 
     # ------------------------------------------------------------ runs
 
-    async def _prepare(self, turn: Turn) -> tuple[str, AgentState, RunnableConfig, RunContext]:
+    @contextlib.asynccontextmanager
+    async def _turn(self, turn: Turn) -> AsyncIterator[str]:
+        """The turn's thread id, held for this turn alone: a second concurrent turn on it is refused (409)."""
         self._answering()
-        thread_id = turn.thread_id or uuid.uuid4().hex
+        if turn.thread_id is None:  # a new thread: nobody else knows its id yet
+            yield uuid.uuid4().hex
+            return
+        assert self.turns is not None, "call start() first"
+        key = self.config(turn.thread_id)["configurable"]["thread_id"]
+        if not await self.turns.acquire(key):
+            raise errors.ApiError(409, f"thread {turn.thread_id} has a turn in progress; send the next one when "
+                                  "it has finished", type="conflict", param="thread_id", code="thread_busy")
+        try:
+            yield turn.thread_id
+        finally:
+            await self.turns.release(key)
+
+    async def _prepare(self, turn: Turn, thread_id: str) -> tuple[AgentState, RunnableConfig, RunContext]:
         # A new thread has no state to read back (one checkpoint read less per first question).
         existing = await self._owned_state(thread_id, turn.user) if turn.thread_id else None
         state = turn_input(turn.question, existing.get("owner") if existing else turn.user.id)
@@ -185,7 +205,7 @@ class Agent:
         # A follow-up is searched with the conversation's earlier user turns (see standalone_query).
         state["query"] = standalone_query(turn.question, [m["content"] for m in earlier if m["role"] == "user"])
         ctx = RunContext(caller=self.caller_factory(turn.user))
-        return thread_id, state, self.config(thread_id), ctx
+        return state, self.config(thread_id), ctx
 
     def result(self, thread_id: str, values: AgentState) -> dict[str, Any]:
         return {
@@ -207,21 +227,32 @@ class Agent:
             usage=ctx.usage.as_dict() if ctx else None, question=turn.question,
             log_questions=self.spec.agent.log_questions, error=error)
 
+    async def _failure(self, exc: BaseException) -> errors.ApiError:
+        """`_map`, except that a failure while the thread store does not answer is that store's outage
+        (503 with the reason; the turn was not saved), whatever the driver raised."""
+        error = self._map(exc)
+        if error.status == 500:
+            ok, detail = await self._threads_ready()
+            if not ok:
+                return errors.unavailable("threads", f"{detail}; this turn was not saved")
+        return error
+
     @staticmethod
-    def _map(exc: BaseException) -> errors.AgentError:
-        if isinstance(exc, errors.AgentError):
+    def _map(exc: BaseException) -> errors.ApiError:
+        if isinstance(exc, errors.ApiError):
             return exc
         if isinstance(exc, ModelTimeout):
-            return errors.AgentError(504, str(exc), type="timeout", code="model_timeout")
+            return errors.ApiError(504, str(exc), type="timeout", code="model_timeout")
         if isinstance(exc, ModelUnavailable):
             return errors.unavailable("model", str(exc))
+        if isinstance(exc, ModelRejected) and exc.code == "context_length_exceeded":
+            return errors.ApiError(400, f"input: the question, the thread and the retrieved sources do not fit "
+                                   f"the model's context ({exc})", param="input", code="context_length_exceeded")
         if isinstance(exc, ModelRejected):
-            return errors.AgentError(502, str(exc), type="bad_gateway", code="model_rejected")
+            return errors.ApiError(502, str(exc), type="bad_gateway", code="model_rejected")
         if isinstance(exc, errors.StoreUnavailable):
             return errors.unavailable("store", str(exc))
-        log.exception("agent run failed")
-        return errors.AgentError(500, f"internal error: {type(exc).__name__}", type="server_error",
-                                 code="internal")
+        return internal_error("agent run", exc)
 
     async def invoke(self, turn: Turn, operation: str = "invoke") -> dict[str, Any]:
         started = time.perf_counter()
@@ -229,16 +260,18 @@ class Agent:
         thread_id: str | None = turn.thread_id
         values: AgentState | None = None
         try:
-            thread_id, state, config, ctx = await self._prepare(turn)
-            values = cast(AgentState, await self._answering().ainvoke(state, config, context=ctx,
-                                                                       durability=DURABILITY))
+            async with self._turn(turn) as thread_id:
+                state, config, ctx = await self._prepare(turn, thread_id)
+                values = cast(AgentState, await self._answering().ainvoke(state, config, context=ctx,
+                                                                           durability=DURABILITY))
         except (asyncio.CancelledError, TimeoutError):
             self._audit(operation, turn, started, 504, ctx, thread_id, values, "timeout")
             raise
         except Exception as exc:
-            error = self._map(exc)
+            error = await self._failure(exc)
             self._audit(operation, turn, started, error.status, ctx, thread_id, values, error.message)
             raise error from exc
+        assert thread_id is not None and ctx is not None
         self._audit(operation, turn, started, 200, ctx, thread_id, values)
         out = self.result(thread_id, values)
         out["usage"] = ctx.usage.as_dict()
@@ -246,38 +279,39 @@ class Agent:
 
     async def events(self, turn: Turn, operation: str = "stream") -> AsyncGenerator[tuple[str, dict[str, Any]]]:
         """("retrieval", {...}) per retrieval step, ("token", {"text"}) per answer token, then ("final", {...})
-        with the same body `invoke` returns. Errors raise `AgentError`."""
+        with the same body `invoke` returns. Errors raise `ApiError`."""
         started = time.perf_counter()
         ctx: RunContext | None = None
         thread_id: str | None = turn.thread_id
         final: AgentState = {}
         status, message = 200, None
         try:
-            thread_id, state, config, ctx = await self._prepare(turn)
-            ctx.stream_tokens = True
-            parts: AsyncIterator[Any] = self._answering().astream(
-                state, config, context=ctx, stream_mode=["updates", "custom"], durability=DURABILITY)
-            async for mode, chunk in parts:
-                if mode == "custom" and "token" in chunk:
-                    yield "token", {"text": chunk["token"]}
-                elif mode == "updates":
-                    for update in chunk.values():
-                        if not isinstance(update, dict):
-                            continue
-                        final.update(cast(AgentState, update))
-                        if "chunks" in update:
-                            yield "retrieval", {
-                                "query": (update.get("queries") or [turn.question])[-1],
-                                "chunks": [{"id": c["id"], "source": c["source"], "title": c["title"],
-                                            "score": c["score"]} for c in update["chunks"]]}
-            out = self.result(thread_id, final)
-            out["usage"] = ctx.usage.as_dict()
-            yield "final", out
+            async with self._turn(turn) as thread_id:
+                state, config, ctx = await self._prepare(turn, thread_id)
+                ctx.stream_tokens = True
+                parts: AsyncIterator[Any] = self._answering().astream(
+                    state, config, context=ctx, stream_mode=["updates", "custom"], durability=DURABILITY)
+                async for mode, chunk in parts:
+                    if mode == "custom" and "token" in chunk:
+                        yield "token", {"text": chunk["token"]}
+                    elif mode == "updates":
+                        for update in chunk.values():
+                            if not isinstance(update, dict):
+                                continue
+                            final.update(cast(AgentState, update))
+                            if "chunks" in update:
+                                yield "retrieval", {
+                                    "query": (update.get("queries") or [turn.question])[-1],
+                                    "chunks": [{"id": c["id"], "source": c["source"], "title": c["title"],
+                                                "score": c["score"]} for c in update["chunks"]]}
+                out = self.result(thread_id, final)
+                out["usage"] = ctx.usage.as_dict()
+                yield "final", out
         except (asyncio.CancelledError, GeneratorExit, TimeoutError):
             status, message = 504, "cancelled or timed out"
             raise
         except Exception as exc:
-            error = self._map(exc)
+            error = await self._failure(exc)
             status, message = error.status, error.message
             raise error from exc
         finally:
@@ -290,7 +324,7 @@ class Agent:
         conversation's earlier user turns, `history`), "retrieval": {"hybrid", "rerank"} (as applied),
         "results": [{"rank", "id", "source", "title", "text", "score", "metadata": {"heading", "page",
         "start", "end"}}]}; `hybrid` and `rerank` override the pipeline's settings. Needs no model and no
-        thread store; one audit line (operation "search"). Errors raise `AgentError`."""
+        thread store; one audit line (operation "search"). Errors raise `ApiError`."""
         started = time.perf_counter()
         status, message, hits = 200, None, []
         query = standalone_query(question, history)
@@ -318,13 +352,27 @@ class Agent:
         return await self.llm.ready() if self.llm else (True, "no model: this pipeline serves search only")
 
     async def ready(self) -> dict[str, Any]:
-        (model_ok, model_detail), (store_ok, store_detail) = await asyncio.gather(
-            self._model_ready(), asyncio.to_thread(self.retriever.ready))
-        return {"ready": model_ok and store_ok and (self.graph is not None or self.llm is None),
-                "pipeline": self.name, "graph": self.spec.agent.graph,
+        """Whether this agent can serve now: the model answers (or is merely busy), the store answers, the
+        thread store answers. Reasons name no collection, count, URL or path (the probes are public)."""
+        (model_ok, model_detail), (store_ok, store_detail), (threads_ok, threads_detail) = await asyncio.gather(
+            self._model_ready(), asyncio.to_thread(self.retriever.ready), self._threads_ready())
+        return {"ready": model_ok and store_ok and threads_ok,
                 "model": {"ok": model_ok, "detail": model_detail},
                 "store": {"ok": store_ok, "detail": store_detail},
-                "threads": describe(self.connections.get("threads"))}
+                "threads": {"ok": threads_ok, "detail": threads_detail}}
+
+    async def _threads_ready(self) -> tuple[bool, str]:
+        if self.llm is None:
+            return True, "no threads: this pipeline serves search only"
+        if self.graph is None:
+            return False, "the thread store is not open yet"
+        kind = checkpoint_kind(self.connections.get("threads"))
+        try:
+            await asyncio.wait_for(self.graph.aget_state(self.config("readiness-probe")), 5.0)
+        except Exception as exc:
+            log.warning("thread store (%s) readiness check failed: %r", kind, exc)
+            return False, f"the thread store ({kind}) does not answer: {type(exc).__name__}"
+        return True, f"threads in {kind}"
 
 
 @contextlib.asynccontextmanager

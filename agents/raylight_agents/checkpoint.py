@@ -3,14 +3,21 @@
 PostgreSQL in a cluster (the DSN arrives in the environment variable that connections["threads"]
 names, so every replica and restart sees the same threads), SQLite on one machine
 (connections["threads"]["sqlite_path"]), and memory only when neither is configured (threads then
-last as long as the replica; `describe()` says so). Thread ids are namespaced by the pipeline's name,
-so several pipelines can share one database.
+last as long as the replica; the log says so). Thread ids are namespaced by the pipeline's name,
+so several pipelines can share one database. The PostgreSQL pool holds at most
+connections["threads"]["pool_size"] connections per replica (default 8).
+
+`TurnLocks` lets one turn at a time run on a thread, across every replica that shares the thread store:
+a lease row (thread, expiry) in the same database, so a second concurrent turn is refused (409) instead
+of silently overwriting the first one's messages; a lease expires by itself if its replica dies.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -46,7 +53,8 @@ async def open_checkpointer(threads: dict[str, Any] | None) -> AsyncIterator[Bas
             from psycopg_pool import AsyncConnectionPool
 
             pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-                os.environ[threads["postgres_dsn_env"]], min_size=1, max_size=8, open=False,
+                os.environ[threads["postgres_dsn_env"]], min_size=1, max_size=int(threads.get("pool_size") or 8),
+                open=False, timeout=10,  # a request waits at most 10 s for a connection, then fails (503)
                 kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row},
                 check=AsyncConnectionPool.check_connection,  # survive a database restart
             )
@@ -71,8 +79,53 @@ async def open_checkpointer(threads: dict[str, Any] | None) -> AsyncIterator[Bas
         yield saver
 
 
-def describe(threads: dict[str, Any] | None) -> str:
-    kind = checkpoint_kind(threads)
-    if kind == "sqlite":
-        return f"sqlite:{(threads or {}).get('sqlite_path')}"
-    return kind
+class TurnLocks:
+    """At most one turn per thread at a time, for every replica sharing `saver`'s database (PostgreSQL or
+    SQLite: a lease table beside the checkpoints; InMemorySaver: this replica's memory). A lease lasts
+    `ttl` seconds unless released first, so a replica that dies mid-turn blocks its thread only that long."""
+
+    TABLE = "raylight_thread_turns"
+
+    def __init__(self, saver: BaseCheckpointSaver[Any], ttl: float) -> None:
+        self.saver = saver
+        self.ttl = ttl
+        self.kind = type(saver).__name__
+        self.shared = self.kind in ("AsyncPostgresSaver", "AsyncSqliteSaver")  # else: this replica's memory
+        self._local: dict[str, float] = {}
+
+    async def _sql(self, statement: str, params: tuple[Any, ...] = ()) -> int:
+        """Run one statement on the saver's database; the number of rows it changed."""
+        conn = getattr(self.saver, "conn", None)
+        if self.kind == "AsyncPostgresSaver":
+            async with conn.connection() as pg:  # type: ignore[union-attr]
+                cursor = await pg.execute(statement.replace("?", "%s"), params)
+                return int(cursor.rowcount)
+        async with self.saver.lock:  # type: ignore[attr-defined]  # AsyncSqliteSaver: one connection, shared
+            async with conn.execute(statement, params) as cursor:  # type: ignore[union-attr]
+                changed = int(cursor.rowcount)
+            await conn.commit()  # type: ignore[union-attr]
+            return changed
+
+    async def setup(self) -> None:
+        if self.shared:
+            await self._sql(f"CREATE TABLE IF NOT EXISTS {self.TABLE} (thread TEXT PRIMARY KEY, "
+                            "until DOUBLE PRECISION)")
+
+    async def acquire(self, thread: str) -> bool:
+        """Take the thread's lease; False when another turn holds it."""
+        now = time.time()
+        if not self.shared:
+            if self._local.get(thread, 0) > now:
+                return False
+            self._local[thread] = now + self.ttl
+            return True
+        changed = await self._sql(
+            f"INSERT INTO {self.TABLE} (thread, until) VALUES (?, ?) ON CONFLICT (thread) DO UPDATE "
+            f"SET until = excluded.until WHERE {self.TABLE}.until < ?", (thread, now + self.ttl, now))
+        return changed > 0
+
+    async def release(self, thread: str) -> None:
+        if not self.shared:
+            self._local.pop(thread, None)
+            return
+        await asyncio.shield(self._sql(f"DELETE FROM {self.TABLE} WHERE thread = ?", (thread,)))

@@ -7,6 +7,7 @@ layer can tell the caller the truth.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ import openai
 from openai import AsyncOpenAI
 
 Message = dict[str, str]
+log = logging.getLogger(__name__)
 
 
 class ModelUnavailable(RuntimeError):
@@ -28,7 +30,15 @@ class ModelTimeout(ModelUnavailable):
 
 
 class ModelRejected(RuntimeError):
-    """The LLM endpoint refused the request itself (HTTP 400/422: e.g. a prompt too long for it)."""
+    """The LLM endpoint refused the request itself (HTTP 400/422: e.g. a prompt too long for it); `code` is
+    the endpoint's error code (`context_length_exceeded`, ...) when it sent one."""
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message, code)
+        self.code = code
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 # Statuses that mean "not there right now" (a deleted Serve app answers 404 at its route).
@@ -66,7 +76,7 @@ def _wrap(exc: Exception, base_url: str) -> ModelUnavailable | ModelRejected:
         return ModelTimeout(f"model endpoint {base_url} timed out")
     if isinstance(exc, openai.APIStatusError) and exc.status_code < 500 and exc.status_code not in _OUTAGE:
         return ModelRejected(f"model endpoint {base_url} refused the request (HTTP {exc.status_code}): "
-                             f"{str(exc.message)[:200]}")
+                             f"{str(exc.message)[:200]}", exc.code if isinstance(exc.code, str) else None)
     if isinstance(exc, openai.APIStatusError):
         return ModelUnavailable(f"model endpoint {base_url} answered HTTP {exc.status_code}: "
                                 f"{str(exc.message)[:200]}")
@@ -135,15 +145,24 @@ class LLM:
         yield Completion("".join(parts), prompt_tokens, completion_tokens)
 
     async def ready(self) -> tuple[bool, str]:
-        """Whether the endpoint answers `GET /models` and lists this model (external endpoints may not)."""
+        """Whether the endpoint can serve: it answers `GET /models` listing this model (external endpoints may
+        list nothing), or it took the connection but is too busy to answer within 5 s (busy is not down: a
+        slow model never flips readiness; a refused connection or an error status does). The reason names
+        no URL (the probes are public); the log has it."""
         try:
             models = await self.client.with_options(timeout=5.0, max_retries=0).models.list()
+        except openai.APITimeoutError as exc:
+            if isinstance(exc.__cause__, httpx.ReadTimeout):
+                return True, "the model endpoint is busy (connected, no answer within 5 s)"
+            return False, "the model endpoint does not accept connections (timed out)"
         except (openai.APIError, httpx.HTTPError) as exc:
-            return False, str(_wrap(exc, self.base_url))
+            log.warning("model readiness check failed: %s", _wrap(exc, self.base_url))
+            status = f"HTTP {exc.status_code}" if isinstance(exc, openai.APIStatusError) else type(exc).__name__
+            return False, f"the model endpoint is not available ({status})"
         ids = [m.id for m in models.data]
         if ids and self.model not in ids:
-            return False, f"model endpoint {self.base_url} does not serve {self.model!r} (it serves {ids})"
-        return True, f"model {self.model} at {self.base_url}"
+            return False, f"the model endpoint does not serve the model {self.model!r}"
+        return True, "the model endpoint answers"
 
     async def aclose(self) -> None:
         await self.client.close()

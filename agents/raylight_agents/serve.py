@@ -28,31 +28,38 @@ Plain async methods for a gateway that holds a DeploymentHandle (the local singl
 `chat_completions_stream(body, authorization=None)` (SSE strings, stream=True), `models(authorization=None)`,
 `thread(thread_id, user=None, authorization=None) -> dict`, `healthz() -> dict`,
 `readyz() -> dict` (its "ready" says 200 or 503). `body` is a dict or the raw bytes. Refusals raise
-`raylight_agents.errors.AgentError` (`.status`, `.body()`), which Ray re-raises as an AgentError.
+`ApiError` (`.status`, `.body()`), which Ray re-raises as an ApiError. Every route and method sits behind
+`raylight_pipelines.serving.guard` (size, depth, Unicode, headers, slow bodies) and answers bad input with the
+same 400 `invalid_value` naming each field as the model routes; `/v1/chat/completions` validates the OpenAI
+parameters exactly as a ModelDeployment does (sampling itself is the pipeline's to decide).
 """
 
 # No `from __future__ import annotations` here: Serve's ingress re-creates the route methods, and FastAPI
 # must find the real `Request` class in their annotations, not the string "Request".
 import asyncio
+import contextlib
 import hmac
 import json
 import logging
 import os
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator
-from typing import Any, Literal, TypeVar
+from collections.abc import AsyncGenerator
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
 from ray import serve
 from ray.serve import Application
 from raylight.api.types import PipelineSpec
 from raylight_pipelines.retrieval import FILTER_FIELDS, FilterValue
+from raylight_pipelines.serving import guard, protocol
+from raylight_pipelines.serving.protocol import ApiError, ChatCompletionRequest
 
 from raylight_agents import audit, errors
 from raylight_agents.agent import Agent, Turn, User
+from raylight_agents.identity import Verifier
 
 log = logging.getLogger(__name__)
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -97,31 +104,20 @@ class SearchIn(BaseModel):
         return value
 
 
-class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+class ChatIn(ChatCompletionRequest):
+    """The OpenAI request, validated exactly as a ModelDeployment validates it, plus the agent's extensions."""
 
-    role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[dict[str, Any]] | None = None
-
-    def text(self) -> str:
-        if isinstance(self.content, list):  # content parts: keep the text ones
-            return "".join(str(p.get("text", "")) for p in self.content if p.get("type") == "text")
-        return self.content or ""
-
-
-class ChatIn(BaseModel):
-    model_config = ConfigDict(extra="ignore")  # temperature, max_tokens, ...: the pipeline decides
-
-    model: str = Field(min_length=1)
-    messages: list[ChatMessage] = Field(min_length=1)
-    stream: bool = False
     user: str | UserIn | None = None
     thread_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_.:-]{1,128}$")
 
     def turn(self) -> Turn:
+        for param, asked in (("n", self.n != 1), ("tools", bool(self.tools)), ("logprobs", bool(self.logprobs))):
+            if asked:  # valid for a model, but an agent answers once, from its sources, without caller tools
+                raise ApiError(400, f"{param}: a pipeline answers with one cited choice; it does not take {param}",
+                               code="invalid_value", param=param)
         if self.messages[-1].role != "user" or not self.messages[-1].text().strip():
-            raise errors.AgentError(422, "messages: the last message must be a non-empty user message",
-                                    code="invalid_request", param="messages")
+            raise ApiError(400, "messages: the last message must be a non-empty user message",
+                           code="invalid_value", param="messages")
         prior = [{"role": m.role, "content": m.text()} for m in self.messages[:-1]
                  if m.role in ("user", "assistant")]  # the pipeline's own system prompt applies
         user = self.user.user() if isinstance(self.user, UserIn) else User(self.user)
@@ -132,24 +128,8 @@ def sse(event: str, data: dict[str, Any]) -> str:
     return f"event: {event}\ndata: {json.dumps(data)}\n\n"
 
 
-def _load(body: dict[str, Any] | bytes | str, limit: int) -> Any:
-    raw = body if isinstance(body, bytes | str) else json.dumps(body)
-    size = len(raw.encode() if isinstance(raw, str) else raw)
-    if size > limit:
-        raise errors.too_large(limit)
-    if not isinstance(body, dict):
-        try:
-            return json.loads(raw)
-        except ValueError as exc:
-            raise errors.AgentError(422, f"body: not valid JSON ({exc})", code="invalid_request") from exc
-    return body
-
-
-def _respond(exc: errors.AgentError) -> JSONResponse:
-    return JSONResponse(exc.body(), exc.status)
-
-
 api = FastAPI(title="Raylight agent", docs_url=None, redoc_url=None)
+guard.install(api)
 
 
 @serve.deployment(name="AgentServer")
@@ -163,8 +143,10 @@ class AgentServer:
         self.limits = self.spec.agent.limits
         self.agent = Agent(name, self.spec, connections)
         self._started: asyncio.Task[Agent] | None = None
-        auth = connections.get("auth")
-        self.token_env: str | None = auth["token_env"] if auth else None
+        auth = connections.get("auth") or {}
+        self.token_env: str | None = auth.get("token_env")
+        self.oidc: dict[str, Any] | None = auth.get("oidc")
+        self._verifier: Verifier | None = None
 
     async def _ready_agent(self) -> Agent:
         # The checkpointer's connections belong to the event loop that serves requests: open them there.
@@ -175,17 +157,42 @@ class AgentServer:
         except Exception as exc:
             raise errors.unavailable("threads", f"cannot open the thread store: {exc}") from exc
 
-    def _authorize(self, authorization: str | None) -> None:
-        if self.token_env is None:
-            return
+    async def _identify(self, authorization: str | None) -> User | None:
+        """Check the caller's bearer token: None when it is the shared token (or no auth is configured: the
+        caller's stated identity is used), the verified user in OIDC mode; raises 401 (or 503 when the
+        configured secret or the issuer's keys are missing: fail closed)."""
+        if self.token_env is None and self.oidc is None:
+            return None
+        scheme, _, presented = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not presented.strip():
+            raise errors.unauthorized()
+        if self.oidc is not None:
+            if self._verifier is None:
+                try:
+                    self._verifier = Verifier.from_connection(self.oidc)
+                except ValueError as exc:
+                    raise errors.unavailable("auth", str(exc)) from exc
+            return await asyncio.to_thread(self._verifier.verify, presented.strip())
+        assert self.token_env is not None
         token = os.environ.get(self.token_env)
         if not token:  # fail closed: auth is required but the secret did not arrive
             raise errors.unavailable("auth", f"auth is required but ${self.token_env} is not set")
-        scheme, _, presented = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode(), token.encode()):
+        if not hmac.compare_digest(presented.strip().encode(), token.encode()):
             raise errors.unauthorized()
+        return None
 
-    def _refuse(self, operation: str, exc: errors.AgentError) -> None:
+    def _caller(self, operation: str, verified: User | None, stated: User) -> User:
+        """Who the request runs as: the verified identity when there is one (then the body may state none)."""
+        if verified is None:
+            return stated
+        if stated != User():
+            refusal = ApiError(400, "user: this pipeline takes the caller's identity from its verified token; "
+                               "do not send one", param="user", code="invalid_value")
+            self._refuse(operation, refusal)
+            raise refusal
+        return verified
+
+    def _refuse(self, operation: str, exc: ApiError) -> None:
         """Audit refusals that happen before the agent runs (auth, size, validation)."""
         audit.record(self.name, operation, started=time.perf_counter(), status=exc.status,
                      model=self.agent.model, error=exc.message)
@@ -196,57 +203,54 @@ class AgentServer:
         except TimeoutError:
             raise errors.timed_out(self.limits.timeout_seconds) from None
 
-    def _parse(self, model: type[ModelT], operation: str, body: Any, authorization: str | None) -> ModelT:
-        """Authorize, check the size limit and validate the body; refusals are audited and raised."""
+    async def _parse(self, model: type[ModelT], operation: str, body: Any,
+                     authorization: str | None) -> tuple[ModelT, User | None]:
+        """Authorize, check the size limit and validate the body: the request and the verified caller (OIDC
+        mode; None otherwise); refusals are audited and raised."""
         try:
-            self._authorize(authorization)
-            data = _load(body, self.limits.max_request_bytes)
+            verified = await self._identify(authorization)
+            data = guard.load_object(body, self.limits.max_request_bytes)
             try:
-                return model.model_validate(data)
+                return model.model_validate(data), verified
             except ValidationError as exc:
-                raise errors.invalid(exc) from None
-        except errors.AgentError as exc:
+                raise protocol.validation_error(exc) from None
+        except ApiError as exc:
             self._refuse(operation, exc)
             raise
 
-    def _parse_invoke(self, operation: str, body: Any, authorization: str | None) -> Turn:
-        request = self._parse(InvokeIn, operation, body, authorization)
-        return Turn(request.input, request.thread_id, request.user.user() if request.user else User())
+    async def _parse_invoke(self, operation: str, body: Any, authorization: str | None) -> Turn:
+        request, verified = await self._parse(InvokeIn, operation, body, authorization)
+        user = self._caller(operation, verified, request.user.user() if request.user else User())
+        return Turn(request.input, request.thread_id, user)
 
-    def _parse_chat(self, body: Any, authorization: str | None) -> tuple[ChatIn, Turn]:
+    async def _parse_chat(self, body: Any, authorization: str | None) -> Turn:
         try:
-            self._authorize(authorization)
-            data = _load(body, self.limits.max_request_bytes)
-            try:
-                request = ChatIn.model_validate(data)
-            except ValidationError as exc:
-                raise errors.invalid(exc) from None
-            if request.model != self.name:
-                raise errors.AgentError(404, f"The model '{request.model}' does not exist; this endpoint "
-                                        f"serves the pipeline '{self.name}'.", code="model_not_found",
-                                        param="model")
-            return request, request.turn()
-        except errors.AgentError as exc:
+            verified = await self._identify(authorization)
+            request = protocol.parse(ChatIn, guard.load_object(body, self.limits.max_request_bytes), self.name)
+            turn = request.turn()
+        except ApiError as exc:
             self._refuse("chat", exc)
             raise
+        turn.user = self._caller("chat", verified, turn.user)
+        return turn
 
     # ------------------------------------------------------------ plain methods (also used by the routes)
 
     async def invoke(self, body: dict[str, Any] | bytes, authorization: str | None = None) -> dict[str, Any]:
-        turn = self._parse_invoke("invoke", body, authorization)
+        turn = await self._parse_invoke("invoke", body, authorization)
         agent = await self._ready_agent()
         result: dict[str, Any] = await self._timed("invoke", agent.invoke(turn))
         return result
 
     async def search(self, body: dict[str, Any] | bytes, authorization: str | None = None) -> dict[str, Any]:
         """Ranked chunks (Agent.search); needs neither the model nor the thread store."""
-        request = self._parse(SearchIn, "search", body, authorization)
+        request, verified = await self._parse(SearchIn, "search", body, authorization)
         if request.rerank and self.spec.retrieval.rerank is None:
-            refusal = errors.AgentError(422, "rerank: this pipeline sets no spec.retrieval.rerank",
-                                        code="invalid_request", param="rerank")
+            refusal = ApiError(400, "rerank: this pipeline sets no spec.retrieval.rerank", code="invalid_value",
+                               param="rerank")
             self._refuse("search", refusal)
             raise refusal
-        user = request.user.user() if request.user else User()
+        user = self._caller("search", verified, request.user.user() if request.user else User())
         result: dict[str, Any] = await self._timed("search", self.agent.search(
             request.query, user, request.top_k, request.filters, request.history, hybrid=request.hybrid,
             rerank=request.rerank))
@@ -271,28 +275,31 @@ class AgentServer:
         finally:
             await events.aclose()
 
-    async def _primed(self, events: AsyncIterator[Any]) -> AsyncIterator[Any]:
-        """Raise the first event's failure now; later failures become an `error` event."""
+    async def _primed(self, events: AsyncGenerator[Any]) -> AsyncGenerator[Any]:
+        """Raise the first event's failure now; later failures become an `error` event. Closing the result
+        closes `events` at once (a caller that went away stops the run)."""
         first = await anext(events, None)
 
-        async def rest() -> AsyncIterator[Any]:
-            if first is not None:
-                yield first
-            try:
-                async for item in events:
-                    yield item
-            except errors.AgentError as exc:
-                yield ("error", {"status": exc.status, **exc.body()})
+        async def rest() -> AsyncGenerator[Any]:
+            async with contextlib.aclosing(events):
+                if first is not None:
+                    yield first
+                try:
+                    async for item in events:
+                        yield item
+                except ApiError as exc:
+                    yield ("error", {"status": exc.status, **exc.body()})
         return rest()
 
-    async def stream(self, body: dict[str, Any] | bytes, authorization: str | None = None) -> AsyncIterator[str]:
-        turn = self._parse_invoke("stream", body, authorization)
-        async for event, data in await self._primed(self._events(turn, "stream")):
-            yield sse(event, data)
+    async def stream(self, body: dict[str, Any] | bytes, authorization: str | None = None) -> AsyncGenerator[str]:
+        turn = await self._parse_invoke("stream", body, authorization)
+        async with contextlib.aclosing(await self._primed(self._events(turn, "stream"))) as events:
+            async for event, data in events:
+                yield sse(event, data)
 
     async def chat_completions(self, body: dict[str, Any] | bytes,
                                authorization: str | None = None) -> dict[str, Any]:
-        _, turn = self._parse_chat(body, authorization)
+        turn = await self._parse_chat(body, authorization)
         agent = await self._ready_agent()
         result = await self._timed("chat", agent.invoke(turn, "chat"))
         usage = result["usage"]
@@ -308,8 +315,8 @@ class AgentServer:
         }
 
     async def chat_completions_stream(self, body: dict[str, Any] | bytes,
-                                      authorization: str | None = None) -> AsyncIterator[str]:
-        _, turn = self._parse_chat(body, authorization)
+                                      authorization: str | None = None) -> AsyncGenerator[str]:
+        turn = await self._parse_chat(body, authorization)
         ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
 
         def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
@@ -321,31 +328,32 @@ class AgentServer:
         events = await self._primed(self._events(turn, "chat"))
         yield chunk({"role": "assistant", "content": ""})
         streamed = False
-        async for event, data in events:
-            if event == "token":
-                streamed = True
-                yield chunk({"content": data["text"]})
-            elif event == "final":
-                if not streamed and data["answer"]:  # e.g. "I don't know" comes without the model
-                    yield chunk({"content": data["answer"]})
-                usage = data["usage"]
-                yield chunk({}, "stop", citations=data["citations"], thread_id=data["thread_id"],
-                            grounding=data["grounding"],
-                            usage={"prompt_tokens": usage["prompt_tokens"],
-                                   "completion_tokens": usage["completion_tokens"],
-                                   "total_tokens": usage["prompt_tokens"] + usage["completion_tokens"]})
-            elif event == "error":
-                yield f"data: {json.dumps({k: v for k, v in data.items() if k != 'status'})}\n\n"
+        async with contextlib.aclosing(events):
+            async for event, data in events:
+                if event == "token":
+                    streamed = True
+                    yield chunk({"content": data["text"]})
+                elif event == "final":
+                    if not streamed and data["answer"]:  # e.g. "I don't know" comes without the model
+                        yield chunk({"content": data["answer"]})
+                    usage = data["usage"]
+                    yield chunk({}, "stop", citations=data["citations"], thread_id=data["thread_id"],
+                                grounding=data["grounding"],
+                                usage={"prompt_tokens": usage["prompt_tokens"],
+                                       "completion_tokens": usage["completion_tokens"],
+                                       "total_tokens": usage["prompt_tokens"] + usage["completion_tokens"]})
+                elif event == "error":
+                    yield f"data: {json.dumps({k: v for k, v in data.items() if k != 'status'})}\n\n"
         yield "data: [DONE]\n\n"
 
     async def thread(self, thread_id: str, user: str | None = None,
                      authorization: str | None = None) -> dict[str, Any]:
         started = time.perf_counter()
         try:
-            self._authorize(authorization)
+            caller = self._caller("thread", await self._identify(authorization), User(user))
             agent = await self._ready_agent()
-            result: dict[str, Any] = await agent.history(thread_id, User(user))
-        except errors.AgentError as exc:
+            result: dict[str, Any] = await agent.history(thread_id, caller)
+        except ApiError as exc:
             audit.record(self.name, "thread", started=started, status=exc.status, model=self.agent.model,
                          user=user, thread_id=thread_id, error=exc.message)
             raise
@@ -354,20 +362,33 @@ class AgentServer:
         return result
 
     async def models(self, authorization: str | None = None) -> dict[str, Any]:
-        self._authorize(authorization)
+        await self._identify(authorization)
         return {"object": "list", "data": [{"id": self.name, "object": "model", "created": 0,
                                             "owned_by": "raylight", "kind": "pipeline",
                                             "search_only": self.spec.llm is None}]}
 
     async def healthz(self) -> dict[str, Any]:
-        return {"status": "ok", "pipeline": self.name}
+        return {"status": "ok"}
 
-    async def readyz(self) -> dict[str, Any]:
+    async def _visible(self, authorization: str | None) -> bool:
+        """Whether this caller may learn the pipeline exists (no auth, or a valid token)."""
+        try:
+            await self._identify(authorization)
+        except ApiError:
+            return False
+        return True
+
+    async def readyz(self, authorization: str | None = None) -> dict[str, Any]:
+        """{"ready", "visible", "model"|"store"|"threads": {"ok", "detail"}}: whether this replica can serve,
+        with reasons that name no collection, count or path; "visible" tells a gateway whether this caller
+        may see the pipeline's name (no auth, or its token)."""
         try:
             agent = await self._ready_agent()
-        except errors.AgentError as exc:
-            return {"ready": False, "pipeline": self.name, "threads": {"ok": False, "detail": exc.message}}
-        return await agent.ready()
+        except ApiError as exc:
+            report: dict[str, Any] = {"ready": False, "threads": {"ok": False, "detail": exc.message}}
+        else:
+            report = await agent.ready()
+        return {**report, "visible": await self._visible(authorization)}
 
     # ------------------------------------------------------------ HTTP routes
 
@@ -375,92 +396,48 @@ class AgentServer:
         if name != self.name:
             raise errors.not_found(f"pipeline {name}")
 
-    @staticmethod
-    async def _body(request: Request, limit: int) -> bytes:
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > limit:
-            raise errors.too_large(limit)  # refuse before reading it
-        body = b""
-        async for part in request.stream():
-            body += part
-            if len(body) > limit:
-                raise errors.too_large(limit)
-        return body
-
-    async def _sse_response(self, lines: AsyncIterator[str]) -> Response:
-        first = await anext(lines)  # failures before the first event keep their HTTP status
-
-        async def body() -> AsyncIterator[str]:
-            yield first
-            async for line in lines:
-                yield line
-        return StreamingResponse(body(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    async def _read(self, request: Request) -> bytes:
+        return await guard.read_body(request, self.limits.max_request_bytes)
 
     @api.post("/v1/pipelines/{name}/invoke")
     async def http_invoke(self, name: str, request: Request) -> Response:
-        try:
-            self._check_name(name)
-            body = await self._body(request, self.limits.max_request_bytes)
-            return JSONResponse(await self.invoke(body, request.headers.get("authorization")))
-        except errors.AgentError as exc:
-            return _respond(exc)
+        self._check_name(name)
+        return JSONResponse(await self.invoke(await self._read(request), request.headers.get("authorization")))
 
     @api.post("/v1/pipelines/{name}/search")
     async def http_search(self, name: str, request: Request) -> Response:
-        try:
-            self._check_name(name)
-            body = await self._body(request, self.limits.max_request_bytes)
-            return JSONResponse(await self.search(body, request.headers.get("authorization")))
-        except errors.AgentError as exc:
-            return _respond(exc)
+        self._check_name(name)
+        return JSONResponse(await self.search(await self._read(request), request.headers.get("authorization")))
 
     @api.post("/v1/pipelines/{name}/stream")
     async def http_stream(self, name: str, request: Request) -> Response:
-        try:
-            self._check_name(name)
-            body = await self._body(request, self.limits.max_request_bytes)
-            return await self._sse_response(self.stream(body, request.headers.get("authorization")))
-        except errors.AgentError as exc:
-            return _respond(exc)
+        self._check_name(name)
+        return await guard.sse_response(self.stream(await self._read(request), request.headers.get("authorization")))
 
     @api.get("/v1/pipelines/{name}/threads/{thread_id}")
     async def http_thread(self, name: str, thread_id: str, request: Request, user: str | None = None) -> Response:
-        try:
-            self._check_name(name)
-            return JSONResponse(await self.thread(thread_id, user, request.headers.get("authorization")))
-        except errors.AgentError as exc:
-            return _respond(exc)
+        self._check_name(name)
+        return JSONResponse(await self.thread(thread_id, user, request.headers.get("authorization")))
 
     @api.post("/v1/chat/completions")
     async def http_chat(self, request: Request) -> Response:
-        try:
-            body = await self._body(request, self.limits.max_request_bytes)
-            try:
-                wants_stream = bool(json.loads(body).get("stream"))
-            except (ValueError, AttributeError):
-                wants_stream = False  # the parser below reports what is wrong
-            auth = request.headers.get("authorization")
-            if wants_stream:
-                return await self._sse_response(self.chat_completions_stream(body, auth))
-            return JSONResponse(await self.chat_completions(body, auth))
-        except errors.AgentError as exc:
-            return _respond(exc)
+        body = guard.load_object(await self._read(request), self.limits.max_request_bytes)
+        auth = request.headers.get("authorization")
+        if body.get("stream") is True:
+            return await guard.sse_response(self.chat_completions_stream(body, auth))
+        return JSONResponse(await self.chat_completions(body, auth))
 
     @api.get("/v1/models")
     async def http_models(self, request: Request) -> Response:
-        try:
-            return JSONResponse(await self.models(request.headers.get("authorization")))
-        except errors.AgentError as exc:
-            return _respond(exc)
+        return JSONResponse(await self.models(request.headers.get("authorization")))
 
     @api.get("/healthz")
     async def http_healthz(self) -> Response:
         return JSONResponse(await self.healthz())
 
     @api.get("/readyz")
-    async def http_readyz(self) -> Response:
-        report = await self.readyz()
+    async def http_readyz(self, request: Request) -> Response:
+        report = await self.readyz(request.headers.get("authorization"))
         return JSONResponse(report, 200 if report.get("ready") else 503)
 
     async def __del__(self) -> None:  # Serve awaits an async __del__ when the replica shuts down

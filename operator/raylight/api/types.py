@@ -416,9 +416,40 @@ class ResponseFormat(ApiModel):
     json_schema: JsonSchemaFormat
 
 
+class OidcClaims(ApiModel):
+    user: str = Field("sub", min_length=1, description="Claim with the user id (dots reach nested claims).")
+    tenant: str | None = Field("tenant", description="Claim with the caller's tenant; null: callers have none.")
+    groups: str | None = Field("groups", description="Claim with the caller's groups (a list or a "
+                               "space-separated string); null: callers have none.")
+
+
+class Oidc(ApiModel):
+    issuer: HttpURL = Field(description="The tokens' issuer (`iss`). Its signing keys come from "
+                            "<issuer>/.well-known/openid-configuration unless jwksSecret is set.")
+    audience: str = Field(min_length=1, description="The audience (`aud`) tokens must name.")
+    jwks_secret: SecretKeyRef | None = Field(
+        None, description="Secret holding the issuer's JWKS (JSON), for clusters without egress to the issuer.")
+    claims: OidcClaims = Field(default_factory=OidcClaims)
+    algorithms: list[Literal["RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA"]] = Field(
+        ["RS256", "ES256"], min_length=1, description="Accepted signature algorithms.")
+
+
 class AgentAuth(ApiModel):
-    secret: DnsName = Field(description="Secret with the bearer token callers must present.")
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        {"rule": "has(self.secret) != has(self.oidc)", "message": "set exactly one of secret or oidc"},
+    ]})
+
+    secret: DnsName | None = Field(None, description="Secret with one shared bearer token (service-to-service): "
+                                   "callers state their own user, tenant and groups, and are trusted.")
     key: str = "token"
+    oidc: Oidc | None = Field(None, description="Require signed identities: a JWT from this issuer; the ACL "
+                              "and thread ownership use only its verified claims.")
+
+    @model_validator(mode="after")
+    def _one_of(self) -> AgentAuth:
+        if (self.secret is None) == (self.oidc is None):
+            raise ValueError("set exactly one of secret or oidc")
+        return self
 
 
 class Limits(ApiModel):
@@ -431,12 +462,14 @@ class Threads(ApiModel):
         None, description="Secret with a PostgreSQL DSN for threads; omitted: SQLite (one machine) "
         "or the operator's default DSN."
     )
+    pool_size: int = Field(8, ge=1, le=100, description="PostgreSQL connections per agent replica at most; a "
+                           "request waits up to 10 s for one, then gets 503.")
 
 
 class Agent(ApiModel):
     graph: str = Field("rag", pattern=r"^[a-z][a-z0-9-]*$", description="Graph from the registry: rag, agentic-rag.")
     system_prompt: str | None = None
-    auth: AgentAuth | None = Field(None, description="Require a bearer token.")
+    auth: AgentAuth | None = Field(None, description="Require a bearer token: a shared one or a signed identity.")
     tools: list[HttpTool] = Field(default_factory=list, description="Allowlisted HTTP tools (agentic-rag).")
     max_iterations: int = Field(3, ge=1, le=10, description="Query rewrites before giving up (agentic-rag).")
     response_format: ResponseFormat | None = None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from raylight.api.types import ModelDeployment, Pipeline, SecretKeyRef
+from raylight.api.types import ModelDeployment, Pipeline, PipelineSpec, SecretKeyRef
 from raylight.desired.serve import resolve_spec
 from raylight.qdrant_layout import PAYLOAD_INDEXES
 from raylight.settings import Settings
@@ -18,6 +18,7 @@ ENV_LLM_API_KEY = "RAYLIGHT_LLM_API_KEY"
 ENV_QDRANT_API_KEY = "RAYLIGHT_QDRANT_API_KEY"
 ENV_AGENT_TOKEN = "RAYLIGHT_AGENT_TOKEN"
 ENV_THREADS_DSN = "RAYLIGHT_THREADS_DSN"
+ENV_OIDC_JWKS = "RAYLIGHT_OIDC_JWKS"
 
 
 def model_endpoint(name: str, namespace: str, settings: Settings) -> str:
@@ -103,9 +104,23 @@ def get_connections(pipeline: Pipeline, namespace: str, settings: Settings,
             "collection": collection_name(pipeline),
             "api_key_env": ENV_QDRANT_API_KEY if qdrant.api_key_secret else None,
         },
-        "threads": {"postgres_dsn_env": ENV_THREADS_DSN, "sqlite_path": None},
-        "auth": {"token_env": ENV_AGENT_TOKEN} if spec.agent.auth else None,
+        "threads": {"postgres_dsn_env": ENV_THREADS_DSN, "sqlite_path": None,
+                    "pool_size": spec.agent.threads.pool_size},
+        "auth": get_auth_connection(spec),
     }
+
+
+def get_auth_connection(spec: PipelineSpec) -> dict[str, Any] | None:
+    """connections["auth"]: None, a shared token (in $token_env) or OIDC (JWKS in $jwks_env or fetched)."""
+    auth = spec.agent.auth
+    if auth is None:
+        return None
+    if auth.oidc is None:
+        return {"token_env": ENV_AGENT_TOKEN}
+    oidc = auth.oidc
+    return {"oidc": {"issuer": oidc.issuer, "audience": oidc.audience, "algorithms": list(oidc.algorithms),
+                     "jwks_env": ENV_OIDC_JWKS if oidc.jwks_secret else None,
+                     "claims": oidc.claims.model_dump()}}
 
 
 def get_pipeline_env(pipeline: Pipeline, settings: Settings) -> list[dict[str, Any]]:
@@ -114,11 +129,13 @@ def get_pipeline_env(pipeline: Pipeline, settings: Settings) -> list[dict[str, A
     threads_secret = spec.agent.threads.postgres_secret or (
         SecretKeyRef(name=settings.postgres_secret, key="dsn") if settings.postgres_secret else None
     )
-    auth = SecretKeyRef(name=spec.agent.auth.secret, key=spec.agent.auth.key) if spec.agent.auth else None
+    auth = spec.agent.auth
+    token = SecretKeyRef(name=auth.secret, key=auth.key) if auth and auth.secret else None
     return [
         *secret_env(ENV_LLM_API_KEY, spec.llm.external.api_key_secret if spec.llm and spec.llm.external else None),
         *secret_env(ENV_QDRANT_API_KEY, spec.vector_store.qdrant.api_key_secret),
-        *secret_env(ENV_AGENT_TOKEN, auth),
+        *secret_env(ENV_AGENT_TOKEN, token),
+        *secret_env(ENV_OIDC_JWKS, auth.oidc.jwks_secret if auth and auth.oidc else None),
         *secret_env(ENV_THREADS_DSN, threads_secret),
     ]
 

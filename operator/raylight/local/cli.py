@@ -246,14 +246,20 @@ def drop_collections(removed: list[dict[str, Any]], state: dict[str, Any]) -> No
                 _say(f"  deleted collection {entry['collection']} (deletionPolicy Delete)")
 
 
-def wait_ready(url: str, timeout: float = READY_TIMEOUT_S) -> dict[str, Any]:
+def _bearer(state: dict[str, Any]) -> dict[str, str]:
+    """The header that lets the local CLI see its own protected pipelines in /readyz."""
+    token = _token(state)
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def wait_ready(url: str, headers: dict[str, str], timeout: float = READY_TIMEOUT_S) -> dict[str, Any]:
     import httpx
 
     deadline = time.monotonic() + timeout
     report: dict[str, Any] = {}
     while time.monotonic() < deadline:
         try:
-            resp = httpx.get(f"{url}/readyz", timeout=30)
+            resp = httpx.get(f"{url}/readyz", timeout=30, headers=headers)
             report = resp.json()
             if resp.status_code == 200:
                 return report
@@ -294,7 +300,7 @@ def apply(manifests: list[Manifest], state: dict[str, Any], data_dir: Path) -> P
     ingest(plan, state, data_dir)
     drop_collections(removed, state)
     wait_apps({r.app["name"]: f"Pipeline {r.name}" for r in plan.pipelines()})
-    wait_ready(url)
+    wait_ready(url, _bearer(state))
     return plan
 
 
@@ -408,7 +414,7 @@ def status_command(args: argparse.Namespace) -> int:
     except UpError as exc:
         return _fail(str(exc))
     try:
-        readyz = httpx.get(f"{state['url']}/readyz", timeout=30).json()
+        readyz = httpx.get(f"{state['url']}/readyz", timeout=30, headers=_bearer(state)).json()
     except (httpx.HTTPError, ValueError) as exc:
         readyz = {"ready": False, "resources": [], "error": str(exc)}
     ready = {(r["kind"], r["name"]): r for r in readyz.get("resources", [])}

@@ -6,80 +6,93 @@ applications have no HTTP route of their own) and routes:
   POST /v1/embeddings, /v1/rerank,
        /v1/chat/completions                   by the body's `model`: a ModelDeployment's name -> that
                                               model; a Pipeline's name (chat only) -> that pipeline's agent
-  GET  /v1/models                             every model and every pipeline
+  GET  /v1/models                             every model, and every pipeline the caller may see (one
+                                              with `agent.auth` only with its token)
   *    /v1/pipelines/{name}/...               invoke, search, stream, threads/{id} of that pipeline's agent
-  GET  /healthz                               the gateway answers
-  GET  /readyz                                200 when every model and agent is ready, else 503 with why
+  GET  /healthz                               the gateway answers (names nothing)
+  GET  /readyz                                200 when every model and agent can serve, else 503 with why;
+                                              a model is ready while Serve runs a replica of it (however busy),
+                                              an agent when its own readyz says so (or it is too busy to
+                                              answer while Serve runs it); a protected pipeline is named only
+                                              to a caller with its token
 
-Refusals keep the shape of the component that refused (both expose `.status` and `.body()`), so clients
-see the same errors as on a cluster.
+Refusals keep the status and body of the component that refused (an `ApiError`), so clients see the same
+errors as on a cluster; the gateway's own refusals (an unknown or non-string `model`) use the same shape.
+The gateway sits behind `raylight_pipelines.serving.guard` like every app: bodies over `max_request_bytes`
+(the largest any backend accepts), invalid JSON or Unicode, deep nesting, oversize headers, slow bodies get a
+4xx. A backend that is down answers 503 with the reason; any other failure a 500 with an error id, never a trace.
 """
 
 # No `from __future__ import annotations` here: Serve's class-based FastAPI views resolve the route
 # parameters' annotations (Request) at run time, and string annotations turn them into query parameters.
 import asyncio
-import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 from ray import serve
-from ray.serve.handle import DeploymentHandle
+from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
+from ray.serve.handle import DeploymentHandle, DeploymentResponse, DeploymentResponseGenerator
+from ray.serve.schema import ReplicaState
+from raylight_pipelines.serving import guard
+from raylight_pipelines.serving.protocol import MODEL_MAX_REQUEST_BYTES, ApiError
 
 log = logging.getLogger("ray.serve")
 
 GATEWAY_DEPLOYMENT = "Gateway"
 MODEL_DEPLOYMENT = "ModelServer"
 AGENT_DEPLOYMENT = "AgentServer"
-READY_TIMEOUT_S = 10.0
+READY_TIMEOUT_S = 5.0
 
 api = FastAPI(title="raylight gateway", docs_url=None, redoc_url=None)
+guard.install(api)
+
+# A backend that is not there right now (restarting, overloaded, not deployed yet): 503, the client may retry.
+_OUTAGES = (RayActorError, ActorDiedError, ActorUnavailableError, BackPressureError, DeploymentUnavailableError)
 
 
-def openai_error(status: int, message: str, type: str = "invalid_request_error", code: str | None = None,
-                 param: str | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "type": type, "code": code, "param": param}}, status)
+def backend_error(backend: str, exc: BaseException) -> ApiError:
+    """A refusal from a model or agent keeps its status and body; an outage is a 503 with the reason;
+    anything else a 500 whose trace goes to the log only."""
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, _OUTAGES):
+        return ApiError(503, f"{backend} is not available right now ({type(exc).__name__}); retry shortly",
+                        type="service_unavailable", code="backend_unavailable")
+    return guard.internal_error(f"gateway -> {backend}", exc)
 
 
-def error_response(exc: BaseException) -> JSONResponse:
-    """A refusal from a model or agent keeps its status and body; anything else is a 502/503."""
-    status, body = getattr(exc, "status", None), getattr(exc, "body", None)
-    if isinstance(status, int) and callable(body):
-        return JSONResponse(body(), status)
-    name = type(exc).__name__
-    if "Unavailable" in name or "NotFound" in name:
-        return openai_error(503, f"the backend is not available yet: {exc}", "server_error", "unavailable")
-    log.error("gateway: backend call failed: %r", exc)
-    return openai_error(502, f"the backend failed: {name}: {exc}", "server_error", "backend_error")
+async def relay(backend: str, gen: DeploymentResponse[Any] | DeploymentResponseGenerator[Any]) -> Response:
+    """Relay a streaming handle call (`handle.options(stream=True)....remote()`) as server-sent events; errors
+    before the first line keep their status; a client that goes away cancels the backend's call."""
+    assert isinstance(gen, DeploymentResponseGenerator)
 
+    async def lines() -> AsyncGenerator[str]:
+        try:
+            async for line in gen:
+                yield line
+        finally:
+            gen.cancel()  # a no-op once the call has finished
 
-async def sse_response(gen: Any) -> Response:
-    """Relay a streaming handle call as server-sent events; errors before the first line keep their status."""
-    it = gen.__aiter__()
     try:
-        first: str | None = await it.__anext__()
-    except StopAsyncIteration:
-        first = None
+        return await guard.sse_response(lines())
     except Exception as exc:
-        return error_response(exc)
-
-    async def body() -> AsyncIterator[str]:
-        if first is not None:
-            yield first
-        async for line in it:
-            yield line
-
-    return StreamingResponse(body(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        raise backend_error(backend, exc) from exc
 
 
 @serve.deployment(name=GATEWAY_DEPLOYMENT, ray_actor_options={"num_cpus": 0}, max_ongoing_requests=256)
 @serve.ingress(api)
 class Gateway:
-    def __init__(self, models: dict[str, str], pipelines: list[str]) -> None:
+    def __init__(self, models: dict[str, str], pipelines: list[str], protected: list[str],
+                 max_request_bytes: int) -> None:
         self.models = dict(models)  # name -> task (chat | embed | rerank)
         self.pipelines = list(pipelines)
+        self.public = [p for p in pipelines if p not in protected]  # what refusals may name
+        self.max_request_bytes = max(max_request_bytes, MODEL_MAX_REQUEST_BYTES)
+        self._cards: dict[str, list[dict[str, Any]]] = {}  # a model's /v1/models entry does not change
 
     def _model(self, name: str) -> DeploymentHandle:
         return serve.get_deployment_handle(MODEL_DEPLOYMENT, app_name=name)
@@ -87,43 +100,83 @@ class Gateway:
     def _agent(self, name: str) -> DeploymentHandle:
         return serve.get_deployment_handle(AGENT_DEPLOYMENT, app_name=name)
 
-    def _unknown(self, model: Any, kinds: str) -> JSONResponse:
-        known = ", ".join(sorted([*self.models, *self.pipelines])) or "none"
-        return openai_error(404, f"The model '{model}' does not exist here ({kinds}); available: {known}.",
-                            code="model_not_found", param="model")
+    def _unknown(self, model: str, kinds: str) -> ApiError:
+        known = ", ".join(sorted([*self.models, *self.public])) or "none"
+        return ApiError(404, f"The model '{model}' does not exist here ({kinds}); available: {known}.",
+                        code="model_not_found", param="model")
 
-    @staticmethod
-    async def _json(request: Request) -> tuple[bytes, Any]:
-        raw = await request.body()
-        try:
-            return raw, json.loads(raw or b"null")
-        except (ValueError, UnicodeDecodeError):
-            return raw, None
+    async def _body(self, request: Request) -> tuple[bytes, dict[str, Any], str]:
+        """The raw body (what the backend checks again against its own limit), its JSON and its `model`."""
+        raw = await guard.read_body(request, self.max_request_bytes)
+        body = guard.load_object(raw, self.max_request_bytes)
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            raise ApiError(400, "model: must be a string naming a ModelDeployment or a Pipeline",
+                           param="model", code="invalid_value")
+        return raw, body, model
 
     # ------------------------------------------------------------ health
 
     @api.get("/healthz")
     async def healthz(self) -> dict[str, Any]:
-        return {"status": "ok", "models": sorted(self.models), "pipelines": sorted(self.pipelines)}
+        return {"status": "ok"}
 
-    async def _ready_one(self, kind: str, name: str) -> dict[str, Any]:
-        try:
-            if kind == "ModelDeployment":
-                await asyncio.wait_for(self._model(name).models.remote(), READY_TIMEOUT_S)
-                return {"kind": kind, "name": name, "ready": True}
-            report = await asyncio.wait_for(self._agent(name).readyz.remote(), READY_TIMEOUT_S)
-            return {"kind": kind, "name": name, "ready": bool(report.get("ready")), "detail": report}
-        except Exception as exc:
-            return {"kind": kind, "name": name, "ready": False, "detail": f"{type(exc).__name__}: {exc}"}
+    @staticmethod
+    def _replicas(app: str, deployment: str) -> tuple[bool, str]:
+        """Whether Serve runs a replica of the deployment now (the controller's view: never waits on a
+        busy replica)."""
+        status = serve.status().applications.get(app)
+        if status is None:
+            return False, "not deployed"
+        dep = status.deployments.get(deployment)
+        running = dep.replica_states.get(ReplicaState.RUNNING, 0) if dep is not None else 0
+        if running:
+            return True, f"{running} replica(s) running"
+        state = dep.status if dep is not None else status.status
+        return False, f"no replica running ({state}): {(dep.message if dep is not None else status.message) or ''}"
+
+    async def _ready_model(self, name: str) -> dict[str, Any]:
+        ok, detail = self._replicas(name, MODEL_DEPLOYMENT)
+        return {"kind": "ModelDeployment", "name": name, "ready": ok, "detail": detail}
+
+    async def _ready_pipeline(self, name: str, auth: str | None) -> dict[str, Any]:
+        ok, detail = self._replicas(name, AGENT_DEPLOYMENT)
+        report: dict[str, Any] = {"kind": "Pipeline", "name": name, "ready": ok, "detail": detail}
+        if ok:
+            try:
+                agent = await asyncio.wait_for(self._agent(name).readyz.remote(auth), READY_TIMEOUT_S)
+            except TimeoutError:
+                report["detail"] = "busy: running, no readiness answer within 5 s"
+            except Exception as exc:
+                report.update(ready=False, detail=f"the agent does not answer: {type(exc).__name__}")
+            else:
+                visible = agent.pop("visible", False)
+                report.update(ready=bool(agent.pop("ready")), detail=agent)
+                if not visible:
+                    report.update(name=None, detail={"ready": report["ready"]})
+        elif name not in self.public:
+            report["name"] = None
+        return report
 
     @api.get("/readyz")
-    async def readyz(self) -> Response:
-        checks = await asyncio.gather(*[self._ready_one("ModelDeployment", n) for n in self.models],
-                                      *[self._ready_one("Pipeline", n) for n in self.pipelines])
+    async def readyz(self, request: Request) -> Response:
+        auth = request.headers.get("authorization")
+        checks = await asyncio.gather(*[self._ready_model(n) for n in self.models],
+                                      *[self._ready_pipeline(n, auth) for n in self.pipelines])
         ready = all(c["ready"] for c in checks)
-        return JSONResponse({"ready": ready, "resources": list(checks)}, 200 if ready else 503)
+        resources = [c for c in checks if c["name"] is not None]
+        hidden = [c for c in checks if c["name"] is None]
+        body: dict[str, Any] = {"ready": ready, "resources": resources}
+        if hidden:  # protected pipelines count, but stay anonymous without their token
+            body["protected"] = {"count": len(hidden), "ready": all(c["ready"] for c in hidden)}
+        return JSONResponse(body, 200 if ready else 503)
 
     # ------------------------------------------------------------ OpenAI surface
+
+    async def _card(self, name: str) -> list[dict[str, Any]]:
+        if name not in self._cards:
+            self._cards[name] = (await self._model(name).models.remote())["data"]
+        return self._cards[name]
 
     @api.get("/v1/models")
     async def list_models(self, request: Request) -> Response:
@@ -131,26 +184,29 @@ class Gateway:
         data: list[dict[str, Any]] = []
         for name in self.models:
             try:
-                data += (await self._model(name).models.remote())["data"]
+                data += await self._card(name)
             except Exception as exc:  # list it anyway, so a client sees what exists
                 data.append({"id": name, "object": "model", "owned_by": "raylight", "ready": False,
-                             "error": str(exc)})
+                             "error": backend_error(f"model {name}", exc).message})
         for name in self.pipelines:
             try:
                 data += (await self._agent(name).models.remote(auth))["data"]
-            except Exception:
-                data.append({"id": name, "object": "model", "owned_by": "raylight", "kind": "pipeline"})
+            except ApiError:
+                continue  # a protected pipeline, without its token: not listed
+            except Exception as exc:
+                if name in self.public:
+                    data.append({"id": name, "object": "model", "owned_by": "raylight", "kind": "pipeline",
+                                 "ready": False, "error": backend_error(f"pipeline {name}", exc).message})
         return JSONResponse({"object": "list", "data": data})
 
     async def _model_call(self, method: str, request: Request) -> Response:
-        _, body = await self._json(request)
-        model = body.get("model") if isinstance(body, dict) else None
+        raw, _, model = await self._body(request)
         if model not in self.models:
-            return self._unknown(model, f"{method} are served by ModelDeployments")
+            raise self._unknown(model, f"{method} are served by ModelDeployments")
         try:
-            return JSONResponse(await getattr(self._model(model), method).remote(body))
+            return JSONResponse(await getattr(self._model(model), method).remote(raw))
         except Exception as exc:
-            return error_response(exc)
+            raise backend_error(f"model {model}", exc) from exc
 
     @api.post("/v1/embeddings")
     async def embeddings(self, request: Request) -> Response:
@@ -162,44 +218,39 @@ class Gateway:
 
     @api.post("/v1/chat/completions")
     async def chat_completions(self, request: Request) -> Response:
-        raw, body = await self._json(request)
-        if not isinstance(body, dict):
-            return openai_error(400, "The request body must be a JSON object.", code="invalid_json")
-        model, stream = body.get("model"), body.get("stream") is True
+        raw, body, model = await self._body(request)
+        stream = body.get("stream") is True
         auth = request.headers.get("authorization")
+        args: tuple[Any, ...]
+        if model in self.models:
+            handle, backend, args = self._model(model), f"model {model}", (raw,)
+        elif model in self.pipelines:
+            handle, backend, args = self._agent(model), f"pipeline {model}", (raw, auth)
+        else:
+            raise self._unknown(model, "a ModelDeployment or a Pipeline")
+        if stream:
+            return await relay(backend, handle.options(stream=True).chat_completions_stream.remote(*args))
         try:
-            if model in self.models:
-                handle = self._model(model)
-                if stream:
-                    return await sse_response(handle.options(stream=True).chat_completions_stream.remote(body))
-                return JSONResponse(await handle.chat_completions.remote(body))
-            if model in self.pipelines:
-                agent = self._agent(model)
-                if stream:
-                    return await sse_response(
-                        agent.options(stream=True).chat_completions_stream.remote(raw, auth))
-                return JSONResponse(await agent.chat_completions.remote(raw, auth))
+            return JSONResponse(await handle.chat_completions.remote(*args))
         except Exception as exc:
-            return error_response(exc)
-        return self._unknown(model, "a ModelDeployment or a Pipeline")
+            raise backend_error(backend, exc) from exc
 
     # ------------------------------------------------------------ agent routes
 
-    def _pipeline(self, name: str) -> DeploymentHandle | JSONResponse:
+    def _pipeline(self, name: str) -> DeploymentHandle:
         if name not in self.pipelines:
-            known = ", ".join(sorted(self.pipelines)) or "none"
-            return openai_error(404, f"No pipeline named '{name}'; running: {known}.", code="not_found")
+            known = ", ".join(sorted(self.public)) or "none"
+            raise ApiError(404, f"No pipeline named '{name}'; running: {known}.", code="not_found")
         return self._agent(name)
 
     async def _agent_call(self, name: str, method: str, request: Request) -> Response:
         agent = self._pipeline(name)
-        if isinstance(agent, JSONResponse):
-            return agent
+        raw = await guard.read_body(request, self.max_request_bytes)
         try:
             call = getattr(agent, method)
-            return JSONResponse(await call.remote(await request.body(), request.headers.get("authorization")))
+            return JSONResponse(await call.remote(raw, request.headers.get("authorization")))
         except Exception as exc:
-            return error_response(exc)
+            raise backend_error(f"pipeline {name}", exc) from exc
 
     @api.post("/v1/pipelines/{name}/invoke")
     async def invoke(self, name: str, request: Request) -> Response:
@@ -212,23 +263,20 @@ class Gateway:
     @api.post("/v1/pipelines/{name}/stream")
     async def stream(self, name: str, request: Request) -> Response:
         agent = self._pipeline(name)
-        if isinstance(agent, JSONResponse):
-            return agent
-        raw = await request.body()
-        return await sse_response(
-            agent.options(stream=True).stream.remote(raw, request.headers.get("authorization")))
+        raw = await guard.read_body(request, self.max_request_bytes)
+        return await relay(f"pipeline {name}",
+                           agent.options(stream=True).stream.remote(raw, request.headers.get("authorization")))
 
     @api.get("/v1/pipelines/{name}/threads/{thread_id}")
     async def thread(self, name: str, thread_id: str, request: Request, user: str | None = None) -> Response:
         agent = self._pipeline(name)
-        if isinstance(agent, JSONResponse):
-            return agent
         try:
             return JSONResponse(await agent.thread.remote(thread_id, user, request.headers.get("authorization")))
         except Exception as exc:
-            return error_response(exc)
+            raise backend_error(f"pipeline {name}", exc) from exc
 
 
 def build_app(args: dict[str, Any]) -> serve.Application:
     """Serve application builder (import path `raylight.local.gateway:build_app`)."""
-    return Gateway.bind(dict(args.get("models", {})), list(args.get("pipelines", [])))  # type: ignore[attr-defined]
+    return Gateway.bind(dict(args.get("models", {})), list(args.get("pipelines", [])),  # type: ignore[attr-defined]
+                        list(args.get("protected", [])), int(args.get("max_request_bytes", 0)))

@@ -124,12 +124,15 @@ def build_plan(manifests: list[Manifest], data_dir: Path, port: int) -> Plan:
             app = get_agent_application(r, conns)
         app["route_prefix"] = None  # reached through the gateway only
         plan.resources.append(Resource(r.kind, r.metadata.name, app, m))
+    pipelines = [m.resource for m in manifests if isinstance(m.resource, Pipeline)]
     plan.gateway = {
         "name": st.GATEWAY_APP,
         "route_prefix": "/",
         "import_path": GATEWAY_IMPORT,
         "args": {"models": {n: md.spec.task for n, md in models.items()},
-                 "pipelines": [r.name for r in plan.pipelines()]},
+                 "pipelines": [p.metadata.name for p in pipelines],
+                 "protected": [p.metadata.name for p in pipelines if p.spec.agent.auth],
+                 "max_request_bytes": max([p.spec.agent.limits.max_request_bytes for p in pipelines], default=0)},
     }
     return plan
 

@@ -13,12 +13,14 @@ HTTP routes (relative to the application's route prefix):
                               n > 1 as in docs/tool-calling.md (choices are generated one after another)
   GET  /v1/models             this model: id (= deployment name), runtime, weights sha256, dimension
   GET  /healthz               200 once the model is loaded
-Refusals use the OpenAI error body {"error": {"message", "type", "param", "code"}}: 400 for a bad
-request, 404 when `model` names another model.
+Every route sits behind `guard` (bodies over MODEL_MAX_REQUEST_BYTES, invalid Unicode, deep nesting, oversize
+headers, slow bodies: a 4xx) and refuses with the OpenAI error body {"error": {"message", "type", "param",
+"code"}}: 400 for a bad request (`max_tokens` over the model's context included), 404 when `model` names
+another model. A client that goes away stops the generation at its next token, streaming or not.
 
 The same operations are plain async methods, for other Serve applications (the local single-port
 gateway) that hold a DeploymentHandle to `ModelServer`:
-  await handle.embeddings.remote(body)            -> dict (the /v1/embeddings response)
+  await handle.embeddings.remote(body)            -> dict (the /v1/embeddings response); body: dict or raw bytes
   await handle.rerank.remote(body)                -> dict (the /v1/rerank response)
   await handle.chat_completions.remote(body)      -> dict (`stream` in the body is ignored)
   async for line in handle.options(stream=True).chat_completions_stream.remote(body):
@@ -32,46 +34,35 @@ raises on the first iteration, not halfway through an answer.
 # No `from __future__ import annotations`: FastAPI must see real types on the ingress methods.
 import asyncio
 import base64
-import json
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 from ray import serve
 from raylight.api.types import ModelDeploymentSpec
 from raylight.desired.serve import MODEL_DEPLOYMENT, deployment_options, quantity_bytes
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from raylight_pipelines.serving import protocol
+from raylight_pipelines.serving import guard, protocol
 from raylight_pipelines.serving.loading import load_model
-from raylight_pipelines.serving.protocol import ApiError, ChatCompletionRequest, EmbeddingsRequest, RerankRequest
+from raylight_pipelines.serving.protocol import (
+    MODEL_MAX_REQUEST_BYTES,
+    ApiError,
+    ChatCompletionRequest,
+    EmbeddingsRequest,
+    RerankRequest,
+)
 from raylight_pipelines.serving.runtimes.base import ChatRuntime, Embedder, Generation, Reranker
 
 logger = logging.getLogger("ray.serve")
 
 api = FastAPI(title="raylight model server")
-
-
-@api.exception_handler(StarletteHTTPException)
-async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-    # Unknown routes and wrong methods answer in the OpenAI error shape too.
-    return _error(ApiError(exc.status_code, str(exc.detail), code="not_found" if exc.status_code == 404 else None))
-
-
-def _error(exc: ApiError) -> JSONResponse:
-    return JSONResponse(exc.body(), status_code=exc.status)
-
-
-async def _json_body(request: Request) -> Any:
-    try:
-        return await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ApiError(400, "The request body is not valid JSON.", code="invalid_json") from None
+guard.install(api)
 
 
 def _per_request(rows: np.ndarray, counts: list[int], sizes: list[int]) -> list[tuple[np.ndarray, list[int]]]:
@@ -110,7 +101,7 @@ class ModelServer:
         self.created = int(time.time())
         self._generate_lock = asyncio.Lock()  # an engine makes one answer at a time
         self._stats = {"embed_requests": 0, "embed_batches": 0, "embed_texts": 0, "rerank_requests": 0,
-                       "rerank_batches": 0, "rerank_pairs": 0, "chat_requests": 0}
+                       "rerank_batches": 0, "rerank_pairs": 0, "chat_requests": 0, "generations_cancelled": 0}
 
     # ------------------------------------------------------------ plain methods (also for handles)
 
@@ -138,7 +129,7 @@ class ModelServer:
         return {"object": "list", "data": [card]}
 
     async def stats(self) -> dict[str, int]:
-        """Counters of this replica (requests, forward passes): shows dynamic batching at work."""
+        """Counters of this replica (requests, forward passes, generations stopped because the caller went away)."""
         return dict(self._stats)
 
     def _check_task(self, task: str, route: str) -> None:
@@ -146,9 +137,12 @@ class ModelServer:
             raise ApiError(400, f"Model '{self.name}' is a {self.task} model; it does not serve {route}.",
                            param="model", code="wrong_task")
 
-    async def embeddings(self, body: dict[str, Any]) -> dict[str, Any]:
+    def _parse(self, model: type[Any], body: dict[str, Any] | bytes) -> Any:
+        return protocol.parse(model, guard.load_object(body, MODEL_MAX_REQUEST_BYTES), self.name)
+
+    async def embeddings(self, body: dict[str, Any] | bytes) -> dict[str, Any]:
         self._check_task("embed", "/v1/embeddings")
-        request: EmbeddingsRequest = protocol.parse(EmbeddingsRequest, body, self.name)
+        request: EmbeddingsRequest = self._parse(EmbeddingsRequest, body)
         embedder: Embedder = self.loaded.runtime  # type: ignore[assignment]
         if request.dimensions is not None and request.dimensions != embedder.dimension:
             raise ApiError(400, f"Model '{self.name}' makes {embedder.dimension}-dimensional vectors; "
@@ -174,9 +168,9 @@ class ModelServer:
         vectors, counts = await asyncio.to_thread(embedder.embed, flat)
         return _per_request(vectors, counts, [len(texts) for texts in requests])
 
-    async def rerank(self, body: dict[str, Any]) -> dict[str, Any]:
+    async def rerank(self, body: dict[str, Any] | bytes) -> dict[str, Any]:
         self._check_task("rerank", "/v1/rerank")
-        request: RerankRequest = protocol.parse(RerankRequest, body, self.name)
+        request: RerankRequest = self._parse(RerankRequest, body)
         self._stats["rerank_requests"] += 1
         texts = request.texts
         scores, counts = await self._rerank_batch([(request.query, t) for t in texts])
@@ -193,10 +187,16 @@ class ModelServer:
         scores, counts = await asyncio.to_thread(reranker.score, flat)
         return _per_request(scores, counts, [len(pairs) for pairs in requests])
 
-    def _chat_request(self, body: Any) -> ChatCompletionRequest:
+    def _chat_request(self, body: dict[str, Any] | bytes) -> ChatCompletionRequest:
         self._stats["chat_requests"] += 1
         self._check_task("chat", "/v1/chat/completions")
-        request: ChatCompletionRequest = protocol.parse(ChatCompletionRequest, body, self.name)
+        request: ChatCompletionRequest = self._parse(ChatCompletionRequest, body)
+        context = self._chat_runtime.context_length
+        if request.token_limit is not None and request.token_limit >= context:
+            param = "max_completion_tokens" if request.max_completion_tokens else "max_tokens"
+            raise ApiError(400, f"{param}: {request.token_limit} tokens do not fit this model's context of "
+                           f"{context} tokens (the prompt needs some too)", param=param,
+                           code="context_length_exceeded")
         self._chat_runtime.check(request)
         return request
 
@@ -204,23 +204,30 @@ class ModelServer:
     def _chat_runtime(self) -> ChatRuntime:
         return self.loaded.runtime  # type: ignore[return-value]
 
-    async def chat_completions(self, body: dict[str, Any]) -> dict[str, Any]:
+    async def chat_completions(self, body: dict[str, Any] | bytes) -> dict[str, Any]:
         request = self._chat_request(body)
         results: list[Generation] = []
+        cancelled = threading.Event()
         async with self._generate_lock:
-            for one in choice_requests(request):
-                results.append(await asyncio.to_thread(self._chat_runtime.generate, one, None, threading.Event()))
+            try:
+                for one in choice_requests(request):
+                    results.append(await asyncio.to_thread(self._chat_runtime.generate, one, None, cancelled))
+            except asyncio.CancelledError:
+                cancelled.set()  # the caller went away: the engine stops at its next token
+                self._stats["generations_cancelled"] += 1
+                raise
         choices = [protocol.choice(i, r.text, r.finish_reason, r.tool_calls, r.logprobs)
                    for i, r in enumerate(results)]
         return protocol.chat_completion(protocol.completion_id(), self.name, choices, results[0].prompt_tokens,
                                         sum(r.completion_tokens for r in results))
 
-    async def chat_completions_stream(self, body: dict[str, Any]) -> AsyncIterator[str]:
+    async def chat_completions_stream(self, body: dict[str, Any] | bytes) -> AsyncGenerator[str]:
         request = self._chat_request(body)
-        async for line in self._stream(request):
-            yield line
+        async with contextlib.aclosing(self._stream(request)) as lines:  # a caller that goes away stops it now
+            async for line in lines:
+                yield line
 
-    async def _stream(self, request: ChatCompletionRequest) -> AsyncIterator[str]:
+    async def _stream(self, request: ChatCompletionRequest) -> AsyncGenerator[str]:
         """Run the engine in a thread and relay its text pieces and tool calls as SSE chunks, one choice
         after another; stop it if the client goes."""
         cid, created = protocol.completion_id(), int(time.time())
@@ -248,11 +255,14 @@ class ModelServer:
             task = loop.run_in_executor(None, work)
             try:
                 prompt_tokens = completion_tokens = 0
+                pending: Any = await queue.get()  # the first piece, result or refusal, before any byte is sent
+                if isinstance(pending, ApiError):
+                    raise pending  # e.g. a prompt longer than the context keeps its HTTP status
                 for index in range(request.n):
                     yield chunk(index, {"role": "assistant", "content": ""})
                     calls = 0
                     while True:
-                        item = await queue.get()
+                        item, pending = (pending if pending is not None else await queue.get()), None
                         if isinstance(item, str):
                             yield chunk(index, {"content": item})
                         elif isinstance(item, dict):
@@ -260,8 +270,9 @@ class ModelServer:
                                 yield chunk(index, delta)
                             calls += 1
                         elif isinstance(item, BaseException):
-                            logger.error("model %s: generation failed: %r", self.name, item)
-                            yield protocol.sse_error(ApiError(500, f"generation failed: {item}", type="server_error"))
+                            error = item if isinstance(item, ApiError) else guard.internal_error(
+                                f"model {self.name}: generation", item)
+                            yield protocol.sse_error(error)
                             return
                         else:
                             if item.logprobs is not None:  # the whole answer's token logprobs, in one chunk
@@ -275,7 +286,9 @@ class ModelServer:
                     yield protocol.sse(protocol.chat_chunk(cid, self.name, created, {}, usage_=usage))
                 yield protocol.SSE_DONE
             finally:
-                cancelled.set()  # a client that disconnects stops the engine at its next token
+                if not task.done():  # a client that disconnects stops the engine at its next token
+                    cancelled.set()
+                    self._stats["generations_cancelled"] += 1
                 await task
 
     def check_health(self) -> None:
@@ -301,34 +314,23 @@ class ModelServer:
     @api.get("/v1/models/{model:path}")
     async def http_model(self, model: str) -> Response:
         if model != self.name:
-            return _error(protocol.unknown_model(model, self.name))
+            raise protocol.unknown_model(model, self.name)
         return JSONResponse((await self.models())["data"][0])
 
     @api.post("/v1/embeddings")
     async def http_embeddings(self, request: Request) -> Response:
-        try:
-            return JSONResponse(await self.embeddings(await _json_body(request)))
-        except ApiError as exc:
-            return _error(exc)
+        return JSONResponse(await self.embeddings(await guard.read_body(request, MODEL_MAX_REQUEST_BYTES)))
 
     @api.post("/v1/rerank")
     async def http_rerank(self, request: Request) -> Response:
-        try:
-            return JSONResponse(await self.rerank(await _json_body(request)))
-        except ApiError as exc:
-            return _error(exc)
+        return JSONResponse(await self.rerank(await guard.read_body(request, MODEL_MAX_REQUEST_BYTES)))
 
     @api.post("/v1/chat/completions")
     async def http_chat_completions(self, request: Request) -> Response:
-        try:
-            body = await _json_body(request)
-            if isinstance(body, dict) and body.get("stream") is True:
-                chat = self._chat_request(body)
-                return StreamingResponse(self._stream(chat), media_type="text/event-stream",
-                                         headers={"Cache-Control": "no-cache"})
-            return JSONResponse(await self.chat_completions(body))
-        except ApiError as exc:
-            return _error(exc)
+        body = guard.load_object(await guard.read_body(request, MODEL_MAX_REQUEST_BYTES), MODEL_MAX_REQUEST_BYTES)
+        if body.get("stream") is True:
+            return await guard.sse_response(self._stream(self._chat_request(body)))
+        return JSONResponse(await self.chat_completions(body))
 
 
 def build_app(args: dict[str, Any]) -> serve.Application:

@@ -10,10 +10,14 @@ import json
 import re
 import time
 import uuid
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import jsonschema
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+
+# The largest body a model route reads (1 MiB: about 250,000 tokens of text, more than a CPU runtime's context).
+MODEL_MAX_REQUEST_BYTES = 1024 * 1024
 
 
 class ApiError(Exception):
@@ -43,19 +47,27 @@ _TYPE_TAGS = {"str", "int", "float", "bool", "list", "dict", "none"}
 _NAMED_PARAM = re.compile(r"^([a-z_][a-z_0-9]*): (.+)$", re.DOTALL)
 
 
-def validation_error(exc: ValidationError) -> ApiError:
-    """The first pydantic problem as an OpenAI 400 naming the offending parameter."""
-    first = exc.errors()[0]
-    # pydantic adds union members to the location ("input.list[str]"): keep only the request's own path.
-    # Class names (union members like NamedToolChoice) are left out the same way.
-    param = ".".join(str(p) for p in first["loc"] if isinstance(p, int) or (p.isidentifier()
-                     and p not in _TYPE_TAGS and not p[0].isupper())) or None
-    text = first["msg"].removeprefix("Value error, ")
-    named = _NAMED_PARAM.match(text)
-    if param is None and named:  # a check across fields says which one it is about: "tool_choice: ..."
-        param, text = named[1], named[2]
-    message = f"{param}: {text}" if param else text
-    return ApiError(400, message, param=param, code="invalid_value")
+def _field(loc: Any) -> str:
+    # pydantic adds union members to the location ("input.list[str]", "user.UserIn.id"): keep only the
+    # request's own path. Class names (union members like NamedToolChoice) are left out the same way.
+    return ".".join(str(p) for p in loc if isinstance(p, int) or (p.isidentifier() and p not in _TYPE_TAGS
+                                                                  and not p[0].isupper()))
+
+
+def validation_error(exc: ValidationError | Sequence[Any]) -> ApiError:
+    """pydantic's (or FastAPI's) problems as one OpenAI 400 naming every offending field; `param` is the first.
+
+    The same fault gets the same status and code on every route, whichever app refused it.
+    """
+    fields: dict[str, str] = {}
+    for problem in exc.errors() if isinstance(exc, ValidationError) else exc:
+        field, text = _field(problem["loc"]), str(problem["msg"]).removeprefix("Value error, ")
+        named = _NAMED_PARAM.match(text)
+        if not field and named:  # a check across fields says which one it is about: "tool_choice: ..."
+            field, text = named[1], named[2]
+        fields.setdefault(field, text)
+    message = "; ".join(f"{f}: {text}" if f else text for f, text in fields.items()) or "invalid request"
+    return ApiError(400, message, param=next(iter(fields), None) or None, code="invalid_value")
 
 
 MAX_CHOICES = 8  # `n`: choices are generated one after another on the CPU runtimes

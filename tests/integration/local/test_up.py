@@ -27,6 +27,18 @@ ROOT = Path(__file__).resolve().parents[3]
 QUICKSTART = ROOT / "examples" / "quickstart"
 UP_TIMEOUT_S = 1200
 QUESTION = "What is the default chunk size and overlap?"
+# A token-protected Pipeline beside the quickstart's: public routes must not reveal it.
+VAULT = """apiVersion: raylight.io/v1alpha1
+kind: Pipeline
+metadata: {name: vault}
+spec:
+  embedder: {modelDeployment: minilm}
+  llm: {modelDeployment: smollm}
+  sources:
+    - documents: [{id: plan, title: Merger plan, text: "The merger closes in March; only acme may read this."}]
+      access: {tenant: acme}
+  agent: {auth: {secret: vault-token}}
+"""
 
 
 
@@ -66,6 +78,7 @@ def one_sentence(stderr: str) -> str:
 def manifests(tmp_path_factory: pytest.TempPathFactory) -> Path:
     dest = tmp_path_factory.mktemp("quickstart") / "quickstart"
     shutil.copytree(QUICKSTART, dest)
+    (dest / "vault.yaml").write_text(VAULT)
     return dest
 
 
@@ -101,7 +114,8 @@ def test_status_lists_every_resource_ready(platform: dict[str, Any]) -> None:
     assert out.returncode == 0, out.stderr
     status = json.loads(out.stdout)  # --json: one document, nothing else on stdout
     rows = {(r["kind"], r["name"]): r for r in status["resources"]}
-    assert set(rows) == {("ModelDeployment", "minilm"), ("ModelDeployment", "smollm"), ("Pipeline", "handbook")}
+    assert set(rows) == {("ModelDeployment", "minilm"), ("ModelDeployment", "smollm"), ("Pipeline", "handbook"),
+                         ("Pipeline", "vault")}  # the CLI presents the platform's token: it sees "vault"
     assert all(r["ready"] for r in rows.values()), rows
     assert rows[("Pipeline", "handbook")]["endpoint"].endswith("/v1/pipelines/handbook")
     table = raylight("status", "--data-dir", str(platform["data_dir"]))
@@ -124,6 +138,72 @@ def test_gateway_routes_openai_requests_by_model(platform: dict[str, Any]) -> No
     agent = httpx.post(f"{url}/chat/completions", timeout=600, json={
         "model": "handbook", "messages": [{"role": "user", "content": QUESTION}]}).json()
     assert agent["model"] == "handbook" and agent["choices"][0]["message"]["content"]
+
+
+def test_public_routes_reveal_no_protected_pipeline_collection_or_path(platform: dict[str, Any]) -> None:
+    url = f"http://127.0.0.1:{platform['port']}"
+    token = (platform["data_dir"] / "agent-token").read_text().strip()
+    public = [httpx.get(f"{url}{path}", timeout=30) for path in ("/healthz", "/readyz", "/v1/models")]
+    public.append(httpx.post(f"{url}/v1/chat/completions", json={"model": "nope", "messages": []}, timeout=30))
+    for response in public:
+        assert response.status_code in (200, 404), response.text
+        for secret in ("vault", str(platform["data_dir"]), "chunks", "collection '"):
+            assert secret not in response.text, (response.request.url, secret, response.text)
+    ready = public[1].json()
+    assert ready["ready"] and ready["protected"] == {"count": 1, "ready": True}
+    bearer = {"Authorization": f"Bearer {token}"}
+    assert "vault" in {m["id"] for m in httpx.get(f"{url}/v1/models", headers=bearer, timeout=30).json()["data"]}
+    named = httpx.get(f"{url}/readyz", headers=bearer, timeout=30).json()
+    assert {r["name"] for r in named["resources"]} == {"minilm", "smollm", "handbook", "vault"}
+
+
+# Each hostile input from issue 15 items 1-2, through the gateway: (method, path, body, status, code).
+DEEP = "[" * 1000 + "]" * 1000
+HOSTILE: list[tuple[str, str | bytes, int, str]] = [
+    ("/v1/embeddings", '{"model":"minilm","input":' + DEEP + "}", 400, "too_deep"),
+    ("/v1/pipelines/handbook/invoke", '{"input":' + DEEP + "}", 400, "too_deep"),
+    ("/v1/chat/completions", '{"model":"handbook","messages":' + DEEP + "}", 400, "too_deep"),
+    ("/v1/embeddings", '{"model":["minilm"],"input":"x"}', 400, "invalid_value"),
+    ("/v1/chat/completions", '{"model":["smollm"],"messages":[]}', 400, "invalid_value"),
+    ("/v1/chat/completions", '{"model":{"a":1},"messages":[]}', 400, "invalid_value"),
+    ("/v1/embeddings", '{"model":"minilm","input":"\\ud800"}', 400, "invalid_unicode"),
+    ("/v1/chat/completions", '{"model":"smollm","messages":[{"role":"user","content":"\\ud800 vault"}]}', 400,
+     "invalid_unicode"),
+    ("/v1/chat/completions", '{"model":"handbook","messages":[{"role":"user","content":"\\ud800 vault"}]}', 400,
+     "invalid_unicode"),
+    ("/v1/pipelines/handbook/invoke", '{"input":"\\ud800 vault"}', 400, "invalid_unicode"),
+    ("/v1/pipelines/handbook/invoke", json.dumps({"input": "How do replicas scale? " * 1050}), 400,
+     "context_length_exceeded"),  # 24,150 characters: under the 64 KiB limit, over the 4,096-token context
+    ("/v1/chat/completions", b'{"model":"smollm","messages":[{"role":"user","content":"' + b"x" * 10_000_000 + b'"}]}',
+     413, "request_too_large"),
+    ("/v1/chat/completions", json.dumps({"model": "smollm", "messages": [{"role": "user", "content": "hi"}],
+                                         "max_tokens": 1_000_000_000}), 400, "context_length_exceeded"),
+    ("/v1/chat/completions", json.dumps({"model": "handbook", "messages": [{"role": "user", "content": "hi"}],
+                                         "max_tokens": -1}), 400, "invalid_value"),
+    ("/v1/chat/completions", json.dumps({"model": "handbook", "messages": [{"role": "user", "content": "hi"}],
+                                         "n": 0}), 400, "invalid_value"),
+    ("/v1/chat/completions", '{"model":"handbook","messages":[{"role":"user","content":"hi"}],"temperature":NaN}',
+     400, "invalid_json"),
+    ("/v1/chat/completions", '{"model":"smollm","messages":[{"role":"user","content":"hi"}],"temperature":NaN}',
+     400, "invalid_json"),
+]
+
+
+@pytest.mark.parametrize(("path", "body", "status", "code"), HOSTILE)
+def test_hostile_input_gets_a_4xx_in_the_openai_shape_and_no_trace(platform: dict[str, Any], path: str,
+                                                                  body: str | bytes, status: int, code: str) -> None:
+    url = f"http://127.0.0.1:{platform['port']}"
+    response = httpx.post(f"{url}{path}", content=body if isinstance(body, bytes) else body.encode(), timeout=300,
+                          headers={"content-type": "application/json"})
+    assert (response.status_code, response.json()["error"]["code"]) == (status, code), response.text[:500]
+    assert set(response.json()["error"]) == {"message", "type", "param", "code"}
+    assert "Traceback" not in response.text and "\x1b" not in response.text and "\u001b" not in response.text
+
+
+def test_oversize_headers_get_a_4xx(platform: dict[str, Any]) -> None:
+    url = f"http://127.0.0.1:{platform['port']}"
+    big = httpx.get(f"{url}/v1/models", headers={"x-pad": "a" * 20_000}, timeout=30)
+    assert 400 <= big.status_code < 500, big.text[:300]
 
 
 def test_ask_answers_with_numbered_citations(platform: dict[str, Any]) -> None:

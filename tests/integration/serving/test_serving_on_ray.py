@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -240,6 +241,29 @@ def test_handle_methods_serve_the_gateway(served: dict[str, str]) -> None:
     with pytest.raises(ApiError) as info:
         handle.chat_completions.remote({"model": "nope", "messages": FRANCE}).result()
     assert info.value.status == 404 and info.value.body()["error"]["param"] == "model"
+
+
+def test_a_client_that_goes_away_stops_the_generation(served: dict[str, str]) -> None:
+    from ray import serve
+
+    handle = serve.get_app_handle("smollm")
+    cancelled = handle.stats.remote().result()["generations_cancelled"]
+    count = [{"role": "user", "content": "Count from 1 to 2000, one number per line."}]
+    body = {"model": "smollm", "messages": count, "temperature": 0, "max_tokens": 1500}
+    with httpx.stream("POST", served["smollm"] + "/v1/chat/completions", json={**body, "stream": True},
+                      timeout=60) as resp:
+        lines = resp.iter_lines()
+        assert [next(lines) for _ in range(3)]  # then the client hangs up mid-answer
+    with pytest.raises(httpx.ReadTimeout):  # a non-streaming client that gives up
+        httpx.post(served["smollm"] + "/v1/chat/completions", json=body, timeout=1.0)
+    for _ in range(100):
+        if handle.stats.remote().result()["generations_cancelled"] >= cancelled + 2:
+            break
+        time.sleep(0.1)
+    assert handle.stats.remote().result()["generations_cancelled"] == cancelled + 2
+    short = httpx.post(served["smollm"] + "/v1/chat/completions", timeout=60,
+                       json={"model": "smollm", "messages": FRANCE, "max_tokens": 4}).json()
+    assert short["usage"]["completion_tokens"] <= 4
 
 
 def test_a_model_that_cannot_load_reports_the_reason(served: dict[str, str]) -> None:

@@ -13,10 +13,10 @@ import pytest
 from agent_fakes import Doc, MemoryRetriever, ScriptedLLM
 from raylight.api.types import PipelineSpec
 from raylight_agents.agent import Agent, Turn, User, running
-from raylight_agents.errors import AgentError
 from raylight_agents.graphs.base import DONT_KNOW
 from raylight_agents.tools import HttpToolbox, ToolError
 from raylight_pipelines.retrieval import Caller
+from raylight_pipelines.serving.protocol import ApiError
 
 DOCS = [
     Doc("d1", "Ray Serve scales replicas with autoscaling between min and max.", "serve.md"),
@@ -119,7 +119,7 @@ async def test_thread_sends_earlier_turns_to_the_model_and_survives_a_restart(tm
     async with running(make_agent(llm, MemoryRetriever(DOCS), spec(), threads)) as agent:  # a "restart"
         await agent.invoke(Turn("And what stores the vectors?", first["thread_id"], User("ann")))
         history = await agent.history(first["thread_id"], User("ann"))
-        with pytest.raises(AgentError) as other:
+        with pytest.raises(ApiError) as other:
             await agent.history(first["thread_id"], User("mallory"))
     sent = llm.answer_calls()[-1]["messages"]
     assert {"role": "user", "content": "How do Serve replicas scale?"} in sent
@@ -195,10 +195,10 @@ async def test_model_or_store_outage_is_a_503_with_a_reason_and_recovers() -> No
     retriever = MemoryRetriever(DOCS)
     async with running(make_agent(llm, retriever, spec())) as agent:
         retriever.down = True
-        with pytest.raises(AgentError) as store:
+        with pytest.raises(ApiError) as store:
             await agent.invoke(Turn("How do replicas scale?"))
         retriever.down, llm.down = False, True
-        with pytest.raises(AgentError) as model:
+        with pytest.raises(ApiError) as model:
             await agent.invoke(Turn("How do replicas scale?"))
         assert (await agent.ready())["model"]["ok"] is False
         llm.down = False

@@ -1,5 +1,5 @@
 """The search API (`AgentServer.search`, what POST /v1/pipelines/{name}/search and the gateway call): the
-same auth, size limit, field-level 422s, ACL and audit as invoke; no model and no thread store needed, so a
+same auth, size limit, field-level 400s, ACL and audit as invoke; no model and no thread store needed, so a
 Pipeline without spec.llm serves it (and answers 404 to invoke)."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from agent_fakes import Doc, MemoryRetriever
 from raylight_agents.agent import Agent
-from raylight_agents.errors import AgentError
 from raylight_agents.serve import AgentServer
+from raylight_pipelines.serving.protocol import ApiError
 
 pytestmark = pytest.mark.filterwarnings("ignore:coroutine .*__del__. was never awaited:RuntimeWarning")
 
@@ -60,20 +60,20 @@ async def test_caller_identity_is_the_acl_and_filters_only_narrow(server: Any) -
 
 
 async def test_search_has_the_same_auth_limits_and_field_errors_as_invoke(server: Any) -> None:
-    with pytest.raises(AgentError) as auth:
+    with pytest.raises(ApiError) as auth:
         await server.search({"query": "replicas"}, "Bearer nope")
     assert auth.value.status == 401
-    with pytest.raises(AgentError) as big:
+    with pytest.raises(ApiError) as big:
         await server.search({"query": "x" * 2000}, BEARER)
     assert big.value.status == 413
-    with pytest.raises(AgentError) as bad:
+    with pytest.raises(ApiError) as bad:
         await server.search({"query": "", "top_k": 0, "filters": {"tenant": "acme"}}, BEARER)
-    assert bad.value.status == 422
-    assert {".".join(d["loc"]) for d in bad.value.body()["detail"]} == {"query", "top_k", "filters"}
-    assert "unknown field 'tenant'" in bad.value.message
-    with pytest.raises(AgentError) as rerank:
+    assert (bad.value.status, bad.value.code, bad.value.param) == (400, "invalid_value", "query")
+    assert bad.value.message.startswith("query: ") and "; top_k: " in bad.value.message
+    assert "; filters: unknown field 'tenant'" in bad.value.message
+    with pytest.raises(ApiError) as rerank:
         await server.search({"query": "replicas", "rerank": True}, BEARER)
-    assert rerank.value.status == 422 and rerank.value.param == "rerank"
+    assert rerank.value.status == 400 and rerank.value.param == "rerank"
 
 
 async def test_search_writes_one_audit_line(server: Any, caplog: pytest.LogCaptureFixture) -> None:
@@ -86,7 +86,7 @@ async def test_search_writes_one_audit_line(server: Any, caplog: pytest.LogCaptu
 
 async def test_store_outage_is_503_with_the_reason(server: Any) -> None:
     server.retriever.down = True
-    with pytest.raises(AgentError) as exc:
+    with pytest.raises(ApiError) as exc:
         await server.search({"query": "replicas"}, BEARER)
     assert exc.value.status == 503 and "store is down" in exc.value.message
 
@@ -95,7 +95,7 @@ async def test_a_search_only_pipeline_refuses_to_answer_and_is_ready_without_a_m
     for call in (server.invoke({"input": "How do replicas scale?"}, BEARER),
                  server.chat_completions({"model": "handbook", "messages": [{"role": "user", "content": "hi"}]},
                                          BEARER)):
-        with pytest.raises(AgentError) as exc:
+        with pytest.raises(ApiError) as exc:
             await call
         assert exc.value.status == 404 and exc.value.code == "search_only"
         assert "/v1/pipelines/handbook/search" in exc.value.message

