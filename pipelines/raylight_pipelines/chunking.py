@@ -1,48 +1,68 @@
-"""Structure-aware chunking sized in tokens of the embedder's own tokenizer.
+"""Structure-aware chunking sized in tokens of the embedder's own tokenizer, within the embedder's window.
 
-A document is cut into sections at Markdown headings (and PDF pages); each section is cut into windows of
-at most `size` tokens, ending at the strongest boundary available in the window's second half:
-paragraph, line, sentence, word, and only then any token. Neighbouring windows share about `overlap`
-tokens. Every chunk is an exact slice `doc.text[start:end]`, so offsets can be cited.
+A document is cut into sections at the headings its parser found (and at PDF pages and slides); each
+section is cut into windows of at most `size` tokens, ending at the strongest boundary available in the
+window's second half: paragraph, line, sentence, word, and only then any token. Neighbouring windows
+share about `overlap` tokens. Every chunk is an exact slice `doc.text[start:end]`, so offsets can be
+cited; what the embedder sees (the passage: title and heading path, then the chunk) always fits its
+window, special tokens included: each passage is counted again with the real tokenizer and cut further
+if needed. There is no approximate tokenizer: without the embedder's own, ingestion stops with
+TokenizerError.
 """
 
 from __future__ import annotations
 
-import copy
 import itertools
 import json
-import logging
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from raylight_pipelines.documents import Document
 
-log = logging.getLogger(__name__)
+LONG_TOKEN = 64  # characters; longer single tokens are counted as several, so chunks stay bounded
+MIN_BODY = 8  # tokens a chunk keeps at least: a heading path longer than the rest of the window is dropped
+
+
+class TokenizerError(RuntimeError):
+    """The embedder's tokenizer or window cannot be had; the message says from where it was tried."""
 
 
 class Tokenizer(Protocol):
+    name: str
+    max_tokens: int  # the embedder's input window in tokens, special tokens included
+
     def offsets(self, text: str) -> list[tuple[int, int]]:
         """Character spans of the tokens of text (no special tokens)."""
         ...
 
-    def count(self, text: str) -> int: ...
-
-
-LONG_TOKEN = 64  # characters; longer single tokens are counted as several, so chunks stay bounded
+    def count(self, text: str) -> int:
+        """Tokens the embedder sees for text, special tokens included, nothing truncated."""
+        ...
 
 
 class HFTokenizer:
-    """A Hugging Face fast tokenizer (the embedder's own)."""
+    """A Hugging Face `tokenizers` tokenizer (the embedder's own) and the embedder's window."""
 
-    def __init__(self, tokenizer: Any, max_tokens: int | None = None, name: str = "") -> None:
-        # a private copy of the Rust tokenizer with truncation off (the model's copy truncates at its window)
-        self.backend = copy.deepcopy(tokenizer.backend_tokenizer)
+    def __init__(self, backend: Any, max_tokens: int, name: str = "") -> None:
+        # a private copy with truncation and padding off (the model's copy truncates at its window)
+        self.backend = backend.__class__.from_str(backend.to_str())
         self.backend.no_truncation()
         self.backend.no_padding()
-        self.max_tokens = max_tokens  # the embedder's input window in tokens, special tokens included
+        self.max_tokens = int(max_tokens)
         self.name = name
+
+    @classmethod
+    def from_transformers(cls, tokenizer: Any, max_tokens: int, name: str = "") -> HFTokenizer:
+        """From a transformers fast tokenizer (e.g. SentenceTransformer.tokenizer)."""
+        return cls(tokenizer.backend_tokenizer, max_tokens, name)
+
+    @classmethod
+    def from_json(cls, data: str, max_tokens: int, name: str = "") -> HFTokenizer:
+        """From the text of a tokenizer.json."""
+        from tokenizers import Tokenizer as Backend
+
+        return cls(Backend.from_str(data), max_tokens, name)
 
     def offsets(self, text: str) -> list[tuple[int, int]]:
         spans: list[tuple[int, int]] = []
@@ -54,51 +74,61 @@ class HFTokenizer:
         return spans
 
     def count(self, text: str) -> int:
-        return len(self.offsets(text))
+        return len(self.backend.encode(text, add_special_tokens=True).ids)
 
 
-class RegexTokenizer:
-    """Fallback when the embedder's tokenizer is not available: words and punctuation marks."""
-
-    name = "regex"
-    max_tokens: int | None = None
-    _TOKEN = re.compile(r"\w+|[^\w\s]", re.UNICODE)
-
-    def offsets(self, text: str) -> list[tuple[int, int]]:
-        return [m.span() for m in self._TOKEN.finditer(text)]
-
-    def count(self, text: str) -> int:
-        return sum(1 for _ in self._TOKEN.finditer(text))
-
-
-def load_tokenizer(source: dict[str, Any] | None) -> HFTokenizer | RegexTokenizer:
-    """The tokenizer from the embedder's model source (a ModelSource in wire form), found through
-    raylight_pipelines.weights.resolve; RegexTokenizer (with a warning) when it cannot be loaded."""
-    if not source:
-        log.warning("no embedder model source: chunk sizes are approximate (word tokens)")
-        return RegexTokenizer()
+def load_tokenizer(source: dict[str, Any] | None) -> HFTokenizer:
+    """The tokenizer and window of the embedder's model source (a ModelSource in wire form), found
+    through raylight_pipelines.weights.resolve. Raises TokenizerError saying why it cannot."""
+    if not source or not source.get("source"):
+        raise TokenizerError("the embedder has no model source to load its tokenizer from")
     from raylight.api.types import ModelSource
 
     from raylight_pipelines.weights import WeightsError, resolve
 
     try:
-        path = resolve(ModelSource.model_validate(source)).path
+        path = Path(resolve(ModelSource.model_validate(source)).path)
         from transformers import AutoTokenizer
 
         tok = AutoTokenizer.from_pretrained(str(path))
     except (WeightsError, OSError, ValueError) as exc:
-        log.warning("cannot load the embedder's tokenizer (%s); chunk sizes are approximate", exc)
-        return RegexTokenizer()
-    return HFTokenizer(tok, model_window(Path(path)), name=str(source.get("source", "")))
+        raise TokenizerError(f"cannot load the tokenizer of {source['source']}: {exc}") from exc
+    if not getattr(tok, "is_fast", False):
+        raise TokenizerError(f"{source['source']} has no fast (Rust) tokenizer, which chunking needs for offsets")
+    return HFTokenizer.from_transformers(tok, model_window(path, tok), name=str(source["source"]))
 
 
-def model_window(path: Path) -> int | None:
-    """The embedder's input window in tokens (sentence-transformers' max_seq_length), if it says."""
-    config = path / "sentence_bert_config.json"
+def model_window(path: Path, tokenizer: Any = None) -> int:
+    """The embedder's input window in tokens: sentence-transformers' max_seq_length, else the
+    tokenizer's model_max_length. Raises TokenizerError when neither says."""
     try:
-        return int(json.loads(config.read_text())["max_seq_length"])
+        return int(json.loads((path / "sentence_bert_config.json").read_text())["max_seq_length"])
     except (OSError, KeyError, ValueError, TypeError):
-        return None
+        pass
+    limit = getattr(tokenizer, "model_max_length", None)
+    if isinstance(limit, int) and 0 < limit < 1_000_000:
+        return limit
+    raise TokenizerError(f"{path}: the model's input window is unknown (no sentence_bert_config.json "
+                         "max_seq_length, no tokenizer model_max_length)")
+
+
+def tokenizer_from_service(base_url: str, model: str, http: Any = None) -> HFTokenizer:
+    """The tokenizer and window an embedder service reports (GET {base_url}/tokenizer?model=...;
+    raylight's Serve app answers it for embedding models). Raises TokenizerError."""
+    import httpx
+
+    url = f"{base_url.rstrip('/')}/tokenizer"
+    client = http or httpx.Client(timeout=60.0)
+    try:
+        response = client.get(url, params={"model": model})
+        response.raise_for_status()
+        body = response.json()
+        return HFTokenizer.from_json(json.dumps(body["tokenizer"]), int(body["max_tokens"]), name=model)
+    except Exception as exc:  # HTTP, JSON or tokenizers errors: all mean no tokenizer
+        raise TokenizerError(f"cannot get the tokenizer of {model} from {url}: {exc}") from exc
+    finally:
+        if http is None:
+            client.close()
 
 
 @dataclass(frozen=True)
@@ -109,29 +139,16 @@ class Chunk:
     end: int
     heading: str | None  # heading path, "Top > Sub"
     page: int | None
-    tokens: int
-
-
-_HEADING = re.compile(r"^ {0,3}(#{1,6})[ \t]+(.+?)[ \t#]*$", re.MULTILINE)
-_FENCE = re.compile(r"^ {0,3}(```|~~~)", re.MULTILINE)
-_SENTENCE_END = re.compile(r"[.!?\u3002\uff01\uff1f][\"')\]]*$")
+    tokens: int  # tokens of the passage, special tokens included
+    passage: str  # what the embedder sees: "title > heading path\n" + text (or the text alone)
 
 
 def sections(doc: Document) -> list[tuple[int, int, str | None]]:
-    """(start, end, heading path) of each section; headings inside fenced code are ignored; PDF pages
-    start new sections too."""
+    """(start, end, heading path) of each section: cut at the document's headings and page starts."""
     text = doc.text
-    fenced: list[tuple[int, int]] = []
-    marks = [m.start() for m in _FENCE.finditer(text)]
-    for a, b in zip(marks[::2], marks[1::2], strict=False):
-        fenced.append((a, b))
-    cuts: list[tuple[int, int, str]] = []  # (offset, level, title)
-    for m in _HEADING.finditer(text):
-        if not any(a <= m.start() < b for a, b in fenced):
-            cuts.append((m.start(), len(m.group(1)), m.group(2).strip()))
+    levels = {offset: (level, title) for offset, level, title in doc.headings}
     page_starts = {start for _, start in doc.pages if start > 0}
-    bounds = sorted({0, *[c[0] for c in cuts], *page_starts, len(text)})
-    levels = {c[0]: (c[1], c[2]) for c in cuts}
+    bounds = sorted({0, *levels, *page_starts, len(text)})
     out: list[tuple[int, int, str | None]] = []
     path: list[tuple[int, str]] = []
     for start, end in itertools.pairwise(bounds):
@@ -143,60 +160,75 @@ def sections(doc: Document) -> list[tuple[int, int, str | None]]:
     return out
 
 
-def _strength(text: str, prev_end: int, next_start: int, prev_token: str) -> int:
-    """How good a cut between two tokens is: 4 paragraph, 3 line, 2 sentence, 1 word, 0 inside a word."""
-    gap = text[prev_end:next_start]
+_FULL_STOPS = ("\u3002", "\uff01", "\uff1f")  # ideographic full stop, fullwidth ! and ?
+_CLOSERS = "\"')]\u300d\u300f\uff09"  # and CJK closing brackets
+
+
+def _strength(gap: str, prev_token: str) -> int:
+    """How good a cut between two tokens is: 4 paragraph, 3 line, 2 sentence, 1 word, 0 inside a word.
+    CJK full stops end sentences without a space after them."""
     if "\n\n" in gap or "\n \n" in gap:
         return 4
     if "\n" in gap:
         return 3
-    if gap and _SENTENCE_END.search(prev_token):
+    if prev_token.rstrip(_CLOSERS).endswith(_FULL_STOPS) or (
+            gap and prev_token.rstrip("\"')]").endswith((".", "!", "?"))):
         return 2
     return 1 if gap else 0
 
 
 def split_section(text: str, start: int, end: int, tok: Tokenizer, size: int,
-                  overlap: int) -> list[tuple[int, int, int]]:
-    """(start, end, tokens) windows over text[start:end]."""
+                  overlap: int) -> list[tuple[int, int]]:
+    """(start, end) windows of at most `size` tokens over text[start:end]."""
     spans = [(a + start, b + start) for a, b in tok.offsets(text[start:end])]
     if not spans:
         return []
     n = len(spans)
-    strength = [4] + [
-        _strength(text, spans[i - 1][1], spans[i][0], text[spans[i - 1][0]:spans[i][1]][-3:])
-        for i in range(1, n)
-    ]
-    out: list[tuple[int, int, int]] = []
+    strength = [4] + [_strength(text[spans[i - 1][1]:spans[i][0]], text[spans[i - 1][0]:spans[i - 1][1]])
+                      for i in range(1, n)]
+    out: list[tuple[int, int]] = []
     s = 0
     while s < n:
         e = min(s + size, n)
         if e < n:  # prefer the strongest cut in the window's second half, the latest of that strength
             lo = s + max(1, size // 2)
-            best = max(range(lo, e + 1), key=lambda i: (strength[i], i))
-            e = best
-        out.append((spans[s][0], spans[e - 1][1], e - s))
+            e = max(range(lo, e + 1), key=lambda i: (strength[i], i))
+        out.append((spans[s][0], spans[e - 1][1]))
         if e >= n:
             break
-        # the next window starts `overlap` tokens back, at the strongest boundary in that stretch
+        # the next window starts `overlap` tokens back, at a word boundary in that stretch if there is one
         back = max(e - overlap, s + 1)
-        if overlap:
-            back = max(range(back, e + 1), key=lambda i: (strength[i] >= 1, -i)) if back < e else e
-        s = back
+        s = max(range(back, e + 1), key=lambda i: (strength[i] >= 1, -i)) if back < e else e
     return out
 
 
+def _passage(prefix: str, text: str) -> str:
+    return f"{prefix}\n{text}" if prefix else text
+
+
 def chunk_document(doc: Document, tok: Tokenizer, size: int, overlap: int) -> list[Chunk]:
-    window = getattr(tok, "max_tokens", None)
-    if window and size > window - 2:
-        size = window - 2  # never let the embedder silently truncate a chunk
-        overlap = min(overlap, size // 4)
+    """The document's chunks; every passage fits the embedder's window (tok.max_tokens)."""
+    specials = tok.count("")
     chunks: list[Chunk] = []
     for start, end, heading in sections(doc):
-        for a, b, count in split_section(doc.text, start, end, tok, size, overlap):
-            chunks.append(Chunk(len(chunks), doc.text[a:b], a, b, heading, doc.page_at(a), count))
+        prefix = f"{doc.title or ''} > {heading}" if heading else ""
+        budget = tok.max_tokens - specials - (tok.count(prefix + "\n") - specials if prefix else 0)
+        if budget < MIN_BODY:
+            prefix, budget = "", tok.max_tokens - specials
+
+        def fit(a0: int, b0: int, limit: int, prefix: str = prefix) -> list[tuple[int, int, int, str]]:
+            out = []
+            for a, b in split_section(doc.text, a0, b0, tok, limit, min(overlap, limit // 4)):
+                passage = _passage(prefix, doc.text[a:b])
+                tokens = tok.count(passage)
+                if tokens <= tok.max_tokens:
+                    out.append((a, b, tokens, passage))
+                elif limit > 1:  # re-tokenised on its own it came out longer: cut smaller
+                    out += fit(a, b, max(1, limit * tok.max_tokens // tokens - 1))
+                else:
+                    raise TokenizerError(f"{doc.source_id}: one token exceeds the window of {tok.name}")
+            return out
+
+        for a, b, tokens, passage in fit(start, end, min(size, budget)):
+            chunks.append(Chunk(len(chunks), doc.text[a:b], a, b, heading, doc.page_at(a), tokens, passage))
     return chunks
-
-
-def effective_size(tok: Tokenizer, size: int) -> int:
-    window = getattr(tok, "max_tokens", None)
-    return min(size, window - 2) if window else size

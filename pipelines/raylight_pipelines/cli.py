@@ -90,6 +90,7 @@ def ingest_command(args: argparse.Namespace) -> int:
         return _fail(f"no Pipeline{' named ' + repr(args.pipeline) if args.pipeline else ''} in the manifests")
     models = {m.resource.metadata.name: m.resource for m in manifests if isinstance(m.resource, ModelDeployment)}
 
+    from raylight_pipelines.chunking import TokenizerError
     from raylight_pipelines.embedders import EmbedderError, LocalEmbedder
     from raylight_pipelines.ingest import local_store_conn, run_ingestion, save_pipeline_info, tokenizer_for
     from raylight_pipelines.store import StoreUnavailable
@@ -118,7 +119,7 @@ def ingest_command(args: argparse.Namespace) -> int:
             finally:
                 close()
             save_pipeline_info(args.data_dir, pipeline, md, base_dir)
-        except (WeightsError, EmbedderError, StoreUnavailable) as exc:
+        except (WeightsError, EmbedderError, StoreUnavailable, TokenizerError) as exc:
             return _fail(f"{name}: {exc}")
         except RuntimeError as exc:
             if "already accessed by another instance" in str(exc):
@@ -140,9 +141,9 @@ def ingest_command(args: argparse.Namespace) -> int:
 def _ingest_plan(args: argparse.Namespace) -> int:
     """What the operator's Job runs: the plan says where the embedder (HTTP) and the store are. With
     RAY_ADDRESS set, embedding runs on that Ray cluster through Ray Data instead."""
-    from raylight_pipelines.chunking import load_tokenizer
+    from raylight_pipelines.chunking import TokenizerError
     from raylight_pipelines.embedders import EmbedderError, HttpEmbedder
-    from raylight_pipelines.ingest import run_ingestion
+    from raylight_pipelines.ingest import run_ingestion, tokenizer_for
     from raylight_pipelines.store import StoreUnavailable
 
     try:
@@ -164,9 +165,9 @@ def _ingest_plan(args: argparse.Namespace) -> int:
                                   num_gpus=deployment.get("gpus", 0), num_cpus=deployment.get("cpus", 1))
     try:
         report = run_ingestion(plan["pipeline"], spec, Path.cwd(), plan["store"], embedder,
-                               load_tokenizer(emb.get("source")), namespace=plan.get("namespace", "default"),
+                               tokenizer_for(embedder, emb.get("source")), namespace=plan.get("namespace", "default"),
                                vectorize=vectorize)
-    except (EmbedderError, StoreUnavailable) as exc:
+    except (EmbedderError, StoreUnavailable, TokenizerError) as exc:
         return _fail(f"{plan['pipeline']}: {exc}")
     counts = report.counts()
     _print_counts(counts, args.json)

@@ -1,35 +1,57 @@
-"""Document loaders: a Pipeline's sources -> text documents with stable ids, and failures reported, never raised.
+"""Document sources: a Pipeline's sources -> text documents with stable ids. What is left out (skipped, with
+its reason) and what cannot be read (failures) are reported, never raised.
 
-Every loader turns its input into plain text in which Markdown-style `#` headings mark sections (HTML
-headings are rewritten that way), so the chunker needs only one notion of structure. PDF pages are
-kept as (page number, character offset) marks.
+What is a document: the same rules hold for path, PVC, ConfigMap and URL sources.
+  - hidden files and folders (a name starting with `.`) are skipped unless the Source sets `hidden: true`;
+  - version-control metadata (`.git`, `.hg`, `.svn`, ...) is never read;
+  - files that commonly hold secrets (`.env*`, private keys, `*.pem`, credential files) and any text that
+    holds a PEM private key are never ingested;
+  - symbolic links are followed only where they lead inside the source root; only regular files are read
+    (never a FIFO or a device), each real file once;
+  - unsupported binary files and files with no text are skipped.
+Text extraction (formats, encodings, headings, pages) is raylight_pipelines.extract's.
 """
 
 from __future__ import annotations
 
 import base64
-import io
 import logging
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal
+from typing import Any
 
 from raylight.api.types import Access, Source
 from raylight.desired.kubernetes import CONFIGMAP_MOUNT_ROOT
 
+from raylight_pipelines.extract import (
+    MAX_BYTES,
+    Extracted,
+    ExtractError,
+    Heading,
+    Page,
+    extract,
+    format_of,
+    parse_markdown,
+)
+
 log = logging.getLogger(__name__)
 
-Format = Literal["markdown", "text", "html", "pdf"]
-MAX_BYTES = 50 * 1024 * 1024  # larger files are reported, not loaded
-SUFFIXES: dict[str, Format] = {
-    ".md": "markdown", ".markdown": "markdown", ".mdx": "markdown",
-    ".txt": "text", ".text": "text", ".rst": "text", ".log": "text", ".csv": "text",
-    ".html": "html", ".htm": "html", ".xhtml": "html",
-    ".pdf": "pdf",
-}
+VCS_FOLDERS = frozenset({".git", ".hg", ".svn", ".bzr", "_darcs", ".jj", "CVS"})
+SECRET_NAMES = (
+    ".env", ".env.*", "*.env", "*.pem", "*.key", "*.p12", "*.pfx", "*.jks", "*.keystore", "*.kdbx", "*.ovpn",
+    "id_rsa", "id_dsa", "id_ecdsa", "id_ed25519", "*.ppk", ".netrc", "_netrc", ".npmrc", ".pypirc", ".pgpass",
+    ".htpasswd", ".git-credentials", ".dockercfg", "credentials", "credentials.json", "kubeconfig",
+    "secrets.yaml", "secrets.yml", "secrets.json", "*.tfstate", "*.tfstate.backup", "*.tfvars",
+)
+PRIVATE_KEY = re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY( BLOCK)?-----")
+HIDDEN = "hidden (set hidden: true on the source to include hidden files)"
+SECRET = "may hold secrets (.env files, private keys and credential files are never ingested)"
+VCS = "version-control metadata"
+OUTSIDE = "symbolic link leads outside the source root"
 
 
 @dataclass(frozen=True)
@@ -38,9 +60,10 @@ class Document:
     source_key: str  # which Source of the Pipeline it came from (scopes deletions)
     text: str
     title: str | None = None
-    pages: tuple[tuple[int, int], ...] = ()  # (page number from 1, char offset where it starts)
+    pages: tuple[Page, ...] = ()  # (page number from 1, char offset where it starts)
     tenant: str | None = None
     groups: tuple[str, ...] = ()
+    headings: tuple[Heading, ...] = ()  # (char offset, level, title), found by the format's parser
 
     def page_at(self, offset: int) -> int | None:
         page = None
@@ -53,9 +76,16 @@ class Document:
 
 @dataclass(frozen=True)
 class Failure:
+    """An input left out: skipped by the rules above, or failed (it should be a document but cannot be read)."""
+
     source_id: str
     source_key: str
     reason: str
+
+
+@dataclass(frozen=True)
+class Skipped(Failure):
+    """An input that is not a document by the rules in the module doc."""
 
 
 @dataclass
@@ -65,147 +95,43 @@ class Loaded:
 
     documents: list[Document] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
-    skipped: list[Failure] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
     complete: set[str] = field(default_factory=set)
     keys: set[str] = field(default_factory=set)
 
 
-class LoadError(Exception):
-    """One input cannot be turned into text; the message says why."""
+class Skip(Exception):
+    """This input is not a document (by the rules in the module doc); the message says why."""
 
 
-# ---------------------------------------------------------------- bytes -> text
-
-
-def looks_binary(data: bytes) -> bool:
-    head = data[:8192]
-    if not head:
-        return False
-    if head.startswith((b"\xff\xfe", b"\xfe\xff")):  # UTF-16 BOM: text with NULs
-        return False
-    if b"\x00" in head:
-        return True
-    controls = sum(1 for b in head if b < 32 and b not in (9, 10, 12, 13, 27))
-    return controls / len(head) > 0.1
-
-
-def decode(data: bytes) -> str:
-    """Bytes in any common encoding -> str with \\n line ends (UTF-8 first, then detection, then cp1252)."""
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        text = data.decode("utf-16")
-    else:
-        try:
-            text = data.decode("utf-8-sig")
-        except UnicodeDecodeError:
-            text = _detect(data)
-    return text.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "")
-
-
-def _detect(data: bytes) -> str:
-    try:
-        from charset_normalizer import from_bytes
-
-        best = from_bytes(data).best()
-        if best is not None:
-            return str(best)
-    except ImportError:
-        pass
-    try:
-        return data.decode("cp1252")
-    except UnicodeDecodeError:
-        return data.decode("latin-1")
-
-
-# ---------------------------------------------------------------- formats
-
-_ATX = re.compile(r"^ {0,3}(#{1,6})[ \t]+(.+?)[ \t#]*$")
-_FRONT_TITLE = re.compile(r"^title:\s*['\"]?(.+?)['\"]?\s*$", re.MULTILINE)
-
-
-def markdown_title(text: str) -> str | None:
-    if text.startswith("---\n"):
-        end = text.find("\n---", 4)
-        if end > 0 and (m := _FRONT_TITLE.search(text[4:end])):
-            return m.group(1)
-    in_code = False
-    for line in text.splitlines():
-        if line.lstrip().startswith(("```", "~~~")):
-            in_code = not in_code
-        elif not in_code and (m := _ATX.match(line)) and len(m.group(1)) == 1:
-            return m.group(2).strip()
+def skip_reason(rel: str, hidden: bool = False) -> str | None:
+    """Why a path relative to its source root (`/`-separated; a folder may end in `/`) is not a
+    document, or None: `.git/config` is version-control metadata, `docs/.env` may hold secrets,
+    `.github/a.md` is hidden (unless `hidden`)."""
+    parts = [p for p in rel.split("/") if p and p != "."]
+    if any(p in VCS_FOLDERS for p in parts):
+        return VCS
+    if parts and any(fnmatchcase(parts[-1].lower(), pattern) for pattern in SECRET_NAMES):
+        return SECRET
+    if not hidden and any(p.startswith(".") for p in parts):
+        return HIDDEN
     return None
 
 
-def html_to_text(data: bytes | str) -> tuple[str, str | None]:
-    """HTML -> text with `#` headings; scripts, styles and navigation dropped."""
-    from bs4 import BeautifulSoup
-
-    soup = BeautifulSoup(data, "html.parser")
-    title = soup.title.get_text(" ", strip=True) if soup.title else None
-    for tag in soup(["script", "style", "noscript", "nav", "template", "head", "svg"]):
-        tag.decompose()
-    for level in range(1, 7):
-        for h in soup.find_all(f"h{level}"):
-            text = " ".join(h.get_text(" ", strip=True).split())
-            h.replace_with(f"\n\n{'#' * level} {text}\n\n")
-            if title is None and level == 1:
-                title = text
-    for tag in soup.find_all(["p", "div", "section", "article", "li", "tr", "pre", "blockquote", "br"]):
-        tag.insert_before("\n\n" if tag.name != "li" and tag.name != "br" else "\n")
-    lines = [" ".join(line.split()) for line in soup.get_text().splitlines()]
-    text = re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
-    return text, title or None
-
-
-def pdf_to_text(data: bytes) -> tuple[str, str | None, tuple[tuple[int, int], ...]]:
-    from pypdf import PdfReader
-
+def extract_document(data: bytes, name: str, content_type: str | None = None) -> Extracted:
+    """Bytes -> Extracted; raises Skip (no text, secret content, unsupported binary) or ExtractError."""
+    fmt = format_of(name, content_type)
     try:
-        reader = PdfReader(io.BytesIO(data))
-        if reader.is_encrypted:
-            reader.decrypt("")
-        parts: list[str] = []
-        pages: list[tuple[int, int]] = []
-        offset = 0
-        for number, page in enumerate(reader.pages, start=1):
-            text = (page.extract_text() or "").replace("\r\n", "\n").replace("\x00", "").strip()
-            pages.append((number, offset))
-            parts.append(text)
-            offset += len(text) + 2
-        meta_title = reader.metadata.title if reader.metadata else None
-    except Exception as exc:  # pypdf raises many types for broken files
-        raise LoadError(f"cannot read PDF: {exc}") from exc
-    text = "\n\n".join(parts)
-    if not text.strip():
-        raise LoadError("PDF has no extractable text (scanned images?)")
-    return text, (str(meta_title) if meta_title else None), tuple(pages)
-
-
-def to_text(data: bytes, fmt: Format | None, name: str) -> tuple[str, str | None, tuple[tuple[int, int], ...]]:
-    """(text, title, pages) for one file's bytes; raises LoadError for binary or broken input."""
-    if len(data) > MAX_BYTES:
-        raise LoadError(f"larger than {MAX_BYTES // (1024 * 1024)} MiB")
-    if fmt == "pdf" or (fmt is None and data.startswith(b"%PDF-")):
-        return pdf_to_text(data)
-    if looks_binary(data):
-        raise LoadError("binary file" + (f" (unsupported type {Path(name).suffix})" if fmt is None else ""))
-    if fmt == "html":
-        text, title = html_to_text(decode(data))
-        return text, title, ()
-    text = decode(data)
-    title = markdown_title(text) if fmt in ("markdown", None) else None
-    return text, title, ()
-
-
-def format_of(name: str, content_type: str | None = None) -> Format | None:
-    if content_type:
-        ct = content_type.split(";")[0].strip().lower()
-        by_type: dict[str, Format] = {"text/html": "html", "application/xhtml+xml": "html",
-                                      "application/pdf": "pdf", "text/markdown": "markdown",
-                                      "text/plain": "text"}
-        if ct in by_type:
-            return by_type[ct]
-    return SUFFIXES.get(PurePosixPath(name).suffix.lower())
+        got = extract(data, fmt, name)
+    except ExtractError as exc:
+        if fmt is None and str(exc).startswith("binary file"):
+            raise Skip(str(exc)) from None
+        raise
+    if not got.text.strip():
+        raise Skip("empty (no text)")
+    if PRIVATE_KEY.search(got.text):
+        raise Skip("holds a private key; " + SECRET)
+    return got
 
 
 # ---------------------------------------------------------------- globs
@@ -260,68 +186,119 @@ def source_key(source: Source) -> str:
     return "inline"
 
 
-def _doc(source_id: str, key: str, access: Access, text: str, title: str | None,
-         pages: tuple[tuple[int, int], ...] = ()) -> Document:
-    return Document(source_id=source_id, source_key=key, text=text, title=title, pages=pages,
-                    tenant=access.tenant, groups=tuple(sorted(set(access.groups))))
+Item = Document | Failure  # a Skipped is a Failure
+Entry = tuple[str, Path | None, str | None]  # (path relative to the root, file to read, skip reason)
 
 
-Item = Document | Failure
+def _doc(source_id: str, key: str, access: Access, got: Extracted, fallback: str,
+         title: str | None = None) -> Document:
+    return Document(source_id=source_id, source_key=key, text=got.text, title=title or got.title or fallback,
+                    pages=got.pages, tenant=access.tenant, groups=tuple(sorted(set(access.groups))),
+                    headings=got.headings)
+
+
+def _item(source_id: str, key: str, access: Access, read: Callable[[], bytes], name: str, title: str,
+          content_type: str | None = None) -> Item:
+    """One input -> a Document, or why not (Skipped by the rules, Failure when it cannot be read)."""
+    try:
+        got = extract_document(read(), name, content_type)
+    except Skip as exc:
+        return Skipped(source_id, key, str(exc))
+    except (OSError, ExtractError) as exc:
+        return Failure(source_id, key, getattr(exc, "strerror", None) or str(exc))
+    return _doc(source_id, key, access, got, title)
+
+
+def walk(root: Path, hidden: bool) -> Iterator[Entry]:
+    """Every entry under the folder root in name order, by the rules in the module doc: a file to read
+    (with the reason to skip it, if any), or a skipped entry without a file (a skipped folder once, its
+    path ending in `/`). Symbolic links are followed where they lead inside root, each real file once."""
+    real_root = root.resolve()
+    seen: dict[Path, str] = {}
+
+    def visit(folder: Path, prefix: str, folders: frozenset[Path]) -> Iterator[Entry]:
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as exc:
+            yield prefix or "./", None, f"cannot list: {exc.strerror or exc}"
+            return
+        for entry in entries:
+            rel, path = prefix + entry.name, Path(entry.path)
+            try:
+                real = path.resolve(strict=True)
+                is_dir = entry.is_dir()
+            except (OSError, RuntimeError):
+                yield rel, None, "broken symbolic link"
+                continue
+            if entry.is_symlink() and not real.is_relative_to(real_root):
+                yield rel + ("/" if is_dir else ""), None, OUTSIDE
+                continue
+            if is_dir:
+                if reason := skip_reason(rel + "/", hidden):
+                    yield rel + "/", None, reason
+                elif real not in folders:  # a link back up would loop
+                    yield from visit(path, rel + "/", folders | {real})
+            elif not entry.is_file():
+                yield rel, None, "not a regular file"
+            elif real in seen:
+                yield rel, None, f"same file as {seen[real]}"
+            else:
+                seen[real] = rel
+                yield rel, path, skip_reason(rel, hidden)
+
+    yield from visit(root, "", frozenset({real_root}))
+
+
+def _read(path: Path) -> Callable[[], bytes]:
+    def read() -> bytes:
+        if path.stat().st_size > MAX_BYTES:
+            raise ExtractError(f"larger than {MAX_BYTES // (1024 * 1024)} MiB")
+        return path.read_bytes()
+    return read
 
 
 def iter_directory(root: Path, include: list[str], exclude: list[str], key: str, access: Access,
-                   id_prefix: str) -> Iterator[Item | tuple[str, str]]:
-    """Documents under root (a directory or one file); ("skip", reason) tuples for unsupported binaries."""
+                   id_prefix: str, hidden: bool = False) -> Iterator[Item]:
+    """Documents under root, a folder (entries matched by the globs, relative to root) or one file named
+    explicitly (which may be hidden, but never secret)."""
     if root.is_file():
-        files = [(root, root.name)]
-    else:
-        files = []
-        for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-            dirnames.sort()
-            for name in sorted(filenames):
-                path = Path(dirpath) / name
-                rel = path.relative_to(root).as_posix()
-                if matches(rel, include, exclude):
-                    files.append((path, rel))
-    for path, rel in files:
-        source_id = f"{id_prefix}{rel}" if not root.is_file() else f"{id_prefix.rstrip('/')}"
-        fmt = format_of(path.name)
-        try:
-            data = path.read_bytes()
-            text, title, pages = to_text(data, fmt, path.name)
-        except (OSError, LoadError) as exc:
-            if fmt is None and isinstance(exc, LoadError) and str(exc).startswith("binary file"):
-                yield ("skip", f"{source_id}: {exc}")
-                continue
-            yield Failure(source_id, key, str(exc))
-            continue
-        yield _doc(source_id, key, access, text, title or path.stem, pages)
+        source_id = id_prefix.rstrip("/")
+        reason = skip_reason(root.name, hidden=True)
+        yield Skipped(source_id, key, reason) if reason else _item(
+            source_id, key, access, _read(root), root.name, root.stem)
+        return
+    for rel, path, reason in walk(root, hidden):
+        source_id = f"{id_prefix}{rel}"
+        if path is None and reason is not None:
+            if reason == OUTSIDE or rel.endswith("/") or matches(rel, include, exclude):
+                yield Skipped(source_id, key, reason)
+        elif path is not None and matches(rel, include, exclude):
+            yield Skipped(source_id, key, reason) if reason else _item(
+                source_id, key, access, _read(path), path.name, path.stem)
 
 
 def iter_configmap(name: str, keys: list[str], namespace: str, key: str, access: Access,
-                   api: Any = None) -> Iterator[Item]:
+                   api: Any = None, hidden: bool = False) -> Iterator[Item]:
     """Each key of a ConfigMap (data and binaryData) is a document; the format follows the key's suffix.
 
-    The operator's ingestion Job mounts the ConfigMap (so its pod needs no API access); elsewhere it is read
-    through the Kubernetes API."""
+    The operator's ingestion Job mounts the ConfigMap (so its pod needs no API access): a file per key
+    beside the kubelet's own `..data` entries (keys never start with `..`). Elsewhere it is read through
+    the Kubernetes API."""
     mounted = Path(CONFIGMAP_MOUNT_ROOT) / name
     entries: dict[str, bytes]
     if api is None and mounted.is_dir():
-        entries = {f.name: f.read_bytes() for f in mounted.iterdir() if not f.name.startswith(".") and f.is_file()}
+        entries = {f.name: f.read_bytes() for f in mounted.iterdir()
+                   if not f.name.startswith("..") and f.is_file()}
     else:
         entries = _configmap_entries(name, namespace, api)
-    wanted = keys or sorted(entries)
-    for k in wanted:
+    for k in keys or sorted(entries):
         source_id = f"configmap:{namespace}/{name}/{k}"
-        if k not in entries:
+        if (reason := skip_reason(k, hidden or k in keys)) is not None:
+            yield Skipped(source_id, key, reason)
+        elif k not in entries:
             yield Failure(source_id, key, "no such key in the ConfigMap")
-            continue
-        try:
-            text, title, pages = to_text(entries[k], format_of(k) or "text", k)
-        except LoadError as exc:
-            yield Failure(source_id, key, str(exc))
-            continue
-        yield _doc(source_id, key, access, text, title or k, pages)
+        else:
+            yield _item(source_id, key, access, lambda k=k: entries[k], k, k)  # type: ignore[misc]
 
 
 def _configmap_entries(name: str, namespace: str, api: Any) -> dict[str, bytes]:
@@ -339,7 +316,9 @@ def _configmap_entries(name: str, namespace: str, api: Any) -> dict[str, bytes]:
     return entries
 
 
-def iter_urls(urls: list[str], key: str, access: Access, http: Any = None) -> Iterator[Item]:
+def iter_urls(urls: list[str], key: str, access: Access, http: Any = None, hidden: bool = False) -> Iterator[Item]:
+    """Each URL is a document; the format follows the Content-Type, else the path's suffix. URL paths
+    follow the same rules as files (`https://host/.env` is never fetched)."""
     import httpx
 
     client = http or httpx.Client(timeout=30.0, follow_redirects=True,
@@ -347,19 +326,28 @@ def iter_urls(urls: list[str], key: str, access: Access, http: Any = None) -> It
     try:
         for url in urls:
             source_id = f"url:{url}"
+            path = httpx.URL(url).path
+            if (reason := skip_reason(path, hidden)) is not None:
+                yield Skipped(source_id, key, reason)
+                continue
             try:
                 response = client.get(url)
                 response.raise_for_status()
-                fmt = format_of(PurePosixPath(httpx.URL(url).path).name,
-                                response.headers.get("content-type"))
-                text, title, pages = to_text(response.content, fmt or "text", url)
-            except (httpx.HTTPError, LoadError) as exc:
+            except httpx.HTTPError as exc:
                 yield Failure(source_id, key, str(exc) or type(exc).__name__)
                 continue
-            yield _doc(source_id, key, access, text, title or url, pages)
+            yield _item(source_id, key, access, lambda r=response: r.content,  # type: ignore[misc]
+                        PurePosixPath(path).name or "index.html", url, response.headers.get("content-type"))
     finally:
         if http is None:
             client.close()
+
+
+def _inline(source: Source, key: str) -> Iterator[Item]:
+    """Inline documents are Markdown, written into the manifest on purpose: no rules apply."""
+    for d in source.documents or []:
+        got = parse_markdown(d.text.replace("\r\n", "\n").replace("\r", "\n"))
+        yield _doc(f"inline:{d.id}", key, source.access, got, d.id, title=d.title)
 
 
 def load_sources(sources: list[Source], base_dir: Path, namespace: str = "default",
@@ -371,45 +359,46 @@ def load_sources(sources: list[Source], base_dir: Path, namespace: str = "defaul
     for source in sources:
         key = source_key(source)
         loaded.keys.add(key)
-        items: Iterable[Item | tuple[str, str]]
+        items: Iterable[Item]
         try:
             if source.path is not None:
                 root = (base_dir / source.path).resolve() if not Path(source.path).is_absolute() \
                     else Path(source.path)
                 if not root.exists():
-                    raise LoadError(f"{root}: no such file or directory")
+                    raise ExtractError(f"{root}: no such file or directory")
                 prefix = f"path:{PurePosixPath(source.path.rstrip('/')).as_posix()}/"
-                items = list(iter_directory(root, source.include, source.exclude, key, source.access, prefix))
+                items = list(iter_directory(root, source.include, source.exclude, key, source.access, prefix,
+                                            source.hidden))
             elif source.pvc is not None:
                 from raylight.desired.serve import PVC_MOUNT_ROOT
 
                 root = Path(PVC_MOUNT_ROOT) / source.pvc.claim / source.pvc.path.strip("/")
                 if not root.exists():
-                    raise LoadError(f"{root}: volume not mounted")
+                    raise ExtractError(f"{root}: volume not mounted")
                 items = list(iter_directory(root, source.pvc.include, source.pvc.exclude, key,
-                                            source.access, f"{key}/"))
+                                            source.access, f"{key}/", source.hidden))
             elif source.config_map is not None:
                 items = list(iter_configmap(source.config_map.name, source.config_map.keys, namespace, key,
-                                            source.access, k8s_api))
+                                            source.access, k8s_api, source.hidden))
             elif source.urls is not None:
-                items = list(iter_urls(source.urls, key, source.access, http))
+                items = list(iter_urls(source.urls, key, source.access, http, source.hidden))
             else:
-                items = [_doc(f"inline:{d.id}", key, source.access, decode(d.text.encode()),
-                              d.title or markdown_title(d.text) or d.id) for d in source.documents or []]
+                items = list(_inline(source, key))
         except Exception as exc:  # a listing failure must not abort the other sources
             loaded.failures.append(Failure(key, key, f"cannot list source: {exc}"))
             continue
         loaded.complete.add(key)
         for item in items:
-            if isinstance(item, tuple):
-                loaded.skipped.append(Failure(item[1].split(": ", 1)[0], key, item[1].split(": ", 1)[-1]))
-                continue
-            if isinstance(item, Document):
+            if isinstance(item, Skipped):
+                loaded.skipped.append(item)
+            elif isinstance(item, Document):
                 loaded.documents.append(item)
             else:
                 loaded.failures.append(item)
             if on_item:
                 on_item(item)
     for failure in loaded.failures:
-        log.warning("skipped %s: %s", failure.source_id, failure.reason)
+        log.warning("failed %s: %s", failure.source_id, failure.reason)
+    for skipped in loaded.skipped:
+        log.info("skipped %s: %s", skipped.source_id, skipped.reason)
     return loaded

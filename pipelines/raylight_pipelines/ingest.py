@@ -19,9 +19,9 @@ from typing import Any
 from raylight.api.types import ModelDeployment, Pipeline, PipelineSpec
 from raylight.desired.pipeline import collection_name, embedder_model
 
-from raylight_pipelines.chunking import HFTokenizer, Tokenizer, effective_size, load_tokenizer
+from raylight_pipelines.chunking import HFTokenizer, Tokenizer, TokenizerError, load_tokenizer, tokenizer_from_service
 from raylight_pipelines.documents import load_sources
-from raylight_pipelines.embedders import Embedder, LocalEmbedder
+from raylight_pipelines.embedders import Embedder, HttpEmbedder, LocalEmbedder
 from raylight_pipelines.store import connect
 from raylight_pipelines.sync import SyncReport, Vectorize, sync
 
@@ -84,10 +84,23 @@ def pipeline_info(data_dir: Path, name: str) -> dict[str, Any] | None:
 
 
 def tokenizer_for(embedder: Embedder, source: dict[str, Any] | None) -> Tokenizer:
-    """The embedder's own tokenizer: taken from an in-process model, else loaded from its source."""
+    """The embedder's own tokenizer and window: the in-process model's; for an embedder service, the one
+    it reports (GET /v1/tokenizer), else the one of its model source. Raises TokenizerError saying what
+    was tried: chunks are never sized with an approximation."""
     if isinstance(embedder, LocalEmbedder):
-        return HFTokenizer(embedder.tokenizer, embedder.max_tokens, name=embedder.model_id)
-    return load_tokenizer(source)
+        if not embedder.max_tokens:
+            raise TokenizerError(f"{embedder.model_id}: the model's input window is unknown")
+        return HFTokenizer.from_transformers(embedder.tokenizer, embedder.max_tokens, name=embedder.model_id)
+    tried = []
+    if isinstance(embedder, HttpEmbedder):
+        try:
+            return tokenizer_from_service(embedder.base_url, embedder.model)
+        except TokenizerError as exc:
+            tried.append(str(exc))
+    try:
+        return load_tokenizer(source)
+    except TokenizerError as exc:
+        raise TokenizerError("; ".join([*tried, str(exc)])) from None
 
 
 def run_ingestion(name: str, spec: PipelineSpec, base_dir: Path, store_conn: dict[str, Any], embedder: Embedder,
@@ -97,10 +110,10 @@ def run_ingestion(name: str, spec: PipelineSpec, base_dir: Path, store_conn: dic
     loaded = load_sources(list(spec.sources), base_dir, namespace)
     own = client is None
     client = client or connect(store_conn)
-    size = effective_size(tokenizer, spec.chunking.size)
-    if size < spec.chunking.size:
-        log.warning("chunk size %d exceeds the embedder's input window; using %d tokens",
-                    spec.chunking.size, size)
+    size, window = spec.chunking.size, tokenizer.max_tokens - tokenizer.count("")
+    if size > window:
+        log.warning("chunk size %d exceeds the embedder's input window; chunks get at most %d tokens",
+                    size, window)
     try:
         return sync(client, store_conn["collection"], name, loaded, embedder, tokenizer, size,
                     min(spec.chunking.overlap, size // 2), vectorize=vectorize, progress=progress)

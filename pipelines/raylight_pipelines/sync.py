@@ -39,7 +39,7 @@ from raylight_pipelines.store import DENSE, SPARSE, ensure_collection
 
 log = logging.getLogger(__name__)
 
-SCHEMA = 1  # bump when payload layout or chunking rules change: every document is re-chunked
+SCHEMA = 2  # bump when payload layout or chunking rules change: every document is re-chunked
 NAMESPACE = uuid.UUID("5b0a3f3e-0d6b-4c47-9a8e-7f2c1d9e4a10")
 STATE_FIELDS = ["source_id", "source_key", "doc_hash", "chunk_index", "chunk_count", "text_hash"]
 
@@ -57,7 +57,8 @@ class SyncReport:
     points_upserted: int = 0
     points_deleted: int = 0
     points: int = 0
-    failures: list[dict[str, str]] = field(default_factory=list)
+    failures: list[dict[str, str]] = field(default_factory=list)  # {"source", "reason"}: could not be read
+    skips: list[dict[str, str]] = field(default_factory=list)  # {"source", "reason"}: not a document
 
     def counts(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items()}
@@ -84,8 +85,8 @@ def _sha(value: Any) -> str:
 
 
 def doc_hash(doc: Document, size: int, overlap: int, tokenizer: str, model: str) -> str:
-    return _sha([SCHEMA, doc.text, doc.title, doc.pages, doc.tenant, list(doc.groups), doc.source_key,
-                 size, overlap, tokenizer, model])
+    return _sha([SCHEMA, doc.text, doc.title, doc.pages, doc.headings, doc.tenant, list(doc.groups),
+                 doc.source_key, size, overlap, tokenizer, model])
 
 
 def point_id(source_id: str, index: int, chunk_hash: str) -> str:
@@ -97,8 +98,7 @@ def plan_points(doc: Document, pipeline: str, tok: Tokenizer, size: int, overlap
     chunks = chunk_document(doc, tok, size, overlap)
     points = []
     for c in chunks:
-        passage = f"{doc.title or ''} > {c.heading}\n{c.text}" if c.heading else c.text
-        text_hash = _sha([model, passage])
+        text_hash = _sha([model, c.passage])
         payload = {
             "pipeline": pipeline, "source_id": doc.source_id, "source_key": doc.source_key,
             "title": doc.title, "heading": c.heading, "text": c.text, "page": c.page,
@@ -107,7 +107,7 @@ def plan_points(doc: Document, pipeline: str, tok: Tokenizer, size: int, overlap
         }
         pid = point_id(doc.source_id, c.index, _sha(payload))
         payload.update({"doc_hash": dhash, "chunk_count": len(chunks)})
-        points.append(PendingPoint(pid, payload, passage))
+        points.append(PendingPoint(pid, payload, c.passage))
     return points
 
 
@@ -192,9 +192,10 @@ def sync(client: Any, collection: str, pipeline: str, loaded: Loaded, embedder: 
     """Make the collection hold exactly the chunks of `loaded` for this pipeline; see the module doc."""
     report = SyncReport(failed=len(loaded.failures), skipped=len(loaded.skipped))
     report.failures = [{"source": f.source_id, "reason": f.reason} for f in loaded.failures]
+    report.skips = [{"source": s.source_id, "reason": s.reason} for s in loaded.skipped]
     ensure_collection(client, collection, embedder.dimensions)
     existing = scan(client, collection, pipeline)
-    tok_name = getattr(tok, "name", type(tok).__name__)
+    tok_name = f"{tok.name}/{tok.max_tokens}"
     model = embedder.model_id
 
     def write(stage: str) -> None:
@@ -209,7 +210,7 @@ def sync(client: Any, collection: str, pipeline: str, loaded: Loaded, embedder: 
     for doc in loaded.documents:
         if doc.source_id in seen:
             report.skipped += 1
-            report.failures.append({"source": doc.source_id, "reason": "listed twice; first one kept"})
+            report.skips.append({"source": doc.source_id, "reason": "listed twice; first one kept"})
             continue
         seen.add(doc.source_id)
         present = existing.get(doc.source_id, [])
@@ -226,6 +227,7 @@ def sync(client: Any, collection: str, pipeline: str, loaded: Loaded, embedder: 
             continue
         if not points and not present:
             report.skipped += 1
+            report.skips.append({"source": doc.source_id, "reason": "no text to index"})
             continue
         present_ids = {pid: p for pid, p in present}
         desired = {p.id for p in points}

@@ -350,6 +350,9 @@ class Source(ApiModel):
     pvc: PVCSource | None = None
     urls: list[HttpURL] | None = None
     documents: list[InlineDocument] | None = Field(None, description="Inline documents.")
+    hidden: bool = Field(False, description="Also ingest hidden files and folders (names starting with "
+                         "'.'). Version-control folders and files that commonly hold secrets (.env*, "
+                         "private keys, *.pem, credential files) are never ingested.")
     access: Access = Field(default_factory=Access)
 
     @model_validator(mode="after")

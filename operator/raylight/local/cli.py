@@ -200,9 +200,9 @@ def _progress(label: str) -> tuple[Callable[[int, int], None], Callable[[], None
 
 def ingest(plan: Plan, state: dict[str, Any], data_dir: Path) -> None:
     """Sync every Pipeline's sources into its collection (incremental: unchanged chunks are kept)."""
-    from raylight_pipelines.chunking import load_tokenizer
+    from raylight_pipelines.chunking import TokenizerError
     from raylight_pipelines.embedders import EmbedderError, HttpEmbedder
-    from raylight_pipelines.ingest import run_ingestion, save_pipeline_info
+    from raylight_pipelines.ingest import run_ingestion, save_pipeline_info, tokenizer_for
     from raylight_pipelines.store import StoreUnavailable
 
     models = {r.name: r.manifest.resource for r in plan.models()}
@@ -218,8 +218,8 @@ def ingest(plan: Plan, state: dict[str, Any], data_dir: Path) -> None:
             embedder = HttpEmbedder(emb["base_url"], emb["model"], emb.get("dimensions"), timeout=300)
             report = run_ingestion(r.name, pipeline.spec, base_dir,
                                    {**conns["store"], "ray_address": state["ray_address"]},
-                                   embedder, load_tokenizer(emb.get("source")), progress=update)
-        except (EmbedderError, StoreUnavailable) as exc:
+                                   embedder, tokenizer_for(embedder, emb.get("source")), progress=update)
+        except (EmbedderError, StoreUnavailable, TokenizerError) as exc:
             raise UpError(f"Pipeline {r.name}: ingestion failed: {exc}") from None
         finally:
             close()

@@ -12,6 +12,8 @@ HTTP routes (relative to the application's route prefix):
   POST /v1/chat/completions   task chat; `stream: true` answers with server-sent events; tools, logprobs and
                               n > 1 as in docs/tool-calling.md (choices are generated one after another)
   GET  /v1/models             this model: id (= deployment name), runtime, weights sha256, dimension
+  GET  /v1/tokenizer?model=M  task embed: {"model", "max_tokens", "tokenizer": <tokenizer.json>}, so that
+                              ingestion sizes chunks with the embedder's own tokenizer and window
   GET  /healthz               200 once the model is loaded
 Every route sits behind `guard` (bodies over MODEL_MAX_REQUEST_BYTES, invalid Unicode, deep nesting, oversize
 headers, slow bodies: a 4xx) and refuses with the OpenAI error body {"error": {"message", "type", "param",
@@ -127,6 +129,16 @@ class ModelServer:
         else:
             card["context_length"] = runtime.context_length  # type: ignore[union-attr]
         return {"object": "list", "data": [card]}
+
+    async def tokenizer(self, model: str | None = None) -> dict[str, Any]:
+        if model is not None and model != self.name:
+            raise protocol.unknown_model(model, self.name)
+        if self.task != "embed":
+            raise ApiError(400, f"Model '{self.name}' is a chat model; it does not serve /v1/tokenizer.",
+                           param="model", code="wrong_task")
+        embedder: Embedder = self.loaded.runtime  # type: ignore[assignment]
+        return {"object": "tokenizer", "model": self.name, "max_tokens": embedder.max_tokens,
+                "tokenizer": json.loads(embedder.tokenizer_json())}
 
     async def stats(self) -> dict[str, int]:
         """Counters of this replica (requests, forward passes, generations stopped because the caller went away)."""
@@ -310,6 +322,13 @@ class ModelServer:
     @api.get("/v1/models")
     async def http_models(self) -> dict[str, Any]:
         return await self.models()
+
+    @api.get("/v1/tokenizer")
+    async def http_tokenizer(self, model: str | None = None) -> Response:
+        try:
+            return JSONResponse(await self.tokenizer(model))
+        except ApiError as exc:
+            return _error(exc)
 
     @api.get("/v1/models/{model:path}")
     async def http_model(self, model: str) -> Response:

@@ -1,15 +1,22 @@
-"""Chunking in the embedder's tokens: sizes, overlap, structure-first cuts, metadata and exact offsets."""
+"""Chunking in the embedder's tokens: sizes, overlap, structure-first cuts, metadata, exact offsets, and
+passages that always fit the embedder's window."""
 
 from __future__ import annotations
 
 import itertools
 
-from raylight_pipelines.chunking import RegexTokenizer, chunk_document, sections
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from raylight_pipelines.chunking import HFTokenizer, TokenizerError, chunk_document, load_tokenizer, sections
 from raylight_pipelines.documents import Document
+from raylight_pipelines.extract import parse_markdown
 
 
 def doc(text: str, pages: tuple[tuple[int, int], ...] = ()) -> Document:
-    return Document(source_id="t", source_key="k", text=text, title="T", pages=pages)
+    parsed = parse_markdown(text)
+    return Document(source_id="t", source_key="k", text=parsed.text, title="T", pages=pages,
+                    headings=parsed.headings)
 
 
 MD = """# Guide
@@ -57,8 +64,8 @@ def test_chunk_sizes_respect_the_token_budget_and_overlap(tokenizer):
     chunks = chunk_document(doc(text), tokenizer, 64, 16)
     assert len(chunks) > 10
     for c in chunks:
-        assert tokenizer.count(c.text) <= 64
-        assert c.tokens <= 64
+        assert len(tokenizer.offsets(c.text)) <= 64
+        assert c.tokens == tokenizer.count(c.passage) <= tokenizer.max_tokens
     overlapping = sum(1 for a, b in itertools.pairwise(chunks) if b.start < a.end)
     assert overlapping >= len(chunks) - 1 - 2  # neighbours share text
     covered = set()
@@ -79,7 +86,8 @@ def test_cuts_prefer_paragraphs_then_sentences(tokenizer):
 def test_a_very_long_line_without_breaks_is_split_on_tokens(tokenizer):
     for text in ("x" * 20000 + "y" * 5000, "a,b;c:" * 5000):
         chunks = chunk_document(doc(text), tokenizer, 100, 10)
-        assert len(chunks) >= 4 and all(c.tokens <= 100 and len(c.text) <= 100 * 64 for c in chunks)
+        assert len(chunks) >= 4 and all(len(tokenizer.offsets(c.text)) <= 100 and len(c.text) <= 100 * 64
+                                        for c in chunks)
         assert chunks[0].start == 0 and chunks[-1].end == len(text)
 
 
@@ -93,9 +101,59 @@ def test_chunk_size_is_clamped_to_the_embedder_window(tokenizer):
     assert tokenizer.max_tokens == 256
     text = " ".join(f"word{i}" for i in range(3000))
     chunks = chunk_document(doc(text), tokenizer, 400, 50)
-    assert max(c.tokens for c in chunks) <= 254
+    assert max(c.tokens for c in chunks) == 256  # the window, [CLS] and [SEP] included
 
 
-def test_regex_tokenizer_fallback_chunks():
-    chunks = chunk_document(doc("one two three. " * 100), RegexTokenizer(), 20, 5)
-    assert all(c.tokens <= 20 for c in chunks) and len(chunks) > 10
+def test_issue_japanese_chunks_fit_the_window(tokenizer):
+    # Issue #14, input 5: 6,200 characters of Japanese at chunk size 400 gave chunks of up to 2,070 MiniLM
+    # tokens against a 256-token window (a word-regex "tokenizer" saw each sentence as one token).
+    text = ("日本語のテキストです。東京は日本の首都であり、多くの人々が住んでいます。" * 200)[:6200]
+    chunks = chunk_document(doc(text), tokenizer, 400, 50)
+    assert len(chunks) > 20
+    assert max(tokenizer.count(c.passage) for c in chunks) <= 256
+    assert "".join(c.text for c in chunks).replace("\n", "") .count("東京") >= text.count("東京")
+    assert chunks[-1].end == len(text) and all(c.text.endswith("。") for c in chunks[:-1])
+
+
+def test_heading_paths_count_against_the_window(tokenizer):
+    small = HFTokenizer(tokenizer.backend, 32, "minilm-32")
+    text = "# " + "A very long heading " * 4 + "\n\n" + "Body words follow here. " * 60
+    chunks = chunk_document(doc(text), small, 400, 0)
+    assert all(small.count(c.passage) <= 32 for c in chunks) and len(chunks) > 5
+    assert all(c.passage.startswith("T > A very long heading") for c in chunks)
+
+
+def test_issue_a_comment_in_a_nested_fence_is_not_a_heading():
+    # Issue #14, input 4: a ```bash block inside a ````markdown fence; its `# install the operator`
+    # became a section and the real `## Next step` was nested under it.
+    text = ("# Guide\n\n````markdown\n```bash\n# install the operator\nhelm install raylight\n```\n````\n\n"
+            "## Next step\n\nApply the pipeline.\n")
+    assert [h for _, _, h in sections(doc(text))] == ["Guide", "Guide > Next step"]
+
+
+def test_a_missing_tokenizer_is_a_clear_error():
+    with pytest.raises(TokenizerError, match="no model source"):
+        load_tokenizer(None)
+    with pytest.raises(TokenizerError, match="hf://nobody/no-such-embedder"):
+        load_tokenizer({"source": "hf://nobody/no-such-embedder"})
+
+
+_TEXT = st.lists(st.sampled_from([
+    "word ", "Sentence ends here. ", "\n", "\n\n", "# Heading\n", "日本語の文章です。", "中文句子。",
+    "ภาษาไทยไม่มีช่องว่าง", "한국어 문장입니다. ", "مرحبا بالعالم ", "x" * 150, "🙂", "a,b;c:" * 5, "```\n# code\n```\n",
+]), max_size=60).map("".join)
+
+
+@settings(max_examples=40, deadline=None)
+@given(text=_TEXT, size=st.integers(16, 80), overlap=st.integers(0, 15))
+def test_every_passage_fits_the_window_and_chunks_are_exact_slices(tokenizer, text, size, overlap):
+    small = HFTokenizer(tokenizer.backend, 48, "minilm-48")
+    d = doc(text)
+    chunks = chunk_document(d, small, size, overlap)
+    for c in chunks:
+        assert d.text[c.start:c.end] == c.text
+        assert small.count(c.passage) == c.tokens <= 48
+    covered = set()
+    for c in chunks:
+        covered.update(range(c.start, c.end))
+    assert all(i in covered for i, ch in enumerate(d.text) if not ch.isspace())

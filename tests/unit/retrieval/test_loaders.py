@@ -8,7 +8,8 @@ from types import SimpleNamespace
 
 import httpx
 from raylight.api.types import Source
-from raylight_pipelines.documents import decode, glob_regex, load_sources, to_text
+from raylight_pipelines.documents import glob_regex, load_sources
+from raylight_pipelines.extract import decode, extract
 
 
 def make_pdf(pages: list[str], title: str = "Handbook") -> bytes:
@@ -164,5 +165,4 @@ def test_decode_normalises_line_ends_and_nuls():
 
 
 def test_very_long_line_loads(tmp_path):
-    text, _, _ = to_text(b"word" * 500_000, "text", "long.txt")
-    assert len(text) == 2_000_000
+    assert len(extract(b"word" * 500_000, "text", "long.txt").text) == 2_000_000

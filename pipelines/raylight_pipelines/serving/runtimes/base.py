@@ -30,6 +30,10 @@ class Embedder(Protocol):
         """Normalised float32 vectors (len(texts) x dimension) and the token count of each text."""
         ...
 
+    def tokenizer_json(self) -> str:
+        """The model's tokenizer as the text of a Hugging Face tokenizer.json (ingestion sizes chunks with it)."""
+        ...
+
 
 class Reranker(Protocol):
     max_tokens: int

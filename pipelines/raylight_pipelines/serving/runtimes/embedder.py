@@ -39,6 +39,9 @@ class SentenceTransformerEmbedder:
         ids = self.model.tokenizer(texts, truncation=True, max_length=self.max_tokens)["input_ids"]
         return [len(x) for x in ids]
 
+    def tokenizer_json(self) -> str:
+        return str(self.model.tokenizer.backend_tokenizer.to_str())
+
     def embed(self, texts: list[str]) -> tuple[np.ndarray, list[int]]:
         vectors = self.model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
                                     convert_to_numpy=True, show_progress_bar=False)
