@@ -50,6 +50,7 @@ SECRET_NAMES = (
 PRIVATE_KEY = re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY( BLOCK)?-----")
 HIDDEN = "hidden (set hidden: true on the source to include hidden files)"
 SECRET = "may hold secrets (.env files, private keys and credential files are never ingested)"
+PRIVATE = "holds a private key (never ingested)"
 VCS = "version-control metadata"
 OUTSIDE = "symbolic link leads outside the source root"
 
@@ -130,7 +131,7 @@ def extract_document(data: bytes, name: str, content_type: str | None = None) ->
     if not got.text.strip():
         raise Skip("empty (no text)")
     if PRIVATE_KEY.search(got.text):
-        raise Skip("holds a private key; " + SECRET)
+        raise Skip(PRIVATE)
     return got
 
 
@@ -236,7 +237,9 @@ def walk(root: Path, hidden: bool) -> Iterator[Entry]:
             if is_dir:
                 if reason := skip_reason(rel + "/", hidden):
                     yield rel + "/", None, reason
-                elif real not in folders:  # a link back up would loop
+                elif real in folders:
+                    yield rel + "/", None, "symbolic link loop"
+                else:
                     yield from visit(path, rel + "/", folders | {real})
             elif not entry.is_file():
                 yield rel, None, "not a regular file"

@@ -211,7 +211,7 @@ def pptx_to_markdown(data: bytes) -> tuple[str, tuple[Page, ...]]:
         title = " ".join((title_shape.text_frame.text if title_shape is not None else "").split())
         body: list[str] = [f"# {title or f'Slide {number}'}"]
         for shape in slide.shapes:
-            if shape is title_shape:
+            if title_shape is not None and shape.shape_id == title_shape.shape_id:
                 continue
             if shape.has_text_frame and shape.text_frame.text.strip():
                 body.append("\n".join(p.strip() for p in shape.text_frame.text.splitlines() if p.strip()))
@@ -289,7 +289,8 @@ def extract(data: bytes, fmt: Format | None, name: str) -> Extracted:
         text, pages = pptx_to_markdown(data)
         return Extracted(text, None, parse_markdown(text).headings, pages)
     if fmt == "xlsx":
-        return parse_markdown(xlsx_to_markdown(data))
+        text = xlsx_to_markdown(data)
+        return Extracted(text, None, parse_markdown(text).headings)
     if looks_binary(data):
         raise ExtractError("binary file" + (f" (unsupported type {PurePosixPath(name).suffix})" if fmt is None else ""))
     if fmt == "html":

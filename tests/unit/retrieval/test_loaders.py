@@ -10,33 +10,7 @@ import httpx
 from raylight.api.types import Source
 from raylight_pipelines.documents import glob_regex, load_sources
 from raylight_pipelines.extract import decode, extract
-
-
-def make_pdf(pages: list[str], title: str = "Handbook") -> bytes:
-    """A small valid PDF with one text line per page (Helvetica), built by hand."""
-    objs: list[bytes] = []
-    kids = " ".join(f"{3 + 2 * i} 0 R" for i in range(len(pages)))
-    objs.append(b"<< /Type /Catalog /Pages 2 0 R >>")
-    objs.append(f"<< /Type /Pages /Kids [{kids}] /Count {len(pages)} >>".encode())
-    font = 3 + 2 * len(pages)
-    for i, text in enumerate(pages):
-        objs.append(f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents {4 + 2 * i} 0 R "
-                    f"/Resources << /Font << /F1 {font} 0 R >> >> >>".encode())
-        stream = f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET".encode()
-        objs.append(b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream")
-    objs.append(b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>")
-    objs.append(f"<< /Title ({title}) >>".encode())
-    out = b"%PDF-1.4\n"
-    offsets = []
-    for n, body in enumerate(objs, start=1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n" % n + body + b"\nendobj\n"
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objs) + 1)
-    out += b"".join(b"%010d 00000 n \n" % o for o in offsets)
-    out += b"trailer\n<< /Size %d /Root 1 0 R /Info %d 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
-        len(objs) + 1, len(objs), xref)
-    return out
+from sample_files import make_pdf
 
 
 def load_dir(tmp_path: Path, files: dict[str, bytes], **source: object):
@@ -166,3 +140,72 @@ def test_decode_normalises_line_ends_and_nuls():
 
 def test_very_long_line_loads(tmp_path):
     assert len(extract(b"word" * 500_000, "text", "long.txt").text) == 2_000_000
+
+
+def test_issue_secrets_and_hidden_files_are_skipped_and_listed(tmp_path):
+    # Issue #14, input 1: docs/.env and docs/.git/config were ingested, and the .env was the top hit.
+    loaded = load_dir(tmp_path, {
+        "handbook.md": b"# Handbook\n\nAsk the platform team for an API key.",
+        ".env": b"API_KEY=sk-example-not-real\n",
+        ".git/config": b'[remote "origin"]\n\turl = https://ghp_exampletoken@github.com/acme/docs.git\n',
+    })
+    assert [d.source_id for d in loaded.documents] == ["path:docs/handbook.md"]
+    assert {s.source_id: s.reason.split(" (")[0] for s in loaded.skipped} == {
+        "path:docs/.env": "may hold secrets", "path:docs/.git/": "version-control metadata"}
+    assert not any("sk-example" in d.text or "ghp_" in d.text for d in loaded.documents)
+
+
+def test_issue_html_tables_and_definition_lists_keep_cells_apart():
+    # Issue #14, input 2: cells ran together ("PlanPrice", "Basic10", "Regioneu-west").
+    html = (b"<table><tr><th>Plan</th><th>Price</th></tr><tr><td>Basic</td><td>10</td></tr>"
+            b"<tr><td>Pro</td><td>20</td></tr></table><dl><dt>Region</dt><dd>eu-west</dd></dl>")
+    text = extract(html, "html", "plans.html").text
+    assert text == ("| Plan | Price |\n| --- | --- |\n| Basic | 10 |\n| Pro | 20 |\n\n"
+                    "Region\n:   eu-west")
+
+
+def test_issue_cp1252_text_is_not_misread():
+    # Issue #14, input 3: cp1252 bytes decoded as cp1250 ("ńandú", "je suis ŕ").
+    for text in ("ñandú, ándale", "je suis à", "Ça coûte 10 €", "naïve façade — déjà vu"):
+        assert decode(text.encode("cp1252")) == text
+    assert decode("Grüße aus Köln".encode("latin-1")) == "Grüße aus Köln"
+    # other legacy encodings are still detected
+    assert decode("Привет, как дела? Это текст на русском языке.".encode("cp1251")).startswith("Привет")
+    assert decode("Zażółć gęślą jaźń, to jest polski tekst".encode("cp1250")).startswith("Zażółć")
+
+
+def test_configmap_and_url_sources_follow_the_same_rules(tmp_path):
+    cm = SimpleNamespace(data={"guide.md": "# Guide", ".env": "TOKEN=x", ".hidden.md": "# Hidden",
+                               "key.pem": "-----BEGIN PRIVATE KEY-----"}, binary_data=None)
+    api = SimpleNamespace(read_namespaced_config_map=lambda name, ns: cm)
+    loaded = load_sources([Source(config_map={"name": "kb"})], tmp_path, k8s_api=api)
+    assert [d.source_id for d in loaded.documents] == ["configmap:default/kb/guide.md"]
+    assert {s.source_id.rsplit("/", 1)[1] for s in loaded.skipped} == {".env", ".hidden.md", "key.pem"}
+
+    fetched: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        fetched.append(request.url.path)
+        return httpx.Response(200, text="# Page\n\n-----BEGIN RSA PRIVATE KEY-----" if "key" in request.url.path
+                              else "# Page", headers={"content-type": "text/plain"})
+
+    urls = ["https://x.example/docs/page", "https://x.example/.env", "https://x.example/.git/config",
+            "https://x.example/key"]
+    loaded = load_sources([Source(urls=urls)], tmp_path, http=httpx.Client(transport=httpx.MockTransport(handler)))
+    assert [d.source_id for d in loaded.documents] == ["url:https://x.example/docs/page"]
+    assert len(loaded.skipped) == 3 and fetched == ["/docs/page", "/key"]  # never fetched: .env, .git
+
+
+def test_symlinks_are_followed_only_inside_the_root(tmp_path):
+    (tmp_path / "secret-notes.md").write_text("# Outside")
+    (tmp_path / "docs" / "shared").mkdir(parents=True)
+    (tmp_path / "docs" / "shared" / "a.md").write_text("# A")
+    (tmp_path / "docs" / "out.md").symlink_to(tmp_path / "secret-notes.md")
+    (tmp_path / "docs" / "outdir").symlink_to(tmp_path)
+    (tmp_path / "docs" / "alias").symlink_to(tmp_path / "docs" / "shared")
+    loaded = load_sources([Source(path="docs")], tmp_path)
+    assert [d.source_id for d in loaded.documents] == ["path:docs/alias/a.md"]  # name order: alias first
+    assert {s.source_id: s.reason for s in loaded.skipped} == {
+        "path:docs/out.md": "symbolic link leads outside the source root",
+        "path:docs/outdir/": "symbolic link leads outside the source root",
+        "path:docs/shared/a.md": "same file as alias/a.md"}
