@@ -67,10 +67,12 @@ def _progress(label: str) -> tuple[Callable[[int, int], None] | None, Callable[[
 def _print_counts(counts: dict[str, Any], as_json: bool, name: str | None = None) -> None:
     if as_json:
         return
-    keys = ("added", "updated", "unchanged", "deleted", "failed")
+    keys = ("added", "updated", "unchanged", "deleted", "skipped", "failed")
     line = ", ".join(f"{counts[k]} {k}" for k in keys)
     print(f"{name + ': ' if name else ''}{line} ({counts['chunks_embedded']} chunks embedded, "
           f"{counts['points']} in the collection)")
+    for s in counts.get("skips", []):
+        print(f"  skipped {s['source']}: {s['reason']}", file=sys.stderr)
     for f in counts.get("failures", []):
         print(f"  failed {f['source']}: {f['reason']}", file=sys.stderr)
 
@@ -173,6 +175,11 @@ def _ingest_plan(args: argparse.Namespace) -> int:
     _print_counts(counts, args.json)
     if args.json:
         print(json.dumps(counts))
+    if plan.get("report_path"):
+        try:
+            Path(plan["report_path"]).write_text(json.dumps(report.summary()))
+        except OSError as exc:
+            log.warning("cannot write the ingestion summary to %s: %s", plan["report_path"], exc)
     return 0
 
 

@@ -165,7 +165,7 @@ def html_to_markdown(data: bytes | str) -> tuple[str, str | None]:
     title = soup.title.get_text(" ", strip=True) if soup.title else None
     for tag in soup(_DROP):
         tag.decompose()
-    for tag in soup.find_all(attrs={"role": "navigation"}):
+    for tag in soup.select("[role=navigation]"):
         tag.decompose()
     converter = MarkdownConverter(heading_style="ATX", bullets="-", strip=_STRIP, escape_underscores=False,
                                   escape_asterisks=False, escape_misc=False, table_infer_header=True)

@@ -63,6 +63,17 @@ class SyncReport:
     def counts(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items()}
 
+    def summary(self, max_bytes: int = 4096) -> dict[str, Any]:
+        """The counts with as many of the skips and failures as fit in max_bytes of JSON (a Kubernetes
+        termination message holds 4096); `listed` says whether every one is there."""
+        out: dict[str, Any] = {k: v for k, v in self.counts().items() if not isinstance(v, list)}
+        skips, failures = list(self.skips), list(self.failures)
+        while True:
+            out.update(skips=skips, failures=failures, listed=len(skips) + len(failures) == self.skipped + self.failed)
+            if len(json.dumps(out).encode()) <= max_bytes or not (skips or failures):
+                return out
+            (skips if len(skips) >= len(failures) else failures).pop()
+
     def merge(self, other: SyncReport) -> None:
         for k, v in other.__dict__.items():
             setattr(self, k, getattr(self, k) + v)

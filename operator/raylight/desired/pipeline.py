@@ -142,10 +142,13 @@ def get_pipeline_env(pipeline: Pipeline, settings: Settings) -> list[dict[str, A
 
 def get_ingestion_plan(pipeline: Pipeline, namespace: str, settings: Settings,
                        embedder: ModelDeployment | None = None) -> dict[str, Any]:
-    """Everything an ingestion run needs, as one JSON-able document (mounted into the Job)."""
+    """Everything an ingestion run needs, as one JSON-able document (mounted into the Job). The run writes
+    its summary (counts, what it skipped and why) to `report_path`: the container's termination message,
+    which the operator copies into the Pipeline's status.lastIngestion."""
     connections = get_connections(pipeline, namespace, settings, embedder)
     return {
         "pipeline": pipeline.metadata.name,
+        "report_path": "/dev/termination-log",
         "namespace": namespace,
         "spec": pipeline.spec.to_wire(),
         "embedder": connections["embedder"],

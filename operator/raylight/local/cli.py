@@ -228,8 +228,10 @@ def ingest(plan: Plan, state: dict[str, Any], data_dir: Path) -> None:
             save_pipeline_info(data_dir, pipeline, embedder_md, base_dir)
         c = report.counts()
         _say(f"  ingest {r.name}: {c['added']} added, {c['updated']} updated, {c['unchanged']} unchanged, "
-             f"{c['deleted']} deleted, {c['failed']} failed; {c['points']} chunks in the collection "
-             f"({time.monotonic() - t0:.1f} s)")
+             f"{c['deleted']} deleted, {c['skipped']} skipped, {c['failed']} failed; {c['points']} chunks in "
+             f"the collection ({time.monotonic() - t0:.1f} s)")
+        for skip in c.get("skips", []):
+            _say(f"    skipped {skip['source']}: {skip['reason']}")
         for failure in c.get("failures", []):
             _say(f"    failed {failure['source']}: {failure['reason']}")
 

@@ -12,6 +12,8 @@ What each rule is for:
   No delete: owner references let the garbage collector remove them with their owner.
 - batch jobs/cronjobs and core configmaps: a Pipeline's ingestion plan, its runs (a Job per plan
   checksum; superseded runs are deleted) and, with spec.schedule, the CronJob that starts runs.
+- core pods: list only, to read a finished ingestion run's summary (its termination message: counts, what
+  it skipped and why) into the Pipeline's status.lastIngestion.
 - core secrets: get only, to read the Qdrant API key a Pipeline names (spec.vectorStore.qdrant.
   apiKeySecret) when the operator creates or drops its collection. Never listed or watched.
 - core events: Kopf posts one per transition.
@@ -33,6 +35,7 @@ _RULES: tuple[tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]], ...] = (
     (("batch",), ("jobs",), ("get", "list", "watch", "create", "delete")),
     (("batch",), ("cronjobs",), ("get", "list", "watch", "create", "patch", "delete")),
     (("",), ("configmaps",), ("get", "list", "watch", "create", "patch")),
+    (("",), ("pods",), ("list",)),
     (("",), ("secrets",), ("get",)),
     (("",), ("events",), ("create",)),
     (("",), ("namespaces",), ("list", "watch")),

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import datetime
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -104,6 +105,21 @@ def ingestion_cronjob(job: Obj, schedule: str) -> Obj:
                  "failedJobsHistoryLimit": 1,
                  "jobTemplate": {"metadata": {"labels": dict(meta["labels"])}, "spec": job["spec"]}},
     }
+
+
+def ingestion_report(pods: list[Obj]) -> dict[str, Any]:
+    """The summary a finished ingestion run left as its termination message (counts, skips and failures
+    with reasons; see raylight_pipelines.sync.SyncReport.summary), from the newest pod that has one."""
+    for pod in sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp") or "", reverse=True):
+        for container in (pod.get("status") or {}).get("containerStatuses") or []:
+            message = ((container.get("state") or {}).get("terminated") or {}).get("message")
+            try:
+                report = json.loads(message) if message else None
+            except ValueError:
+                continue
+            if isinstance(report, dict):
+                return report
+    return {}
 
 
 def _finished(job: Obj) -> bool:
@@ -352,6 +368,8 @@ class Reconciler:
         record = {"plan": checksum, "job": job["metadata"]["name"], "succeeded": health.ready}
         if done_before:
             record = {**last, "succeeded": True}
+        elif live is not None and _finished(live):
+            record |= ingestion_report(kube.list("Pod", ns, {"job-name": job["metadata"]["name"]}))
         return health, record
 
     def pipeline_deleted(self, body: Mapping[str, Any]) -> Event:

@@ -64,3 +64,32 @@ def test_unknown_pipeline_and_search_before_ingest_fail_with_one_sentence(exampl
     assert "no Pipeline named 'nope'" in capsys.readouterr().err
     assert raylight(["search", "handbook", "x", "--data-dir", str(tmp_path)]) == 1
     assert "never ingested" in capsys.readouterr().err
+
+
+def test_ingest_json_lists_what_the_awkward_corpus_skips_and_search_never_finds_secrets(tmp_path, capsys):
+    # Issue #14, input 1 end to end: `raylight search handbook "what is the API key"` returned docs/.env.
+    from unit.retrieval.sample_files import build_corpus
+
+    root = build_corpus(tmp_path / "kb")
+    expected = json.loads((root / "expected.json").read_text())
+    (root / "docs" / "handbook.md").write_text("# Access\n\nAsk the platform team for an API key; they rotate monthly.\n")
+    shutil.copy(QUICKSTART / "models.yaml", root / "models.yaml")
+    (root / "pipeline.yaml").write_text(
+        "apiVersion: raylight.io/v1alpha1\nkind: Pipeline\nmetadata: {name: handbook}\n"
+        "spec:\n  embedder: {modelDeployment: minilm}\n  llm: {modelDeployment: smollm}\n  sources: [{path: ./docs}]\n")
+    data = str(tmp_path / "state")
+    rc = raylight(["ingest", "-f", str(root / "models.yaml"), "-f", str(root / "pipeline.yaml"), "--data-dir", data,
+                   "--json"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    report = json.loads(out)
+    kept = [k for k, v in expected.items() if "skipped" not in v and "failed" not in v]
+    skipped = {f"path:docs/{k}": v["skipped"] for k, v in expected.items() if "skipped" in v}
+    assert (report["added"], report["failed"]) == (len(kept) + 1, 2)
+    assert report["skipped"] == len(skipped) == len(report["skips"])
+    assert all(skipped[s["source"]] in s["reason"] for s in report["skips"])
+
+    assert raylight(["search", "handbook", "what is the API key", "--json", "--data-dir", data]) == 0
+    hits = json.loads(capsys.readouterr().out)
+    assert hits and hits[0]["source"] == "path:docs/handbook.md"
+    assert not any("sk-example" in h["text"] or ".env" in h["source"] or ".git" in h["source"] for h in hits)

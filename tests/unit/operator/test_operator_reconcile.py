@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import json
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -154,6 +155,23 @@ def test_ingestion_waits_for_models_then_runs_once_per_plan(
     again = rec.pipeline(pipe)
     assert not kube.list("Job", "ns", {})
     assert {c["type"]: c["status"] for c in again.status["conditions"]}["IngestionReady"] == "True"
+
+
+def test_a_finished_run_s_summary_and_skips_reach_the_pipeline_status(
+        rec: Reconciler, kube: FakeKube) -> None:
+    add(kube, "ModelDeployment", "minilm", EMBED, phase="Ready")
+    add(kube, "ModelDeployment", "smollm", CHAT, phase="Ready")
+    pipe = add(kube, "Pipeline", "handbook", PIPE)
+    job = rec.pipeline(pipe).status["lastIngestion"]["job"]
+    summary = {"added": 3, "skipped": 1, "failed": 0, "listed": True, "failures": [],
+               "skips": [{"source": "path:docs/.env", "reason": "may hold secrets"}]}
+    kube.objects[("Job", "ns", job)]["status"] = {"succeeded": 1,
+                                                  "conditions": [{"type": "Complete", "status": "True"}]}
+    kube.objects[("Pod", "ns", f"{job}-x")] = {
+        "metadata": {"name": f"{job}-x", "labels": {"job-name": job}},
+        "status": {"containerStatuses": [{"state": {"terminated": {"exitCode": 0, "message": json.dumps(summary)}}}]}}
+    last = rec.pipeline(pipe).status["lastIngestion"]
+    assert last["succeeded"] and last["skips"] == summary["skips"] and last["added"] == 3
 
 
 def test_a_new_plan_replaces_an_unfinished_run_and_schedule_toggles_the_cronjob(

@@ -1,9 +1,15 @@
-"""Small valid office and PDF files built in memory for the loader tests (no binaries in the repository)."""
+"""Small valid office and PDF files built in memory for the loader tests (no binaries in the repository), and
+the awkward-document corpus."""
 
 from __future__ import annotations
 
 import io
+import os
+import shutil
 import zipfile
+from pathlib import Path
+
+CORPUS = Path(__file__).parent / "corpus"  # awkward documents; corpus/expected.json says what each gives
 
 
 def make_pdf(pages: list[str], title: str = "Handbook") -> bytes:
@@ -101,3 +107,21 @@ def make_xlsx() -> bytes:
     out = io.BytesIO()
     book.save(out)
     return out.getvalue()
+
+
+def build_corpus(dest: Path) -> Path:
+    """The committed corpus plus what git cannot hold (a .git folder, a FIFO) or what is built (office
+    files, a PDF, a 200,000-character line)."""
+    shutil.copytree(CORPUS, dest, symlinks=True)
+    docs = dest / "docs"
+    (docs / ".git").mkdir()
+    (docs / ".git" / "config").write_text('[remote "origin"]\n\turl = https://ghp_exampletoken@github.com/a/b.git\n')
+    os.mkfifo(docs / "fifo")
+    (docs / "long-line.txt").write_text("x" * 200_000)
+    (docs / "report.docx").write_bytes(make_docx(
+        [("Quarterly report", "Heading1"), ("Revenue grew in every region.", None)],
+        [["Plan", "Price"], ["Basic", "10"]]))
+    (docs / "deck.pptx").write_bytes(make_pptx())
+    (docs / "budget.xlsx").write_bytes(make_xlsx())
+    (docs / "manual.pdf").write_bytes(make_pdf(["First page text", "Second page text"]))
+    return dest

@@ -4,35 +4,14 @@ or the skip/failure reason that corpus/expected.json says, and nothing else is a
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 
 import pytest
 from raylight.api.types import Source
 from raylight_pipelines.documents import Loaded, load_sources
-from sample_files import make_docx, make_pdf, make_pptx, make_xlsx
+from sample_files import CORPUS, build_corpus
 
-CORPUS = Path(__file__).parent / "corpus"
 EXPECTED: dict[str, dict] = json.loads((CORPUS / "expected.json").read_text())
-
-
-def build_corpus(dest: Path) -> Path:
-    """The committed corpus plus what git cannot hold (a .git folder, a FIFO) or what is built (office
-    files, a PDF, a 200,000-character line)."""
-    shutil.copytree(CORPUS, dest, symlinks=True)
-    docs = dest / "docs"
-    (docs / ".git").mkdir()
-    (docs / ".git" / "config").write_text('[remote "origin"]\n\turl = https://ghp_exampletoken@github.com/a/b.git\n')
-    os.mkfifo(docs / "fifo")
-    (docs / "long-line.txt").write_text("x" * 200_000)
-    (docs / "report.docx").write_bytes(make_docx(
-        [("Quarterly report", "Heading1"), ("Revenue grew in every region.", None)],
-        [["Plan", "Price"], ["Basic", "10"]]))
-    (docs / "deck.pptx").write_bytes(make_pptx())
-    (docs / "budget.xlsx").write_bytes(make_xlsx())
-    (docs / "manual.pdf").write_bytes(make_pdf(["First page text", "Second page text"]))
-    return dest
 
 
 @pytest.fixture(scope="module")

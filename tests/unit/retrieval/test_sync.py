@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -205,3 +206,13 @@ def test_removed_source_deletes_its_documents(client, docs, embedder, tokenizer)
     sync(client, "col", "p", load_sources(sources, docs.parent), embedder, tokenizer, SIZE, OVERLAP)
     report = sync(client, "col", "p", load_sources(sources[:1], docs.parent), embedder, tokenizer, SIZE, OVERLAP)
     assert report.deleted == 1 and report.unchanged == 3
+
+
+def test_the_summary_fits_a_termination_message_and_says_when_it_is_cut():
+    report = SyncReport(added=2, skipped=300, failed=1,
+                        skips=[{"source": f"path:docs/.cache/{i}.md", "reason": "hidden"} for i in range(300)],
+                        failures=[{"source": "path:docs/x.pdf", "reason": "cannot read PDF"}])
+    summary = report.summary()
+    assert len(json.dumps(summary).encode()) <= 4096 and summary["listed"] is False
+    assert summary["failures"] and 0 < len(summary["skips"]) < 300 and summary["skipped"] == 300
+    assert SyncReport(skipped=1, skips=[{"source": "a", "reason": "b"}]).summary()["listed"] is True
