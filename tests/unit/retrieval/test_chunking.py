@@ -4,11 +4,20 @@ passages that always fit the embedder's window."""
 from __future__ import annotations
 
 import itertools
+import json
 
+import httpx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from raylight_pipelines.chunking import HFTokenizer, TokenizerError, chunk_document, load_tokenizer, sections
+from raylight_pipelines.chunking import (
+    HFTokenizer,
+    TokenizerError,
+    chunk_document,
+    load_tokenizer,
+    sections,
+    tokenizer_from_service,
+)
 from raylight_pipelines.documents import Document
 from raylight_pipelines.extract import parse_markdown
 
@@ -129,6 +138,18 @@ def test_issue_a_comment_in_a_nested_fence_is_not_a_heading():
     text = ("# Guide\n\n````markdown\n```bash\n# install the operator\nhelm install raylight\n```\n````\n\n"
             "## Next step\n\nApply the pipeline.\n")
     assert [h for _, _, h in sections(doc(text))] == ["Guide", "Guide > Next step"]
+
+
+def test_the_tokenizer_an_embedder_service_reports_is_used_as_is(tokenizer):
+    body = {"model": "minilm", "max_tokens": 128, "tokenizer": json.loads(tokenizer.backend.to_str())}
+    http = httpx.Client(transport=httpx.MockTransport(
+        lambda r: httpx.Response(200, json=body) if r.url.path == "/v1/tokenizer" else httpx.Response(404)))
+    remote = tokenizer_from_service("http://embedder/v1", "minilm", http=http)
+    assert remote.max_tokens == 128 and remote.offsets("Qdrant stores vectors.") == tokenizer.offsets(
+        "Qdrant stores vectors.")
+    with pytest.raises(TokenizerError, match="http://other/v1/tokenizer"):
+        tokenizer_from_service("http://other/v1", "minilm", http=httpx.Client(
+            transport=httpx.MockTransport(lambda r: httpx.Response(404))))
 
 
 def test_a_missing_tokenizer_is_a_clear_error():
