@@ -15,6 +15,7 @@ Text extraction (formats, encodings, headings, pages) is raylight_pipelines.extr
 from __future__ import annotations
 
 import base64
+import functools
 import logging
 import os
 import re
@@ -138,6 +139,7 @@ def extract_document(data: bytes, name: str, content_type: str | None = None) ->
 # ---------------------------------------------------------------- globs
 
 
+@functools.lru_cache(maxsize=512)
 def glob_regex(pattern: str) -> re.Pattern[str]:
     """A glob for paths relative to a source root: `**/` any directories (or none), `*` and `?` within
     one name, `[...]` classes."""
@@ -286,7 +288,7 @@ def iter_configmap(name: str, keys: list[str], namespace: str, key: str, access:
 
     The operator's ingestion Job mounts the ConfigMap (so its pod needs no API access): a file per key
     beside the kubelet's own `..data` entries (keys never start with `..`). Elsewhere it is read through
-    the Kubernetes API."""
+    the Kubernetes API. A key named in `keys` may be hidden; a secret-looking one is still skipped."""
     mounted = Path(CONFIGMAP_MOUNT_ROOT) / name
     entries: dict[str, bytes]
     if api is None and mounted.is_dir():
@@ -354,8 +356,7 @@ def _inline(source: Source, key: str) -> Iterator[Item]:
 
 
 def load_sources(sources: list[Source], base_dir: Path, namespace: str = "default",
-                 k8s_api: Any = None, http: Any = None,
-                 on_item: Callable[[Item], None] | None = None) -> Loaded:
+                 k8s_api: Any = None, http: Any = None) -> Loaded:
     """Load every source; a source whose listing fails (missing directory, ConfigMap unreachable) is
     recorded as one failure and left out of `complete`, so its existing chunks are kept."""
     loaded = Loaded()
@@ -398,8 +399,6 @@ def load_sources(sources: list[Source], base_dir: Path, namespace: str = "defaul
                 loaded.documents.append(item)
             else:
                 loaded.failures.append(item)
-            if on_item:
-                on_item(item)
     for failure in loaded.failures:
         log.warning("failed %s: %s", failure.source_id, failure.reason)
     for skipped in loaded.skipped:

@@ -12,6 +12,7 @@ Raises ExtractError (the message says why) for binary, broken or unsupported inp
 
 from __future__ import annotations
 
+import functools
 import io
 import re
 from dataclasses import dataclass
@@ -60,9 +61,12 @@ def format_of(name: str, content_type: str | None = None) -> Format | None:
 # ---------------------------------------------------------------- bytes -> str
 
 
+_UTF16_32_BOMS = (b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff")
+
+
 def looks_binary(data: bytes) -> bool:
     head = data[:8192]
-    if not head or head.startswith((b"\xff\xfe", b"\xfe\xff")):  # UTF-16 BOM: text with NULs
+    if not head or head.startswith(_UTF16_32_BOMS):  # text with NULs
         return False
     if b"\x00" in head:
         return True
@@ -102,6 +106,7 @@ def decode(data: bytes) -> str:
 # ---------------------------------------------------------------- Markdown
 
 
+@functools.cache
 def _markdown() -> Any:
     from markdown_it import MarkdownIt
     from mdit_py_plugins.front_matter import front_matter_plugin
@@ -109,18 +114,12 @@ def _markdown() -> Any:
     return MarkdownIt("commonmark").use(front_matter_plugin).enable("table")
 
 
-_PARSER: Any = None
-
-
 def parse_markdown(text: str) -> Extracted:
     """CommonMark structure of text: headings (ATX and setext, never inside code), YAML front matter
     parsed for `title` and cut from the text (kept as text when it is not a YAML mapping)."""
     import yaml
 
-    global _PARSER
-    if _PARSER is None:
-        _PARSER = _markdown()
-    tokens = _PARSER.parse(text)
+    tokens = _markdown().parse(text)
     title = None
     if tokens and tokens[0].type == "front_matter":
         try:
@@ -132,7 +131,7 @@ def parse_markdown(text: str) -> Extracted:
                 title = str(meta["title"]).strip() or None
             end = tokens[0].map[1] if tokens[0].map else 0
             text = "".join(text.splitlines(keepends=True)[end:]).lstrip("\n")
-            tokens = _PARSER.parse(text)
+            tokens = _markdown().parse(text)
     starts = [0]
     for line in text.splitlines(keepends=True):
         starts.append(starts[-1] + len(line))
