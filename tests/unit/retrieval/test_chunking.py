@@ -165,7 +165,7 @@ _TEXT = st.lists(st.sampled_from([
 ]), max_size=60).map("".join)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(text=_TEXT, size=st.integers(16, 80), overlap=st.integers(0, 15))
 def test_every_passage_fits_the_window_and_chunks_are_exact_slices(tokenizer, text, size, overlap):
     small = HFTokenizer(tokenizer.backend, 48, "minilm-48")
