@@ -21,7 +21,6 @@ from typing import Any, Protocol
 from raylight_pipelines.documents import Document
 
 LONG_TOKEN = 64  # characters; longer single tokens are counted as several, so chunks stay bounded
-MIN_BODY = 8  # tokens a chunk keeps at least: a heading path longer than the rest of the window is dropped
 
 
 class TokenizerError(RuntimeError):
@@ -214,18 +213,21 @@ def _passage(prefix: str, text: str) -> str:
 
 
 def chunk_document(doc: Document, tok: Tokenizer, size: int, overlap: int) -> list[Chunk]:
-    """The document's chunks; every passage fits the embedder's window (tok.max_tokens)."""
+    """The document's chunks of at most `size` tokens (less where the window and the heading path leave
+    less), neighbours sharing about `overlap` tokens; every passage fits the embedder's window
+    (tok.max_tokens, special tokens included)."""
     specials = tok.count("")
     chunks: list[Chunk] = []
     for start, end, heading in sections(doc):
         prefix = f"{doc.title or ''} > {heading}" if heading else ""
-        budget = tok.max_tokens - specials - (tok.count(prefix + "\n") - specials if prefix else 0)
-        if budget < MIN_BODY:
-            prefix, budget = "", tok.max_tokens - specials
+        window = tok.max_tokens - specials
+        budget = window - (tok.count(prefix + "\n") - specials if prefix else 0)
+        if budget < window // 2:  # a heading path never takes more than half the window: left out
+            prefix, budget = "", window
 
         def fit(a0: int, b0: int, limit: int, prefix: str = prefix) -> list[tuple[int, int, int, str]]:
             out = []
-            for a, b in split_section(doc.text, a0, b0, tok, limit, min(overlap, limit // 4)):
+            for a, b in split_section(doc.text, a0, b0, tok, limit, min(overlap, limit // 2)):
                 passage = _passage(prefix, doc.text[a:b])
                 tokens = tok.count(passage)
                 if tokens <= tok.max_tokens:

@@ -126,10 +126,13 @@ def test_issue_japanese_chunks_fit_the_window(tokenizer):
 
 def test_heading_paths_count_against_the_window(tokenizer):
     small = HFTokenizer(tokenizer.backend, 32, "minilm-32")
-    text = "# " + "A very long heading " * 4 + "\n\n" + "Body words follow here. " * 60
-    chunks = chunk_document(doc(text), small, 400, 0)
+    body = "\n\n" + "Body words follow here. " * 60
+    chunks = chunk_document(doc("# A long heading\n" + body), small, 400, 0)
     assert all(small.count(c.passage) <= 32 for c in chunks) and len(chunks) > 5
-    assert all(c.passage.startswith("T > A very long heading") for c in chunks)
+    assert all(c.passage.startswith("T > A long heading\n") for c in chunks)
+    # a heading path that would take more than half the window is left out of the passage
+    chunks = chunk_document(doc("# " + "A very long heading " * 4 + body), small, 400, 0)
+    assert all(small.count(c.passage) <= 32 and c.passage == c.text for c in chunks)
 
 
 def test_issue_a_comment_in_a_nested_fence_is_not_a_heading():
