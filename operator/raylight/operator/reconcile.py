@@ -8,6 +8,7 @@ import contextlib
 import copy
 import datetime
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -46,6 +47,7 @@ from raylight.operator.status import (
     rayservice_health,
 )
 
+log = logging.getLogger(__name__)
 PLAN_LABEL = "raylight.io/plan"
 Event = tuple[str, str, str]  # (Normal|Warning, reason, message)
 
@@ -369,7 +371,10 @@ class Reconciler:
         if done_before:
             record = {**last, "succeeded": True}
         elif live is not None and _finished(live):
-            record |= ingestion_report(kube.list("Pod", ns, {"job-name": job["metadata"]["name"]}))
+            try:
+                record |= ingestion_report(kube.list("Pod", ns, {"job-name": job["metadata"]["name"]}))
+            except Exception as exc:  # the summary informs; reading it never fails a reconcile
+                log.warning("Pipeline %s/%s: cannot read the ingestion summary: %s", ns, name, exc)
         return health, record
 
     def pipeline_deleted(self, body: Mapping[str, Any]) -> Event:
