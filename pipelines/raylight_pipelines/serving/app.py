@@ -37,6 +37,7 @@ raises on the first iteration, not halfway through an answer.
 import asyncio
 import base64
 import contextlib
+import json
 import logging
 import threading
 import time
@@ -325,10 +326,7 @@ class ModelServer:
 
     @api.get("/v1/tokenizer")
     async def http_tokenizer(self, model: str | None = None) -> Response:
-        try:
-            return JSONResponse(await self.tokenizer(model))
-        except ApiError as exc:
-            return _error(exc)
+        return JSONResponse(await self.tokenizer(model))
 
     @api.get("/v1/models/{model:path}")
     async def http_model(self, model: str) -> Response:
