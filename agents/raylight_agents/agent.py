@@ -21,6 +21,7 @@ from typing import Any, Final, cast
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph.state import CompiledStateGraph
+from raylight.api.connections import Connections
 from raylight.api.types import PipelineSpec
 from raylight_pipelines.retrieval import standalone_query
 from raylight_pipelines.serving.guard import internal_error
@@ -91,7 +92,7 @@ class LazyRetriever:
             return False, str(exc)
 
 
-def default_retriever(spec: PipelineSpec, connections: dict[str, Any]) -> Callable[[], Any]:
+def default_retriever(spec: PipelineSpec, connections: Connections) -> Callable[[], Any]:
     def opener() -> Any:
         from raylight_pipelines.retrieval import open_retriever
 
@@ -106,13 +107,13 @@ def make_caller(user: User) -> Any:
 
 
 class Agent:
-    def __init__(self, name: str, spec: PipelineSpec, connections: dict[str, Any],
+    def __init__(self, name: str, spec: PipelineSpec, connections: Connections,
                  retriever: Callable[[], Any] | None = None, llm: LLM | None = None,
                  caller_factory: Callable[[User], Any] = make_caller, tools: HttpToolbox | None = None) -> None:
         self.name = name
         self.spec = spec
         self.connections = connections
-        conn = connections.get("llm")
+        conn = connections.llm
         self.llm: LLM | None = llm or (LLM.from_connection(conn) if conn else None)  # None: search only
         self.retriever = LazyRetriever(retriever or default_retriever(spec, connections))
         self.caller_factory = caller_factory
@@ -127,7 +128,7 @@ class Agent:
         if self.builder is None:  # search only: no graph, no threads
             return self
         self.checkpointer = await self._stack.enter_async_context(
-            open_checkpointer(self.connections.get("threads")))
+            open_checkpointer(self.connections.threads))
         self.turns = TurnLocks(self.checkpointer, ttl=self.spec.agent.limits.timeout_seconds + 30)
         await self.turns.setup()
         self.graph = self.builder.compile(checkpointer=self.checkpointer, name=self.name)
@@ -366,7 +367,7 @@ class Agent:
             return True, "no threads: this pipeline serves search only"
         if self.graph is None:
             return False, "the thread store is not open yet"
-        kind = checkpoint_kind(self.connections.get("threads"))
+        kind = checkpoint_kind(self.connections.threads)
         try:
             await asyncio.wait_for(self.graph.aget_state(self.config("readiness-probe")), 5.0)
         except Exception as exc:

@@ -1,11 +1,11 @@
 """Thread memory: one LangGraph checkpointer per Pipeline.
 
-PostgreSQL in a cluster (the DSN arrives in the environment variable that connections["threads"]
+PostgreSQL in a cluster (the DSN arrives in the environment variable that `ThreadsConnection.postgres_dsn_env`
 names, so every replica and restart sees the same threads), SQLite on one machine
-(connections["threads"]["sqlite_path"]), and memory only when neither is configured (threads then
+(`ThreadsConnection.sqlite_path`), and memory only when neither is configured (threads then
 last as long as the replica; the log says so). Thread ids are namespaced by the pipeline's name,
 so several pipelines can share one database. The PostgreSQL pool holds at most
-connections["threads"]["pool_size"] connections per replica (default 8).
+`ThreadsConnection.pool_size` connections per replica (default 8).
 
 `TurnLocks` lets one turn at a time run on a thread, across every replica that shares the thread store:
 a lease row (thread, expiry) in the same database, so a second concurrent turn is refused (409) instead
@@ -25,25 +25,26 @@ from typing import Any
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.memory import InMemorySaver
+from raylight.api.connections import ThreadsConnection
 
 log = logging.getLogger(__name__)
 
 
-def checkpoint_kind(threads: dict[str, Any] | None) -> str:
+def checkpoint_kind(threads: ThreadsConnection | None) -> str:
     """Which store the connection selects: postgres, sqlite or memory."""
-    threads = threads or {}
-    dsn_env = threads.get("postgres_dsn_env")
-    if dsn_env and os.environ.get(dsn_env):
+    if threads is None:
+        return "memory"
+    if threads.postgres_dsn_env and os.environ.get(threads.postgres_dsn_env):
         return "postgres"
-    if threads.get("sqlite_path"):
+    if threads.sqlite_path:
         return "sqlite"
     return "memory"
 
 
 @asynccontextmanager
-async def open_checkpointer(threads: dict[str, Any] | None) -> AsyncIterator[BaseCheckpointSaver[Any]]:
-    """Open (and create the tables of) the checkpointer that connections["threads"] selects."""
-    threads = threads or {}
+async def open_checkpointer(threads: ThreadsConnection | None) -> AsyncIterator[BaseCheckpointSaver[Any]]:
+    """Open (and create the tables of) the checkpointer that the ThreadsConnection selects."""
+    threads = threads or ThreadsConnection()
     kind = checkpoint_kind(threads)
     async with AsyncExitStack() as stack:
         saver: BaseCheckpointSaver[Any]
@@ -53,7 +54,7 @@ async def open_checkpointer(threads: dict[str, Any] | None) -> AsyncIterator[Bas
             from psycopg_pool import AsyncConnectionPool
 
             pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-                os.environ[threads["postgres_dsn_env"]], min_size=1, max_size=int(threads.get("pool_size") or 8),
+                os.environ[threads.postgres_dsn_env or ""], min_size=1, max_size=threads.pool_size or 8,
                 open=False, timeout=10,  # a request waits at most 10 s for a connection, then fails (503)
                 kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row},
                 check=AsyncConnectionPool.check_connection,  # survive a database restart
@@ -66,7 +67,7 @@ async def open_checkpointer(threads: dict[str, Any] | None) -> AsyncIterator[Bas
             import aiosqlite
             from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
-            path = Path(threads["sqlite_path"])
+            path = Path(threads.sqlite_path or "")
             path.parent.mkdir(parents=True, exist_ok=True)
             conn = await aiosqlite.connect(str(path))
             stack.push_async_callback(conn.close)

@@ -1,7 +1,7 @@
 """Who is asking: verified identities for a Pipeline with `agent.auth.oidc`.
 
 `Verifier.verify(token) -> User` checks a JWT's signature against the issuer's keys (a JWKS given in the
-environment variable connections["auth"]["oidc"]["jwks_env"] names, for clusters without egress; else
+environment variable `OidcConnection.jwks_env` names, for clusters without egress; else
 fetched from `<issuer>/.well-known/openid-configuration` and cached), its `iss`, `aud`, `exp` and `nbf` (30 s
 leeway), and reads the user id, tenant and groups from the configured claims. Any failure of the token
 itself (unsigned, another key, expired, another audience or issuer, no user claim) raises a 401 `ApiError`;
@@ -18,6 +18,8 @@ from typing import Any
 
 import httpx
 import jwt
+from raylight.api.connections import OidcConnection
+from raylight.api.types import OidcClaims
 
 from raylight_agents import errors
 from raylight_agents.agent import User
@@ -41,7 +43,7 @@ def _invalid(reason: str) -> errors.ApiError:
 
 
 class Verifier:
-    def __init__(self, issuer: str, audience: str, algorithms: list[str], claims: dict[str, str | None],
+    def __init__(self, issuer: str, audience: str, algorithms: list[str], claims: OidcClaims,
                  jwks: dict[str, Any] | None = None) -> None:
         self.issuer = issuer
         self.audience = audience
@@ -52,15 +54,15 @@ class Verifier:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_connection(cls, oidc: dict[str, Any]) -> Verifier:
-        """From connections["auth"]["oidc"]; a JWKS env var that is named but empty fails closed (ValueError)."""
+    def from_connection(cls, oidc: OidcConnection) -> Verifier:
+        """From Connections.auth.oidc; a JWKS env var that is named but empty fails closed (ValueError)."""
         jwks = None
-        if oidc.get("jwks_env"):
-            raw = os.environ.get(oidc["jwks_env"])
+        if oidc.jwks_env:
+            raw = os.environ.get(oidc.jwks_env)
             if not raw:
-                raise ValueError(f"agent.auth.oidc.jwksSecret is set but ${oidc['jwks_env']} is empty")
+                raise ValueError(f"agent.auth.oidc.jwksSecret is set but ${oidc.jwks_env} is empty")
             jwks = json.loads(raw)
-        return cls(oidc["issuer"], oidc["audience"], list(oidc["algorithms"]), dict(oidc["claims"]), jwks)
+        return cls(oidc.issuer, oidc.audience, list(oidc.algorithms), oidc.claims, jwks)
 
     def _fetched_key(self, token: str) -> Any:
         with self._lock:
@@ -96,11 +98,11 @@ class Verifier:
                                 issuer=self.issuer, leeway=LEEWAY_S, options={"require": ["exp", "iss", "aud"]})
         except jwt.PyJWTError as exc:
             raise _invalid(str(exc)) from exc
-        user = _claim(claims, self.claims.get("user"))
+        user = _claim(claims, self.claims.user)
         if not isinstance(user, str | int) or not str(user):
-            raise _invalid(f"no user id in claim {self.claims.get('user')!r}")
-        tenant = _claim(claims, self.claims.get("tenant"))
-        groups = _claim(claims, self.claims.get("groups"))
+            raise _invalid(f"no user id in claim {self.claims.user!r}")
+        tenant = _claim(claims, self.claims.tenant)
+        groups = _claim(claims, self.claims.groups)
         if isinstance(groups, str):
             groups = groups.split()
         return User(str(user), str(tenant) if tenant is not None else None,

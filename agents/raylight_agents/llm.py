@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import openai
 from openai import AsyncOpenAI
+from raylight.api.connections import LLMConnection
 
 Message = dict[str, str]
 log = logging.getLogger(__name__)
@@ -95,12 +96,10 @@ class LLM:
                                   timeout=timeout_seconds, max_retries=max_retries, http_client=http_client)
 
     @classmethod
-    def from_connection(cls, conn: dict[str, Any], max_tokens: int = 256) -> LLM:
-        """Build from connections["llm"]; the API key comes only from the variable it names."""
-        key_env = conn.get("api_key_env")
-        api_key = os.environ.get(key_env) if key_env else None
-        return cls(conn["model"], conn["base_url"], api_key, float(conn.get("timeout_seconds") or 60.0),
-                   max_tokens=max_tokens)
+    def from_connection(cls, conn: LLMConnection, max_tokens: int = 256) -> LLM:
+        """Build from Connections.llm; the API key comes only from the variable it names."""
+        api_key = os.environ.get(conn.api_key_env) if conn.api_key_env else None
+        return cls(conn.model, conn.base_url, api_key, conn.timeout_seconds or 60.0, max_tokens=max_tokens)
 
     def _params(self, messages: list[Message], response_format: dict[str, Any] | None,
                 max_tokens: int | None) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """A Pipeline's agent on Ray Serve: `build_app(args)` -> one deployment, `AgentServer`, with a FastAPI ingress.
 
-HTTP routes (all but the health checks need the bearer token when connections["auth"] is set):
+HTTP routes (all but the health checks need the bearer token when `Connections.auth` is set):
 
   POST /v1/pipelines/{name}/invoke              {"input", "thread_id"?, "user"?: {"id", "tenant"?, "groups"}}
                                                 -> {"answer", "citations": [{"ref", "id", "source", "text"}],
@@ -52,6 +52,9 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
 from ray import serve
 from ray.serve import Application
+from raylight.api.connections import Connections, OidcConnection
+from raylight.api.names import AGENT_DEPLOYMENT
+from raylight.api.serve import AgentAppArgs, agent_deployment_options
 from raylight.api.types import PipelineSpec
 from raylight_pipelines.retrieval import FILTER_FIELDS, FilterValue
 from raylight_pipelines.serving import guard, protocol
@@ -132,20 +135,21 @@ api = FastAPI(title="Raylight agent", docs_url=None, redoc_url=None)
 guard.install(api)
 
 
-@serve.deployment(name="AgentServer")
+@serve.deployment(name=AGENT_DEPLOYMENT)
 @serve.ingress(api)
 class AgentServer:
-    def __init__(self, name: str, spec: dict[str, Any], connections: dict[str, Any]) -> None:
+    def __init__(self, name: str, spec: PipelineSpec | dict[str, Any],
+                 connections: Connections | dict[str, Any]) -> None:
         audit.configure()
         self.name = name
         self.spec = PipelineSpec.model_validate(spec)
-        self.connections = connections
+        self.connections = Connections.model_validate(connections)
         self.limits = self.spec.agent.limits
-        self.agent = Agent(name, self.spec, connections)
+        self.agent = Agent(name, self.spec, self.connections)
         self._started: asyncio.Task[Agent] | None = None
-        auth = connections.get("auth") or {}
-        self.token_env: str | None = auth.get("token_env")
-        self.oidc: dict[str, Any] | None = auth.get("oidc")
+        auth = self.connections.auth
+        self.token_env: str | None = auth.token_env if auth else None
+        self.oidc: OidcConnection | None = auth.oidc if auth else None
         self._verifier: Verifier | None = None
 
     async def _ready_agent(self) -> Agent:
@@ -445,7 +449,11 @@ class AgentServer:
             await self.agent.aclose()
 
 
-def build_app(args: dict[str, Any]) -> Application:
-    """Serve application builder (import path `raylight_agents.serve:build_app`)."""
-    spec = PipelineSpec.model_validate(args["spec"])  # refuse a bad spec at deploy time, not per request
-    return AgentServer.bind(args["name"], spec.to_wire(), args["connections"])  # type: ignore[attr-defined]
+def build_app(args: AgentAppArgs | dict[str, Any]) -> Application:
+    """Serve application builder (import path `raylight.api.names.AGENT_APP_IMPORT`): args are AgentAppArgs
+    (camelCase on the wire), validated at deploy time, not per request; the deployment's options come from
+    the spec (`agent_deployment_options`)."""
+    app_args = AgentAppArgs.model_validate(args)
+    return AgentServer.options(  # type: ignore[attr-defined]
+        name=AGENT_DEPLOYMENT, **agent_deployment_options(app_args.spec)
+    ).bind(app_args.name, app_args.spec, app_args.connections)

@@ -10,33 +10,69 @@ from typing import Any
 
 from raylight import yamlio
 from raylight.api import crds
-from raylight.api.manifests import LoadResult, Manifest, load
+from raylight.api.manifests import LoadResult, Manifest, Problem, load
 from raylight.api.types import ModelDeployment, Pipeline
 from raylight.api.validate import check_set, namespace_of
 from raylight.desired.kubernetes import get_model_rayservice, get_pipeline_objects
+from raylight.desired.placement import check_placement
 from raylight.settings import Settings
+
+# Which manifest field a placement problem is about, per kind.
+_PLACEMENT_FIELDS = {
+    ("ModelDeployment", "resources"): "spec.resources",
+    ("ModelDeployment", "replicas"): "spec.replicas.max",
+    ("Pipeline", "resources"): "spec.agent",
+    ("Pipeline", "replicas"): "spec.agent.replicas.max",
+}
 
 
 def load_valid(files: Iterable[Path], namespace: str, settings: Settings) -> LoadResult:
-    """Parse and check manifests as one set; problems carry file, kind, name and field."""
+    """Parse and check manifests as one set; problems carry file, kind, name and field. A set that passes
+    is rendered and every RayService placed (`check_placement`): what validates can run."""
     result = load(files)
     if not result.problems:
         result.problems = check_set(result.manifests, settings.license_policy, namespace)
+    if not result.problems:
+        result.problems = placement_problems(result.manifests, namespace, settings)
     return result
+
+
+def _objects_of(m: Manifest, models: dict[tuple[str, str], ModelDeployment], namespace: str,
+                settings: Settings) -> list[dict[str, Any]]:
+    r = m.resource
+    ns = namespace_of(r, namespace)
+    if isinstance(r, ModelDeployment):
+        return [get_model_rayservice(r, ns, settings)]
+    return get_pipeline_objects(r, ns, settings, models.get((ns, r.spec.embedder.model_deployment)))
+
+
+def _models(manifests: list[Manifest], namespace: str) -> dict[tuple[str, str], ModelDeployment]:
+    return {(namespace_of(m.resource, namespace), m.resource.metadata.name): m.resource
+            for m in manifests if isinstance(m.resource, ModelDeployment)}
+
+
+def placement_problems(manifests: list[Manifest], namespace: str, settings: Settings) -> list[Problem]:
+    """A problem, naming the manifest's field, for each RayService replica that could never be placed."""
+    models = _models(manifests, namespace)
+    problems: list[Problem] = []
+    for m in manifests:
+        r = m.resource
+        for obj in _objects_of(m, models, namespace, settings):
+            if obj["kind"] != "RayService":
+                continue
+            for p in check_placement(obj):
+                field = _PLACEMENT_FIELDS.get((r.kind, p.aspect), "")
+                problems.append(Problem(str(m.file), r.kind, r.metadata.name, field, p.message))
+    return problems
 
 
 def render_objects(manifests: list[Manifest], namespace: str, settings: Settings) -> list[dict[str, Any]]:
     """Every Kubernetes object the operator would create for these manifests."""
-    models = {(namespace_of(m.resource, namespace), m.resource.metadata.name): m.resource
-              for m in manifests if isinstance(m.resource, ModelDeployment)}
+    models = _models(manifests, namespace)
     objects: list[dict[str, Any]] = []
     for m in manifests:
-        r = m.resource
-        ns = namespace_of(r, namespace)
-        if isinstance(r, ModelDeployment):
-            objects.append(get_model_rayservice(r, ns, settings))
-        elif isinstance(r, Pipeline):
-            objects += get_pipeline_objects(r, ns, settings, models.get((ns, r.spec.embedder.model_deployment)))
+        if isinstance(m.resource, (ModelDeployment, Pipeline)):
+            objects += _objects_of(m, models, namespace, settings)
     return objects
 
 

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from raylight.api.types import ModelSource
+
 from raylight_pipelines.documents import Document
 
 LONG_TOKEN = 64  # characters; longer single tokens are counted as several, so chunks stay bounded
@@ -76,25 +78,23 @@ class HFTokenizer:
         return len(self.backend.encode(text, add_special_tokens=True).ids)
 
 
-def load_tokenizer(source: dict[str, Any] | None) -> HFTokenizer:
-    """The tokenizer and window of the embedder's model source (a ModelSource in wire form), found
-    through raylight_pipelines.weights.resolve. Raises TokenizerError saying why it cannot."""
-    if not source or not source.get("source"):
+def load_tokenizer(source: ModelSource | None) -> HFTokenizer:
+    """The tokenizer and window of the embedder's model source, found through
+    raylight_pipelines.weights.resolve. Raises TokenizerError saying why it cannot."""
+    if source is None:
         raise TokenizerError("the embedder has no model source to load its tokenizer from")
-    from raylight.api.types import ModelSource
-
     from raylight_pipelines.weights import WeightsError, resolve
 
     try:
-        path = Path(resolve(ModelSource.model_validate(source)).path)
+        path = Path(resolve(source).path)
         from transformers import AutoTokenizer
 
         tok = AutoTokenizer.from_pretrained(str(path))
     except (WeightsError, OSError, ValueError) as exc:
-        raise TokenizerError(f"cannot load the tokenizer of {source['source']}: {exc}") from exc
+        raise TokenizerError(f"cannot load the tokenizer of {source.source}: {exc}") from exc
     if not getattr(tok, "is_fast", False):
-        raise TokenizerError(f"{source['source']} has no fast (Rust) tokenizer, which chunking needs for offsets")
-    return HFTokenizer.from_transformers(tok, model_window(path, tok), name=str(source["source"]))
+        raise TokenizerError(f"{source.source} has no fast (Rust) tokenizer, which chunking needs for offsets")
+    return HFTokenizer.from_transformers(tok, model_window(path, tok), name=source.source)
 
 
 def model_window(path: Path, tokenizer: Any = None) -> int:

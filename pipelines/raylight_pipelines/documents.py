@@ -25,8 +25,8 @@ from fnmatch import fnmatchcase
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from raylight.api.names import CONFIGMAP_MOUNT_ROOT, PVC_MOUNT_ROOT
 from raylight.api.types import Access, Source
-from raylight.desired.kubernetes import CONFIGMAP_MOUNT_ROOT
 
 from raylight_pipelines.extract import (
     MAX_BYTES,
@@ -374,8 +374,6 @@ def load_sources(sources: list[Source], base_dir: Path, namespace: str = "defaul
                 items = list(iter_directory(root, source.include, source.exclude, key, source.access, prefix,
                                             source.hidden))
             elif source.pvc is not None:
-                from raylight.desired.serve import PVC_MOUNT_ROOT
-
                 root = Path(PVC_MOUNT_ROOT) / source.pvc.claim / source.pvc.path.strip("/")
                 if not root.exists():
                     raise ExtractError(f"{root}: volume not mounted")

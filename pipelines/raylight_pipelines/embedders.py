@@ -9,6 +9,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from raylight.api.connections import EmbedderConnection
+from raylight.api.names import MODEL_DEPLOYMENT
+from raylight.api.types import ModelSource
+
 
 class EmbedderError(RuntimeError):
     """The embedder cannot be loaded or does not answer."""
@@ -48,13 +52,10 @@ class LocalEmbedder:
         self._dimensions = int(dims)
 
     @classmethod
-    def from_source(cls, source: dict[str, Any], device: str = "cpu") -> LocalEmbedder:
-        from raylight.api.types import ModelSource
-
+    def from_source(cls, source: ModelSource, device: str = "cpu") -> LocalEmbedder:
         from raylight_pipelines.weights import resolve
 
-        weights = resolve(ModelSource.model_validate(source))
-        return cls(weights.path, model_id=source["source"], device=device)
+        return cls(resolve(source).path, model_id=source.source, device=device)
 
     @property
     def dimensions(self) -> int:
@@ -81,7 +82,7 @@ class LocalEmbedder:
 
 
 class HttpEmbedder:
-    """An OpenAI-compatible embeddings endpoint (connections["embedder"]: base_url + model)."""
+    """An OpenAI-compatible embeddings endpoint (EmbedderConnection: base_url + model)."""
 
     def __init__(self, base_url: str, model: str, dimensions: int | None = None, api_key: str | None = None,
                  timeout: float = 60.0, batch_size: int = 64, http_client: Any = None) -> None:
@@ -119,7 +120,7 @@ class HttpEmbedder:
 
 
 class ServeEmbedder:
-    """The embedder's `ModelServer` replica through a DeploymentHandle (connections["embedder"]["serve_app"]):
+    """The embedder's `ModelServer` replica through a DeploymentHandle (EmbedderConnection.serve_app):
     the same `/v1/embeddings` body and answer as over HTTP, one Ray call instead of two HTTP hops."""
 
     def __init__(self, app: str, model: str, dimensions: int | None = None, timeout: float = 60.0) -> None:
@@ -142,7 +143,6 @@ class ServeEmbedder:
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         """Blocking: call it from a worker thread, not from an event loop."""
         from ray import serve
-        from raylight.desired.serve import MODEL_DEPLOYMENT
 
         if not texts:
             return []
@@ -157,14 +157,14 @@ class ServeEmbedder:
         return [list(d["embedding"]) for d in sorted(out["data"], key=lambda d: d["index"])]
 
 
-def from_connection(conn: dict[str, Any], local: bool = False) -> Embedder:
-    """connections["embedder"] -> an embedder: the Serve application `serve_app` on this Ray cluster when
+def from_connection(conn: EmbedderConnection, local: bool = False) -> Embedder:
+    """An EmbedderConnection -> an embedder: the Serve application `serve_app` on this Ray cluster when
     named, else HTTP when a base_url is given (and not `local`), else the model from its source in this
     process."""
-    if conn.get("serve_app") and not local:
-        return ServeEmbedder(conn["serve_app"], conn["model"], conn.get("dimensions"))
-    if conn.get("base_url") and not local:
-        return HttpEmbedder(conn["base_url"], conn["model"], conn.get("dimensions"))
-    if not conn.get("source"):
-        raise EmbedderError(f"embedder {conn.get('model')}: neither a base_url nor a model source")
-    return LocalEmbedder.from_source(conn["source"])
+    if conn.serve_app and not local:
+        return ServeEmbedder(conn.serve_app, conn.model, conn.dimensions)
+    if conn.base_url and not local:
+        return HttpEmbedder(conn.base_url, conn.model, conn.dimensions)
+    if conn.source is None:
+        raise EmbedderError(f"embedder {conn.model}: neither a base_url nor a model source")
+    return LocalEmbedder.from_source(conn.source)

@@ -1,5 +1,5 @@
 """Measuring a Pipeline against a labelled set: the datasets, the metrics and the report `raylight eval`
-prints (the I/O that asks a Pipeline lives in `raylight_pipelines.cli`).
+prints (the I/O that asks a Pipeline lives in `raylight.cli.data`).
 
 Datasets:
   BEIR layout (a folder): corpus.jsonl ({"_id", "title"?, "text"}), queries.jsonl ({"_id", "text"}) and

@@ -6,6 +6,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
+from raylight.api.connections import RerankerConnection
+from raylight.api.types import ModelSource
+
 
 class RerankerError(RuntimeError):
     """The reranker cannot be loaded or does not answer."""
@@ -21,16 +24,14 @@ class Reranker(Protocol):
 class LocalReranker:
     """A CrossEncoder in this process (what `raylight eval` uses without a running platform)."""
 
-    def __init__(self, source: dict[str, Any]) -> None:
-        from raylight.api.types import ModelSource
-
+    def __init__(self, source: ModelSource) -> None:
         from raylight_pipelines.serving.runtimes.reranker import CrossEncoderReranker
         from raylight_pipelines.weights import resolve
 
         try:
-            self.model = CrossEncoderReranker(resolve(ModelSource.model_validate(source)).path, 1, {})
+            self.model = CrossEncoderReranker(resolve(source).path, 1, {})
         except Exception as exc:
-            raise RerankerError(f"cannot load the reranker {source.get('source')}: {exc}") from exc
+            raise RerankerError(f"cannot load the reranker {source.source}: {exc}") from exc
 
     def scores(self, query: str, texts: Sequence[str]) -> list[float]:
         if not texts:
@@ -40,7 +41,7 @@ class LocalReranker:
 
 
 class HttpReranker:
-    """A `POST {base_url}/rerank` endpoint (connections["reranker"]: base_url + model)."""
+    """A `POST {base_url}/rerank` endpoint (RerankerConnection: base_url + model)."""
 
     def __init__(self, base_url: str, model: str, timeout: float = 30.0, http_client: Any = None) -> None:
         import httpx
@@ -65,3 +66,13 @@ class HttpReranker:
         except (httpx.HTTPError, ValueError, KeyError, IndexError) as exc:
             raise RerankerError(f"reranker {self.model} at {self.base_url}: {exc}") from exc
 
+
+
+def from_connection(conn: RerankerConnection, local: bool = False) -> Reranker:
+    """A RerankerConnection -> a reranker: HTTP when a base_url is given (and not `local`), else the model
+    from its source in this process."""
+    if conn.base_url and not local:
+        return HttpReranker(conn.base_url, conn.model)
+    if conn.source is None:
+        raise RerankerError(f"reranker {conn.model}: neither a base_url nor a model source")
+    return LocalReranker(conn.source)

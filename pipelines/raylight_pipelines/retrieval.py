@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from qdrant_client import models as qm
+from raylight.api.connections import Connections
 from raylight.api.types import PipelineSpec, Retrieval
 
-from raylight_pipelines import bm25
+from raylight_pipelines import bm25, rerankers
 from raylight_pipelines.embedders import Embedder, EmbedderError, from_connection
-from raylight_pipelines.rerankers import HttpReranker, Reranker, RerankerError
+from raylight_pipelines.rerankers import Reranker, RerankerError
 from raylight_pipelines.store import (
     DENSE,
     SPARSE,
@@ -195,12 +196,11 @@ def _chunk(point: Any) -> RetrievedChunk:
                           page=p.get("page"), start=int(p.get("start", 0)), end=int(p.get("end", 0)))
 
 
-def open_retriever(spec: PipelineSpec, connections: dict[str, Any], embedder: Embedder | None = None) -> Retriever:
+def open_retriever(spec: PipelineSpec, connections: Connections, embedder: Embedder | None = None) -> Retriever:
     """A Retriever for a Pipeline from its connections (see docs/architecture.md). The store opens now
     (StoreUnavailable if it cannot); the collection may appear later (ready() says so)."""
-    store = connections["store"]
-    client = connect(store)
-    emb = embedder or from_connection(connections["embedder"])
-    rerank = connections.get("reranker")
-    return Retriever(client, store["collection"], emb, spec.retrieval, pipeline=connections.get("pipeline"),
-                     reranker=HttpReranker(rerank["base_url"], rerank["model"]) if rerank else None)
+    client = connect(connections.store)
+    emb = embedder or from_connection(connections.embedder)
+    rerank = connections.reranker
+    return Retriever(client, connections.store.collection, emb, spec.retrieval, pipeline=connections.pipeline,
+                     reranker=rerankers.from_connection(rerank) if rerank else None)

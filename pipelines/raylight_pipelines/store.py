@@ -11,12 +11,13 @@ from typing import Any
 
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
+from raylight.api.connections import StoreConnection
+from raylight.api.names import RAY_NAMESPACE
 from raylight.qdrant_layout import DENSE, SPARSE, CollectionMismatch
 from raylight.qdrant_layout import ensure_collection as _ensure_collection
 
 log = logging.getLogger(__name__)
 
-RAY_NAMESPACE = "raylight"
 __all__ = ["DENSE", "SPARSE", "StoreUnavailable", "connect", "ensure_collection"]
 
 
@@ -82,40 +83,39 @@ def start_store_actor(name: str, path: str) -> Any:
     return actor
 
 
-def connect(store_conn: dict[str, Any]) -> Any:
-    """connections["store"] -> a client with qdrant-client's methods.
+def connect(conn: StoreConnection) -> Any:
+    """A StoreConnection -> a client with qdrant-client's methods.
 
-    actor set: the named Ray actor (Ray must be initialised, or RAY_ADDRESS set); url set: a server, the
-    API key from the environment variable api_key_env; path set: the embedded folder (one process only).
+    actor set: the named Ray actor (this process must have joined that Ray cluster first: the local layer
+    does); url set: a server, the API key from the environment variable api_key_env; path set: the
+    embedded folder (one process only); none: an in-memory store.
     """
     try:
-        if store_conn.get("actor"):
+        if conn.actor:
             import ray
-            from raylight.local.state import join_ray
 
             if not ray.is_initialized():
-                # join_ray keeps a loopback-bound local platform reachable (Ray rewrites 127.0.0.1 otherwise).
-                join_ray(store_conn.get("ray_address") or os.environ.get("RAY_ADDRESS", "auto"), RAY_NAMESPACE)
+                raise StoreUnavailable(f"the vector store is the Ray actor {conn.actor!r}: this process must join "
+                                       "the Ray cluster that runs the store actor first")
             try:
-                actor = ray.get_actor(store_conn["actor"], namespace=RAY_NAMESPACE)
+                actor = ray.get_actor(conn.actor, namespace=RAY_NAMESPACE)
             except ValueError as exc:
-                raise StoreUnavailable(f"the store actor {store_conn['actor']!r} is not running (is the "
-                                       "local platform up? `raylight down` clears stale state)") from exc
-            return StoreProxy(actor, store_conn["actor"])
-        if store_conn.get("url"):
-            env = store_conn.get("api_key_env")
-            api_key = os.environ.get(env) if env else None
-            if env and not api_key:
-                log.warning("store API key variable %s is not set", env)
-            return QdrantClient(url=store_conn["url"], api_key=api_key, timeout=30)
-        if store_conn.get("path"):
-            os.makedirs(store_conn["path"], exist_ok=True)
-            return QdrantClient(path=store_conn["path"])
+                raise StoreUnavailable(f"the store actor {conn.actor!r} is not running (is the local platform "
+                                       "up? `raylight down` clears stale state)") from exc
+            return StoreProxy(actor, conn.actor)
+        if conn.url:
+            api_key = os.environ.get(conn.api_key_env) if conn.api_key_env else None
+            if conn.api_key_env and not api_key:
+                log.warning("store API key variable %s is not set", conn.api_key_env)
+            return QdrantClient(url=conn.url, api_key=api_key, timeout=30)
+        if conn.path:
+            os.makedirs(conn.path, exist_ok=True)
+            return QdrantClient(path=conn.path)
         return QdrantClient(":memory:")
     except StoreUnavailable:
         raise
     except Exception as exc:
-        where = store_conn.get("actor") or store_conn.get("url") or store_conn.get("path")
+        where = conn.actor or conn.url or conn.path
         raise StoreUnavailable(f"cannot open the vector store {where}: {exc}") from exc
 
 

@@ -15,8 +15,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from raylight.api.names import local_path
 from raylight.api.types import ModelSource
-from raylight.desired.serve import local_path
 
 WEIGHT_SUFFIXES = (".safetensors", ".gguf", ".bin", ".pt", ".pth")
 

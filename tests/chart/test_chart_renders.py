@@ -221,8 +221,8 @@ def test_notes_tell_how_to_apply_a_first_model_and_call_it(helm: str, tmp_path: 
 def test_notes_and_install_guide_use_the_service_names_the_operator_creates() -> None:
     """KubeRay names a RayService's Serve Service `<rayservice>-serve-svc`; the operator names the RayServices."""
     from raylight.api.manifests import parse_document
+    from raylight.api.names import agent_rayservice_name, serve_service_name
     from raylight.api.types import ModelDeployment, Pipeline
-    from raylight.desired.kubernetes import agent_rayservice_name
 
     notes = (CHART / "templates" / "NOTES.txt").read_text()
     guide = (ROOT / "docs" / "install-on-a-cluster.md").read_text()
@@ -231,7 +231,7 @@ def test_notes_and_install_guide_use_the_service_names_the_operator_creates() ->
             resource, problems = parse_document(doc, str(path))
             assert resource is not None and not problems, problems
             if isinstance(resource, Pipeline):
-                service = f"{agent_rayservice_name(resource)}-serve-svc"
+                service = serve_service_name(agent_rayservice_name(resource.metadata.name))
                 assert f"svc/{service}" in notes and f"svc/{service}" in guide
                 assert f"http://{service}.ai.svc:8000/v1" in guide
                 assert f'"model": "{resource.metadata.name}"' in notes

@@ -21,7 +21,10 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from raylight.governance.fit import ACCELERATOR_MEMORY_GIB
+from raylight.api.cron import check_schedule
+from raylight.api.names import MAX_PIPELINE_NAME, MAX_RAYSERVICE_NAME
+from raylight.api.quantity import quantity_bytes
+from raylight.governance.accelerators import SUPPORTED_ACCELERATORS, check_accelerator
 from raylight.governance.presets import PRESETS
 
 GROUP = "raylight.io"
@@ -83,7 +86,7 @@ def _check_http_url(value: str) -> str:
 ModelURI = Annotated[str, AfterValidator(_check_uri)]
 Quantity = Annotated[str, AfterValidator(_check_quantity)]
 HttpURL = Annotated[str, AfterValidator(_check_http_url)]
-DnsName = Annotated[str, Field(pattern=_DNS_LABEL.pattern, max_length=47)]
+DnsName = Annotated[str, Field(pattern=_DNS_LABEL.pattern, max_length=MAX_RAYSERVICE_NAME)]
 
 
 # ---------------------------------------------------------------- ModelDeployment
@@ -128,17 +131,33 @@ class Adapter(ApiModel):
 class Resources(ApiModel):
     gpus: int = Field(0, ge=0, le=64, description="GPUs per replica.")
     accelerator_type: str | None = Field(
-        None, description="GPU model, as Ray names it: H100, A100-80G, L4, ...",
-        json_schema_extra={"enum": list[JsonValue](sorted(ACCELERATOR_MEMORY_GIB))},
+        None, description="GPU model, as Ray names it: H100, A100-80G, L4, AMD-Instinct-MI300A, ...; its vendor "
+        "decides the pod's device resource (nvidia.com/gpu, amd.com/gpu).",
+        json_schema_extra={"enum": list[JsonValue](sorted(SUPPORTED_ACCELERATORS))},
     )
-    cpus: float = Field(1, gt=0, description="CPUs per replica.")
+    cpus: float = Field(1, gt=0, le=1024, description="CPUs per replica (Kubernetes resolution: 0.001).")
     memory: Quantity = Field("4Gi", description="Memory per replica.")
 
     @field_validator("accelerator_type")
     @classmethod
     def _known_accelerator(cls, value: str | None) -> str | None:
-        if value is not None and value not in ACCELERATOR_MEMORY_GIB:
-            raise ValueError(f"unknown accelerator {value!r}; one of {', '.join(sorted(ACCELERATOR_MEMORY_GIB))}")
+        problem = check_accelerator(value) if value is not None else None
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @field_validator("cpus")
+    @classmethod
+    def _millicores(cls, value: float) -> float:
+        if abs(value * 1000 - round(value * 1000)) > 1e-6:
+            raise ValueError(f"{value:g} is finer than Kubernetes' CPU resolution: use at most 3 decimals (1m)")
+        return value
+
+    @field_validator("memory")
+    @classmethod
+    def _whole_bytes(cls, value: str) -> str:
+        if value.endswith("m") or quantity_bytes(value) < 2**20:
+            raise ValueError(f"{value} is less than 1Mi: give memory in bytes or with k, M, G, Ki, Mi, Gi, ...")
         return value
 
 
@@ -225,6 +244,30 @@ class ModelDeploymentSpec(ApiModel):
             raise ValueError("adapters: every source must be <one common root>/<adapter name> "
                              "(vLLM multi-LoRA loads adapter NAME from ROOT/NAME)")
         return self
+
+    def resolved(self) -> ModelDeploymentSpec:
+        """The spec with its preset spelled out (model, licence and its acceptance, engine args; the manifest's
+        own engine args win) and the runtime set. This is what travels in the Serve args: it validates again
+        as a ModelDeploymentSpec (exactly one of model/preset, so the preset is dropped)."""
+        if self.preset is None:
+            return self.model_copy(update={"runtime": self.resolved_runtime})
+        preset = PRESETS[self.preset]
+        model = ModelSource(
+            source=preset.source,
+            file=preset.file,
+            license=preset.license,
+            license_accepted=self.license_accepted,
+            parameters=preset.parameters,
+            dimensions=preset.dimensions,
+        )
+        resolved = self.model_copy(
+            update={"model": model, "preset": None, "license_accepted": False,
+                    "engine_args": {**preset.engine_args, **self.engine_args}}
+        )
+        runtime = resolved.resolved_runtime
+        if runtime == "vllm":  # vLLM parses the model's own tool-call format (the CPU runtimes need no parser)
+            resolved = resolved.model_copy(update={"engine_args": {**preset.tool_engine_args, **resolved.engine_args}})
+        return resolved.model_copy(update={"runtime": runtime})
 
     @property
     def resolved_runtime(self) -> Runtime:
@@ -491,8 +534,9 @@ class PipelineSpec(ApiModel):
     chunking: Chunking = Field(default_factory=Chunking)
     retrieval: Retrieval = Field(default_factory=Retrieval)
     agent: Agent = Field(default_factory=Agent)
-    schedule: str | None = Field(
-        None, pattern=r"^(\S+\s+){4}\S+$", description="Cron schedule for re-ingestion."
+    schedule: Annotated[str, AfterValidator(check_schedule)] | None = Field(
+        None, description="Cron schedule for re-ingestion, as a Kubernetes CronJob takes it: five fields "
+        "(minute hour day-of-month month day-of-week) or @hourly, @daily, @weekly, @monthly, @yearly (UTC)."
     )
     deletion_policy: Literal["Retain", "Delete"] = Field(
         "Retain", description="Keep or drop the Qdrant collection when the Pipeline is deleted."
@@ -517,7 +561,7 @@ class PipelineStatus(ApiModel):
 class ObjectMeta(ApiModel):
     model_config = ConfigDict(extra="ignore")  # the API server adds uid, resourceVersion, ...
 
-    name: Annotated[str, Field(pattern=_DNS_LABEL.pattern, max_length=47)]
+    name: Annotated[str, Field(pattern=_DNS_LABEL.pattern, max_length=MAX_RAYSERVICE_NAME)]
     namespace: str | None = None
     labels: dict[str, str] = Field(default_factory=dict)
     annotations: dict[str, str] = Field(default_factory=dict)
@@ -541,9 +585,14 @@ class Pipeline(ApiModel):
     @field_validator("metadata")
     @classmethod
     def _room_for_suffix(cls, meta: ObjectMeta) -> ObjectMeta:
-        if len(meta.name) > 41:  # the agent's RayService is "<name>-agent", at most 47 characters
-            raise ValueError("name: at most 41 characters for a Pipeline")
+        if len(meta.name) > MAX_PIPELINE_NAME:  # the agent's RayService is "<name>-agent", at most 47 characters
+            raise ValueError(f"name: at most {MAX_PIPELINE_NAME} characters for a Pipeline")
         return meta
+
+    @property
+    def collection(self) -> str:
+        """The Qdrant collection: spec.vectorStore.qdrant.collection, else the Pipeline's name."""
+        return self.spec.vector_store.qdrant.collection or self.metadata.name
 
 
 Resource = ModelDeployment | Pipeline

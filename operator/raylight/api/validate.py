@@ -8,25 +8,62 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from raylight.api.manifests import Manifest, Problem
-from raylight.api.types import ModelDeployment, Pipeline, Resource
-from raylight.desired.serve import resolve_spec
+from raylight.api.names import (
+    PLAN_CHECKSUM_CHARS,
+    agent_rayservice_name,
+    ingestion_config_map_name,
+    ingestion_cron_name,
+    ingestion_job_name,
+    model_rayservice_name,
+    serve_service_name,
+)
+from raylight.api.types import ModelDeployment, ModelDeploymentSpec, Pipeline, Resource
 from raylight.governance.fit import check_fit
 from raylight.governance.licenses import LicensePolicy
 
 
 def check_model(md: ModelDeployment, policy: LicensePolicy) -> list[tuple[str, str]]:
     """(field, message) for each governance problem of one ModelDeployment."""
-    spec = resolve_spec(md.spec)
+    spec = md.spec.resolved()
     assert spec.model is not None
     problems = []
     license_field = "spec.model.license" if md.spec.model else "spec.preset"
     reason = policy.check(spec.model.license, spec.model.license_accepted)
     if reason:
         problems.append((license_field, reason))
+    parallel = check_parallelism(spec)
+    if parallel:
+        problems.append(parallel)
     fit = check_fit(spec.model.parameters, spec.engine_args, spec.resources.gpus, spec.resources.accelerator_type)
     if fit:
         problems.append(("spec.resources", fit))
     return problems
+
+
+def _degree(engine_args: dict[str, object], key: str, default: int) -> int | None:
+    value = engine_args.get(key, default)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 1 else None
+
+
+def check_parallelism(spec: ModelDeploymentSpec) -> tuple[str, str] | None:
+    """vLLM runs one replica on tensor_parallel_size x pipeline_parallel_size GPUs: that must be the
+    replica's `resources.gpus`, or the replica waits for GPUs its pod does not have (more), or the weights
+    are sharded over fewer GPUs than the fit check assumed (less)."""
+    if spec.runtime != "vllm":
+        return None
+    gpus = spec.resources.gpus
+    tp = _degree(spec.engine_args, "tensor_parallel_size", gpus if gpus > 1 else 1)
+    pp = _degree(spec.engine_args, "pipeline_parallel_size", 1)
+    if tp is None or pp is None:
+        return ("spec.engineArgs", "tensor_parallel_size and pipeline_parallel_size must be whole numbers >= 1")
+    if tp * pp != gpus:
+        origin = "" if "tensor_parallel_size" in spec.engine_args or "pipeline_parallel_size" in spec.engine_args \
+            else " (the default: resources.gpus)"
+        return ("spec.resources.gpus",
+                f"{gpus} GPU(s) per replica, but vLLM shards the model over tensor_parallel_size ({tp}) x "
+                f"pipeline_parallel_size ({pp}) = {tp * pp} GPUs{origin}: make resources.gpus equal that product "
+                "or change engineArgs")
+    return None
 
 
 def check_references(pipeline: Pipeline, models: dict[str, ModelDeployment]) -> list[tuple[str, str]]:
@@ -51,6 +88,66 @@ def namespace_of(resource: Resource, default: str) -> str:
     return resource.metadata.namespace or default
 
 
+# Kubernetes' limits on the names the operator derives: RayServices (KubeRay derives Services and pods
+# from them), Services and Jobs (DNS labels; a Job's name is also its pods' `job-name` label), CronJobs (52:
+# the controller appends an 11-character suffix to name its Jobs), ConfigMaps (DNS subdomains).
+NAME_LIMITS = {"RayService": 47, "Service": 63, "Job": 63, "CronJob": 52, "ConfigMap": 253}
+
+
+def derived_names(resource: Resource) -> list[tuple[str, str]]:
+    """(kind, name) of every object the operator creates (or KubeRay creates for it) for one resource.
+    A Job's name carries its plan's checksum; it stands here with a placeholder of the same length."""
+    name = resource.metadata.name
+    if isinstance(resource, ModelDeployment):
+        rayservice = model_rayservice_name(name)
+        return [("RayService", rayservice), ("Service", serve_service_name(rayservice))]
+    rayservice = agent_rayservice_name(name)
+    out = [("RayService", rayservice), ("Service", serve_service_name(rayservice)),
+           ("ConfigMap", ingestion_config_map_name(name)),
+           ("Job", ingestion_job_name(name, "0" * PLAN_CHECKSUM_CHARS))]
+    if resource.spec.schedule:
+        out.append(("CronJob", ingestion_cron_name(name)))
+    return out
+
+
+def check_names(items: list[tuple[str, Resource]]) -> list[tuple[int, str, str]]:
+    """(index, field, message): derived names past Kubernetes' limits, names claimed by two resources of any
+    kind in one namespace, a source ConfigMap that the operator would overwrite with a plan, and two
+    Pipelines writing into one Qdrant collection. `items` are (namespace, resource)."""
+    found: list[tuple[int, str, str]] = []
+    owners: dict[tuple[str, str, str], str] = {}
+    collections: dict[tuple[str, str], str] = {}
+    for i, (ns, r) in enumerate(items):
+        who = f"{r.kind} {r.metadata.name!r}"
+        clashes: set[str] = set()  # one message per other resource (its Service follows its RayService)
+        for kind, name in derived_names(r):
+            limit = NAME_LIMITS[kind]
+            if len(name) > limit:
+                found.append((i, "metadata.name", f"the {kind} name {name!r} would be longer than {limit} characters"))
+            other = owners.setdefault((ns, kind, name), who)
+            if other != who and other not in clashes:
+                clashes.add(other)
+                found.append((i, "metadata.name", f"{kind} {name!r} is also derived from {other} in namespace {ns}: "
+                              "rename one of them"))
+        if isinstance(r, Pipeline):
+            qdrant = r.spec.vector_store.qdrant
+            other = collections.setdefault((qdrant.url or "", r.collection), who)
+            if other != who:
+                field = "spec.vectorStore.qdrant.collection" if qdrant.collection else "metadata.name"
+                found.append((i, field, f"Qdrant collection {r.collection!r} is also written by {other}: "
+                              "set spec.vectorStore.qdrant.collection"))
+    plan_maps = {(ns, name): f"{r.kind} {r.metadata.name!r}" for ns, r in items
+                 for kind, name in derived_names(r) if kind == "ConfigMap"}
+    for i, (ns, r) in enumerate(items):
+        if isinstance(r, Pipeline):
+            for j, source in enumerate(r.spec.sources):
+                if source.config_map is not None and (ns, source.config_map.name) in plan_maps:
+                    found.append((i, f"spec.sources[{j}].configMap.name",
+                                  f"ConfigMap {source.config_map.name!r} holds the ingestion plan of "
+                                  f"{plan_maps[(ns, source.config_map.name)]}: the operator overwrites it"))
+    return found
+
+
 def check_set(manifests: Iterable[Manifest], policy: LicensePolicy, namespace: str = "default",
               check_refs: bool = True) -> list[Problem]:
     """Problems across a set of manifests applied together."""
@@ -61,10 +158,21 @@ def check_set(manifests: Iterable[Manifest], policy: LicensePolicy, namespace: s
         (namespace_of(m.resource, namespace), m.resource.metadata.name): m.resource
         for m in items if isinstance(m.resource, ModelDeployment)
     }
+    names: dict[int, list[tuple[str, str]]] = {}
+    unique = []
     for m in items:
         r = m.resource
         key = (r.kind, namespace_of(r, namespace), r.metadata.name)
-        found: list[tuple[str, str]] = []
+        if key not in seen:
+            unique.append(m)
+        seen.add(key)
+    for i, field, msg in check_names([(namespace_of(m.resource, namespace), m.resource) for m in unique]):
+        names.setdefault(id(unique[i]), []).append((field, msg))
+    seen.clear()
+    for m in items:
+        r = m.resource
+        key = (r.kind, namespace_of(r, namespace), r.metadata.name)
+        found: list[tuple[str, str]] = list(names.get(id(m), []))
         if key in seen:
             found.append(("metadata.name", f"duplicate {r.kind} named {r.metadata.name!r}"))
         seen.add(key)

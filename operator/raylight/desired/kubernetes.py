@@ -5,24 +5,31 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from typing import Any
 
 from raylight import yamlio
+from raylight.api.names import (
+    CONFIGMAP_MOUNT_ROOT,
+    PLAN_CHECKSUM_CHARS,
+    PLAN_FILE,
+    PLAN_MOUNT_DIR,
+    PVC_MOUNT_ROOT,
+    SERVE_PORT,
+    agent_rayservice_name,
+    ingestion_config_map_name,
+    ingestion_job_name,
+    model_rayservice_name,
+)
+from raylight.api.serve import AGENT_CPUS
 from raylight.api.types import ModelDeployment, ModelDeploymentSpec, Pipeline
 from raylight.desired.pipeline import get_connections, get_ingestion_plan, get_pipeline_env
-from raylight.desired.serve import (
-    PVC_MOUNT_ROOT,
-    get_agent_application,
-    get_model_application,
-    resolve_spec,
-)
+from raylight.desired.serve import get_agent_application, get_model_application
+from raylight.governance.accelerators import vendor_of
 from raylight.settings import Settings
 
 MANAGED_BY = "raylight-operator"
 SPEC_HASH_ANNOTATION = "raylight.io/spec-hash"
-SERVE_PORT = 8000
-# Where the ingestion Job mounts ConfigMap sources (read as files: the pod needs no Kubernetes API access).
-CONFIGMAP_MOUNT_ROOT = "/mnt/configmap"
 
 
 def labels(kind: str, name: str, component: str) -> dict[str, str]:
@@ -45,17 +52,36 @@ def _finish(obj: dict[str, Any]) -> dict[str, Any]:
     return obj
 
 
+AGENT_MEMORY = "4Gi"  # an agent pod: the graph, retrieval calls and BM25 query encoding (models run elsewhere)
+
+
+def _millicores(value: float) -> int:
+    """CPUs as whole millicores, rounded up (Kubernetes' resolution; 1.005 is 1005m, not 1004m)."""
+    return max(math.ceil(round(value * 1000, 6)), 1)
+
+
 def _cpu(value: float) -> str:
-    return f"{int(value)}" if float(value).is_integer() else f"{int(value * 1000)}m"
+    milli = _millicores(value)
+    return f"{milli // 1000}" if milli % 1000 == 0 else f"{milli}m"
+
+
+def _ray_cpus(cpus: float) -> str:
+    """The CPUs a Ray node advertises (`ray start --num-cpus` takes a whole number): the pod's CPUs rounded
+    up, as KubeRay derives it from a limit, so a replica asking for fractional CPUs still fits its pod."""
+    return str(max(math.ceil(_millicores(cpus) / 1000), 1))
 
 
 def _container(name: str, image: str, cpus: float, memory: str, gpus: int = 0,
-               env: list[dict[str, Any]] | None = None, ports: bool = False) -> dict[str, Any]:
+               env: list[dict[str, Any]] | None = None, ports: bool = False,
+               device: str | None = None) -> dict[str, Any]:
+    """A container asking for (and limited to) these resources; `device` is the accelerator vendor's
+    extended resource (nvidia.com/gpu, amd.com/gpu), given with `gpus`."""
     resources: dict[str, Any] = {"requests": {"cpu": _cpu(cpus), "memory": memory},
                                  "limits": {"cpu": _cpu(cpus), "memory": memory}}
     if gpus:
-        resources["requests"]["nvidia.com/gpu"] = str(gpus)
-        resources["limits"]["nvidia.com/gpu"] = str(gpus)
+        assert device is not None
+        resources["requests"][device] = str(gpus)
+        resources["limits"][device] = str(gpus)
     container: dict[str, Any] = {"name": name, "image": image, "resources": resources}
     if env:
         container["env"] = env
@@ -104,15 +130,17 @@ def _ray_cluster(image: str, ray_version: str, worker: dict[str, Any] | None,
 
 def get_model_rayservice(md: ModelDeployment, namespace: str, settings: Settings) -> dict[str, Any]:
     """The KubeRay RayService serving one ModelDeployment on `<name>-serve-svc:8000`."""
-    name = md.metadata.name
-    spec = resolve_spec(md.spec)
+    name = model_rayservice_name(md.metadata.name)
+    spec = md.spec.resolved()
     app = get_model_application(md)
     gpus = spec.resources.gpus
     image = spec.image or (settings.vllm_image if spec.runtime == "vllm" else settings.runtime_image)
     env = [{"name": "HF_HUB_OFFLINE", "value": "0" if spec.model and spec.model.source.startswith("hf://")
             else "1"}]
     volumes, mounts = _pvc_volumes(spec)
-    worker_container = _container("ray-worker", image, spec.resources.cpus, spec.resources.memory, gpus, env)
+    vendor = vendor_of(spec.resources.accelerator_type)
+    worker_container = _container("ray-worker", image, spec.resources.cpus, spec.resources.memory, gpus, env,
+                                  device=vendor.k8s_resource)
     if mounts:
         worker_container["volumeMounts"] = mounts
     pod: dict[str, Any] = {"containers": [worker_container]}
@@ -122,7 +150,7 @@ def get_model_rayservice(md: ModelDeployment, namespace: str, settings: Settings
         pod["nodeSelector"] = dict(spec.node_selector)
     tolerations = [t.to_wire() for t in spec.tolerations]
     if gpus and not tolerations:
-        tolerations = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+        tolerations = [vendor.toleration()]
     if tolerations:
         pod["tolerations"] = tolerations
     start: dict[str, str] = {"num-cpus": _ray_cpus(spec.resources.cpus)}
@@ -151,17 +179,24 @@ def get_model_rayservice(md: ModelDeployment, namespace: str, settings: Settings
     return _finish(obj)
 
 
-def _ray_cpus(cpus: float) -> str:
-    return str(max(int(cpus), 1))
-
-
 def get_agent_rayservice(pipeline: Pipeline, namespace: str, settings: Settings,
                          embedder: ModelDeployment | None = None) -> dict[str, Any]:
     """The RayService serving a Pipeline's agent endpoint on `<name>-agent-serve-svc:8000`."""
-    name = agent_rayservice_name(pipeline)
+    name = agent_rayservice_name(pipeline.metadata.name)
     app = get_agent_application(pipeline, get_connections(pipeline, namespace, settings, embedder))
     env = get_pipeline_env(pipeline, settings)
     replicas = pipeline.spec.agent.replicas
+    worker = None
+    if replicas.max > 1:  # one replica fits on the head; more run on workers, one per pod
+        worker = {
+            "groupName": "agent-workers",
+            "replicas": replicas.min,
+            "minReplicas": replicas.min,
+            "maxReplicas": replicas.max,
+            "rayStartParams": {"num-cpus": _ray_cpus(AGENT_CPUS)},
+            "template": {"spec": {"containers": [
+                _container("ray-worker", settings.runtime_image, AGENT_CPUS, AGENT_MEMORY, env=env)]}},
+        }
     obj = {
         "apiVersion": "ray.io/v1",
         "kind": "RayService",
@@ -172,7 +207,7 @@ def get_agent_rayservice(pipeline: Pipeline, namespace: str, settings: Settings,
         "spec": {
             "serveConfigV2": yamlio.dump({"applications": [app]}),
             "rayClusterConfig": _ray_cluster(
-                settings.runtime_image, settings.ray_version, None, env,
+                settings.runtime_image, settings.ray_version, worker, env,
                 autoscale=replicas.autoscaling,
             ),
         },
@@ -180,12 +215,8 @@ def get_agent_rayservice(pipeline: Pipeline, namespace: str, settings: Settings,
     return _finish(obj)
 
 
-def agent_rayservice_name(pipeline: Pipeline) -> str:
-    return f"{pipeline.metadata.name}-agent"
-
-
 def ingestion_plan_checksum(plan: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(plan, sort_keys=True).encode()).hexdigest()[:10]
+    return hashlib.sha256(json.dumps(plan, sort_keys=True).encode()).hexdigest()[:PLAN_CHECKSUM_CHARS]
 
 
 def get_ingestion_objects(pipeline: Pipeline, namespace: str, settings: Settings,
@@ -193,30 +224,33 @@ def get_ingestion_objects(pipeline: Pipeline, namespace: str, settings: Settings
     """A ConfigMap holding the ingestion plan and a Job that runs it; the Job's name carries the plan's
     checksum, so a changed plan starts a new run and an unchanged one starts none."""
     name = pipeline.metadata.name
-    plan = get_ingestion_plan(pipeline, namespace, settings, embedder)
+    plan = get_ingestion_plan(pipeline, namespace, settings, embedder).to_wire()
     checksum = ingestion_plan_checksum(plan)
+    config_map_name = ingestion_config_map_name(name)
     config_map = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": {"name": f"{name}-ingest-plan", "namespace": namespace,
+        "metadata": {"name": config_map_name, "namespace": namespace,
                      "labels": labels("Pipeline", name, "ingestion")},
-        "data": {"plan.json": json.dumps(plan, indent=2, sort_keys=True)},
+        "data": {PLAN_FILE: json.dumps(plan, indent=2, sort_keys=True)},
     }
-    volumes: list[dict[str, Any]] = [{"name": "plan", "configMap": {"name": f"{name}-ingest-plan"}}]
-    mounts: list[dict[str, Any]] = [{"name": "plan", "mountPath": "/etc/raylight", "readOnly": True}]
+    volumes: list[dict[str, Any]] = [{"name": "plan", "configMap": {"name": config_map_name}}]
+    mounts: list[dict[str, Any]] = [{"name": "plan", "mountPath": PLAN_MOUNT_DIR, "readOnly": True}]
+    mounted: set[str] = set()  # two sources reading one claim or ConfigMap share its mount (paths must be unique)
     for i, source in enumerate(pipeline.spec.sources):
-        if source.pvc is not None:
+        if source.pvc is not None and (path := f"{PVC_MOUNT_ROOT}/{source.pvc.claim}") not in mounted:
+            mounted.add(path)
             volumes.append({"name": f"source-{i}", "persistentVolumeClaim": {
                 "claimName": source.pvc.claim, "readOnly": True}})
-            mounts.append({"name": f"source-{i}", "mountPath": f"{PVC_MOUNT_ROOT}/{source.pvc.claim}",
-                           "readOnly": True})
-        if source.config_map is not None:
+            mounts.append({"name": f"source-{i}", "mountPath": path, "readOnly": True})
+        if source.config_map is not None and (
+                path := f"{CONFIGMAP_MOUNT_ROOT}/{source.config_map.name}") not in mounted:
+            mounted.add(path)
             volumes.append({"name": f"source-{i}", "configMap": {"name": source.config_map.name}})
-            mounts.append({"name": f"source-{i}", "mountPath": f"{CONFIGMAP_MOUNT_ROOT}/{source.config_map.name}",
-                           "readOnly": True})
+            mounts.append({"name": f"source-{i}", "mountPath": path, "readOnly": True})
     container = _container("ingest", settings.runtime_image, 1, "2Gi", env=get_pipeline_env(
         pipeline, settings))
-    container["command"] = ["raylight", "ingest", "--plan", "/etc/raylight/plan.json", "--json"]
+    container["command"] = ["raylight", "ingest", "--plan", f"{PLAN_MOUNT_DIR}/{PLAN_FILE}", "--json"]
     container["volumeMounts"] = mounts
     container["securityContext"] = {
         "allowPrivilegeEscalation": False, "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]},
@@ -224,7 +258,7 @@ def get_ingestion_objects(pipeline: Pipeline, namespace: str, settings: Settings
     job = {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {"name": f"{name}-ingest-{checksum}", "namespace": namespace,
+        "metadata": {"name": ingestion_job_name(name, checksum), "namespace": namespace,
                      "labels": {**labels("Pipeline", name, "ingestion"), "raylight.io/plan": checksum}},
         "spec": {
             "backoffLimit": 3,

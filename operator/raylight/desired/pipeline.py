@@ -1,60 +1,51 @@
-"""Pipeline -> collection plan, ingestion plan and the agent's connections (pure).
+"""Pipeline -> collection plan, ingestion plan and the agent's connections on a cluster (pure).
 
 Secrets never appear in these plans: they reach pods as environment variables whose names the plan
-carries, so a rendered manifest is safe to commit.
+carries (`raylight.api.connections.ENV_*`), so a rendered manifest is safe to commit.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from raylight.api.types import ModelDeployment, Pipeline, PipelineSpec, SecretKeyRef
-from raylight.desired.serve import resolve_spec
+from raylight.api.connections import (
+    ENV_AGENT_TOKEN,
+    ENV_LLM_API_KEY,
+    ENV_OIDC_JWKS,
+    ENV_QDRANT_API_KEY,
+    ENV_THREADS_DSN,
+    AuthConnection,
+    CollectionPlan,
+    Connections,
+    EmbedderConnection,
+    IngestionPlan,
+    LLMConnection,
+    OidcConnection,
+    RayDataOptions,
+    RerankerConnection,
+    StoreConnection,
+    ThreadsConnection,
+)
+from raylight.api.names import TERMINATION_LOG, model_base_url
+from raylight.api.types import ModelDeployment, ModelSource, Pipeline, PipelineSpec, SecretKeyRef
 from raylight.qdrant_layout import PAYLOAD_INDEXES
 from raylight.settings import Settings
 
-# Environment variables through which Secrets reach the agent and ingestion pods.
-ENV_LLM_API_KEY = "RAYLIGHT_LLM_API_KEY"
-ENV_QDRANT_API_KEY = "RAYLIGHT_QDRANT_API_KEY"
-ENV_AGENT_TOKEN = "RAYLIGHT_AGENT_TOKEN"
-ENV_THREADS_DSN = "RAYLIGHT_THREADS_DSN"
-ENV_OIDC_JWKS = "RAYLIGHT_OIDC_JWKS"
+
+def embedder_source(embedder: ModelDeployment | None) -> ModelSource | None:
+    """The embedder's resolved model source (its tokenizer sizes chunks; its weights embed at scale)."""
+    return embedder.spec.resolved().model if embedder is not None else None
 
 
-def model_endpoint(name: str, namespace: str, settings: Settings) -> str:
-    """The OpenAI-compatible base URL of a ModelDeployment's RayService on a cluster."""
-    return f"http://{name}-serve-svc.{namespace}.svc.{settings.cluster_domain}:8000/v1"
-
-
-def collection_name(pipeline: Pipeline) -> str:
-    return pipeline.spec.vector_store.qdrant.collection or pipeline.metadata.name
-
-
-def embedder_dimensions(embedder: ModelDeployment | None) -> int | None:
-    """The collection's vector size, when the embedder's manifest or preset says it."""
-    if embedder is None:
-        return None
-    model = resolve_spec(embedder.spec).model
-    return model.dimensions if model else None
-
-
-def embedder_model(embedder: ModelDeployment | None) -> dict[str, Any] | None:
-    """The embedder's resolved model source (ingestion loads its tokenizer, and its weights at scale)."""
-    if embedder is None:
-        return None
-    model = resolve_spec(embedder.spec).model
-    return model.to_wire() if model else None
-
-
-def get_collection_plan(pipeline: Pipeline, embedder: ModelDeployment | None) -> dict[str, Any]:
+def get_collection_plan(pipeline: Pipeline, embedder: ModelDeployment | None) -> CollectionPlan:
     """What the Qdrant collection must look like; dimensions None means: ask the embedder at run time."""
-    return {
-        "collection": collection_name(pipeline),
-        "dimensions": embedder_dimensions(embedder),
-        "distance": "Cosine",
-        "sparse": pipeline.spec.retrieval.hybrid,
-        "payloadIndexes": sorted(PAYLOAD_INDEXES),
-    }
+    source = embedder_source(embedder)
+    return CollectionPlan(
+        collection=pipeline.collection,
+        dimensions=source.dimensions if source else None,
+        sparse=pipeline.spec.retrieval.hybrid,
+        payload_indexes=sorted(PAYLOAD_INDEXES),
+    )
 
 
 def secret_env(name: str, ref: SecretKeyRef | None) -> list[dict[str, Any]]:
@@ -63,64 +54,56 @@ def secret_env(name: str, ref: SecretKeyRef | None) -> list[dict[str, Any]]:
     return [{"name": name, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}]
 
 
-def get_connections(pipeline: Pipeline, namespace: str, settings: Settings,
-                    embedder: ModelDeployment | None = None) -> dict[str, Any]:
-    """Where the pipeline's embedder, LLM, store and threads are on a cluster."""
-    spec = pipeline.spec
+def _llm_connection(spec: PipelineSpec, namespace: str, settings: Settings) -> LLMConnection | None:
     llm = spec.llm
-    llm_conn: dict[str, Any] | None = None
     if llm is not None and llm.external is not None:
-        llm_conn = {
-            "model": llm.external.model,
-            "base_url": llm.external.base_url,
-            "api_key_env": ENV_LLM_API_KEY if llm.external.api_key_secret else None,
-            "timeout_seconds": llm.external.timeout_seconds,
-        }
-    elif llm is not None and llm.model_deployment is not None:
-        llm_conn = {
-            "model": llm.model_deployment,
-            "base_url": model_endpoint(llm.model_deployment, namespace, settings),
-            "api_key_env": None,
-            "timeout_seconds": 120.0,
-        }
-    qdrant = spec.vector_store.qdrant
-    return {
-        "pipeline": pipeline.metadata.name,  # retrieval filters on it: pipelines may share a collection
-        "embedder": {
-            "model": spec.embedder.model_deployment,
-            "base_url": model_endpoint(spec.embedder.model_deployment, namespace, settings),
-            "dimensions": embedder_dimensions(embedder),
-            "source": embedder_model(embedder),
-        },
-        "llm": llm_conn,
-        "reranker": {
-            "model": spec.retrieval.rerank.model_deployment,
-            "base_url": model_endpoint(spec.retrieval.rerank.model_deployment, namespace, settings),
-        } if spec.retrieval.rerank else None,
-        "store": {
-            "url": qdrant.url or settings.qdrant_url,
-            "path": None,  # embedded store (one machine)
-            "actor": None,  # named Ray actor that owns the embedded store (one machine, shared)
-            "collection": collection_name(pipeline),
-            "api_key_env": ENV_QDRANT_API_KEY if qdrant.api_key_secret else None,
-        },
-        "threads": {"postgres_dsn_env": ENV_THREADS_DSN, "sqlite_path": None,
-                    "pool_size": spec.agent.threads.pool_size},
-        "auth": get_auth_connection(spec),
-    }
+        return LLMConnection(model=llm.external.model, base_url=llm.external.base_url,
+                             api_key_env=ENV_LLM_API_KEY if llm.external.api_key_secret else None,
+                             timeout_seconds=llm.external.timeout_seconds)
+    if llm is not None and llm.model_deployment is not None:
+        return LLMConnection(model=llm.model_deployment,
+                             base_url=model_base_url(llm.model_deployment, namespace, settings.cluster_domain))
+    return None
 
 
-def get_auth_connection(spec: PipelineSpec) -> dict[str, Any] | None:
-    """connections["auth"]: None, a shared token (in $token_env) or OIDC (JWKS in $jwks_env or fetched)."""
+def get_auth_connection(spec: PipelineSpec) -> AuthConnection | None:
+    """None, a shared token (in $RAYLIGHT_AGENT_TOKEN) or OIDC (the JWKS in $RAYLIGHT_OIDC_JWKS, or fetched)."""
     auth = spec.agent.auth
     if auth is None:
         return None
     if auth.oidc is None:
-        return {"token_env": ENV_AGENT_TOKEN}
+        return AuthConnection(token_env=ENV_AGENT_TOKEN)
     oidc = auth.oidc
-    return {"oidc": {"issuer": oidc.issuer, "audience": oidc.audience, "algorithms": list(oidc.algorithms),
-                     "jwks_env": ENV_OIDC_JWKS if oidc.jwks_secret else None,
-                     "claims": oidc.claims.model_dump()}}
+    return AuthConnection(oidc=OidcConnection(
+        issuer=oidc.issuer, audience=oidc.audience, algorithms=list(oidc.algorithms), claims=oidc.claims,
+        jwks_env=ENV_OIDC_JWKS if oidc.jwks_secret else None))
+
+
+def get_connections(pipeline: Pipeline, namespace: str, settings: Settings,
+                    embedder: ModelDeployment | None = None) -> Connections:
+    """Where the pipeline's embedder, LLM, reranker, store and threads are on a cluster."""
+    spec = pipeline.spec
+    domain = settings.cluster_domain
+    source = embedder_source(embedder)
+    qdrant = spec.vector_store.qdrant
+    rerank = spec.retrieval.rerank
+    return Connections(
+        pipeline=pipeline.metadata.name,
+        embedder=EmbedderConnection(
+            model=spec.embedder.model_deployment,
+            base_url=model_base_url(spec.embedder.model_deployment, namespace, domain),
+            dimensions=source.dimensions if source else None,
+            source=source,
+        ),
+        llm=_llm_connection(spec, namespace, settings),
+        reranker=RerankerConnection(model=rerank.model_deployment,
+                                    base_url=model_base_url(rerank.model_deployment, namespace, domain))
+        if rerank else None,
+        store=StoreConnection(collection=pipeline.collection, url=qdrant.url or settings.qdrant_url,
+                              api_key_env=ENV_QDRANT_API_KEY if qdrant.api_key_secret else None),
+        threads=ThreadsConnection(postgres_dsn_env=ENV_THREADS_DSN, pool_size=spec.agent.threads.pool_size),
+        auth=get_auth_connection(spec),
+    )
 
 
 def get_pipeline_env(pipeline: Pipeline, settings: Settings) -> list[dict[str, Any]]:
@@ -140,18 +123,29 @@ def get_pipeline_env(pipeline: Pipeline, settings: Settings) -> list[dict[str, A
     ]
 
 
+def get_ray_data_options(embedder: ModelDeployment | None) -> RayDataOptions | None:
+    """Ray Data sizing from the embedder's ModelDeployment: its replicas -> the actor pool, its resources ->
+    each actor's CPUs and GPUs. None when the embedder is unknown (the run then embeds through the service)."""
+    if embedder is None:
+        return None
+    spec = embedder.spec.resolved()
+    low, high = max(spec.replicas.min, 1), max(spec.replicas.max, 1)
+    return RayDataOptions(concurrency=(low, high) if high > low else low,
+                          num_cpus=spec.resources.cpus, num_gpus=spec.resources.gpus)
+
+
 def get_ingestion_plan(pipeline: Pipeline, namespace: str, settings: Settings,
-                       embedder: ModelDeployment | None = None) -> dict[str, Any]:
-    """Everything an ingestion run needs, as one JSON-able document (mounted into the Job). The run writes
-    its summary (counts, what it skipped and why) to `report_path`: the container's termination message,
-    which the operator copies into the Pipeline's status.lastIngestion."""
+                       embedder: ModelDeployment | None = None) -> IngestionPlan:
+    """Everything an ingestion run on the cluster needs; its summary goes to the container's termination
+    message, which the operator copies into the Pipeline's status.lastIngestion."""
     connections = get_connections(pipeline, namespace, settings, embedder)
-    return {
-        "pipeline": pipeline.metadata.name,
-        "report_path": "/dev/termination-log",
-        "namespace": namespace,
-        "spec": pipeline.spec.to_wire(),
-        "embedder": connections["embedder"],
-        "store": connections["store"],
-        "collection": get_collection_plan(pipeline, embedder),
-    }
+    return IngestionPlan(
+        pipeline=pipeline.metadata.name,
+        namespace=namespace,
+        spec=pipeline.spec,
+        embedder=connections.embedder,
+        store=connections.store,
+        collection=get_collection_plan(pipeline, embedder),
+        report_path=TERMINATION_LOG,
+        ray_data=get_ray_data_options(embedder),
+    )

@@ -1,100 +1,24 @@
-"""ModelDeployment -> Ray Serve application config (pure).
+"""ModelDeployment and Pipeline -> Ray Serve application configs (pure).
 
 The same config is embedded in a KubeRay RayService on a cluster and deployed onto a local Ray by
-`raylight up`; only the route prefix differs.
+`raylight up`; only the route prefix and the connections differ. The project's own applications carry
+typed args (`raylight.api.serve`) and no deployment options: their builders bind the options the
+deployment owns (`model_deployment_options`, `agent_deployment_options`), computed once.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from raylight.api.types import ModelDeployment, ModelDeploymentSpec, ModelSource, Pipeline, Replicas
-from raylight.governance.presets import PRESETS
-
-# Import paths of the project's own Serve application builders (the data plane).
-MODEL_APP = "raylight_pipelines.serving.app:build_app"
-AGENT_APP = "raylight_agents.serve:build_app"
-VLLM_APP = "ray.serve.llm:build_openai_app"
-# The one deployment that the project's builders create; its options are set from the spec below.
-MODEL_DEPLOYMENT = "ModelServer"
-AGENT_DEPLOYMENT = "AgentServer"
-# Where pvc:// sources are mounted inside Ray worker pods.
-PVC_MOUNT_ROOT = "/mnt/pvc"
-
-
-def resolve_spec(spec: ModelDeploymentSpec) -> ModelDeploymentSpec:
-    """Fill model, licence and engine args from the preset; the manifest's own engine args win."""
-    if spec.preset is None:
-        return spec.model_copy(update={"runtime": spec.resolved_runtime})
-    preset = PRESETS[spec.preset]
-    model = ModelSource(
-        source=preset.source,
-        file=preset.file,
-        license=preset.license,
-        license_accepted=spec.license_accepted,
-        parameters=preset.parameters,
-        dimensions=preset.dimensions,
-    )
-    # The preset is now spelled out in `model` (acceptance included): drop it so the resolved spec, which
-    # travels in the Serve args, validates again as a ModelDeploymentSpec (exactly one of model/preset).
-    resolved = spec.model_copy(
-        update={"model": model, "preset": None, "license_accepted": False,
-                "engine_args": {**preset.engine_args, **spec.engine_args}}
-    )
-    runtime = resolved.resolved_runtime
-    if runtime == "vllm":  # vLLM parses the model's own tool-call format (the CPU runtimes need no parser)
-        resolved = resolved.model_copy(update={"engine_args": {**preset.tool_engine_args, **resolved.engine_args}})
-    return resolved.model_copy(update={"runtime": runtime})
-
-
-def local_path(source: str) -> str | None:
-    """Where a pvc:// or file:// source is on a worker's file system; None for remote sources."""
-    scheme, _, rest = source.partition("://")
-    if scheme == "file":
-        return rest
-    if scheme == "pvc":
-        return f"{PVC_MOUNT_ROOT}/{rest.strip('/')}"
-    return None
-
-
-def autoscaling_config(replicas: Replicas) -> dict[str, Any]:
-    return {
-        "min_replicas": replicas.min,
-        "max_replicas": replicas.max,
-        "initial_replicas": max(replicas.min, 1),
-        "target_ongoing_requests": replicas.target_ongoing_requests,
-    }
-
-
-def deployment_options(replicas: Replicas, cpus: float, gpus: int, memory_bytes: int | None,
-                       accelerator_type: str | None = None) -> dict[str, Any]:
-    """Ray Serve deployment options: replicas or autoscaling, and per-replica resources."""
-    actor: dict[str, Any] = {"num_cpus": cpus, "num_gpus": gpus}
-    if memory_bytes:
-        actor["memory"] = memory_bytes
-    if accelerator_type:
-        actor["accelerator_type"] = accelerator_type
-    options: dict[str, Any] = {
-        "ray_actor_options": actor,
-        "max_ongoing_requests": replicas.max_ongoing_requests or 2 * replicas.target_ongoing_requests,
-    }
-    if replicas.autoscaling:
-        options["autoscaling_config"] = autoscaling_config(replicas)
-    else:
-        options["num_replicas"] = replicas.min
-    return options
-
-
-_UNITS = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
-          "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60, "m": 10**-3}
-
-
-def quantity_bytes(quantity: str) -> int:
-    number = quantity.rstrip("kKMGTPEim")
-    return int(float(number) * _UNITS[quantity[len(number):]])
+from raylight.api.connections import Connections
+from raylight.api.names import AGENT_APP_IMPORT, MODEL_APP_IMPORT, VLLM_APP_IMPORT, local_path
+from raylight.api.serve import AgentAppArgs, ModelAppArgs, replica_options
+from raylight.api.types import ModelDeployment, ModelDeploymentSpec, Pipeline
 
 
 def _vllm_llm_config(name: str, spec: ModelDeploymentSpec) -> dict[str, Any]:
+    """A `ray.serve.llm.LLMConfig` (as a dict): ray.serve.llm derives actor resources from the engine's
+    placement, so only the replica settings go into `deployment_config`."""
     assert spec.model is not None
     source = spec.model.source
     scheme, _, rest = source.partition("://")
@@ -110,11 +34,7 @@ def _vllm_llm_config(name: str, spec: ModelDeploymentSpec) -> dict[str, Any]:
     config: dict[str, Any] = {
         "model_loading_config": {"model_id": name, "model_source": model_source},
         "engine_kwargs": engine,
-        "deployment_config": {
-            key: value
-            for key, value in deployment_options(spec.replicas, 0, 0, None).items()
-            if key != "ray_actor_options"  # ray.serve.llm derives actor resources from the engine's placement
-        },
+        "deployment_config": replica_options(spec.replicas),
     }
     if spec.resources.accelerator_type:
         config["accelerator_type"] = spec.resources.accelerator_type
@@ -126,39 +46,32 @@ def _vllm_llm_config(name: str, spec: ModelDeploymentSpec) -> dict[str, Any]:
     return config
 
 
-def get_model_application(md: ModelDeployment, route_prefix: str = "/") -> dict[str, Any]:
+def get_model_application(md: ModelDeployment, route_prefix: str | None = "/") -> dict[str, Any]:
     """The Serve application config for a ModelDeployment (spec already validated)."""
     name = md.metadata.name
-    spec = resolve_spec(md.spec)
+    spec = md.spec.resolved()
     if spec.runtime == "vllm":
         return {
             "name": name,
             "route_prefix": route_prefix,
-            "import_path": VLLM_APP,
+            "import_path": VLLM_APP_IMPORT,
             "args": {"llm_configs": [_vllm_llm_config(name, spec)]},
         }
-    options = deployment_options(
-        spec.replicas, spec.resources.cpus, spec.resources.gpus, quantity_bytes(spec.resources.memory),
-        spec.resources.accelerator_type,
-    )
     return {
         "name": name,
         "route_prefix": route_prefix,
-        "import_path": MODEL_APP,
-        "args": {"name": name, "spec": spec.to_wire()},
-        "deployments": [{"name": MODEL_DEPLOYMENT, **options}],
+        "import_path": MODEL_APP_IMPORT,
+        "args": ModelAppArgs(name=name, spec=spec).to_wire(),
     }
 
 
-def get_agent_application(pipeline: Pipeline, connections: dict[str, Any],
-                          route_prefix: str = "/") -> dict[str, Any]:
-    """The Serve application for a Pipeline's agent; `connections` says where its model and store are."""
-    agent = pipeline.spec.agent
-    options = deployment_options(agent.replicas, 1, 0, None)
+def get_agent_application(pipeline: Pipeline, connections: Connections,
+                          route_prefix: str | None = "/") -> dict[str, Any]:
+    """The Serve application for a Pipeline's agent; `connections` says where its models and store are."""
+    args = AgentAppArgs(name=pipeline.metadata.name, spec=pipeline.spec, connections=connections)
     return {
         "name": pipeline.metadata.name,
         "route_prefix": route_prefix,
-        "import_path": AGENT_APP,
-        "args": {"name": pipeline.metadata.name, "spec": pipeline.spec.to_wire(), "connections": connections},
-        "deployments": [{"name": AGENT_DEPLOYMENT, **options}],
+        "import_path": AGENT_APP_IMPORT,
+        "args": args.to_wire(),
     }

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-# GiB of memory per GPU, keyed by Ray's accelerator type names (what `acceleratorType` accepts).
-ACCELERATOR_MEMORY_GIB: dict[str, float] = {
-    "B300": 288, "B200": 192, "GB200": 192, "GB300": 288, "H200": 141, "H100": 80, "H20": 96,
-    "A100-80G": 80, "A100-40G": 40, "A100": 80, "L40S": 48, "L4": 24, "A10G": 24, "T4": 16, "V100": 16,
-    "P100": 16, "RTX-PRO-6000": 96, "AMD-Instinct-MI300A": 128, "AMD-Instinct-MI250X-MI250": 128,
-    "AMD-Instinct-MI210": 64,
-}
+from raylight.governance.accelerators import VENDOR_OF
+
+# GiB of memory per device, keyed by Ray's accelerator type names (governance/accelerators.py holds the vendors).
+ACCELERATOR_MEMORY_GIB: dict[str, float] = {t: v.memory_gib[t] for t, v in VENDOR_OF.items()}
 
 _BYTES_PER_PARAM = {
     "float32": 4.0, "float": 4.0, "bfloat16": 2.0, "float16": 2.0, "half": 2.0, "auto": 2.0,

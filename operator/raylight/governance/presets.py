@@ -44,8 +44,8 @@ _PRESETS = [
     Preset("llama-3.1-8b-instruct", "chat", "hf://meta-llama/Llama-3.1-8B-Instruct", "llama3.1", "8.0B",
            131072, engine_args={"max_model_len": 16384, "dtype": "bfloat16"}, tool_parser="llama3_json"),
     Preset("llama-3.3-70b-instruct", "chat", "hf://meta-llama/Llama-3.3-70B-Instruct", "llama3.3", "70.6B",
-           131072, engine_args={"max_model_len": 16384, "dtype": "bfloat16", "tensor_parallel_size": 4},
-           tool_parser="llama3_json"),
+           131072, engine_args={"max_model_len": 16384, "dtype": "bfloat16"},
+           tool_parser="llama3_json"),  # tensor_parallel_size follows resources.gpus (4 x H100 fit it)
     Preset("mistral-7b-instruct-v0.3", "chat", "hf://mistralai/Mistral-7B-Instruct-v0.3", "apache-2.0",
            "7.2B", 32768, engine_args={"max_model_len": 16384, "dtype": "bfloat16"}, tool_parser="mistral"),
     Preset("gemma-2-9b-it", "chat", "hf://google/gemma-2-9b-it", "gemma", "9.2B", 8192,

@@ -40,11 +40,11 @@ from ray.serve.schema import ReplicaState
 from raylight_pipelines.serving import guard
 from raylight_pipelines.serving.protocol import MODEL_MAX_REQUEST_BYTES, ApiError
 
+from raylight.api.names import AGENT_DEPLOYMENT, MODEL_DEPLOYMENT
+
 log = logging.getLogger("ray.serve")
 
 GATEWAY_DEPLOYMENT = "Gateway"
-MODEL_DEPLOYMENT = "ModelServer"
-AGENT_DEPLOYMENT = "AgentServer"
 READY_TIMEOUT_S = 5.0
 
 api = FastAPI(title="raylight gateway", docs_url=None, redoc_url=None)

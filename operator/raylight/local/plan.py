@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from raylight.api.connections import Connections, IngestionPlan, ThreadsConnection
 from raylight.api.manifests import Manifest, Problem
 from raylight.api.types import ModelDeployment, Pipeline
-from raylight.desired.pipeline import collection_name, get_connections
-from raylight.desired.serve import get_agent_application, get_model_application, resolve_spec
+from raylight.desired.pipeline import get_connections, get_ingestion_plan
+from raylight.desired.serve import get_agent_application, get_model_application
 from raylight.local import state as st
 from raylight.settings import Settings
 
@@ -62,7 +63,7 @@ class Plan:
                                      "spec_hash": r.spec_hash, "file": str(r.manifest.file.resolve())}
             if isinstance(r.manifest.resource, Pipeline):
                 entry["endpoint"] = f"{self.url}/v1/pipelines/{r.name}"
-                entry["collection"] = collection_name(r.manifest.resource)
+                entry["collection"] = r.manifest.resource.collection
                 entry["deletion_policy"] = r.manifest.resource.spec.deletion_policy
                 entry["auth"] = r.manifest.resource.spec.agent.auth is not None
             else:
@@ -90,25 +91,37 @@ def local_problems(manifests: list[Manifest]) -> list[Problem]:
 
 
 def local_connections(pipeline: Pipeline, embedder: ModelDeployment | None, data_dir: Path,
-                      url: str) -> dict[str, Any]:
-    """connections for one machine (docs/architecture.md): the gateway, the store actor, SQLite threads."""
+                      url: str) -> Connections:
+    """Connections on one machine (docs/architecture.md): models through the gateway at `url`, the query
+    embedder through a DeploymentHandle, the store through its actor, threads in SQLite."""
     conns = get_connections(pipeline, "default", Settings.from_env(), embedder)
-    conns["embedder"]["base_url"] = f"{url}/v1"
-    conns["embedder"]["serve_app"] = pipeline.spec.embedder.model_deployment  # same Ray: a handle, no HTTP
-    if conns["reranker"]:
-        conns["reranker"]["base_url"] = f"{url}/v1"
-    if conns["llm"] and pipeline.spec.llm and pipeline.spec.llm.model_deployment:
-        conns["llm"]["base_url"] = f"{url}/v1"
-    conns["store"] = {
-        "url": None,
-        "path": str(data_dir / st.STORE_DIR),
-        "actor": st.STORE_ACTOR,
-        "collection": collection_name(pipeline),
-        "api_key_env": None,
-    }
-    conns["threads"] = {"postgres_dsn_env": None,
-                        "sqlite_path": str(data_dir / st.THREADS_DIR / f"{pipeline.metadata.name}.sqlite")}
-    return conns
+    base_url = f"{url}/v1"
+    llm = conns.llm
+    if llm is not None and pipeline.spec.llm is not None and pipeline.spec.llm.model_deployment:
+        llm = llm.model_copy(update={"base_url": base_url})
+    return conns.model_copy(update={
+        # same Ray: the agent embeds queries through a handle to the embedder's app, no HTTP
+        "embedder": conns.embedder.model_copy(update={"base_url": base_url,
+                                                      "serve_app": pipeline.spec.embedder.model_deployment}),
+        "reranker": conns.reranker.model_copy(update={"base_url": base_url}) if conns.reranker else None,
+        "llm": llm,
+        "store": st.store_connection(data_dir, pipeline.collection, {"store_actor": st.STORE_ACTOR}),
+        "threads": ThreadsConnection(
+            sqlite_path=str(data_dir / st.THREADS_DIR / f"{pipeline.metadata.name}.sqlite")),
+    })
+
+
+def local_ingestion_plan(pipeline: Pipeline, embedder: ModelDeployment | None, data_dir: Path,
+                         state: dict[str, Any] | None, url: str | None = None) -> IngestionPlan:
+    """The ingestion plan on one machine: the store under data_dir (through the running platform's actor
+    when `state` is given), the embedder behind the gateway at `url`, or in this process when url is None."""
+    plan = get_ingestion_plan(pipeline, "default", Settings.from_env(), embedder)
+    return plan.model_copy(update={
+        "embedder": plan.embedder.model_copy(update={"base_url": f"{url}/v1" if url else None}),
+        "store": st.store_connection(data_dir, pipeline.collection, state),
+        "report_path": None,
+        "ray_data": None,  # one machine: the embedder's own replica (or this process) embeds
+    })
 
 
 def build_plan(manifests: list[Manifest], data_dir: Path, port: int) -> Plan:
@@ -143,7 +156,7 @@ def cpus_needed(manifests: list[Manifest]) -> int:
     for m in manifests:
         r = m.resource
         if isinstance(r, ModelDeployment):
-            spec = resolve_spec(r.spec)
+            spec = r.spec.resolved()
             total += spec.resources.cpus * spec.replicas.max
         else:
             total += r.spec.agent.replicas.max

@@ -24,6 +24,11 @@
                               "endpoint": "http://127.0.0.1:8000/v1/pipelines/handbook"}
       }
     }
+
+Beside it: `qdrant/` (the embedded store; one process owns it: the store actor while a platform runs, else
+the `raylight ingest` or `search` process), `threads/<pipeline>.sqlite`, `logs/`, and
+`pipelines/<name>.json`, the IngestionPlan (camelCase) of the Pipeline's last ingestion plus `baseDir`,
+so `raylight search NAME` works later without the manifests.
 """
 
 from __future__ import annotations
@@ -38,12 +43,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from raylight.api.connections import IngestionPlan, StoreConnection
+from raylight.api.names import RAY_NAMESPACE
+
 PLATFORM_FILE = "platform.json"
 STORE_DIR = "qdrant"
 THREADS_DIR = "threads"
 LOG_DIR = "logs"
 TOKEN_FILE = "agent-token"
-RAY_NAMESPACE = "raylight"
+PIPELINES_DIR = "pipelines"
 STORE_ACTOR = "raylight-store"
 STATE_VERSION = 1
 GATEWAY_APP = "raylight-gateway"  # the Serve application at "/" in front of every model and agent
@@ -117,3 +125,30 @@ def join_ray(address: str, namespace: str = RAY_NAMESPACE) -> None:
     ray_constants.ENABLE_RAY_CLUSTER = False
     if not ray.is_initialized():
         ray.init(address=address, namespace=namespace, log_to_driver=False, logging_level=logging.WARNING)
+
+
+def store_connection(data_dir: Path, collection: str, state: dict[str, Any] | None = None) -> StoreConnection:
+    """The embedded store under data_dir: through the platform's store actor while one runs (`state`; the
+    caller joins its Ray first), else the folder itself (this process then owns it)."""
+    actor = state.get("store_actor") if state else None
+    return StoreConnection(collection=collection, path=str((Path(data_dir) / STORE_DIR).resolve()), actor=actor)
+
+
+def save_pipeline_info(data_dir: Path, plan: IngestionPlan, base_dir: Path) -> Path:
+    """Keep a Pipeline's last ingestion plan, so `raylight search NAME` finds its store and embedder."""
+    path = Path(data_dir) / PIPELINES_DIR / f"{plan.pipeline}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps({**plan.to_wire(), "baseDir": str(base_dir)}, indent=2))
+    os.replace(tmp, path)
+    return path
+
+
+def pipeline_info(data_dir: Path, name: str) -> IngestionPlan | None:
+    """The plan `save_pipeline_info` kept for this Pipeline, or None."""
+    try:
+        info = json.loads((Path(data_dir) / PIPELINES_DIR / f"{name}.json").read_text())
+        info.pop("baseDir", None)
+        return IngestionPlan.model_validate(info)
+    except (OSError, ValueError):
+        return None

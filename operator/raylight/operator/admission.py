@@ -21,6 +21,24 @@ _SERVER_METADATA = ("uid", "resourceVersion", "generation", "creationTimestamp",
                     "selfLink", "generateName")
 
 
+def _without_metadata(obj: Mapping[str, Any] | None) -> dict[str, Any]:
+    return {k: v for k, v in (obj or {}).items() if k not in ("metadata", "status")}
+
+
+def exempt(operation: str | None, obj: Mapping[str, Any], old: Mapping[str, Any] | None) -> bool:
+    """Admitted without checks: an UPDATE of an object being deleted (finalizer removal must never be
+    blocked, or it stays Terminating forever), and an UPDATE that leaves everything but metadata as it was
+    (finalizers, labels, Kopf's own annotations: refusing those protects nothing, as the object already
+    exists, but blocks the operator and deletion whenever the policy has changed since it was admitted)."""
+    if operation == "DELETE":
+        return True
+    if operation != "UPDATE":
+        return False
+    if (obj.get("metadata") or {}).get("deletionTimestamp"):
+        return True
+    return old is not None and _without_metadata(old) == _without_metadata(obj)
+
+
 def problems(obj: Mapping[str, Any], policy: LicensePolicy) -> list[str]:
     """`FIELD: message` for each problem of one object under admission; empty when it is acceptable.
 

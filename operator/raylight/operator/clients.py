@@ -10,6 +10,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from raylight.api.connections import CollectionPlan
 from raylight.qdrant_layout import CollectionMismatch, ensure_collection
 
 Obj = dict[str, Any]
@@ -159,7 +160,7 @@ def secret_value(kube: KubeClient, namespace: str, name: str, key: str) -> str |
 
 class CollectionStore(Protocol):
     def exists(self, collection: str) -> bool: ...
-    def ensure(self, plan: dict[str, Any]) -> bool: ...
+    def ensure(self, plan: CollectionPlan) -> bool: ...
     def drop(self, collection: str) -> bool: ...
     def count(self, collection: str) -> int | None: ...
 
@@ -173,11 +174,11 @@ class QdrantCollections:
     def exists(self, collection: str) -> bool:
         return bool(self.client.collection_exists(collection))
 
-    def ensure(self, plan: dict[str, Any]) -> bool:
+    def ensure(self, plan: CollectionPlan) -> bool:
         """Create the collection a collection plan describes; True when it was created now."""
+        assert plan.dimensions is not None, "a plan without dimensions waits for the embedder"
         try:
-            return ensure_collection(self.client, plan["collection"], int(plan["dimensions"]),
-                                     bool(plan.get("sparse")))
+            return ensure_collection(self.client, plan.collection, plan.dimensions, plan.sparse)
         except CollectionMismatch:
             return False  # left as it is: the ingestion run reports the mismatch
 

@@ -141,7 +141,9 @@ def build_registry(config: OperatorConfig, kube: KubeClient | None = None,
     for plural, webhook_id in admission.WEBHOOK_IDS.items() if config.webhook_port else ():
         @kopf.on.validate(GROUP, VERSION, plural, id=webhook_id, operations=["CREATE", "UPDATE"],
                           registry=registry)
-        async def validate(body: kopf.Body, **_: Any) -> None:
+        async def validate(body: kopf.Body, operation: str | None = None, old: Any = None, **_: Any) -> None:
+            if admission.exempt(operation, body, old):
+                return
             found = admission.problems(body, config.settings.license_policy)
             if found:
                 raise kopf.AdmissionError(admission.message(found), code=422)

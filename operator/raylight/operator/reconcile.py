@@ -18,18 +18,16 @@ from typing import Any
 from pydantic import ValidationError
 
 from raylight.api.manifests import field_path
+from raylight.api.names import agent_rayservice_name, ingestion_cron_name, model_rayservice_name, service_url
 from raylight.api.types import API_VERSION, ModelDeployment, Pipeline
 from raylight.api.validate import check_model, check_references
 from raylight.desired.kubernetes import (
-    SERVE_PORT,
-    agent_rayservice_name,
     get_agent_rayservice,
     get_ingestion_objects,
     get_model_rayservice,
     labels,
 )
-from raylight.desired.pipeline import collection_name, get_collection_plan
-from raylight.desired.serve import resolve_spec
+from raylight.desired.pipeline import get_collection_plan
 from raylight.operator.clients import Conflict, KubeClient, Obj, StoreFactory, secret_value
 from raylight.operator.config import OperatorConfig
 from raylight.operator.patching import child_patch
@@ -90,17 +88,13 @@ def owner_of(child: Mapping[str, Any]) -> tuple[str, str, str] | None:
     return None
 
 
-def serve_endpoint(rayservice: str, namespace: str, domain: str) -> str:
-    return f"http://{rayservice}-serve-svc.{namespace}.svc.{domain}:{SERVE_PORT}"
-
-
 def ingestion_cronjob(job: Obj, schedule: str) -> Obj:
     """A CronJob that starts the same ingestion run on `spec.schedule` (one at a time)."""
     meta = job["metadata"]
     name = meta["labels"]["raylight.io/pipeline"]
     return {
         "apiVersion": "batch/v1", "kind": "CronJob",
-        "metadata": {"name": f"{name}-ingest", "namespace": meta["namespace"],
+        "metadata": {"name": ingestion_cron_name(name), "namespace": meta["namespace"],
                      "labels": labels("Pipeline", name, "ingestion"), "annotations": dict(meta["annotations"]),
                      "ownerReferences": meta.get("ownerReferences", [])},
         "spec": {"schedule": schedule, "concurrencyPolicy": "Forbid", "successfulJobsHistoryLimit": 1,
@@ -245,9 +239,9 @@ class Reconciler:
         health = self._deadline(body, now)(rayservice_health(live), None)
         verdict = model_verdict(health, license_problem, fit_problem)
         extra = {
-            "endpoint": None if problems else serve_endpoint(name, ns, settings.cluster_domain),
+            "endpoint": None if problems else service_url(model_rayservice_name(name), ns, settings.cluster_domain),
             "readyReplicas": health.ready_replicas,
-            "runtime": resolve_spec(md.spec).resolved_runtime,
+            "runtime": md.spec.resolved().resolved_runtime,
         }
         return self._result(body, verdict, extra, writes, now)
 
@@ -319,11 +313,11 @@ class Reconciler:
         points = None
         try:
             store = self.store_for(p, ns)
-            if plan["dimensions"] and store.ensure(plan):
-                writes.append(f"created collection {plan['collection']}")
-            points = store.count(plan["collection"])
+            if plan.dimensions and store.ensure(plan):
+                writes.append(f"created collection {plan.collection}")
+            points = store.count(plan.collection)
             store_health = Health(True, False, False, "CollectionExists",
-                                  f"collection {plan['collection']} exists") if points is not None else Health(
+                                  f"collection {plan.collection} exists") if points is not None else Health(
                 False, True, False, "WaitingForIngestion", "the first ingestion run creates the collection")
         except Exception as exc:  # the store is a remote service: report, retry on the next pass
             store_health = Health(False, True, False, "StoreUnreachable", f"Qdrant: {exc}"[:300], if_stuck=(
@@ -340,8 +334,8 @@ class Reconciler:
         parts = {"Models": models_health, "Agent": agent_health, "Store": store_health, "Ingestion": ingest_health}
         verdict = pipeline_verdict({part: deadline(h, f"{part}Ready") for part, h in parts.items()})
         extra = {
-            "endpoint": serve_endpoint(agent_rayservice_name(p), ns, settings.cluster_domain),
-            "collection": collection_name(p),
+            "endpoint": service_url(agent_rayservice_name(p.metadata.name), ns, settings.cluster_domain),
+            "collection": p.collection,
             "points": points,
             "lastIngestion": last or None,
         }
@@ -360,7 +354,7 @@ class Reconciler:
             superseded = old["metadata"].get("labels", {}).get(PLAN_LABEL) != checksum and not _finished(old)
             if superseded and kube.delete("Job", ns, old["metadata"]["name"]):
                 writes.append(f"deleted superseded Job {old['metadata']['name']}")
-        cron_name = f"{name}-ingest"
+        cron_name = ingestion_cron_name(name)
         if p.spec.schedule:
             self.apply(ingestion_cronjob(job, p.spec.schedule), writes)
         elif kube.get("CronJob", ns, cron_name) is not None and kube.delete("CronJob", ns, cron_name):
@@ -386,7 +380,7 @@ class Reconciler:
             p: Pipeline = _parse(Pipeline, body)
         except ValidationError:
             return "Warning", "CollectionKept", "invalid spec: the collection (if any) was kept"
-        collection = collection_name(p)
+        collection = p.collection
         if p.spec.deletion_policy == "Delete":
             dropped = self.store_for(p, ns).drop(collection)
             return "Normal", "CollectionDropped", (

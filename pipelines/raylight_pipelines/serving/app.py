@@ -1,9 +1,10 @@
 """The Serve application for one ModelDeployment on the CPU runtimes (sentence-transformers, llama.cpp,
 transformers), OpenAI-compatible.
 
-`build_app(args)` is the import path that `raylight.desired.serve.get_model_application` writes into the
-Serve config: args = {"name": <deployment name>, "spec": <resolved ModelDeploymentSpec, camelCase>}. It
-builds ONE deployment, `ModelServer`, with the same options as the config's deployment override.
+`build_app(args)` is the import path (`raylight.api.names.MODEL_APP_IMPORT`) that the control plane writes
+into the Serve config, with `raylight.api.serve.ModelAppArgs` as args (the deployment's name and its resolved
+spec, camelCase). It builds ONE deployment, `ModelServer` (`names.MODEL_DEPLOYMENT`), and binds the options
+that deployment owns: `raylight.api.serve.model_deployment_options(spec)`, computed there once.
 
 HTTP routes (relative to the application's route prefix):
   POST /v1/embeddings         task embed; `input` a string or a list of strings
@@ -48,8 +49,9 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from ray import serve
+from raylight.api.names import MODEL_DEPLOYMENT
+from raylight.api.serve import ModelAppArgs, model_deployment_options
 from raylight.api.types import ModelDeploymentSpec
-from raylight.desired.serve import MODEL_DEPLOYMENT, deployment_options, quantity_bytes
 
 from raylight_pipelines.serving import guard, protocol
 from raylight_pipelines.serving.loading import load_model
@@ -94,7 +96,7 @@ def choice_requests(request: ChatCompletionRequest) -> list[ChatCompletionReques
 @serve.deployment(name=MODEL_DEPLOYMENT, graceful_shutdown_timeout_s=30, health_check_period_s=10)
 @serve.ingress(api)
 class ModelServer:
-    def __init__(self, name: str, spec: dict[str, Any]) -> None:
+    def __init__(self, name: str, spec: ModelDeploymentSpec | dict[str, Any]) -> None:
         self.name = name
         self.spec = ModelDeploymentSpec.model_validate(spec)
         self.task = self.spec.task
@@ -350,15 +352,12 @@ class ModelServer:
         return JSONResponse(await self.chat_completions(body))
 
 
-def build_app(args: dict[str, Any]) -> serve.Application:
-    """Serve application builder (import path `raylight_pipelines.serving.app:build_app`)."""
-    name = args["name"]
-    spec = ModelDeploymentSpec.model_validate(args["spec"])
+def build_app(args: ModelAppArgs | dict[str, Any]) -> serve.Application:
+    """Serve application builder (import path `raylight.api.names.MODEL_APP_IMPORT`): args are ModelAppArgs
+    (camelCase on the wire); the deployment's options come from its resolved spec."""
+    app_args = ModelAppArgs.model_validate(args)
+    name, spec = app_args.name, app_args.spec
     if spec.resolved_runtime == "vllm":
         raise ValueError(f"model {name}: runtime vllm is served by ray.serve.llm:build_openai_app, not here")
-    options = deployment_options(
-        spec.replicas, spec.resources.cpus, spec.resources.gpus, quantity_bytes(spec.resources.memory),
-        spec.resources.accelerator_type,
-    )
     return ModelServer.options(  # type: ignore[attr-defined]
-        name=MODEL_DEPLOYMENT, **options).bind(name, spec.to_wire())
+        name=MODEL_DEPLOYMENT, **model_deployment_options(spec)).bind(name, spec)

@@ -55,7 +55,7 @@ def _is_oom(exc: BaseException) -> bool:
 
 def load_model(name: str, spec: ModelDeploymentSpec, settings: Settings | None = None) -> LoadedModel:
     """Check the licence, resolve the weights, load the runtime; raises ModelLoadError with the reason."""
-    assert spec.model is not None, "spec must be resolved (desired.serve.resolve_spec)"
+    assert spec.model is not None, "spec must be resolved (ModelDeploymentSpec.resolved)"
     settings = settings or Settings.from_env()
     problem = settings.license_policy.check(spec.model.license, spec.model.license_accepted)
     if problem:

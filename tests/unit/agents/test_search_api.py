@@ -10,7 +10,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from agent_fakes import Doc, MemoryRetriever
+from agent_fakes import Doc, MemoryRetriever, connections
+from raylight.api.connections import AuthConnection
 from raylight_agents.agent import Agent
 from raylight_agents.serve import AgentServer
 from raylight_pipelines.serving.protocol import ApiError
@@ -30,7 +31,7 @@ async def server(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Any]:
     monkeypatch.setenv("TEST_AGENT_TOKEN", TOKEN)
     spec = {"embedder": {"modelDeployment": "minilm"}, "agent": {"auth": {"secret": "agent"},
                                                                    "limits": {"maxRequestBytes": 1024}}}
-    conn = {"llm": None, "threads": None, "auth": {"token_env": "TEST_AGENT_TOKEN"}}
+    conn = connections(llm=None, auth=AuthConnection(token_env="TEST_AGENT_TOKEN"))
     cls = AgentServer.func_or_class
     obj = cls.__new__(cls)
     await obj.__init__("handbook", spec, conn)

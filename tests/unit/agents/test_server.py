@@ -9,7 +9,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from agent_fakes import Doc, MemoryRetriever, ScriptedLLM
+from agent_fakes import Doc, MemoryRetriever, ScriptedLLM, connections
+from raylight.api.connections import AuthConnection
 from raylight_agents.agent import Agent
 from raylight_agents.serve import AgentServer
 from raylight_pipelines.serving.protocol import ApiError
@@ -32,8 +33,7 @@ async def server(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Any]:
     monkeypatch.setenv("TEST_AGENT_TOKEN", TOKEN)
     spec = {"embedder": {"modelDeployment": "minilm"}, "llm": {"modelDeployment": "smollm"},
             "agent": {"auth": {"secret": "agent"}, "limits": {"maxRequestBytes": 1024, "timeoutSeconds": 0.5}}}
-    conn = {"llm": {"model": "tiny", "base_url": "http://llm.test/v1"}, "threads": None,
-            "auth": {"token_env": "TEST_AGENT_TOKEN"}}
+    conn = connections(auth=AuthConnection(token_env="TEST_AGENT_TOKEN"))
     cls = AgentServer.func_or_class  # the user class behind the Serve deployment
     obj = cls.__new__(cls)
     await obj.__init__("handbook", spec, conn)  # Serve's ingress wrapper has an async constructor

@@ -14,7 +14,8 @@ from typing import Any
 
 import psycopg
 import pytest
-from agent_fakes import Doc, MemoryRetriever, ScriptedLLM
+from agent_fakes import Doc, MemoryRetriever, ScriptedLLM, connections
+from raylight.api.connections import ThreadsConnection
 from raylight.api.types import PipelineSpec
 from raylight_agents.agent import Agent, Turn, User
 from raylight_pipelines.serving.protocol import ApiError
@@ -33,25 +34,24 @@ def postgres_answers() -> bool:
 
 
 @pytest.fixture(params=["memory", "sqlite", "postgres"])
-def threads(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+def threads(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ThreadsConnection:
     if request.param == "memory":
-        return {}
+        return ThreadsConnection()
     if request.param == "sqlite":
-        return {"sqlite_path": str(tmp_path / "threads.sqlite"), "postgres_dsn_env": None}
+        return ThreadsConnection(sqlite_path=str(tmp_path / "threads.sqlite"))
     if not postgres_answers():
         pytest.skip(f"no PostgreSQL answers at {PG_DSN} (start one: pg_ctlcluster 15 main start)")
     monkeypatch.setenv("TEST_THREADS_DSN", PG_DSN)
-    return {"postgres_dsn_env": "TEST_THREADS_DSN", "pool_size": 2}
+    return ThreadsConnection(postgres_dsn_env="TEST_THREADS_DSN", pool_size=2)
 
 
 @pytest.fixture
-async def agent(threads: dict[str, Any]) -> AsyncIterator[Agent]:
+async def agent(threads: ThreadsConnection) -> AsyncIterator[Agent]:
     spec = PipelineSpec.model_validate({"embedder": {"modelDeployment": "minilm"},
                                         "llm": {"modelDeployment": "smollm"}})
     llm = ScriptedLLM(lambda body: "Replicas autoscale [1].")
     # A unique pipeline name: several runs may share the PostgreSQL database.
-    agent = Agent(f"t{uuid.uuid4().hex[:8]}", spec, {"llm": {"model": "tiny", "base_url": "http://llm.test/v1"},
-                                                       "threads": threads},
+    agent = Agent(f"t{uuid.uuid4().hex[:8]}", spec, connections(threads=threads),
                   retriever=lambda: MemoryRetriever(DOCS), llm=llm.llm())
     await agent.start()
     yield agent
@@ -88,14 +88,14 @@ async def test_concurrent_turns_on_one_thread_are_serialised_never_lost(agent: A
     assert again["thread_id"] == thread_id
 
 
-async def test_a_thread_store_that_fails_mid_run_is_a_503_with_the_reason(agent: Agent, threads: dict[str, Any]
+async def test_a_thread_store_that_fails_mid_run_is_a_503_with_the_reason(agent: Agent, threads: ThreadsConnection
                                                                          ) -> None:
     first = await agent.invoke(Turn(QUESTION, user=User("ann")))
     assert (await agent.ready())["threads"]["ok"]
     saver: Any = agent.checkpointer
-    if not threads:
+    if threads == ThreadsConnection():
         pytest.skip("the memory store cannot fail")
-    if "sqlite_path" in threads:
+    if threads.sqlite_path:
         await saver.conn.close()  # the connection is gone mid-run
     else:
         await saver.conn.close()  # the pool is closed: what a database outage or pool timeout looks like

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from raylight.api.connections import IngestionPlan, StoreConnection
 from raylight.api.manifests import parse_document
+from raylight.api.serve import AgentAppArgs, ModelAppArgs, model_deployment_options
 from raylight.api.types import ModelDeployment, Pipeline
 from raylight.desired.kubernetes import (
     SPEC_HASH_ANNOTATION,
@@ -104,12 +105,12 @@ def test_cpu_llama_cpp_runtime(validate_rayservice: Callable[[dict[str, Any]], N
     app = serve_app(rs)
     assert app["import_path"] == "raylight_pipelines.serving.app:build_app"
     assert app["args"]["spec"]["runtime"] == "llama-cpp"
-    assert app["deployments"] == [{
-        "name": "ModelServer",
+    assert "deployments" not in app  # ModelServer owns its options; build_app binds them
+    assert model_deployment_options(ModelAppArgs.model_validate(app["args"]).spec) == {
         "ray_actor_options": {"num_cpus": 2, "num_gpus": 0, "memory": 3 * 2**30},
         "max_ongoing_requests": 16,
         "num_replicas": 2,
-    }]
+    }
     container = workers(rs)["template"]["spec"]["containers"][0]
     assert "nvidia.com/gpu" not in container["resources"]["limits"]
     assert container["image"] == SETTINGS.runtime_image
@@ -123,7 +124,8 @@ def test_embedder_scales_to_zero_and_reads_a_pvc(validate_rayservice: Callable[[
     validate_rayservice(rs)
     app = serve_app(rs)
     assert app["args"]["spec"]["runtime"] == "sentence-transformers"
-    assert app["deployments"][0]["autoscaling_config"]["min_replicas"] == 0
+    options = model_deployment_options(ModelAppArgs.model_validate(app["args"]).spec)
+    assert options["autoscaling_config"]["min_replicas"] == 0
     pod = workers(rs)["template"]["spec"]
     assert pod["volumes"] == [{"name": "pvc-models", "persistentVolumeClaim": {"claimName": "models",
                                                                                 "readOnly": True}}]
@@ -162,17 +164,20 @@ def test_pipeline_agent_and_ingestion(validate_rayservice: Callable[[dict[str, A
     assert rs["metadata"]["name"] == "legal-assistant-agent"
     app = serve_app(rs)
     assert app["import_path"] == "raylight_agents.serve:build_app"
-    connections = app["args"]["connections"]
-    assert connections["llm"]["base_url"] == "http://qwen-7b-serve-svc.ai.svc.cluster.local:8000/v1"
-    assert connections["store"] == {"url": "http://qdrant.vector.svc:6333", "path": None, "actor": None,
-                                    "collection": "legal", "api_key_env": "RAYLIGHT_QDRANT_API_KEY"}
+    connections = AgentAppArgs.model_validate(app["args"]).connections
+    assert connections.llm is not None
+    assert connections.llm.base_url == "http://qwen-7b-serve-svc.ai.svc.cluster.local:8000/v1"
+    assert connections.store == StoreConnection(url="http://qdrant.vector.svc:6333", collection="legal",
+                                                api_key_env="RAYLIGHT_QDRANT_API_KEY")
     env = rs["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"][0]["env"]
     assert {"name": "RAYLIGHT_AGENT_TOKEN",
             "valueFrom": {"secretKeyRef": {"name": "legal-assistant-token", "key": "token"}}} in env
     plan = get_collection_plan(pipeline, embedder)
-    assert (plan["collection"], plan["dimensions"], plan["sparse"]) == ("legal", 1024, True)
+    assert (plan.collection, plan.dimensions, plan.sparse) == ("legal", 1024, True)
     config_map, job = get_ingestion_objects(pipeline, "ai", SETTINGS, embedder)
-    assert json.loads(config_map["data"]["plan.json"])["collection"]["dimensions"] == 1024
+    ingestion = IngestionPlan.model_validate_json(config_map["data"]["plan.json"])  # what the run reads
+    assert ingestion.collection == plan and ingestion.embedder == connections.embedder
+    assert ingestion.ray_data is not None and ingestion.ray_data.num_gpus == embedder.spec.resources.gpus
     assert job["metadata"]["name"].startswith("legal-assistant-ingest-")
     mounts = job["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
     assert {"name": "source-0", "mountPath": "/mnt/pvc/legal-docs", "readOnly": True} in mounts

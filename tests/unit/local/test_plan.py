@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from raylight.api.connections import IngestionPlan, StoreConnection, ThreadsConnection
 from raylight.api.manifests import Manifest, load
-from raylight.api.types import Pipeline
+from raylight.api.serve import AgentAppArgs
+from raylight.api.types import ModelDeployment, Pipeline
 from raylight.local import state as st
-from raylight.local.plan import build_plan, cpus_needed, local_problems
+from raylight.local.plan import build_plan, cpus_needed, local_ingestion_plan, local_problems
 
 QUICKSTART = Path(__file__).resolve().parents[3] / "examples" / "quickstart"
 
@@ -21,13 +23,30 @@ def quickstart() -> list[Manifest]:
 def test_agent_connections_point_at_the_gateway_store_actor_and_sqlite(tmp_path: Path) -> None:
     plan = build_plan(quickstart(), tmp_path, 18000)
     (agent,) = plan.pipelines()
-    conns = agent.app["args"]["connections"]
-    assert conns["embedder"]["base_url"] == "http://127.0.0.1:18000/v1" and conns["embedder"]["model"] == "minilm"
-    assert conns["llm"]["base_url"] == "http://127.0.0.1:18000/v1" and conns["llm"]["model"] == "smollm"
-    assert conns["store"] == {"url": None, "path": str(tmp_path / "qdrant"), "actor": st.STORE_ACTOR,
-                              "collection": "handbook", "api_key_env": None}
-    assert conns["threads"] == {"postgres_dsn_env": None, "sqlite_path": str(tmp_path / "threads/handbook.sqlite")}
-    assert conns["auth"] is None  # the quickstart sets no spec.agent.auth
+    conns = AgentAppArgs.model_validate(agent.app["args"]).connections  # what the agent's replica reads back
+    assert (conns.embedder.base_url, conns.embedder.model) == ("http://127.0.0.1:18000/v1", "minilm")
+    assert conns.embedder.serve_app == "minilm"  # same Ray: query embeddings through a DeploymentHandle
+    assert conns.llm is not None and (conns.llm.base_url, conns.llm.model) == ("http://127.0.0.1:18000/v1", "smollm")
+    assert conns.store == StoreConnection(collection="handbook", path=str(tmp_path.resolve() / "qdrant"),
+                                          actor=st.STORE_ACTOR)
+    assert conns.threads == ThreadsConnection(sqlite_path=str(tmp_path / "threads/handbook.sqlite"))
+    assert conns.auth is None  # the quickstart sets no spec.agent.auth
+
+
+def test_local_ingestion_embeds_here_or_behind_the_gateway_and_writes_through_the_store_actor(
+        tmp_path: Path) -> None:
+    manifests = quickstart()
+    pipeline = next(m.resource for m in manifests if isinstance(m.resource, Pipeline))
+    embedder = next(m.resource for m in manifests if isinstance(m.resource, ModelDeployment)
+                    and m.resource.metadata.name == "minilm")
+    offline = local_ingestion_plan(pipeline, embedder, tmp_path, None)
+    assert offline.embedder.base_url is None and offline.embedder.source is not None  # embeds in this process
+    assert offline.store.actor is None and offline.store.path == str(tmp_path.resolve() / "qdrant")
+    running = local_ingestion_plan(pipeline, embedder, tmp_path, {"store_actor": "raylight-store"},
+                                   "http://127.0.0.1:18000")
+    assert running.embedder.base_url == "http://127.0.0.1:18000/v1" and running.store.actor == "raylight-store"
+    assert running.report_path is None and running.ray_data is None
+    assert IngestionPlan.model_validate_json(running.model_dump_json(by_alias=True)) == running
 
 
 def test_only_the_gateway_has_an_http_route(tmp_path: Path) -> None:

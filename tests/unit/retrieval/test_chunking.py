@@ -10,6 +10,7 @@ import httpx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from raylight.api.types import ModelSource
 from raylight_pipelines.chunking import (
     HFTokenizer,
     TokenizerError,
@@ -159,7 +160,7 @@ def test_a_missing_tokenizer_is_a_clear_error():
     with pytest.raises(TokenizerError, match="no model source"):
         load_tokenizer(None)
     with pytest.raises(TokenizerError, match="hf://nobody/no-such-embedder"):
-        load_tokenizer({"source": "hf://nobody/no-such-embedder"})
+        load_tokenizer(ModelSource(source="hf://nobody/no-such-embedder"))
 
 
 _TEXT = st.lists(st.sampled_from([

@@ -6,6 +6,7 @@ import json
 
 import httpx
 import pytest
+from raylight.api.connections import EmbedderConnection
 from raylight_pipelines.embedders import EmbedderError, HttpEmbedder, from_connection
 
 
@@ -41,4 +42,4 @@ def test_http_embedder_errors_name_the_endpoint():
 
 def test_connection_without_url_or_source_is_refused():
     with pytest.raises(EmbedderError, match="neither a base_url nor a model source"):
-        from_connection({"model": "m", "base_url": None, "source": None})
+        from_connection(EmbedderConnection(model="m"))

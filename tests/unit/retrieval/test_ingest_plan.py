@@ -1,4 +1,5 @@
-"""`raylight ingest --plan` (what the operator's Job runs): HTTP embedder + the store named in the plan."""
+"""`raylight ingest --plan` (what the operator's Job runs) and `raylight_pipelines.ingest.run` under it: HTTP
+embedder + the store named in the plan, the summary written to the plan's report_path."""
 
 from __future__ import annotations
 
@@ -11,11 +12,13 @@ from pathlib import Path
 
 import pytest
 from qdrant_client import QdrantClient
+from raylight.api.connections import IngestionPlan
 from raylight.api.manifests import load
 from raylight.api.types import ModelDeployment, Pipeline
 from raylight.cli import main as raylight
 from raylight.desired.pipeline import get_ingestion_plan
 from raylight.settings import Settings
+from raylight_pipelines import ingest
 
 QUICKSTART = Path(__file__).resolve().parents[3] / "examples" / "quickstart"
 
@@ -46,22 +49,45 @@ def embedder_url() -> Iterator[str]:
     server.shutdown()
 
 
-def test_plan_ingests_through_the_http_embedder(tmp_path, embedder_url, capsys, monkeypatch):
+def quickstart_plan(tmp_path: Path, embedder_url: str) -> IngestionPlan:
+    """The quickstart's cluster plan, pointed at the fake embedder, an embedded store and a report file."""
     manifests = load([QUICKSTART]).manifests
     pipeline = next(m.resource for m in manifests if isinstance(m.resource, Pipeline))
     md = next(m.resource for m in manifests if isinstance(m.resource, ModelDeployment)
               and m.resource.metadata.name == "minilm")
     assert isinstance(pipeline, Pipeline) and isinstance(md, ModelDeployment)
     plan = get_ingestion_plan(pipeline, "default", Settings(), md)
-    plan["embedder"].update(base_url=embedder_url, dimensions=8)
-    plan["store"].update(url=None, path=str(tmp_path / "qdrant"))
-    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    return plan.model_copy(update={
+        "embedder": plan.embedder.model_copy(update={"base_url": embedder_url, "dimensions": 8}),
+        "store": plan.store.model_copy(update={"url": None, "path": str(tmp_path / "qdrant")}),
+        "report_path": str(tmp_path / "report.json"),
+    })
+
+
+def test_plan_ingests_through_the_http_embedder(tmp_path, embedder_url, capsys, monkeypatch):
+    plan = quickstart_plan(tmp_path, embedder_url)
+    (tmp_path / "plan.json").write_text(json.dumps(plan.to_wire()))
     monkeypatch.chdir(QUICKSTART)  # the Job's working directory: source paths resolve against it
     assert raylight(["ingest", "--plan", str(tmp_path / "plan.json"), "--json"]) == 0
     counts = json.loads(capsys.readouterr().out)
     assert counts["added"] == len(list((QUICKSTART / "docs").glob("*.md"))) and counts["failed"] == 0
     client = QdrantClient(path=str(tmp_path / "qdrant"))
     assert client.count("handbook").count == counts["points"]
+    client.close()
+    assert json.loads((tmp_path / "report.json").read_text())["points"] == counts["points"]
+
+
+def test_run_takes_the_plan_and_writes_its_summary(tmp_path, embedder_url, caplog):
+    plan = quickstart_plan(tmp_path, embedder_url)
+    assert plan.ray_data is not None  # asked for, but this process is on no Ray cluster: embeds over HTTP
+    client = QdrantClient(":memory:")
+    report = ingest.run(plan, QUICKSTART, client=client)
+    assert report.added == len(list((QUICKSTART / "docs").glob("*.md"))) and report.failed == 0
+    assert client.count(plan.store.collection).count == report.points  # the client passed in stays open
+    assert json.loads((tmp_path / "report.json").read_text()) == report.summary()
+    again = ingest.run(plan.model_copy(update={"report_path": str(tmp_path / "no-such-dir" / "r.json")}),
+                       QUICKSTART, client=client)  # an unwritable report is a warning, never a failure
+    assert again.unchanged == report.added and "cannot write the ingestion summary" in caplog.text
     client.close()
 
 

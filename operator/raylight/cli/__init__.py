@@ -18,13 +18,13 @@ HANDLERS = {
     "validate": "raylight.render:validate_command",
     "render": "raylight.render:render_command",
     "crds": "raylight.render:crds_command",
-    "ingest": "raylight_pipelines.cli:ingest_command",
-    "search": "raylight_pipelines.cli:search_command",
-    "eval": "raylight_pipelines.cli:eval_command",
-    "up": "raylight.local.cli:up_command",
-    "status": "raylight.local.cli:status_command",
-    "ask": "raylight.local.cli:ask_command",
-    "down": "raylight.local.cli:down_command",
+    "ingest": "raylight.cli.data:ingest_command",
+    "search": "raylight.cli.data:search_command",
+    "eval": "raylight.cli.data:eval_command",
+    "up": "raylight.cli.platform:up_command",
+    "status": "raylight.cli.platform:status_command",
+    "ask": "raylight.cli.platform:ask_command",
+    "down": "raylight.cli.platform:down_command",
     "operator": "raylight.operator.main:operator_command",
 }
 
@@ -130,7 +130,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,6 +1,8 @@
-"""Deploy ModelDeployments onto a Ray on this machine (127.0.0.1 only): the runner behind `raylight up`.
+"""Deploy single ModelDeployments onto a Ray in this process (127.0.0.1 only): for tests, benchmarks and
+notebooks that want one model served without the whole platform (`raylight up` deploys every application
+of a plan at once through the daemon instead).
 
-    from raylight_pipelines.serving import local
+    from raylight.local import serve as local
     local.start(port=8000)                                     # Ray (in this process) + Serve's HTTP proxy
     base = local.deploy_model(md, route_prefix="/models/minilm")   # -> "http://127.0.0.1:8000/models/minilm"
     OpenAI(base_url=base + "/v1", api_key="unused").embeddings.create(model="minilm", input="hi")
@@ -19,10 +21,11 @@ import os
 import time
 from dataclasses import dataclass
 
-from raylight.api.types import ModelDeployment
-from raylight.desired.serve import MODEL_APP, MODEL_DEPLOYMENT, get_model_application
-
 from raylight_pipelines.serving.loading import load_failure_reason
+
+from raylight.api.names import MODEL_APP_IMPORT, MODEL_DEPLOYMENT, RAY_NAMESPACE
+from raylight.api.types import ModelDeployment
+from raylight.desired.serve import get_model_application
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +64,7 @@ def _loopback_only() -> None:
 
 
 def start(port: int, *, address: str | None = None, num_cpus: int | None = None,
-          namespace: str = "raylight") -> LocalServe:
+          namespace: str = RAY_NAMESPACE) -> LocalServe:
     """Start (or connect to) Ray and Serve's HTTP proxy on 127.0.0.1:`port`; idempotent in one process."""
     global _current
     import ray
@@ -83,7 +86,7 @@ def start(port: int, *, address: str | None = None, num_cpus: int | None = None,
 
 def current() -> LocalServe:
     if _current is None:
-        raise LocalServeError("local serving is not started: call raylight_pipelines.serving.local.start(port)")
+        raise LocalServeError("local serving is not started: call raylight.local.serve.start(port)")
     return _current
 
 
@@ -93,13 +96,12 @@ def deploy_model(md: ModelDeployment, route_prefix: str, timeout_s: float = 900)
     Raises LocalServeError with the reason when the model cannot be served here.
     """
     from ray import serve
-
     from raylight_pipelines.serving.app import build_app
 
     served = current()
     config = get_model_application(md, route_prefix)
     name = config["name"]
-    if config["import_path"] != MODEL_APP:
+    if config["import_path"] != MODEL_APP_IMPORT:
         raise LocalServeError(f"model {name}: runtime {md.spec.resolved_runtime} runs on GPUs through "
                               "ray.serve.llm (vLLM); on one machine use llama-cpp or transformers")
     try:

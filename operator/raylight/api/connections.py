@@ -1,0 +1,121 @@
+"""Where a Pipeline's parts are, as the agent and the ingestion run read them: the typed contract the
+control plane (operator, `raylight up`) writes and the data plane reads. Never secret values: those
+arrive as environment variables whose names these carry, so a rendered manifest is safe to commit.
+
+On a cluster every URL is a Service (`names.model_base_url`); on one machine the gateway on 127.0.0.1,
+the embedder through a DeploymentHandle (`serve_app`), the store through the Ray actor that owns the
+embedded Qdrant folder, threads in SQLite. On the wire (Serve args, the ingestion plan) fields are
+camelCase, like the CRs.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from raylight.api.types import ApiModel, ModelSource, OidcClaims, PipelineSpec
+
+# Environment variables through which Secrets reach the agent and ingestion pods.
+ENV_LLM_API_KEY = "RAYLIGHT_LLM_API_KEY"
+ENV_QDRANT_API_KEY = "RAYLIGHT_QDRANT_API_KEY"
+ENV_AGENT_TOKEN = "RAYLIGHT_AGENT_TOKEN"
+ENV_THREADS_DSN = "RAYLIGHT_THREADS_DSN"
+ENV_OIDC_JWKS = "RAYLIGHT_OIDC_JWKS"
+
+
+class EmbedderConnection(ApiModel):
+    model: str  # the embedder ModelDeployment's name (the OpenAI `model`)
+    base_url: str | None = None  # OpenAI-compatible `.../v1`; None: embed in this process from `source`
+    dimensions: int | None = None  # None: ask the embedder at run time
+    source: ModelSource | None = None  # resolved weights: ingestion loads the tokenizer (and model at scale)
+    serve_app: str | None = None  # one machine: the embedder's Serve application, reached through a handle
+
+
+class LLMConnection(ApiModel):
+    model: str
+    base_url: str
+    api_key_env: str | None = None
+    timeout_seconds: float = 120.0
+
+
+class RerankerConnection(ApiModel):
+    model: str
+    base_url: str | None = None  # `.../v1` with `POST /rerank`; None: rerank in this process from `source`
+    source: ModelSource | None = None
+
+
+class StoreConnection(ApiModel):
+    """One of `url` (a Qdrant server), `actor` (the named Ray actor that owns an embedded folder: this
+    process must have joined that Ray first) or `path` (an embedded folder this process owns)."""
+
+    collection: str
+    url: str | None = None
+    path: str | None = None
+    actor: str | None = None
+    api_key_env: str | None = None
+
+
+class ThreadsConnection(ApiModel):
+    postgres_dsn_env: str | None = None  # PostgreSQL when this variable is set and non-empty
+    sqlite_path: str | None = None  # else SQLite here; neither: memory (one replica's)
+    pool_size: int = 8  # PostgreSQL connections per replica
+
+
+class OidcConnection(ApiModel):
+    issuer: str
+    audience: str
+    algorithms: list[str]
+    claims: OidcClaims
+    jwks_env: str | None = None  # the JWKS JSON is in this variable; None: fetched from the issuer
+
+
+class AuthConnection(ApiModel):
+    """A shared bearer token (in `$token_env`) or verified OIDC identities; exactly one."""
+
+    token_env: str | None = None
+    oidc: OidcConnection | None = None
+
+
+class Connections(ApiModel):
+    pipeline: str  # retrieval filters on it, so pipelines may share a collection
+    embedder: EmbedderConnection
+    store: StoreConnection
+    llm: LLMConnection | None = None  # None: the Pipeline serves search only
+    reranker: RerankerConnection | None = None  # spec.retrieval.rerank
+    threads: ThreadsConnection = Field(default_factory=ThreadsConnection)
+    auth: AuthConnection | None = None
+
+
+class CollectionPlan(ApiModel):
+    """What the Qdrant collection must look like (`raylight.qdrant_layout` creates it)."""
+
+    collection: str
+    dimensions: int | None  # None: ask the embedder at run time
+    distance: Literal["Cosine"] = "Cosine"
+    sparse: bool = True  # a BM25 sparse vector beside the dense one (hybrid retrieval)
+    payload_indexes: list[str] = Field(default_factory=list)
+
+
+class RayDataOptions(ApiModel):
+    """How an ingestion run embeds on a Ray cluster (Ray Data `map_batches` over an actor pool)."""
+
+    concurrency: int | tuple[int, int] = 1  # actors, or (min, max) for an autoscaling pool
+    num_cpus: float = 1.0  # per actor
+    num_gpus: float = 0.0  # per actor
+    batch_size: int = 64  # passages per batch
+
+
+class IngestionPlan(ApiModel):
+    """Everything one ingestion run needs, as one document: on a cluster the operator mounts it into the
+    run's pod (`names.PLAN_MOUNT_DIR`); `raylight up` and `raylight ingest` build the same one in process.
+    The run writes its summary (counts, what it skipped and why) to `report_path` when set."""
+
+    pipeline: str
+    namespace: str = "default"
+    spec: PipelineSpec
+    embedder: EmbedderConnection
+    store: StoreConnection
+    collection: CollectionPlan
+    report_path: str | None = None
+    ray_data: RayDataOptions | None = None  # embed on Ray Data when the run is connected to a Ray cluster

@@ -1,0 +1,269 @@
+"""The local platform: the same manifests on one machine, no cluster (`raylight up | status | ask | down`
+are its commands, in `raylight.cli.platform`).
+
+`up` validates the manifests, starts (or reuses) the platform daemon that owns a Ray on 127.0.0.1, applies
+every ModelDeployment and Pipeline as Serve applications built by the operator's own builders, ingests the
+Pipelines' sources into the embedded Qdrant and puts one gateway in front of everything on one port.
+Applying again after an edit redeploys only applications whose config changed (Serve keeps the others
+running untouched) and removes resources that are gone from the manifests, like `kubectl apply`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from raylight.api.manifests import Manifest
+from raylight.api.types import ModelDeployment, Pipeline
+from raylight.cli.output import progress, say
+from raylight.local import state as st
+from raylight.local.plan import Plan, build_plan, local_ingestion_plan
+
+log = logging.getLogger("raylight.local")
+
+DAEMON_START_TIMEOUT_S = 300.0
+APPS_TIMEOUT_S = 900.0
+READY_TIMEOUT_S = 180.0
+
+
+class UpError(Exception):
+    """One sentence for the user; `up` prints it and exits 1."""
+
+
+def join_as_driver() -> None:
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    from raylight.local.daemon import PLATFORM_ENV
+
+    for key, value in PLATFORM_ENV.items():  # this process joins the platform's Ray as a driver
+        os.environ.setdefault(key, value)
+
+
+def check_weights(manifests: list[Manifest]) -> None:
+    """Every model's weights are on this machine (before anything starts)."""
+    from raylight_pipelines.weights import WeightsError, resolve
+
+    for m in manifests:
+        if isinstance(m.resource, ModelDeployment):
+            spec = m.resource.spec.resolved()
+            assert spec.model is not None
+            try:
+                resolve(spec.model)
+            except WeightsError as exc:
+                raise UpError(f"ModelDeployment {m.resource.metadata.name}: {exc}") from None
+
+
+def start_platform(data_dir: Path, port: int, num_cpus: int) -> dict[str, Any]:
+    """Start the daemon and wait for its state file; on failure nothing it started is left running."""
+    from raylight.local import procs
+
+    if procs.port_in_use(port):
+        raise UpError(f"port {port} on 127.0.0.1 is already in use; stop what uses it or pick another "
+                      "with --port")
+    log_path = data_dir / st.LOG_DIR / "platform.log"
+    offset = log_path.stat().st_size if log_path.exists() else 0
+    say(f"starting Ray on 127.0.0.1 (Serve on port {port}, logs in {log_path}) ...")
+    t0 = time.monotonic()
+    proc, log_path = procs.spawn_daemon(data_dir, port, num_cpus)
+    while time.monotonic() - t0 < DAEMON_START_TIMEOUT_S:
+        state = st.read_state(data_dir)
+        if state and state.get("daemon_pid") == proc.pid:
+            say(f"  Ray ready in {time.monotonic() - t0:.0f} s")
+            return state
+        if proc.poll() is not None:
+            reason = procs.daemon_failure(log_path, offset) or f"it exited with status {proc.returncode}"
+            raise UpError(f"Ray did not start: {reason} (see {log_path})")
+        time.sleep(0.3)
+    procs.stop_platform({"daemon_pid": proc.pid, "processes": procs.identities([proc.pid])})
+    raise UpError(f"Ray did not start within {DAEMON_START_TIMEOUT_S:.0f} s (see {log_path})")
+
+
+def connect_ray(state: dict[str, Any]) -> None:
+    st.join_ray(state["ray_address"])
+
+
+def _wait_http(url: str, timeout: float) -> None:
+    """The gateway answers through Serve's proxy (the proxy's route table fills a moment after deploy)."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise UpError(f"Serve's HTTP proxy did not answer on {url} within {timeout:.0f} s")
+
+
+def _reason(message: str) -> str:
+    """The most telling line of a Serve failure message (usually the exception at the end)."""
+    lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
+    for line in reversed(lines):
+        if "Error" in line or "error" in line:
+            return line[:400]
+    return (lines[-1] if lines else "no reason given")[:400]
+
+
+def wait_apps(names: dict[str, str], timeout: float = APPS_TIMEOUT_S) -> None:
+    """Wait until each Serve application (name -> label) is RUNNING, printing transitions."""
+    from ray import serve
+
+    t0 = time.monotonic()
+    seen: dict[str, str] = {}
+    pending = dict(names)
+    while pending:
+        apps = serve.status().applications
+        for name, label in list(pending.items()):
+            app = apps.get(name)
+            status = str(getattr(app.status, "value", app.status)) if app else "NOT_STARTED"
+            if status != seen.get(name):
+                seen[name] = status
+                if status == "RUNNING":
+                    say(f"  {label}: ready ({time.monotonic() - t0:.0f} s)")
+                    del pending[name]
+                elif status == "DEPLOYING":
+                    say(f"  {label}: starting (loading the model or agent) ...")
+            if app is not None and status in ("DEPLOY_FAILED", "UNHEALTHY"):
+                details = [app.message] + [d.message for d in app.deployments.values() if d.message]
+                raise UpError(f"{label} failed to start: {_reason(chr(10).join(details))}")
+        if pending and time.monotonic() - t0 > timeout:
+            raise UpError(f"{', '.join(pending.values())} not ready after {timeout:.0f} s")
+        if pending:
+            time.sleep(1)
+
+
+def ingest(plan: Plan, state: dict[str, Any], data_dir: Path) -> None:
+    """Sync every Pipeline's sources into its collection (incremental: unchanged chunks are kept), with the
+    embedder's replica behind the gateway embedding and the store actor writing."""
+    from raylight_pipelines import ingest as ingestion
+    from raylight_pipelines.chunking import TokenizerError
+    from raylight_pipelines.embedders import EmbedderError, HttpEmbedder
+    from raylight_pipelines.store import StoreUnavailable
+
+    models = {r.name: r.manifest.resource for r in plan.models()}
+    for r in plan.pipelines():
+        pipeline = r.manifest.resource
+        assert isinstance(pipeline, Pipeline)
+        embedder_md = models.get(pipeline.spec.embedder.model_deployment)
+        run = local_ingestion_plan(pipeline, embedder_md if isinstance(embedder_md, ModelDeployment) else None,
+                                   data_dir, state, state["url"])
+        base_dir = r.manifest.file.parent.resolve()
+        update, close = progress(f"  ingest {r.name}")
+        t0 = time.monotonic()
+        try:
+            assert run.embedder.base_url is not None
+            embedder = HttpEmbedder(run.embedder.base_url, run.embedder.model, run.embedder.dimensions, timeout=300)
+            report = ingestion.run(run, base_dir, embedder, progress=update)
+        except (EmbedderError, StoreUnavailable, TokenizerError) as exc:
+            raise UpError(f"Pipeline {r.name}: ingestion failed: {exc}") from None
+        finally:
+            close()
+        st.save_pipeline_info(data_dir, run, base_dir)
+        c = report.counts()
+        say(f"  ingest {r.name}: {c['added']} added, {c['updated']} updated, {c['unchanged']} unchanged, "
+            f"{c['deleted']} deleted, {c['skipped']} skipped, {c['failed']} failed; {c['points']} chunks in "
+            f"the collection ({time.monotonic() - t0:.1f} s)")
+        for skip in c.get("skips", []):
+            say(f"    skipped {skip['source']}: {skip['reason']}")
+        for failure in c.get("failures", []):
+            say(f"    failed {failure['source']}: {failure['reason']}")
+
+
+def drop_collections(removed: list[dict[str, Any]], state: dict[str, Any]) -> None:
+    """Pipelines removed from the manifests with deletionPolicy Delete lose their collection."""
+    from raylight_pipelines.store import connect
+
+    from raylight.api.connections import StoreConnection
+
+    for entry in removed:
+        if entry.get("kind") == "Pipeline" and entry.get("deletion_policy") == "Delete":
+            client = connect(StoreConnection(collection=entry["collection"], actor=state["store_actor"]))
+            if client.collection_exists(entry["collection"]):
+                client.delete_collection(entry["collection"])
+                say(f"  deleted collection {entry['collection']} (deletionPolicy Delete)")
+
+
+def bearer(state: dict[str, Any]) -> dict[str, str]:
+    """The header that lets the local CLI see its own protected pipelines in /readyz."""
+    token = agent_token(state)
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def wait_ready(url: str, headers: dict[str, str], timeout: float = READY_TIMEOUT_S) -> dict[str, Any]:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    report: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        try:
+            resp = httpx.get(f"{url}/readyz", timeout=30, headers=headers)
+            report = resp.json()
+            if resp.status_code == 200:
+                return report
+        except (httpx.HTTPError, ValueError):
+            pass
+        time.sleep(1)
+    waiting = [f"{r['kind']}/{r['name']}" for r in report.get("resources", []) if not r.get("ready")]
+    raise UpError(f"not ready after {timeout:.0f} s: {', '.join(waiting) or 'the gateway'} "
+                  "(see `raylight status --json`)")
+
+
+def apply(manifests: list[Manifest], state: dict[str, Any], data_dir: Path) -> Plan:
+    from ray.serve.context import _connect
+    from ray.serve.schema import ServeDeploySchema
+
+    connect_ray(state)
+    url = state["url"]
+    plan = build_plan(manifests, data_dir, state["port"])
+    old: dict[str, Any] = state.get("resources", {})
+    new = plan.record()
+    changed: dict[str, str] = {}
+    for r in plan.resources:
+        before = old.get(r.key)
+        what = "created" if before is None else "unchanged" if before["spec_hash"] == r.spec_hash else "updated"
+        if what != "unchanged":
+            changed[r.app["name"]] = f"{r.kind} {r.name}"
+        say(f"{r.kind}/{r.name} {what}")
+    removed = [entry for key, entry in old.items() if key not in new]
+    for entry in removed:
+        say(f"{entry['kind']}/{entry['name']} deleted")
+
+    _connect().deploy_apps(ServeDeploySchema.model_validate({"applications": plan.apps}))
+    st.update_state(data_dir, lambda s: s.update(resources=new, applied_at=time.time()))
+
+    models = {r.app["name"]: f"ModelDeployment {r.name}" for r in plan.models()}
+    wait_apps({**models, st.GATEWAY_APP: "the gateway"})
+    _wait_http(url, 120)
+    ingest(plan, state, data_dir)
+    drop_collections(removed, state)
+    wait_apps({r.app["name"]: f"Pipeline {r.name}" for r in plan.pipelines()})
+    wait_ready(url, bearer(state))
+    return plan
+
+
+def running_state(data_dir: Path) -> dict[str, Any]:
+    from raylight.local import procs
+
+    state = st.read_state(data_dir)
+    if state is None:
+        raise UpError(f"no platform is running from {data_dir}; start one with `raylight up -f FILE|DIR"
+                      f"{'' if data_dir == Path('.raylight').resolve() else f' --data-dir {data_dir}'}`")
+    if not procs.platform_running(state):
+        raise UpError(f"the platform from {data_dir} is not running any more (its process "
+                      f"{state.get('daemon_pid')} is gone); run `raylight down` to clean up, then `raylight up`")
+    return state
+
+
+def agent_token(state: dict[str, Any]) -> str | None:
+    token = os.environ.get("RAYLIGHT_AGENT_TOKEN")
+    if token:
+        return token
+    path = state.get("token_file")
+    if path and Path(path).exists():
+        return Path(path).read_text().strip()
+    return None
