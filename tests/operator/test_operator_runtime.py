@@ -63,6 +63,20 @@ async def mark_rayservice_ready(kube: Kube, name: str) -> None:
     }})
 
 
+RAYJOB_RUNNING = {"jobDeploymentStatus": "Running", "jobStatus": "RUNNING", "jobId": "x",
+                  "startTime": "2026-11-29T10:00:00Z", "rayClusterName": "x-raycluster-abcde"}
+
+
+async def finish_rayjob(kube: Kube, name: str, ok: bool = True) -> None:
+    """What KubeRay reports as a RayJob runs and ends (jobDeploymentStatus is KubeRay's view, jobStatus the
+    Ray job's); the submitter's pod keeps the run's summary line as its termination message."""
+    await kube.patch("RayJob", name, {"status": RAYJOB_RUNNING})
+    await kube.patch("RayJob", name, {"status": {
+        "jobDeploymentStatus": "Complete" if ok else "Failed", "jobStatus": "SUCCEEDED" if ok else "FAILED",
+        "endTime": "2026-11-29T10:01:00Z", "succeeded": 1 if ok else 0, "failed": 0 if ok else 1,
+        **({} if ok else {"reason": "AppFailed", "message": "Job entrypoint command failed with exit code 1"})}})
+
+
 async def phase_is(kube: Kube, kind: str, name: str, phase: str) -> dict[str, Any] | None:
     obj = await kube.get(kind, name)
     return obj if obj and (obj.get("status") or {}).get("phase") == phase else None
@@ -138,7 +152,7 @@ async def test_a_serve_config_change_is_exactly_one_patch_of_serve_config_only(
         assert set(change["spec"]) == {"serveConfigV2"}  # rayClusterConfig untouched: no new Ray cluster
         after = await kube.get("RayService", "minilm")
         assert after["spec"]["rayClusterConfig"] == before["spec"]["rayClusterConfig"]
-        assert "target_ongoing_requests: 4" in after["spec"]["serveConfigV2"]
+        assert "targetOngoingRequests: 4" in after["spec"]["serveConfigV2"]  # in the ModelServer args it binds
         assert (after["metadata"]["annotations"][SPEC_HASH_ANNOTATION]
                 != before["metadata"]["annotations"][SPEC_HASH_ANNOTATION])
 
@@ -175,11 +189,11 @@ async def test_an_operator_restarted_mid_reconcile_converges_without_duplicates(
         for name in ("minilm", "smollm"):
             await mark_rayservice_ready(kube, name)
             await eventually(lambda n=name: phase_is(kube, "ModelDeployment", n, "Ready"))
-        await eventually(lambda: kube.list("Job"))
+        await eventually(lambda: kube.list("RayJob"))
         await asyncio.sleep(1.0)
     assert sorted(o["metadata"]["name"] for o in await kube.list("RayService")) == [
         "handbook-agent", "minilm", "smollm"]
-    assert len(await kube.list("Job")) == 1
+    assert len(await kube.list("RayJob")) == 1
     for name in ("minilm", "smollm", "handbook-agent"):
         assert api.count("CREATE", "rayservices", name) - api.count("DELETE", "rayservices", name) <= 1
 
@@ -199,14 +213,13 @@ async def test_pipeline_becomes_ready_and_its_delete_keeps_or_drops_the_collecti
         for name in ("minilm", "smollm", "handbook-agent"):
             await eventually(lambda n=name: kube.get("RayService", n))
             await mark_rayservice_ready(kube, name)
-        jobs = await eventually(lambda: kube.list("Job"))
+        jobs = await eventually(lambda: kube.list("RayJob"))
         assert (await kube.get("ConfigMap", "handbook-ingest-plan")) is not None
         obj = await eventually(lambda: phase_is(kube, "Pipeline", "handbook", "Progressing"))
         assert condition(obj, "IngestionReady")["reason"] in (
             "IngestionStarting", "IngestionRunning", "ModelsNotReady", "ModelMissing")
         job = jobs[0]["metadata"]["name"]
-        await kube.patch("Job", job, {"status": {"succeeded": 1, "conditions": [
-            {"type": "Complete", "status": "True"}]}})
+        await finish_rayjob(kube, job)
         obj = await eventually(lambda: phase_is(kube, "Pipeline", "handbook", "Ready"))
         assert obj["status"]["endpoint"] == "http://handbook-agent-serve-svc.default.svc.cluster.local:8000"
         assert obj["status"]["collection"] == "handbook"
@@ -223,26 +236,82 @@ async def _gone(kube: Kube, kind: str, name: str) -> bool:
     return await kube.get(kind, name) is None
 
 
-async def test_a_new_plan_starts_a_new_job_and_a_schedule_adds_a_cronjob(
+async def test_a_new_plan_starts_a_new_rayjob_and_a_schedule_adds_a_raycronjob(
         api: Emulator, kube: Kube, start_operator: Callable[..., Any]) -> None:
     async with start_operator():
         await kube.create(md(EMBEDDER))
         await kube.create(md(CHAT))
         await kube.create(pipeline())
-        first = (await eventually(lambda: kube.list("Job")))[0]["metadata"]["name"]
+        first = (await eventually(lambda: kube.list("RayJob")))[0]["metadata"]["name"]
         await kube.patch("Pipeline", "handbook", {"spec": {
             "sources": [{"documents": [{"id": "b", "text": "changed"}]}], "schedule": "0 3 * * *"}})
-        cron = await eventually(lambda: kube.get("CronJob", "handbook-ingest"))
+        cron = await eventually(lambda: kube.get("RayCronJob", "handbook-ingest"))
         assert cron["spec"]["schedule"] == "0 3 * * *"
-        assert cron["spec"]["concurrencyPolicy"] == "Forbid"
         jobs = await eventually(lambda: _jobs_other_than(kube, first))
         assert len(jobs) == 1
-        assert cron["spec"]["jobTemplate"]["spec"] == (await kube.get("Job", jobs[0]))["spec"]
-        assert await kube.get("Job", first) is None  # the superseded, unfinished run was stopped
+        assert cron["spec"]["jobTemplate"]["spec"] == (await kube.get("RayJob", jobs[0]))["spec"]
+        assert await kube.get("RayJob", first) is None  # the superseded, unfinished run was stopped
+
+
+async def test_the_operator_runs_ingestion_as_a_rayjob_and_mirrors_its_status(
+        api: Emulator, kube: Kube, start_operator: Callable[..., Any],
+        validate_rayjob: Callable[[dict[str, Any]], None],
+        validate_rayjob_status: Callable[[dict[str, Any]], None]) -> None:
+    import json
+
+    async with start_operator():
+        for obj in (md(EMBEDDER), md(CHAT), pipeline(ingestion={"workers": 2, "batchSize": 32})):
+            await kube.create(obj)
+        for name in ("minilm", "smollm", "handbook-agent"):
+            await eventually(lambda n=name: kube.get("RayService", n))
+            await mark_rayservice_ready(kube, name)
+        [job] = await eventually(lambda: kube.list("RayJob"))
+        name = job["metadata"]["name"]
+        validate_rayjob({k: v for k, v in job.items() if k != "status"})
+        assert job["metadata"]["ownerReferences"][0]["kind"] == "Pipeline"
+        assert job["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["replicas"] == 2
+        validate_rayjob_status(RAYJOB_RUNNING)
+        await kube.patch("RayJob", name, {"status": RAYJOB_RUNNING})
+        obj = await eventually(lambda: _ingestion_phase(kube, "Running"))
+        assert obj["status"]["ingestion"]["job"] == name
+        assert obj["status"]["ingestion"]["startTime"] == "2026-11-29T10:00:00Z"
+        assert condition(obj, "IngestionReady")["reason"] == "IngestionRunning"
+        summary = {"seen": 3, "added": 2, "updated": 0, "unchanged": 0, "skipped": 1, "failed": 0, "chunks_embedded": 12,
+                   "chunks_reused": 0, "points": 12, "workers": 2, "seconds": 6.0, "listed": True, "failures": [],
+                   "skips": [{"source": "path:docs/.env", "reason": "may hold secrets"}]}
+        await kube.create({"apiVersion": "v1", "kind": "Pod", "metadata": {
+            "name": f"{name}-submitter", "labels": {"job-name": name}}, "spec": {"containers": []}})
+        await kube.patch("Pod", f"{name}-submitter", {"status": {"containerStatuses": [{
+            "name": "ray-job-submitter", "state": {"terminated": {"exitCode": 0, "message": json.dumps(summary)}}}]}})
+        await finish_rayjob(kube, name)
+        obj = await eventually(lambda: _ingestion_phase(kube, "Succeeded"))
+        progress = obj["status"]["ingestion"]
+        assert (progress["documentsSeen"], progress["documentsDone"], progress["documentsSkipped"]) == (3, 2, 1)
+        assert (progress["chunksEmbedded"], progress["points"], progress["chunksPerSecond"]) == (12, 12, 2.0)
+        assert progress["durationSeconds"] == 60.0
+        assert obj["status"]["lastIngestion"]["skips"] == summary["skips"]
+        await eventually(lambda: phase_is(kube, "Pipeline", "handbook", "Ready"))
+
+
+async def test_a_failed_rayjob_degrades_the_pipeline_with_kuberay_s_reason(
+        api: Emulator, kube: Kube, start_operator: Callable[..., Any]) -> None:
+    async with start_operator():
+        for obj in (md(EMBEDDER), md(CHAT), pipeline()):
+            await kube.create(obj)
+        [job] = await eventually(lambda: kube.list("RayJob"))
+        await finish_rayjob(kube, job["metadata"]["name"], ok=False)
+        obj = await eventually(lambda: _ingestion_phase(kube, "Failed"))
+        assert "AppFailed" in obj["status"]["ingestion"]["message"]
+        assert condition(obj, "IngestionReady")["reason"] in ("IngestionFailed", "ModelsNotReady")
+
+
+async def _ingestion_phase(kube: Kube, phase: str) -> dict[str, Any] | None:
+    obj = await kube.get("Pipeline", "handbook")
+    return obj if ((obj or {}).get("status") or {}).get("ingestion", {}).get("phase") == phase else None
 
 
 async def _jobs_other_than(kube: Kube, name: str) -> list[str]:
-    return [j["metadata"]["name"] for j in await kube.list("Job") if j["metadata"]["name"] != name]
+    return [j["metadata"]["name"] for j in await kube.list("RayJob") if j["metadata"]["name"] != name]
 
 
 async def test_a_model_the_licence_policy_refuses_is_not_deployed_and_fails_with_the_reason(
@@ -391,17 +460,16 @@ async def test_an_operator_upgrade_over_existing_objects_writes_nothing(
         for name in ("minilm", "smollm", "handbook-agent"):
             await eventually(lambda n=name: kube.get("RayService", n))
             await mark_rayservice_ready(kube, name)
-        job = (await eventually(lambda: kube.list("Job")))[0]["metadata"]["name"]
-        await kube.patch("Job", job, {"status": {"succeeded": 1, "conditions": [
-            {"type": "Complete", "status": "True"}]}})
+        job = (await eventually(lambda: kube.list("RayJob")))[0]["metadata"]["name"]
+        await finish_rayjob(kube, job)
         await eventually(lambda: phase_is(kube, "Pipeline", "handbook", "Ready"))
         await asyncio.sleep(1.0)
-    before = {(o["kind"], o["metadata"]["name"]): o for kind in ("ModelDeployment", "Pipeline", "RayService", "Job",
+    before = {(o["kind"], o["metadata"]["name"]): o for kind in ("ModelDeployment", "Pipeline", "RayService", "RayJob",
                                                                    "ConfigMap") for o in await kube.list(kind)}
     writes = len(api.writes)
     async with start_operator(operator_config(max_workers=4)):  # the new operator, resuming every object
         await asyncio.sleep(2.0)
-    after = {(o["kind"], o["metadata"]["name"]): o for kind in ("ModelDeployment", "Pipeline", "RayService", "Job",
+    after = {(o["kind"], o["metadata"]["name"]): o for kind in ("ModelDeployment", "Pipeline", "RayService", "RayJob",
                                                                   "ConfigMap") for o in await kube.list(kind)}
     new = [(a, p, n) for a, p, n, _ in api.writes[writes:] if p != "events"]
     assert not [w for w in new if w[1] not in ("modeldeployments", "pipelines")], new  # children untouched
