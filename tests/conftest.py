@@ -83,3 +83,52 @@ def validate_rayservice_status(rayservice_schema: dict[str, Any]) -> Callable[[d
         assert not unknown_fields(status, schema), "fields the API server would prune"
 
     return check
+
+
+def _kuberay_schema(file: str) -> dict[str, Any]:
+    crd_file = KUBERAY_SCHEMAS / file
+    if not crd_file.exists():
+        pytest.skip(f"KubeRay CRD schemas not found at {KUBERAY_SCHEMAS} (../shared is absent in a plain clone)")
+    crd = yaml.load(crd_file.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    version = next(v for v in crd["spec"]["versions"] if v["name"] == "v1")
+    schema: dict[str, Any] = version["schema"]["openAPIV3Schema"]
+    return schema
+
+
+def _validator(schema: dict[str, Any], kind: str, max_name: int | None) -> Callable[[dict[str, Any]], None]:
+    import jsonschema
+
+    validator = jsonschema.Draft7Validator(schema)
+
+    def check(obj: dict[str, Any]) -> None:
+        errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(obj)]
+        assert not errors, f"{kind} invalid against the KubeRay CRD:\n" + "\n".join(errors)
+        pruned = unknown_fields({k: v for k, v in obj.items() if k != "metadata"}, schema)
+        assert not pruned, f"fields the API server would prune: {pruned}"
+        if max_name is not None:
+            assert len(obj["metadata"]["name"]) <= max_name, f"KubeRay needs {kind} names of at most {max_name}"
+
+    return check
+
+
+@pytest.fixture(scope="session")
+def rayjob_schema() -> dict[str, Any]:
+    return _kuberay_schema("ray.io_rayjobs.yaml")
+
+
+@pytest.fixture(scope="session")
+def validate_rayjob(rayjob_schema: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
+    """Assert a RayJob is what the API server would accept and keep: schema-valid, nothing pruned."""
+    return _validator(rayjob_schema, "RayJob", 47)
+
+
+@pytest.fixture(scope="session")
+def validate_rayjob_status(rayjob_schema: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
+    """Assert a RayJob status has a shape KubeRay writes: schema-valid, nothing the API server would prune."""
+    return _validator(rayjob_schema["properties"]["status"], "RayJob status", None)
+
+
+@pytest.fixture(scope="session")
+def validate_raycronjob() -> Callable[[dict[str, Any]], None]:
+    """Assert a RayCronJob is what the API server would accept and keep: schema-valid, nothing pruned."""
+    return _validator(_kuberay_schema("ray.io_raycronjobs.yaml"), "RayCronJob", 36)

@@ -23,12 +23,13 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph.state import CompiledStateGraph
 from raylight.api.connections import Connections
 from raylight.api.types import PipelineSpec
+from raylight_pipelines import telemetry
 from raylight_pipelines.retrieval import standalone_query
 from raylight_pipelines.serving.guard import internal_error
 
 from raylight_agents import audit, errors, registry
 from raylight_agents.checkpoint import TurnLocks, checkpoint_kind, open_checkpointer
-from raylight_agents.graphs.base import AgentState, GraphDeps, RunContext, turn_input
+from raylight_agents.graphs.base import DONT_KNOW, AgentState, GraphDeps, RunContext, turn_input
 from raylight_agents.llm import LLM, Message, ModelRejected, ModelTimeout, ModelUnavailable
 from raylight_agents.tools import HttpToolbox
 
@@ -129,6 +130,7 @@ class Agent:
             return self
         self.checkpointer = await self._stack.enter_async_context(
             open_checkpointer(self.connections.threads))
+        _observe_checkpoints(self.checkpointer, self.name)
         self.turns = TurnLocks(self.checkpointer, ttl=self.spec.agent.limits.timeout_seconds + 30)
         await self.turns.setup()
         self.graph = self.builder.compile(checkpointer=self.checkpointer, name=self.name)
@@ -205,7 +207,7 @@ class Agent:
         earlier = existing.get("messages", []) if existing else turn.prior
         # A follow-up is searched with the conversation's earlier user turns (see standalone_query).
         state["query"] = standalone_query(turn.question, [m["content"] for m in earlier if m["role"] == "user"])
-        ctx = RunContext(caller=self.caller_factory(turn.user))
+        ctx = RunContext(caller=self.caller_factory(turn.user), pipeline=self.name)
         return state, self.config(thread_id), ctx
 
     def result(self, thread_id: str, values: AgentState) -> dict[str, Any]:
@@ -220,6 +222,7 @@ class Agent:
     def _audit(self, operation: str, turn: Turn, started: float, status: int, ctx: RunContext | None,
                thread_id: str | None, values: AgentState | None, error: str | None = None) -> None:
         values = values or {}
+        _count_answer(self.name, ctx, values)
         audit.record(
             self.name, operation, started=started, status=status, model=self.model, user=turn.user.id,
             tenant=turn.user.tenant, thread_id=thread_id,
@@ -332,8 +335,11 @@ class Agent:
         settings = {"hybrid": self.spec.retrieval.hybrid if hybrid is None else hybrid,
                     "rerank": self.spec.retrieval.rerank is not None if rerank is None else rerank}
         try:
-            hits = await asyncio.to_thread(self.retriever.search, query, self.caller_factory(user), top_k,
-                                           filters=filters, **settings)
+            with telemetry.tracer.start_as_current_span("retrieval", attributes={
+                    "raylight.hybrid": bool(settings["hybrid"]), "raylight.rerank": bool(settings["rerank"])}):
+                hits = await asyncio.to_thread(self.retriever.search, query, self.caller_factory(user), top_k,
+                                               filters=filters, **settings)
+            telemetry.AGENT_CHUNKS.labels(self.name, "retrieved").inc(len(hits))
         except Exception as exc:
             error = self._map(exc)
             status, message = error.status, error.message
@@ -374,6 +380,33 @@ class Agent:
             log.warning("thread store (%s) readiness check failed: %r", kind, exc)
             return False, f"the thread store ({kind}) does not answer: {type(exc).__name__}"
         return True, f"threads in {kind}"
+
+
+def _count_answer(pipeline: str, ctx: RunContext | None, values: AgentState) -> None:
+    """Tokens, chunks and "I don't know" answers of one finished turn, in the metrics."""
+    if ctx is not None:
+        usage = ctx.usage.as_dict()
+        if usage["prompt_tokens"]:
+            telemetry.AGENT_TOKENS.labels(pipeline, "prompt").inc(usage["prompt_tokens"])
+        if usage["completion_tokens"]:
+            telemetry.AGENT_TOKENS.labels(pipeline, "completion").inc(usage["completion_tokens"])
+    if chunks := values.get("chunks"):
+        telemetry.AGENT_CHUNKS.labels(pipeline, "retrieved").inc(len(chunks))
+    if citations := values.get("citations"):
+        telemetry.AGENT_CHUNKS.labels(pipeline, "cited").inc(len(citations))
+    if values.get("answer") == DONT_KNOW:
+        telemetry.AGENT_DONT_KNOW.labels(pipeline).inc()
+
+
+def _observe_checkpoints(saver: Any, pipeline: str) -> None:
+    """Time the thread store's writes (the turn's checkpoint) as the `checkpoint` stage, with a span."""
+    put = saver.aput
+
+    async def aput(*args: Any, **kwargs: Any) -> Any:
+        with telemetry.stage(pipeline, "checkpoint"):
+            return await put(*args, **kwargs)
+
+    saver.aput = aput
 
 
 @contextlib.asynccontextmanager

@@ -1,7 +1,8 @@
 """One structured JSON line per agent call on the `raylight.audit` logger.
 
 Fields: pipeline, operation, user, tenant, thread, status, retrieved chunk ids, cited ids, model, latency,
-token counts. The question text is written only when the manifest sets agent.logQuestions.
+token counts, trace_id (the request's OpenTelemetry trace, None when no trace is recorded or propagated).
+The question text is written only when the manifest sets agent.logQuestions.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import json
 import logging
 import time
 from typing import Any
+
+from raylight_pipelines import telemetry
 
 audit_log = logging.getLogger("raylight.audit")
 
@@ -32,6 +35,7 @@ def record(pipeline: str, operation: str, *, started: float, status: int, model:
         "retrieved": retrieved or [],
         "cited": cited or [],
         "tokens": usage or {"prompt_tokens": 0, "completion_tokens": 0, "calls": 0},
+        "trace_id": telemetry.trace_id(),
     }
     if error:
         entry["error"] = error

@@ -17,6 +17,7 @@ import httpx
 import openai
 from openai import AsyncOpenAI
 from raylight.api.connections import LLMConnection
+from raylight_pipelines import telemetry
 
 Message = dict[str, str]
 log = logging.getLogger(__name__)
@@ -113,7 +114,7 @@ class LLM:
                        max_tokens: int | None = None) -> Completion:
         try:
             resp = await self.client.chat.completions.create(
-                **self._params(messages, response_format, max_tokens))
+                **self._params(messages, response_format, max_tokens), extra_headers=telemetry.inject() or None)
         except (openai.APIError, httpx.HTTPError) as exc:
             raise _wrap(exc, self.base_url) from exc
         text = (resp.choices[0].message.content or "") if resp.choices else ""
@@ -129,6 +130,7 @@ class LLM:
         try:
             stream = await self.client.chat.completions.create(
                 **self._params(messages, response_format, max_tokens), stream=True,
+                extra_headers=telemetry.inject() or None,
                 stream_options={"include_usage": True})
             async for chunk in stream:
                 if chunk.usage is not None:

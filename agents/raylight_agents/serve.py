@@ -44,11 +44,12 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from opentelemetry import trace
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
 from ray import serve
 from ray.serve import Application
@@ -56,20 +57,22 @@ from raylight.api.connections import Connections, OidcConnection
 from raylight.api.names import AGENT_DEPLOYMENT
 from raylight.api.serve import AgentAppArgs, agent_deployment_options
 from raylight.api.types import PipelineSpec
+from raylight_pipelines import telemetry
 from raylight_pipelines.retrieval import FILTER_FIELDS, FilterValue
 from raylight_pipelines.serving import guard, protocol
 from raylight_pipelines.serving.protocol import ApiError, ChatCompletionRequest
 
-from raylight_agents import audit, errors
+from raylight_agents import audit, errors, openapi
 from raylight_agents.agent import Agent, Turn, User
 from raylight_agents.identity import Verifier
+from raylight_agents.quota import Quota
 
 log = logging.getLogger(__name__)
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 class UserIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # as documented: 0 is no boolean, "5" no number
 
     id: str = Field(min_length=1, max_length=256)
     tenant: str | None = Field(None, max_length=256)
@@ -80,7 +83,7 @@ class UserIn(BaseModel):
 
 
 class InvokeIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # as documented: 0 is no boolean, "5" no number
 
     input: str = Field(min_length=1)
     thread_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_.:-]{1,128}$")
@@ -88,7 +91,7 @@ class InvokeIn(BaseModel):
 
 
 class SearchIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # as documented: 0 is no boolean, "5" no number
 
     query: str = Field(min_length=1)
     top_k: int | None = Field(None, ge=1, le=100, validation_alias=AliasChoices("top_k", "topK"))
@@ -133,6 +136,7 @@ def sse(event: str, data: dict[str, Any]) -> str:
 
 api = FastAPI(title="Raylight agent", docs_url=None, redoc_url=None)
 guard.install(api)
+api.add_middleware(telemetry.TraceContextMiddleware)
 
 
 @serve.deployment(name=AGENT_DEPLOYMENT)
@@ -141,10 +145,13 @@ class AgentServer:
     def __init__(self, name: str, spec: PipelineSpec | dict[str, Any],
                  connections: Connections | dict[str, Any]) -> None:
         audit.configure()
+        telemetry.configure_tracing("raylight-agent")
+        telemetry.serve_metrics()
         self.name = name
         self.spec = PipelineSpec.model_validate(spec)
         self.connections = Connections.model_validate(connections)
         self.limits = self.spec.agent.limits
+        self.quota = Quota(name, self.limits)
         self.agent = Agent(name, self.spec, self.connections)
         self._started: asyncio.Task[Agent] | None = None
         auth = self.connections.auth
@@ -201,6 +208,35 @@ class AgentServer:
         audit.record(self.name, operation, started=time.perf_counter(), status=exc.status,
                      model=self.agent.model, error=exc.message)
 
+    def _attributes(self, route: str) -> dict[str, Any]:
+        return {"raylight.pipeline": self.name, "raylight.route": route}
+
+    def _observed(self, route: str) -> contextlib.AbstractContextManager[trace.Span]:
+        """One trace (the request's root span) and the route's metrics for a request."""
+        return telemetry.observed(f"agent {route}", self._attributes(route),
+                                  lambda status, started, span: self._count(route, status, started, span))
+
+    def _count(self, route: str, status: int, started: float, span: trace.Span) -> None:
+        span.set_attribute("http.response.status_code", status)
+        telemetry.AGENT_REQUESTS.labels(self.name, route, str(status)).inc()
+        telemetry.AGENT_REQUEST_SECONDS.labels(self.name, route).observe(time.perf_counter() - started)
+        if status == 401:
+            telemetry.AGENT_AUTH_FAILURES.labels(self.name).inc()
+
+    def _observed_stream(self, route: str, make: Callable[[], AsyncGenerator[str]]) -> AsyncGenerator[str]:
+        return telemetry.observed_stream(f"agent {route}", self._attributes(route), make,
+                                         lambda status, started, span: self._count(route, status, started, span))
+
+    def _admit(self, turn_or_user: Turn | User) -> User:
+        user = turn_or_user.user if isinstance(turn_or_user, Turn) else turn_or_user
+        self.quota.admit(user.id, user.tenant)
+        return user
+
+    def _spend(self, user: User, usage: dict[str, Any] | None) -> None:
+        if usage:
+            self.quota.spend(user.id, user.tenant,
+                             int(usage.get("prompt_tokens", 0)) + int(usage.get("completion_tokens", 0)))
+
     async def _timed(self, operation: str, coro: Any) -> Any:
         try:
             return await asyncio.wait_for(coro, self.limits.timeout_seconds)
@@ -241,20 +277,27 @@ class AgentServer:
     # ------------------------------------------------------------ plain methods (also used by the routes)
 
     async def invoke(self, body: dict[str, Any] | bytes, authorization: str | None = None) -> dict[str, Any]:
-        turn = await self._parse_invoke("invoke", body, authorization)
-        agent = await self._ready_agent()
-        result: dict[str, Any] = await self._timed("invoke", agent.invoke(turn))
-        return result
+        with self._observed("invoke"):
+            turn = await self._parse_invoke("invoke", body, authorization)
+            user = self._admit(turn)
+            agent = await self._ready_agent()
+            result: dict[str, Any] = await self._timed("invoke", agent.invoke(turn))
+            self._spend(user, result.get("usage"))
+            return result
 
     async def search(self, body: dict[str, Any] | bytes, authorization: str | None = None) -> dict[str, Any]:
         """Ranked chunks (Agent.search); needs neither the model nor the thread store."""
+        with self._observed("search"):
+            return await self._search(body, authorization)
+
+    async def _search(self, body: dict[str, Any] | bytes, authorization: str | None) -> dict[str, Any]:
         request, verified = await self._parse(SearchIn, "search", body, authorization)
         if request.rerank and self.spec.retrieval.rerank is None:
             refusal = ApiError(400, "rerank: this pipeline sets no spec.retrieval.rerank", code="invalid_value",
                                param="rerank")
             self._refuse("search", refusal)
             raise refusal
-        user = self._caller("search", verified, request.user.user() if request.user else User())
+        user = self._admit(self._caller("search", verified, request.user.user() if request.user else User()))
         result: dict[str, Any] = await self._timed("search", self.agent.search(
             request.query, user, request.top_k, request.filters, request.history, hybrid=request.hybrid,
             rerank=request.rerank))
@@ -296,16 +339,28 @@ class AgentServer:
         return rest()
 
     async def stream(self, body: dict[str, Any] | bytes, authorization: str | None = None) -> AsyncGenerator[str]:
+        async with contextlib.aclosing(self._observed_stream("stream", lambda: self._stream(body, authorization))) \
+                as parts:
+            async for part in parts:
+                yield part
+
+    async def _stream(self, body: dict[str, Any] | bytes, authorization: str | None) -> AsyncGenerator[str]:
         turn = await self._parse_invoke("stream", body, authorization)
+        user = self._admit(turn)
         async with contextlib.aclosing(await self._primed(self._events(turn, "stream"))) as events:
             async for event, data in events:
+                if event == "final":
+                    self._spend(user, data.get("usage"))
                 yield sse(event, data)
 
     async def chat_completions(self, body: dict[str, Any] | bytes,
                                authorization: str | None = None) -> dict[str, Any]:
-        turn = await self._parse_chat(body, authorization)
-        agent = await self._ready_agent()
-        result = await self._timed("chat", agent.invoke(turn, "chat"))
+        with self._observed("chat"):
+            turn = await self._parse_chat(body, authorization)
+            user = self._admit(turn)
+            agent = await self._ready_agent()
+            result = await self._timed("chat", agent.invoke(turn, "chat"))
+            self._spend(user, result.get("usage"))
         usage = result["usage"]
         return {
             "id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
@@ -320,7 +375,14 @@ class AgentServer:
 
     async def chat_completions_stream(self, body: dict[str, Any] | bytes,
                                       authorization: str | None = None) -> AsyncGenerator[str]:
+        async with contextlib.aclosing(self._observed_stream("chat", lambda: self._chat_stream(body, authorization))) \
+                as parts:
+            async for part in parts:
+                yield part
+
+    async def _chat_stream(self, body: dict[str, Any] | bytes, authorization: str | None) -> AsyncGenerator[str]:
         turn = await self._parse_chat(body, authorization)
+        user = self._admit(turn)
         ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
 
         def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
@@ -341,6 +403,7 @@ class AgentServer:
                     if not streamed and data["answer"]:  # e.g. "I don't know" comes without the model
                         yield chunk({"content": data["answer"]})
                     usage = data["usage"]
+                    self._spend(user, usage)
                     yield chunk({}, "stop", citations=data["citations"], thread_id=data["thread_id"],
                                 grounding=data["grounding"],
                                 usage={"prompt_tokens": usage["prompt_tokens"],
@@ -373,6 +436,10 @@ class AgentServer:
 
     async def healthz(self) -> dict[str, Any]:
         return {"status": "ok"}
+
+    async def metrics(self) -> str:
+        """This replica's metrics (Prometheus text), for a gateway that serves one /metrics for all apps."""
+        return telemetry.exposition()
 
     async def _visible(self, authorization: str | None) -> bool:
         """Whether this caller may learn the pipeline exists (no auth, or a valid token)."""
@@ -447,6 +514,10 @@ class AgentServer:
     async def __del__(self) -> None:  # Serve awaits an async __del__ when the replica shuts down
         if self._started is not None and self._started.done() and not self._started.exception():
             await self.agent.aclose()
+
+
+# /openapi.json: the real request and response bodies, errors and links (raylight_agents.openapi)
+openapi.describe(api, {"invoke": InvokeIn, "search": SearchIn, "chat": ChatIn})
 
 
 def build_app(args: AgentAppArgs | dict[str, Any]) -> Application:

@@ -189,7 +189,25 @@ def source_key(source: Source) -> str:
     return "inline"
 
 
+@dataclass(frozen=True)
+class Unit:
+    """One input listed but not read yet: `load_unit` reads and parses it, in this process or in a Ray task
+    on another node (so it is plain, picklable data: where to read, never an open file or client)."""
+
+    source_id: str
+    source_key: str
+    access: Access
+    name: str  # its file name: the suffix picks the format
+    title: str  # the title when the format gives none
+    path: str | None = None  # a file to read
+    url: str | None = None  # a URL to fetch
+    data: bytes | None = None  # bytes already in hand (a ConfigMap key)
+    inline: str | None = None  # inline Markdown from the manifest
+    inline_title: str | None = None
+
+
 Item = Document | Failure  # a Skipped is a Failure
+Listed = Unit | Failure  # what listing yields: inputs to read, or what is left out already
 Entry = tuple[str, Path | None, str | None]  # (path relative to the root, file to read, skip reason)
 
 
@@ -263,14 +281,14 @@ def _read(path: Path) -> Callable[[], bytes]:
 
 
 def iter_directory(root: Path, include: list[str], exclude: list[str], key: str, access: Access,
-                   id_prefix: str, hidden: bool = False) -> Iterator[Item]:
+                   id_prefix: str, hidden: bool = False) -> Iterator[Listed]:
     """Documents under root, a folder (entries matched by the globs, relative to root) or one file named
     explicitly (which may be hidden, but never secret)."""
     if root.is_file():
         source_id = id_prefix.rstrip("/")
         reason = skip_reason(root.name, hidden=True)
-        yield Skipped(source_id, key, reason) if reason else _item(
-            source_id, key, access, _read(root), root.name, root.stem)
+        yield Skipped(source_id, key, reason) if reason else Unit(
+            source_id, key, access, root.name, root.stem, path=str(root))
         return
     for rel, path, reason in walk(root, hidden):
         source_id = f"{id_prefix}{rel}"
@@ -278,12 +296,12 @@ def iter_directory(root: Path, include: list[str], exclude: list[str], key: str,
             if reason == OUTSIDE or rel.endswith("/") or matches(rel, include, exclude):
                 yield Skipped(source_id, key, reason)
         elif path is not None and matches(rel, include, exclude):
-            yield Skipped(source_id, key, reason) if reason else _item(
-                source_id, key, access, _read(path), path.name, path.stem)
+            yield Skipped(source_id, key, reason) if reason else Unit(
+                source_id, key, access, path.name, path.stem, path=str(path))
 
 
 def iter_configmap(name: str, keys: list[str], namespace: str, key: str, access: Access,
-                   api: Any = None, hidden: bool = False) -> Iterator[Item]:
+                   api: Any = None, hidden: bool = False) -> Iterator[Listed]:
     """Each key of a ConfigMap (data and binaryData) is a document; the format follows the key's suffix.
 
     The operator's ingestion Job mounts the ConfigMap (so its pod needs no API access): a file per key
@@ -303,7 +321,7 @@ def iter_configmap(name: str, keys: list[str], namespace: str, key: str, access:
         elif k not in entries:
             yield Failure(source_id, key, "no such key in the ConfigMap")
         else:
-            yield _item(source_id, key, access, lambda k=k: entries[k], k, k)  # type: ignore[misc]
+            yield Unit(source_id, key, access, k, k, data=entries[k])
 
 
 def _configmap_entries(name: str, namespace: str, api: Any) -> dict[str, bytes]:
@@ -321,49 +339,83 @@ def _configmap_entries(name: str, namespace: str, api: Any) -> dict[str, bytes]:
     return entries
 
 
-def iter_urls(urls: list[str], key: str, access: Access, http: Any = None, hidden: bool = False) -> Iterator[Item]:
-    """Each URL is a document; the format follows the Content-Type, else the path's suffix. URL paths
-    follow the same rules as files (`https://host/.env` is never fetched)."""
+def iter_urls(urls: list[str], key: str, access: Access, hidden: bool = False) -> Iterator[Listed]:
+    """Each URL is a document (fetched when read); the format follows the Content-Type, else the path's
+    suffix. URL paths follow the same rules as files (`https://host/.env` is never fetched)."""
     import httpx
 
-    client = http or httpx.Client(timeout=30.0, follow_redirects=True,
-                                  headers={"User-Agent": "raylight-ingest"})
+    for url in urls:
+        source_id = f"url:{url}"
+        path = httpx.URL(url).path
+        if (reason := skip_reason(path, hidden)) is not None:
+            yield Skipped(source_id, key, reason)
+        else:
+            yield Unit(source_id, key, access, PurePosixPath(path).name or "index.html", url, url=url)
+
+
+def _inline(source: Source, key: str) -> Iterator[Listed]:
+    """Inline documents are Markdown, written into the manifest on purpose: no rules apply."""
+    for d in source.documents or []:
+        yield Unit(f"inline:{d.id}", key, source.access, d.id, d.id, inline=d.text, inline_title=d.title)
+
+
+def http_client() -> Any:
+    import httpx
+
+    return httpx.Client(timeout=30.0, follow_redirects=True, headers={"User-Agent": "raylight-ingest"})
+
+
+def load_unit(unit: Unit, http: Any = None) -> Item:
+    """Read and parse one listed input: a Document, or why not (Skipped by the rules in the module doc,
+    Failure when it cannot be read). `http`: a client for URL inputs (default: one for this call)."""
+    if unit.inline is not None:
+        got = parse_markdown(unit.inline.replace("\r\n", "\n").replace("\r", "\n"))
+        return _doc(unit.source_id, unit.source_key, unit.access, got, unit.name, title=unit.inline_title)
+    if unit.path is not None:
+        return _item(unit.source_id, unit.source_key, unit.access, _read(Path(unit.path)), unit.name, unit.title)
+    if unit.data is not None:
+        data = unit.data
+        return _item(unit.source_id, unit.source_key, unit.access, lambda: data, unit.name, unit.title)
+    assert unit.url is not None
+    import httpx
+
+    client = http or http_client()
     try:
-        for url in urls:
-            source_id = f"url:{url}"
-            path = httpx.URL(url).path
-            if (reason := skip_reason(path, hidden)) is not None:
-                yield Skipped(source_id, key, reason)
-                continue
-            try:
-                response = client.get(url)
-                response.raise_for_status()
-            except httpx.HTTPError as exc:
-                yield Failure(source_id, key, str(exc) or type(exc).__name__)
-                continue
-            yield _item(source_id, key, access, lambda r=response: r.content,  # type: ignore[misc]
-                        PurePosixPath(path).name or "index.html", url, response.headers.get("content-type"))
+        response = client.get(unit.url)
+        response.raise_for_status()
+    except httpx.HTTPError as exc:
+        return Failure(unit.source_id, unit.source_key, str(exc) or type(exc).__name__)
     finally:
         if http is None:
             client.close()
+    return _item(unit.source_id, unit.source_key, unit.access, lambda: response.content, unit.name, unit.title,
+                 response.headers.get("content-type"))
 
 
-def _inline(source: Source, key: str) -> Iterator[Item]:
-    """Inline documents are Markdown, written into the manifest on purpose: no rules apply."""
-    for d in source.documents or []:
-        got = parse_markdown(d.text.replace("\r\n", "\n").replace("\r", "\n"))
-        yield _doc(f"inline:{d.id}", key, source.access, got, d.id, title=d.title)
+@dataclass
+class Listing:
+    """What listing the sources found, in order: inputs to read and what is left out already; `complete`
+    and `keys` as in Loaded."""
+
+    entries: list[Listed] = field(default_factory=list)
+    complete: set[str] = field(default_factory=set)
+    keys: set[str] = field(default_factory=set)
+
+    @property
+    def units(self) -> list[Unit]:
+        return [e for e in self.entries if isinstance(e, Unit)]
 
 
-def load_sources(sources: list[Source], base_dir: Path, namespace: str = "default",
-                 k8s_api: Any = None, http: Any = None) -> Loaded:
-    """Load every source; a source whose listing fails (missing directory, ConfigMap unreachable) is
-    recorded as one failure and left out of `complete`, so its existing chunks are kept."""
-    loaded = Loaded()
+def list_sources(sources: list[Source], base_dir: Path, namespace: str = "default",
+                 k8s_api: Any = None) -> Listing:
+    """List every source without reading its documents (ConfigMaps excepted: their keys come in one
+    read); a source whose listing fails (missing directory, ConfigMap unreachable) is one failure and left
+    out of `complete`, so its existing chunks are kept."""
+    listing = Listing()
     for source in sources:
         key = source_key(source)
-        loaded.keys.add(key)
-        items: Iterable[Item]
+        listing.keys.add(key)
+        items: list[Listed]
         try:
             if source.path is not None:
                 root = (base_dir / source.path).resolve() if not Path(source.path).is_absolute() \
@@ -383,20 +435,40 @@ def load_sources(sources: list[Source], base_dir: Path, namespace: str = "defaul
                 items = list(iter_configmap(source.config_map.name, source.config_map.keys, namespace, key,
                                             source.access, k8s_api, source.hidden))
             elif source.urls is not None:
-                items = list(iter_urls(source.urls, key, source.access, http, source.hidden))
+                items = list(iter_urls(source.urls, key, source.access, source.hidden))
             else:
                 items = list(_inline(source, key))
         except Exception as exc:  # a listing failure must not abort the other sources
-            loaded.failures.append(Failure(key, key, f"cannot list source: {exc}"))
+            listing.entries.append(Failure(key, key, f"cannot list source: {exc}"))
             continue
-        loaded.complete.add(key)
-        for item in items:
-            if isinstance(item, Skipped):
-                loaded.skipped.append(item)
-            elif isinstance(item, Document):
-                loaded.documents.append(item)
-            else:
-                loaded.failures.append(item)
+        listing.complete.add(key)
+        listing.entries += items
+    return listing
+
+
+def classify(loaded: Loaded, item: Item) -> None:
+    if isinstance(item, Skipped):
+        loaded.skipped.append(item)
+    elif isinstance(item, Document):
+        loaded.documents.append(item)
+    else:
+        loaded.failures.append(item)
+
+
+def load_sources(sources: list[Source], base_dir: Path, namespace: str = "default",
+                 k8s_api: Any = None, http: Any = None) -> Loaded:
+    """List and load every source in this process (`list_sources`, then `load_unit` for each input); the
+    Ray Data path reads the same listing in parallel tasks instead."""
+    listing = list_sources(sources, base_dir, namespace, k8s_api)
+    loaded = Loaded(complete=listing.complete, keys=listing.keys)
+    client = http if http is not None or not any(
+        isinstance(e, Unit) and e.url for e in listing.entries) else http_client()
+    try:
+        for entry in listing.entries:
+            classify(loaded, load_unit(entry, client) if isinstance(entry, Unit) else entry)
+    finally:
+        if client is not None and http is None:
+            client.close()
     for failure in loaded.failures:
         log.warning("failed %s: %s", failure.source_id, failure.reason)
     for skipped in loaded.skipped:

@@ -13,6 +13,8 @@ from raylight.api.connections import EmbedderConnection
 from raylight.api.names import MODEL_DEPLOYMENT
 from raylight.api.types import ModelSource
 
+from raylight_pipelines import telemetry
+
 
 class EmbedderError(RuntimeError):
     """The embedder cannot be loaded or does not answer."""
@@ -112,7 +114,8 @@ class HttpEmbedder:
         for i in range(0, len(texts), self.batch_size):
             batch = list(texts[i:i + self.batch_size])
             try:
-                response = self.client.embeddings.create(model=self.model, input=batch)
+                response = self.client.embeddings.create(model=self.model, input=batch,
+                                                         extra_headers=telemetry.inject() or None)
             except openai.OpenAIError as exc:
                 raise EmbedderError(f"embedder {self.model} at {self.base_url}: {exc}") from exc
             out += [list(d.embedding) for d in sorted(response.data, key=lambda d: d.index)]
@@ -150,7 +153,7 @@ class ServeEmbedder:
             if self._handle is None:
                 self._handle = serve.get_deployment_handle(MODEL_DEPLOYMENT, app_name=self.app)
             body = {"model": self.model, "input": list(texts), "encoding_format": "float"}
-            out = self._handle.embeddings.remote(body).result(timeout_s=self.timeout)
+            out = self._handle.embeddings.remote(body, telemetry.inject() or None).result(timeout_s=self.timeout)
         except Exception as exc:
             self._handle = None  # the application may come back under the same name
             raise EmbedderError(f"embedder {self.model} (Serve application {self.app}): {exc}") from exc

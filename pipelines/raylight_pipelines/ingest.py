@@ -1,6 +1,8 @@
 """The one ingestion entry point: one run of one Pipeline's IngestionPlan (load its sources, chunk them with
 the embedder's own tokenizer, embed, sync into the collection). `raylight up`, `raylight ingest` and the
-operator's ingestion run all call `run`; they differ only in the plan (where the embedder and the store are)
+operator's ingestion run (a KubeRay RayJob's entrypoint) all call `run`; connected to a Ray cluster, the
+whole run is a Ray Data pipeline (`ingest_ray.ray_ingest`), else it runs in this process (`sync.sync`).
+They differ only in the plan (where the embedder and the store are)
 and in what they pass in (an embedder already loaded, a progress callback, a client already open).
 """
 
@@ -8,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -42,6 +45,17 @@ def tokenizer_for(embedder: Embedder, source: ModelSource | None) -> Tokenizer:
         return load_tokenizer(source)
     except TokenizerError as exc:
         raise TokenizerError("; ".join([*tried, str(exc)])) from None
+
+
+def on_ray_data(plan: IngestionPlan) -> bool:
+    """The whole run goes on Ray Data when the plan asks for it, this process is connected to a Ray cluster,
+    the embedder's weights are known (the actors load them) and the workers can reach the store themselves
+    (a Qdrant URL, or the Ray actor that owns the embedded folder)."""
+    if plan.ray_data is None or plan.embedder.source is None or not (plan.store.url or plan.store.actor):
+        return False
+    import ray
+
+    return bool(ray.is_initialized())
 
 
 def _vectorize(plan: IngestionPlan) -> Vectorize | None:
@@ -80,16 +94,24 @@ def run(plan: IngestionPlan, base_dir: Path, embedder: Embedder | None = None,
     if size > window:
         log.warning("chunk size %d exceeds the embedder's input window; chunks get at most %d tokens",
                     size, window)
-    vectorize = _vectorize(plan)
-    loaded = load_sources(list(spec.sources), base_dir, plan.namespace)
+    overlap = min(spec.chunking.overlap, size // 2)
+    started = time.monotonic()
     own = client is None
     client = client or connect(plan.store)
     try:
-        report = sync(client, plan.store.collection, plan.pipeline, loaded, embedder, tokenizer, size,
-                      min(spec.chunking.overlap, size // 2), vectorize=vectorize, progress=progress)
+        if on_ray_data(plan):
+            from raylight_pipelines.ingest_ray import ray_ingest
+
+            report = ray_ingest(plan, base_dir, embedder, tokenizer, client, size, overlap, progress)
+        else:
+            vectorize = _vectorize(plan)
+            loaded = load_sources(list(spec.sources), base_dir, plan.namespace)
+            report = sync(client, plan.store.collection, plan.pipeline, loaded, embedder, tokenizer, size,
+                          overlap, vectorize=vectorize, progress=progress)
     finally:
         if own:
             client.close()
+    report.seconds = round(time.monotonic() - started, 3)
     if plan.report_path:
         _write_report(plan.report_path, report)
     return report

@@ -9,6 +9,8 @@ from typing import Any, Protocol, runtime_checkable
 from raylight.api.connections import RerankerConnection
 from raylight.api.types import ModelSource
 
+from raylight_pipelines import telemetry
+
 
 class RerankerError(RuntimeError):
     """The reranker cannot be loaded or does not answer."""
@@ -57,7 +59,8 @@ class HttpReranker:
             return []
         try:
             resp = self.client.post(f"{self.base_url}/rerank", json={
-                "model": self.model, "query": query, "documents": list(texts), "return_documents": False})
+                "model": self.model, "query": query, "documents": list(texts), "return_documents": False},
+                headers=telemetry.inject())
             resp.raise_for_status()
             out = [0.0] * len(texts)
             for result in resp.json()["results"]:

@@ -15,7 +15,7 @@ from qdrant_client import models as qm
 from raylight.api.connections import Connections
 from raylight.api.types import PipelineSpec, Retrieval
 
-from raylight_pipelines import bm25, rerankers
+from raylight_pipelines import bm25, rerankers, telemetry
 from raylight_pipelines.embedders import Embedder, EmbedderError, from_connection
 from raylight_pipelines.rerankers import Reranker, RerankerError
 from raylight_pipelines.store import (
@@ -117,27 +117,31 @@ class Retriever:
             raise ValueError("rerank: this pipeline sets no retrieval.rerank")
         k = max(top, reranking.candidates) if use_rerank and reranking else top
         try:
-            dense = self.embedder.embed([query])[0]
+            with telemetry.stage(self.pipeline, "embed"):
+                dense = self.embedder.embed([query])[0]
         except EmbedderError as exc:
             raise StoreUnavailable(f"cannot embed the query: {exc}") from exc
         flt = self.query_filter(caller, filters)
+        if caller is not None and (caller.tenant or caller.groups):
+            telemetry.AGENT_ACL_FILTERED.labels(self.pipeline or "").inc()
         threshold = self.retrieval.score_threshold
         try:
-            if use_hybrid:
-                indices, values = bm25.query_vector(query)
-                prefetch = [qm.Prefetch(query=dense, using=DENSE, limit=k * PREFETCH_FACTOR, filter=flt,
-                                        score_threshold=threshold)]
-                if indices:
-                    prefetch.append(qm.Prefetch(query=qm.SparseVector(indices=indices, values=values),
-                                                using=SPARSE, limit=k * PREFETCH_FACTOR, filter=flt))
-                # No filter on the fusion itself: both branches are filtered already, and a third pass costs
-                # as much as each branch on an embedded store.
-                result = self.client.query_points(self.collection, prefetch=prefetch,
-                                                  query=qm.FusionQuery(fusion=qm.Fusion.RRF), limit=k,
-                                                  with_payload=True)
-            else:
-                result = self.client.query_points(self.collection, query=dense, using=DENSE, query_filter=flt,
-                                                  limit=k, score_threshold=threshold, with_payload=True)
+            with telemetry.stage(self.pipeline, "search", hybrid=bool(use_hybrid), top_k=k):
+                if use_hybrid:
+                    indices, values = bm25.query_vector(query)
+                    prefetch = [qm.Prefetch(query=dense, using=DENSE, limit=k * PREFETCH_FACTOR, filter=flt,
+                                            score_threshold=threshold)]
+                    if indices:
+                        prefetch.append(qm.Prefetch(query=qm.SparseVector(indices=indices, values=values),
+                                                    using=SPARSE, limit=k * PREFETCH_FACTOR, filter=flt))
+                    # No filter on the fusion itself: both branches are filtered already, and a third pass costs
+                    # as much as each branch on an embedded store.
+                    result = self.client.query_points(self.collection, prefetch=prefetch,
+                                                      query=qm.FusionQuery(fusion=qm.Fusion.RRF), limit=k,
+                                                      with_payload=True)
+                else:
+                    result = self.client.query_points(self.collection, query=dense, using=DENSE, query_filter=flt,
+                                                      limit=k, score_threshold=threshold, with_payload=True)
         except StoreUnavailable:
             raise
         except Exception as exc:
@@ -147,7 +151,8 @@ class Retriever:
             raise StoreUnavailable(f"vector store query failed: {exc}") from exc
         chunks = [_chunk(p) for p in result.points]
         if use_rerank and self.reranker is not None:
-            chunks = _reranked(self.reranker, query, chunks)
+            with telemetry.stage(self.pipeline, "rerank", candidates=len(chunks)):
+                chunks = _reranked(self.reranker, query, chunks)
         return chunks[:top]
 
     def _exists(self) -> bool:

@@ -57,6 +57,9 @@ class SyncReport:
     points_upserted: int = 0
     points_deleted: int = 0
     points: int = 0
+    seen: int = 0  # inputs listed (documents, skipped and failed ones)
+    workers: int = 0  # embedding actors on Ray Data; 0: embedded in this process
+    seconds: float = 0.0  # the run's wall-clock time
     failures: list[dict[str, str]] = field(default_factory=list)  # {"source", "reason"}: could not be read
     skips: list[dict[str, str]] = field(default_factory=list)  # {"source", "reason"}: not a document
 
@@ -76,7 +79,7 @@ class SyncReport:
 
     def merge(self, other: SyncReport) -> None:
         for k, v in other.__dict__.items():
-            setattr(self, k, getattr(self, k) + v)
+            setattr(self, k, max(getattr(self, k), v) if k == "workers" else getattr(self, k) + v)
 
 
 @dataclass
@@ -197,11 +200,92 @@ class _Writer:
             raise self.error
 
 
+@dataclass
+class DocPlan:
+    """What one document needs: points to upsert (vectors reused where the text is unchanged), kept points
+    to restamp, stale points to delete, and how it counts (added, updated, unchanged, failed, skipped)."""
+
+    source_id: str
+    outcome: str
+    reason: str = ""
+    new: list[PendingPoint] = field(default_factory=list)
+    restamp: tuple[list[str], dict[str, Any]] | None = None
+    stale: list[str] = field(default_factory=list)
+
+    def count(self, report: SyncReport) -> None:
+        if self.outcome in ("added", "updated", "unchanged"):
+            setattr(report, self.outcome, getattr(report, self.outcome) + 1)
+        elif self.outcome == "failed":
+            report.failed += 1
+            report.failures.append({"source": self.source_id, "reason": self.reason})
+        else:
+            report.skipped += 1
+            report.skips.append({"source": self.source_id, "reason": self.reason})
+
+
+def plan_document(client: Any, collection: str, doc: Document, present: list[tuple[str, dict[str, Any]]],
+                  pipeline: str, tok: Tokenizer, size: int, overlap: int, model: str, tok_name: str) -> DocPlan:
+    """One document against its points in the collection (`present`, from `scan`): the sync's per-document
+    step, run in this process or in a Ray task. Reads old vectors to reuse; writes nothing."""
+    dhash = doc_hash(doc, size, overlap, tok_name, model)
+    if is_current(present, dhash):
+        return DocPlan(doc.source_id, "unchanged")
+    try:
+        points = plan_points(doc, pipeline, tok, size, overlap, model, dhash)
+    except Exception as exc:  # a document the chunker cannot handle must not stop the others
+        return DocPlan(doc.source_id, "failed", f"cannot chunk: {exc}")
+    if not points and not present:
+        return DocPlan(doc.source_id, "skipped", "no text to index")
+    present_ids = {pid: p for pid, p in present}
+    desired = {p.id for p in points}
+    reusable = {p.get("text_hash"): pid for pid, p in present}
+    new = [p for p in points if p.id not in present_ids]
+    old = [pid for pid in present_ids if pid not in desired]
+    reuse = {p.id: reusable[p.payload["text_hash"]] for p in new if p.payload["text_hash"] in reusable}
+    if reuse:
+        got = client.retrieve(collection, ids=sorted(set(reuse.values())), with_vectors=[DENSE],
+                              with_payload=False)
+        vectors = {str(r.id): r.vector[DENSE] for r in got if isinstance(r.vector, dict)}
+        for p in new:
+            if p.id in reuse and reuse[p.id] in vectors:
+                p.vector = list(vectors[reuse[p.id]])
+    kept = [p for p in points if p.id in present_ids and (
+        present_ids[p.id].get("doc_hash") != dhash or present_ids[p.id].get("chunk_count") != len(points))]
+    return DocPlan(doc.source_id, "updated" if present else "added", new=new, stale=old,
+                   restamp=([p.id for p in kept], {"doc_hash": dhash, "chunk_count": len(points)}) if kept else None)
+
+
+def finish(client: Any, collection: str, pipeline: str, report: SyncReport, existing: dict[str, list[Any]],
+           restamp: list[tuple[list[str], dict[str, Any]]], stale: list[str], seen: set[str], protected: set[str],
+           complete: set[str], keys: set[str], write: Fault) -> None:
+    """Steps 2 and 3 of the module doc, once every upsert has landed: stamp kept points of changed
+    documents, delete stale chunks, then documents that are gone (only from sources that were fully listed,
+    never a failed document's last good chunks); then count the pipeline's points."""
+    for ids, stamp in restamp:
+        write("set_payload")
+        client.set_payload(collection, payload=stamp, points=ids, wait=True)
+    stale = list(stale)
+    for source_id, present in existing.items():
+        if source_id in seen or source_id in protected:
+            continue
+        key = present[0][1].get("source_key")
+        if key in complete or key not in keys:
+            stale += [pid for pid, _ in present]
+            report.deleted += 1
+    for ids in _batches(stale, 1000):
+        write("delete")
+        client.delete(collection, points_selector=qm.PointIdsList(points=list(ids)), wait=True)
+        report.points_deleted += len(ids)
+    report.points = client.count(collection, count_filter=qm.Filter(must=[qm.FieldCondition(
+        key="pipeline", match=qm.MatchValue(value=pipeline))]), exact=True).count
+
+
 def sync(client: Any, collection: str, pipeline: str, loaded: Loaded, embedder: Embedder, tok: Tokenizer,
          size: int, overlap: int, *, vectorize: Vectorize | None = None, batch_size: int = 64,
          progress: Callable[[int, int], None] | None = None, fault: Fault | None = None) -> SyncReport:
     """Make the collection hold exactly the chunks of `loaded` for this pipeline; see the module doc."""
-    report = SyncReport(failed=len(loaded.failures), skipped=len(loaded.skipped))
+    report = SyncReport(failed=len(loaded.failures), skipped=len(loaded.skipped),
+                        seen=len(loaded.documents) + len(loaded.failures) + len(loaded.skipped))
     report.failures = [{"source": f.source_id, "reason": f.reason} for f in loaded.failures]
     report.skips = [{"source": s.source_id, "reason": s.reason} for s in loaded.skipped]
     ensure_collection(client, collection, embedder.dimensions)
@@ -224,45 +308,15 @@ def sync(client: Any, collection: str, pipeline: str, loaded: Loaded, embedder: 
             report.skips.append({"source": doc.source_id, "reason": "listed twice; first one kept"})
             continue
         seen.add(doc.source_id)
-        present = existing.get(doc.source_id, [])
-        dhash = doc_hash(doc, size, overlap, tok_name, model)
-        if is_current(present, dhash):
-            report.unchanged += 1
-            continue
-        try:
-            points = plan_points(doc, pipeline, tok, size, overlap, model, dhash)
-        except Exception as exc:  # a document the chunker cannot handle must not stop the others
-            report.failed += 1
-            report.failures.append({"source": doc.source_id, "reason": f"cannot chunk: {exc}"})
+        plan = plan_document(client, collection, doc, existing.get(doc.source_id, []), pipeline, tok, size,
+                             overlap, model, tok_name)
+        plan.count(report)
+        if plan.outcome == "failed":
             protected.add(doc.source_id)
-            continue
-        if not points and not present:
-            report.skipped += 1
-            report.skips.append({"source": doc.source_id, "reason": "no text to index"})
-            continue
-        present_ids = {pid: p for pid, p in present}
-        desired = {p.id for p in points}
-        reusable = {p.get("text_hash"): pid for pid, p in present}
-        new = [p for p in points if p.id not in present_ids]
-        old = [pid for pid in present_ids if pid not in desired]
-        reuse = {p.id: reusable[p.payload["text_hash"]] for p in new if p.payload["text_hash"] in reusable}
-        if reuse:
-            got = client.retrieve(collection, ids=sorted(set(reuse.values())), with_vectors=[DENSE],
-                                  with_payload=False)
-            vectors = {str(r.id): r.vector[DENSE] for r in got if isinstance(r.vector, dict)}
-            for p in new:
-                if p.id in reuse and reuse[p.id] in vectors:
-                    p.vector = list(vectors[reuse[p.id]])
-        missing += new
-        kept = [p for p in points if p.id in present_ids and (
-            present_ids[p.id].get("doc_hash") != dhash or present_ids[p.id].get("chunk_count") != len(points))]
-        if kept:
-            restamp.append(([p.id for p in kept], {"doc_hash": dhash, "chunk_count": len(points)}))
-        stale += old
-        if present:
-            report.updated += 1
-        else:
-            report.added += 1
+        missing += plan.new
+        if plan.restamp:
+            restamp.append(plan.restamp)
+        stale += plan.stale
 
     # 1. upsert missing points: reused vectors first (no model call), then freshly embedded ones. A writer
     #    thread does the upserts in order while the next batch is embedded (an embedded store fsyncs each
@@ -283,23 +337,7 @@ def sync(client: Any, collection: str, pipeline: str, loaded: Loaded, embedder: 
             report.points_upserted += len(embedded)
             if progress:
                 progress(done, len(to_embed))
-    # 2. stamp kept points of changed documents
-    for ids, stamp in restamp:
-        write("set_payload")
-        client.set_payload(collection, payload=stamp, points=ids, wait=True)
-    # 3. delete stale chunks, then documents that are gone (only from sources that were fully listed,
-    #    never a failed document's last good chunks)
-    for source_id, present in existing.items():
-        if source_id in seen or source_id in protected:
-            continue
-        key = present[0][1].get("source_key")
-        if key in loaded.complete or key not in loaded.keys:
-            stale += [pid for pid, _ in present]
-            report.deleted += 1
-    for ids in _batches(stale, 1000):
-        write("delete")
-        client.delete(collection, points_selector=qm.PointIdsList(points=list(ids)), wait=True)
-        report.points_deleted += len(ids)
-    report.points = client.count(collection, count_filter=qm.Filter(must=[qm.FieldCondition(
-        key="pipeline", match=qm.MatchValue(value=pipeline))]), exact=True).count
+    # 2. and 3.
+    finish(client, collection, pipeline, report, existing, restamp, stale, seen, protected, loaded.complete,
+           loaded.keys, write)
     return report

@@ -49,7 +49,7 @@ COMBOS: dict[str, dict[str, Any]] = {
     "everything": {
         "watchNamespaces": ["ai"], "peering": {"enabled": True},
         "webhook": {"certManager": {"enabled": True}}, "metrics": {"enabled": True},
-        "serviceMonitor": {"enabled": True},
+        "serviceMonitor": {"enabled": True}, "dashboards": {"enabled": True},
         "networkPolicy": {"operator": {"enabled": True}, "models": {"enabled": True}},
         "qdrant": {"url": "http://qdrant.vector.svc:6333"}, "postgres": {"dsnSecret": "agent-threads"},
         "image": {"digest": "sha256:" + "a" * 64}, "crds": {"keep": False},

@@ -61,6 +61,19 @@ CUSTOM_SPEC_SCHEMAS: dict[tuple[str, str], dict[str, Any]] = {
                     "interval": _DURATION, "scrapeTimeout": _DURATION}}},
         },
     },
+    ("monitoring.coreos.com/v1", "PodMonitor"): {
+        "type": "object", "additionalProperties": False, "required": ["selector", "podMetricsEndpoints"],
+        "properties": {
+            "selector": {"type": "object", "required": ["matchLabels"], "properties": {
+                "matchLabels": {"type": "object", "additionalProperties": {"type": "string"}}}},
+            "namespaceSelector": {"type": "object", "additionalProperties": False, "properties": {
+                "matchNames": {"type": "array", "items": _NAME}, "any": {"type": "boolean"}}},
+            "podMetricsEndpoints": {"type": "array", "minItems": 1, "items": {
+                "type": "object", "additionalProperties": False, "required": ["port"], "properties": {
+                    "port": _NAME, "path": {"type": "string", "pattern": "^/"}, "scheme": {"enum": ["http", "https"]},
+                    "interval": _DURATION, "scrapeTimeout": _DURATION}}},
+        },
+    },
     # Kopf's peering objects carry no spec (Kopf writes their status).
     ("kopf.dev/v1", "ClusterKopfPeering"): {"not": {}},
     ("kopf.dev/v1", "KopfPeering"): {"not": {}},

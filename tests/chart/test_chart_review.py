@@ -184,9 +184,6 @@ def test_flags_and_environment_are_ones_the_operator_reads(objects: Objects) -> 
     source = inspect.getsource(operator_config) + inspect.getsource(Settings)
     unread = [name for name in (e["name"] for e in container(objects)["env"])
               if name.startswith("RAYLIGHT_") and f'"{name}"' not in source]
-    if unread == ["RAYLIGHT_METRICS_PORT"]:
-        pytest.skip("the operator does not serve /metrics yet (reads no RAYLIGHT_METRICS_PORT); metrics.enabled "
-                    "is off by default")
     assert not unread, f"the chart sets environment the operator never reads: {unread}"
     assert config.liveness and config.liveness.startswith("http://0.0.0.0:")
     assert config.settings.runtime_image == f"ghcr.io/raylight-io/raylight-runtime:{__version__}"
@@ -497,3 +494,44 @@ def test_uninstall_hook_grants_exactly_what_it_declares_where_it_releases(
 def test_uninstall_hook_can_be_turned_off(render: Render) -> None:
     assert not [o for o in render({"uninstall": {"enabled": False, "objects": "Orphan", "timeoutSeconds": 240}})
                 if is_hook(o)]
+
+
+def test_pod_monitor_scrapes_the_ray_pods_the_operator_labels(render: Render) -> None:
+    """The PodMonitor selects the labels the builders put on every Ray pod and scrapes the ports they declare."""
+    from raylight.api.types import ModelDeployment
+    from raylight.desired.kubernetes import get_model_rayservice
+
+    monitor = one(render(combo("service-monitor")), "PodMonitor")
+    md = ModelDeployment.model_validate({"apiVersion": "raylight.io/v1alpha1", "kind": "ModelDeployment",
+                                         "metadata": {"name": "emb", "namespace": NAMESPACE},
+                                         "spec": {"task": "embed", "preset": "bge-m3",
+                                                  "replicas": {"min": 1, "max": 2}}})
+    rayservice = get_model_rayservice(md, NAMESPACE, Settings())
+    cluster = rayservice["spec"]["rayClusterConfig"]
+    for group in [cluster["headGroupSpec"], *cluster.get("workerGroupSpecs", [])]:
+        template = group["template"]
+        assert monitor["spec"]["selector"]["matchLabels"].items() <= template["metadata"]["labels"].items()
+        for c in template["spec"]["containers"]:
+            names = {p["name"] for p in c["ports"]}
+            assert {e["port"] for e in monitor["spec"]["podMetricsEndpoints"]} <= names
+    assert monitor["metadata"]["labels"]["release"] == "prometheus"
+    assert not of_kind(render({"serviceMonitor": {"enabled": True, "rayPods": False}, "metrics": {"enabled": True}}),
+                       "PodMonitor")
+
+
+def test_dashboard_configmap_is_labelled_for_the_grafana_sidecar(render: Render) -> None:
+    from raylight_pipelines import telemetry
+
+    [config_map] = [o for o in of_kind(render({"dashboards": {"enabled": True}}), "ConfigMap")
+                    if o["metadata"]["name"].endswith("-dashboard")]
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    dashboard = json.loads(config_map["data"]["raylight.json"])
+    exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p.get("targets", []))
+    for metric in ("raylight_agent_requests_total", "raylight_agent_request_duration_seconds_bucket",
+                   "raylight_model_requests_total", "raylight_model_tokens_total",
+                   "raylight_operator_reconciles_total"):
+        assert metric in exprs
+    served = {m.name for m in telemetry.REGISTRY.collect()}
+    for name in ("raylight_agent_requests", "raylight_model_requests", "raylight_model_queue_depth"):
+        assert name in served
+    assert not [o for o in of_kind(render(), "ConfigMap") if o["metadata"]["name"].endswith("-dashboard")]

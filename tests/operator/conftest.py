@@ -44,7 +44,8 @@ CRDS = {
     "raylight.io/v1alpha1/modeldeployments": "ModelDeployment",
     "raylight.io/v1alpha1/pipelines": "Pipeline",
     "ray.io/v1/rayservices": "RayService",
-    "batch/v1/jobs": "Job",
+    "ray.io/v1/rayjobs": "RayJob",
+    "ray.io/v1/raycronjobs": "RayCronJob",
     "batch/v1/cronjobs": "CronJob",
 }
 

@@ -249,7 +249,7 @@ async def test_a_new_plan_starts_a_new_rayjob_and_a_schedule_adds_a_raycronjob(
         assert cron["spec"]["schedule"] == "0 3 * * *"
         jobs = await eventually(lambda: _jobs_other_than(kube, first))
         assert len(jobs) == 1
-        assert cron["spec"]["jobTemplate"]["spec"] == (await kube.get("RayJob", jobs[0]))["spec"]
+        assert cron["spec"]["jobTemplate"] == (await kube.get("RayJob", jobs[0]))["spec"]
         assert await kube.get("RayJob", first) is None  # the superseded, unfinished run was stopped
 
 
@@ -276,8 +276,9 @@ async def test_the_operator_runs_ingestion_as_a_rayjob_and_mirrors_its_status(
         assert obj["status"]["ingestion"]["job"] == name
         assert obj["status"]["ingestion"]["startTime"] == "2026-11-29T10:00:00Z"
         assert condition(obj, "IngestionReady")["reason"] == "IngestionRunning"
-        summary = {"seen": 3, "added": 2, "updated": 0, "unchanged": 0, "skipped": 1, "failed": 0, "chunks_embedded": 12,
-                   "chunks_reused": 0, "points": 12, "workers": 2, "seconds": 6.0, "listed": True, "failures": [],
+        summary = {"seen": 3, "added": 2, "updated": 0, "unchanged": 0, "skipped": 1, "failed": 0,
+                   "chunks_embedded": 12, "chunks_reused": 0, "points": 12, "workers": 2, "seconds": 6.0,
+                   "listed": True, "failures": [],
                    "skips": [{"source": "path:docs/.env", "reason": "may hold secrets"}]}
         await kube.create({"apiVersion": "v1", "kind": "Pod", "metadata": {
             "name": f"{name}-submitter", "labels": {"job-name": name}}, "spec": {"containers": []}})

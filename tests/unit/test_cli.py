@@ -47,7 +47,7 @@ def test_render_prints_a_yaml_stream_of_kubernetes_objects() -> None:
     objects = list(yaml.safe_load_all(result.stdout))
     assert [(o["kind"], o["metadata"]["name"]) for o in objects] == [
         ("RayService", "minilm"), ("RayService", "smollm"), ("RayService", "handbook-agent"),
-        ("ConfigMap", "handbook-ingest-plan"), ("Job", objects[-1]["metadata"]["name"])]
+        ("ConfigMap", "handbook-ingest-plan"), ("RayJob", objects[-1]["metadata"]["name"])]
     assert all(o["metadata"]["namespace"] == "team-a" for o in objects)
 
 

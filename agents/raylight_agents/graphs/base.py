@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, Protocol, TypedDict
 
 from raylight.api.types import PipelineSpec
+from raylight_pipelines import telemetry
 
 from raylight_agents.llm import LLM, Completion, Message, Usage
 from raylight_agents.tools import HttpToolbox
@@ -72,6 +73,7 @@ class RunContext:
     """Per-request values that are not part of the thread's state."""
 
     caller: Any = None  # raylight_pipelines.retrieval.Caller
+    pipeline: str = ""  # for metrics
     stream_tokens: bool = False
     usage: Usage = field(default_factory=Usage)
 
@@ -104,10 +106,12 @@ async def retrieve(deps: GraphDeps, query: str, caller: Any) -> list[Chunk]:
     """Search the pipeline's store as the caller (tenant and groups filter what comes back)."""
     top_k = deps.spec.retrieval.top_k
     search = deps.retriever.search
-    if inspect.iscoroutinefunction(search):
-        hits = await search(query, caller=caller, top_k=top_k)
-    else:  # qdrant-client and the query embedding block: keep the event loop free
-        hits = await asyncio.to_thread(search, query, caller=caller, top_k=top_k)
+    with telemetry.tracer.start_as_current_span("retrieval", attributes={"raylight.top_k": top_k}) as span:
+        if inspect.iscoroutinefunction(search):
+            hits = await search(query, caller=caller, top_k=top_k)
+        else:  # qdrant-client and the query embedding block: keep the event loop free
+            hits = await asyncio.to_thread(search, query, caller=caller, top_k=top_k)
+        span.set_attribute("raylight.retrieved", len(hits))
     return [to_chunk(h) for h in hits]
 
 
@@ -277,17 +281,21 @@ async def call_llm(deps: GraphDeps, ctx: RunContext, messages: list[Message], wr
                    refs: RefFilter | None = None) -> str:
     """One LLM call; tokens go to the stream writer when the caller streams; usage is accounted."""
     done: Completion
-    if ctx.stream_tokens and writer is not None:
-        done = Completion("")
-        async for part in deps.llm.stream(messages, fmt, max_tokens):
-            if isinstance(part, Completion):
-                done = part
-            elif text := (refs.feed(part) if refs else part):
+    with telemetry.stage(ctx.pipeline, "generate", "generation", **{"gen_ai.request.model": deps.llm.model}) \
+            as span:
+        if ctx.stream_tokens and writer is not None:
+            done = Completion("")
+            async for part in deps.llm.stream(messages, fmt, max_tokens):
+                if isinstance(part, Completion):
+                    done = part
+                elif text := (refs.feed(part) if refs else part):
+                    writer({"token": text})
+            if refs and (text := refs.flush()):
                 writer({"token": text})
-        if refs and (text := refs.flush()):
-            writer({"token": text})
-    else:
-        done = await deps.llm.complete(messages, fmt, max_tokens)
+        else:
+            done = await deps.llm.complete(messages, fmt, max_tokens)
+        span.set_attribute("gen_ai.usage.input_tokens", done.prompt_tokens or 0)
+        span.set_attribute("gen_ai.usage.output_tokens", done.completion_tokens or 0)
     ctx.usage.add(done.prompt_tokens, done.completion_tokens)
     return done.text
 

@@ -91,19 +91,23 @@ class CollectionPlan(ApiModel):
     """What the Qdrant collection must look like (`raylight.qdrant_layout` creates it)."""
 
     collection: str
-    dimensions: int | None  # None: ask the embedder at run time
+    dimensions: int | None = None  # None: ask the embedder at run time
     distance: Literal["Cosine"] = "Cosine"
     sparse: bool = True  # a BM25 sparse vector beside the dense one (hybrid retrieval)
     payload_indexes: list[str] = Field(default_factory=list)
 
 
 class RayDataOptions(ApiModel):
-    """How an ingestion run embeds on a Ray cluster (Ray Data `map_batches` over an actor pool)."""
+    """How an ingestion run uses a Ray cluster: read, parse, chunk and upsert as Ray Data tasks (each asking
+    `task_cpus`), embedding in `map_batches` over an actor pool (`concurrency` actors, each with `num_cpus`
+    and `num_gpus`)."""
 
     concurrency: int | tuple[int, int] = 1  # actors, or (min, max) for an autoscaling pool
     num_cpus: float = 1.0  # per actor
     num_gpus: float = 0.0  # per actor
     batch_size: int = 64  # passages per batch
+    task_cpus: float = 0.25  # per read/parse/chunk and per upsert task
+    documents_per_task: int = 16  # documents one read/parse/chunk task takes
 
 
 class IngestionPlan(ApiModel):

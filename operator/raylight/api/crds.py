@@ -46,6 +46,11 @@ _CRDS: dict[str, dict[str, Any]] = {
         "columns": [
             {"name": "Graph", "type": "string", "jsonPath": ".spec.agent.graph"},
             {"name": "Points", "type": "integer", "jsonPath": ".status.points"},
+            {"name": "Ingest", "type": "string", "jsonPath": ".status.ingestion.phase"},
+            {"name": "Docs", "type": "integer", "jsonPath": ".status.ingestion.documentsDone"},
+            {"name": "Failed", "type": "integer", "jsonPath": ".status.ingestion.documentsFailed",
+             "priority": 1},
+            {"name": "Chunks/s", "type": "number", "jsonPath": ".status.ingestion.chunksPerSecond", "priority": 1},
             {"name": "Ready", "type": "string", "jsonPath": _READY},
             {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
             {"name": "Endpoint", "type": "string", "jsonPath": ".status.endpoint"},

@@ -17,6 +17,9 @@ VLLM_APP_IMPORT: Final = "ray.serve.llm:build_openai_app"
 MODEL_DEPLOYMENT: Final = "ModelServer"  # the one deployment of a model application
 AGENT_DEPLOYMENT: Final = "AgentServer"  # the one deployment of an agent application
 SERVE_PORT: Final = 8000  # Serve's HTTP proxy in every Ray pod; KubeRay's serve Service targets it
+RAY_METRICS_PORT: Final = 8080  # Ray's metrics agent (ray_* and ray_serve_* metrics) in every Ray pod
+APP_METRICS_PORT: Final = 9464  # the agent's and model's own metrics (raylight_*), one replica per pod
+APP_METRICS_PORT_ENV: Final = "RAYLIGHT_APP_METRICS_PORT"  # tells a replica to serve them there
 RAY_NAMESPACE: Final = "raylight"  # Ray namespace of named actors (the local store actor) and drivers
 
 # ------------------------------------------------------------------ Kubernetes names
@@ -59,14 +62,28 @@ def ingestion_config_map_name(pipeline: str) -> str:
 PLAN_CHECKSUM_CHARS: Final = 10  # hex digits of the plan's sha256 in an ingestion run's name
 
 
+MAX_RAYJOB_NAME: Final = 47  # KubeRay rejects longer RayJob names (it derives a RayCluster and its pods)
+RAYCRONJOB_SUFFIX: Final = 11  # KubeRay's RayCronJob names each RayJob `<cron>-<suffix>`, at most this long
+INGEST_INFIX: Final = "-ingest"
+
+
+def _prefix(pipeline: str, room: int) -> str:
+    return pipeline[:room].rstrip("-")
+
+
 def ingestion_job_name(pipeline: str, checksum: str) -> str:
-    """One ingestion run per plan: `<pipeline>-ingest-<plan checksum>`."""
-    return f"{pipeline}-ingest-{checksum}"
+    """One ingestion run (a KubeRay RayJob) per plan: `<pipeline>-ingest-<plan checksum>`, the pipeline's
+    name shortened to fit KubeRay's 47 characters (the checksum covers the whole plan, name included, so
+    two Pipelines sharing a prefix still get two names; labels say which Pipeline a run belongs to)."""
+    room = MAX_RAYJOB_NAME - len(INGEST_INFIX) - 1 - len(checksum)
+    return f"{_prefix(pipeline, room)}{INGEST_INFIX}-{checksum}"
 
 
 def ingestion_cron_name(pipeline: str) -> str:
-    """The CronJob re-running a Pipeline's ingestion on its schedule."""
-    return f"{pipeline}-ingest"
+    """The RayCronJob re-running a Pipeline's ingestion on its schedule: `<pipeline>-ingest`, short enough
+    that the RayJobs it names `<cron>-<suffix>` stay within KubeRay's 47 characters."""
+    room = MAX_RAYJOB_NAME - RAYCRONJOB_SUFFIX - len(INGEST_INFIX)
+    return f"{_prefix(pipeline, room)}{INGEST_INFIX}"
 
 
 # ------------------------------------------------------------------ mount roots and paths in pods

@@ -501,6 +501,16 @@ class AgentAuth(ApiModel):
 class Limits(ApiModel):
     max_request_bytes: int = Field(65536, ge=1024)
     timeout_seconds: float = Field(120, gt=0)
+    requests_per_minute: int | None = Field(
+        None, ge=1, description="Requests a caller may make per minute (per agent replica); past it: 429 with "
+        "Retry-After. Omitted: no limit.")
+    tokens_per_minute: int | None = Field(
+        None, ge=1, description="Model tokens (prompt + completion) a caller may spend per minute (per agent "
+        "replica); a caller over it gets 429 with Retry-After until the minute's budget refills. Omitted: no "
+        "limit.")
+    per: Literal["user", "tenant"] = Field(
+        "user", description="Who a caller is for the limits: the user id or the tenant (callers without one "
+        "share one budget).")
 
 
 class Threads(ApiModel):
@@ -525,6 +535,18 @@ class Agent(ApiModel):
     replicas: Replicas = Field(default_factory=Replicas)
 
 
+class Ingestion(ApiModel):
+    """How an ingestion run uses the Ray cluster (a KubeRay RayJob on Kubernetes, the local Ray on one
+    machine): read, parse and chunk run as parallel Ray tasks; embedding on a pool of `workers` actors."""
+
+    workers: int = Field(1, ge=1, le=256, description="Embedding actors (one model copy each); on a cluster, "
+                         "one Ray worker pod each.")
+    cpus_per_worker: float = Field(1.0, gt=0, le=256, description="CPUs each embedding actor (and its pod) gets.")
+    gpus_per_worker: int = Field(0, ge=0, le=8, description="GPUs each embedding actor (and its pod) gets.")
+    memory_per_worker: Quantity = Field("4Gi", description="Memory of each worker pod.")
+    batch_size: int = Field(64, ge=1, le=4096, description="Passages per embedding batch.")
+
+
 class PipelineSpec(ApiModel):
     embedder: ModelRef
     llm: LLMRef | None = Field(None, description="The model that answers; omitted: the Pipeline serves search "
@@ -541,6 +563,38 @@ class PipelineSpec(ApiModel):
     deletion_policy: Literal["Retain", "Delete"] = Field(
         "Retain", description="Keep or drop the Qdrant collection when the Pipeline is deleted."
     )
+    ingestion: Ingestion | None = Field(
+        None, description="Run ingestion on Ray Data with this many embedding workers; omitted: sized from "
+        "the embedder ModelDeployment (its replicas and resources).")
+
+
+class IngestionFailure(ApiModel):
+    source: str
+    reason: str
+
+
+class IngestionProgress(ApiModel):
+    """The current (or last) ingestion run, as the operator reads it from its RayJob and the run's report."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    phase: Literal["Pending", "Running", "Succeeded", "Failed"] | None = None
+    plan: str | None = None  # the plan's checksum
+    job: str | None = None  # the RayJob
+    message: str | None = None  # why it failed, or KubeRay's word on where it is
+    start_time: str | None = None
+    end_time: str | None = None
+    duration_seconds: float | None = None
+    documents_seen: int | None = None  # listed, skipped ones included
+    documents_done: int | None = None  # added, updated or unchanged
+    documents_skipped: int | None = None
+    documents_failed: int | None = None
+    chunks_embedded: int | None = None
+    chunks_reused: int | None = None
+    points: int | None = None
+    chunks_per_second: float | None = None
+    workers: int | None = None
+    failures: list[IngestionFailure] = Field(default_factory=list)
 
 
 class PipelineStatus(ApiModel):
@@ -552,6 +606,7 @@ class PipelineStatus(ApiModel):
     collection: str | None = None
     points: int | None = None
     last_ingestion: dict[str, Any] | None = None
+    ingestion: IngestionProgress | None = None
     conditions: list[Condition] = Field(default_factory=list)
 
 

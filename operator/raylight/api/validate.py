@@ -88,15 +88,15 @@ def namespace_of(resource: Resource, default: str) -> str:
     return resource.metadata.namespace or default
 
 
-# Kubernetes' limits on the names the operator derives: RayServices (KubeRay derives Services and pods
-# from them), Services and Jobs (DNS labels; a Job's name is also its pods' `job-name` label), CronJobs (52:
-# the controller appends an 11-character suffix to name its Jobs), ConfigMaps (DNS subdomains).
-NAME_LIMITS = {"RayService": 47, "Service": 63, "Job": 63, "CronJob": 52, "ConfigMap": 253}
+# Kubernetes' limits on the names the operator derives: RayServices and RayJobs (KubeRay derives Services,
+# clusters and pods from them), Services (DNS labels), RayCronJobs (36: KubeRay appends a suffix to name its
+# RayJobs), ConfigMaps (DNS subdomains). Ingestion names are shortened to fit (names.ingestion_job_name).
+NAME_LIMITS = {"RayService": 47, "Service": 63, "RayJob": 47, "RayCronJob": 36, "ConfigMap": 253}
 
 
 def derived_names(resource: Resource) -> list[tuple[str, str]]:
     """(kind, name) of every object the operator creates (or KubeRay creates for it) for one resource.
-    A Job's name carries its plan's checksum; it stands here with a placeholder of the same length."""
+    A RayJob's name carries its plan's checksum; it stands here with a placeholder of the same length."""
     name = resource.metadata.name
     if isinstance(resource, ModelDeployment):
         rayservice = model_rayservice_name(name)
@@ -104,9 +104,9 @@ def derived_names(resource: Resource) -> list[tuple[str, str]]:
     rayservice = agent_rayservice_name(name)
     out = [("RayService", rayservice), ("Service", serve_service_name(rayservice)),
            ("ConfigMap", ingestion_config_map_name(name)),
-           ("Job", ingestion_job_name(name, "0" * PLAN_CHECKSUM_CHARS))]
+           ("RayJob", ingestion_job_name(name, "0" * PLAN_CHECKSUM_CHARS))]
     if resource.spec.schedule:
-        out.append(("CronJob", ingestion_cron_name(name)))
+        out.append(("RayCronJob", ingestion_cron_name(name)))
     return out
 
 

@@ -107,6 +107,7 @@ def _ingest_plan(args: argparse.Namespace) -> int:
     from raylight_pipelines.chunking import TokenizerError
     from raylight_pipelines.embedders import EmbedderError
     from raylight_pipelines.store import StoreUnavailable
+    from raylight_pipelines.weights import WeightsError
 
     try:
         plan = IngestionPlan.model_validate_json(args.plan.read_text())
@@ -118,13 +119,14 @@ def _ingest_plan(args: argparse.Namespace) -> int:
         ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False)
     try:
         report = ingestion.run(plan, Path.cwd())
-    except (EmbedderError, StoreUnavailable, TokenizerError) as exc:
+    except (EmbedderError, StoreUnavailable, TokenizerError, WeightsError) as exc:
+        if args.json:  # the last line is the run's report: the RayJob's submitter keeps it for the operator
+            print(json.dumps({"error": f"{type(exc).__name__}: {exc}"[:3000]}), flush=True)
         return fail(f"{plan.pipeline}: {exc}")
-    counts = report.counts()
-    if args.json:
-        print(json.dumps(counts))
+    if args.json:  # one line of at most 4096 bytes: a Kubernetes termination message holds no more
+        print(json.dumps(report.summary()), flush=True)
     else:
-        print_counts(counts)
+        print_counts(report.counts())
     return 0
 
 

@@ -1,23 +1,30 @@
 """Desired Kubernetes objects (pure): a KubeRay RayService per ModelDeployment and per Pipeline agent,
-and a ConfigMap + Job per Pipeline ingestion run."""
+and a ConfigMap + KubeRay RayJob per Pipeline ingestion run (a RayCronJob for scheduled runs)."""
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
 from typing import Any
 
 from raylight import yamlio
+from raylight.api.connections import IngestionPlan
 from raylight.api.names import (
+    APP_METRICS_PORT,
+    APP_METRICS_PORT_ENV,
     CONFIGMAP_MOUNT_ROOT,
     PLAN_CHECKSUM_CHARS,
     PLAN_FILE,
     PLAN_MOUNT_DIR,
     PVC_MOUNT_ROOT,
+    RAY_METRICS_PORT,
     SERVE_PORT,
+    TERMINATION_LOG,
     agent_rayservice_name,
     ingestion_config_map_name,
+    ingestion_cron_name,
     ingestion_job_name,
     model_rayservice_name,
 )
@@ -109,6 +116,25 @@ def _pvc_volumes(spec: ModelDeploymentSpec) -> tuple[list[dict[str, Any]], list[
     return volumes, mounts
 
 
+def _observable(rayservice: dict[str, Any]) -> dict[str, Any]:
+    """Every Ray pod of a RayService carries its labels (what the chart's PodMonitor selects), declares Ray's
+    `metrics` port and the replicas' own `app-metrics` port, and tells the replicas to serve there."""
+    cluster = rayservice["spec"]["rayClusterConfig"]
+    groups = [cluster["headGroupSpec"], *cluster.get("workerGroupSpecs", [])]
+    for group in groups:
+        template = group["template"]
+        template.setdefault("metadata", {}).setdefault("labels", {}).update(rayservice["metadata"]["labels"])
+        for container in template["spec"]["containers"]:
+            env = container.setdefault("env", [])
+            if not any(e["name"] == APP_METRICS_PORT_ENV for e in env):
+                env.append({"name": APP_METRICS_PORT_ENV, "value": str(APP_METRICS_PORT)})
+            ports = container.setdefault("ports", [])
+            for port, port_name in ((RAY_METRICS_PORT, "metrics"), (APP_METRICS_PORT, "app-metrics")):
+                if not any(p.get("name") == port_name for p in ports):
+                    ports.append({"containerPort": port, "name": port_name})
+    return rayservice
+
+
 def _ray_cluster(image: str, ray_version: str, worker: dict[str, Any] | None,
                  env: list[dict[str, Any]], autoscale: bool) -> dict[str, Any]:
     head_container = _container("ray-head", image, 1, "4Gi", env=env, ports=True)
@@ -176,7 +202,7 @@ def get_model_rayservice(md: ModelDeployment, namespace: str, settings: Settings
             ),
         },
     }
-    return _finish(obj)
+    return _finish(_observable(obj))
 
 
 def get_agent_rayservice(pipeline: Pipeline, namespace: str, settings: Settings,
@@ -212,19 +238,59 @@ def get_agent_rayservice(pipeline: Pipeline, namespace: str, settings: Settings,
             ),
         },
     }
-    return _finish(obj)
+    return _finish(_observable(obj))
 
 
 def ingestion_plan_checksum(plan: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(plan, sort_keys=True).encode()).hexdigest()[:PLAN_CHECKSUM_CHARS]
 
 
+RUN_TTL_SECONDS = 3600  # a finished run's RayJob (and its report) stays an hour; its cluster goes at once
+RUN_DEADLINE_SECONDS = 86400  # a run that has not finished in a day is stopped (and its cluster with it)
+SUBMITTER = "ray-job-submitter"
+
+
+def _ingestion_sizing(plan: IngestionPlan, pipeline: Pipeline, embedder: ModelDeployment | None,
+                      ) -> tuple[int, float, int, str, str | None]:
+    """(worker pods, CPUs each, GPUs each, memory each, accelerator type): one pod per embedding actor, each
+    with the actor's CPUs plus one for the read/parse/chunk and upsert tasks beside it."""
+    opts = plan.ray_data
+    workers = 1
+    if opts is not None:
+        workers = opts.concurrency if isinstance(opts.concurrency, int) else opts.concurrency[1]
+    ingestion = pipeline.spec.ingestion
+    memory = ingestion.memory_per_worker if ingestion else (
+        embedder.spec.resolved().resources.memory if embedder else "4Gi")
+    accelerator = embedder.spec.resolved().resources.accelerator_type if embedder else None
+    cpus = (opts.num_cpus if opts else 0.0) + 1
+    gpus = math.ceil(opts.num_gpus) if opts else 0
+    return workers, cpus, gpus, memory, accelerator
+
+
+def ingestion_submitter_command(entrypoint: str) -> list[str]:
+    """The RayJob's submitter: submit the run (once: a retried submitter finds it), follow its log, keep the
+    run's last JSON line (its summary, at most 4096 bytes) as the termination message the operator reads,
+    and exit with the run's outcome. KubeRay sets RAY_DASHBOARD_ADDRESS and RAY_JOB_SUBMISSION_ID."""
+    script = "\n".join([
+        'addr="http://$RAY_DASHBOARD_ADDRESS"; id="$RAY_JOB_SUBMISSION_ID"',
+        'ray job status --address "$addr" "$id" >/dev/null 2>&1 || '
+        f'ray job submit --address "$addr" --submission-id "$id" --no-wait -- {entrypoint} || exit 1',
+        'ray job logs --address "$addr" --follow "$id" | tee /tmp/run.log',
+        f"grep '^{{' /tmp/run.log | tail -n 1 | head -c 4096 > {TERMINATION_LOG}",
+        'ray job status --address "$addr" "$id" | grep -q SUCCEEDED',
+    ])
+    return ["bash", "-c", script]
+
+
 def get_ingestion_objects(pipeline: Pipeline, namespace: str, settings: Settings,
                           embedder: ModelDeployment | None = None) -> list[dict[str, Any]]:
-    """A ConfigMap holding the ingestion plan and a Job that runs it; the Job's name carries the plan's
-    checksum, so a changed plan starts a new run and an unchanged one starts none."""
+    """A ConfigMap holding the ingestion plan and a KubeRay RayJob that runs it on a Ray cluster of its own
+    (a coordinating head and one worker pod per embedding actor; Ray Data spreads read, parse, chunk, embed
+    and upsert over them). The RayJob's name carries the plan's checksum, so a changed plan starts a new run
+    and an unchanged one starts none; its cluster is deleted when the run finishes."""
     name = pipeline.metadata.name
-    plan = get_ingestion_plan(pipeline, namespace, settings, embedder).to_wire()
+    ingestion_plan = get_ingestion_plan(pipeline, namespace, settings, embedder)
+    plan = ingestion_plan.to_wire()
     checksum = ingestion_plan_checksum(plan)
     config_map_name = ingestion_config_map_name(name)
     config_map = {
@@ -248,34 +314,81 @@ def get_ingestion_objects(pipeline: Pipeline, namespace: str, settings: Settings
             mounted.add(path)
             volumes.append({"name": f"source-{i}", "configMap": {"name": source.config_map.name}})
             mounts.append({"name": f"source-{i}", "mountPath": path, "readOnly": True})
-    container = _container("ingest", settings.runtime_image, 1, "2Gi", env=get_pipeline_env(
-        pipeline, settings))
-    container["command"] = ["raylight", "ingest", "--plan", f"{PLAN_MOUNT_DIR}/{PLAN_FILE}", "--json"]
-    container["volumeMounts"] = mounts
-    container["securityContext"] = {
-        "allowPrivilegeEscalation": False, "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]},
-    }
-    job = {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {"name": ingestion_job_name(name, checksum), "namespace": namespace,
-                     "labels": {**labels("Pipeline", name, "ingestion"), "raylight.io/plan": checksum}},
+    env = [*get_pipeline_env(pipeline, settings), {"name": "HF_HUB_OFFLINE", "value": "0" if (
+        ingestion_plan.embedder.source and ingestion_plan.embedder.source.source.startswith("hf://")) else "1"}]
+    security = {"allowPrivilegeEscalation": False, "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}}
+    image = settings.runtime_image
+
+    def pod(container: dict[str, Any], extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        container["volumeMounts"] = mounts
+        container["securityContext"] = security
+        return {"spec": {"containers": [container], "volumes": volumes, "automountServiceAccountToken": False,
+                         **(extra or {})}}
+
+    # The head runs the driver (listing, the store scan, the final deletes) and schedules no tasks.
+    head = _container("ray-head", image, 2, "4Gi", env=env, ports=True)
+    workers, cpus, gpus, memory, accelerator = _ingestion_sizing(ingestion_plan, pipeline, embedder)
+    vendor = vendor_of(accelerator)
+    worker_container = _container("ray-worker", image, cpus, memory, gpus, env, device=vendor.k8s_resource)
+    worker_extra: dict[str, Any] = {"tolerations": [vendor.toleration()]} if gpus else {}
+    start: dict[str, str] = {"num-cpus": _ray_cpus(cpus)}
+    if gpus:
+        start["num-gpus"] = str(gpus)
+    entrypoint = f"raylight ingest --plan {PLAN_MOUNT_DIR}/{PLAN_FILE} --json"
+    submitter = _container(SUBMITTER, image, 0.2, "512Mi")
+    submitter["command"] = ingestion_submitter_command(entrypoint)
+    submitter["securityContext"] = security
+    run_labels = {**labels("Pipeline", name, "ingestion"), "raylight.io/plan": checksum}
+    rayjob = {
+        "apiVersion": "ray.io/v1",
+        "kind": "RayJob",
+        "metadata": {"name": ingestion_job_name(name, checksum), "namespace": namespace, "labels": run_labels},
         "spec": {
-            "backoffLimit": 3,
-            "ttlSecondsAfterFinished": 86400,
-            "template": {
-                "metadata": {"labels": labels("Pipeline", name, "ingestion")},
-                "spec": {
-                    "restartPolicy": "Never",
-                    "serviceAccountName": "default",
-                    "automountServiceAccountToken": False,
-                    "containers": [container],
-                    "volumes": volumes,
+            "entrypoint": entrypoint,
+            "submissionMode": "K8sJobMode",
+            "shutdownAfterJobFinishes": True,
+            "ttlSecondsAfterFinished": RUN_TTL_SECONDS,
+            "activeDeadlineSeconds": RUN_DEADLINE_SECONDS,
+            "backoffLimit": 2,  # a run that fails is retried on a fresh cluster (its writes are idempotent)
+            "submitterPodTemplate": {
+                "metadata": {"labels": run_labels},
+                "spec": {"restartPolicy": "Never", "automountServiceAccountToken": False,
+                         "containers": [submitter]},
+            },
+            "rayClusterSpec": {
+                "rayVersion": settings.ray_version,
+                "headGroupSpec": {
+                    "rayStartParams": {"num-cpus": "0", "dashboard-host": "0.0.0.0"},
+                    "template": pod(head),
                 },
+                "workerGroupSpecs": [{
+                    "groupName": "ingest-gpu-workers" if gpus else "ingest-workers",
+                    "replicas": workers,
+                    "minReplicas": workers,
+                    "maxReplicas": workers,
+                    "rayStartParams": start,
+                    "template": pod(worker_container, worker_extra),
+                }],
             },
         },
     }
-    return [_finish(config_map), _finish(job)]
+    return [_finish(config_map), _finish(rayjob)]
+
+
+def get_ingestion_cron(rayjob: dict[str, Any], schedule: str) -> dict[str, Any]:
+    """A KubeRay RayCronJob that starts the same run on `spec.schedule` (UTC). KubeRay's own RayCronJob
+    (not a CronJob running kubectl) so a scheduled run is the very RayJob spec, with no credentials to
+    create RayJobs in any pod; it needs KubeRay 1.5 or later."""
+    meta = rayjob["metadata"]
+    name = meta["labels"]["raylight.io/pipeline"]
+    obj = {
+        "apiVersion": "ray.io/v1", "kind": "RayCronJob",
+        "metadata": {"name": ingestion_cron_name(name), "namespace": meta["namespace"],
+                     "labels": labels("Pipeline", name, "ingestion"),
+                     **({"ownerReferences": meta["ownerReferences"]} if meta.get("ownerReferences") else {})},
+        "spec": {"schedule": schedule, "timeZone": "Etc/UTC", "jobTemplate": copy.deepcopy(rayjob["spec"])},
+    }
+    return _finish(obj)
 
 
 def get_pipeline_objects(pipeline: Pipeline, namespace: str, settings: Settings,

@@ -26,8 +26,8 @@ from raylight.api.connections import (
     StoreConnection,
     ThreadsConnection,
 )
-from raylight.api.names import TERMINATION_LOG, model_base_url
-from raylight.api.types import ModelDeployment, ModelSource, Pipeline, PipelineSpec, SecretKeyRef
+from raylight.api.names import model_base_url
+from raylight.api.types import Ingestion, ModelDeployment, ModelSource, Pipeline, PipelineSpec, SecretKeyRef
 from raylight.qdrant_layout import PAYLOAD_INDEXES
 from raylight.settings import Settings
 
@@ -123,11 +123,17 @@ def get_pipeline_env(pipeline: Pipeline, settings: Settings) -> list[dict[str, A
     ]
 
 
-def get_ray_data_options(embedder: ModelDeployment | None) -> RayDataOptions | None:
-    """Ray Data sizing from the embedder's ModelDeployment: its replicas -> the actor pool, its resources ->
-    each actor's CPUs and GPUs. None when the embedder is unknown (the run then embeds through the service)."""
+def get_ray_data_options(embedder: ModelDeployment | None,
+                         ingestion: Ingestion | None = None) -> RayDataOptions | None:
+    """Ray Data sizing: the Pipeline's spec.ingestion (workers -> the actor pool, CPUs/GPUs per worker ->
+    each actor's, batch size) where given, else from the embedder's ModelDeployment (its replicas -> the
+    actor pool, its resources -> each actor's CPUs and GPUs). None when the embedder is unknown (its weights
+    are what the actors load; the run then embeds through the service)."""
     if embedder is None:
         return None
+    if ingestion is not None:
+        return RayDataOptions(concurrency=ingestion.workers, num_cpus=ingestion.cpus_per_worker,
+                              num_gpus=float(ingestion.gpus_per_worker), batch_size=ingestion.batch_size)
     spec = embedder.spec.resolved()
     low, high = max(spec.replicas.min, 1), max(spec.replicas.max, 1)
     return RayDataOptions(concurrency=(low, high) if high > low else low,
@@ -136,8 +142,9 @@ def get_ray_data_options(embedder: ModelDeployment | None) -> RayDataOptions | N
 
 def get_ingestion_plan(pipeline: Pipeline, namespace: str, settings: Settings,
                        embedder: ModelDeployment | None = None) -> IngestionPlan:
-    """Everything an ingestion run on the cluster needs; its summary goes to the container's termination
-    message, which the operator copies into the Pipeline's status.lastIngestion."""
+    """Everything an ingestion run on the cluster needs. The run (a RayJob's entrypoint) prints its summary
+    as its last line; the RayJob's submitter keeps that line as its termination message, which the
+    operator copies into the Pipeline's status."""
     connections = get_connections(pipeline, namespace, settings, embedder)
     return IngestionPlan(
         pipeline=pipeline.metadata.name,
@@ -146,6 +153,5 @@ def get_ingestion_plan(pipeline: Pipeline, namespace: str, settings: Settings,
         embedder=connections.embedder,
         store=connections.store,
         collection=get_collection_plan(pipeline, embedder),
-        report_path=TERMINATION_LOG,
-        ray_data=get_ray_data_options(embedder),
+        ray_data=get_ray_data_options(embedder, pipeline.spec.ingestion),
     )

@@ -10,6 +10,9 @@ applications have no HTTP route of their own) and routes:
                                               with `agent.auth` only with its token)
   *    /v1/pipelines/{name}/...               invoke, search, stream, threads/{id} of that pipeline's agent
   GET  /healthz                               the gateway answers (names nothing)
+  GET  /metrics                               every app's metrics (Prometheus text, `raylight_*`), merged: one
+                                              scrape for the whole platform (Ray's own `ray_*` metrics are on
+                                              Ray's metrics export port)
   GET  /readyz                                200 when every model and agent can serve, else 503 with why;
                                               a model is ready while Serve runs a replica of it (however busy),
                                               an agent when its own readyz says so (or it is too busy to
@@ -37,6 +40,7 @@ from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from ray.serve.handle import DeploymentHandle, DeploymentResponse, DeploymentResponseGenerator
 from ray.serve.schema import ReplicaState
+from raylight_pipelines import telemetry
 from raylight_pipelines.serving import guard
 from raylight_pipelines.serving.protocol import MODEL_MAX_REQUEST_BYTES, ApiError
 
@@ -49,6 +53,7 @@ READY_TIMEOUT_S = 5.0
 
 api = FastAPI(title="raylight gateway", docs_url=None, redoc_url=None)
 guard.install(api)
+api.add_middleware(telemetry.TraceContextMiddleware)  # a caller's traceparent goes on to the model
 
 # A backend that is not there right now (restarting, overloaded, not deployed yet): 503, the client may retry.
 _OUTAGES = (RayActorError, ActorDiedError, ActorUnavailableError, BackPressureError, DeploymentUnavailableError)
@@ -120,6 +125,15 @@ class Gateway:
     @api.get("/healthz")
     async def healthz(self) -> dict[str, Any]:
         return {"status": "ok"}
+
+    @api.get("/metrics")
+    async def metrics(self) -> Response:
+        """The metrics of every model and agent app (one replica each on one machine), merged."""
+        handles = [self._model(n) for n in self.models] + [self._agent(n) for n in self.pipelines]
+        answers = await asyncio.gather(*[asyncio.wait_for(h.metrics.remote(), READY_TIMEOUT_S) for h in handles],
+                                       return_exceptions=True)
+        texts = [telemetry.exposition()] + [a for a in answers if isinstance(a, str)]
+        return Response(telemetry.merge(texts), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @staticmethod
     def _replicas(app: str, deployment: str) -> tuple[bool, str]:
@@ -204,7 +218,7 @@ class Gateway:
         if model not in self.models:
             raise self._unknown(model, f"{method} are served by ModelDeployments")
         try:
-            return JSONResponse(await getattr(self._model(model), method).remote(raw))
+            return JSONResponse(await getattr(self._model(model), method).remote(raw, telemetry.inject() or None))
         except Exception as exc:
             raise backend_error(f"model {model}", exc) from exc
 
@@ -223,7 +237,7 @@ class Gateway:
         auth = request.headers.get("authorization")
         args: tuple[Any, ...]
         if model in self.models:
-            handle, backend, args = self._model(model), f"model {model}", (raw,)
+            handle, backend, args = self._model(model), f"model {model}", (raw, telemetry.inject() or None)
         elif model in self.pipelines:
             handle, backend, args = self._agent(model), f"pipeline {model}", (raw, auth)
         else:

@@ -120,7 +120,12 @@ def local_ingestion_plan(pipeline: Pipeline, embedder: ModelDeployment | None, d
         "embedder": plan.embedder.model_copy(update={"base_url": f"{url}/v1" if url else None}),
         "store": st.store_connection(data_dir, pipeline.collection, state),
         "report_path": None,
-        "ray_data": None,  # one machine: the embedder's own replica (or this process) embeds
+        # With the platform up, the run is the same Ray Data pipeline as on a cluster, on the platform's Ray
+        # (workers write through the store actor). Its CPUs are shared with the Serve replicas, so the tasks
+        # and actors claim none (a claim the replicas already hold would stall the run); without the
+        # platform the run stays in this process.
+        "ray_data": plan.ray_data.model_copy(update={"num_cpus": 0.0, "task_cpus": 0.0})
+        if state is not None and plan.ray_data is not None and not plan.ray_data.num_gpus else None,
     })
 
 

@@ -20,8 +20,9 @@ KINDS: dict[str, tuple[str, str]] = {
     "ModelDeployment": ("raylight.io/v1alpha1", "modeldeployments"),
     "Pipeline": ("raylight.io/v1alpha1", "pipelines"),
     "RayService": ("ray.io/v1", "rayservices"),
-    "Job": ("batch/v1", "jobs"),
-    "CronJob": ("batch/v1", "cronjobs"),
+    "RayJob": ("ray.io/v1", "rayjobs"),
+    "RayCronJob": ("ray.io/v1", "raycronjobs"),
+    "CronJob": ("batch/v1", "cronjobs"),  # only to remove a pre-RayJob release's ingestion CronJob
     "ConfigMap": ("v1", "configmaps"),
     "Secret": ("v1", "secrets"),
     # the chart's uninstall hook only (raylight.operator.uninstall)

@@ -49,6 +49,7 @@ class OperatorConfig:
     timer_exit_polling: float = 2.0  # a deleted object waits for its running timer this often (Kopf: 60)
     idle_timeout: float = 5.0  # Kopf's per-object workers linger this long (and delay a shutdown)
     qdrant_api_key: str | None = None  # for the default Qdrant server (Pipelines may name their own)
+    metrics_port: int | None = None  # serve Prometheus /metrics here (RAYLIGHT_METRICS_PORT)
 
     @property
     def clusterwide(self) -> bool:
@@ -73,6 +74,7 @@ class OperatorConfig:
             progress_deadline=float(env.get("RAYLIGHT_PROGRESS_DEADLINE", d.progress_deadline)),
             max_workers=int(env.get("RAYLIGHT_MAX_WORKERS", d.max_workers)),
             qdrant_api_key=env.get("RAYLIGHT_QDRANT_API_KEY") or None,
+            metrics_port=int(env["RAYLIGHT_METRICS_PORT"]) if env.get("RAYLIGHT_METRICS_PORT") else None,
         )
 
     def with_args(self, args: argparse.Namespace) -> OperatorConfig:

@@ -11,7 +11,7 @@ import kopf
 
 from raylight.api.types import GROUP, VERSION
 from raylight.desired.kubernetes import MANAGED_BY
-from raylight.operator import admission
+from raylight.operator import admission, metrics
 from raylight.operator.clients import KubeClient, QdrantServers, RestKube, StoreFactory
 from raylight.operator.config import OperatorConfig
 from raylight.operator.reconcile import Deps, Reconciler, Result, owner_of
@@ -78,6 +78,7 @@ def build_registry(config: OperatorConfig, kube: KubeClient | None = None,
     @kopf.on.delete(GROUP, VERSION, "modeldeployments", registry=registry, optional=True)
     def model_deleted(**kw: Any) -> None:
         rec.deleted(kw["body"])  # after any pass in flight; no later one writes (children go by ownerReferences)
+        metrics.forget(kw["body"])
 
     # ------------------------------------------------------------ Pipeline
 
@@ -101,6 +102,7 @@ def build_registry(config: OperatorConfig, kube: KubeClient | None = None,
             raise kopf.TemporaryError(f"cannot clean up the collection: {exc}", delay=backoff) from exc
         kopf.event(body, type=kind, reason=reason, message=message)
         logger.info(message)
+        metrics.forget(body)
 
     # ------------------------------------------------------------ children: drift
 
@@ -122,6 +124,8 @@ def build_registry(config: OperatorConfig, kube: KubeClient | None = None,
         if owner_body is None or owner_body["metadata"].get("deletionTimestamp"):
             return
         result = rec.model(owner_body) if kind == "ModelDeployment" else rec.pipeline(owner_body)
+        if result.writes:
+            metrics.DRIFT_REPAIRS.labels(kind).inc()
         for message in result.writes:
             kopf.event(kopf.Body(owner_body),  # type: ignore[arg-type]
                        type="Normal", reason="Restored", message=message)
@@ -131,8 +135,8 @@ def build_registry(config: OperatorConfig, kube: KubeClient | None = None,
     def rayservice_event(**kw: Any) -> None:
         child_event(kw["event"], kw["body"], kw["logger"])
 
-    @kopf.on.event("batch", "v1", "jobs", labels=CHILD_LABELS, registry=registry)
-    def job_event(**kw: Any) -> None:
+    @kopf.on.event("ray.io", "v1", "rayjobs", labels=CHILD_LABELS, registry=registry)
+    def rayjob_event(**kw: Any) -> None:
         child_event(kw["event"], kw["body"], kw["logger"])
 
     # ------------------------------------------------------------ admission
@@ -146,6 +150,7 @@ def build_registry(config: OperatorConfig, kube: KubeClient | None = None,
                 return
             found = admission.problems(body, config.settings.license_policy)
             if found:
+                metrics.ADMISSION_REJECTIONS.labels(body.get("kind", "")).inc()
                 raise kopf.AdmissionError(admission.message(found), code=422)
 
     return registry

@@ -11,6 +11,7 @@ from typing import Any
 
 import kopf
 
+from raylight.operator import metrics
 from raylight.operator.config import OperatorConfig
 from raylight.operator.handlers import build_registry
 
@@ -86,6 +87,9 @@ async def watch_peering(config: OperatorConfig, get: Getter | None = None, delay
 
 async def run(config: OperatorConfig, registry: kopf.OperatorRegistry | None = None, **kwargs: object) -> None:
     """The operator until stopped (kwargs: Kopf's stop_flag, ready_flag, ... for tests and embedding)."""
+    if config.metrics_port is not None:
+        port = metrics.serve(config.metrics_port)
+        log.info(f"serving Prometheus metrics on :{port}/metrics")
     watchdog = asyncio.create_task(watch_peering(config))
     try:
         await kopf.operator(

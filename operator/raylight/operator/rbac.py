@@ -10,10 +10,12 @@ What each rule is for:
 - ray.io rayservices: one per ModelDeployment and one per Pipeline agent; created, patched in place
   when they drift, watched so a deleted or hand-edited one is restored; their status is read for ours.
   No delete: owner references let the garbage collector remove them with their owner.
-- batch jobs/cronjobs and core configmaps: a Pipeline's ingestion plan, its runs (a Job per plan
-  checksum; superseded runs are deleted) and, with spec.schedule, the CronJob that starts runs.
-- core pods: list only, to read a finished ingestion run's summary (its termination message: counts, what
-  it skipped and why) into the Pipeline's status.lastIngestion.
+- ray.io rayjobs/raycronjobs and core configmaps: a Pipeline's ingestion plan, its runs (a RayJob per plan
+  checksum, watched so its status becomes the Pipeline's; superseded runs are deleted) and, with
+  spec.schedule, the RayCronJob that starts runs.
+- batch cronjobs: get and delete only, to remove the ingestion CronJob a release before RayJobs created.
+- core pods: list only, to read a finished ingestion run's summary (its submitter's termination message:
+  counts, what it skipped and why) into the Pipeline's status.
 - core secrets: get only, to read the Qdrant API key a Pipeline names (spec.vectorStore.qdrant.
   apiKeySecret) when the operator creates or drops its collection. Never listed or watched.
 - core events: Kopf posts one per transition.
@@ -32,8 +34,9 @@ _RULES: tuple[tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]], ...] = (
     (("raylight.io",), ("modeldeployments/status", "pipelines/status"), ("get", "patch")),
     (("raylight.io",), ("modeldeployments/finalizers", "pipelines/finalizers"), ("update",)),
     (("ray.io",), ("rayservices",), ("get", "list", "watch", "create", "patch")),
-    (("batch",), ("jobs",), ("get", "list", "watch", "create", "delete")),
-    (("batch",), ("cronjobs",), ("get", "list", "watch", "create", "patch", "delete")),
+    (("ray.io",), ("rayjobs",), ("get", "list", "watch", "create", "patch", "delete")),
+    (("ray.io",), ("raycronjobs",), ("get", "list", "watch", "create", "patch", "delete")),
+    (("batch",), ("cronjobs",), ("get", "delete")),
     (("",), ("configmaps",), ("get", "list", "watch", "create", "patch")),
     (("",), ("pods",), ("list",)),
     (("",), ("secrets",), ("get",)),

@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pydantic import ValidationError
@@ -23,11 +23,12 @@ from raylight.api.types import API_VERSION, ModelDeployment, Pipeline
 from raylight.api.validate import check_model, check_references
 from raylight.desired.kubernetes import (
     get_agent_rayservice,
+    get_ingestion_cron,
     get_ingestion_objects,
     get_model_rayservice,
-    labels,
 )
 from raylight.desired.pipeline import get_collection_plan
+from raylight.operator import metrics
 from raylight.operator.clients import Conflict, KubeClient, Obj, StoreFactory, secret_value
 from raylight.operator.config import OperatorConfig
 from raylight.operator.patching import child_patch
@@ -37,11 +38,13 @@ from raylight.operator.status import (
     Verdict,
     clock,
     conditions,
-    job_health,
+    ingestion_progress,
     model_verdict,
     models_health,
     overdue,
     pipeline_verdict,
+    rayjob_finished,
+    rayjob_health,
     rayservice_health,
 )
 
@@ -88,24 +91,10 @@ def owner_of(child: Mapping[str, Any]) -> tuple[str, str, str] | None:
     return None
 
 
-def ingestion_cronjob(job: Obj, schedule: str) -> Obj:
-    """A CronJob that starts the same ingestion run on `spec.schedule` (one at a time)."""
-    meta = job["metadata"]
-    name = meta["labels"]["raylight.io/pipeline"]
-    return {
-        "apiVersion": "batch/v1", "kind": "CronJob",
-        "metadata": {"name": ingestion_cron_name(name), "namespace": meta["namespace"],
-                     "labels": labels("Pipeline", name, "ingestion"), "annotations": dict(meta["annotations"]),
-                     "ownerReferences": meta.get("ownerReferences", [])},
-        "spec": {"schedule": schedule, "concurrencyPolicy": "Forbid", "successfulJobsHistoryLimit": 1,
-                 "failedJobsHistoryLimit": 1,
-                 "jobTemplate": {"metadata": {"labels": dict(meta["labels"])}, "spec": job["spec"]}},
-    }
-
-
 def ingestion_report(pods: list[Obj]) -> dict[str, Any]:
-    """The summary a finished ingestion run left as its termination message (counts, skips and failures
-    with reasons; see raylight_pipelines.sync.SyncReport.summary), from the newest pod that has one."""
+    """The summary a finished ingestion run left as its submitter pod's termination message (counts, skips
+    and failures with reasons, or the error that stopped it; see raylight_pipelines.sync.SyncReport.summary),
+    from the newest pod that has one."""
     for pod in sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp") or "", reverse=True):
         for container in (pod.get("status") or {}).get("containerStatuses") or []:
             message = ((container.get("state") or {}).get("terminated") or {}).get("message")
@@ -116,11 +105,6 @@ def ingestion_report(pods: list[Obj]) -> dict[str, Any]:
             if isinstance(report, dict):
                 return report
     return {}
-
-
-def _finished(job: Obj) -> bool:
-    return any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
-               for c in (job.get("status") or {}).get("conditions") or [])
 
 
 def _parse(cls: type[ModelDeployment] | type[Pipeline], body: Mapping[str, Any]) -> Any:
@@ -218,7 +202,10 @@ class Reconciler:
     def model(self, body: Mapping[str, Any]) -> Result:
         meta = body["metadata"]
         with self._turn(body) as live:
-            return self._model(body, meta.get("namespace", "default"), meta["name"]) if live else NOTHING
+            if not live:
+                return NOTHING
+            return metrics.observe("ModelDeployment", body,
+                                   lambda: self._model(body, meta.get("namespace", "default"), meta["name"]))
 
     def _model(self, body: Mapping[str, Any], ns: str, name: str) -> Result:
         settings, writes, now = self.deps.config.settings, list[str](), self.deps.clock()
@@ -243,7 +230,12 @@ class Reconciler:
             "readyReplicas": health.ready_replicas,
             "runtime": md.spec.resolved().resolved_runtime,
         }
-        return self._result(body, verdict, extra, writes, now)
+        result = self._result(body, verdict, extra, writes, now)
+        was: dict[str, Any] = next((c for c in (body.get("status") or {}).get("conditions") or []
+                                    if c.get("type") == "LicenseApproved"), {})
+        if license_problem and was.get("status") != "False":  # once, when the refusal begins
+            result.events.append(("Warning", "LicenseRefused", license_problem))
+        return result
 
     def _deadline(self, body: Mapping[str, Any], now: str) -> Callable[[Health, str | None], Health]:
         """`overdue` for this object's children: a transition began no earlier than this object's
@@ -262,7 +254,10 @@ class Reconciler:
     def pipeline(self, body: Mapping[str, Any]) -> Result:
         meta = body["metadata"]
         with self._turn(body) as live:
-            return self._pipeline(body, meta.get("namespace", "default"), meta["name"]) if live else NOTHING
+            if not live:
+                return NOTHING
+            return metrics.observe("Pipeline", body,
+                                   lambda: self._pipeline(body, meta.get("namespace", "default"), meta["name"]))
 
     def store_for(self, pipeline: Pipeline, ns: str) -> Any:
         qdrant = pipeline.spec.vector_store.qdrant
@@ -325,10 +320,11 @@ class Reconciler:
                 "Secret and NetworkPolicies between the operator and Qdrant"))
 
         last = dict((body.get("status") or {}).get("lastIngestion") or {})
+        progress = (body.get("status") or {}).get("ingestion")
         if models_health.reason == "ModelMissing":
             ingest_health = Health(False, True, False, "ModelMissing", "ingestion waits for the models")
         else:
-            ingest_health, last = self._ingestion(p, ns, config_map, job, last, writes)
+            ingest_health, last, progress = self._ingestion(p, ns, config_map, job, last, progress, writes, now)
 
         deadline = self._deadline(body, now)
         parts = {"Models": models_health, "Agent": agent_health, "Store": store_health, "Ingestion": ingest_health}
@@ -338,38 +334,61 @@ class Reconciler:
             "collection": p.collection,
             "points": points,
             "lastIngestion": last or None,
+            "ingestion": progress or None,
         }
         return self._result(body, verdict, extra, writes, now)
 
     def _ingestion(self, p: Pipeline, ns: str, config_map: Obj, job: Obj, last: dict[str, Any],
-                   writes: list[str]) -> tuple[Health, dict[str, Any]]:
+                   progress: dict[str, Any] | None, writes: list[str],
+                   now: str) -> tuple[Health, dict[str, Any], dict[str, Any] | None]:
+        """Run the plan as a RayJob (once per plan checksum), stop superseded runs, keep the RayCronJob in
+        line with spec.schedule; the run's health, its record (status.lastIngestion) and its progress
+        (status.ingestion: KubeRay's view of the RayJob, and the run's own report once it finished)."""
         kube, name = self.deps.kube, p.metadata.name
         self.apply(config_map, writes)
         checksum = job["metadata"]["labels"][PLAN_LABEL]
-        live = kube.get("Job", ns, job["metadata"]["name"])
+        live = kube.get("RayJob", ns, job["metadata"]["name"])
         done_before = last.get("plan") == checksum and last.get("succeeded")
         if live is None and not done_before:  # a new plan, or a run deleted before it finished
             live = self.apply(job, writes)
-        for old in kube.list("Job", ns, {"raylight.io/pipeline": name, "app.kubernetes.io/component": "ingestion"}):
-            superseded = old["metadata"].get("labels", {}).get(PLAN_LABEL) != checksum and not _finished(old)
-            if superseded and kube.delete("Job", ns, old["metadata"]["name"]):
-                writes.append(f"deleted superseded Job {old['metadata']['name']}")
+        for old in kube.list("RayJob", ns, {"raylight.io/pipeline": name,
+                                             "app.kubernetes.io/component": "ingestion"}):
+            superseded = old["metadata"].get("labels", {}).get(PLAN_LABEL) != checksum and not rayjob_finished(old)
+            if superseded and kube.delete("RayJob", ns, old["metadata"]["name"]):
+                writes.append(f"deleted superseded RayJob {old['metadata']['name']}")
         cron_name = ingestion_cron_name(name)
+        schedule_problem = None
         if p.spec.schedule:
-            self.apply(ingestion_cronjob(job, p.spec.schedule), writes)
-        elif kube.get("CronJob", ns, cron_name) is not None and kube.delete("CronJob", ns, cron_name):
-            writes.append(f"deleted CronJob {cron_name}")
-        health = job_health(live) if live is not None or not done_before else Health(
-            True, False, False, "IngestionSucceeded", f"plan {checksum} was ingested")
-        record = {"plan": checksum, "job": job["metadata"]["name"], "succeeded": health.ready}
-        if done_before:
-            record = {**last, "succeeded": True}
-        elif live is not None and _finished(live):
             try:
-                record |= ingestion_report(kube.list("Pod", ns, {"job-name": job["metadata"]["name"]}))
+                self.apply(get_ingestion_cron(job, p.spec.schedule), writes)
+            except Exception as exc:  # e.g. a KubeRay before 1.5 has no RayCronJob: say so, run the plan anyway
+                log.warning("Pipeline %s/%s: cannot apply RayCronJob %s: %s", ns, name, cron_name, exc)
+                schedule_problem = (f"spec.schedule: cannot create RayCronJob {cron_name} (KubeRay 1.5 or later "
+                                    f"with its RayCronJob feature gate is needed): {exc}")[:500]
+        elif kube.get("RayCronJob", ns, cron_name) is not None and kube.delete("RayCronJob", ns, cron_name):
+            writes.append(f"deleted RayCronJob {cron_name}")
+        legacy = kube.get("CronJob", ns, f"{name}-ingest")  # a release before RayJobs ran batch CronJobs
+        if legacy is not None and owner_of(legacy) == ("Pipeline", ns, name) and \
+                kube.delete("CronJob", ns, f"{name}-ingest"):
+            writes.append(f"deleted CronJob {name}-ingest (scheduled runs are a RayCronJob now)")
+        if done_before and live is None:  # the run finished and its TTL removed the RayJob: nothing to redo
+            return (Health(True, False, False, "IngestionSucceeded", f"plan {checksum} was ingested"),
+                    {**last, "succeeded": True}, progress)
+        health = rayjob_health(live)
+        record: dict[str, Any] = {"plan": checksum, "job": job["metadata"]["name"], "succeeded": health.ready}
+        report: dict[str, Any] = {}
+        if live is not None and rayjob_finished(live):
+            try:
+                report = ingestion_report(kube.list("Pod", ns, {"job-name": job["metadata"]["name"]}))
             except Exception as exc:  # the summary informs; reading it never fails a reconcile
                 log.warning("Pipeline %s/%s: cannot read the ingestion summary: %s", ns, name, exc)
-        return health, record
+            record |= report
+            if health.degraded and report.get("error"):  # the run's own word on why
+                health = replace(health, message=f"{health.message}: {report['error']}"[:1000])
+        progress_now = {"plan": checksum, **ingestion_progress(live, report, now)}
+        if schedule_problem:
+            progress_now["message"] = schedule_problem
+        return health, record, progress_now
 
     def pipeline_deleted(self, body: Mapping[str, Any]) -> Event:
         """The finalizer's work: keep or drop the collection by spec.deletionPolicy, after any pass still
@@ -399,13 +418,16 @@ class Reconciler:
                      Cond("Degraded", False, failure[0])]
         wire = conditions(conds, old.get("conditions") or [], generation, now)
         status = {"observedGeneration": generation, "phase": verdict.phase, **extra, "conditions": wire}
-        events: list[Event] = [("Normal", "Applied", w) for w in writes]
+        events: list[Event] = [("Normal", _WRITE_REASONS.get(w.split(" ", 1)[0], "Applied"), w) for w in writes]
         if old.get("phase") != verdict.phase:
             ready = next((c for c in wire if c["type"] == "Ready"), None)
             why = (ready or {}).get("message") or (ready or {}).get("reason", "")
             kind = "Warning" if verdict.phase in ("Failed", "Degraded") else "Normal"
             events.append((kind, verdict.phase, f"phase {old.get('phase') or 'none'} -> {verdict.phase}: {why}"))
         return Result(status, events, writes)
+
+
+_WRITE_REASONS = {"created": "Created", "patched": "Applied", "deleted": "Deleted"}  # Event reasons per write
 
 
 def _leaves(patch: Mapping[str, Any], prefix: str = "") -> list[str]:

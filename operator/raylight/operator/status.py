@@ -204,33 +204,94 @@ def rayservice_health(rs: Mapping[str, Any] | None) -> Health:
     return health(False, False, "Serving", "all Serve applications are RUNNING")
 
 
-# ---------------------------------------------------------------- Kubernetes Job (ingestion)
+# ---------------------------------------------------------------- KubeRay RayJob (ingestion)
+
+# KubeRay's RayJob status (ray-operator/apis/ray/v1/rayjob_types.go): jobDeploymentStatus is KubeRay's view
+# (New, Initializing, Waiting, Running, Complete, Failed, Retrying, Suspending, Suspended, ValidationFailed),
+# jobStatus the Ray job's (PENDING, RUNNING, STOPPED, SUCCEEDED, FAILED); reason and message say why.
+JOB_DONE = ("Complete", "Failed", "ValidationFailed")
 
 
-def job_health(job: Mapping[str, Any] | None) -> Health:
-    """Read an ingestion Job: finished, failed, retrying, running (a ready pod: progress that needs no
-    deadline) or starting (pods that are not ready since the Job began)."""
+def rayjob_finished(job: Mapping[str, Any] | None) -> bool:
+    return (job or {}).get("status", {}).get("jobDeploymentStatus") in JOB_DONE
+
+
+def rayjob_phase(job: Mapping[str, Any] | None) -> str:
+    """Pending, Running, Succeeded or Failed: the run's phase as the Pipeline's status shows it."""
+    status = (job or {}).get("status") or {}
+    deployment, ray_job = status.get("jobDeploymentStatus") or "", status.get("jobStatus") or ""
+    if deployment == "Complete" and ray_job == "SUCCEEDED":
+        return "Succeeded"
+    if deployment in JOB_DONE:
+        return "Failed"
+    if deployment in ("Running", "Retrying") or ray_job == "RUNNING":
+        return "Running"
+    return "Pending"
+
+
+def rayjob_health(job: Mapping[str, Any] | None) -> Health:
+    """Read an ingestion RayJob: succeeded, failed (with KubeRay's reason and message), retrying on a fresh
+    cluster, running (progress that needs no deadline) or starting (its cluster is not up since it began)."""
     if job is None:
-        return Health(False, True, False, "IngestionPending", "the ingestion Job has not started",
+        return Health(False, True, False, "IngestionPending", "the ingestion RayJob has not started",
                       if_stuck="the operator creates it: its log says why it cannot")
     status = job.get("status") or {}
-    conds = {c.get("type"): c for c in status.get("conditions") or [] if c.get("status") == "True"}
-    meta = job["metadata"]
-    name = meta["name"]
-    if "Complete" in conds or (status.get("succeeded") or 0) > 0:
-        return Health(True, False, False, "IngestionSucceeded", f"Job {name} succeeded", 1)
-    if "Failed" in conds:
+    name = job["metadata"]["name"]
+    phase = rayjob_phase(job)
+    why = ": ".join(x for x in (status.get("reason"), status.get("message")) if x)
+    if phase == "Succeeded":
+        return Health(True, False, False, "IngestionSucceeded", f"RayJob {name} succeeded", 1)
+    if phase == "Failed":
         return Health(False, False, True, "IngestionFailed",
-                      f"Job {name} failed: {conds['Failed'].get('message', '')}".strip())
-    failed = int(status.get("failed") or 0)
-    if failed:
+                      f"RayJob {name} failed{': ' + why if why else ''} (kubectl logs job/{name})"[:1000])
+    if status.get("jobDeploymentStatus") == "Retrying":
         return Health(False, True, False, "IngestionRetrying",
-                      f"Job {name}: {failed} failed attempt(s), retrying (kubectl logs job/{name})")
-    if int(status.get("ready") or 0) > 0 or ("ready" not in status and int(status.get("active") or 0) > 0):
-        return Health(False, True, False, "IngestionRunning", f"Job {name} is running")
-    return Health(False, True, False, "IngestionStarting", f"Job {name} has no running pod yet",
-                  since=status.get("startTime") or meta.get("creationTimestamp"),
-                  if_stuck=f"kubectl describe pods -l job-name={name} (image pulls, quota, volumes that do not mount)")
+                      f"RayJob {name}: {int(status.get('failed') or 0)} failed attempt(s), retrying on a new "
+                      f"cluster{': ' + why if why else ''}")
+    if phase == "Running":
+        return Health(False, True, False, "IngestionRunning", f"RayJob {name} is running")
+    cluster = status.get("rayClusterName") or name
+    return Health(False, True, False, "IngestionStarting",
+                  f"RayJob {name}: its Ray cluster is starting ({status.get('jobDeploymentStatus') or 'New'})",
+                  since=status.get("startTime") or job["metadata"].get("creationTimestamp"),
+                  if_stuck=f"kubectl describe rayjob {name}; kubectl describe pods -l ray.io/cluster={cluster} "
+                  "(image pulls, quota, GPUs, volumes that do not mount)")
+
+
+def _seconds(start: str | None, end: str | None) -> float | None:
+    if not start or not end:
+        return None
+    return max((_time(end) - _time(start)).total_seconds(), 0.0)
+
+
+def ingestion_progress(job: Mapping[str, Any] | None, report: Mapping[str, Any], now: str) -> dict[str, Any]:
+    """status.ingestion (raylight.api.types.IngestionProgress) from the RayJob's status and, once the run
+    has finished, its own report (counts, failures with reasons)."""
+    status = (job or {}).get("status") or {}
+    start, end = status.get("startTime"), status.get("endTime")
+    out: dict[str, Any] = {"phase": rayjob_phase(job) if job is not None else "Pending",
+                           "job": (job or {}).get("metadata", {}).get("name"),
+                           "startTime": start, "endTime": end,
+                           "durationSeconds": _seconds(start, end or (now if start else None))}
+    why = ": ".join(x for x in (status.get("reason"), status.get("message")) if x)
+    if why:
+        out["message"] = why[:1000]
+    if report.get("error"):
+        out["message"] = str(report["error"])[:1000]
+        out["phase"] = "Failed" if out["phase"] != "Running" else out["phase"]
+    if "added" in report:
+        done = sum(int(report.get(k) or 0) for k in ("added", "updated", "unchanged"))
+        out.update(documentsDone=done, documentsSkipped=report.get("skipped"), documentsFailed=report.get("failed"),
+                   documentsSeen=report.get("seen", done + int(report.get("skipped") or 0) +
+                                            int(report.get("failed") or 0)),
+                   chunksEmbedded=report.get("chunks_embedded"), chunksReused=report.get("chunks_reused"),
+                   points=report.get("points"), workers=report.get("workers"),
+                   failures=[{"source": str(f.get("source", "")), "reason": str(f.get("reason", ""))}
+                             for f in report.get("failures") or [] if isinstance(f, Mapping)][:20])
+        seconds = report.get("seconds") or out["durationSeconds"]
+        if seconds:
+            out["chunksPerSecond"] = round(int(report.get("chunks_embedded") or 0) / float(seconds), 1)
+    return {k: v for k, v in out.items() if v is not None}
 
 
 # ---------------------------------------------------------------- ModelDeployments a Pipeline uses

@@ -53,6 +53,7 @@ from raylight.api.names import MODEL_DEPLOYMENT
 from raylight.api.serve import ModelAppArgs, model_deployment_options
 from raylight.api.types import ModelDeploymentSpec
 
+from raylight_pipelines import telemetry
 from raylight_pipelines.serving import guard, protocol
 from raylight_pipelines.serving.loading import load_model
 from raylight_pipelines.serving.protocol import (
@@ -68,6 +69,7 @@ logger = logging.getLogger("ray.serve")
 
 api = FastAPI(title="raylight model server")
 guard.install(api)
+api.add_middleware(telemetry.TraceContextMiddleware)
 
 
 def _per_request(rows: np.ndarray, counts: list[int], sizes: list[int]) -> list[tuple[np.ndarray, list[int]]]:
@@ -97,6 +99,8 @@ def choice_requests(request: ChatCompletionRequest) -> list[ChatCompletionReques
 @serve.ingress(api)
 class ModelServer:
     def __init__(self, name: str, spec: ModelDeploymentSpec | dict[str, Any]) -> None:
+        telemetry.configure_tracing("raylight-model")
+        telemetry.serve_metrics()
         self.name = name
         self.spec = ModelDeploymentSpec.model_validate(spec)
         self.task = self.spec.task
@@ -143,6 +147,50 @@ class ModelServer:
         return {"object": "tokenizer", "model": self.name, "max_tokens": embedder.max_tokens,
                 "tokenizer": json.loads(embedder.tokenizer_json())}
 
+    def _observed(self, route: str, trace_headers: dict[str, str] | None = None
+                  ) -> contextlib.AbstractContextManager[Any]:
+        """The request's span (a child of the caller's trace: `traceparent` from HTTP or `trace_headers` from a
+        gateway's handle call) and its metrics."""
+        stack = contextlib.ExitStack()
+        stack.enter_context(telemetry.attached(trace_headers))
+        stack.enter_context(telemetry.observed(f"model {route}", self._attributes(route), self._count(route)))
+        return stack
+
+    def _attributes(self, route: str) -> dict[str, Any]:
+        return {"raylight.model": self.name, "raylight.route": route, "raylight.task": self.task}
+
+    def _count(self, route: str) -> Any:
+        def done(status: int, started: float, span: Any) -> None:
+            telemetry.MODEL_REQUESTS.labels(self.name, route, str(status)).inc()
+            telemetry.MODEL_REQUEST_SECONDS.labels(self.name, route).observe(time.perf_counter() - started)
+        return done
+
+    def _tokens(self, prompt: int, completion: int = 0, seconds: float | None = None) -> None:
+        if prompt:
+            telemetry.MODEL_TOKENS.labels(self.name, "prompt").inc(prompt)
+        if completion:
+            telemetry.MODEL_TOKENS.labels(self.name, "completion").inc(completion)
+            if seconds:
+                telemetry.MODEL_TOKENS_PER_SECOND.labels(self.name).observe(completion / seconds)
+
+    @contextlib.asynccontextmanager
+    async def _engine(self) -> Any:
+        """The engine, one generation at a time; waiting requests count in raylight_model_queue_depth."""
+        queue = telemetry.MODEL_QUEUE_DEPTH.labels(self.name)
+        queue.inc()
+        try:
+            await self._generate_lock.acquire()
+        finally:
+            queue.dec()
+        try:
+            yield
+        finally:
+            self._generate_lock.release()
+
+    async def metrics(self) -> str:
+        """This replica's metrics (Prometheus text), for a gateway that serves one /metrics for all apps."""
+        return telemetry.exposition()
+
     async def stats(self) -> dict[str, int]:
         """Counters of this replica (requests, forward passes, generations stopped because the caller went away)."""
         return dict(self._stats)
@@ -155,7 +203,12 @@ class ModelServer:
     def _parse(self, model: type[Any], body: dict[str, Any] | bytes) -> Any:
         return protocol.parse(model, guard.load_object(body, MODEL_MAX_REQUEST_BYTES), self.name)
 
-    async def embeddings(self, body: dict[str, Any] | bytes) -> dict[str, Any]:
+    async def embeddings(self, body: dict[str, Any] | bytes,
+                         trace_headers: dict[str, str] | None = None) -> dict[str, Any]:
+        with self._observed("embeddings", trace_headers):
+            return await self._embeddings(body)
+
+    async def _embeddings(self, body: dict[str, Any] | bytes) -> dict[str, Any]:
         self._check_task("embed", "/v1/embeddings")
         request: EmbeddingsRequest = self._parse(EmbeddingsRequest, body)
         embedder: Embedder = self.loaded.runtime  # type: ignore[assignment]
@@ -165,6 +218,7 @@ class ModelServer:
         self._stats["embed_requests"] += 1
         vectors, counts = await self._embed_batch(request.texts)
         tokens = sum(counts)
+        self._tokens(tokens)
         return {
             "object": "list",
             "model": self.name,
@@ -180,15 +234,22 @@ class ModelServer:
         flat = [text for texts in requests for text in texts]
         self._stats["embed_batches"] += 1
         self._stats["embed_texts"] += len(flat)
+        telemetry.MODEL_BATCH_SIZE.labels(self.name, "embed").observe(len(flat))
         vectors, counts = await asyncio.to_thread(embedder.embed, flat)
         return _per_request(vectors, counts, [len(texts) for texts in requests])
 
-    async def rerank(self, body: dict[str, Any] | bytes) -> dict[str, Any]:
+    async def rerank(self, body: dict[str, Any] | bytes,
+                     trace_headers: dict[str, str] | None = None) -> dict[str, Any]:
+        with self._observed("rerank", trace_headers):
+            return await self._rerank(body)
+
+    async def _rerank(self, body: dict[str, Any] | bytes) -> dict[str, Any]:
         self._check_task("rerank", "/v1/rerank")
         request: RerankRequest = self._parse(RerankRequest, body)
         self._stats["rerank_requests"] += 1
         texts = request.texts
         scores, counts = await self._rerank_batch([(request.query, t) for t in texts])
+        self._tokens(sum(counts))
         return protocol.rerank_response(self.name, texts, [float(s) for s in scores], request.top_n,
                                         request.return_documents, sum(counts))
 
@@ -199,6 +260,7 @@ class ModelServer:
         flat = [pair for pairs in requests for pair in pairs]
         self._stats["rerank_batches"] += 1
         self._stats["rerank_pairs"] += len(flat)
+        telemetry.MODEL_BATCH_SIZE.labels(self.name, "rerank").observe(len(flat))
         scores, counts = await asyncio.to_thread(reranker.score, flat)
         return _per_request(scores, counts, [len(pairs) for pairs in requests])
 
@@ -219,11 +281,17 @@ class ModelServer:
     def _chat_runtime(self) -> ChatRuntime:
         return self.loaded.runtime  # type: ignore[return-value]
 
-    async def chat_completions(self, body: dict[str, Any] | bytes) -> dict[str, Any]:
+    async def chat_completions(self, body: dict[str, Any] | bytes,
+                               trace_headers: dict[str, str] | None = None) -> dict[str, Any]:
+        with self._observed("chat", trace_headers):
+            return await self._chat_completions(body)
+
+    async def _chat_completions(self, body: dict[str, Any] | bytes) -> dict[str, Any]:
         request = self._chat_request(body)
         results: list[Generation] = []
         cancelled = threading.Event()
-        async with self._generate_lock:
+        async with self._engine():
+            started = time.perf_counter()
             try:
                 for one in choice_requests(request):
                     results.append(await asyncio.to_thread(self._chat_runtime.generate, one, None, cancelled))
@@ -231,16 +299,22 @@ class ModelServer:
                 cancelled.set()  # the caller went away: the engine stops at its next token
                 self._stats["generations_cancelled"] += 1
                 raise
+            self._tokens(results[0].prompt_tokens, sum(r.completion_tokens for r in results),
+                         time.perf_counter() - started)
         choices = [protocol.choice(i, r.text, r.finish_reason, r.tool_calls, r.logprobs)
                    for i, r in enumerate(results)]
         return protocol.chat_completion(protocol.completion_id(), self.name, choices, results[0].prompt_tokens,
                                         sum(r.completion_tokens for r in results))
 
-    async def chat_completions_stream(self, body: dict[str, Any] | bytes) -> AsyncGenerator[str]:
-        request = self._chat_request(body)
-        async with contextlib.aclosing(self._stream(request)) as lines:  # a caller that goes away stops it now
+    async def chat_completions_stream(self, body: dict[str, Any] | bytes,
+                                      trace_headers: dict[str, str] | None = None) -> AsyncGenerator[str]:
+        lines = self._observed_stream(lambda: self._stream(self._chat_request(body)), telemetry.extract(trace_headers))
+        async with contextlib.aclosing(lines):  # a caller that goes away stops it now
             async for line in lines:
                 yield line
+
+    def _observed_stream(self, make: Any, parent: Any = None) -> AsyncGenerator[str]:
+        return telemetry.observed_stream("model chat", self._attributes("chat"), make, self._count("chat"), parent)
 
     async def _stream(self, request: ChatCompletionRequest) -> AsyncGenerator[str]:
         """Run the engine in a thread and relay its text pieces and tool calls as SSE chunks, one choice
@@ -266,7 +340,8 @@ class ModelServer:
         def chunk(index: int, delta: dict[str, Any], **extra: Any) -> str:
             return protocol.sse(protocol.chat_chunk(cid, self.name, created, delta, index=index, **extra))
 
-        async with self._generate_lock:
+        async with self._engine():
+            started = time.perf_counter()
             task = loop.run_in_executor(None, work)
             try:
                 prompt_tokens = completion_tokens = 0
@@ -296,6 +371,7 @@ class ModelServer:
                             prompt_tokens = item.prompt_tokens
                             completion_tokens += item.completion_tokens
                             break
+                self._tokens(prompt_tokens, completion_tokens, time.perf_counter() - started)
                 if request.stream_options and request.stream_options.include_usage:
                     usage = protocol.usage(prompt_tokens, completion_tokens)
                     yield protocol.sse(protocol.chat_chunk(cid, self.name, created, {}, usage_=usage))
@@ -348,7 +424,7 @@ class ModelServer:
     async def http_chat_completions(self, request: Request) -> Response:
         body = guard.load_object(await guard.read_body(request, MODEL_MAX_REQUEST_BYTES), MODEL_MAX_REQUEST_BYTES)
         if body.get("stream") is True:
-            return await guard.sse_response(self._stream(self._chat_request(body)))
+            return await guard.sse_response(self._observed_stream(lambda: self._stream(self._chat_request(body))))
         return JSONResponse(await self.chat_completions(body))
 
 

@@ -152,7 +152,7 @@ def load_object(body: bytes | str | dict[str, Any], limit: int) -> dict[str, Any
 
 
 def error_response(exc: ApiError) -> JSONResponse:
-    return JSONResponse(exc.body(), status_code=exc.status)
+    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers() or None)
 
 
 async def sse_response(lines: AsyncGenerator[str]) -> Response:

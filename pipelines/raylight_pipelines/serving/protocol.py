@@ -28,13 +28,17 @@ class ApiError(Exception):
     """
 
     def __init__(self, status: int, message: str, type: str = "invalid_request_error",
-                 param: str | None = None, code: str | None = None) -> None:
-        super().__init__(status, message, type, param, code)  # args kept so the error pickles
+                 param: str | None = None, code: str | None = None, retry_after: int | None = None) -> None:
+        super().__init__(status, message, type, param, code, retry_after)  # args kept so the error pickles
         self.status = status
         self.message = message
         self.type = type
         self.param = param
         self.code = code
+        self.retry_after = retry_after  # seconds: sent as the `Retry-After` header (429)
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)} if self.retry_after is not None else {}
 
     def __str__(self) -> str:
         return f"{self.status} {self.type}: {self.message}"

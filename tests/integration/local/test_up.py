@@ -318,6 +318,19 @@ def test_missing_model_package_fails_with_one_sentence(tmp_path: Path) -> None:
     assert not processes_naming(str(tmp_path / "d"))
 
 
+def test_gateway_serves_every_apps_metrics_on_one_port(platform: dict[str, Any]) -> None:
+    """`raylight up` serves the same metrics as a cluster's pods, merged, on the gateway's /metrics."""
+    base = f"http://127.0.0.1:{platform['port']}"
+    httpx.post(f"{base}/v1/embeddings", json={"model": "minilm", "input": ["hello"]}, timeout=60)
+    text = httpx.get(f"{base}/metrics", timeout=30).text
+    for line in ('raylight_model_requests_total{model="minilm",route="embeddings",status="200"}',
+                 'raylight_model_batch_size_count{model="minilm",task="embed"}',
+                 'raylight_model_tokens_total{kind="prompt",model="minilm"}'):
+        assert line in text, text[:2000]
+    assert text.count("# TYPE raylight_model_requests_total counter") == 1  # merged, not concatenated
+    assert "raylight_agent_requests_total" in text
+
+
 def test_down_stops_every_process_and_keeps_the_data(platform: dict[str, Any]) -> None:
     data_dir = platform["data_dir"]
     state = json.loads((data_dir / "platform.json").read_text())

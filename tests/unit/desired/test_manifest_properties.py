@@ -111,7 +111,8 @@ STATS: Counter[str] = Counter()
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(docs=manifest_set())
 def test_every_manifest_set_that_validates_renders_objects_that_can_run(
-        docs: list[dict[str, Any]], validate_rayservice: Callable[[dict[str, Any]], None]) -> None:
+        docs: list[dict[str, Any]], validate_rayservice: Callable[[dict[str, Any]], None],
+        validate_rayjob: Callable[[dict[str, Any]], None]) -> None:
     STATS["examples"] += 1
     manifests = []
     for doc in docs:
@@ -143,8 +144,10 @@ def test_every_manifest_set_that_validates_renders_objects_that_can_run(
             for group in obj["spec"]["rayClusterConfig"].get("workerGroupSpecs", []):
                 limits = group["template"]["spec"]["containers"][0]["resources"]["limits"]
                 assert len({v.k8s_resource for v in VENDORS} & set(limits)) <= 1
-        if obj["kind"] == "Job":
-            mounts = [m["mountPath"] for m in obj["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]]
+        if obj["kind"] == "RayJob":
+            validate_rayjob(obj)
+            head = obj["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]
+            mounts = [m["mountPath"] for m in head["spec"]["containers"][0]["volumeMounts"]]
             assert len(mounts) == len(set(mounts))
     assert all(count == 1 for count in names.values()), [k for k, c in names.items() if c > 1]
 

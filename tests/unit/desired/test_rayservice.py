@@ -141,7 +141,8 @@ def test_spec_hash_changes_only_with_the_spec() -> None:
     assert hash_of(a) != hash_of(b)
 
 
-def test_examples_render_valid_objects(validate_rayservice: Callable[[dict[str, Any]], None]) -> None:
+def test_examples_render_valid_objects(validate_rayservice: Callable[[dict[str, Any]], None],
+                                      validate_rayjob: Callable[[dict[str, Any]], None]) -> None:
     for example in ("quickstart", "gpu-cluster"):
         result = load_valid([ROOT / "examples" / example], "default", SETTINGS)
         assert result.ok, [str(p) for p in result.problems]
@@ -149,8 +150,10 @@ def test_examples_render_valid_objects(validate_rayservice: Callable[[dict[str, 
         for obj in objects:
             if obj["kind"] == "RayService":
                 validate_rayservice(obj)
+            if obj["kind"] == "RayJob":
+                validate_rayjob(obj)
         kinds = sorted(o["kind"] for o in objects)
-        assert kinds == ["ConfigMap", "Job", "RayService", "RayService", "RayService"], kinds
+        assert kinds == ["ConfigMap", "RayJob", "RayService", "RayService", "RayService"], kinds
 
 
 def test_pipeline_agent_and_ingestion(validate_rayservice: Callable[[dict[str, Any]], None]) -> None:
@@ -179,8 +182,10 @@ def test_pipeline_agent_and_ingestion(validate_rayservice: Callable[[dict[str, A
     assert ingestion.collection == plan and ingestion.embedder == connections.embedder
     assert ingestion.ray_data is not None and ingestion.ray_data.num_gpus == embedder.spec.resources.gpus
     assert job["metadata"]["name"].startswith("legal-assistant-ingest-")
-    mounts = job["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
-    assert {"name": "source-0", "mountPath": "/mnt/pvc/legal-docs", "readOnly": True} in mounts
+    cluster = job["spec"]["rayClusterSpec"]
+    for pod in (cluster["headGroupSpec"]["template"], cluster["workerGroupSpecs"][0]["template"]):
+        mounts = pod["spec"]["containers"][0]["volumeMounts"]  # the driver lists, the workers read
+        assert {"name": "source-0", "mountPath": "/mnt/pvc/legal-docs", "readOnly": True} in mounts
 
 
 @pytest.mark.parametrize("replicas", [{"min": 1, "max": 1}, {"min": 1, "max": 5}])

@@ -220,8 +220,9 @@ def test_ingestion_job_mounts_a_shared_claim_once(tmp_path: Path) -> None:
     two = pipeline(sources=[{"pvc": {"claim": "docs", "path": "/a"}}, {"pvc": {"claim": "docs", "path": "/b"}}])
     problems, objects = check(tmp_path, EMBEDDER, LLM, two)
     assert problems == []
-    job = next(o for o in objects if o["kind"] == "Job")
-    paths = [m["mountPath"] for m in job["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]]
+    job = next(o for o in objects if o["kind"] == "RayJob")
+    worker = job["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["template"]
+    paths = [m["mountPath"] for m in worker["spec"]["containers"][0]["volumeMounts"]]
     assert len(paths) == len(set(paths)) and "/mnt/pvc/docs" in paths
     assert get_ingestion_objects is not None
 

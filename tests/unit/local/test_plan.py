@@ -45,7 +45,9 @@ def test_local_ingestion_embeds_here_or_behind_the_gateway_and_writes_through_th
     running = local_ingestion_plan(pipeline, embedder, tmp_path, {"store_actor": "raylight-store"},
                                    "http://127.0.0.1:18000")
     assert running.embedder.base_url == "http://127.0.0.1:18000/v1" and running.store.actor == "raylight-store"
-    assert running.report_path is None and running.ray_data is None
+    assert running.report_path is None and offline.ray_data is None  # no platform: no Ray, in this process
+    # the platform up: the same Ray Data pipeline on its Ray, claiming no CPUs the Serve replicas hold
+    assert running.ray_data is not None and (running.ray_data.num_cpus, running.ray_data.task_cpus) == (0.0, 0.0)
     assert IngestionPlan.model_validate_json(running.model_dump_json(by_alias=True)) == running
 
 

@@ -140,21 +140,21 @@ def test_ingestion_waits_for_models_then_runs_once_per_plan(
         rec: Reconciler, kube: FakeKube, store: QdrantCollections) -> None:
     pipe = add(kube, "Pipeline", "handbook", PIPE)
     early = rec.pipeline(pipe)
-    assert not kube.list("Job", "ns", {})
+    assert not kube.list("RayJob", "ns", {})
     assert {c["type"]: c["reason"] for c in early.status["conditions"]}["ModelsReady"] == "ModelMissing"
     assert kube.get("RayService", "ns", "handbook-agent") is not None
     add(kube, "ModelDeployment", "minilm", EMBED, phase="Ready")
     add(kube, "ModelDeployment", "smollm", CHAT, phase="Ready")
     result = rec.pipeline(pipe)
-    jobs = kube.list("Job", "ns", {})
+    jobs = kube.list("RayJob", "ns", {})
     assert len(jobs) == 1 and store.exists("handbook")
     assert result.status["lastIngestion"]["job"] == jobs[0]["metadata"]["name"]
 
-    # The run succeeded and the TTL controller removed the Job: the same plan is not run again.
+    # The run succeeded and KubeRay's TTL removed the RayJob: the same plan is not run again.
     pipe["status"] = {**result.status, "lastIngestion": {**result.status["lastIngestion"], "succeeded": True}}
-    kube.delete("Job", "ns", jobs[0]["metadata"]["name"])
+    kube.delete("RayJob", "ns", jobs[0]["metadata"]["name"])
     again = rec.pipeline(pipe)
-    assert not kube.list("Job", "ns", {})
+    assert not kube.list("RayJob", "ns", {})
     assert {c["type"]: c["status"] for c in again.status["conditions"]}["IngestionReady"] == "True"
 
 
@@ -166,28 +166,49 @@ def test_a_finished_run_s_summary_and_skips_reach_the_pipeline_status(
     job = rec.pipeline(pipe).status["lastIngestion"]["job"]
     summary = {"added": 3, "skipped": 1, "failed": 0, "listed": True, "failures": [],
                "skips": [{"source": "path:docs/.env", "reason": "may hold secrets"}]}
-    kube.objects[("Job", "ns", job)]["status"] = {"succeeded": 1,
-                                                  "conditions": [{"type": "Complete", "status": "True"}]}
-    kube.objects[("Pod", "ns", f"{job}-x")] = {
+    kube.objects[("RayJob", "ns", job)]["status"] = {
+        "jobDeploymentStatus": "Complete", "jobStatus": "SUCCEEDED", "startTime": "2026-11-29T10:00:00Z",
+        "endTime": "2026-11-29T10:00:10Z"}
+    kube.objects[("Pod", "ns", f"{job}-x")] = {  # the RayJob's submitter keeps the run's last line
         "metadata": {"name": f"{job}-x", "labels": {"job-name": job}},
         "status": {"containerStatuses": [{"state": {"terminated": {"exitCode": 0, "message": json.dumps(summary)}}}]}}
-    last = rec.pipeline(pipe).status["lastIngestion"]
+    status = rec.pipeline(pipe).status
+    last = status["lastIngestion"]
     assert last["succeeded"] and last["skips"] == summary["skips"] and last["added"] == 3
+    assert status["ingestion"]["phase"] == "Succeeded" and status["ingestion"]["documentsDone"] == 3
+    assert status["ingestion"]["durationSeconds"] == 10.0
 
 
-def test_a_new_plan_replaces_an_unfinished_run_and_schedule_toggles_the_cronjob(
+def test_a_failed_run_says_why_from_its_own_report(rec: Reconciler, kube: FakeKube) -> None:
+    add(kube, "ModelDeployment", "minilm", EMBED, phase="Ready")
+    add(kube, "ModelDeployment", "smollm", CHAT, phase="Ready")
+    pipe = add(kube, "Pipeline", "handbook", PIPE)
+    job = rec.pipeline(pipe).status["lastIngestion"]["job"]
+    kube.objects[("RayJob", "ns", job)]["status"] = {"jobDeploymentStatus": "Failed", "jobStatus": "FAILED",
+                                                     "reason": "AppFailed", "message": "Job entrypoint failed"}
+    kube.objects[("Pod", "ns", f"{job}-x")] = {
+        "metadata": {"name": f"{job}-x", "labels": {"job-name": job}},
+        "status": {"containerStatuses": [{"state": {"terminated": {"exitCode": 1, "message": json.dumps(
+            {"error": "cannot open the vector store http://qdrant:6333: connection refused"})}}}]}}
+    status = rec.pipeline(pipe).status
+    ready = {c["type"]: c for c in status["conditions"]}["IngestionReady"]
+    assert ready["status"] == "False" and "connection refused" in ready["message"]
+    assert status["ingestion"]["phase"] == "Failed" and "connection refused" in status["ingestion"]["message"]
+
+
+def test_a_new_plan_replaces_an_unfinished_run_and_schedule_toggles_the_raycronjob(
         rec: Reconciler, kube: FakeKube) -> None:
     add(kube, "ModelDeployment", "minilm", EMBED, phase="Ready")
     add(kube, "ModelDeployment", "smollm", CHAT, phase="Ready")
     pipe = add(kube, "Pipeline", "handbook", {**PIPE, "schedule": "*/5 * * * *"})
     rec.pipeline(pipe)
-    old = kube.list("Job", "ns", {})[0]["metadata"]["name"]
-    assert kube.get("CronJob", "ns", "handbook-ingest") is not None
+    old = kube.list("RayJob", "ns", {})[0]["metadata"]["name"]
+    assert kube.get("RayCronJob", "ns", "handbook-ingest") is not None
     pipe["spec"] = {**PIPE, "sources": [{"documents": [{"id": "b", "text": "y"}]}]}
     rec.pipeline(pipe)
-    names = [j["metadata"]["name"] for j in kube.list("Job", "ns", {})]
+    names = [j["metadata"]["name"] for j in kube.list("RayJob", "ns", {})]
     assert len(names) == 1 and names[0] != old
-    assert kube.get("CronJob", "ns", "handbook-ingest") is None
+    assert kube.get("RayCronJob", "ns", "handbook-ingest") is None
 
 
 @pytest.mark.parametrize(("policy", "kept"), [("Retain", True), ("Delete", False)])

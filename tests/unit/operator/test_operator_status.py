@@ -12,11 +12,12 @@ from raylight.operator.status import (
     PROGRESS_DEADLINE_EXCEEDED,
     Health,
     conditions,
-    job_health,
+    ingestion_progress,
     model_verdict,
     models_health,
     overdue,
     pipeline_verdict,
+    rayjob_health,
     rayservice_health,
 )
 
@@ -168,21 +169,53 @@ def _job(**status: Any) -> dict[str, Any]:
 
 @pytest.mark.parametrize(("status", "expect"), [
     ({}, (False, True, False, "IngestionStarting")),
-    ({"active": 1, "ready": 0, "startTime": "2026-11-29T10:00:05Z"}, (False, True, False, "IngestionStarting")),
-    ({"active": 1, "ready": 1, "startTime": "2026-11-29T10:00:05Z"}, (False, True, False, "IngestionRunning")),
-    ({"active": 1, "failed": 1}, (False, True, False, "IngestionRetrying")),
-    ({"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]},
+    ({"jobDeploymentStatus": "Initializing", "startTime": "2026-11-29T10:00:05Z"},
+     (False, True, False, "IngestionStarting")),
+    ({"jobDeploymentStatus": "Running", "jobStatus": "RUNNING", "startTime": "2026-11-29T10:00:05Z"},
+     (False, True, False, "IngestionRunning")),
+    ({"jobDeploymentStatus": "Retrying", "failed": 1, "reason": "AppFailed"},
+     (False, True, False, "IngestionRetrying")),
+    ({"jobDeploymentStatus": "Complete", "jobStatus": "SUCCEEDED", "succeeded": 1,
+      "startTime": "2026-11-29T10:00:05Z", "endTime": "2026-11-29T10:02:05Z"},
      (True, False, False, "IngestionSucceeded")),
-    ({"failed": 4, "conditions": [{"type": "Failed", "status": "True", "message": "BackoffLimitExceeded"}]},
+    ({"jobDeploymentStatus": "Failed", "jobStatus": "FAILED", "failed": 3, "reason": "AppFailed",
+      "message": "Job failed"}, (False, False, True, "IngestionFailed")),
+    ({"jobDeploymentStatus": "Failed", "reason": "DeadlineExceeded", "message": "activeDeadlineSeconds passed"},
      (False, False, True, "IngestionFailed")),
 ])
-def test_each_ingestion_job_state_reads_as_what_it_means(status: dict[str, Any], expect: tuple[Any, ...]) -> None:
-    h = job_health(_job(**status))
+def test_each_ingestion_rayjob_state_reads_as_what_it_means(
+        status: dict[str, Any], expect: tuple[Any, ...], validate_rayjob_status: Any) -> None:
+    validate_rayjob_status(status)  # a status KubeRay's CRD admits
+    h = rayjob_health(_job(**status))
     assert (h.ready, h.progressing, h.degraded, h.reason) == expect
-    if h.reason == "IngestionStarting":  # pods that never start stall: counted from the Job's start
+    if h.reason == "IngestionStarting":  # a cluster that never starts stalls: counted from the run's start
         assert h.since == status.get("startTime", "2026-11-29T10:00:00Z") and "describe pods" in h.if_stuck
     if h.reason == "IngestionRunning":
         assert not h.if_stuck
+    if h.reason == "IngestionFailed":
+        assert status["reason"] in h.message
+
+
+def test_progress_reads_the_rayjob_and_the_run_report() -> None:
+    running = ingestion_progress(_job(jobDeploymentStatus="Running", jobStatus="RUNNING",
+                                      startTime="2026-11-29T10:00:00Z"), {}, "2026-11-29T10:00:30Z")
+    assert running == {"phase": "Running", "job": "docs-ingest-1", "startTime": "2026-11-29T10:00:00Z",
+                       "durationSeconds": 30.0}
+    report = {"seen": 12, "added": 8, "updated": 1, "unchanged": 1, "skipped": 1, "failed": 1, "chunks_embedded": 300,
+              "chunks_reused": 20, "points": 320, "workers": 2, "seconds": 60.0,
+              "failures": [{"source": "path:docs/x.pdf", "reason": "cannot parse"}]}
+    done = ingestion_progress(_job(jobDeploymentStatus="Complete", jobStatus="SUCCEEDED",
+                                   startTime="2026-11-29T10:00:00Z", endTime="2026-11-29T10:01:40Z"),
+                              report, "2026-11-29T10:05:00Z")
+    assert done["phase"] == "Succeeded" and done["durationSeconds"] == 100.0
+    assert (done["documentsSeen"], done["documentsDone"], done["documentsSkipped"], done["documentsFailed"]) == (
+        12, 10, 1, 1)
+    assert (done["chunksEmbedded"], done["chunksReused"], done["points"]) == (300, 20, 320)
+    assert done["chunksPerSecond"] == 5.0
+    assert done["failures"] == [{"source": "path:docs/x.pdf", "reason": "cannot parse"}]
+    failed = ingestion_progress(_job(jobDeploymentStatus="Failed", jobStatus="FAILED", reason="AppFailed"),
+                                {"error": "the vector store is unreachable"}, "2026-11-29T10:05:00Z")
+    assert failed["phase"] == "Failed" and failed["message"] == "the vector store is unreachable"
 
 
 def _md(phase: str, ready: str, **degraded: str) -> dict[str, Any]:

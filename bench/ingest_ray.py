@@ -1,0 +1,119 @@
+"""Ingestion on Ray Data against the single-driver path and raw SentenceTransformer.encode (by hand, not CI).
+
+    OPENBLAS_NUM_THREADS=1 HF_HUB_OFFLINE=1 RAY_AUTH_MODE=disabled python bench/ingest_ray.py [--docs 30] [--rounds 2]
+
+Same corpus and chunks as bench/ingest.py (seeded pages from examples/quickstart/docs, MiniLM tokens, size
+220, overlap 30). Model loading is excluded from raw and driver timings; the Ray Data timings are whole
+runs (`ingest.run` on a local Ray: listing, read/parse/chunk tasks, the actor pool, upserts from the workers
+through the store actor that owns the embedded Qdrant folder, deletes), each into a fresh collection, so
+they include Ray Data's start-up and the actors' model loads: what a run really costs.
+
+  raw          SentenceTransformer.encode(all chunk texts), 2 threads, no store (the ceiling)
+  driver       today's single-driver path: sync() in this process, embedded Qdrant (2 threads)
+  ray 1x1      Ray Data, 1 embedding actor of 1 CPU (torch gets OMP_NUM_THREADS=1 from Ray)
+  ray 2x1      Ray Data, 2 embedding actors of 1 CPU each
+  ray 1x2      Ray Data, 1 embedding actor of 2 CPUs
+
+Scaling efficiency at 2 workers = rate(2x1) / (2 x rate(1x1)): doubling the cores by doubling the actors.
+The machine has 2 cores, which the read/parse/upsert tasks, the store actor and the driver share with the
+actors, so this efficiency is a floor, not what a cluster of separate nodes gets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ingest import MINILM, OVERLAP, SIZE, chunk_passages, make_corpus, time_raw, time_raylight
+from raylight.api.connections import (
+    CollectionPlan,
+    EmbedderConnection,
+    IngestionPlan,
+    RayDataOptions,
+    StoreConnection,
+)
+from raylight.api.types import Chunking, ModelRef, PipelineSpec, Source
+from raylight_pipelines import ingest
+from raylight_pipelines.embedders import LocalEmbedder
+from raylight_pipelines.store import start_store_actor
+
+LEGS = {"ray 1x1": (1, 1.0), "ray 2x1": (2, 1.0), "ray 1x2": (1, 2.0)}
+
+
+def ray_plan(docs_dir: Path, actor: str, workers: int, cpus: float) -> IngestionPlan:
+    collection = f"bench-{uuid.uuid4().hex[:6]}"
+    spec = PipelineSpec(embedder=ModelRef(model_deployment="minilm"),
+                        sources=[Source(path=str(docs_dir), include=["**/*.md"])],
+                        chunking=Chunking(size=SIZE, overlap=OVERLAP))
+    return IngestionPlan(pipeline="bench", spec=spec, embedder=EmbedderConnection(model="minilm", source=MINILM),
+                         store=StoreConnection(collection=collection, actor=actor),
+                         collection=CollectionPlan(collection=collection, dimensions=384),
+                         ray_data=RayDataOptions(concurrency=workers, num_cpus=cpus, batch_size=32,
+                                                 task_cpus=0.0, documents_per_task=4))
+
+
+def time_ray(embedder: LocalEmbedder, docs_dir: Path, actor: str, workers: int, cpus: float) -> tuple[float, int]:
+    plan = ray_plan(docs_dir, actor, workers, cpus)
+    start = time.perf_counter()
+    report = ingest.run(plan, docs_dir.parent, embedder)
+    return time.perf_counter() - start, report.chunks_embedded
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--docs", type=int, default=30)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    import ray
+
+    ray.init(address="local", num_cpus=os.cpu_count() or 2, include_dashboard=False, namespace="raylight",
+             log_to_driver=False)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    tmp = Path(tempfile.mkdtemp(prefix="raylight-bench-ray-"))
+    try:
+        docs = tmp / "docs"
+        make_corpus(docs, args.docs)
+        embedder = LocalEmbedder.from_source(MINILM)
+        passages = chunk_passages(docs, embedder)
+        actor = f"bench-store-{uuid.uuid4().hex[:6]}"
+        start_store_actor(actor, str(tmp / "qdrant-actor"))
+        time_raw(embedder, passages[:32])  # warm-up
+        times: dict[str, list[float]] = {k: [] for k in ("raw", "driver", *LEGS)}
+        chunks = len(passages)
+        for r in range(args.rounds):
+            times["raw"].append(time_raw(embedder, passages))
+            seconds, n = time_raylight(embedder, docs, tmp / f"store-{r}")
+            assert n == chunks, (n, chunks)
+            times["driver"].append(seconds)
+            for leg, (workers, cpus) in LEGS.items():
+                seconds, n = time_ray(embedder, docs, actor, workers, cpus)
+                assert n == chunks, (leg, n, chunks)
+                times[leg].append(seconds)
+            print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.1f}s" for k, v in times.items()), flush=True)
+        rate = {k: chunks / statistics.median(v) for k, v in times.items()}
+        out: dict[str, Any] = {
+            "chunks": chunks, "rounds": args.rounds,
+            "chunks_per_second": {k: round(v, 1) for k, v in rate.items()},
+            "ratio_to_raw": {k: round(v / rate["raw"], 3) for k, v in rate.items()},
+            "ratio_to_driver": {k: round(v / rate["driver"], 3) for k, v in rate.items()},
+            "scaling_efficiency_2_workers": round(rate["ray 2x1"] / (2 * rate["ray 1x1"]), 3),
+            "per_worker_chunks_per_second": round(rate["ray 1x1"], 1),
+        }
+        print(json.dumps(out, indent=2, ensure_ascii=False))
+    finally:
+        ray.shutdown()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
