@@ -54,9 +54,14 @@ def requests_for(i: int) -> tuple[str, str, dict[str, Any]]:
 def memory(session_pids: list[int]) -> dict[str, float]:
     """Resident MiB by process name: the platform's own pids and every Ray worker (ray::...)."""
     out: dict[str, float] = collections.defaultdict(float)
+    mine = set(session_pids)
     for proc in psutil.process_iter(["pid", "name", "cmdline", "memory_info"]):
         cmd = " ".join(proc.info.get("cmdline") or [])
-        if proc.info["pid"] in session_pids or cmd.startswith("ray::"):
+        try:  # only this platform's Ray workers: other Ray sessions on the machine run ray:: workers too
+            ours = not mine or proc.info["pid"] in mine or any(p.pid in mine for p in proc.parents())
+        except psutil.Error:
+            continue
+        if ours and (proc.info["pid"] in mine or cmd.startswith("ray::")):
             name = cmd.split()[0] if cmd.startswith("ray::") else Path(str(proc.info["name"])).name
             out[name] += proc.info["memory_info"].rss / 2**20 if proc.info["memory_info"] else 0.0
     return dict(out)
@@ -124,7 +129,10 @@ def main() -> int:
         url = f"http://127.0.0.1:{port}"
     try:
         state = json.loads((data_dir / "platform.json").read_text()) if args.url is None else {}
-        pids = list(state.get("pids", []))
+        # The daemon (it runs ray.init, so every Ray worker of this platform descends from it) and what it
+        # records; "pids" is the older name.
+        pids = [int(p) for p in (*state.get("processes", {}), *state.get("pids", []))]
+        pids += [int(state["daemon_pid"])] if state.get("daemon_pid") else []
         before = memory(pids)
         report = asyncio.run(soak(url, args.minutes, args.concurrency))
         report["rss_mib"] = {"start": before, "end": memory(pids)}

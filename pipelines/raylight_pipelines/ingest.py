@@ -83,6 +83,8 @@ def run(plan: IngestionPlan, base_dir: Path, embedder: Embedder | None = None,
         progress: Callable[[int, int], None] | None = None, client: Any = None) -> SyncReport:
     """Load the plan's sources (paths relative to base_dir) and sync them into its collection.
 
+    progress(done, total): chunks embedded of those to embed in this process; documents done of those listed on
+    Ray Data (`on_ray_data(plan)`), where the number of chunks is known only at the end.
     embedder: default from the plan (HTTP when base_url is set, a handle when serve_app is, else in this
     process from the source). client: default `connect(plan.store)`, closed at the end. Raises
     EmbedderError, WeightsError, TokenizerError or StoreUnavailable; a document that cannot be read is

@@ -175,6 +175,8 @@ def _cause(exc: BaseException) -> BaseException:
     while seen is not None:
         if isinstance(seen, (StoreUnavailable, EmbedderError, WeightsError, TokenizerError)):
             return seen
+        if type(seen).__module__.startswith(("qdrant_client", "httpx", "httpcore", "grpc")):
+            return StoreUnavailable(f"the vector store failed during the run: {type(seen).__name__}: {seen}"[:2000])
         cause = getattr(seen, "cause", None)
         if isinstance(cause, BaseException) and cause is not seen:
             seen = cause
@@ -203,6 +205,9 @@ def ray_ingest(plan: IngestionPlan, base_dir: Any, embedder: Embedder, tokenizer
     import ray.data
 
     assert plan.ray_data is not None and plan.embedder.source is not None
+    if progress is not None:  # the caller shows its own bar: not Ray Data's bars and per-dataset log lines too
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
     opts = plan.ray_data
     spec = plan.spec
     collection = plan.store.collection
@@ -233,14 +238,16 @@ def ray_ingest(plan: IngestionPlan, base_dir: Any, embedder: Embedder, tokenizer
         items = [{"unit": pickle.dumps(u), "present": json.dumps(existing.get(u.source_id, []))} for u in units]
         blocks = max(1, min(len(units) // max(opts.documents_per_task, 1) + 1, 200))
         ds: Any = ray.data.from_items(items, override_num_blocks=blocks)
+        # A task that fails on the store (a Qdrant blip) is retried: its reads and upserts are idempotent.
+        retry = {"max_retries": 3, "retry_exceptions": True}
         ds = ds.map_batches(read_parse_chunk, fn_kwargs={"ctx": ctx}, batch_size=opts.documents_per_task,
-                            batch_format="numpy", num_cpus=opts.task_cpus)
+                            batch_format="numpy", num_cpus=opts.task_cpus, **retry)
         ds = ds.map_batches(EmbedPassages, fn_constructor_kwargs={
             "source": plan.embedder.source, "device": "cuda" if opts.num_gpus else "cpu"},
             batch_size=opts.batch_size, batch_format="numpy", compute=_pool(opts),
             num_cpus=opts.num_cpus, num_gpus=opts.num_gpus)
         ds = ds.map_batches(upsert, fn_kwargs={"ctx": ctx}, batch_size=max(opts.batch_size, 64),
-                            batch_format="numpy", num_cpus=opts.task_cpus)
+                            batch_format="numpy", num_cpus=opts.task_cpus, **retry)
         done = 0
         try:
             for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):

@@ -74,7 +74,7 @@ def ingest_command(args: argparse.Namespace) -> int:
         try:
             if plan.embedder.model not in embedders:  # one model load per embedder, in this process
                 embedders[plan.embedder.model] = from_connection(plan.embedder, local=True)
-            update, close = progress(name)
+            update, close = progress(name, "document" if ingestion.on_ray_data(plan) else "chunk")
             try:
                 report = ingestion.run(plan, base_dir, embedders[plan.embedder.model], progress=update)
             finally:

@@ -65,7 +65,7 @@ def progress(label: str, unit: str = "chunk") -> tuple[Progress, Callable[[], No
         step = 10 * done // max(total, 1)
         if step != last["step"]:
             last["step"] = step
-            say(f"{label}: {done}/{total} {unit}s embedded")
+            say(f"{label}: {done}/{total} {unit}s {'done' if unit == 'document' else 'embedded'}")
 
     return update_line, lambda: None
 

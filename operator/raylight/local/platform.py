@@ -153,7 +153,7 @@ def ingest(plan: Plan, state: dict[str, Any], data_dir: Path) -> None:
         run = local_ingestion_plan(pipeline, embedder_md if isinstance(embedder_md, ModelDeployment) else None,
                                    data_dir, state, state["url"])
         base_dir = r.manifest.file.parent.resolve()
-        update, close = progress(f"  ingest {r.name}")
+        update, close = progress(f"  ingest {r.name}", "document" if ingestion.on_ray_data(run) else "chunk")
         t0 = time.monotonic()
         try:
             assert run.embedder.base_url is not None

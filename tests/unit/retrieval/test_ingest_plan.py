@@ -95,3 +95,13 @@ def test_a_broken_plan_fails_with_one_sentence(tmp_path, capsys):
     (tmp_path / "plan.json").write_text("{not json")
     assert raylight(["ingest", "--plan", str(tmp_path / "plan.json")]) == 1
     assert "not a valid ingestion plan" in capsys.readouterr().err
+
+
+def test_a_failed_run_s_last_line_says_why_for_the_operator(tmp_path, capsys, monkeypatch):
+    """The RayJob's submitter keeps the run's last JSON line as its termination message: on failure, the error."""
+    plan = quickstart_plan(tmp_path, "http://127.0.0.1:9/v1")  # nothing listens: the embedder is unreachable
+    (tmp_path / "plan.json").write_text(json.dumps(plan.to_wire()))
+    monkeypatch.chdir(QUICKSTART)
+    assert raylight(["ingest", "--plan", str(tmp_path / "plan.json"), "--json"]) == 1
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(last) == {"error"} and "127.0.0.1:9" in last["error"]
