@@ -21,6 +21,7 @@ from typing import Any, Final, cast
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import StateSnapshot
 from raylight.api.connections import Connections
 from raylight.api.types import PipelineSpec
 from raylight_pipelines import telemetry
@@ -159,9 +160,9 @@ class Agent:
         # Namespaced: several pipelines may share one thread database.
         return {"configurable": {"thread_id": f"{self.name}:{thread_id}"}}
 
-    async def _owned_state(self, thread_id: str, user: User) -> AgentState | None:
-        """The thread's state, or None for a new thread. A thread belongs to the user who started it (None
-        when started without one): for anyone else it does not exist (404), whatever `user` they state."""
+    async def _snapshot(self, thread_id: str, user: User) -> StateSnapshot | None:
+        """The thread's latest checkpoint, or None for a new thread. A thread belongs to the user who started it
+        (None when started without one): for anyone else it does not exist (404), whatever `user` they state."""
         graph = self._answering()
         if not THREAD_ID.match(thread_id):
             raise errors.ApiError(400, "thread_id: 1-128 characters of letters, digits, _ . : -",
@@ -170,7 +171,27 @@ class Agent:
         values = cast(AgentState, snapshot.values or {})
         if values and values.get("owner") != user.id:
             raise errors.not_found(f"thread {thread_id}")
-        return values or None
+        return snapshot if values else None
+
+    async def _owned_state(self, thread_id: str, user: User) -> AgentState | None:
+        """The thread's state, or None for a new thread (see `_snapshot`)."""
+        snapshot = await self._snapshot(thread_id, user)
+        return cast(AgentState, snapshot.values) if snapshot else None
+
+    async def _forget_turn(self, thread_id: str, before: RunnableConfig | None) -> None:
+        """Leave the thread as it was before a turn that failed: LangGraph saves a run's state when the run
+        ends, with an error too, so the question would otherwise stay in the thread without its answer (and be
+        sent to the model again with the next turn). A new thread is removed; an older one gets its previous
+        checkpoint back as the latest (a copy, LangGraph's `__copy__` fork)."""
+        graph = self._answering()
+        try:
+            if before is None:
+                if graph.checkpointer is not None and not isinstance(graph.checkpointer, bool):
+                    await graph.checkpointer.adelete_thread(self.config(thread_id)["configurable"]["thread_id"])
+            else:
+                await graph.aupdate_state(before, None, as_node="__copy__")
+        except Exception as exc:  # the thread store itself failing: that error is the one the caller gets
+            log.warning("pipeline %s: thread %s keeps the failed turn: %s", self.name, thread_id, exc)
 
     async def history(self, thread_id: str, user: User | None = None) -> dict[str, Any]:
         values = await self._owned_state(thread_id, user or User())
@@ -198,9 +219,12 @@ class Agent:
         finally:
             await self.turns.release(key)
 
-    async def _prepare(self, turn: Turn, thread_id: str) -> tuple[AgentState, RunnableConfig, RunContext]:
+    async def _prepare(self, turn: Turn, thread_id: str,
+                       ) -> tuple[AgentState, RunnableConfig, RunContext, RunnableConfig | None]:
+        """The turn's input state, its config and context, and the thread's checkpoint before it (None: new)."""
         # A new thread has no state to read back (one checkpoint read less per first question).
-        existing = await self._owned_state(thread_id, turn.user) if turn.thread_id else None
+        snapshot = await self._snapshot(thread_id, turn.user) if turn.thread_id else None
+        existing = cast(AgentState, snapshot.values) if snapshot else None
         state = turn_input(turn.question, existing.get("owner") if existing else turn.user.id)
         if turn.prior and existing is None:
             state["messages"] = [*turn.prior, *state["messages"]]
@@ -208,7 +232,7 @@ class Agent:
         # A follow-up is searched with the conversation's earlier user turns (see standalone_query).
         state["query"] = standalone_query(turn.question, [m["content"] for m in earlier if m["role"] == "user"])
         ctx = RunContext(caller=self.caller_factory(turn.user), pipeline=self.name)
-        return state, self.config(thread_id), ctx
+        return state, self.config(thread_id), ctx, snapshot.config if snapshot else None
 
     def result(self, thread_id: str, values: AgentState) -> dict[str, Any]:
         return {
@@ -265,9 +289,13 @@ class Agent:
         values: AgentState | None = None
         try:
             async with self._turn(turn) as thread_id:
-                state, config, ctx = await self._prepare(turn, thread_id)
-                values = cast(AgentState, await self._answering().ainvoke(state, config, context=ctx,
-                                                                           durability=DURABILITY))
+                state, config, ctx, before = await self._prepare(turn, thread_id)
+                try:
+                    values = cast(AgentState, await self._answering().ainvoke(state, config, context=ctx,
+                                                                               durability=DURABILITY))
+                except (Exception, asyncio.CancelledError):  # a run limit or a caller gone is a failed turn too
+                    await asyncio.shield(self._forget_turn(thread_id, before))
+                    raise
         except (asyncio.CancelledError, TimeoutError):
             self._audit(operation, turn, started, 504, ctx, thread_id, values, "timeout")
             raise
@@ -291,23 +319,27 @@ class Agent:
         status, message = 200, None
         try:
             async with self._turn(turn) as thread_id:
-                state, config, ctx = await self._prepare(turn, thread_id)
+                state, config, ctx, before = await self._prepare(turn, thread_id)
                 ctx.stream_tokens = True
                 parts: AsyncIterator[Any] = self._answering().astream(
                     state, config, context=ctx, stream_mode=["updates", "custom"], durability=DURABILITY)
-                async for mode, chunk in parts:
-                    if mode == "custom" and "token" in chunk:
-                        yield "token", {"text": chunk["token"]}
-                    elif mode == "updates":
-                        for update in chunk.values():
-                            if not isinstance(update, dict):
-                                continue
-                            final.update(cast(AgentState, update))
-                            if "chunks" in update:
-                                yield "retrieval", {
-                                    "query": (update.get("queries") or [turn.question])[-1],
-                                    "chunks": [{"id": c["id"], "source": c["source"], "title": c["title"],
-                                                "score": c["score"]} for c in update["chunks"]]}
+                try:
+                    async for mode, chunk in parts:
+                        if mode == "custom" and "token" in chunk:
+                            yield "token", {"text": chunk["token"]}
+                        elif mode == "updates":
+                            for update in chunk.values():
+                                if not isinstance(update, dict):
+                                    continue
+                                final.update(cast(AgentState, update))
+                                if "chunks" in update:
+                                    yield "retrieval", {
+                                        "query": (update.get("queries") or [turn.question])[-1],
+                                        "chunks": [{"id": c["id"], "source": c["source"], "title": c["title"],
+                                                    "score": c["score"]} for c in update["chunks"]]}
+                except (Exception, asyncio.CancelledError):  # a run limit or a caller gone is a failed turn too
+                    await asyncio.shield(self._forget_turn(thread_id, before))
+                    raise
                 out = self.result(thread_id, final)
                 out["usage"] = ctx.usage.as_dict()
                 yield "final", out

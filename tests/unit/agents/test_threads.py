@@ -105,3 +105,35 @@ async def test_a_thread_store_that_fails_mid_run_is_a_503_with_the_reason(agent:
     assert "thread store" in info.value.message and "not saved" in info.value.message
     ready = await agent.ready()
     assert not ready["ready"] and not ready["threads"]["ok"] and "does not answer" in ready["threads"]["detail"]
+
+
+async def test_a_failed_turn_leaves_the_thread_as_it_was_before_it(threads: ThreadsConnection) -> None:
+    """LangGraph saves a run's state when it ends, with an error too; the agent puts the thread back, so a
+    failed question is neither shown in the history nor sent to the model again with the next turn."""
+    spec = PipelineSpec.model_validate({"embedder": {"modelDeployment": "minilm"},
+                                        "llm": {"modelDeployment": "smollm"}})
+    llm = ScriptedLLM(lambda body: "Replicas autoscale [1].")
+    agent = Agent(f"t{uuid.uuid4().hex[:8]}", spec, connections(threads=threads),
+                  retriever=lambda: MemoryRetriever(DOCS), llm=llm.llm())
+    await agent.start()
+    try:
+        ann = User("ann")
+        thread_id = (await agent.invoke(Turn(QUESTION, user=ann)))["thread_id"]
+        before = (await agent.history(thread_id, ann))["messages"]
+        llm.down = True
+        with pytest.raises(ApiError) as invoked:
+            await agent.invoke(Turn("How does Serve scale replicas when busy?", thread_id, ann))
+        assert invoked.value.status == 503
+        with pytest.raises(ApiError) as streamed:
+            async for _ in agent.events(Turn("How does Serve scale replicas at night?", thread_id, ann)):
+                pass
+        assert streamed.value.status == 503
+        assert (await agent.history(thread_id, ann))["messages"] == before
+        llm.down = False
+        await agent.invoke(Turn("How does Serve scale replicas with load?", thread_id, ann))
+        after = (await agent.history(thread_id, ann))["messages"]
+        assert [m["content"] for m in after if m["role"] == "user"] == [
+            QUESTION, "How does Serve scale replicas with load?"]
+        assert "when busy" not in str(llm.requests[-1]["messages"])  # the failed question is not sent again
+    finally:
+        await agent.aclose()
