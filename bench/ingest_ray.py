@@ -1,6 +1,7 @@
 """Ingestion on Ray Data against the single-driver path and raw SentenceTransformer.encode (by hand, not CI).
 
     OPENBLAS_NUM_THREADS=1 HF_HUB_OFFLINE=1 RAY_AUTH_MODE=disabled python bench/ingest_ray.py [--docs 30] [--rounds 2]
+        [--gpus 1]
 
 Same corpus and chunks as bench/ingest.py (seeded pages from examples/quickstart/docs, MiniLM tokens, size
 220, overlap 30). Model loading is excluded from raw and driver timings; the Ray Data timings are whole
@@ -50,7 +51,7 @@ from raylight_pipelines.store import start_store_actor
 LEGS = {"ray 1x1": (1, 1.0), "ray 2x1": (2, 1.0), "ray 1x2": (1, 2.0)}
 
 
-def ray_plan(docs_dir: Path, actor: str, workers: int, cpus: float) -> IngestionPlan:
+def ray_plan(docs_dir: Path, actor: str, workers: int, cpus: float, gpus: float = 0.0) -> IngestionPlan:
     collection = f"bench-{uuid.uuid4().hex[:6]}"
     spec = PipelineSpec(embedder=ModelRef(model_deployment="minilm"),
                         sources=[Source(path=str(docs_dir), include=["**/*.md"])],
@@ -58,12 +59,13 @@ def ray_plan(docs_dir: Path, actor: str, workers: int, cpus: float) -> Ingestion
     return IngestionPlan(pipeline="bench", spec=spec, embedder=EmbedderConnection(model="minilm", source=MINILM),
                          store=StoreConnection(collection=collection, actor=actor),
                          collection=CollectionPlan(collection=collection, dimensions=384),
-                         ray_data=RayDataOptions(concurrency=workers, num_cpus=cpus, batch_size=32,
+                         ray_data=RayDataOptions(concurrency=workers, num_cpus=cpus, num_gpus=gpus, batch_size=32,
                                                  task_cpus=0.0, documents_per_task=4))
 
 
-def time_ray(embedder: LocalEmbedder, docs_dir: Path, actor: str, workers: int, cpus: float) -> tuple[float, int]:
-    plan = ray_plan(docs_dir, actor, workers, cpus)
+def time_ray(embedder: LocalEmbedder, docs_dir: Path, actor: str, workers: int, cpus: float,
+             gpus: float = 0.0) -> tuple[float, int]:
+    plan = ray_plan(docs_dir, actor, workers, cpus, gpus)
     start = time.perf_counter()
     report = ingest.run(plan, docs_dir.parent, embedder)
     return time.perf_counter() - start, report.chunks_embedded
@@ -73,6 +75,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--docs", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--gpus", type=float, default=0.0, help="GPUs per embedding actor (a GPU node: g)")
     args = parser.parse_args()
     import ray
 
@@ -96,7 +99,7 @@ def main() -> None:
             assert n == chunks, (n, chunks)
             times["driver"].append(seconds)
             for leg, (workers, cpus) in LEGS.items():
-                seconds, n = time_ray(embedder, docs, actor, workers, cpus)
+                seconds, n = time_ray(embedder, docs, actor, workers, cpus, args.gpus)
                 assert n == chunks, (leg, n, chunks)
                 times[leg].append(seconds)
             print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.1f}s" for k, v in times.items()), flush=True)
