@@ -8,6 +8,10 @@
   raylight_operator_admission_rejections_total{kind}            objects the admission webhook refused
   raylight_operator_last_status_refresh_timestamp_seconds{kind} when a pass last refreshed a status
                                                                 (time() - it: time since the last refresh)
+  raylight_operator_ingestion_runs_total{namespace, pipeline, result}     finished runs, Succeeded | Failed
+  raylight_operator_ingestion_documents_total{namespace, pipeline, outcome} their documents: done | skipped | failed
+  raylight_operator_ingestion_chunks_total{namespace, pipeline, kind}     their chunks: embedded | reused
+  raylight_operator_ingestion_duration_seconds{namespace, pipeline}       histogram of their durations
 """
 
 from __future__ import annotations
@@ -37,6 +41,29 @@ ADMISSION_REJECTIONS = Counter("raylight_operator_admission_rejections_total", "
                                "admission webhook.", ["kind"], registry=REGISTRY)
 LAST_REFRESH = Gauge("raylight_operator_last_status_refresh_timestamp_seconds", "When a reconcile pass last "
                      "refreshed an object's status (Unix time).", ["kind"], registry=REGISTRY)
+
+_RUN = ["namespace", "pipeline"]
+INGESTION_RUNS = Counter("raylight_operator_ingestion_runs_total", "Finished ingestion runs by result.",
+                         [*_RUN, "result"], registry=REGISTRY)
+INGESTION_DOCUMENTS = Counter("raylight_operator_ingestion_documents_total", "Documents of finished ingestion "
+                              "runs by outcome (done, skipped, failed).", [*_RUN, "outcome"], registry=REGISTRY)
+INGESTION_CHUNKS = Counter("raylight_operator_ingestion_chunks_total", "Chunks of finished ingestion runs, "
+                           "embedded or reused.", [*_RUN, "kind"], registry=REGISTRY)
+INGESTION_SECONDS = Histogram("raylight_operator_ingestion_duration_seconds", "Duration of finished ingestion "
+                              "runs.", _RUN, buckets=(10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400),
+                              registry=REGISTRY)
+
+
+def ingestion_finished(namespace: str, pipeline: str, progress: Mapping[str, Any]) -> None:
+    """Count one finished run from its status.ingestion (camelCase, as the operator writes it)."""
+    run = (namespace, pipeline)
+    INGESTION_RUNS.labels(*run, progress.get("phase") or "unknown").inc()
+    for outcome in ("done", "skipped", "failed"):
+        INGESTION_DOCUMENTS.labels(*run, outcome).inc(progress.get(f"documents{outcome.title()}") or 0)
+    for kind in ("embedded", "reused"):
+        INGESTION_CHUNKS.labels(*run, kind).inc(progress.get(f"chunks{kind.title()}") or 0)
+    if progress.get("durationSeconds") is not None:
+        INGESTION_SECONDS.labels(*run).observe(float(progress["durationSeconds"]))
 
 
 class _Result(Protocol):

@@ -320,7 +320,7 @@ class Reconciler:
                 "Secret and NetworkPolicies between the operator and Qdrant"))
 
         last = dict((body.get("status") or {}).get("lastIngestion") or {})
-        progress = (body.get("status") or {}).get("ingestion")
+        progress = before = (body.get("status") or {}).get("ingestion")
         if models_health.reason == "ModelMissing":
             ingest_health = Health(False, True, False, "ModelMissing", "ingestion waits for the models")
         else:
@@ -336,7 +336,12 @@ class Reconciler:
             "lastIngestion": last or None,
             "ingestion": progress or None,
         }
-        return self._result(body, verdict, extra, writes, now)
+        result = self._result(body, verdict, extra, writes, now)
+        transitions = ingestion_events(before, progress)
+        result.events.extend(transitions)
+        if progress and any(reason in ("IngestionSucceeded", "IngestionFailed") for _, reason, _ in transitions):
+            metrics.ingestion_finished(ns, name, progress)
+        return result
 
     def _ingestion(self, p: Pipeline, ns: str, config_map: Obj, job: Obj, last: dict[str, Any],
                    progress: dict[str, Any] | None, writes: list[str],
@@ -425,6 +430,30 @@ class Reconciler:
             kind = "Warning" if verdict.phase in ("Failed", "Degraded") else "Normal"
             events.append((kind, verdict.phase, f"phase {old.get('phase') or 'none'} -> {verdict.phase}: {why}"))
         return Result(status, events, writes)
+
+
+def ingestion_events(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> list[Event]:
+    """The Events of an ingestion run's transitions between two status.ingestion values (camelCase):
+    IngestionStarted, IngestionSucceeded (with its counts) or IngestionFailed (with the reason)."""
+    if not new:
+        return []
+    old = old if old and old.get("job") == new.get("job") else {}  # another run: its transitions start afresh
+    before, phase, job = old.get("phase"), new.get("phase"), new.get("job")
+    if phase == before:
+        return []
+    if phase in ("Pending", "Running"):
+        return [] if before in ("Pending", "Running") else [
+            ("Normal", "IngestionStarted", f"ingestion run {job} started (plan {new.get('plan')})")]
+    if phase == "Succeeded":
+        counts = ", ".join(f"{new.get(key) or 0} {label}" for key, label in (
+            ("documentsDone", "documents done"), ("documentsSkipped", "skipped"), ("documentsFailed", "failed"),
+            ("chunksEmbedded", "chunks embedded"), ("points", "points")))
+        took = f" in {new['durationSeconds']:.0f} s" if new.get("durationSeconds") is not None else ""
+        return [("Normal", "IngestionSucceeded", f"ingestion run {job}: {counts}{took}")]
+    if phase == "Failed":
+        why = new.get("message") or "no reason given"
+        return [("Warning", "IngestionFailed", f"ingestion run {job} failed: {why}")]
+    return []
 
 
 _WRITE_REASONS = {"created": "Created", "patched": "Applied", "deleted": "Deleted"}  # Event reasons per write

@@ -179,6 +179,40 @@ def test_a_finished_run_s_summary_and_skips_reach_the_pipeline_status(
     assert status["ingestion"]["durationSeconds"] == 10.0
 
 
+def test_ingestion_runs_leave_events_and_are_counted_once(rec: Reconciler, kube: FakeKube) -> None:
+    from raylight.operator import metrics
+
+    add(kube, "ModelDeployment", "minilm", EMBED, phase="Ready")
+    add(kube, "ModelDeployment", "smollm", CHAT, phase="Ready")
+    pipe = add(kube, "Pipeline", "handbook", PIPE)
+
+    def runs() -> float:
+        return metrics.REGISTRY.get_sample_value("raylight_operator_ingestion_runs_total", {
+            "namespace": "ns", "pipeline": "handbook", "result": "Succeeded"}) or 0.0
+
+    def reasons(result: Any) -> list[str]:
+        pipe["status"] = result.status  # the next pass sees what this one wrote
+        return [reason for _, reason, _ in result.events if reason.startswith("Ingestion")]
+
+    counted = runs()
+    first = rec.pipeline(pipe)
+    job = first.status["lastIngestion"]["job"]
+    kube.objects[("RayJob", "ns", job)]["status"] = {"jobDeploymentStatus": "Running", "jobStatus": "RUNNING"}
+    assert reasons(first) == ["IngestionStarted"] and reasons(rec.pipeline(pipe)) == []  # Pending -> Running
+    kube.objects[("RayJob", "ns", job)]["status"] = {
+        "jobDeploymentStatus": "Complete", "jobStatus": "SUCCEEDED", "startTime": "2026-11-29T10:00:00Z",
+        "endTime": "2026-11-29T10:00:10Z"}
+    kube.objects[("Pod", "ns", f"{job}-x")] = {
+        "metadata": {"name": f"{job}-x", "labels": {"job-name": job}},
+        "status": {"containerStatuses": [{"state": {"terminated": {"exitCode": 0, "message": json.dumps(
+            {"added": 3, "skipped": 1, "failed": 0, "listed": True, "failures": [], "skips": []})}}}]}}
+    finished = rec.pipeline(pipe)
+    message = next(m for _, r, m in finished.events if r == "IngestionSucceeded")
+    assert reasons(finished) == ["IngestionSucceeded"] and "3 documents done" in message and "in 10 s" in message
+    assert runs() == counted + 1
+    assert reasons(rec.pipeline(pipe)) == [] and runs() == counted + 1  # later passes repeat neither
+
+
 def test_a_failed_run_says_why_from_its_own_report(rec: Reconciler, kube: FakeKube) -> None:
     add(kube, "ModelDeployment", "minilm", EMBED, phase="Ready")
     add(kube, "ModelDeployment", "smollm", CHAT, phase="Ready")
