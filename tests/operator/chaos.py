@@ -28,8 +28,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
-from operator_harness import Emulator, Kube, eventually
+from operator_harness import Emulator, Kube, eventually, mark_rayservice_ready, new_emulator
 from support import free_port
 
 OBJECTS = 20
@@ -39,27 +38,7 @@ TEMPLATE: dict[str, Any] = {
                                         "dimensions": 384},
              "resources": {"cpus": 1, "memory": "2Gi"}, "replicas": {"min": 1, "max": 2}},
 }
-CRDS = {
-    "raylight.io/v1alpha1/modeldeployments": "ModelDeployment",
-    "raylight.io/v1alpha1/pipelines": "Pipeline",
-    "ray.io/v1/rayservices": "RayService",
-    "ray.io/v1/rayjobs": "RayJob",
-    "ray.io/v1/raycronjobs": "RayCronJob",
-    "batch/v1/jobs": "Job",
-    "batch/v1/cronjobs": "CronJob",
-}
-
-
-def emulator() -> Emulator:
-    api = Emulator()
-    api.resources.load_bundled()
-    for key, kind in CRDS.items():
-        api.resources[key] = {
-            "kind": kind, "singular": kind.lower(), "namespaced": True,
-            "verbs": {"list", "watch", "get", "patch", "create", "delete"},
-            "subresources": {"status"} if key.startswith(("raylight", "ray.io", "batch")) else set(),
-        }
-    return api
+emulator = new_emulator  # bench/operator_chaos.py serves one per trial
 
 
 @dataclass
@@ -142,19 +121,6 @@ async def _children_converged(kube: Kube, live: dict[str, dict[str, Any]]) -> bo
     return True
 
 
-async def _mark_ready(kube: Kube, name: str) -> None:
-    rs = await kube.get("RayService", name)
-    assert rs is not None
-    app = yaml.safe_load(rs["spec"]["serveConfigV2"])["applications"][0]["name"]
-    await kube.patch("RayService", name, {"status": {
-        "observedGeneration": rs["metadata"]["generation"],
-        "conditions": [{"type": "Ready", "status": "True", "reason": "NonZeroServeEndpoints"}],
-        "numServeEndpoints": 1,
-        "activeServiceStatus": {"applicationStatuses": {app: {"status": "RUNNING"}},
-                                "rayClusterStatus": {"readyWorkerReplicas": 1}},
-    }})
-
-
 async def trial(api: Emulator, kube: Kube, seed: int, objects: int = OBJECTS, log_path: str | None = None,
                 converge_s: float = 60.0) -> Outcome:
     """One trial on an empty API (see the module docstring); the caller serves `api` on KUBECONFIG's port."""
@@ -208,7 +174,7 @@ async def trial(api: Emulator, kube: Kube, seed: int, objects: int = OBJECTS, lo
                 out.untruthful.append(f"{name}: {status.get('phase')} gen {status.get('observedGeneration')}")
         if not out.lost:
             for name in names:
-                await _mark_ready(kube, name)
+                await mark_rayservice_ready(kube, name)
 
             async def all_ready() -> bool:
                 for name in names:

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 import pytest_asyncio
 import yaml
-from operator_harness import Emulator, Kube, Stores, operator_config
+from operator_harness import Emulator, Kube, Stores, new_emulator, operator_config
 from raylight.operator.clients import RestKube
 from raylight.operator.config import OperatorConfig
 from support import free_port
@@ -40,28 +40,13 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["KUBECONFIG"] = path
 
 
-CRDS = {
-    "raylight.io/v1alpha1/modeldeployments": "ModelDeployment",
-    "raylight.io/v1alpha1/pipelines": "Pipeline",
-    "ray.io/v1/rayservices": "RayService",
-    "ray.io/v1/rayjobs": "RayJob",
-    "ray.io/v1/raycronjobs": "RayCronJob",
-    "batch/v1/cronjobs": "CronJob",
-}
 
 
 @pytest_asyncio.fixture()
 async def api() -> AsyncIterator[Emulator]:
     import kmock
 
-    emulator = Emulator()
-    emulator.resources.load_bundled()
-    for key, kind in CRDS.items():
-        emulator.resources[key] = {
-            "kind": kind, "singular": kind.lower(), "namespaced": True,
-            "verbs": {"list", "watch", "get", "patch", "create", "delete"},
-            "subresources": {"status"} if key.startswith(("raylight", "ray.io", "batch")) else set(),
-        }
+    emulator = new_emulator()
     async with emulator, kmock.Server(emulator, port=API_PORT):
         yield emulator
 

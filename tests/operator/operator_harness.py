@@ -10,6 +10,7 @@ from dataclasses import replace
 from typing import Any
 
 import aiohttp.web
+import yaml
 from kmock._internal import enums
 from kmock_compat import RVEmulator
 from raylight.operator.clients import QdrantCollections, RestKube
@@ -123,3 +124,40 @@ def operator_config(**changes: Any) -> OperatorConfig:
     return replace(base, **changes)
 
 
+# The API groups the operator watches and writes, served by the stand-in beside the bundled built-in kinds.
+CRDS = {
+    "raylight.io/v1alpha1/modeldeployments": "ModelDeployment",
+    "raylight.io/v1alpha1/pipelines": "Pipeline",
+    "ray.io/v1/rayservices": "RayService",
+    "ray.io/v1/rayjobs": "RayJob",
+    "ray.io/v1/raycronjobs": "RayCronJob",
+    "batch/v1/jobs": "Job",
+    "batch/v1/cronjobs": "CronJob",
+}
+
+
+def new_emulator() -> Emulator:
+    """A fresh API stand-in that serves the built-in kinds and CRDS (with their status subresources)."""
+    api = Emulator()
+    api.resources.load_bundled()
+    for key, kind in CRDS.items():
+        api.resources[key] = {
+            "kind": kind, "singular": kind.lower(), "namespaced": True,
+            "verbs": {"list", "watch", "get", "patch", "create", "delete"},
+            "subresources": {"status"} if key.startswith(("raylight", "ray.io", "batch")) else set(),
+        }
+    return api
+
+
+async def mark_rayservice_ready(kube: Kube, name: str) -> None:
+    """What KubeRay reports once the cluster runs and every Serve application is RUNNING."""
+    rs = await kube.get("RayService", name)
+    assert rs is not None
+    app = yaml.safe_load(rs["spec"]["serveConfigV2"])["applications"][0]["name"]
+    await kube.patch("RayService", name, {"status": {
+        "observedGeneration": rs["metadata"]["generation"],
+        "conditions": [{"type": "Ready", "status": "True", "reason": "NonZeroServeEndpoints"}],
+        "numServeEndpoints": 1,
+        "activeServiceStatus": {"applicationStatuses": {app: {"status": "RUNNING"}},
+                                "rayClusterStatus": {"readyWorkerReplicas": 1}},
+    }})

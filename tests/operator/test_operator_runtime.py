@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 import yaml
-from operator_harness import Emulator, Kube, Stores, eventually, operator_config
+from operator_harness import Emulator, Kube, Stores, eventually, mark_rayservice_ready, operator_config
 from raylight.desired.kubernetes import SPEC_HASH_ANNOTATION
 
 pytestmark = pytest.mark.operator
@@ -47,20 +47,6 @@ def md(template: dict[str, Any]) -> dict[str, Any]:
 
 def condition(obj: dict[str, Any] | None, kind: str) -> dict[str, Any]:
     return next((c for c in ((obj or {}).get("status") or {}).get("conditions") or [] if c["type"] == kind), {})
-
-
-async def mark_rayservice_ready(kube: Kube, name: str) -> None:
-    """What KubeRay reports once the cluster runs and every Serve application is RUNNING."""
-    rs = await kube.get("RayService", name)
-    assert rs is not None
-    app = yaml.safe_load(rs["spec"]["serveConfigV2"])["applications"][0]["name"]
-    await kube.patch("RayService", name, {"status": {
-        "observedGeneration": rs["metadata"]["generation"],
-        "conditions": [{"type": "Ready", "status": "True", "reason": "NonZeroServeEndpoints"}],
-        "numServeEndpoints": 1,
-        "activeServiceStatus": {"applicationStatuses": {app: {"status": "RUNNING"}},
-                                "rayClusterStatus": {"readyWorkerReplicas": 1}},
-    }})
 
 
 RAYJOB_RUNNING = {"jobDeploymentStatus": "Running", "jobStatus": "RUNNING", "jobId": "x",
