@@ -11,10 +11,11 @@ from typing import Any
 from raylight import yamlio
 from raylight.api import crds
 from raylight.api.manifests import LoadResult, Manifest, Problem, load
-from raylight.api.types import ModelDeployment, Pipeline
+from raylight.api.types import FineTune, ModelDeployment, Pipeline
 from raylight.api.validate import check_set, namespace_of
 from raylight.desired.kubernetes import get_model_rayservice, get_pipeline_objects
 from raylight.desired.placement import check_placement
+from raylight.desired.training import get_finetune_objects
 from raylight.settings import Settings
 
 # Which manifest field a placement problem is about, per kind.
@@ -43,6 +44,8 @@ def _objects_of(m: Manifest, models: dict[tuple[str, str], ModelDeployment], nam
     ns = namespace_of(r, namespace)
     if isinstance(r, ModelDeployment):
         return [get_model_rayservice(r, ns, settings)]
+    if isinstance(r, FineTune):
+        return get_finetune_objects(r, ns, settings, models.get((ns, r.spec.base.model_deployment or "")))
     return get_pipeline_objects(r, ns, settings, models.get((ns, r.spec.embedder.model_deployment)))
 
 
@@ -71,7 +74,7 @@ def render_objects(manifests: list[Manifest], namespace: str, settings: Settings
     models = _models(manifests, namespace)
     objects: list[dict[str, Any]] = []
     for m in manifests:
-        if isinstance(m.resource, (ModelDeployment, Pipeline)):
+        if isinstance(m.resource, (ModelDeployment, Pipeline, FineTune)):
             objects += _objects_of(m, models, namespace, settings)
     return objects
 

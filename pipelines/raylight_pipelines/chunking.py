@@ -111,9 +111,10 @@ def model_window(path: Path, tokenizer: Any = None) -> int:
                          "max_seq_length, no tokenizer model_max_length)")
 
 
-def tokenizer_from_service(base_url: str, model: str, http: Any = None) -> HFTokenizer:
+def tokenizer_from_service(base_url: str, model: str, http: Any = None, name: str | None = None) -> HFTokenizer:
     """The tokenizer and window an embedder service reports (GET {base_url}/tokenizer?model=...;
-    raylight's Serve app answers it for embedding models). Raises TokenizerError."""
+    raylight's Serve app answers it for embedding models), named `name` (default: the model). Raises
+    TokenizerError."""
     import httpx
 
     url = f"{base_url.rstrip('/')}/tokenizer"
@@ -127,7 +128,7 @@ def tokenizer_from_service(base_url: str, model: str, http: Any = None) -> HFTok
                 why = response.text[:200]
             raise TokenizerError(f"cannot get the tokenizer of {model} from {url}: {response.status_code} {why}")
         body = response.json()
-        return HFTokenizer.from_json(json.dumps(body["tokenizer"]), int(body["max_tokens"]), name=model)
+        return HFTokenizer.from_json(json.dumps(body["tokenizer"]), int(body["max_tokens"]), name=name or model)
     except TokenizerError:
         raise
     except Exception as exc:  # HTTP, JSON or tokenizers errors: all mean no tokenizer

@@ -87,7 +87,8 @@ class HttpEmbedder:
     """An OpenAI-compatible embeddings endpoint (EmbedderConnection: base_url + model)."""
 
     def __init__(self, base_url: str, model: str, dimensions: int | None = None, api_key: str | None = None,
-                 timeout: float = 60.0, batch_size: int = 64, http_client: Any = None) -> None:
+                 timeout: float = 60.0, batch_size: int = 64, http_client: Any = None,
+                 model_id: str | None = None) -> None:
         from openai import OpenAI
 
         self.client = OpenAI(base_url=base_url, api_key=api_key or os.environ.get("OPENAI_API_KEY", "none"),
@@ -96,6 +97,7 @@ class HttpEmbedder:
         self.base_url = base_url
         self.batch_size = batch_size
         self._dimensions = dimensions
+        self._model_id = model_id or model  # EmbedderConnection.identity
 
     @property
     def dimensions(self) -> int:
@@ -105,7 +107,7 @@ class HttpEmbedder:
 
     @property
     def model_id(self) -> str:
-        return self.model
+        return self._model_id
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         import openai
@@ -126,9 +128,11 @@ class ServeEmbedder:
     """The embedder's `ModelServer` replica through a DeploymentHandle (EmbedderConnection.serve_app):
     the same `/v1/embeddings` body and answer as over HTTP, one Ray call instead of two HTTP hops."""
 
-    def __init__(self, app: str, model: str, dimensions: int | None = None, timeout: float = 60.0) -> None:
+    def __init__(self, app: str, model: str, dimensions: int | None = None, timeout: float = 60.0,
+                 model_id: str | None = None) -> None:
         self.app = app
         self.model = model
+        self._model_id = model_id or model  # EmbedderConnection.identity
         self.timeout = timeout
         self._dimensions = dimensions
         self._handle: Any = None
@@ -141,7 +145,7 @@ class ServeEmbedder:
 
     @property
     def model_id(self) -> str:
-        return self.model
+        return self._model_id
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         """Blocking: call it from a worker thread, not from an event loop."""
@@ -165,9 +169,9 @@ def from_connection(conn: EmbedderConnection, local: bool = False) -> Embedder:
     named, else HTTP when a base_url is given (and not `local`), else the model from its source in this
     process."""
     if conn.serve_app and not local:
-        return ServeEmbedder(conn.serve_app, conn.model, conn.dimensions)
+        return ServeEmbedder(conn.serve_app, conn.model, conn.dimensions, model_id=conn.identity)
     if conn.base_url and not local:
-        return HttpEmbedder(conn.base_url, conn.model, conn.dimensions)
+        return HttpEmbedder(conn.base_url, conn.model, conn.dimensions, model_id=conn.identity)
     if conn.source is None:
         raise EmbedderError(f"embedder {conn.model}: neither a base_url nor a model source")
     return LocalEmbedder.from_source(conn.source)

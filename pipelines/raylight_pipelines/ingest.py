@@ -38,7 +38,7 @@ def tokenizer_for(embedder: Embedder, source: ModelSource | None) -> Tokenizer:
     tried = []
     if isinstance(embedder, HttpEmbedder):
         try:
-            return tokenizer_from_service(embedder.base_url, embedder.model)
+            return tokenizer_from_service(embedder.base_url, embedder.model, name=embedder.model_id)
         except TokenizerError as exc:
             tried.append(str(exc))
     try:

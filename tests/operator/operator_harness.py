@@ -128,6 +128,7 @@ def operator_config(**changes: Any) -> OperatorConfig:
 CRDS = {
     "raylight.io/v1alpha1/modeldeployments": "ModelDeployment",
     "raylight.io/v1alpha1/pipelines": "Pipeline",
+    "raylight.io/v1alpha1/finetunes": "FineTune",
     "ray.io/v1/rayservices": "RayService",
     "ray.io/v1/rayjobs": "RayJob",
     "ray.io/v1/raycronjobs": "RayCronJob",

@@ -31,6 +31,13 @@ class EmbedderConnection(ApiModel):
     source: ModelSource | None = None  # resolved weights: ingestion loads the tokenizer (and model at scale)
     serve_app: str | None = None  # one machine: the embedder's Serve application, reached through a handle
 
+    @property
+    def identity(self) -> str:
+        """What names the embedding model in the collection (stored with every point, hashed with every chunk):
+        its weights' source when known, else the ModelDeployment's name. The same on every path (in process,
+        over HTTP, through a handle, on Ray Data), so switching between them re-embeds nothing."""
+        return self.source.source if self.source is not None else self.model
+
 
 class LLMConnection(ApiModel):
     model: str

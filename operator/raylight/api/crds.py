@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from raylight import yamlio
-from raylight.api.types import GROUP, VERSION, ModelDeployment, Pipeline
+from raylight.api.types import GROUP, VERSION, FineTune, ModelDeployment, Pipeline
 
 # JSON-schema keys that a Kubernetes structural schema accepts (others are dropped).
 _KEEP = {
@@ -54,6 +54,21 @@ _CRDS: dict[str, dict[str, Any]] = {
             {"name": "Ready", "type": "string", "jsonPath": _READY},
             {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
             {"name": "Endpoint", "type": "string", "jsonPath": ".status.endpoint"},
+            {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+        ],
+    },
+    "FineTune": {
+        "model": FineTune,
+        "plural": "finetunes",
+        "singular": "finetune",
+        "shortNames": ["ft"],
+        "columns": [
+            {"name": "Method", "type": "string", "jsonPath": ".spec.method"},
+            {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+            {"name": "Step", "type": "integer", "jsonPath": ".status.step"},
+            {"name": "Total", "type": "integer", "jsonPath": ".status.totalSteps"},
+            {"name": "Loss", "type": "number", "jsonPath": ".status.trainLoss"},
+            {"name": "Adapter", "type": "string", "jsonPath": ".status.adapterUri", "priority": 1},
             {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
         ],
     },

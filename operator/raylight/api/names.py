@@ -86,6 +86,24 @@ def ingestion_cron_name(pipeline: str) -> str:
     return f"{_prefix(pipeline, room)}{INGEST_INFIX}"
 
 
+FINETUNE_INFIX: Final = "-finetune"
+
+
+def finetune_config_map_name(fine_tune: str) -> str:
+    """The ConfigMap holding a FineTune's training plan."""
+    return f"{fine_tune}-finetune-plan"
+
+
+def finetune_job_name(fine_tune: str, checksum: str) -> str:
+    """One training run (a KubeRay RayJob) per plan: `<finetune>-finetune-<plan checksum>`, shortened to fit."""
+    room = MAX_RAYJOB_NAME - len(FINETUNE_INFIX) - 1 - len(checksum)
+    return f"{_prefix(fine_tune, room)}{FINETUNE_INFIX}-{checksum}"
+
+
+ADAPTER_MANIFEST: Final = "raylight-adapter.json"  # beside a PEFT adapter: its provenance and licence
+CHECKPOINT_DIR: Final = "checkpoints"  # under the output: Ray Train checkpoints a resumed run starts from
+
+
 # ------------------------------------------------------------------ mount roots and paths in pods
 
 PVC_MOUNT_ROOT: Final = "/mnt/pvc"  # pvc://CLAIM/PATH is at /mnt/pvc/CLAIM/PATH in Ray and ingestion pods

@@ -22,6 +22,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from raylight.api.cron import check_schedule
+from raylight.api.datasets import record_problem
 from raylight.api.names import MAX_PIPELINE_NAME, MAX_RAYSERVICE_NAME
 from raylight.api.quantity import quantity_bytes
 from raylight.governance.accelerators import SUPPORTED_ACCELERATORS, check_accelerator
@@ -112,20 +113,33 @@ class ModelSource(ApiModel):
 
 
 class Adapter(ApiModel):
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        {"rule": "has(self.source) != has(self.fineTune)", "message": "set exactly one of source or fineTune"},
+    ]})
+
     name: DnsName = Field(description="Adapter name; clients select it as the request's model.")
-    source: ModelURI = Field(description="Where the LoRA weights are: s3://ROOT/NAME (vLLM loads them from there).")
+    source: ModelURI | None = Field(None, description="Where the LoRA weights are: s3://ROOT/NAME (vLLM loads "
+                                    "them from there), or pvc:// or file:// (the transformers runtime).")
+    fine_tune: DnsName | None = Field(None, description="A FineTune in this namespace whose adapter to serve "
+                                      "(the transformers runtime loads it from the FineTune's output).")
 
     @property
     def root(self) -> str:
         """The folder holding this adapter: vLLM multi-LoRA loads NAME from ROOT/NAME."""
-        return self.source.rstrip("/").rsplit("/", 1)[0]
+        return (self.source or "").rstrip("/").rsplit("/", 1)[0]
 
     @field_validator("source")
     @classmethod
-    def _object_storage(cls, value: str) -> str:
-        if not value.startswith("s3://"):
-            raise ValueError("LoRA adapters are loaded by vLLM from object storage: use s3://bucket/root/NAME")
+    def _adapter_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("s3://", "pvc://", "file://")):
+            raise ValueError("LoRA adapters are loaded from s3:// (vLLM) or pvc:// or file:// (transformers)")
         return value
+
+    @model_validator(mode="after")
+    def _one_of(self) -> Adapter:
+        if (self.source is None) == (self.fine_tune is None):
+            raise ValueError("set exactly one of source or fineTune")
+        return self
 
 
 class Resources(ApiModel):
@@ -234,13 +248,27 @@ class ModelDeploymentSpec(ApiModel):
             raise ValueError("runtime sentence-transformers serves tasks embed and rerank, not chat")
         if runtime in ("vllm", "llama-cpp", "transformers") and self.task != "chat":
             raise ValueError(f"runtime {runtime} serves task chat; use sentence-transformers for {self.task}")
-        if self.adapters and self.resolved_runtime != "vllm":
-            raise ValueError("adapters need runtime vllm (LoRA is served by vLLM multi-LoRA)")
+        if self.adapters and self.resolved_runtime not in ("vllm", "transformers"):
+            raise ValueError("adapters need runtime vllm (LoRA is served by vLLM multi-LoRA) or transformers "
+                             "(PEFT adapters on CPU)")
         names = [a.name for a in self.adapters]
         if len(set(names)) != len(names):
             raise ValueError("adapters: names must be unique")
+        if self.resolved_runtime == "transformers":
+            for i, a in enumerate(self.adapters):
+                if a.source is not None and a.source.startswith("s3://"):
+                    raise ValueError(f"adapters[{i}].source: the transformers runtime loads PEFT adapters from "
+                                     "pvc:// or file:// (or name a fineTune)")
+            return self
+        for i, a in enumerate(self.adapters):
+            if a.source is None:
+                raise ValueError(f"adapters[{i}].fineTune: on vLLM set source to the FineTune's output "
+                                 "(s3://ROOT/NAME); fineTune references are served by runtime transformers")
+            if not a.source.startswith("s3://"):
+                raise ValueError(f"adapters[{i}].source: LoRA adapters are loaded by vLLM from object storage: "
+                                 "use s3://bucket/root/NAME")
         roots = {a.root for a in self.adapters}
-        if len(roots) > 1 or any(not a.source.rstrip("/").endswith("/" + a.name) for a in self.adapters):
+        if len(roots) > 1 or any(not (a.source or "").rstrip("/").endswith("/" + a.name) for a in self.adapters):
             raise ValueError("adapters: every source must be <one common root>/<adapter name> "
                              "(vLLM multi-LoRA loads adapter NAME from ROOT/NAME)")
         return self
@@ -610,6 +638,170 @@ class PipelineStatus(ApiModel):
     conditions: list[Condition] = Field(default_factory=list)
 
 
+# ---------------------------------------------------------------- FineTune
+
+
+def _check_output(value: str) -> str:
+    scheme, sep, rest = value.partition("://")
+    if scheme not in ("s3", "pvc", "file") or not sep or not rest.strip("/"):
+        raise ValueError("must be s3://BUCKET/ROOT/NAME, pvc://CLAIM/PATH or file:///abs/path")
+    if scheme != "file" and "/" not in rest.strip("/"):
+        raise ValueError(f"must look like {scheme}://{'bucket' if scheme == 's3' else 'claim'}/path")
+    if scheme == "file" and not rest.startswith("/"):
+        raise ValueError("file:// needs an absolute path (file:///abs/path)")
+    return value
+
+
+class FineTuneBase(ApiModel):
+    """The model to adapt: a ModelDeployment in this namespace (its model and licence), or a model source."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        {"rule": "has(self.modelDeployment) != has(self.model)", "message": "set exactly one of modelDeployment "
+         "or model"},
+    ]})
+
+    model_deployment: DnsName | None = Field(None, description="A chat ModelDeployment in this namespace.")
+    model: ModelSource | None = Field(None, description="The base weights, with their licence.")
+
+    @model_validator(mode="after")
+    def _one_of(self) -> FineTuneBase:
+        if (self.model_deployment is None) == (self.model is None):
+            raise ValueError("set exactly one of modelDeployment or model")
+        return self
+
+
+class DatasetConfigMap(ApiModel):
+    name: DnsName
+    key: str = Field("train.jsonl", min_length=1, description="The key holding the JSONL.")
+
+
+class DatasetPVC(ApiModel):
+    claim: DnsName
+    path: str = Field(min_length=1, description="A JSONL file inside the claim.")
+
+
+class FineTuneDataset(ApiModel):
+    """Training records, chat `{"messages": [...]}` or instruction `{"instruction", "input"?, "output"}`:
+    exactly one of records (inline), configMap, pvc or uri (s3://... or file:///...)."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        {"rule": "[has(self.records), has(self.configMap), has(self.pvc), has(self.uri)].filter(x, x).size() == 1",
+         "message": "set exactly one of records, configMap, pvc or uri"},
+    ]})
+
+    records: list[dict[str, JsonValue]] | None = Field(None, description="Inline records.")
+    config_map: DatasetConfigMap | None = None
+    pvc: DatasetPVC | None = None
+    uri: str | None = Field(None, pattern=r"^(s3://[^/\s]+/\S+|file:///\S+)$", description="s3://BUCKET/KEY.jsonl "
+                            "or file:///abs/path.jsonl")
+    eval_fraction: float = Field(0.0, ge=0, lt=1, description="Share of the records held out for the eval loss.")
+
+    @field_validator("records")
+    @classmethod
+    def _valid_records(cls, value: list[dict[str, JsonValue]] | None) -> list[dict[str, JsonValue]] | None:
+        if value is None:
+            return None
+        if not value:
+            raise ValueError("needs at least one record")
+        for i, record in enumerate(value):
+            problem = record_problem(record)
+            if problem:
+                raise ValueError(f"records[{i}]: {problem}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_of(self) -> FineTuneDataset:
+        kinds = [k for k in ("records", "config_map", "pvc", "uri") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError("set exactly one of records, configMap, pvc or uri")
+        return self
+
+
+TARGET_MODULES: Final = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+class Hyperparameters(ApiModel):
+    rank: int = Field(16, ge=1, le=256, description="LoRA rank r.")
+    alpha: int = Field(32, ge=1, le=1024, description="LoRA alpha (scale alpha / r).")
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
+                                      min_length=1, description="Linear layers to adapt (Llama-style names).",
+                                      json_schema_extra={"items": {"type": "string", "enum": list[JsonValue](
+                                          TARGET_MODULES)}})
+    epochs: int = Field(3, ge=1, le=100)
+    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps (overrides epochs).")
+    learning_rate: float = Field(2e-4, gt=0, le=1)
+    batch_size: int = Field(4, ge=1, le=1024, description="Records per step per worker.")
+    max_seq_length: int = Field(512, ge=16, le=32768, description="Tokens per record (longer ones are cut).")
+    seed: int = Field(0, ge=0)
+    checkpoint_every: int = Field(50, ge=1, description="Steps between checkpoints (a resumed run starts there).")
+
+    @field_validator("target_modules")
+    @classmethod
+    def _known_modules(cls, value: list[str]) -> list[str]:
+        for i, module in enumerate(value):
+            if module not in TARGET_MODULES:
+                raise ValueError(f"[{i}] unknown target module {module!r}; known: {', '.join(TARGET_MODULES)}")
+        return value
+
+
+class TrainingResources(ApiModel):
+    workers: int = Field(1, ge=1, le=256, description="Ray Train workers (data parallel), one pod each.")
+    gpus: int = Field(0, ge=0, le=8, description="GPUs per worker.")
+    accelerator_type: str | None = Field(None, json_schema_extra={"enum": list[JsonValue](
+        sorted(SUPPORTED_ACCELERATORS))})
+    cpus: float = Field(2, gt=0, le=256, description="CPUs per worker.")
+    memory: Quantity = Field("8Gi", description="Memory per worker.")
+
+    @field_validator("accelerator_type")
+    @classmethod
+    def _known_accelerator(cls, value: str | None) -> str | None:
+        problem = check_accelerator(value) if value is not None else None
+        if problem:
+            raise ValueError(problem)
+        return value
+
+
+class FineTuneSpec(ApiModel):
+    base: FineTuneBase
+    dataset: FineTuneDataset
+    method: Literal["lora", "qlora"] = Field("lora", description="qlora: the base in 4 bits (bitsandbytes, GPUs).")
+    hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
+    resources: TrainingResources = Field(default_factory=TrainingResources)
+    output: Annotated[str, AfterValidator(_check_output)] = Field(
+        description="Where the adapter goes: s3://ROOT/NAME (vLLM serves it from there), pvc://CLAIM/PATH or "
+        "file:///abs/path (one machine).")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FineTuneSpec:
+        if self.method == "qlora" and self.resources.gpus == 0:
+            raise ValueError("method qlora quantises the base with bitsandbytes, which needs resources.gpus >= 1 "
+                             "(use method lora on CPUs)")
+        if self.resources.accelerator_type and self.resources.gpus == 0:
+            raise ValueError("resources.acceleratorType needs resources.gpus >= 1")
+        return self
+
+
+class FineTuneStatus(ApiModel):
+    model_config = ConfigDict(extra="ignore")
+
+    observed_generation: int | None = None
+    phase: Literal["Pending", "Running", "Succeeded", "Failed"] | None = None
+    job: str | None = None
+    message: str | None = None
+    step: int | None = None
+    total_steps: int | None = None
+    train_loss: float | None = None
+    eval_loss: float | None = None
+    adapter_uri: str | None = None
+    adapter_sha256: str | None = None
+    license: str | None = None
+    start_time: str | None = None
+    end_time: str | None = None
+    duration_seconds: float | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+
+
 # ---------------------------------------------------------------- resources
 
 
@@ -650,8 +842,17 @@ class Pipeline(ApiModel):
         return self.spec.vector_store.qdrant.collection or self.metadata.name
 
 
-Resource = ModelDeployment | Pipeline
-KINDS: dict[str, type[ModelDeployment] | type[Pipeline]] = {
+class FineTune(ApiModel):
+    api_version: Literal["raylight.io/v1alpha1"] = API_VERSION
+    kind: Literal["FineTune"] = "FineTune"
+    metadata: ObjectMeta
+    spec: FineTuneSpec
+    status: FineTuneStatus | None = None
+
+
+Resource = ModelDeployment | Pipeline | FineTune
+KINDS: dict[str, type[ModelDeployment] | type[Pipeline] | type[FineTune]] = {
     "ModelDeployment": ModelDeployment,
     "Pipeline": Pipeline,
+    "FineTune": FineTune,
 }

@@ -11,13 +11,15 @@ from raylight.api.manifests import Manifest, Problem
 from raylight.api.names import (
     PLAN_CHECKSUM_CHARS,
     agent_rayservice_name,
+    finetune_config_map_name,
+    finetune_job_name,
     ingestion_config_map_name,
     ingestion_cron_name,
     ingestion_job_name,
     model_rayservice_name,
     serve_service_name,
 )
-from raylight.api.types import ModelDeployment, ModelDeploymentSpec, Pipeline, Resource
+from raylight.api.types import FineTune, ModelDeployment, ModelDeploymentSpec, Pipeline, Resource
 from raylight.governance.fit import check_fit
 from raylight.governance.licenses import LicensePolicy
 
@@ -38,6 +40,27 @@ def check_model(md: ModelDeployment, policy: LicensePolicy) -> list[tuple[str, s
     if fit:
         problems.append(("spec.resources", fit))
     return problems
+
+
+def check_finetune(ft: FineTune, models: dict[str, ModelDeployment], policy: LicensePolicy,
+                   check_refs: bool = True) -> list[tuple[str, str]]:
+    """(field, message) for a FineTune: its base must exist (a chat ModelDeployment) and its licence must be
+    accepted and allow derivative works; the adapter inherits that licence."""
+    base = ft.spec.base
+    if base.model is not None:
+        reason = policy.check_derivative(base.model.license, base.model.license_accepted)
+        return [("spec.base.model.license", reason)] if reason else []
+    md = models.get(base.model_deployment or "")
+    if md is None:
+        return [("spec.base.modelDeployment", f"no ModelDeployment named {base.model_deployment!r} in the same "
+                 "namespace")] if check_refs else []
+    if md.spec.task != "chat":
+        return [("spec.base.modelDeployment", f"ModelDeployment {md.metadata.name!r} has task {md.spec.task}, "
+                 "needs task chat")]
+    model = md.spec.resolved().model
+    assert model is not None
+    reason = policy.check_derivative(model.license, model.license_accepted)
+    return [("spec.base.modelDeployment", f"ModelDeployment {md.metadata.name!r}: {reason}")] if reason else []
 
 
 def _degree(engine_args: dict[str, object], key: str, default: int) -> int | None:
@@ -101,6 +124,9 @@ def derived_names(resource: Resource) -> list[tuple[str, str]]:
     if isinstance(resource, ModelDeployment):
         rayservice = model_rayservice_name(name)
         return [("RayService", rayservice), ("Service", serve_service_name(rayservice))]
+    if isinstance(resource, FineTune):
+        return [("ConfigMap", finetune_config_map_name(name)),
+                ("RayJob", finetune_job_name(name, "0" * PLAN_CHECKSUM_CHARS))]
     rayservice = agent_rayservice_name(name)
     out = [("RayService", rayservice), ("Service", serve_service_name(rayservice)),
            ("ConfigMap", ingestion_config_map_name(name)),
@@ -178,6 +204,9 @@ def check_set(manifests: Iterable[Manifest], policy: LicensePolicy, namespace: s
         seen.add(key)
         if isinstance(r, ModelDeployment):
             found += check_model(r, policy)
+        elif isinstance(r, FineTune):
+            ns = namespace_of(r, namespace)
+            found += check_finetune(r, {n: md for (mns, n), md in models.items() if mns == ns}, policy, check_refs)
         elif check_refs:
             ns = namespace_of(r, namespace)
             found += check_references(r, {n: md for (mns, n), md in models.items() if mns == ns})

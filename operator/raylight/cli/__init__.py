@@ -21,6 +21,7 @@ HANDLERS = {
     "ingest": "raylight.cli.data:ingest_command",
     "search": "raylight.cli.data:search_command",
     "eval": "raylight.cli.data:eval_command",
+    "finetune": "raylight.cli.training:finetune_command",
     "up": "raylight.cli.platform:up_command",
     "status": "raylight.cli.platform:status_command",
     "ask": "raylight.cli.platform:ask_command",
@@ -64,6 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pipeline", help="only this Pipeline (default: every Pipeline in the manifests)")
     p.add_argument("--plan", type=Path, help="an ingestion plan JSON (what the operator's Job runs)")
     _data_dir(p)
+    _json(p)
+
+    p = sub.add_parser("finetune", help="train a FineTune's LoRA adapter on Ray Train")
+    _files(p, required=False)
+    p.add_argument("--name", help="only this FineTune (default: every FineTune in the manifests)")
+    p.add_argument("--plan", type=Path, help="a training plan JSON (what the operator's RayJob runs)")
     _json(p)
 
     p = sub.add_parser("search", help="ranked chunks for a query")

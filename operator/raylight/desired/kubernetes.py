@@ -108,7 +108,7 @@ def _pvc_volumes(spec: ModelDeploymentSpec) -> tuple[list[dict[str, Any]], list[
     assert spec.model is not None
     claims = sorted({
         s.partition("://")[2].split("/", 1)[0]
-        for s in [spec.model.source, *(a.source for a in spec.adapters)]
+        for s in [spec.model.source, *(a.source for a in spec.adapters if a.source)]
         if s.startswith("pvc://")
     })
     volumes = [{"name": f"pvc-{c}", "persistentVolumeClaim": {"claimName": c, "readOnly": True}} for c in claims]

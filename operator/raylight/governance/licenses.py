@@ -19,7 +19,11 @@ KNOWN_LICENSES: dict[str, LicenseClass] = {
     "llama3.3": "restricted", "llama4": "restricted", "gemma": "restricted",
     "cc-by-nc-4.0": "restricted", "openrail++": "restricted", "deepseek": "restricted",
     "qwen": "restricted", "mistral-research": "restricted",
+    "cc-by-nd-4.0": "restricted", "cc-by-nc-nd-4.0": "restricted",
 }
+
+# Licences that forbid derivative works: a model under one may be served but not fine-tuned.
+NO_DERIVATIVES: frozenset[str] = frozenset({"cc-by-nd-4.0", "cc-by-nc-nd-4.0"})
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,14 @@ class LicensePolicy:
         if cls == "restricted" and not accepted:
             return f"licence {license_id} restricts use: set model.licenseAccepted: true after review"
         return None
+
+    def check_derivative(self, license_id: str | None, accepted: bool) -> str | None:
+        """None when a model under this licence may be fine-tuned (the derivative inherits the licence and
+        its acceptance), else the reason it may not."""
+        reason = self.check(license_id, accepted)
+        if reason is None and license_id is not None and license_id.lower() in NO_DERIVATIVES:
+            return f"licence {license_id} forbids derivative works: a model under it cannot be fine-tuned"
+        return reason
 
     @classmethod
     def from_env(cls, deny: str = "", allow_unknown: str = "") -> LicensePolicy:

@@ -137,6 +137,8 @@ def build_plan(manifests: list[Manifest], data_dir: Path, port: int) -> Plan:
         r = m.resource
         if isinstance(r, ModelDeployment):
             app = get_model_application(r)
+        elif not isinstance(r, Pipeline):  # a FineTune is batch work (`raylight finetune`), not a Serve app
+            continue
         else:
             conns = local_connections(r, models.get(r.spec.embedder.model_deployment), data_dir, url)
             app = get_agent_application(r, conns)
@@ -163,6 +165,6 @@ def cpus_needed(manifests: list[Manifest]) -> int:
         if isinstance(r, ModelDeployment):
             spec = r.spec.resolved()
             total += spec.resources.cpus * spec.replicas.max
-        else:
+        elif isinstance(r, Pipeline):
             total += r.spec.agent.replicas.max
     return math.ceil(total)

@@ -157,7 +157,8 @@ def ingest(plan: Plan, state: dict[str, Any], data_dir: Path) -> None:
         t0 = time.monotonic()
         try:
             assert run.embedder.base_url is not None
-            embedder = HttpEmbedder(run.embedder.base_url, run.embedder.model, run.embedder.dimensions, timeout=300)
+            embedder = HttpEmbedder(run.embedder.base_url, run.embedder.model, run.embedder.dimensions, timeout=300,
+                                    model_id=run.embedder.identity)
             report = ingestion.run(run, base_dir, embedder, progress=update)
         except (EmbedderError, StoreUnavailable, TokenizerError) as exc:
             raise UpError(f"Pipeline {r.name}: ingestion failed: {exc}") from None

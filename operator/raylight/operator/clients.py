@@ -19,6 +19,7 @@ Obj = dict[str, Any]
 KINDS: dict[str, tuple[str, str]] = {
     "ModelDeployment": ("raylight.io/v1alpha1", "modeldeployments"),
     "Pipeline": ("raylight.io/v1alpha1", "pipelines"),
+    "FineTune": ("raylight.io/v1alpha1", "finetunes"),
     "RayService": ("ray.io/v1", "rayservices"),
     "RayJob": ("ray.io/v1", "rayjobs"),
     "RayCronJob": ("ray.io/v1", "raycronjobs"),

@@ -104,6 +104,23 @@ def build_registry(config: OperatorConfig, kube: KubeClient | None = None,
         logger.info(message)
         metrics.forget(body)
 
+    # ------------------------------------------------------------ FineTune
+
+    @kopf.on.resume(GROUP, VERSION, "finetunes", registry=registry, backoff=backoff)
+    @kopf.on.create(GROUP, VERSION, "finetunes", registry=registry, backoff=backoff)
+    @kopf.on.update(GROUP, VERSION, "finetunes", registry=registry, backoff=backoff)
+    def finetune_changed(**kw: Any) -> None:
+        _publish(rec.finetune(kw["body"]), kw["body"], kw["patch"], kw["logger"])
+
+    @kopf.timer(GROUP, VERSION, "finetunes", registry=registry, interval=config.status_interval,
+                initial_delay=config.status_interval)
+    def finetune_refresh(**kw: Any) -> None:
+        _publish(rec.finetune(kw["body"]), kw["body"], kw["patch"], kw["logger"])
+
+    @kopf.on.delete(GROUP, VERSION, "finetunes", registry=registry, optional=True)
+    def finetune_deleted(**kw: Any) -> None:
+        rec.deleted(kw["body"])  # the adapter stays where it was written; children go by ownerReferences
+
     # ------------------------------------------------------------ children: drift
 
     def child_event(event: Any, body: kopf.Body, logger: Any) -> None:
@@ -123,7 +140,8 @@ def build_registry(config: OperatorConfig, kube: KubeClient | None = None,
         owner_body = rec.deps.kube.get(kind, namespace, name)
         if owner_body is None or owner_body["metadata"].get("deletionTimestamp"):
             return
-        result = rec.model(owner_body) if kind == "ModelDeployment" else rec.pipeline(owner_body)
+        result = rec.model(owner_body) if kind == "ModelDeployment" else (
+            rec.finetune(owner_body) if kind == "FineTune" else rec.pipeline(owner_body))
         if result.writes:
             metrics.DRIFT_REPAIRS.labels(kind).inc()
         for message in result.writes:

@@ -4,7 +4,7 @@ The Helm chart renders its ClusterRole from this list (a test compares the two),
 the operator means a new rule here first. Pure data: no kopf or kubernetes imports.
 
 What each rule is for:
-- raylight.io modeldeployments/pipelines: Kopf watches them and patches them (finalizers, its
+- raylight.io modeldeployments/pipelines/finetunes: Kopf watches them and patches them (finalizers, its
   progress annotations); status through the subresource; update on their finalizers because the
   children's owner references set blockOwnerDeletion (enforced by OwnerReferencesPermissionEnforcement).
 - ray.io rayservices: one per ModelDeployment and one per Pipeline agent; created, patched in place
@@ -12,7 +12,7 @@ What each rule is for:
   No delete: owner references let the garbage collector remove them with their owner.
 - ray.io rayjobs/raycronjobs and core configmaps: a Pipeline's ingestion plan, its runs (a RayJob per plan
   checksum, watched so its status becomes the Pipeline's; superseded runs are deleted) and, with
-  spec.schedule, the RayCronJob that starts runs.
+  spec.schedule, the RayCronJob that starts runs. A FineTune's training plan and run, the same way.
 - batch cronjobs: get and delete only, to remove the ingestion CronJob a release before RayJobs created.
 - core pods: list only, to read a finished ingestion run's summary (its submitter's termination message:
   counts, what it skipped and why) into the Pipeline's status.
@@ -30,9 +30,10 @@ from __future__ import annotations
 from typing import Any
 
 _RULES: tuple[tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]], ...] = (
-    (("raylight.io",), ("modeldeployments", "pipelines"), ("get", "list", "watch", "patch")),
-    (("raylight.io",), ("modeldeployments/status", "pipelines/status"), ("get", "patch")),
-    (("raylight.io",), ("modeldeployments/finalizers", "pipelines/finalizers"), ("update",)),
+    (("raylight.io",), ("modeldeployments", "pipelines", "finetunes"), ("get", "list", "watch", "patch")),
+    (("raylight.io",), ("modeldeployments/status", "pipelines/status", "finetunes/status"), ("get", "patch")),
+    (("raylight.io",), ("modeldeployments/finalizers", "pipelines/finalizers", "finetunes/finalizers"),
+     ("update",)),
     (("ray.io",), ("rayservices",), ("get", "list", "watch", "create", "patch")),
     (("ray.io",), ("rayjobs",), ("get", "list", "watch", "create", "patch", "delete")),
     (("ray.io",), ("raycronjobs",), ("get", "list", "watch", "create", "patch", "delete")),

@@ -19,8 +19,8 @@ from pydantic import ValidationError
 
 from raylight.api.manifests import field_path
 from raylight.api.names import agent_rayservice_name, ingestion_cron_name, model_rayservice_name, service_url
-from raylight.api.types import API_VERSION, ModelDeployment, Pipeline
-from raylight.api.validate import check_model, check_references
+from raylight.api.types import API_VERSION, FineTune, ModelDeployment, Pipeline
+from raylight.api.validate import check_finetune, check_model, check_references
 from raylight.desired.kubernetes import (
     get_agent_rayservice,
     get_ingestion_cron,
@@ -28,6 +28,7 @@ from raylight.desired.kubernetes import (
     get_model_rayservice,
 )
 from raylight.desired.pipeline import get_collection_plan
+from raylight.desired.training import get_finetune_objects
 from raylight.operator import metrics
 from raylight.operator.clients import Conflict, KubeClient, Obj, StoreFactory, secret_value
 from raylight.operator.config import OperatorConfig
@@ -38,6 +39,7 @@ from raylight.operator.status import (
     Verdict,
     clock,
     conditions,
+    finetune_status,
     ingestion_progress,
     model_verdict,
     models_health,
@@ -107,7 +109,7 @@ def ingestion_report(pods: list[Obj]) -> dict[str, Any]:
     return {}
 
 
-def _parse(cls: type[ModelDeployment] | type[Pipeline], body: Mapping[str, Any]) -> Any:
+def _parse(cls: type[ModelDeployment] | type[Pipeline] | type[FineTune], body: Mapping[str, Any]) -> Any:
     meta = body["metadata"]
     return cls.model_validate({"apiVersion": API_VERSION, "kind": cls.__name__,
                                "metadata": {"name": meta["name"], "namespace": meta.get("namespace")},
@@ -394,6 +396,89 @@ class Reconciler:
         if schedule_problem:
             progress_now["message"] = schedule_problem
         return health, record, progress_now
+
+    # ------------------------------------------------------------ FineTune
+
+    def finetune(self, body: Mapping[str, Any]) -> Result:
+        meta = body["metadata"]
+        with self._turn(body) as live:
+            if not live:
+                return NOTHING
+            return self._finetune(body, meta.get("namespace", "default"), meta["name"])
+
+    def _finetune(self, body: Mapping[str, Any], ns: str, name: str) -> Result:
+        """Run the training plan as a RayJob (once per plan checksum: a retried run resumes from its
+        checkpoints) and mirror it: phase, steps, losses, the adapter's URI and sha256 from the run's report."""
+        kube, settings, writes, now = self.deps.kube, self.deps.config.settings, list[str](), self.deps.clock()
+        old = body.get("status") or {}
+        try:
+            ft: FineTune = _parse(FineTune, body)
+        except ValidationError as exc:
+            return self._finetune_result(body, {"phase": "Failed", "message": _invalid(exc)}, writes, now,
+                                         ("InvalidSpec", _invalid(exc)))
+        base = None
+        if ft.spec.base.model_deployment:
+            base_body = kube.get("ModelDeployment", ns, ft.spec.base.model_deployment)
+            base = _parse(ModelDeployment, base_body) if base_body is not None else None
+        models = {base.metadata.name: base} if base is not None else {}
+        problems = check_finetune(ft, models, settings.license_policy)
+        if problems:
+            field, message = problems[0]
+            reason = "ModelMissing" if base is None and ft.spec.base.model_deployment else "LicenseRefused"
+            return self._finetune_result(body, {"phase": "Pending" if reason == "ModelMissing" else "Failed",
+                                                "message": f"{field}: {message}"}, writes, now, (reason, message))
+        inputs = (body["metadata"].get("generation"), ft.spec.to_wire(), base.spec.to_wire() if base else None)
+        config_map, job = self._built(body, inputs, lambda: get_finetune_objects(ft, ns, settings, base))
+        self.apply(config_map, writes)
+        checksum = job["metadata"]["labels"][PLAN_LABEL]
+        live = kube.get("RayJob", ns, job["metadata"]["name"])
+        done_before = old.get("job") == job["metadata"]["name"] and old.get("phase") == "Succeeded"
+        if live is None and not done_before:
+            live = self.apply(job, writes)
+        for other in kube.list("RayJob", ns, {"raylight.io/finetune": name}):
+            superseded = other["metadata"].get("labels", {}).get(PLAN_LABEL) != checksum and not rayjob_finished(other)
+            if superseded and kube.delete("RayJob", ns, other["metadata"]["name"]):
+                writes.append(f"deleted superseded RayJob {other['metadata']['name']}")
+        if done_before and live is None:  # finished, and its TTL removed the RayJob: keep what it reported
+            return self._finetune_result(body, dict(old), writes, now)
+        report: dict[str, Any] = {}
+        if live is not None and rayjob_finished(live):
+            try:
+                report = ingestion_report(kube.list("Pod", ns, {"job-name": job["metadata"]["name"]}))
+            except Exception as exc:  # the report informs; reading it never fails a reconcile
+                log.warning("FineTune %s/%s: cannot read the training report: %s", ns, name, exc)
+        return self._finetune_result(body, finetune_status(live, report, now), writes, now)
+
+    def _finetune_result(self, body: Mapping[str, Any], fields: dict[str, Any], writes: list[str], now: str,
+                         failure: tuple[str, str] | None = None) -> Result:
+        old = body.get("status") or {}
+        phase = fields.get("phase") or "Pending"
+        keep = {k: v for k, v in fields.items() if k not in ("conditions", "observedGeneration")}
+        if failure:
+            conds = [Cond("Ready", False, failure[0], failure[1]), Cond("Progressing", False, failure[0])]
+        elif phase == "Succeeded":
+            conds = [Cond("Ready", True, "AdapterReady", f"adapter at {fields.get('adapterUri', '')}"),
+                     Cond("Progressing", False, "Succeeded")]
+        elif phase == "Failed":
+            conds = [Cond("Ready", False, "TrainingFailed", str(fields.get("message", ""))),
+                     Cond("Progressing", False, "TrainingFailed")]
+        else:
+            conds = [Cond("Ready", False, "Training", f"RayJob {fields.get('job', '')} is {phase}"),
+                     Cond("Progressing", True, "Training")]
+        generation = body["metadata"].get("generation")
+        wire = conditions(conds, old.get("conditions") or [], generation, now)
+        status = {"observedGeneration": generation, **keep, "phase": phase, "conditions": wire}
+        events: list[Event] = [("Normal", _WRITE_REASONS.get(w.split(" ", 1)[0], "Applied"), w) for w in writes]
+        if old.get("phase") != phase or (failure is None and old.get("job") != fields.get("job")):
+            if phase in ("Pending", "Running") and fields.get("job"):
+                events.append(("Normal", "TrainingStarted", f"training run {fields['job']} {phase.lower()}"))
+            elif phase == "Succeeded":
+                events.append(("Normal", "TrainingSucceeded", f"training run {fields.get('job')}: "
+                               f"{fields.get('step')} steps, train loss {fields.get('trainLoss')}, adapter "
+                               f"{fields.get('adapterUri')} (sha256 {fields.get('adapterSha256')})"))
+            elif phase == "Failed":
+                events.append(("Warning", "TrainingFailed", str(fields.get("message") or "no reason given")))
+        return Result(status, events, writes)
 
     def pipeline_deleted(self, body: Mapping[str, Any]) -> Event:
         """The finalizer's work: keep or drop the collection by spec.deletionPolicy, after any pass still

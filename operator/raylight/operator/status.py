@@ -294,6 +294,21 @@ def ingestion_progress(job: Mapping[str, Any] | None, report: Mapping[str, Any],
     return {k: v for k, v in out.items() if v is not None}
 
 
+def finetune_status(job: Mapping[str, Any] | None, report: Mapping[str, Any], now: str) -> dict[str, Any]:
+    """A FineTune's status fields (raylight.api.types.FineTuneStatus, camelCase) from its RayJob and, once
+    the run finished, the training report it left (steps, losses, the adapter's URI and sha256)."""
+    progress = ingestion_progress(job, {"error": report["message"]} if report.get("phase") == "Failed" else {},
+                                  now)
+    out: dict[str, Any] = {k: progress.get(k) for k in ("phase", "job", "message", "startTime", "endTime",
+                                                         "durationSeconds")}
+    for key in ("step", "totalSteps", "trainLoss", "evalLoss", "adapterUri", "adapterSha256", "license"):
+        if report.get(key) is not None:
+            out[key] = report[key]
+    if report.get("phase") == "Succeeded" and out["phase"] == "Succeeded" and report.get("durationSeconds"):
+        out["durationSeconds"] = report["durationSeconds"]
+    return {k: v for k, v in out.items() if v is not None}
+
+
 # ---------------------------------------------------------------- ModelDeployments a Pipeline uses
 
 

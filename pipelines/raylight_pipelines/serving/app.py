@@ -127,6 +127,8 @@ class ModelServer:
             "revision": self.spec.model.revision,
             "weights_sha256": self.loaded.sha256,
         }
+        if self.spec.adapters:  # LoRA adapters: a request selects one with its model
+            card["adapters"] = [a.name for a in self.spec.adapters]
         runtime = self.loaded.runtime
         if self.task == "embed":
             card["dimension"] = runtime.dimension  # type: ignore[union-attr]
@@ -201,7 +203,8 @@ class ModelServer:
                            param="model", code="wrong_task")
 
     def _parse(self, model: type[Any], body: dict[str, Any] | bytes) -> Any:
-        return protocol.parse(model, guard.load_object(body, MODEL_MAX_REQUEST_BYTES), self.name)
+        return protocol.parse(model, guard.load_object(body, MODEL_MAX_REQUEST_BYTES), self.name,
+                              [a.name for a in self.spec.adapters])
 
     async def embeddings(self, body: dict[str, Any] | bytes,
                          trace_headers: dict[str, str] | None = None) -> dict[str, Any]:
@@ -303,7 +306,7 @@ class ModelServer:
                          time.perf_counter() - started)
         choices = [protocol.choice(i, r.text, r.finish_reason, r.tool_calls, r.logprobs)
                    for i, r in enumerate(results)]
-        return protocol.chat_completion(protocol.completion_id(), self.name, choices, results[0].prompt_tokens,
+        return protocol.chat_completion(protocol.completion_id(), request.model, choices, results[0].prompt_tokens,
                                         sum(r.completion_tokens for r in results))
 
     async def chat_completions_stream(self, body: dict[str, Any] | bytes,

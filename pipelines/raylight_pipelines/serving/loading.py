@@ -12,8 +12,10 @@ import logging
 import os
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from raylight.api.names import local_path
 from raylight.api.types import ModelDeploymentSpec
 from raylight.settings import Settings
 
@@ -67,7 +69,8 @@ def load_model(name: str, spec: ModelDeploymentSpec, settings: Settings | None =
     runtime_name = spec.resolved_runtime
     threads = thread_count(spec.resources.cpus)
     try:
-        runtime = _load_runtime(runtime_name, spec.task, weights, threads, dict(spec.engine_args))
+        runtime = _load_runtime(runtime_name, spec.task, weights, threads, dict(spec.engine_args),
+                                adapter_paths(spec))
     except ModelLoadError as exc:
         raise ModelLoadError(f"model {name}: {exc}") from None
     except Exception as exc:
@@ -84,8 +87,26 @@ def load_model(name: str, spec: ModelDeploymentSpec, settings: Settings | None =
     return LoadedModel(runtime=runtime, weights=weights, sha256=sha256, threads=threads)
 
 
+def adapter_paths(spec: ModelDeploymentSpec) -> dict[str, Path]:
+    """name -> local folder of each PEFT adapter the transformers runtime loads (pvc:// or file:// sources;
+    a fineTune reference must have been resolved to its FineTune's output by whoever built the spec)."""
+    if spec.resolved_runtime != "transformers":
+        return {}
+    out: dict[str, Path] = {}
+    for a in spec.adapters:
+        where = local_path(a.source) if a.source else None
+        if where is None:
+            raise ModelLoadError(f"adapter {a.name}: the transformers runtime needs a pvc:// or file:// source "
+                                 f"(got {a.source or 'fineTune ' + str(a.fine_tune)})")
+        if not (Path(where) / "adapter_config.json").is_file():
+            raise ModelLoadError(f"adapter {a.name}: no PEFT adapter (adapter_config.json) in {where}")
+        out[a.name] = Path(where)
+    return out
+
+
 def _load_runtime(runtime: str, task: str, weights: Weights, threads: int,
-                  engine_args: dict[str, Any]) -> Embedder | Reranker | ChatRuntime:
+                  engine_args: dict[str, Any], adapters: dict[str, Path] | None = None,
+                  ) -> Embedder | Reranker | ChatRuntime:
     if runtime == "sentence-transformers" and task == "rerank":
         from raylight_pipelines.serving.runtimes.reranker import CrossEncoderReranker
 
@@ -103,5 +124,5 @@ def _load_runtime(runtime: str, task: str, weights: Weights, threads: int,
     if runtime == "transformers":
         from raylight_pipelines.serving.runtimes.hf import TransformersRuntime
 
-        return TransformersRuntime(weights.path, threads, engine_args)
+        return TransformersRuntime(weights.path, threads, engine_args, adapters)
     raise ModelLoadError(f"runtime {runtime} is not served by raylight_pipelines (vLLM runs on ray.serve.llm)")

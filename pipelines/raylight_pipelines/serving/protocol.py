@@ -363,15 +363,16 @@ class ChatCompletionRequest(_Request):
         return self.response_format.enforced_schema() if self.response_format else None
 
 
-def parse(model: type[_Request], body: Any, served: str) -> Any:
-    """Validate a request body (a dict) and check it names the served model; raises ApiError."""
+def parse(model: type[_Request], body: Any, served: str, adapters: Sequence[str] = ()) -> Any:
+    """Validate a request body (a dict) and check it names the served model (or one of its adapters);
+    raises ApiError."""
     if not isinstance(body, dict):
         raise ApiError(400, "The request body must be a JSON object.")
     try:
         request = model.model_validate(body)
     except ValidationError as exc:
         raise validation_error(exc) from None
-    if request.model != served:
+    if request.model != served and request.model not in adapters:
         raise unknown_model(request.model, served)
     return request
 

@@ -105,3 +105,40 @@ def test_a_failed_run_s_last_line_says_why_for_the_operator(tmp_path, capsys, mo
     assert raylight(["ingest", "--plan", str(tmp_path / "plan.json"), "--json"]) == 1
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(last) == {"error"} and "127.0.0.1:9" in last["error"]
+
+
+def test_switching_between_the_embedder_service_and_the_model_in_process_re_embeds_nothing(tmp_path):
+    """`raylight up` embeds through the embedder's service, `raylight ingest -f` in process, the cluster's run on
+    Ray Data: the points name the model by its weights' source on every path, so a switch keeps every chunk."""
+    from raylight_pipelines.embedders import LocalEmbedder
+
+    plan = quickstart_plan(tmp_path, "http://unused/v1")
+    assert plan.embedder.source is not None
+    model = LocalEmbedder.from_source(plan.embedder.source)
+
+    class RealEmbeddings(Embeddings):
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            vectors = model.embed(body["input"])
+            data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)]
+            out = json.dumps({"object": "list", "data": data, "model": body["model"],
+                              "usage": {"prompt_tokens": 0, "total_tokens": 0}}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(out)))
+            self.end_headers()
+            self.wfile.write(out)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), RealEmbeddings)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+        service = plan.model_copy(update={"embedder": plan.embedder.model_copy(
+            update={"base_url": url, "dimensions": None}), "report_path": None})
+        first = ingest.run(service, QUICKSTART).counts()
+        in_process = service.model_copy(update={"embedder": service.embedder.model_copy(update={"base_url": None})})
+        again = ingest.run(in_process, QUICKSTART, model).counts()
+    finally:
+        server.shutdown()
+    assert first["chunks_embedded"] > 0 and first["added"] > 0
+    assert (again["chunks_embedded"], again["updated"], again["unchanged"]) == (0, 0, first["added"])

@@ -8,6 +8,7 @@ always a valid prefix of a matching document (and complete unless max_tokens cut
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import threading
@@ -46,7 +47,8 @@ class _Guide:
 
 
 class TransformersRuntime(ChatRuntime):
-    def __init__(self, path: Path, threads: int, engine_args: dict[str, Any]) -> None:
+    def __init__(self, path: Path, threads: int, engine_args: dict[str, Any],
+                 adapters: dict[str, Path] | None = None) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -60,6 +62,14 @@ class TransformersRuntime(ChatRuntime):
         args.setdefault("dtype", torch.float32)
         self.tokenizer: Any = AutoTokenizer.from_pretrained(str(path), local_files_only=True, **gguf)
         self.model: Any = AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True, **gguf, **args)
+        self.adapters = sorted(adapters or {})
+        if adapters:  # PEFT LoRA adapters beside the base: a request's model picks one, else the base answers
+            from peft import PeftModel
+
+            first, *rest = self.adapters
+            self.model = PeftModel.from_pretrained(self.model, str(adapters[first]), adapter_name=first)
+            for name in rest:
+                self.model.load_adapter(str(adapters[name]), adapter_name=name)
         self.model.eval()
         if not self.tokenizer.chat_template:
             raise ValueError(f"{path} has no chat template in its tokenizer config")
@@ -68,6 +78,18 @@ class TransformersRuntime(ChatRuntime):
         self.eos_ids = {self.tokenizer.eos_token_id, *self._generation_eos()}
         self._lltokenizer: Any = None
         self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def _adapter(self, name: str | None) -> Iterator[None]:
+        """The named adapter active for one generation; None: the base model (adapters disabled)."""
+        if not self.adapters:
+            yield
+        elif name is None:
+            with self.model.disable_adapter():
+                yield
+        else:
+            self.model.set_adapter(name)
+            yield
 
     def _generation_eos(self) -> list[int]:
         eos = getattr(self.model.generation_config, "eos_token_id", None)
@@ -146,9 +168,11 @@ class TransformersRuntime(ChatRuntime):
             sampling = {"do_sample": True, "temperature": request.temperature, "top_p": request.top_p, "top_k": 0}
         output: dict[str, Any] = {}
 
+        adapter = request.model if request.model in self.adapters else None
+
         def run() -> None:
             try:
-                with torch.inference_mode():
+                with torch.inference_mode(), self._adapter(adapter):
                     output["ids"] = self.model.generate(
                         **encoded, max_new_tokens=limit, streamer=streamer, logits_processor=processors,
                         stopping_criteria=StoppingCriteriaList([_Stop()]), eos_token_id=sorted(self.eos_ids),

