@@ -30,7 +30,8 @@ def check_model(md: ModelDeployment, policy: LicensePolicy) -> list[tuple[str, s
     assert spec.model is not None
     problems = []
     license_field = "spec.model.license" if md.spec.model else "spec.preset"
-    reason = policy.check(spec.model.license, spec.model.license_accepted)
+    reason = policy.check(spec.model.license, spec.model.license_accepted,
+                          "model.licenseAccepted" if md.spec.model else "licenseAccepted")
     if reason:
         problems.append((license_field, reason))
     parallel = check_parallelism(spec)
@@ -61,6 +62,23 @@ def check_finetune(ft: FineTune, models: dict[str, ModelDeployment], policy: Lic
     assert model is not None
     reason = policy.check_derivative(model.license, model.license_accepted)
     return [("spec.base.modelDeployment", f"ModelDeployment {md.metadata.name!r}: {reason}")] if reason else []
+
+
+def check_adapters(md: ModelDeployment, finetunes: dict[str, FineTune]) -> list[tuple[str, str]]:
+    """An adapter naming a FineTune: that FineTune must be in the same namespace, and write where the
+    transformers runtime can load it (pvc:// or file://)."""
+    problems = []
+    for i, a in enumerate(md.spec.adapters):
+        if a.fine_tune is None:
+            continue
+        ft = finetunes.get(a.fine_tune)
+        if ft is None:
+            problems.append((f"spec.adapters[{i}].fineTune", f"no FineTune named {a.fine_tune!r} in the same "
+                             "namespace"))
+        elif ft.spec.output.startswith("s3://"):
+            problems.append((f"spec.adapters[{i}].fineTune", f"FineTune {a.fine_tune!r} writes to "
+                             f"{ft.spec.output}; the transformers runtime loads adapters from pvc:// or file://"))
+    return problems
 
 
 def _degree(engine_args: dict[str, object], key: str, default: int) -> int | None:
@@ -204,6 +222,11 @@ def check_set(manifests: Iterable[Manifest], policy: LicensePolicy, namespace: s
         seen.add(key)
         if isinstance(r, ModelDeployment):
             found += check_model(r, policy)
+            if check_refs:
+                ns = namespace_of(r, namespace)
+                found += check_adapters(r, {m.resource.metadata.name: m.resource for m in items
+                                            if isinstance(m.resource, FineTune) and namespace_of(m.resource, namespace)
+                                            == ns})
         elif isinstance(r, FineTune):
             ns = namespace_of(r, namespace)
             found += check_finetune(r, {n: md for (mns, n), md in models.items() if mns == ns}, policy, check_refs)

@@ -393,7 +393,9 @@ def get_ingestion_cron(rayjob: dict[str, Any], schedule: str) -> dict[str, Any]:
 
 def get_pipeline_objects(pipeline: Pipeline, namespace: str, settings: Settings,
                          embedder: ModelDeployment | None = None) -> list[dict[str, Any]]:
-    return [
-        get_agent_rayservice(pipeline, namespace, settings, embedder),
-        *get_ingestion_objects(pipeline, namespace, settings, embedder),
-    ]
+    """Everything the operator creates for a Pipeline: its agent's RayService, the ingestion plan's ConfigMap and
+    RayJob, and with `spec.schedule` the RayCronJob that re-runs it."""
+    ingestion = get_ingestion_objects(pipeline, namespace, settings, embedder)
+    rayjob = next(o for o in ingestion if o["kind"] == "RayJob")
+    schedule = [get_ingestion_cron(rayjob, pipeline.spec.schedule)] if pipeline.spec.schedule else []
+    return [get_agent_rayservice(pipeline, namespace, settings, embedder), *ingestion, *schedule]

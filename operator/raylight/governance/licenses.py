@@ -33,8 +33,10 @@ class LicensePolicy:
     deny: frozenset[str] = field(default_factory=frozenset)
     allow_unknown: bool = False
 
-    def check(self, license_id: str | None, accepted: bool) -> str | None:
-        """None when the licence may be served, else the reason it may not."""
+    def check(self, license_id: str | None, accepted: bool, accept_field: str = "model.licenseAccepted",
+              ) -> str | None:
+        """None when the licence may be served, else the reason it may not; `accept_field` is where the manifest
+        accepts a restricted licence (`licenseAccepted` for a preset, `model.licenseAccepted` otherwise)."""
         if license_id is None:
             return "no licence given: set model.license to an SPDX id or a known model licence id"
         lid = license_id.lower()
@@ -44,7 +46,7 @@ class LicensePolicy:
         if cls == "unknown" and not self.allow_unknown:
             return f"licence {license_id} is not a known licence id (policy: unknown licences are refused)"
         if cls == "restricted" and not accepted:
-            return f"licence {license_id} restricts use: set model.licenseAccepted: true after review"
+            return f"licence {license_id} restricts use: set {accept_field}: true after review"
         return None
 
     def check_derivative(self, license_id: str | None, accepted: bool) -> str | None:

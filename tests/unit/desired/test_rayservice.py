@@ -142,8 +142,9 @@ def test_spec_hash_changes_only_with_the_spec() -> None:
 
 
 def test_examples_render_valid_objects(validate_rayservice: Callable[[dict[str, Any]], None],
-                                      validate_rayjob: Callable[[dict[str, Any]], None]) -> None:
-    for example in ("quickstart", "gpu-cluster"):
+                                      validate_rayjob: Callable[[dict[str, Any]], None],
+                                      validate_raycronjob: Callable[[dict[str, Any]], None]) -> None:
+    for example, scheduled in (("quickstart", []), ("gpu-cluster", ["RayCronJob"])):
         result = load_valid([ROOT / "examples" / example], "default", SETTINGS)
         assert result.ok, [str(p) for p in result.problems]
         objects = render_objects(result.manifests, "default", SETTINGS)
@@ -152,8 +153,10 @@ def test_examples_render_valid_objects(validate_rayservice: Callable[[dict[str, 
                 validate_rayservice(obj)
             if obj["kind"] == "RayJob":
                 validate_rayjob(obj)
+            if obj["kind"] == "RayCronJob":
+                validate_raycronjob(obj)
         kinds = sorted(o["kind"] for o in objects)
-        assert kinds == ["ConfigMap", "RayJob", "RayService", "RayService", "RayService"], kinds
+        assert kinds == sorted(["ConfigMap", "RayJob", "RayService", "RayService", "RayService", *scheduled]), kinds
 
 
 def test_pipeline_agent_and_ingestion(validate_rayservice: Callable[[dict[str, Any]], None]) -> None:
