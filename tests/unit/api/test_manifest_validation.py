@@ -163,7 +163,8 @@ def test_restricted_licence_needs_acceptance(tmp_path: Path) -> None:
     llama = with_(with_(MODEL, "spec.model", None), "spec.preset", "llama-3.1-8b-instruct")
     llama["spec"]["resources"] = {"gpus": 1, "acceleratorType": "L4"}
     problems = _models(llama, tmp_path=tmp_path)
-    assert any("spec.preset: licence llama3.1 restricts use" in p for p in problems), problems
+    assert any("spec.preset: licence llama3.1 restricts use: set licenseAccepted: true" in p
+               for p in problems), problems  # the fix it names is the one that works for a preset
     llama["spec"]["licenseAccepted"] = True
     assert _models(llama, tmp_path=tmp_path) == []
 
