@@ -130,21 +130,49 @@ def _ingest_plan(args: argparse.Namespace) -> int:
     return 0
 
 
-def search_command(args: argparse.Namespace) -> int:
-    quiet_logging()
-    from raylight_pipelines.embedders import EmbedderError, from_connection
+def _search_served(args: argparse.Namespace) -> list[dict[str, Any]] | None:
+    """Ranked chunks from the running platform's search route (its embedder replica is warm: no model load
+    here), or None when no platform from --data-dir serves this Pipeline. Raises RuntimeError with the reason."""
+    import httpx
+
+    from raylight.local import procs
+    from raylight.local.platform import bearer
+
+    state = st.read_state(args.data_dir)
+    if not procs.platform_running(state) or st.resource_key("Pipeline", args.pipeline) not in (
+            (state or {}).get("resources") or {}):
+        return None
+    assert state is not None
+    body: dict[str, Any] = {"query": args.query, **({"top_k": args.top_k} if args.top_k else {})}
+    try:
+        resp = httpx.post(f"{state['url']}/v1/pipelines/{args.pipeline}/search", json=body, headers=bearer(state),
+                          timeout=120)
+        answer = resp.json()
+    except (httpx.HTTPError, ValueError) as exc:
+        raise RuntimeError(f"the platform on {state['url']} did not answer: {exc}") from None
+    if resp.status_code != 200:
+        message = answer.get("error", {}).get("message") if isinstance(answer, dict) else None
+        raise RuntimeError(f"search refused (HTTP {resp.status_code}): {message or answer}")
+    return [{"source": r["source"], "title": r["title"], "heading": r["metadata"].get("heading"), "text": r["text"],
+             "score": r["score"], "page": r["metadata"].get("page"), "start": r["metadata"].get("start"),
+             "end": r["metadata"].get("end"), "id": r["id"]} for r in answer["results"]]
+
+
+def _search_here(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Ranked chunks from the store under --data-dir with the embedder loaded in this process. Raises
+    ValueError (bad input) or the data plane's errors."""
+    from raylight_pipelines.embedders import from_connection
     from raylight_pipelines.retrieval import Retriever
-    from raylight_pipelines.store import StoreUnavailable, connect
-    from raylight_pipelines.weights import WeightsError
+    from raylight_pipelines.store import connect
 
     if args.files:
         manifests, rc = load_manifests(args.files)
         if rc:
-            return rc
+            raise ValueError("the manifests are not valid (see above)")
         found = [m.resource for m in manifests
                  if isinstance(m.resource, Pipeline) and m.resource.metadata.name == args.pipeline]
         if not found:
-            return fail(f"no Pipeline named {args.pipeline!r} in the manifests")
+            raise ValueError(f"no Pipeline named {args.pipeline!r} in the manifests")
         pipeline = found[0]
         assert isinstance(pipeline, Pipeline)
         plan = local_ingestion_plan(pipeline, _models(manifests).get(pipeline.spec.embedder.model_deployment),
@@ -152,32 +180,43 @@ def search_command(args: argparse.Namespace) -> int:
     else:
         kept = st.pipeline_info(args.data_dir, args.pipeline)
         if kept is None:
-            return fail(f"pipeline {args.pipeline!r} was never ingested with --data-dir {args.data_dir}; "
-                        "run `raylight ingest -f ...` first or pass -f")
+            raise ValueError(f"pipeline {args.pipeline!r} was never ingested with --data-dir {args.data_dir}; "
+                             "run `raylight ingest -f ...` first or pass -f")
         plan = kept
-    state = _platform(args.data_dir)
-    store = st.store_connection(args.data_dir, plan.store.collection, state)
+    if plan.embedder.source is None:
+        raise ValueError(f"{args.pipeline}: the embedder has no model source")
+    store = st.store_connection(args.data_dir, plan.store.collection, _platform(args.data_dir))
+    retriever = Retriever(connect(store), store.collection, from_connection(plan.embedder, local=True),
+                          plan.spec.retrieval, pipeline=args.pipeline)
+    ok, why = retriever.ready()
+    if not ok:
+        raise ValueError(f"{args.pipeline}: {why}")
+    return [{"source": h.source, "title": h.title, "heading": h.heading, "text": h.text, "score": h.score,
+             "page": h.page, "start": h.start, "end": h.end, "id": h.id}
+            for h in retriever.search(args.query, top_k=args.top_k)]
+
+
+def search_command(args: argparse.Namespace) -> int:
+    """Ranked chunks for a query: through the running platform when it serves the Pipeline (and no -f is
+    given), else from the store under --data-dir with the embedder in this process."""
+    quiet_logging()
+    from raylight_pipelines.embedders import EmbedderError
+    from raylight_pipelines.store import StoreUnavailable
+    from raylight_pipelines.weights import WeightsError
+
     try:
-        if plan.embedder.source is None:
-            return fail(f"{args.pipeline}: the embedder has no model source")
-        embedder = from_connection(plan.embedder, local=True)
-        client = connect(store)
-        retriever = Retriever(client, store.collection, embedder, plan.spec.retrieval, pipeline=args.pipeline)
-        ok, why = retriever.ready()
-        if not ok:
-            return fail(f"{args.pipeline}: {why}")
-        hits = retriever.search(args.query, top_k=args.top_k)
-    except (WeightsError, EmbedderError, StoreUnavailable) as exc:
-        return fail(f"{args.pipeline}: {exc}")
+        served = None if args.files else _search_served(args)
+        hits = served if served is not None else _search_here(args)
+    except (ValueError, RuntimeError, WeightsError, EmbedderError, StoreUnavailable) as exc:
+        message = str(exc)
+        return fail(message if message.startswith(args.pipeline) else f"{args.pipeline}: {message}")
     if args.json:
-        print(json.dumps([{"source": h.source, "title": h.title, "heading": h.heading, "text": h.text,
-                           "score": h.score, "page": h.page, "start": h.start, "end": h.end, "id": h.id}
-                          for h in hits]))
+        print(json.dumps(hits))
         return 0
     for rank, h in enumerate(hits, 1):
-        where = h.source + (f" p.{h.page}" if h.page else "") + (f" § {h.heading}" if h.heading else "")
-        snippet = " ".join(h.text.split())
-        print(f"{rank}. [{h.score:.3f}] {where}\n   {snippet[:300]}{'…' if len(snippet) > 300 else ''}")
+        where = h["source"] + (f" p.{h['page']}" if h["page"] else "") + (f" § {h['heading']}" if h["heading"] else "")
+        snippet = " ".join(h["text"].split())
+        print(f"{rank}. [{h['score']:.3f}] {where}\n   {snippet[:300]}{'…' if len(snippet) > 300 else ''}")
     if not hits:
         print("no results", file=sys.stderr)
     return 0

@@ -225,6 +225,12 @@ def test_search_api_and_eval_through_the_gateway(platform: dict[str, Any], tmp_p
                                   "top_k": 2}, timeout=60).json()
     assert found["query"] == "What is the default chunk size? And the overlap?"
     assert found["results"][0]["source"] == "path:docs/pipeline.md" and found["retrieval"]["hybrid"]
+    # `raylight search` asks the running platform (its embedder replica is warm): the same route's ranking
+    cli = raylight("search", "handbook", "What is the default chunk size?", "--top-k", "2", "--json", "--data-dir",
+                   str(platform["data_dir"]))
+    assert cli.returncode == 0, cli.stderr
+    served = httpx.post(url, json={"query": "What is the default chunk size?", "top_k": 2}, timeout=60).json()
+    assert [h["id"] for h in json.loads(cli.stdout)] == [r["id"] for r in served["results"]]
     cases = [line for line in (QUICKSTART / "eval.jsonl").read_text().splitlines()
              if '"chunking"' in line or '"follow-up-overlap"' in line]
     (tmp_path / "two.jsonl").write_text("\n".join(cases) + "\n")
