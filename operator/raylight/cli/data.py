@@ -196,18 +196,25 @@ def _search_here(args: argparse.Namespace) -> list[dict[str, Any]]:
             for h in retriever.search(args.query, top_k=args.top_k)]
 
 
-def search_command(args: argparse.Namespace) -> int:
-    """Ranked chunks for a query: through the running platform when it serves the Pipeline (and no -f is
-    given), else from the store under --data-dir with the embedder in this process."""
-    quiet_logging()
+def _data_plane_errors() -> tuple[type[Exception], ...]:
     from raylight_pipelines.embedders import EmbedderError
     from raylight_pipelines.store import StoreUnavailable
     from raylight_pipelines.weights import WeightsError
 
+    return WeightsError, EmbedderError, StoreUnavailable
+
+
+def search_command(args: argparse.Namespace) -> int:
+    """Ranked chunks for a query: through the running platform when it serves the Pipeline (and no -f is
+    given), else from the store under --data-dir with the embedder in this process."""
     try:
         served = None if args.files else _search_served(args)
+        if served is None:
+            quiet_logging()  # the model libraries load only on this path
         hits = served if served is not None else _search_here(args)
-    except (ValueError, RuntimeError, WeightsError, EmbedderError, StoreUnavailable) as exc:
+    except Exception as exc:
+        if not isinstance(exc, (ValueError, RuntimeError, *_data_plane_errors())):
+            raise
         message = str(exc)
         return fail(message if message.startswith(args.pipeline) else f"{args.pipeline}: {message}")
     if args.json:
