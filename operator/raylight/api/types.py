@@ -288,11 +288,10 @@ class ModelDeploymentSpec(ApiModel):
             parameters=preset.parameters,
             dimensions=preset.dimensions,
         )
-        resolved = self.model_copy(
-            update={"model": model, "preset": None, "license_accepted": False,
-                    "engine_args": {**preset.engine_args, **self.engine_args}}
-        )
+        resolved = self.model_copy(update={"model": model, "preset": None, "license_accepted": False})
         runtime = resolved.resolved_runtime
+        if runtime == preset.engine_runtime:  # a preset's engine args are its runtime's (vLLM's, llama.cpp's)
+            resolved = resolved.model_copy(update={"engine_args": {**preset.engine_args, **self.engine_args}})
         if runtime == "vllm":  # vLLM parses the model's own tool-call format (the CPU runtimes need no parser)
             resolved = resolved.model_copy(update={"engine_args": {**preset.tool_engine_args, **resolved.engine_args}})
         return resolved.model_copy(update={"runtime": runtime})
@@ -307,9 +306,9 @@ class ModelDeploymentSpec(ApiModel):
         if self.resources.gpus > 0:
             return "vllm"
         model_file = self.model.file if self.model else None
-        if model_file and not model_file.endswith(".gguf"):
-            return "transformers"
-        return "llama-cpp"
+        if self.model is None and self.preset is not None:
+            model_file = PRESETS[self.preset].file
+        return "llama-cpp" if model_file and model_file.endswith(".gguf") else "transformers"
 
 
 class Condition(ApiModel):

@@ -20,7 +20,8 @@ from raylight.api.names import (
     serve_service_name,
 )
 from raylight.api.types import FineTune, ModelDeployment, ModelDeploymentSpec, Pipeline, Resource
-from raylight.governance.fit import check_fit
+from raylight.api.quantity import quantity_bytes
+from raylight.governance.fit import check_fit, check_memory_fit
 from raylight.governance.licenses import LicensePolicy
 
 
@@ -40,6 +41,10 @@ def check_model(md: ModelDeployment, policy: LicensePolicy) -> list[tuple[str, s
     fit = check_fit(spec.model.parameters, spec.engine_args, spec.resources.gpus, spec.resources.accelerator_type)
     if fit:
         problems.append(("spec.resources", fit))
+    memory = check_memory_fit(spec.model.parameters, spec.engine_args, spec.resolved_runtime, spec.model.file,
+                              quantity_bytes(spec.resources.memory))
+    if memory:
+        problems.append(("spec.resources.memory", memory))
     return problems
 
 

@@ -1,4 +1,4 @@
-"""Does a model fit on the GPUs it asks for? Weights only: parameters x bytes per parameter."""
+"""Does a model fit on the GPUs, or in the memory, it asks for? Weights only: parameters x bytes per parameter."""
 
 from __future__ import annotations
 
@@ -47,4 +47,37 @@ def check_fit(parameters: str | None, engine_args: dict[str, Any], gpus: int,
         return (f"{parameters} parameters need about {need:.0f} GiB for weights, but {gpus} x {accelerator} "
                 f"leaves {have:.0f} GiB ({WEIGHT_SHARE:.0%} of {ACCELERATOR_MEMORY_GIB[accelerator]:g} GiB each): "
                 "add GPUs, pick a larger accelerator or quantize")
+    return None
+
+
+def _gguf_bytes_per_parameter(file: str) -> float:
+    """From the quantisation tag in a GGUF file name (`...Q4_1.gguf` -> 0.625); 1.0 when it names none."""
+    name = file.lower()
+    for tag, size in sorted(_BYTES_PER_PARAM.items(), key=lambda kv: -len(kv[0])):
+        if tag.startswith("q") and tag in name:
+            return size
+    for tag, size in (("f16", 2.0), ("bf16", 2.0), ("f32", 4.0)):
+        if tag in name:
+            return size
+    return 1.0
+
+
+def check_memory_fit(parameters: str | None, engine_args: dict[str, Any], runtime: str, file: str | None,
+                     memory_bytes: int) -> str | None:
+    """On the CPU runtimes the weights live in the replica's memory: None when they fit in
+    WEIGHT_SHARE of `resources.memory` (or nothing is known to check), else why they do not. llama.cpp
+    holds the GGUF's quantised weights; transformers loads float32 on CPU unless engine args set a dtype."""
+    if not parameters or runtime not in ("llama-cpp", "transformers"):
+        return None
+    if runtime == "llama-cpp":
+        per = _gguf_bytes_per_parameter(file or "")
+    else:
+        dtype = str(engine_args.get("dtype", "float32")).lower()
+        per = _BYTES_PER_PARAM.get(dtype, 4.0)
+    need = parameter_count(parameters) * per / 2**30
+    have = memory_bytes / 2**30 * WEIGHT_SHARE
+    if need > have:
+        return (f"{parameters} parameters need about {need:.1f} GiB for weights on {runtime}, but resources.memory "
+                f"leaves {have:.1f} GiB ({WEIGHT_SHARE:.0%} of it): raise resources.memory, pick a smaller or "
+                "quantised (GGUF) model, or serve it on GPUs")
     return None

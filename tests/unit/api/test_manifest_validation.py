@@ -140,7 +140,11 @@ def test_good_manifests_load_with_defaults() -> None:
     ({"task": "embed"}, "sentence-transformers"),
     ({"task": "rerank"}, "sentence-transformers"),
     ({"resources": {"gpus": 2, "acceleratorType": "H100"}}, "vllm"),
-    ({"model": {"source": "hf://HuggingFaceTB/SmolLM2-360M-Instruct", "license": "apache-2.0"}}, "llama-cpp"),
+    # a checkpoint without a GGUF file is served by transformers (llama.cpp reads GGUF files only)
+    ({"model": {"source": "hf://HuggingFaceTB/SmolLM2-360M-Instruct", "license": "apache-2.0"}}, "transformers"),
+    ({"model": {"source": "hf://org/x-GGUF", "file": "x.Q4_1.gguf", "license": "apache-2.0"}}, "llama-cpp"),
+    ({"preset": "smollm2-135m-instruct", "model": None}, "llama-cpp"),
+    ({"preset": "qwen2.5-0.5b-instruct", "model": None}, "transformers"),
     ({"model": {"source": "file:///models/x", "file": "model.safetensors", "license": "mit"}}, "transformers"),
 ])
 def test_default_runtime_follows_task_and_gpus(spec_patch: dict[str, Any], runtime: str) -> None:
@@ -175,6 +179,17 @@ def test_policy_denies_licence_and_unknown_ids(tmp_path: Path) -> None:
     problems = _models(denied, unknown, tmp_path=tmp_path)
     assert any("smollm: spec.model.license: licence agpl-3.0 is denied" in p for p in problems), problems
     assert any("other: spec.model.license: licence my-own-licence is not a known" in p for p in problems)
+
+
+def test_cpu_weights_must_fit_the_replica_memory(tmp_path: Path) -> None:
+    qwen = with_(with_(MODEL, "spec.model", None), "spec.preset", "qwen2.5-7b-instruct")
+    qwen["spec"]["resources"] = {"cpus": 2, "memory": "4Gi"}  # no GPUs: transformers in float32 on CPU
+    problems = _models(qwen, tmp_path=tmp_path)
+    assert any("spec.resources.memory: 7.6B parameters need about 28.3 GiB for weights on transformers" in p
+               for p in problems), problems
+    small = with_(with_(MODEL, "spec.model", None), "spec.preset", "smollm2-135m-instruct")
+    small["spec"]["resources"] = {"cpus": 1, "memory": "512Mi"}  # 135M Q4_1 GGUF: about 0.08 GiB
+    assert _models(small, tmp_path=tmp_path) == []
 
 
 def test_model_that_cannot_fit_is_rejected(tmp_path: Path) -> None:
