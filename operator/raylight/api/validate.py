@@ -19,8 +19,8 @@ from raylight.api.names import (
     model_rayservice_name,
     serve_service_name,
 )
-from raylight.api.types import FineTune, ModelDeployment, ModelDeploymentSpec, Pipeline, Resource
 from raylight.api.quantity import quantity_bytes
+from raylight.api.types import FineTune, ModelDeployment, ModelDeploymentSpec, Pipeline, Resource
 from raylight.governance.fit import check_fit, check_memory_fit
 from raylight.governance.licenses import LicensePolicy
 
