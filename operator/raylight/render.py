@@ -15,7 +15,7 @@ from raylight.api.types import FineTune, ModelDeployment, Pipeline
 from raylight.api.validate import check_set, namespace_of
 from raylight.desired.kubernetes import get_model_rayservice, get_pipeline_objects
 from raylight.desired.placement import check_placement
-from raylight.desired.training import get_finetune_objects
+from raylight.desired.training import get_finetune_objects, resolve_adapters
 from raylight.settings import Settings
 
 # Which manifest field a placement problem is about, per kind.
@@ -30,23 +30,27 @@ _PLACEMENT_FIELDS = {
 def load_valid(files: Iterable[Path], namespace: str, settings: Settings) -> LoadResult:
     """Parse and check manifests as one set; problems carry file, kind, name and field. A set that passes
     is rendered and every RayService placed (`check_placement`): what validates can run."""
-    result = load(files)
-    if not result.problems:
-        result.problems = check_set(result.manifests, settings.license_policy, namespace)
+    result = load(files)  # every problem of every document, not only the first kind of them:
+    result.problems += check_set(result.manifests, settings.license_policy, namespace, unparsed=result.problems)
     if not result.problems:
         result.problems = placement_problems(result.manifests, namespace, settings)
     return result
 
 
 def _objects_of(m: Manifest, models: dict[tuple[str, str], ModelDeployment], namespace: str,
-                settings: Settings) -> list[dict[str, Any]]:
+                settings: Settings, outputs: dict[str, str] | None = None) -> list[dict[str, Any]]:
     r = m.resource
     ns = namespace_of(r, namespace)
     if isinstance(r, ModelDeployment):
-        return [get_model_rayservice(r, ns, settings)]
+        return [get_model_rayservice(resolve_adapters(r, outputs or {}), ns, settings)]
     if isinstance(r, FineTune):
         return get_finetune_objects(r, ns, settings, models.get((ns, r.spec.base.model_deployment or "")))
     return get_pipeline_objects(r, ns, settings, models.get((ns, r.spec.embedder.model_deployment)))
+
+
+def _outputs(manifests: list[Manifest]) -> dict[str, str]:
+    """FineTune name -> where it writes its adapter (what an adapter naming it is served from)."""
+    return {m.resource.metadata.name: m.resource.spec.output for m in manifests if isinstance(m.resource, FineTune)}
 
 
 def _models(manifests: list[Manifest], namespace: str) -> dict[tuple[str, str], ModelDeployment]:
@@ -60,7 +64,7 @@ def placement_problems(manifests: list[Manifest], namespace: str, settings: Sett
     problems: list[Problem] = []
     for m in manifests:
         r = m.resource
-        for obj in _objects_of(m, models, namespace, settings):
+        for obj in _objects_of(m, models, namespace, settings, _outputs(manifests)):
             if obj["kind"] != "RayService":
                 continue
             for p in check_placement(obj):
@@ -75,7 +79,7 @@ def render_objects(manifests: list[Manifest], namespace: str, settings: Settings
     objects: list[dict[str, Any]] = []
     for m in manifests:
         if isinstance(m.resource, (ModelDeployment, Pipeline, FineTune)):
-            objects += _objects_of(m, models, namespace, settings)
+            objects += _objects_of(m, models, namespace, settings, _outputs(manifests))
     return objects
 
 

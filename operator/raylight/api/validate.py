@@ -112,8 +112,10 @@ def check_parallelism(spec: ModelDeploymentSpec) -> tuple[str, str] | None:
     return None
 
 
-def check_references(pipeline: Pipeline, models: dict[str, ModelDeployment]) -> list[tuple[str, str]]:
-    """A Pipeline's embedder must be an embed ModelDeployment, its llm a chat one, its reranker a rerank one."""
+def check_references(pipeline: Pipeline, models: dict[str, ModelDeployment],
+                     unparsed: Iterable[str] = ()) -> list[tuple[str, str]]:
+    """A Pipeline's embedder must be an embed ModelDeployment, its llm a chat one, its reranker a rerank one.
+    A reference to a ModelDeployment in `unparsed` (present, but with problems of its own) is not reported."""
     problems = []
     refs = [("spec.embedder.modelDeployment", pipeline.spec.embedder.model_deployment, "embed")]
     if pipeline.spec.llm and pipeline.spec.llm.model_deployment:
@@ -121,8 +123,11 @@ def check_references(pipeline: Pipeline, models: dict[str, ModelDeployment]) -> 
     if pipeline.spec.retrieval.rerank:
         refs.append(("spec.retrieval.rerank.modelDeployment", pipeline.spec.retrieval.rerank.model_deployment,
                      "rerank"))
+    skip = set(unparsed)
     for field, name, task in refs:
         md = models.get(name)
+        if md is None and name in skip:
+            continue
         if md is None:
             problems.append((field, f"no ModelDeployment named {name!r} in the same namespace"))
         elif md.spec.task != task:
@@ -198,8 +203,10 @@ def check_names(items: list[tuple[str, Resource]]) -> list[tuple[int, str, str]]
 
 
 def check_set(manifests: Iterable[Manifest], policy: LicensePolicy, namespace: str = "default",
-              check_refs: bool = True) -> list[Problem]:
-    """Problems across a set of manifests applied together."""
+              check_refs: bool = True, unparsed: Iterable[Problem] = ()) -> list[Problem]:
+    """Problems across a set of manifests applied together; `unparsed` are the problems of the documents that
+    did not parse (their objects are left out, and references to them are not reported as missing)."""
+    unparsed_models = {p.name for p in unparsed if p.kind == "ModelDeployment"}
     items = list(manifests)
     problems: list[Problem] = []
     seen: set[tuple[str, str, str]] = set()
@@ -237,6 +244,6 @@ def check_set(manifests: Iterable[Manifest], policy: LicensePolicy, namespace: s
             found += check_finetune(r, {n: md for (mns, n), md in models.items() if mns == ns}, policy, check_refs)
         elif check_refs:
             ns = namespace_of(r, namespace)
-            found += check_references(r, {n: md for (mns, n), md in models.items() if mns == ns})
+            found += check_references(r, {n: md for (mns, n), md in models.items() if mns == ns}, unparsed_models)
         problems += [Problem(str(m.file), r.kind, r.metadata.name, f, msg) for f, msg in found]
     return problems

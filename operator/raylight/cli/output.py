@@ -75,7 +75,8 @@ def load_manifests(files: list[Path], extra: Callable[[list[Manifest]], list[Pro
     """Parse and check as one set (plus `extra` checks); each problem printed as
     `FILE: KIND/NAME: FIELD: message`. Returns the manifests and the exit code (1 on any problem or none)."""
     result = load(files)
-    problems = result.problems or check_set(result.manifests, Settings.from_env().license_policy)
+    problems = result.problems + check_set(result.manifests, Settings.from_env().license_policy,
+                                           unparsed=result.problems)
     if not problems and extra is not None:
         problems = extra(result.manifests)
     for problem in problems:

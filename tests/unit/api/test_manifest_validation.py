@@ -226,3 +226,23 @@ def test_unreadable_yaml_is_a_problem_not_a_crash(tmp_path: Path) -> None:
     (tmp_path / "broken.yaml").write_text("kind: [unclosed\n")
     result = load([tmp_path])
     assert not result.manifests and "cannot read YAML" in str(result.problems[0])
+
+
+def test_validate_reports_every_document_s_problems_at_once(tmp_path: Path) -> None:
+    """A document that does not parse hides none of the others' problems; references to it are not called
+    missing (it is there, with problems of its own)."""
+    from raylight.render import load_valid
+    from raylight.settings import Settings
+
+    broken = with_(MODEL, "spec.replicas", {"min": 3, "max": 1})  # smollm: does not parse
+    denied = with_(with_(EMBEDDER, "metadata.name", "agpl-embedder"), "spec.model.license", "agpl-3.0")
+    orphan = with_(with_(PIPELINE, "metadata.name", "orphan"), "spec.llm.modelDeployment", "missing")
+    file = tmp_path / "all.yaml"
+    file.write_text(yaml.safe_dump_all([broken, EMBEDDER, denied, PIPELINE, orphan]))
+    lines = [str(p) for p in load_valid([file], "default", Settings(
+        license_policy=LicensePolicy(deny=frozenset({"agpl-3.0"})))).problems]
+    assert any("ModelDeployment/smollm: spec.replicas" in line for line in lines), lines
+    assert any("ModelDeployment/agpl-embedder: spec.model.license" in line and "denied" in line for line in lines)
+    assert any("Pipeline/orphan: spec.llm.modelDeployment: no ModelDeployment named 'missing'" in line
+               for line in lines), lines
+    assert not any("named 'smollm'" in line for line in lines), lines
