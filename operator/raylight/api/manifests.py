@@ -65,15 +65,40 @@ def field_path(loc: Iterable[int | str]) -> str:
     return out
 
 
+_DNS_LABEL_PATTERN = "^[a-z]([-a-z0-9]*[a-z0-9])?$"
+
+
 def _message(error: Any) -> str:
     msg = str(error["msg"])
     for prefix in ("Value error, ", "Assertion failed, "):
         msg = msg.removeprefix(prefix)
+    last = error["loc"][-1] if error["loc"] else None
     if error["type"] == "extra_forbidden":
         return "unknown field"
     if error["type"] == "literal_error":
         return msg.replace("Input should be", "must be one of")
+    if error["type"] == "string_pattern_mismatch" and error.get("ctx", {}).get("pattern") == _DNS_LABEL_PATTERN:
+        return ("must be a DNS label: lower-case letters, digits and '-', starting with a letter and ending with a "
+                f"letter or digit (got {error['input']!r})")
+    if error["type"] == "float_parsing" and last in ("cpus", "cpusPerWorker"):
+        return f"must be a number of CPUs, e.g. 0.25 for Kubernetes' 250m (got {error['input']!r})"
     return msg
+
+
+def _field(error: Any) -> str:
+    """The field a problem names; a validator on an object that names one of its fields (`name: ...`) names it."""
+    path = field_path(error["loc"])
+    msg = _message(error)
+    head, sep, _ = msg.partition(": ")
+    if sep and head.isidentifier() and head.islower() and path == "metadata":
+        return f"{path}.{head}"
+    return path
+
+
+def _text(error: Any) -> str:
+    msg = _message(error)
+    head, sep, rest = msg.partition(": ")
+    return rest if sep and head.isidentifier() and head.islower() and field_path(error["loc"]) == "metadata" else msg
 
 
 def parse_document(doc: Any, file: str) -> tuple[Resource | None, list[Problem]]:
@@ -90,7 +115,7 @@ def parse_document(doc: Any, file: str) -> tuple[Resource | None, list[Problem]]
     try:
         return KINDS[kind].model_validate(doc), []
     except ValidationError as exc:
-        return None, [Problem(file, kind, name, field_path(e["loc"]), _message(e)) for e in exc.errors()]
+        return None, [Problem(file, kind, name, _field(e), _text(e)) for e in exc.errors()]
 
 
 def iter_documents(path: Path) -> Iterator[tuple[Any, str]]:

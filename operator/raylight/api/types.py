@@ -23,7 +23,7 @@ from pydantic.alias_generators import to_camel
 
 from raylight.api.cron import check_schedule
 from raylight.api.datasets import record_problem
-from raylight.api.names import MAX_PIPELINE_NAME, MAX_RAYSERVICE_NAME
+from raylight.api.names import AGENT_SUFFIX, MAX_PIPELINE_NAME, MAX_RAYSERVICE_NAME
 from raylight.api.quantity import quantity_bytes
 from raylight.governance.accelerators import SUPPORTED_ACCELERATORS, check_accelerator
 from raylight.governance.presets import PRESETS
@@ -832,7 +832,8 @@ class Pipeline(ApiModel):
     @classmethod
     def _room_for_suffix(cls, meta: ObjectMeta) -> ObjectMeta:
         if len(meta.name) > MAX_PIPELINE_NAME:  # the agent's RayService is "<name>-agent", at most 47 characters
-            raise ValueError(f"name: at most {MAX_PIPELINE_NAME} characters for a Pipeline")
+            raise ValueError(f"name: at most {MAX_PIPELINE_NAME} characters for a Pipeline, got {len(meta.name)} (its "
+                             f"agent's RayService is <name>{AGENT_SUFFIX}, at most {MAX_RAYSERVICE_NAME})")
         return meta
 
     @property

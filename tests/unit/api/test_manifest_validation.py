@@ -77,8 +77,8 @@ BAD_MANIFESTS = [
     (with_(with_(MODEL, "spec.model", None), "spec.preset", "all-minilm-l6-v2"), "spec", "embed model"),
     (with_(MODEL, "spec.adapters", [{"name": "legal", "source": "s3://b/adapters/legal"}]), "spec", "vllm"),
     (with_(MODEL, "spec.adapters", [{"name": "Legal!", "source": "s3://b/x/Legal"}]), "spec.adapters[0].name",
-     "pattern"),
-    (with_(MODEL, "metadata.name", "Bad_Name"), "metadata.name", "pattern"),
+     "must be a DNS label"),
+    (with_(MODEL, "metadata.name", "Bad_Name"), "metadata.name", "must be a DNS label"),
     (with_(MODEL, "spec.resources", {"gpus": 1, "acceleratorType": "H1000"}), "spec.resources.acceleratorType",
      "unknown accelerator"),
     (with_(with_(MODEL, "spec.resources", {"gpus": 1}), "spec.adapters", [{"name": "legal", "source": "pvc://c/legal"}]),
@@ -105,7 +105,8 @@ BAD_MANIFESTS = [
     (with_(PIPELINE, "spec.deletionPolicy", "Orphan"), "spec.deletionPolicy", "Retain"),
     (with_(PIPELINE, "spec.schedule", "every hour"), "spec.schedule", "expected exactly 5 fields"),
     (with_(PIPELINE, "spec.agent", {"auth": {}}), "spec.agent.auth", "exactly one of secret or oidc"),
-    (with_(PIPELINE, "metadata.name", "p" * 42), "metadata", "41"),
+    (with_(PIPELINE, "metadata.name", "p" * 42), "metadata.name", "at most 41 characters for a Pipeline, got 42"),
+    (with_(MODEL, "spec.resources", {"cpus": "250m"}), "spec.resources.cpus", "e.g. 0.25 for Kubernetes' 250m"),
     (with_(PIPELINE, "spec.embedder", None), "spec.embedder", "Field required"),
 ]
 
