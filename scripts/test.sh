@@ -10,5 +10,5 @@ export OPENBLAS_NUM_THREADS=1 HF_HUB_OFFLINE=1 RAY_AUTH_MODE=disabled
 # before them: after the Ray-based modules in the same process the operator never sees the API mock (a test
 # isolation problem under investigation, not a product one; in their own process they pass).
 if [ "$#" -eq 0 ]; then set -- tests/unit tests/chart tests/operator tests/integration; fi
-echo "[test] running $* (the whole suite usually takes about 8 minutes on 2 cores)" >&2
+echo "[test] running $* (the whole suite usually takes 13-18 minutes on 2 cores)" >&2
 python -m pytest -q -ra --durations=15 "$@"
