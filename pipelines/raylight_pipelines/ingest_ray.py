@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import pickle
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -239,15 +240,19 @@ def ray_ingest(plan: IngestionPlan, base_dir: Any, embedder: Embedder, tokenizer
         blocks = max(1, min(len(units) // max(opts.documents_per_task, 1) + 1, 200))
         ds: Any = ray.data.from_items(items, override_num_blocks=blocks)
         # A task that fails on the store (a Qdrant blip) is retried: its reads and upserts are idempotent.
+        # Ray 2.60 names no parameter for task retries, so they go as remote args; its deprecation warning for
+        # them is silenced here (it would print on every run).
         retry = {"max_retries": 3, "retry_exceptions": True}
-        ds = ds.map_batches(read_parse_chunk, fn_kwargs={"ctx": ctx}, batch_size=opts.documents_per_task,
-                            batch_format="numpy", num_cpus=opts.task_cpus, **retry)
-        ds = ds.map_batches(EmbedPassages, fn_constructor_kwargs={
-            "source": plan.embedder.source, "device": "cuda" if opts.num_gpus else "cpu"},
-            batch_size=opts.batch_size, batch_format="numpy", compute=_pool(opts),
-            num_cpus=opts.num_cpus, num_gpus=opts.num_gpus)
-        ds = ds.map_batches(upsert, fn_kwargs={"ctx": ctx}, batch_size=max(opts.batch_size, 64),
-                            batch_format="numpy", num_cpus=opts.task_cpus, **retry)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
+            ds = ds.map_batches(read_parse_chunk, fn_kwargs={"ctx": ctx}, batch_size=opts.documents_per_task,
+                                batch_format="numpy", num_cpus=opts.task_cpus, **retry)
+            ds = ds.map_batches(EmbedPassages, fn_constructor_kwargs={
+                "source": plan.embedder.source, "device": "cuda" if opts.num_gpus else "cpu"},
+                batch_size=opts.batch_size, batch_format="numpy", compute=_pool(opts),
+                num_cpus=opts.num_cpus, num_gpus=opts.num_gpus)
+            ds = ds.map_batches(upsert, fn_kwargs={"ctx": ctx}, batch_size=max(opts.batch_size, 64),
+                                batch_format="numpy", num_cpus=opts.task_cpus, **retry)
         done = 0
         try:
             for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
