@@ -87,10 +87,14 @@ def split(records: list[dict[str, Any]], fraction: float, seed: int) -> tuple[li
 
 
 def adapter_sha256(directory: Path) -> str:
+    """A digest of the adapter: its weights' bytes and its config as canonical JSON (PEFT writes
+    target_modules from a set, in an order that changes from one process to the next)."""
+    config = json.loads((directory / "adapter_config.json").read_text(encoding="utf-8"))
+    if isinstance(config.get("target_modules"), list):
+        config["target_modules"] = sorted(config["target_modules"])
     digest = hashlib.sha256()
-    for name in ADAPTER_FILES:
-        digest.update(name.encode())
-        digest.update((directory / name).read_bytes())
+    digest.update(json.dumps(config, sort_keys=True).encode())
+    digest.update((directory / "adapter_model.safetensors").read_bytes())
     return digest.hexdigest()
 
 
@@ -196,6 +200,7 @@ def train_loop(config: dict[str, Any]) -> None:
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=hp.learning_rate)
     steps = int(config["total_steps"])
     step = 0
+    loss = float("nan")
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:  # resume: the adapter, the optimizer and where it was
         with checkpoint.as_directory() as folder:
@@ -203,6 +208,7 @@ def train_loop(config: dict[str, Any]) -> None:
             set_peft_model_state_dict(model, state["adapter"])
             optimizer.load_state_dict(state["optimizer"])
             step = int(state["step"])
+            loss = float(state.get("loss", loss))
 
     def evaluate() -> float | None:
         if not evals:
@@ -221,7 +227,7 @@ def train_loop(config: dict[str, Any]) -> None:
             return
         with tempfile.TemporaryDirectory() as folder:
             torch.save({"adapter": get_peft_model_state_dict(model), "optimizer": optimizer.state_dict(),
-                        "step": step}, Path(folder) / "trainer.pt")
+                        "step": step, "loss": loss}, Path(folder) / "trainer.pt")
             if final:
                 model.save_pretrained(str(Path(folder) / "adapter"))
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
@@ -230,7 +236,6 @@ def train_loop(config: dict[str, Any]) -> None:
     began = time.time()
     model.train()
     epoch = step // max(1, math.ceil(len(examples) / hp.batch_size))
-    loss = float("nan")
     while step < steps:
         order = list(range(len(examples)))
         random.Random(hp.seed * 1000 + epoch).shuffle(order)
@@ -300,6 +305,7 @@ def run(plan: FineTunePlan, progress: Callable[[str], None] | None = None) -> di
         for name in ADAPTER_FILES:
             shutil.copyfile(Path(folder) / "adapter" / name, out_dir / name)
     duration = time.time() - started
+    ran = int(metrics.get("step") or 0) - int(metrics.get("resumed_from") or 0)
     sha = adapter_sha256(out_dir)
     manifest = {
         "name": plan.name, "method": plan.method,
@@ -327,7 +333,7 @@ def run(plan: FineTunePlan, progress: Callable[[str], None] | None = None) -> di
         "trainLoss": metrics.get("train_loss"), "evalLoss": metrics.get("eval_loss"),
         "adapterUri": plan.output_uri, "adapterSha256": sha, "license": plan.license,
         "durationSeconds": round(duration, 2),
-        "stepsPerSecond": round((int(metrics.get("step") or 0) - int(metrics.get("resumed_from") or 0))
-                                / float(metrics["train_seconds"]), 4) if metrics.get("train_seconds") else None,
+        "stepsPerSecond": round(ran / float(metrics["train_seconds"]), 4) if ran and metrics.get("train_seconds")
+        else None,  # None: a resumed run that had nothing left to do
         "path": str(out_dir),
     }

@@ -80,3 +80,42 @@ async def test_a_finetune_whose_base_licence_forbids_derivatives_fails_and_start
         obj = await eventually(lambda: _phase(kube, "Failed"))
         assert "forbids derivative works" in obj["status"]["message"]
         assert await kube.list("RayJob") == []
+
+
+async def test_an_adapter_naming_a_finetune_is_served_once_the_finetune_succeeds(
+        api: Emulator, kube: Kube, start_operator: Callable[..., Any]) -> None:
+    import yaml
+
+    tune = json.loads(json.dumps(FINETUNE))
+    tune["spec"]["base"] = {"model": CHAT["spec"]["model"]}
+    tune["spec"]["output"] = "pvc://adapters/zorblax"
+    served = json.loads(json.dumps(CHAT))
+    served["metadata"]["name"] = "smollm-tuned"
+    served["spec"].update(runtime="transformers", adapters=[{"name": "zorblax", "fineTune": "zorblax"}])
+    async with start_operator():
+        await kube.create(served)
+        await kube.create(tune)
+        [job] = await eventually(lambda: kube.list("RayJob"), timeout=20)
+        waiting = await eventually(lambda: _md_waiting(kube))
+        assert "waits for FineTune zorblax" in next(c for c in waiting["status"]["conditions"]
+                                                    if c["type"] == "Ready")["message"]
+        assert await kube.get("RayService", "smollm-tuned") is None
+        name = job["metadata"]["name"]
+        report = {"phase": "Succeeded", "step": 8, "totalSteps": 8, "trainLoss": 0.01,
+                  "adapterUri": "pvc://adapters/zorblax", "adapterSha256": "cd" * 32}
+        await kube.create({"apiVersion": "v1", "kind": "Pod", "metadata": {
+            "name": f"{name}-submitter", "labels": {"job-name": name}}, "spec": {"containers": []}})
+        await kube.patch("Pod", f"{name}-submitter", {"status": {"containerStatuses": [{
+            "name": "ray-job-submitter", "state": {"terminated": {"exitCode": 0, "message": json.dumps(report)}}}]}})
+        await kube.patch("RayJob", name, {"status": {**RUNNING, "jobDeploymentStatus": "Complete",
+                                                     "jobStatus": "SUCCEEDED", "endTime": "2026-11-29T10:01:30Z"}})
+        await eventually(lambda: _phase(kube, "Succeeded"))
+        service = await eventually(lambda: kube.get("RayService", "smollm-tuned"), timeout=20)
+        app = yaml.safe_load(service["spec"]["serveConfigV2"])["applications"][0]
+        assert app["args"]["spec"]["adapters"] == [{"name": "zorblax", "source": "pvc://adapters/zorblax"}]
+
+
+async def _md_waiting(kube: Kube) -> dict[str, Any] | None:
+    obj = await kube.get("ModelDeployment", "smollm-tuned")
+    ready = next((c for c in ((obj or {}).get("status") or {}).get("conditions") or [] if c["type"] == "Ready"), {})
+    return obj if ready.get("reason") == "WaitingForFineTune" else None

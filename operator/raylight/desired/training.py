@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from raylight.api.names import (
@@ -19,7 +20,7 @@ from raylight.api.names import (
     local_path,
 )
 from raylight.api.training import FineTunePlan, PlanDataset, PlanResources
-from raylight.api.types import FineTune, ModelDeployment, ModelSource
+from raylight.api.types import Adapter, FineTune, ModelDeployment, ModelSource
 from raylight.desired.kubernetes import (
     RUN_DEADLINE_SECONDS,
     RUN_TTL_SECONDS,
@@ -33,7 +34,18 @@ from raylight.desired.kubernetes import (
 from raylight.governance.accelerators import vendor_of
 from raylight.settings import Settings
 
-__all__ = ["ADAPTER_MANIFEST", "finetune_base", "get_finetune_objects", "get_finetune_plan", "plan_checksum"]
+__all__ = ["ADAPTER_MANIFEST", "finetune_base", "get_finetune_objects", "get_finetune_plan", "plan_checksum",
+           "resolve_adapters"]
+
+
+def resolve_adapters(md: ModelDeployment, outputs: Mapping[str, str]) -> ModelDeployment:
+    """The ModelDeployment with each `fineTune: NAME` adapter pointing at that FineTune's output (`outputs`:
+    FineTune name -> its adapter's URI); raises KeyError naming a FineTune that has none."""
+    if not any(a.fine_tune for a in md.spec.adapters):
+        return md
+    adapters = [a if a.fine_tune is None else Adapter(name=a.name, source=outputs[a.fine_tune])
+                for a in md.spec.adapters]
+    return md.model_copy(update={"spec": md.spec.model_copy(update={"adapters": adapters})})
 
 
 def finetune_base(ft: FineTune, base: ModelDeployment | None) -> ModelSource | None:

@@ -14,9 +14,10 @@ from typing import Any
 
 from raylight.api.connections import Connections, IngestionPlan, ThreadsConnection
 from raylight.api.manifests import Manifest, Problem
-from raylight.api.types import ModelDeployment, Pipeline
+from raylight.api.types import FineTune, ModelDeployment, Pipeline
 from raylight.desired.pipeline import get_connections, get_ingestion_plan
 from raylight.desired.serve import get_agent_application, get_model_application
+from raylight.desired.training import resolve_adapters
 from raylight.local import state as st
 from raylight.settings import Settings
 
@@ -133,10 +134,11 @@ def build_plan(manifests: list[Manifest], data_dir: Path, port: int) -> Plan:
     url = f"http://127.0.0.1:{port}"
     plan = Plan(url)
     models = {m.resource.metadata.name: m.resource for m in manifests if isinstance(m.resource, ModelDeployment)}
+    outputs = {m.resource.metadata.name: m.resource.spec.output for m in manifests if isinstance(m.resource, FineTune)}
     for m in manifests:
         r = m.resource
         if isinstance(r, ModelDeployment):
-            app = get_model_application(r)
+            app = get_model_application(resolve_adapters(r, outputs))
         elif not isinstance(r, Pipeline):  # a FineTune is batch work (`raylight finetune`), not a Serve app
             continue
         else:

@@ -28,7 +28,7 @@ from raylight.desired.kubernetes import (
     get_model_rayservice,
 )
 from raylight.desired.pipeline import get_collection_plan
-from raylight.desired.training import get_finetune_objects
+from raylight.desired.training import get_finetune_objects, resolve_adapters
 from raylight.operator import metrics
 from raylight.operator.clients import Conflict, KubeClient, Obj, StoreFactory, secret_value
 from raylight.operator.config import OperatorConfig
@@ -217,6 +217,11 @@ class Reconciler:
             verdict = Verdict("Failed", [])
             return self._result(body, verdict, {"endpoint": None}, writes, now,
                                 failure=("InvalidSpec", _invalid(exc)))
+        waiting, outputs = self._adapter_outputs(md, ns)
+        if waiting:  # an adapter names a FineTune that has not produced its adapter yet: deploy nothing
+            return self._result(body, Verdict("Pending", []), {"endpoint": None}, writes, now,
+                                failure=("WaitingForFineTune", waiting))
+        md = resolve_adapters(md, outputs)
         problems = dict(check_model(md, settings.license_policy))
         license_problem = next((m for f, m in problems.items() if f != "spec.resources"), None)
         fit_problem = problems.get("spec.resources")
@@ -238,6 +243,23 @@ class Reconciler:
         if license_problem and was.get("status") != "False":  # once, when the refusal begins
             result.events.append(("Warning", "LicenseRefused", license_problem))
         return result
+
+    def _adapter_outputs(self, md: ModelDeployment, ns: str) -> tuple[str | None, dict[str, str]]:
+        """(why the model waits, or None; FineTune name -> its adapter's URI) for the adapters naming a
+        FineTune: each is served once its FineTune has succeeded, from the URI its status reports."""
+        outputs: dict[str, str] = {}
+        for a in md.spec.adapters:
+            if a.fine_tune is None:
+                continue
+            ft = self.deps.kube.get("FineTune", ns, a.fine_tune)
+            status = (ft or {}).get("status") or {}
+            if ft is None:
+                return f"spec.adapters: no FineTune named {a.fine_tune!r} in namespace {ns}", {}
+            if status.get("phase") != "Succeeded" or not status.get("adapterUri"):
+                return (f"adapter {a.name} waits for FineTune {a.fine_tune} (phase "
+                        f"{status.get('phase') or 'Pending'})"), {}
+            outputs[a.fine_tune] = str(status["adapterUri"])
+        return None, outputs
 
     def _deadline(self, body: Mapping[str, Any], now: str) -> Callable[[Health, str | None], Health]:
         """`overdue` for this object's children: a transition began no earlier than this object's

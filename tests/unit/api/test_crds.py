@@ -44,7 +44,8 @@ def test_crd_schema_is_structural(crd: dict[str, Any]) -> None:
 
 
 def test_crds_have_status_printer_columns_short_names_and_cel_rules() -> None:
-    md, pipeline = crds.all_crds()
+    md, pipeline, finetune = crds.all_crds()
+    assert finetune["spec"]["names"]["shortNames"] == ["ft"] and finetune["metadata"]["name"] == "finetunes.raylight.io"
     version = md["spec"]["versions"][0]
     assert version["subresources"] == {"status": {}}
     columns = {c["name"]: c["jsonPath"] for c in version["additionalPrinterColumns"]}

