@@ -316,6 +316,24 @@ def get_ingestion_objects(pipeline: Pipeline, namespace: str, settings: Settings
             mounts.append({"name": f"source-{i}", "mountPath": path, "readOnly": True})
     env = [*get_pipeline_env(pipeline, settings), {"name": "HF_HUB_OFFLINE", "value": "0" if (
         ingestion_plan.embedder.source and ingestion_plan.embedder.source.source.startswith("hf://")) else "1"}]
+    workers, cpus, gpus, memory, accelerator = _ingestion_sizing(ingestion_plan, pipeline, embedder)
+    rayjob = get_batch_rayjob(
+        ingestion_job_name(name, checksum), namespace,
+        {**labels("Pipeline", name, "ingestion"), "raylight.io/plan": checksum},
+        f"raylight ingest --plan {PLAN_MOUNT_DIR}/{PLAN_FILE} --json", settings, env, volumes, mounts,
+        head_cpus=2, group="ingest", workers=workers, cpus=cpus, memory=memory, gpus=gpus, accelerator=accelerator)
+    return [_finish(config_map), _finish(rayjob)]
+
+
+def get_batch_rayjob(name: str, namespace: str, run_labels: dict[str, str], entrypoint: str, settings: Settings,
+                     env: list[dict[str, Any]], volumes: list[dict[str, Any]], mounts: list[dict[str, Any]], *,
+                     head_cpus: float, group: str, workers: int, cpus: float, memory: str, gpus: int,
+                     accelerator: str | None) -> dict[str, Any]:
+    """A batch run (ingestion, fine-tuning) as a KubeRay RayJob on a Ray cluster of its own that KubeRay deletes
+    when the run ends: the head (`num-cpus: 0`) runs the driver `entrypoint`, one worker group of `workers`
+    pods with the vendor's device and toleration, every pod with `volumes`/`mounts`, restricted security, no
+    service-account token; the submitter keeps the run's last output line as its termination message. A
+    failed run is retried on a fresh cluster (`backoffLimit`): the runs are idempotent or resume."""
     security = {"allowPrivilegeEscalation": False, "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}}
     image = settings.runtime_image
 
@@ -325,31 +343,27 @@ def get_ingestion_objects(pipeline: Pipeline, namespace: str, settings: Settings
         return {"spec": {"containers": [container], "volumes": volumes, "automountServiceAccountToken": False,
                          **(extra or {})}}
 
-    # The head runs the driver (listing, the store scan, the final deletes) and schedules no tasks.
-    head = _container("ray-head", image, 2, "4Gi", env=env, ports=True)
-    workers, cpus, gpus, memory, accelerator = _ingestion_sizing(ingestion_plan, pipeline, embedder)
     vendor = vendor_of(accelerator)
-    worker_container = _container("ray-worker", image, cpus, memory, gpus, env, device=vendor.k8s_resource)
+    head = _container("ray-head", image, head_cpus, "4Gi", env=env, ports=True)
+    worker = _container("ray-worker", image, cpus, memory, gpus, env, device=vendor.k8s_resource)
     worker_extra: dict[str, Any] = {"tolerations": [vendor.toleration()]} if gpus else {}
     start: dict[str, str] = {"num-cpus": _ray_cpus(cpus)}
     if gpus:
         start["num-gpus"] = str(gpus)
-    entrypoint = f"raylight ingest --plan {PLAN_MOUNT_DIR}/{PLAN_FILE} --json"
     submitter = _container(SUBMITTER, image, 0.2, "512Mi")
     submitter["command"] = ingestion_submitter_command(entrypoint)
     submitter["securityContext"] = security
-    run_labels = {**labels("Pipeline", name, "ingestion"), "raylight.io/plan": checksum}
     rayjob = {
         "apiVersion": "ray.io/v1",
         "kind": "RayJob",
-        "metadata": {"name": ingestion_job_name(name, checksum), "namespace": namespace, "labels": run_labels},
+        "metadata": {"name": name, "namespace": namespace, "labels": run_labels},
         "spec": {
             "entrypoint": entrypoint,
             "submissionMode": "K8sJobMode",
             "shutdownAfterJobFinishes": True,
             "ttlSecondsAfterFinished": RUN_TTL_SECONDS,
             "activeDeadlineSeconds": RUN_DEADLINE_SECONDS,
-            "backoffLimit": 2,  # a run that fails is retried on a fresh cluster (its writes are idempotent)
+            "backoffLimit": 2,
             "submitterPodTemplate": {
                 "metadata": {"labels": run_labels},
                 "spec": {"restartPolicy": "Never", "automountServiceAccountToken": False,
@@ -362,17 +376,17 @@ def get_ingestion_objects(pipeline: Pipeline, namespace: str, settings: Settings
                     "template": pod(head),
                 },
                 "workerGroupSpecs": [{
-                    "groupName": "ingest-gpu-workers" if gpus else "ingest-workers",
+                    "groupName": f"{group}-gpu-workers" if gpus else f"{group}-workers",
                     "replicas": workers,
                     "minReplicas": workers,
                     "maxReplicas": workers,
                     "rayStartParams": start,
-                    "template": pod(worker_container, worker_extra),
+                    "template": pod(worker, worker_extra),
                 }],
             },
         },
     }
-    return [_finish(config_map), _finish(rayjob)]
+    return rayjob
 
 
 def get_ingestion_cron(rayjob: dict[str, Any], schedule: str) -> dict[str, Any]:

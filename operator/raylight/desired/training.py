@@ -21,17 +21,7 @@ from raylight.api.names import (
 )
 from raylight.api.training import FineTunePlan, PlanDataset, PlanResources
 from raylight.api.types import Adapter, FineTune, ModelDeployment, ModelSource
-from raylight.desired.kubernetes import (
-    RUN_DEADLINE_SECONDS,
-    RUN_TTL_SECONDS,
-    SUBMITTER,
-    _container,
-    _finish,
-    _ray_cpus,
-    ingestion_submitter_command,
-    labels,
-)
-from raylight.governance.accelerators import vendor_of
+from raylight.desired.kubernetes import _finish, get_batch_rayjob, labels
 from raylight.settings import Settings
 
 __all__ = ["ADAPTER_MANIFEST", "finetune_base", "get_finetune_objects", "get_finetune_plan", "plan_checksum",
@@ -119,55 +109,11 @@ def get_finetune_objects(ft: FineTune, namespace: str, settings: Settings,
         volumes.append({"name": f"pvc-{i}", "persistentVolumeClaim": {"claimName": claim, "readOnly": read_only}})
         mounts.append({"name": f"pvc-{i}", "mountPath": f"{PVC_MOUNT_ROOT}/{claim}", "readOnly": read_only})
     env = [{"name": "HF_HUB_OFFLINE", "value": "0" if plan.base.source.startswith("hf://") else "1"}]
-    security = {"allowPrivilegeEscalation": False, "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}}
-    image = settings.runtime_image
-
-    def pod(container: dict[str, Any], extra: dict[str, Any] | None = None) -> dict[str, Any]:
-        container["volumeMounts"] = mounts
-        container["securityContext"] = security
-        return {"spec": {"containers": [container], "volumes": volumes, "automountServiceAccountToken": False,
-                         **(extra or {})}}
-
     res = ft.spec.resources
-    vendor = vendor_of(res.accelerator_type)
-    head = _container("ray-head", image, 1, "4Gi", env=env, ports=True)
-    worker = _container("ray-worker", image, res.cpus, res.memory, res.gpus, env, device=vendor.k8s_resource)
-    worker_extra: dict[str, Any] = {"tolerations": [vendor.toleration()]} if res.gpus else {}
-    start: dict[str, str] = {"num-cpus": _ray_cpus(res.cpus)}
-    if res.gpus:
-        start["num-gpus"] = str(res.gpus)
-    entrypoint = f"raylight finetune --plan {PLAN_MOUNT_DIR}/{PLAN_FILE} --json"
-    submitter = _container(SUBMITTER, image, 0.2, "512Mi")
-    submitter["command"] = ingestion_submitter_command(entrypoint)
-    submitter["securityContext"] = security
-    run_labels = {**labels("FineTune", name, "training"), "raylight.io/plan": checksum}
-    rayjob = {
-        "apiVersion": "ray.io/v1", "kind": "RayJob",
-        "metadata": {"name": finetune_job_name(name, checksum), "namespace": namespace, "labels": run_labels},
-        "spec": {
-            "entrypoint": entrypoint,
-            "submissionMode": "K8sJobMode",
-            "shutdownAfterJobFinishes": True,
-            "ttlSecondsAfterFinished": RUN_TTL_SECONDS,
-            "activeDeadlineSeconds": RUN_DEADLINE_SECONDS,
-            "backoffLimit": 2,  # a failed run is retried on a fresh cluster and resumes from its checkpoint
-            "submitterPodTemplate": {
-                "metadata": {"labels": run_labels},
-                "spec": {"restartPolicy": "Never", "automountServiceAccountToken": False, "containers": [submitter]},
-            },
-            "rayClusterSpec": {
-                "rayVersion": settings.ray_version,
-                "headGroupSpec": {
-                    "rayStartParams": {"num-cpus": "0", "dashboard-host": "0.0.0.0"},
-                    "template": pod(head),
-                },
-                "workerGroupSpecs": [{
-                    "groupName": "train-gpu-workers" if res.gpus else "train-workers",
-                    "replicas": res.workers, "minReplicas": res.workers, "maxReplicas": res.workers,
-                    "rayStartParams": start,
-                    "template": pod(worker, worker_extra),
-                }],
-            },
-        },
-    }
+    rayjob = get_batch_rayjob(
+        finetune_job_name(name, checksum), namespace,
+        {**labels("FineTune", name, "training"), "raylight.io/plan": checksum},
+        f"raylight finetune --plan {PLAN_MOUNT_DIR}/{PLAN_FILE} --json", settings, env, volumes, mounts,
+        head_cpus=1, group="train", workers=res.workers, cpus=res.cpus, memory=res.memory, gpus=res.gpus,
+        accelerator=res.accelerator_type)
     return [_finish(config_map), _finish(rayjob)]
