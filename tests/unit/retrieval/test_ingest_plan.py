@@ -24,11 +24,14 @@ QUICKSTART = Path(__file__).resolve().parents[3] / "examples" / "quickstart"
 
 
 class Embeddings(BaseHTTPRequestHandler):
+    """An OpenAI-compatible /v1/embeddings; `vectors` makes the vectors (here: 8 numbers from a hash)."""
+
+    def vectors(self, texts: list[str]) -> list[list[float]]:
+        return [[b / 255 for b in hashlib.sha256(t.encode()).digest()[:8]] for t in texts]
+
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        data = [{"object": "embedding", "index": i,
-                 "embedding": [b / 255 for b in hashlib.sha256(t.encode()).digest()[:8]]}
-                for i, t in enumerate(body["input"])]
+        data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(self.vectors(body["input"]))]
         out = json.dumps({"object": "list", "data": data, "model": body["model"],
                           "usage": {"prompt_tokens": 0, "total_tokens": 0}}).encode()
         self.send_response(200)
@@ -117,17 +120,8 @@ def test_switching_between_the_embedder_service_and_the_model_in_process_re_embe
     model = LocalEmbedder.from_source(plan.embedder.source)
 
     class RealEmbeddings(Embeddings):
-        def do_POST(self) -> None:
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            vectors = model.embed(body["input"])
-            data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)]
-            out = json.dumps({"object": "list", "data": data, "model": body["model"],
-                              "usage": {"prompt_tokens": 0, "total_tokens": 0}}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(out)))
-            self.end_headers()
-            self.wfile.write(out)
+        def vectors(self, texts: list[str]) -> list[list[float]]:
+            return model.embed(texts)
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), RealEmbeddings)
     threading.Thread(target=server.serve_forever, daemon=True).start()
