@@ -43,13 +43,7 @@ def unknown_fields(obj: Any, schema: dict[str, Any], path: str = "") -> list[str
 
 @pytest.fixture(scope="session")
 def rayservice_schema() -> dict[str, Any]:
-    crd_file = KUBERAY_SCHEMAS / "ray.io_rayservices.yaml"
-    if not crd_file.exists():
-        pytest.skip(f"KubeRay CRD schemas not found at {KUBERAY_SCHEMAS} (../shared is absent in a plain clone)")
-    crd = yaml.load(crd_file.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-    version = next(v for v in crd["spec"]["versions"] if v["name"] == "v1")
-    schema: dict[str, Any] = version["schema"]["openAPIV3Schema"]
-    return schema
+    return _kuberay_schema("ray.io_rayservices.yaml")
 
 
 @pytest.fixture(scope="session")

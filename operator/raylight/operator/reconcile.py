@@ -407,10 +407,7 @@ class Reconciler:
         record: dict[str, Any] = {"plan": checksum, "job": job["metadata"]["name"], "succeeded": health.ready}
         report: dict[str, Any] = {}
         if live is not None and rayjob_finished(live):
-            try:
-                report = ingestion_report(kube.list("Pod", ns, {"job-name": job["metadata"]["name"]}))
-            except Exception as exc:  # the summary informs; reading it never fails a reconcile
-                log.warning("Pipeline %s/%s: cannot read the ingestion summary: %s", ns, name, exc)
+            report = self._run_report("Pipeline", ns, name, job)
             record |= report
             if health.degraded and report.get("error"):  # the run's own word on why
                 health = replace(health, message=f"{health.message}: {report['error']}"[:1000])
@@ -465,11 +462,17 @@ class Reconciler:
             return self._finetune_result(body, dict(old), writes, now)
         report: dict[str, Any] = {}
         if live is not None and rayjob_finished(live):
-            try:
-                report = ingestion_report(kube.list("Pod", ns, {"job-name": job["metadata"]["name"]}))
-            except Exception as exc:  # the report informs; reading it never fails a reconcile
-                log.warning("FineTune %s/%s: cannot read the training report: %s", ns, name, exc)
+            report = self._run_report("FineTune", ns, name, job)
         return self._finetune_result(body, finetune_status(live, report, now), writes, now)
+
+    def _run_report(self, kind: str, ns: str, name: str, job: Obj) -> dict[str, Any]:
+        """The report a finished RayJob's run left (its submitter's termination message); {} when unreadable:
+        the report informs, reading it never fails a reconcile."""
+        try:
+            return ingestion_report(self.deps.kube.list("Pod", ns, {"job-name": job["metadata"]["name"]}))
+        except Exception as exc:
+            log.warning("%s %s/%s: cannot read the run's report: %s", kind, ns, name, exc)
+            return {}
 
     def _finetune_result(self, body: Mapping[str, Any], fields: dict[str, Any], writes: list[str], now: str,
                          failure: tuple[str, str] | None = None) -> Result:
