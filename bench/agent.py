@@ -71,10 +71,9 @@ async def throughput(call: Callable[[], Awaitable[Any]], n: int, concurrency: in
     return n / (time.perf_counter() - start)
 
 
-def setup(data: Path, embed_via_handle: bool = False) -> tuple[str, Any, Any]:
-    """Ray + Serve, the models, the ingested handbook and its agent; `embed_via_handle` wires the query
-    embedding as `raylight up` does (a DeploymentHandle to the embedder's app) instead of over HTTP."""
-    import ray
+def setup(data: Path, embed_in_process: bool = False) -> tuple[str, Any, Any]:
+    """Ray + Serve, the models, the ingested handbook and its agent; `embed_in_process` wires the query
+    embedding as `raylight up` does (in the agent's process, on ONNX Runtime) instead of over HTTP."""
     from ray import serve
     from raylight.api.connections import (
         Connections,
@@ -87,16 +86,15 @@ def setup(data: Path, embed_via_handle: bool = False) -> tuple[str, Any, Any]:
     from raylight.api.types import ModelDeployment, ModelSource, Pipeline
     from raylight.desired.pipeline import get_collection_plan
     from raylight.desired.serve import get_agent_application, get_model_application
+    from raylight.local import serve as local
+    from raylight.local.gateway import build_app as gateway_app
     from raylight_agents.serve import build_app as agent_app
     from raylight_pipelines import ingest
     from raylight_pipelines.serving.app import build_app as model_app
     from raylight_pipelines.store import start_store_actor
 
-    ray.init(address="local", num_cpus=6, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"OPENBLAS_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}})
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    base = f"http://127.0.0.1:{port}"
+    os.environ.update({"OPENBLAS_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"})
+    base = local.start(free_port(), num_cpus=6).url  # Ray and Serve as `raylight up` starts them (HAProxy ingress)
     for manifest in yaml.safe_load_all((QUICKSTART / "models.yaml").read_text()):
         md = ModelDeployment.model_validate(manifest)
         config = get_model_application(md, route_prefix=f"/models/{md.metadata.name}")
@@ -114,11 +112,15 @@ def setup(data: Path, embed_via_handle: bool = False) -> tuple[str, Any, Any]:
     # Ingestion embeds over HTTP (its tokenizer from the embedder's source), whichever way queries embed.
     ingest.run(IngestionPlan(pipeline="handbook", spec=pipeline.spec, embedder=connections.embedder,
                              store=connections.store, collection=get_collection_plan(pipeline, None)), QUICKSTART)
-    if embed_via_handle:
+    if embed_in_process:
         connections = connections.model_copy(
-            update={"embedder": connections.embedder.model_copy(update={"serve_app": "minilm"})})
+            update={"embedder": connections.embedder.model_copy(update={"base_url": None, "backend": "onnx"})})
     config = get_agent_application(pipeline, connections, route_prefix="/agent")
     serve.run(agent_app(config["args"]), name="handbook", route_prefix="/agent")
+    # `raylight up`'s single port: the gateway at "/" reaches the same apps through DeploymentHandles.
+    serve.run(gateway_app({"models": {"minilm": "embed", "smollm": "chat"}, "pipelines": ["handbook"],
+                           "protected": [], "max_request_bytes": 65536}), name="gateway", route_prefix="/")
+    assert local.wait_routed(base) and local.wait_routed(f"{base}/agent")
     return base, connections, pipeline
 
 

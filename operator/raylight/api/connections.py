@@ -3,8 +3,8 @@ control plane (operator, `raylight up`) writes and the data plane reads. Never s
 arrive as environment variables whose names these carry, so a rendered manifest is safe to commit.
 
 On a cluster every URL is a Service (`names.model_base_url`); on one machine the gateway on 127.0.0.1,
-the embedder through a DeploymentHandle (`serve_app`), the store through the Ray actor that owns the
-embedded Qdrant folder, threads in SQLite. On the wire (Serve args, the ingestion plan) fields are
+the agent's query embeddings in its own process (no `base_url`), the store through the Ray actor that owns
+the embedded Qdrant folder, threads in SQLite. On the wire (Serve args, the ingestion plan) fields are
 camelCase, like the CRs.
 """
 
@@ -29,7 +29,9 @@ class EmbedderConnection(ApiModel):
     base_url: str | None = None  # OpenAI-compatible `.../v1`; None: embed in this process from `source`
     dimensions: int | None = None  # None: ask the embedder at run time
     source: ModelSource | None = None  # resolved weights: ingestion loads the tokenizer (and model at scale)
-    serve_app: str | None = None  # one machine: the embedder's Serve application, reached through a handle
+    # How a process that embeds by itself (no base_url) runs the model: the embedder ModelDeployment's
+    # sentence-transformers `engineArgs.backend` (onnx or torch; api.serve.EMBED_BACKENDS).
+    backend: Literal["onnx", "torch"] = "torch"
 
     @property
     def identity(self) -> str:

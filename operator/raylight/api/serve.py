@@ -20,6 +20,11 @@ from raylight.api.connections import Connections
 from raylight.api.quantity import quantity_bytes
 from raylight.api.types import ApiModel, ModelDeploymentSpec, PipelineSpec, Replicas
 
+# The sentence-transformers runtime's `engineArgs.backend` for `task: embed` (SentenceTransformer's own term):
+# onnx runs the exported transformer on ONNX Runtime (same vectors, about 3x faster per query on CPUs and
+# steady on busy ones), torch runs it on PyTorch.
+EMBED_BACKENDS = ("onnx", "torch")
+DEFAULT_EMBED_BACKEND = "onnx"
 AGENT_CPUS = 1.0  # per agent replica: retrieval calls and the graph; the models run elsewhere
 
 

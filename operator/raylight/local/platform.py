@@ -85,21 +85,6 @@ def connect_ray(state: dict[str, Any]) -> None:
     st.join_ray(state["ray_address"])
 
 
-def _wait_http(url: str, timeout: float) -> None:
-    """The gateway answers through Serve's proxy (the proxy's route table fills a moment after deploy)."""
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=5).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise UpError(f"Serve's HTTP proxy did not answer on {url} within {timeout:.0f} s")
-
-
 def _reason(message: str) -> str:
     """The most telling line of a Serve failure message (usually the exception at the end)."""
     lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
@@ -218,6 +203,8 @@ def apply(manifests: list[Manifest], state: dict[str, Any], data_dir: Path) -> P
     from ray.serve.context import _connect
     from ray.serve.schema import ServeDeploySchema
 
+    from raylight.local.serve import wait_routed
+
     connect_ray(state)
     url = state["url"]
     plan = build_plan(manifests, data_dir, state["port"])
@@ -239,7 +226,8 @@ def apply(manifests: list[Manifest], state: dict[str, Any], data_dir: Path) -> P
 
     models = {r.app["name"]: f"ModelDeployment {r.name}" for r in plan.models()}
     wait_apps({**models, st.GATEWAY_APP: "the gateway"})
-    _wait_http(url, 120)
+    if not wait_routed(url):
+        raise UpError(f"Serve's ingress did not answer on {url} within 120 s")
     ingest(plan, state, data_dir)
     drop_collections(removed, state)
     wait_apps({r.app["name"]: f"Pipeline {r.name}" for r in plan.pipelines()})

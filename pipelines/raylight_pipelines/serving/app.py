@@ -230,7 +230,7 @@ class ModelServer:
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         }
 
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.003)
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0)
     async def _embed_batch(self, requests: list[list[str]]) -> list[tuple[np.ndarray, list[int]]]:
         """Concurrent requests share one forward pass; each gets its own rows back."""
         embedder: Embedder = self.loaded.runtime  # type: ignore[assignment]

@@ -43,15 +43,14 @@ def plat(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
 
     import ray
     from ray import serve
+    from raylight.local import serve as local
     from raylight_pipelines import ingest
     from raylight_pipelines.store import start_store_actor
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     data = tmp_path_factory.mktemp("agent-faults")
-    ray.init(address="local", num_cpus=6, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"OPENBLAS_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}})
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    os.environ.update({"OPENBLAS_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"})
+    port = local.start(free_port(), num_cpus=6).port  # as `raylight up` starts Ray and Serve (HAProxy ingress)
     platform = Platform(port, data)
     try:
         platform.deploy_model("minilm")

@@ -120,9 +120,11 @@ class Platform:
     def deploy_gateway(self) -> None:
         from ray import serve
         from raylight.local.gateway import build_app
+        from raylight.local.serve import wait_routed
 
         serve.run(build_app({"models": {"minilm": "embed", "smollm": "chat"}, "pipelines": ["handbook"],
                              "protected": [], "max_request_bytes": 65536}), name="gateway", route_prefix="/")
+        assert wait_routed(self.base)
 
 
 def pipeline() -> Pipeline:
@@ -139,15 +141,14 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     prometheus_or_skip()
     import ray
     from ray import serve
+    from raylight.local import serve as local
     from raylight_pipelines import ingest
     from raylight_pipelines.store import start_store_actor
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     data = tmp_path_factory.mktemp("observability")
-    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"OPENBLAS_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}})
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    os.environ.update({"OPENBLAS_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"})
+    port = local.start(free_port(), num_cpus=4).port  # as `raylight up` starts Ray and Serve (HAProxy ingress)
     plat = Platform(port, data, Receiver())
     try:
         plat.deploy_model("minilm")

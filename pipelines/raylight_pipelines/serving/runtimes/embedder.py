@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from raylight.api.serve import DEFAULT_EMBED_BACKEND, EMBED_BACKENDS
 
 
 def limit_threads(threads: int) -> None:
@@ -31,6 +32,13 @@ class SentenceTransformerEmbedder:
                                          trust_remote_code=bool(engine_args.get("trust_remote_code", False)))
         if "max_seq_length" in engine_args:
             self.model.max_seq_length = int(engine_args["max_seq_length"])
+        self.backend = str(engine_args.get("backend", DEFAULT_EMBED_BACKEND))
+        if self.backend not in EMBED_BACKENDS:
+            raise ValueError(f"engineArgs.backend: {self.backend!r}; one of {', '.join(EMBED_BACKENDS)}")
+        if self.backend == "onnx":
+            from raylight_pipelines.serving.runtimes.onnx import use_onnx_runtime
+
+            use_onnx_runtime(self.model, path, threads)
         self.max_tokens = int(self.model.max_seq_length or 512)
         self.dimension = int(self.model.get_embedding_dimension() or 0)
 
