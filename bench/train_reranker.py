@@ -1,4 +1,4 @@
-"""Train the tests' cross-encoder (tests/reranker_training.py) and measure it (run by hand, not by the tests).
+"""Train a small cross-encoder offline (bench/reranker_training.py) and measure it (run by hand, not by the tests).
 
     OPENBLAS_NUM_THREADS=1 HF_HUB_OFFLINE=1 python bench/train_reranker.py FOLDER [--candidates 10] [--threads 2]
 
@@ -14,17 +14,15 @@ import argparse
 import contextlib
 import io
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import yaml
+from reranker_training import MINILM, train_cross_encoder
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-from reranker_training import MINILM, train_cross_encoder  # noqa: E402
 
 BEIR = ROOT / "tests" / "fixtures" / "beir-raylight"
 QUICKSTART = ROOT / "examples" / "quickstart"

