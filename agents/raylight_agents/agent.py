@@ -78,6 +78,16 @@ class LazyRetriever:
                     raise errors.StoreUnavailable(f"cannot open the store: {exc}") from exc
             return self._retriever
 
+    def warm(self) -> bool:
+        """Open it now (a replica starting: the query encoder loads before the first request, not during
+        it); a failure is logged and left to the first use, which raises it as a 503."""
+        try:
+            self.get()
+            return True
+        except Exception as exc:
+            log.warning("retriever not opened at start (retried on first use): %s", exc)
+            return False
+
     def search(self, query: str, caller: Any = None, top_k: int | None = None, **options: Any) -> list[Any]:
         try:
             return list(self.get().search(query, caller=caller, top_k=top_k, **options))

@@ -153,6 +153,7 @@ class AgentServer:
         self.limits = self.spec.agent.limits
         self.quota = Quota(name, self.limits)
         self.agent = Agent(name, self.spec, self.connections)
+        self.agent.retriever.warm()  # the replica is RUNNING once its store and query encoder are open
         self._started: asyncio.Task[Agent] | None = None
         auth = self.connections.auth
         self.token_env: str | None = auth.token_env if auth else None

@@ -94,6 +94,9 @@ def _session(target: Path, threads: int) -> Any:
     # Idle pool threads sleep instead of spinning: on a few cores they would take them from the other
     # replicas (and from whoever else shares the node).
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # No memory arena: it keeps the peak of the largest batch for the life of the replica (MiniLM after
+    # 32 long chunks: 1.5 GiB resident with it, 1.0 without; a query costs about 1 ms more).
+    options.enable_cpu_mem_arena = False
     return ort.InferenceSession(str(target), options, providers=["CPUExecutionProvider"])
 
 
