@@ -63,12 +63,11 @@ def ingress_env() -> dict[str, str]:
     the ingress replica's own HTTP server instead of through the Python proxy actor, which takes about 20 ms
     off each agent request on 2 cores; and DeploymentHandle calls between replicas (the gateway's) over gRPC
     (`RAY_SERVE_USE_GRPC_BY_DEFAULT`), a few ms less each (README, "Retrieval-only requests, hop by hop").
-    HAProxy's fixed ports
-    (stats 8404, metrics 9101, the fallback proxy's 8500/9500) become free ones, so two local platforms on one
-    machine do not collide (Ray keeps its files per node already); a replica drains for 1 s instead of 30
-    (one machine, one user: `raylight down` and redeploys stay quick). Set it before Ray starts: every Ray
-    process inherits it. `RAY_SERVE_ENABLE_HA_PROXY=0` in the environment keeps the Python proxy (this
-    returns nothing then)."""
+    HAProxy's fixed ports (stats 8404, metrics 9101, the fallback proxy's 8500/9500) become free ones, so two
+    local platforms on one machine do not collide (Ray keeps its files per node already); a replica drains
+    for 1 s instead of 30 (one machine, one user: `raylight down` and redeploys stay quick). Set it before Ray
+    starts: every Ray process inherits it. `RAY_SERVE_ENABLE_HA_PROXY=0` in the environment keeps the Python
+    proxy (this returns nothing then)."""
     if os.environ.get("RAY_SERVE_ENABLE_HA_PROXY", "1") == "0":
         return {}
     return {
@@ -105,11 +104,10 @@ def start(port: int, *, address: str | None = None, num_cpus: int | None = None,
     started = False
     if not ray.is_initialized():
         _loopback_only()
-        if not address:
-            os.environ.update(ingress_env())
         if address:
             ray.init(address=address, namespace=namespace, log_to_driver=False)
         else:
+            os.environ.update(ingress_env())  # the Ray this starts serves through HAProxy
             ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, namespace=namespace,
                      log_to_driver=False, _node_ip_address=LOOPBACK)
             started = True
