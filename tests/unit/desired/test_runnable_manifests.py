@@ -256,16 +256,16 @@ def _env(rs: dict[str, Any]) -> list[dict[str, str]]:
     return [e for g in groups for c in g["template"]["spec"]["containers"] for e in c["env"]]
 
 
-def test_rayservice_pods_serve_through_haproxy_unless_the_operator_is_told_not_to(tmp_path: Path) -> None:
-    problems, objects = check(tmp_path, EMBEDDER, LLM, pipeline())
+def test_rayservice_pods_serve_through_haproxy_when_the_operator_is_told_to(tmp_path: Path) -> None:
+    on = Settings.from_env({"RAYLIGHT_SERVE_HAPROXY": "true"})
+    problems, objects = check(tmp_path, EMBEDDER, LLM, pipeline(), settings=on)
     assert not problems
     services = [o for o in objects if o["kind"] == "RayService"]
     assert len(services) == 3  # two models and the agent
     for rs in services:
         haproxy = [e for e in _env(rs) if e["name"] == "RAY_SERVE_ENABLE_HA_PROXY"]
         assert haproxy and all(e["value"] == "1" for e in haproxy), rs["metadata"]["name"]
-    off = Settings.from_env({"RAYLIGHT_SERVE_HAPROXY": "false"})
-    _, objects = check(tmp_path, EMBEDDER, LLM, pipeline(), settings=off)
+    _, objects = check(tmp_path, EMBEDDER, LLM, pipeline())  # the default: Serve's Python proxy
     assert not any(e["name"] == "RAY_SERVE_ENABLE_HA_PROXY" for o in objects if o["kind"] == "RayService"
                    for e in _env(o))
 

@@ -1,4 +1,4 @@
-"""The local platform's Serve ingress: HAProxy on free ports, or Serve's proxy when the user says so."""
+"""The local platform's Serve environment: gRPC between replicas; HAProxy on free ports when asked for."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ PORTS = ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT", "RAY_
 
 
 def test_haproxy_ingress_takes_free_ports_so_two_platforms_do_not_collide(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("RAY_SERVE_ENABLE_HA_PROXY", raising=False)
+    monkeypatch.setenv("RAYLIGHT_SERVE_HAPROXY", "1")
     first, second = ingress_env(), ingress_env()
     assert first["RAY_SERVE_ENABLE_HA_PROXY"] == "1" and first["RAY_SERVE_USE_GRPC_BY_DEFAULT"] == "1"
     ports = [int(env[name]) for env in (first, second) for name in PORTS]
@@ -19,6 +19,7 @@ def test_haproxy_ingress_takes_free_ports_so_two_platforms_do_not_collide(monkey
     assert len({first[name] for name in PORTS}) == len(PORTS)
 
 
-def test_ray_serve_enable_ha_proxy_0_keeps_serves_python_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("RAY_SERVE_ENABLE_HA_PROXY", "0")
-    assert ingress_env() == {}
+def test_by_default_serves_python_proxy_stays_and_handles_use_grpc(monkeypatch: pytest.MonkeyPatch) -> None:
+    """HAProxy does not stop a generation whose non-streaming client went away: it is opt-in."""
+    monkeypatch.delenv("RAYLIGHT_SERVE_HAPROXY", raising=False)
+    assert ingress_env() == {"RAY_SERVE_USE_GRPC_BY_DEFAULT": "1"}
