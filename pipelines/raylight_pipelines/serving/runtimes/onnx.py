@@ -5,7 +5,8 @@ transformers < 4.58 (this project runs 5.x), so Raylight exports the model's tra
 `torch.onnx.export`, and runs it in an `onnxruntime.InferenceSession`. Only the first module's forward pass
 moves: tokenization, pooling, normalisation and every later module stay sentence-transformers' own, so the
 vectors are the same model's (the load checks this on a probe text and refuses to serve otherwise). On the
-2-core test machine one short query encodes in about 4 ms instead of 13 (bench/retrieval.py).
+2-core test machine one short query encodes in about 8 ms instead of 17-20 (bench/retrieval.py; 4 instead of
+13 in an otherwise idle process).
 
 The exported graph is cached by the weights' content (`cache_root`), so a replica restart skips the export
 (about 8 s for MiniLM on 2 cores).
