@@ -14,7 +14,8 @@ by the data plane's builder; the Serve config carries the args and nothing compu
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Literal
 
 from raylight.api.connections import Connections
 from raylight.api.quantity import quantity_bytes
@@ -25,6 +26,12 @@ from raylight.api.types import ApiModel, ModelDeploymentSpec, PipelineSpec, Repl
 # steady on busy ones), torch runs it on PyTorch.
 EMBED_BACKENDS = ("onnx", "torch")
 DEFAULT_EMBED_BACKEND = "onnx"
+
+
+def embed_backend(engine_args: Mapping[str, Any]) -> Literal["onnx", "torch"]:
+    """The backend an embedder's `engineArgs` ask for (onnx unless they say torch; admission refuses others)."""
+    return "torch" if engine_args.get("backend", DEFAULT_EMBED_BACKEND) == "torch" else "onnx"
+
 AGENT_CPUS = 1.0  # per agent replica: retrieval calls and the graph; the models run elsewhere
 
 

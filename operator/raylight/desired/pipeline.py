@@ -27,7 +27,7 @@ from raylight.api.connections import (
     ThreadsConnection,
 )
 from raylight.api.names import model_base_url
-from raylight.api.serve import DEFAULT_EMBED_BACKEND
+from raylight.api.serve import embed_backend
 from raylight.api.types import Ingestion, ModelDeployment, ModelSource, Pipeline, PipelineSpec, SecretKeyRef
 from raylight.qdrant_layout import PAYLOAD_INDEXES
 from raylight.settings import Settings
@@ -43,8 +43,7 @@ def embedder_backend(embedder: ModelDeployment | None) -> Literal["onnx", "torch
     sentence-transformers runtime (default onnx), else torch."""
     if embedder is None or embedder.spec.resolved_runtime != "sentence-transformers":
         return "torch"
-    return "torch" if embedder.spec.resolved().engine_args.get("backend", DEFAULT_EMBED_BACKEND) == "torch" \
-        else "onnx"
+    return embed_backend(embedder.spec.resolved().engine_args)
 
 
 def get_collection_plan(pipeline: Pipeline, embedder: ModelDeployment | None) -> CollectionPlan:
