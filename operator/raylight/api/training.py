@@ -1,5 +1,5 @@
 """The typed training plan: what a FineTune resolves to, read by the training entrypoint
-(`raylight finetune --plan FILE`, `raylight_pipelines.training`) on a cluster's RayJob or the local Ray.
+(`raylight finetune --plan FILE`, `raylight_pipelines.training.lora`) on a cluster's RayJob or the local Ray.
 
 The builder (`raylight.desired.training`) resolves the base (a ModelDeployment's model or the FineTune's
 own), where the dataset is on the pod's file system and the licence the adapter inherits."""

@@ -1,6 +1,6 @@
 """`raylight ingest`, `raylight search` and `raylight eval`: on the local embedded store under --data-dir
 (through the running platform's store actor while `raylight up` runs), or, for `ingest --plan`, what the
-operator's ingestion run executes on a cluster. Every ingestion goes through `raylight_pipelines.ingest.run`."""
+operator's ingestion run executes on a cluster. Every ingestion goes through `raylight_pipelines.ingest.runner.run`."""
 
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ from typing import Any
 from raylight.api.connections import IngestionPlan
 from raylight.api.manifests import Manifest
 from raylight.api.types import ModelDeployment, Pipeline, PipelineSpec
-from raylight.cli.output import fail, load_manifests, print_counts, progress, quiet_logging
+from raylight.cli.output import fail, load_manifests, print_counts, quiet_logging
 from raylight.local import state as st
+from raylight.local.console import progress
 from raylight.local.plan import local_ingestion_plan
 
 log = logging.getLogger("raylight.ingest")
@@ -53,11 +54,11 @@ def ingest_command(args: argparse.Namespace) -> int:
         return fail(f"no Pipeline{' named ' + repr(args.pipeline) if args.pipeline else ''} in the manifests")
     models = _models(manifests)
 
-    from raylight_pipelines import ingest as ingestion
-    from raylight_pipelines.chunking import TokenizerError
-    from raylight_pipelines.embedders import Embedder, EmbedderError, from_connection
-    from raylight_pipelines.store import StoreUnavailable
-    from raylight_pipelines.sync import SyncReport
+    from raylight_pipelines.embed.embedders import Embedder, EmbedderError, from_connection
+    from raylight_pipelines.ingest import runner as ingestion
+    from raylight_pipelines.ingest.chunking import TokenizerError
+    from raylight_pipelines.ingest.sync import SyncReport
+    from raylight_pipelines.store.qdrant import StoreUnavailable
     from raylight_pipelines.weights import WeightsError
 
     state = _platform(args.data_dir)
@@ -103,10 +104,10 @@ def ingest_command(args: argparse.Namespace) -> int:
 def _ingest_plan(args: argparse.Namespace) -> int:
     """What the operator's ingestion run executes: the plan says where the embedder and the store are. With
     RAY_ADDRESS set (a Ray cluster's head), embedding runs there on Ray Data, sized by the plan."""
-    from raylight_pipelines import ingest as ingestion
-    from raylight_pipelines.chunking import TokenizerError
-    from raylight_pipelines.embedders import EmbedderError
-    from raylight_pipelines.store import StoreUnavailable
+    from raylight_pipelines.embed.embedders import EmbedderError
+    from raylight_pipelines.ingest import runner as ingestion
+    from raylight_pipelines.ingest.chunking import TokenizerError
+    from raylight_pipelines.store.qdrant import StoreUnavailable
     from raylight_pipelines.weights import WeightsError
 
     try:
@@ -161,9 +162,9 @@ def _search_served(args: argparse.Namespace) -> list[dict[str, Any]] | None:
 def _search_here(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Ranked chunks from the store under --data-dir with the embedder loaded in this process. Raises
     ValueError (bad input) or the data plane's errors."""
-    from raylight_pipelines.embedders import from_connection
-    from raylight_pipelines.retrieval import Retriever
-    from raylight_pipelines.store import connect
+    from raylight_pipelines.embed.embedders import from_connection
+    from raylight_pipelines.retrieval.retriever import Retriever
+    from raylight_pipelines.store.qdrant import connect
 
     if args.files:
         manifests, rc = load_manifests(args.files)
@@ -197,8 +198,8 @@ def _search_here(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def _data_plane_errors() -> tuple[type[Exception], ...]:
-    from raylight_pipelines.embedders import EmbedderError
-    from raylight_pipelines.store import StoreUnavailable
+    from raylight_pipelines.embed.embedders import EmbedderError
+    from raylight_pipelines.store.qdrant import StoreUnavailable
     from raylight_pipelines.weights import WeightsError
 
     return WeightsError, EmbedderError, StoreUnavailable
@@ -242,10 +243,10 @@ def _local_search(args: argparse.Namespace, dataset: Any) -> tuple[Any, Pipeline
     """The Pipeline from the manifests, on an in-memory store filled with its sources (or the dataset's
     corpus), its embedder and reranker in this process."""
     from qdrant_client import QdrantClient
-    from raylight_pipelines import ingest as ingestion
-    from raylight_pipelines.embedders import from_connection
-    from raylight_pipelines.rerankers import LocalReranker
-    from raylight_pipelines.retrieval import Retriever, standalone_query
+    from raylight_pipelines.embed.embedders import from_connection
+    from raylight_pipelines.ingest import runner as ingestion
+    from raylight_pipelines.retrieval.rerankers import LocalReranker
+    from raylight_pipelines.retrieval.retriever import Retriever, standalone_query
 
     from raylight.api.types import InlineDocument, Source
 
@@ -303,7 +304,7 @@ def _remote(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:
     import time
 
     import httpx
-    from raylight_pipelines.evaluation import Answer
+    from raylight_pipelines.evaluation.beir import Answer
 
     url, headers = _endpoint(args)
     http = httpx.Client(base_url=f"{url}/v1/pipelines/{args.pipeline}", headers=headers, timeout=600)
@@ -338,7 +339,7 @@ def eval_command(args: argparse.Namespace) -> int:
     """`raylight eval PIPELINE --dataset PATH`: retrieval (dense, hybrid, hybrid + rerank) and answer
     measures; exit 1 when a --min-* threshold is missed."""
     quiet_logging()
-    from raylight_pipelines.evaluation import DatasetError, check_thresholds, evaluate, format_table, load_dataset
+    from raylight_pipelines.evaluation.beir import DatasetError, check_thresholds, evaluate, format_table, load_dataset
 
     try:
         dataset = load_dataset(args.dataset)

@@ -15,18 +15,11 @@ from raylight.api.manifests import Manifest, Problem, load
 from raylight.api.validate import check_set
 from raylight.settings import Settings
 
-Progress = Callable[[int, int], None]
-
 
 def fail(message: str) -> int:
     """Print one sentence for the user on stderr; the command's exit code 1."""
     print(message, file=sys.stderr)
     return 1
-
-
-def say(message: str) -> None:
-    """A progress or status line on stderr."""
-    print(message, file=sys.stderr, flush=True)
 
 
 def quiet_logging() -> None:
@@ -42,32 +35,6 @@ def quiet_logging() -> None:
         hf_logging.set_verbosity_error()
     except ImportError:
         pass
-
-
-def progress(label: str, unit: str = "chunk") -> tuple[Progress, Callable[[], None]]:
-    """(update(done, total), close()): a tqdm bar on a terminal, else a line every 10 %."""
-    if sys.stderr.isatty():
-        from tqdm import tqdm
-
-        bar: dict[str, Any] = {}
-
-        def update_bar(done: int, total: int) -> None:
-            if "bar" not in bar:
-                bar["bar"] = tqdm(total=total, desc=label, unit=unit, file=sys.stderr)
-            bar["bar"].n = done
-            bar["bar"].refresh()
-
-        return update_bar, lambda: bar["bar"].close() if "bar" in bar else None
-
-    last = {"step": -1}
-
-    def update_line(done: int, total: int) -> None:
-        step = 10 * done // max(total, 1)
-        if step != last["step"]:
-            last["step"] = step
-            say(f"{label}: {done}/{total} {unit}s {'done' if unit == 'document' else 'embedded'}")
-
-    return update_line, lambda: None
 
 
 def load_manifests(files: list[Path], extra: Callable[[list[Manifest]], list[Problem]] | None = None,

@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from raylight.api.types import Pipeline
-from raylight.cli.output import fail, load_manifests, say
+from raylight.cli.output import fail, load_manifests
 from raylight.local import state as st
+from raylight.local.console import say
 from raylight.local.plan import Plan, cpus_needed, local_problems
 from raylight.local.platform import (
     UpError,

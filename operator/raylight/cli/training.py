@@ -9,7 +9,8 @@ from pathlib import Path
 
 from raylight.api.training import FineTunePlan
 from raylight.api.types import FineTune, ModelDeployment
-from raylight.cli.output import fail, load_manifests, quiet_logging, say
+from raylight.cli.output import fail, load_manifests, quiet_logging
+from raylight.local.console import say
 
 
 def finetune_command(args: argparse.Namespace) -> int:
@@ -34,7 +35,7 @@ def finetune_command(args: argparse.Namespace) -> int:
             return fail(f"no FineTune{' named ' + repr(args.name) if args.name else ''} in the manifests")
         plans = [get_finetune_plan(ft, "default", models.get(ft.spec.base.model_deployment or "")) for ft in tunes]
 
-    from raylight_pipelines.training import TrainingError, run
+    from raylight_pipelines.training.lora import TrainingError, run
     from raylight_pipelines.weights import WeightsError
 
     results = []

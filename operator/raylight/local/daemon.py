@@ -21,19 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from raylight.local import state as st
+from raylight.local.procs import PLATFORM_ENV
 
 log = logging.getLogger("raylight.local.daemon")
 
-# Environment every Ray process of the platform inherits (workers are started by the raylet, which
-# inherits the driver's environment).
-PLATFORM_ENV = {
-    "RAY_AUTH_MODE": "disabled",  # a loopback-only Ray for one user; the agents do their own auth
-    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # node IP = 127.0.0.1, not the machine's address
-    "RAY_USAGE_STATS_ENABLED": "0",
-    "HF_HUB_OFFLINE": "1",
-    "TOKENIZERS_PARALLELISM": "false",
-    "OPENBLAS_NUM_THREADS": "1",  # numpy's BLAS threads fight torch on small machines
-}
 OBJECT_STORE_BYTES = 256 * 1024**2
 
 
@@ -95,7 +86,7 @@ def start(data_dir: Path, port: int, num_cpus: int) -> dict[str, Any]:
     """Start Ray, Serve and the store actor; returns the state to write."""
     os.environ.update(PLATFORM_ENV)  # before importing ray: it reads some of these at import time
     from ray import serve
-    from raylight_pipelines.store import start_store_actor
+    from raylight_pipelines.store.qdrant import start_store_actor
 
     from raylight.local.serve import ingress_env
 

@@ -21,7 +21,7 @@ applications have no HTTP route of their own) and routes:
 
 Refusals keep the status and body of the component that refused (an `ApiError`), so clients see the same
 errors as on a cluster; the gateway's own refusals (an unknown or non-string `model`) use the same shape.
-The gateway sits behind `raylight_pipelines.serving.guard` like every app: bodies over `max_request_bytes`
+The gateway sits behind `raylight_pipelines.web.guard` like every app: bodies over `max_request_bytes`
 (the largest any backend accepts), invalid JSON or Unicode, deep nesting, oversize headers, slow bodies get a
 4xx. A backend that is down answers 503 with the reason; any other failure a 500 with an error id, never a trace.
 """
@@ -41,8 +41,9 @@ from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from ray.serve.handle import DeploymentHandle, DeploymentResponse, DeploymentResponseGenerator
 from ray.serve.schema import ReplicaState
 from raylight_pipelines import telemetry
-from raylight_pipelines.serving import guard
-from raylight_pipelines.serving.protocol import MODEL_MAX_REQUEST_BYTES, ApiError
+from raylight_pipelines.web import guard, observe
+from raylight_pipelines.web.errors import ApiError
+from raylight_pipelines.web.protocol import MODEL_MAX_REQUEST_BYTES
 
 from raylight.api.names import AGENT_DEPLOYMENT, MODEL_DEPLOYMENT
 
@@ -53,7 +54,7 @@ READY_TIMEOUT_S = 5.0
 
 api = FastAPI(title="raylight gateway", docs_url=None, redoc_url=None)
 guard.install(api)
-api.add_middleware(telemetry.TraceContextMiddleware)  # a caller's traceparent goes on to the model
+api.add_middleware(observe.TraceContextMiddleware)  # a caller's traceparent goes on to the model
 
 # A backend that is not there right now (restarting, overloaded, not deployed yet): 503, the client may retry.
 _OUTAGES = (RayActorError, ActorDiedError, ActorUnavailableError, BackPressureError, DeploymentUnavailableError)

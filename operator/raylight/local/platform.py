@@ -19,8 +19,8 @@ from typing import Any
 
 from raylight.api.manifests import Manifest
 from raylight.api.types import ModelDeployment, Pipeline
-from raylight.cli.output import progress, say
 from raylight.local import state as st
+from raylight.local.console import progress, say
 from raylight.local.plan import Plan, build_plan, local_ingestion_plan
 
 log = logging.getLogger("raylight.local")
@@ -36,7 +36,7 @@ class UpError(Exception):
 
 def join_as_driver() -> None:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
-    from raylight.local.daemon import PLATFORM_ENV
+    from raylight.local.procs import PLATFORM_ENV
 
     for key, value in PLATFORM_ENV.items():  # this process joins the platform's Ray as a driver
         os.environ.setdefault(key, value)
@@ -125,10 +125,10 @@ def wait_apps(names: dict[str, str], timeout: float = APPS_TIMEOUT_S) -> None:
 def ingest(plan: Plan, state: dict[str, Any], data_dir: Path) -> None:
     """Sync every Pipeline's sources into its collection (incremental: unchanged chunks are kept), with the
     embedder's replica behind the gateway embedding and the store actor writing."""
-    from raylight_pipelines import ingest as ingestion
-    from raylight_pipelines.chunking import TokenizerError
-    from raylight_pipelines.embedders import EmbedderError, HttpEmbedder
-    from raylight_pipelines.store import StoreUnavailable
+    from raylight_pipelines.embed.embedders import EmbedderError, HttpEmbedder
+    from raylight_pipelines.ingest import runner as ingestion
+    from raylight_pipelines.ingest.chunking import TokenizerError
+    from raylight_pipelines.store.qdrant import StoreUnavailable
 
     models = {r.name: r.manifest.resource for r in plan.models()}
     for r in plan.pipelines():
@@ -162,7 +162,7 @@ def ingest(plan: Plan, state: dict[str, Any], data_dir: Path) -> None:
 
 def drop_collections(removed: list[dict[str, Any]], state: dict[str, Any]) -> None:
     """Pipelines removed from the manifests with deletionPolicy Delete lose their collection."""
-    from raylight_pipelines.store import connect
+    from raylight_pipelines.store.qdrant import connect
 
     from raylight.api.connections import StoreConnection
 

@@ -16,6 +16,17 @@ import psutil
 
 from raylight.local import state as st
 
+# Environment every Ray process of the platform inherits (workers are started by the raylet, which
+# inherits the driver's environment).
+PLATFORM_ENV = {
+    "RAY_AUTH_MODE": "disabled",  # a loopback-only Ray for one user; the agents do their own auth
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # node IP = 127.0.0.1, not the machine's address
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "HF_HUB_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "OPENBLAS_NUM_THREADS": "1",  # numpy's BLAS threads fight torch on small machines
+}
+
 READY_MARK = "RAYLIGHT-DAEMON-READY"
 FAILED_MARK = "RAYLIGHT-DAEMON-FAILED:"
 
@@ -46,8 +57,6 @@ def platform_running(state: dict[str, Any] | None) -> bool:
 
 def spawn_daemon(data_dir: Path, port: int, num_cpus: int) -> tuple[subprocess.Popen[bytes], Path]:
     """The daemon in its own session, so the terminal's Ctrl-C after `up` returns cannot reach it."""
-    from raylight.local.daemon import PLATFORM_ENV
-
     log_path = data_dir / st.LOG_DIR / "platform.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:

@@ -95,7 +95,7 @@ def owner_of(child: Mapping[str, Any]) -> tuple[str, str, str] | None:
 
 def ingestion_report(pods: list[Obj]) -> dict[str, Any]:
     """The summary a finished ingestion run left as its submitter pod's termination message (counts, skips
-    and failures with reasons, or the error that stopped it; see raylight_pipelines.sync.SyncReport.summary),
+    and failures with reasons, or the error that stopped it; see raylight_pipelines.ingest.sync.SyncReport.summary),
     from the newest pod that has one."""
     for pod in sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp") or "", reverse=True):
         for container in (pod.get("status") or {}).get("containerStatuses") or []:

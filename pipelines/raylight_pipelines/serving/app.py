@@ -29,7 +29,7 @@ gateway) that hold a DeploymentHandle to `ModelServer`:
   async for line in handle.options(stream=True).chat_completions_stream.remote(body):
       ...                                         -> str, SSE lines "data: {...}\\n\\n" ending "data: [DONE]"
   await handle.models.remote()                    -> dict (the /v1/models response)
-Each raises `protocol.ApiError` on a bad request (Ray re-raises it as a subclass of ApiError: use
+Each raises `errors.ApiError` on a bad request (Ray re-raises it as a subclass of ApiError: use
 `.status` and `.body()`). The stream method checks the request before its first line, so an invalid body
 raises on the first iteration, not halfway through an answer.
 """
@@ -54,22 +54,22 @@ from raylight.api.serve import ModelAppArgs, model_deployment_options
 from raylight.api.types import ModelDeploymentSpec
 
 from raylight_pipelines import telemetry
-from raylight_pipelines.serving import guard, protocol
 from raylight_pipelines.serving.loading import load_model
-from raylight_pipelines.serving.protocol import (
+from raylight_pipelines.serving.runtimes.base import ChatRuntime, Embedder, Generation, Reranker
+from raylight_pipelines.web import guard, observe, protocol
+from raylight_pipelines.web.errors import ApiError
+from raylight_pipelines.web.protocol import (
     MODEL_MAX_REQUEST_BYTES,
-    ApiError,
     ChatCompletionRequest,
     EmbeddingsRequest,
     RerankRequest,
 )
-from raylight_pipelines.serving.runtimes.base import ChatRuntime, Embedder, Generation, Reranker
 
 logger = logging.getLogger("ray.serve")
 
 api = FastAPI(title="raylight model server")
 guard.install(api)
-api.add_middleware(telemetry.TraceContextMiddleware)
+api.add_middleware(observe.TraceContextMiddleware)
 
 
 def _per_request(rows: np.ndarray, counts: list[int], sizes: list[int]) -> list[tuple[np.ndarray, list[int]]]:
@@ -155,7 +155,7 @@ class ModelServer:
         gateway's handle call) and its metrics."""
         stack = contextlib.ExitStack()
         stack.enter_context(telemetry.attached(trace_headers))
-        stack.enter_context(telemetry.observed(f"model {route}", self._attributes(route), self._count(route)))
+        stack.enter_context(observe.observed(f"model {route}", self._attributes(route), self._count(route)))
         return stack
 
     def _attributes(self, route: str) -> dict[str, Any]:
@@ -317,7 +317,7 @@ class ModelServer:
                 yield line
 
     def _observed_stream(self, make: Any, parent: Any = None) -> AsyncGenerator[str]:
-        return telemetry.observed_stream("model chat", self._attributes("chat"), make, self._count("chat"), parent)
+        return observe.observed_stream("model chat", self._attributes("chat"), make, self._count("chat"), parent)
 
     async def _stream(self, request: ChatCompletionRequest) -> AsyncGenerator[str]:
         """Run the engine in a thread and relay its text pieces and tool calls as SSE chunks, one choice

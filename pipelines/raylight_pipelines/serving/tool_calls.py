@@ -22,7 +22,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from raylight_pipelines.serving.protocol import ChatCompletionRequest, FunctionDefinition
+from raylight_pipelines.web.protocol import ChatCompletionRequest, FunctionDefinition
 
 OPEN = "<tool_call>"
 CLOSE = "</tool_call>"

@@ -130,8 +130,8 @@ class Platform:
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     import ray
     from ray import serve
-    from raylight_pipelines import ingest
-    from raylight_pipelines.store import start_store_actor
+    from raylight_pipelines.ingest import runner as ingest
+    from raylight_pipelines.store.qdrant import start_store_actor
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     data = tmp_path_factory.mktemp("agent-e2e")
@@ -165,7 +165,7 @@ ROUTE = "/agents/handbook/v1/pipelines/handbook"
 
 def store_chunks() -> dict[str, dict[str, Any]]:
     """Every chunk in the store (through the store actor), by id: the ground truth for citations."""
-    from raylight_pipelines.store import connect
+    from raylight_pipelines.store.qdrant import connect
 
     client = connect(StoreConnection(collection="handbook", actor=STORE_ACTOR))
     points, _ = client.scroll("handbook", limit=1000, with_payload=True)
@@ -393,7 +393,7 @@ def test_model_outage_is_503_with_a_reason_and_recovers(platform: Platform) -> N
 
 def test_store_outage_is_503_with_a_reason_and_recovers(platform: Platform) -> None:
     import ray
-    from raylight_pipelines.store import RAY_NAMESPACE, start_store_actor
+    from raylight_pipelines.store.qdrant import RAY_NAMESPACE, start_store_actor
 
     body = {"input": "How do replicas scale in Raylight?"}
     ray.kill(ray.get_actor(STORE_ACTOR, namespace=RAY_NAMESPACE), no_restart=True)

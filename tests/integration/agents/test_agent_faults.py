@@ -44,8 +44,8 @@ def plat(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     import ray
     from ray import serve
     from raylight.local import serve as local
-    from raylight_pipelines import ingest
-    from raylight_pipelines.store import start_store_actor
+    from raylight_pipelines.ingest import runner as ingest
+    from raylight_pipelines.store.qdrant import start_store_actor
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     data = tmp_path_factory.mktemp("agent-faults")
@@ -210,7 +210,7 @@ def test_a_model_replica_killed_under_traffic_fails_with_503_and_recovers(plat: 
 
 def test_the_store_gone_mid_run_is_503_then_recovers_and_loses_no_thread(plat: Platform) -> None:
     import ray
-    from raylight_pipelines.store import RAY_NAMESPACE, start_store_actor
+    from raylight_pipelines.store.qdrant import RAY_NAMESPACE, start_store_actor
 
     before = agent_replicas()
     # Retrieval-only turns (the model is not what fails here): quick, so the outage meets many of them.

@@ -142,8 +142,8 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     import ray
     from ray import serve
     from raylight.local import serve as local
-    from raylight_pipelines import ingest
-    from raylight_pipelines.store import start_store_actor
+    from raylight_pipelines.ingest import runner as ingest
+    from raylight_pipelines.store.qdrant import start_store_actor
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     data = tmp_path_factory.mktemp("observability")

@@ -9,13 +9,13 @@ import pytest
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 from raylight.api.types import ModelSource, Retrieval, Source
-from raylight_pipelines import bm25
-from raylight_pipelines.documents import load_sources
-from raylight_pipelines.embedders import LocalEmbedder
-from raylight_pipelines.ingest import tokenizer_for
-from raylight_pipelines.retrieval import Retriever
-from raylight_pipelines.store import SPARSE
-from raylight_pipelines.sync import sync
+from raylight_pipelines.embed import bm25
+from raylight_pipelines.embed.embedders import LocalEmbedder
+from raylight_pipelines.ingest.documents import load_sources
+from raylight_pipelines.ingest.runner import tokenizer_for
+from raylight_pipelines.ingest.sync import sync
+from raylight_pipelines.retrieval.retriever import Retriever
+from raylight_pipelines.store.qdrant import SPARSE
 
 pytestmark = pytest.mark.integration
 LABELLED = json.loads((Path(__file__).parent / "fixtures" / "labelled.json").read_text())

@@ -68,7 +68,7 @@ def test_unknown_pipeline_and_search_before_ingest_fail_with_one_sentence(exampl
 
 def test_ingest_json_lists_what_the_awkward_corpus_skips_and_search_never_finds_secrets(tmp_path, capsys):
     # Issue #14, input 1 end to end: `raylight search handbook "what is the API key"` returned docs/.env.
-    from unit.retrieval.sample_files import build_corpus
+    from unit.ingest.sample_files import build_corpus
 
     root = build_corpus(tmp_path / "kb")
     expected = json.loads((root / "expected.json").read_text())

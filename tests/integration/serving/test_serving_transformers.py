@@ -16,7 +16,8 @@ import pytest
 from raylight.api.types import ModelDeploymentSpec
 from raylight.settings import Settings
 from raylight_pipelines.serving.loading import load_model
-from raylight_pipelines.serving.protocol import ApiError, ChatCompletionRequest
+from raylight_pipelines.web.errors import ApiError
+from raylight_pipelines.web.protocol import ChatCompletionRequest
 
 pytestmark = pytest.mark.integration
 pytest.importorskip("gguf")

@@ -52,7 +52,7 @@ def _ask(base_url: str, model: str) -> dict[str, Any]:
 
 def test_finetune_teaches_a_fact_and_the_adapter_is_served_by_name(tmp_path: Path) -> None:
     from raylight.local import serve as local
-    from raylight_pipelines.training import run
+    from raylight_pipelines.training.lora import run
 
     doc = copy.deepcopy(next(d for d in yaml.safe_load_all(EXAMPLE.read_text()) if d))
     out = tmp_path / "adapters" / "zorblax"

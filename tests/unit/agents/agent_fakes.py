@@ -1,6 +1,6 @@
 """Deterministic stand-ins for unit tests of the graphs (the end-to-end tests use the real models):
 an OpenAI-compatible endpoint on an httpx MockTransport that records every request, and an in-memory
-retriever with the same search signature and ACL semantics as raylight_pipelines.retrieval."""
+retriever with the same search signature and ACL semantics as raylight_pipelines.retrieval.retriever."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from raylight.api.connections import (
 )
 from raylight_agents.graphs.base import terms
 from raylight_agents.llm import LLM
-from raylight_pipelines.retrieval import Caller, RetrievedChunk
+from raylight_pipelines.retrieval.retriever import Caller, RetrievedChunk
 
 TINY_LLM = LLMConnection(model="tiny", base_url="http://llm.test/v1")
 
@@ -98,7 +98,7 @@ class MemoryRetriever:
     def search(self, query: str, caller: Caller | None = None, top_k: int | None = None,
                filters: dict[str, Any] | None = None, **options: Any) -> list[RetrievedChunk]:
         """`filters` supports {"source": value or [values]}; other options are recorded, not applied."""
-        from raylight_pipelines.retrieval import StoreUnavailable
+        from raylight_pipelines.retrieval.retriever import StoreUnavailable
 
         if self.down:
             raise StoreUnavailable("store is down (test)")

@@ -16,8 +16,8 @@ from raylight.api.types import PipelineSpec
 from raylight_agents.agent import Agent, Turn, User, running
 from raylight_agents.graphs.base import DONT_KNOW
 from raylight_agents.tools import HttpToolbox, ToolError
-from raylight_pipelines.retrieval import Caller
-from raylight_pipelines.serving.protocol import ApiError
+from raylight_pipelines.retrieval.retriever import Caller
+from raylight_pipelines.web.errors import ApiError
 
 DOCS = [
     Doc("d1", "Ray Serve scales replicas with autoscaling between min and max.", "serve.md"),

@@ -22,7 +22,7 @@ from raylight.api.types import OidcClaims, PipelineSpec
 from raylight.desired.pipeline import get_auth_connection
 from raylight_agents.agent import Agent
 from raylight_agents.serve import AgentServer
-from raylight_pipelines.serving.protocol import ApiError
+from raylight_pipelines.web.errors import ApiError
 
 pytestmark = pytest.mark.filterwarnings("ignore:coroutine .*__del__. was never awaited:RuntimeWarning")
 

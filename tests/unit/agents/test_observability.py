@@ -24,11 +24,11 @@ from raylight_agents.agent import Agent
 from raylight_agents.quota import Quota
 from raylight_agents.serve import AgentServer
 from raylight_pipelines import telemetry
-from raylight_pipelines.retrieval import Retriever
+from raylight_pipelines.retrieval.retriever import Retriever
 from raylight_pipelines.serving.app import ModelServer
-from raylight_pipelines.serving.protocol import ApiError
 from raylight_pipelines.serving.runtimes.base import Generation
-from raylight_pipelines.store import DENSE, ensure_collection
+from raylight_pipelines.store.qdrant import DENSE, ensure_collection
+from raylight_pipelines.web.errors import ApiError
 
 pytestmark = pytest.mark.filterwarnings("ignore:coroutine .*__del__. was never awaited:RuntimeWarning")
 

@@ -18,8 +18,9 @@ from agent_fakes import Doc, MemoryRetriever, ScriptedLLM, connections
 from raylight_agents.agent import Agent
 from raylight_agents.serve import AgentServer
 from raylight_pipelines.serving import app as model_app
-from raylight_pipelines.serving.protocol import ApiError, ChatCompletionRequest
 from raylight_pipelines.serving.runtimes.base import ChatRuntime, Constraint, Emit, Generation, drive
+from raylight_pipelines.web.errors import ApiError
+from raylight_pipelines.web.protocol import ChatCompletionRequest
 
 pytestmark = pytest.mark.filterwarnings("ignore:coroutine .*__del__. was never awaited:RuntimeWarning")
 

@@ -13,7 +13,7 @@ from agent_fakes import Doc, MemoryRetriever, ScriptedLLM, connections
 from raylight.api.connections import AuthConnection
 from raylight_agents.agent import Agent
 from raylight_agents.serve import AgentServer
-from raylight_pipelines.serving.protocol import ApiError
+from raylight_pipelines.web.errors import ApiError
 
 # Serve's ingress wrapper has an async __del__ that only a replica awaits.
 pytestmark = pytest.mark.filterwarnings("ignore:coroutine .*__del__. was never awaited:RuntimeWarning")

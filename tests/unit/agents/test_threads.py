@@ -18,7 +18,7 @@ from agent_fakes import Doc, MemoryRetriever, ScriptedLLM, connections
 from raylight.api.connections import ThreadsConnection
 from raylight.api.types import PipelineSpec
 from raylight_agents.agent import Agent, Turn, User
-from raylight_pipelines.serving.protocol import ApiError
+from raylight_pipelines.web.errors import ApiError
 
 PG_DSN = os.environ.get("RAYLIGHT_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 DOCS = [Doc("d1", "Ray Serve scales replicas with autoscaling between min and max.", "serve.md")]

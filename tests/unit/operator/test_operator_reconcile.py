@@ -270,7 +270,7 @@ def test_a_named_qdrant_secret_is_read_for_the_store(kube: FakeKube, store: Qdra
 
 
 def test_collection_layout_matches_the_data_plane_store() -> None:
-    store_mod = pytest.importorskip("raylight_pipelines.store")
+    store_mod = pytest.importorskip("raylight_pipelines.store.qdrant")
     ours, theirs = QdrantClient(":memory:"), QdrantClient(":memory:")
     QdrantCollections(ours).ensure(CollectionPlan(collection="c", dimensions=8, sparse=True,
                                                   payload_indexes=["tenant", "groups", "source_id"]))

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 from raylight.api.types import Retrieval, Source
-from raylight_pipelines import bm25
-from raylight_pipelines.documents import load_sources
-from raylight_pipelines.retrieval import Caller, Retriever
-from raylight_pipelines.sync import sync
+from raylight_pipelines.embed import bm25
+from raylight_pipelines.ingest.documents import load_sources
+from raylight_pipelines.ingest.sync import sync
+from raylight_pipelines.retrieval.retriever import Caller, Retriever
 from retrieval_fakes import CountingEmbedder
 
 SECRET = "The merger code name is BLUEHERON."

@@ -17,9 +17,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from qdrant_client import QdrantClient
 from raylight.api.types import Retrieval, Source
-from raylight_pipelines.documents import load_sources
-from raylight_pipelines.retrieval import Caller, Retriever
-from raylight_pipelines.sync import sync
+from raylight_pipelines.ingest.documents import load_sources
+from raylight_pipelines.ingest.sync import sync
+from raylight_pipelines.retrieval.retriever import Caller, Retriever
 from retrieval_fakes import CountingEmbedder
 
 ACL_CALLERS = int(os.environ.get("ACL_CALLERS", "10000"))
@@ -46,7 +46,7 @@ def may_see(caller: Caller, tenant: str | None, groups: tuple[str, ...]) -> bool
 
 @pytest.fixture(scope="module")
 def retriever(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    from raylight_pipelines.chunking import load_tokenizer
+    from raylight_pipelines.ingest.chunking import load_tokenizer
     from retrieval_fakes import MINILM
 
     client = QdrantClient(":memory:")

@@ -7,10 +7,10 @@ from collections.abc import Sequence
 
 import pytest
 from raylight.api.types import Rerank, Retrieval, Source
-from raylight_pipelines.documents import load_sources
-from raylight_pipelines.rerankers import RerankerError
-from raylight_pipelines.retrieval import Caller, Retriever, StoreUnavailable
-from raylight_pipelines.sync import sync
+from raylight_pipelines.ingest.documents import load_sources
+from raylight_pipelines.ingest.sync import sync
+from raylight_pipelines.retrieval.rerankers import RerankerError
+from raylight_pipelines.retrieval.retriever import Caller, Retriever, StoreUnavailable
 from retrieval_fakes import CountingEmbedder
 
 DOCS = [{"id": f"d{i}", "text": f"Document number {i} about replicas and autoscaling."} for i in range(8)]

@@ -4,7 +4,8 @@ documents, best first, `top_n` of them (no Ray, no model)."""
 from __future__ import annotations
 
 import pytest
-from raylight_pipelines.serving.protocol import ApiError, RerankRequest, parse, rerank_response
+from raylight_pipelines.web.errors import ApiError
+from raylight_pipelines.web.protocol import RerankRequest, parse, rerank_response
 
 BODY = {"model": "xenc", "query": "How do replicas scale?", "documents": ["a", {"text": "b"}, "c"]}
 

@@ -7,7 +7,9 @@ import pickle
 import threading
 
 import pytest
-from raylight_pipelines.serving.protocol import (
+from raylight_pipelines.serving.runtimes.base import StopScanner, drive
+from raylight_pipelines.serving.tool_calls import template_messages
+from raylight_pipelines.web.protocol import (
     SSE_DONE,
     ApiError,
     ChatCompletionRequest,
@@ -16,8 +18,6 @@ from raylight_pipelines.serving.protocol import (
     parse,
     sse,
 )
-from raylight_pipelines.serving.runtimes.base import StopScanner, drive
-from raylight_pipelines.serving.tool_calls import template_messages
 
 CHAT = {"model": "smollm", "messages": [{"role": "user", "content": "hi"}]}
 

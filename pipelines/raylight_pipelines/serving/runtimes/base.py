@@ -12,8 +12,9 @@ from typing import Any, Protocol
 import numpy as np
 
 from raylight_pipelines.serving import tool_calls
-from raylight_pipelines.serving.protocol import ApiError, ChatCompletionRequest
 from raylight_pipelines.serving.tool_calls import CallGrammar
+from raylight_pipelines.web.errors import ApiError
+from raylight_pipelines.web.protocol import ChatCompletionRequest
 
 Emit = Callable[[str], object]  # receives each new piece of answer text
 # What `generate` streams: a piece of answer text, or one complete tool call (the OpenAI shape).

@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from raylight_pipelines.serving import tool_calls
-from raylight_pipelines.serving.protocol import ApiError, ChatCompletionRequest
 from raylight_pipelines.serving.runtimes.base import ChatRuntime, Constraint, Emit, Generation, drive
 from raylight_pipelines.serving.runtimes.embedder import limit_threads
 from raylight_pipelines.serving.tool_calls import CallGrammar
+from raylight_pipelines.web.errors import ApiError
+from raylight_pipelines.web.protocol import ChatCompletionRequest
 
 
 class _Guide:

@@ -24,9 +24,10 @@ from typing import Any
 import numpy as np
 
 from raylight_pipelines.serving import tool_calls
-from raylight_pipelines.serving.protocol import ApiError, ChatCompletionRequest
 from raylight_pipelines.serving.runtimes.base import ChatRuntime, Constraint, Emit, Generation, drive
 from raylight_pipelines.serving.tool_calls import CallGrammar
+from raylight_pipelines.web.errors import ApiError
+from raylight_pipelines.web.protocol import ChatCompletionRequest
 
 # Sampling knobs OpenAI does not have; a manifest may set them in engineArgs (llama-cpp-python defaults).
 SAMPLING_DEFAULTS = {"top_k": 40, "min_p": 0.05, "repeat_penalty": 1.0}

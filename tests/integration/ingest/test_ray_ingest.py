@@ -17,13 +17,13 @@ from raylight.api.manifests import load
 from raylight.api.types import ModelDeployment, ModelSource, Retrieval, Source
 from raylight.cli import main as raylight
 from raylight.desired.pipeline import get_ray_data_options
-from raylight_pipelines.documents import load_sources
-from raylight_pipelines.embedders import LocalEmbedder
-from raylight_pipelines.ingest import tokenizer_for
-from raylight_pipelines.ingest_ray import ray_vectorize
-from raylight_pipelines.retrieval import Retriever
-from raylight_pipelines.store import StoreProxy, connect, start_store_actor
-from raylight_pipelines.sync import sync
+from raylight_pipelines.embed.embedders import LocalEmbedder
+from raylight_pipelines.ingest.documents import load_sources
+from raylight_pipelines.ingest.ray_data import ray_vectorize
+from raylight_pipelines.ingest.runner import tokenizer_for
+from raylight_pipelines.ingest.sync import sync
+from raylight_pipelines.retrieval.retriever import Retriever
+from raylight_pipelines.store.qdrant import StoreProxy, connect, start_store_actor
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[3]

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from raylight.api.types import ModelSource
 
-from raylight_pipelines.documents import Document
+from raylight_pipelines.ingest.documents import Document
 
 LONG_TOKEN = 64  # characters; longer single tokens are counted as several, so chunks stay bounded
 

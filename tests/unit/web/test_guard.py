@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI, Request
-from raylight_pipelines.serving import guard
-from raylight_pipelines.serving.protocol import ApiError
+from raylight_pipelines.web import guard
+from raylight_pipelines.web.errors import ApiError
 
 LIMIT = 4096
 DEEP = "[" * 1000 + "]" * 1000

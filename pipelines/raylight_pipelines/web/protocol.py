@@ -7,7 +7,6 @@ OpenAI error body `{"error": {"message", "type", "param", "code"}}`.
 from __future__ import annotations
 
 import json
-import re
 import time
 import uuid
 from collections.abc import Sequence
@@ -16,62 +15,10 @@ from typing import Any, Literal
 import jsonschema
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from raylight_pipelines.web.errors import ApiError, validation_error
+
 # The largest body a model route reads (1 MiB: about 250,000 tokens of text, more than a CPU runtime's context).
 MODEL_MAX_REQUEST_BYTES = 1024 * 1024
-
-
-class ApiError(Exception):
-    """A refusal with an HTTP status and the OpenAI error body.
-
-    Raised by the deployment's plain methods too: through a DeploymentHandle Ray re-raises it as a class
-    that is still an `ApiError`, so a gateway can `except ApiError as e: return e.status, e.body()`.
-    """
-
-    def __init__(self, status: int, message: str, type: str = "invalid_request_error",
-                 param: str | None = None, code: str | None = None, retry_after: int | None = None) -> None:
-        super().__init__(status, message, type, param, code, retry_after)  # args kept so the error pickles
-        self.status = status
-        self.message = message
-        self.type = type
-        self.param = param
-        self.code = code
-        self.retry_after = retry_after  # seconds: sent as the `Retry-After` header (429)
-
-    def headers(self) -> dict[str, str]:
-        return {"Retry-After": str(self.retry_after)} if self.retry_after is not None else {}
-
-    def __str__(self) -> str:
-        return f"{self.status} {self.type}: {self.message}"
-
-    def body(self) -> dict[str, Any]:
-        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
-
-
-_TYPE_TAGS = {"str", "int", "float", "bool", "list", "dict", "none"}
-_NAMED_PARAM = re.compile(r"^([a-z_][a-z_0-9]*): (.+)$", re.DOTALL)
-
-
-def _field(loc: Any) -> str:
-    # pydantic adds union members to the location ("input.list[str]", "user.UserIn.id"): keep only the
-    # request's own path. Class names (union members like NamedToolChoice) are left out the same way.
-    return ".".join(str(p) for p in loc if isinstance(p, int) or (p.isidentifier() and p not in _TYPE_TAGS
-                                                                  and not p[0].isupper()))
-
-
-def validation_error(exc: ValidationError | Sequence[Any]) -> ApiError:
-    """pydantic's (or FastAPI's) problems as one OpenAI 400 naming every offending field; `param` is the first.
-
-    The same fault gets the same status and code on every route, whichever app refused it.
-    """
-    fields: dict[str, str] = {}
-    for problem in exc.errors() if isinstance(exc, ValidationError) else exc:
-        field, text = _field(problem["loc"]), str(problem["msg"]).removeprefix("Value error, ")
-        named = _NAMED_PARAM.match(text)
-        if not field and named:  # a check across fields says which one it is about: "tool_choice: ..."
-            field, text = named[1], named[2]
-        fields.setdefault(field, text)
-    message = "; ".join(f"{f}: {text}" if f else text for f, text in fields.items()) or "invalid request"
-    return ApiError(400, message, param=next(iter(fields), None) or None, code="invalid_value")
 
 
 MAX_CHOICES = 8  # `n`: choices are generated one after another on the CPU runtimes

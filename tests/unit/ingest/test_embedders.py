@@ -7,7 +7,7 @@ import json
 import httpx
 import pytest
 from raylight.api.connections import EmbedderConnection
-from raylight_pipelines.embedders import EmbedderError, HttpEmbedder, from_connection
+from raylight_pipelines.embed.embedders import EmbedderError, HttpEmbedder, from_connection
 
 
 def server(seen: list[dict]) -> httpx.MockTransport:

@@ -8,8 +8,8 @@ from types import SimpleNamespace
 
 import httpx
 from raylight.api.types import Source
-from raylight_pipelines.documents import glob_regex, load_sources
-from raylight_pipelines.extract import decode, extract
+from raylight_pipelines.ingest.documents import glob_regex, load_sources
+from raylight_pipelines.ingest.extract import decode, extract
 from sample_files import make_pdf
 
 
@@ -114,7 +114,7 @@ def test_mounted_configmap_is_read_as_files_without_api_access(tmp_path, monkeyp
     (mounted / "..2026_11_23").mkdir(parents=True)
     (mounted / "intro.md").write_text("# Intro\n\nHello")
     (mounted / "..data").symlink_to(mounted / "..2026_11_23")
-    monkeypatch.setattr("raylight_pipelines.documents.CONFIGMAP_MOUNT_ROOT", str(tmp_path / "mnt"))
+    monkeypatch.setattr("raylight_pipelines.ingest.documents.CONFIGMAP_MOUNT_ROOT", str(tmp_path / "mnt"))
     loaded = load_sources([Source(config_map={"name": "kb"})], tmp_path, namespace="team")
     assert [d.source_id for d in loaded.documents] == ["configmap:team/kb/intro.md"]
     assert not loaded.failures

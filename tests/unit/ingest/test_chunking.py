@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from raylight.api.types import ModelSource
-from raylight_pipelines.chunking import (
+from raylight_pipelines.ingest.chunking import (
     HFTokenizer,
     TokenizerError,
     chunk_document,
@@ -19,8 +19,8 @@ from raylight_pipelines.chunking import (
     sections,
     tokenizer_from_service,
 )
-from raylight_pipelines.documents import Document
-from raylight_pipelines.extract import parse_markdown
+from raylight_pipelines.ingest.documents import Document
+from raylight_pipelines.ingest.extract import parse_markdown
 
 
 def doc(text: str, pages: tuple[tuple[int, int], ...] = ()) -> Document:

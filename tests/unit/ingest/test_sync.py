@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from qdrant_client import QdrantClient
 from raylight.api.types import Source
-from raylight_pipelines.chunking import HFTokenizer
-from raylight_pipelines.documents import load_sources
-from raylight_pipelines.sync import SyncReport, sync
+from raylight_pipelines.ingest.chunking import HFTokenizer
+from raylight_pipelines.ingest.documents import load_sources
+from raylight_pipelines.ingest.sync import SyncReport, sync
 from retrieval_fakes import CountingEmbedder
 
 SIZE, OVERLAP = 32, 8

@@ -34,12 +34,11 @@ from qdrant_client import models as qm
 from raylight.api.connections import IngestionPlan, RayDataOptions, StoreConnection
 from raylight.api.types import ModelSource
 
-from raylight_pipelines import bm25
-from raylight_pipelines.chunking import Tokenizer
-from raylight_pipelines.documents import Document, Failure, Skipped, Unit, http_client, list_sources, load_unit
-from raylight_pipelines.embedders import Embedder
-from raylight_pipelines.store import DENSE, SPARSE, StoreUnavailable, connect, ensure_collection
-from raylight_pipelines.sync import (
+from raylight_pipelines.embed import bm25
+from raylight_pipelines.embed.embedders import Embedder
+from raylight_pipelines.ingest.chunking import Tokenizer
+from raylight_pipelines.ingest.documents import Document, Failure, Skipped, Unit, http_client, list_sources, load_unit
+from raylight_pipelines.ingest.sync import (
     DocPlan,
     PendingPoint,
     SyncReport,
@@ -48,6 +47,7 @@ from raylight_pipelines.sync import (
     plan_document,
     scan,
 )
+from raylight_pipelines.store.qdrant import DENSE, SPARSE, StoreUnavailable, connect, ensure_collection
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ class EmbedPassages:
         vectors = list(batch["vector"])
         if todo:
             if self.embedder is None:
-                from raylight_pipelines.embedders import LocalEmbedder
+                from raylight_pipelines.embed.embedders import LocalEmbedder
 
                 self.embedder = LocalEmbedder.from_source(self.source, device=self.device)
             for i, v in zip(todo, self.embedder.embed([str(batch["passage"][i]) for i in todo]), strict=True):
@@ -168,8 +168,8 @@ def upsert(batch: dict[str, np.ndarray], ctx: _Context) -> dict[str, list[str]]:
 
 def _cause(exc: BaseException) -> BaseException:
     """The error a task raised, through Ray's wrappers (RayTaskError, UserCodeException)."""
-    from raylight_pipelines.chunking import TokenizerError
-    from raylight_pipelines.embedders import EmbedderError
+    from raylight_pipelines.embed.embedders import EmbedderError
+    from raylight_pipelines.ingest.chunking import TokenizerError
     from raylight_pipelines.weights import WeightsError
 
     seen: BaseException | None = exc

@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 
 import pytest
-from raylight_pipelines.evaluation import (
+from raylight_pipelines.evaluation.beir import (
     NO_HISTORY,
     Answer,
     Case,
@@ -22,7 +22,7 @@ from raylight_pipelines.evaluation import (
     matches,
     retrieval_scores,
 )
-from raylight_pipelines.retrieval import standalone_query
+from raylight_pipelines.retrieval.retriever import standalone_query
 
 BEIR = Path(__file__).resolve().parents[2] / "fixtures" / "beir-raylight"
 

@@ -1,4 +1,4 @@
-"""`raylight ingest --plan` (what the operator's Job runs) and `raylight_pipelines.ingest.run` under it: HTTP
+"""`raylight ingest --plan` (what the operator's Job runs) and `raylight_pipelines.ingest.runner.run` under it: HTTP
 embedder + the store named in the plan, the summary written to the plan's report_path."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from raylight.api.types import ModelDeployment, Pipeline
 from raylight.cli import main as raylight
 from raylight.desired.pipeline import get_ingestion_plan
 from raylight.settings import Settings
-from raylight_pipelines import ingest
+from raylight_pipelines.ingest import runner as ingest
 
 QUICKSTART = Path(__file__).resolve().parents[3] / "examples" / "quickstart"
 
@@ -113,7 +113,7 @@ def test_a_failed_run_s_last_line_says_why_for_the_operator(tmp_path, capsys, mo
 def test_switching_between_the_embedder_service_and_the_model_in_process_re_embeds_nothing(tmp_path):
     """`raylight up` embeds through the embedder's service, `raylight ingest -f` in process, the cluster's run on
     Ray Data: the points name the model by its weights' source on every path, so a switch keeps every chunk."""
-    from raylight_pipelines.embedders import LocalEmbedder
+    from raylight_pipelines.embed.embedders import LocalEmbedder
 
     plan = quickstart_plan(tmp_path, "http://unused/v1")
     assert plan.embedder.source is not None

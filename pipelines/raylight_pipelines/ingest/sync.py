@@ -31,11 +31,11 @@ from typing import Any
 
 from qdrant_client import models as qm
 
-from raylight_pipelines import bm25
-from raylight_pipelines.chunking import Tokenizer, chunk_document
-from raylight_pipelines.documents import Document, Loaded
-from raylight_pipelines.embedders import Embedder
-from raylight_pipelines.store import DENSE, SPARSE, ensure_collection
+from raylight_pipelines.embed import bm25
+from raylight_pipelines.embed.embedders import Embedder
+from raylight_pipelines.ingest.chunking import Tokenizer, chunk_document
+from raylight_pipelines.ingest.documents import Document, Loaded
+from raylight_pipelines.store.qdrant import DENSE, SPARSE, ensure_collection
 
 log = logging.getLogger(__name__)
 

@@ -15,10 +15,12 @@ from qdrant_client import models as qm
 from raylight.api.connections import Connections
 from raylight.api.types import PipelineSpec, Retrieval
 
-from raylight_pipelines import bm25, rerankers, telemetry
-from raylight_pipelines.embedders import Embedder, EmbedderError, from_connection
-from raylight_pipelines.rerankers import Reranker, RerankerError
-from raylight_pipelines.store import (
+from raylight_pipelines import telemetry
+from raylight_pipelines.embed import bm25
+from raylight_pipelines.embed.embedders import Embedder, EmbedderError, from_connection
+from raylight_pipelines.retrieval import rerankers
+from raylight_pipelines.retrieval.rerankers import Reranker, RerankerError
+from raylight_pipelines.store.qdrant import (
     DENSE,
     SPARSE,
     CollectionMissing,

@@ -14,9 +14,9 @@ from pathlib import Path
 
 from qdrant_client import QdrantClient
 from raylight.api.types import ModelSource, Source
-from raylight_pipelines.chunking import load_tokenizer
-from raylight_pipelines.documents import load_sources
-from raylight_pipelines.sync import sync
+from raylight_pipelines.ingest.chunking import load_tokenizer
+from raylight_pipelines.ingest.documents import load_sources
+from raylight_pipelines.ingest.sync import sync
 
 
 class HashEmbedder:

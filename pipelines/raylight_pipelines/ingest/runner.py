@@ -18,11 +18,17 @@ from typing import Any
 from raylight.api.connections import IngestionPlan
 from raylight.api.types import ModelSource
 
-from raylight_pipelines.chunking import HFTokenizer, Tokenizer, TokenizerError, load_tokenizer, tokenizer_from_service
-from raylight_pipelines.documents import load_sources
-from raylight_pipelines.embedders import Embedder, HttpEmbedder, LocalEmbedder, from_connection
-from raylight_pipelines.store import connect
-from raylight_pipelines.sync import SyncReport, Vectorize, sync
+from raylight_pipelines.embed.embedders import Embedder, HttpEmbedder, LocalEmbedder, from_connection
+from raylight_pipelines.ingest.chunking import (
+    HFTokenizer,
+    Tokenizer,
+    TokenizerError,
+    load_tokenizer,
+    tokenizer_from_service,
+)
+from raylight_pipelines.ingest.documents import load_sources
+from raylight_pipelines.ingest.sync import SyncReport, Vectorize, sync
+from raylight_pipelines.store.qdrant import connect
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +73,7 @@ def _vectorize(plan: IngestionPlan) -> Vectorize | None:
 
     if not ray.is_initialized():
         return None
-    from raylight_pipelines.ingest_ray import ray_vectorize
+    from raylight_pipelines.ingest.ray_data import ray_vectorize
 
     return ray_vectorize(plan.embedder.source, plan.ray_data)
 
@@ -102,7 +108,7 @@ def run(plan: IngestionPlan, base_dir: Path, embedder: Embedder | None = None,
     client = client or connect(plan.store)
     try:
         if on_ray_data(plan):
-            from raylight_pipelines.ingest_ray import ray_ingest
+            from raylight_pipelines.ingest.ray_data import ray_ingest
 
             report = ray_ingest(plan, base_dir, embedder, tokenizer, client, size, overlap, progress)
         else:

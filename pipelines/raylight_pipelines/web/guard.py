@@ -32,7 +32,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from raylight_pipelines.serving.protocol import ApiError, validation_error
+from raylight_pipelines.web.errors import ApiError, validation_error
 
 log = logging.getLogger("raylight.guard")
 

@@ -1,4 +1,4 @@
-"""Ingestion of a corpus of small awkward documents (tests/unit/retrieval/corpus): every entry gives the text
+"""Ingestion of a corpus of small awkward documents (tests/unit/ingest/corpus): every entry gives the text
 or the skip/failure reason that corpus/expected.json says, and nothing else is added or lost."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from raylight.api.types import Source
-from raylight_pipelines.documents import Loaded, load_sources
+from raylight_pipelines.ingest.documents import Loaded, load_sources
 from sample_files import CORPUS, build_corpus
 
 EXPECTED: dict[str, dict] = json.loads((CORPUS / "expected.json").read_text())

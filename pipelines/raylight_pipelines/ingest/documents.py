@@ -9,7 +9,7 @@ What is a document: the same rules hold for path, PVC, ConfigMap and URL sources
   - symbolic links are followed only where they lead inside the source root; only regular files are read
     (never a FIFO or a device), each real file once;
   - unsupported binary files and files with no text are skipped.
-Text extraction (formats, encodings, headings, pages) is raylight_pipelines.extract's.
+Text extraction (formats, encodings, headings, pages) is raylight_pipelines.ingest.extract's.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import Any
 from raylight.api.names import CONFIGMAP_MOUNT_ROOT, PVC_MOUNT_ROOT
 from raylight.api.types import Access, Source
 
-from raylight_pipelines.extract import (
+from raylight_pipelines.ingest.extract import (
     MAX_BYTES,
     Extracted,
     ExtractError,
