@@ -39,11 +39,9 @@ parameters exactly as a ModelDeployment does (sampling itself is the pipeline's 
 import asyncio
 import contextlib
 import hmac
-import json
 import logging
 import os
 import time
-import uuid
 from collections.abc import AsyncGenerator, Callable
 from typing import Any, TypeVar
 
@@ -59,7 +57,7 @@ from raylight.api.serve import AgentAppArgs, agent_deployment_options
 from raylight.api.types import PipelineSpec
 from raylight_pipelines import telemetry
 from raylight_pipelines.retrieval.retriever import FILTER_FIELDS, FilterValue
-from raylight_pipelines.web import guard, observe, protocol
+from raylight_pipelines.web import guard, observe, protocol, responses
 from raylight_pipelines.web.errors import ApiError, validation_error
 from raylight_pipelines.web.protocol import ChatCompletionRequest
 
@@ -131,8 +129,9 @@ class ChatIn(ChatCompletionRequest):
         return Turn(self.messages[-1].text(), self.thread_id, user, prior)
 
 
-def sse(event: str, data: dict[str, Any]) -> str:
-    return f"event: {event}\ndata: {json.dumps(data)}\n\n"
+def _extensions(result: dict[str, Any]) -> dict[str, Any]:
+    """A Pipeline's fields on top of the OpenAI chat response (see `openapi.PipelineChatCompletion`)."""
+    return {"citations": result["citations"], "thread_id": result["thread_id"], "grounding": result["grounding"]}
 
 
 api = FastAPI(title="Raylight agent", docs_url=None, redoc_url=None)
@@ -353,7 +352,7 @@ class AgentServer:
             async for event, data in events:
                 if event == "final":
                     self._spend(user, data.get("usage"))
-                yield sse(event, data)
+                yield responses.sse(data, event)
 
     async def chat_completions(self, body: dict[str, Any] | bytes,
                                authorization: str | None = None) -> dict[str, Any]:
@@ -363,17 +362,9 @@ class AgentServer:
             agent = await self._ready_agent()
             result = await self._timed("chat", agent.invoke(turn, "chat"))
             self._spend(user, result.get("usage"))
-        usage = result["usage"]
-        return {
-            "id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
-            "model": self.name,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": result["answer"]},
-                         "finish_reason": "stop", "logprobs": None}],
-            "usage": {"prompt_tokens": usage["prompt_tokens"], "completion_tokens": usage["completion_tokens"],
-                      "total_tokens": usage["prompt_tokens"] + usage["completion_tokens"]},
-            "citations": result["citations"], "thread_id": result["thread_id"],
-            "grounding": result["grounding"],
-        }
+        return responses.chat_completion(
+            responses.completion_id(), self.name, [responses.choice(0, result["answer"], "stop")],
+            result["usage"]["prompt_tokens"], result["usage"]["completion_tokens"], extra=_extensions(result))
 
     async def chat_completions_stream(self, body: dict[str, Any] | bytes,
                                       authorization: str | None = None) -> AsyncGenerator[str]:
@@ -385,13 +376,10 @@ class AgentServer:
     async def _chat_stream(self, body: dict[str, Any] | bytes, authorization: str | None) -> AsyncGenerator[str]:
         turn = await self._parse_chat(body, authorization)
         user = self._admit(turn)
-        ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+        ident, created = responses.completion_id(), int(time.time())
 
         def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
-            body = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": self.name,
-                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
-                    **extra}
-            return f"data: {json.dumps(body)}\n\n"
+            return responses.sse(responses.chat_chunk(ident, self.name, created, delta, finish, **extra))
 
         events = await self._primed(self._events(turn, "chat"))
         yield chunk({"role": "assistant", "content": ""})
@@ -406,14 +394,11 @@ class AgentServer:
                         yield chunk({"content": data["answer"]})
                     usage = data["usage"]
                     self._spend(user, usage)
-                    yield chunk({}, "stop", citations=data["citations"], thread_id=data["thread_id"],
-                                grounding=data["grounding"],
-                                usage={"prompt_tokens": usage["prompt_tokens"],
-                                       "completion_tokens": usage["completion_tokens"],
-                                       "total_tokens": usage["prompt_tokens"] + usage["completion_tokens"]})
+                    yield chunk({}, "stop", extra={**_extensions(data), "usage": responses.usage(
+                        usage["prompt_tokens"], usage["completion_tokens"])})
                 elif event == "error":
-                    yield f"data: {json.dumps({k: v for k, v in data.items() if k != 'status'})}\n\n"
-        yield "data: [DONE]\n\n"
+                    yield responses.sse({k: v for k, v in data.items() if k != "status"})
+        yield responses.SSE_DONE
 
     async def thread(self, thread_id: str, user: str | None = None,
                      authorization: str | None = None) -> dict[str, Any]:

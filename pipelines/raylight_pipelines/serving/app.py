@@ -56,7 +56,7 @@ from raylight.api.types import ModelDeploymentSpec
 from raylight_pipelines import telemetry
 from raylight_pipelines.serving.loading import load_model
 from raylight_pipelines.serving.runtimes.base import ChatRuntime, Embedder, Generation, Reranker
-from raylight_pipelines.web import guard, observe, protocol
+from raylight_pipelines.web import guard, observe, protocol, responses
 from raylight_pipelines.web.errors import ApiError
 from raylight_pipelines.web.protocol import (
     MODEL_MAX_REQUEST_BYTES,
@@ -253,7 +253,7 @@ class ModelServer:
         texts = request.texts
         scores, counts = await self._rerank_batch([(request.query, t) for t in texts])
         self._tokens(sum(counts))
-        return protocol.rerank_response(self.name, texts, [float(s) for s in scores], request.top_n,
+        return responses.rerank_response(self.name, texts, [float(s) for s in scores], request.top_n,
                                         request.return_documents, sum(counts))
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.003)
@@ -304,9 +304,9 @@ class ModelServer:
                 raise
             self._tokens(results[0].prompt_tokens, sum(r.completion_tokens for r in results),
                          time.perf_counter() - started)
-        choices = [protocol.choice(i, r.text, r.finish_reason, r.tool_calls, r.logprobs)
+        choices = [responses.choice(i, r.text, r.finish_reason, r.tool_calls, r.logprobs)
                    for i, r in enumerate(results)]
-        return protocol.chat_completion(protocol.completion_id(), request.model, choices, results[0].prompt_tokens,
+        return responses.chat_completion(responses.completion_id(), request.model, choices, results[0].prompt_tokens,
                                         sum(r.completion_tokens for r in results))
 
     async def chat_completions_stream(self, body: dict[str, Any] | bytes,
@@ -322,7 +322,7 @@ class ModelServer:
     async def _stream(self, request: ChatCompletionRequest) -> AsyncGenerator[str]:
         """Run the engine in a thread and relay its text pieces and tool calls as SSE chunks, one choice
         after another; stop it if the client goes."""
-        cid, created = protocol.completion_id(), int(time.time())
+        cid, created = responses.completion_id(), int(time.time())
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[str | dict[str, Any] | Generation | BaseException] = asyncio.Queue()
         cancelled = threading.Event()
@@ -341,7 +341,7 @@ class ModelServer:
                     return
 
         def chunk(index: int, delta: dict[str, Any], **extra: Any) -> str:
-            return protocol.sse(protocol.chat_chunk(cid, self.name, created, delta, index=index, **extra))
+            return responses.sse(responses.chat_chunk(cid, self.name, created, delta, index=index, **extra))
 
         async with self._engine():
             started = time.perf_counter()
@@ -359,13 +359,13 @@ class ModelServer:
                         if isinstance(item, str):
                             yield chunk(index, {"content": item})
                         elif isinstance(item, dict):
-                            for delta in protocol.tool_call_deltas(calls, item):
+                            for delta in responses.tool_call_deltas(calls, item):
                                 yield chunk(index, delta)
                             calls += 1
                         elif isinstance(item, BaseException):
                             error = item if isinstance(item, ApiError) else guard.internal_error(
                                 f"model {self.name}: generation", item)
-                            yield protocol.sse_error(error)
+                            yield responses.sse_error(error)
                             return
                         else:
                             if item.logprobs is not None:  # the whole answer's token logprobs, in one chunk
@@ -376,9 +376,9 @@ class ModelServer:
                             break
                 self._tokens(prompt_tokens, completion_tokens, time.perf_counter() - started)
                 if request.stream_options and request.stream_options.include_usage:
-                    usage = protocol.usage(prompt_tokens, completion_tokens)
-                    yield protocol.sse(protocol.chat_chunk(cid, self.name, created, {}, usage_=usage))
-                yield protocol.SSE_DONE
+                    usage = responses.usage(prompt_tokens, completion_tokens)
+                    yield responses.sse(responses.chat_chunk(cid, self.name, created, {}, usage_=usage))
+                yield responses.SSE_DONE
             finally:
                 if not task.done():  # a client that disconnects stops the engine at its next token
                     cancelled.set()

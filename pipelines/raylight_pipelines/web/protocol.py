@@ -1,4 +1,4 @@
-"""OpenAI wire format: request models, the error shape and server-sent-event framing (no Ray, no models).
+"""OpenAI wire format: the request models (no Ray, no models); responses are web/responses.
 
 Requests are validated here so every runtime sees the same checked values, and every refusal carries the
 OpenAI error body `{"error": {"message", "type", "param", "code"}}`.
@@ -6,9 +6,6 @@ OpenAI error body `{"error": {"message", "type", "param", "code"}}`.
 
 from __future__ import annotations
 
-import json
-import time
-import uuid
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -79,20 +76,6 @@ class RerankRequest(_Request):
     @property
     def texts(self) -> list[str]:
         return [d if isinstance(d, str) else d.text for d in self.documents]
-
-
-def rerank_response(model: str, texts: list[str], scores: list[float], top_n: int | None,
-                    return_documents: bool, tokens: int) -> dict[str, Any]:
-    """Results best first: {"index" (into the request's documents), "relevance_score", "document"?}."""
-    order = sorted(range(len(scores)), key=lambda i: -scores[i])[:top_n]
-    results: list[dict[str, Any]] = []
-    for i in order:
-        result: dict[str, Any] = {"index": i, "relevance_score": scores[i]}
-        if return_documents:
-            result["document"] = {"text": texts[i]}
-        results.append(result)
-    return {"id": f"rerank-{uuid.uuid4().hex[:24]}", "object": "list", "model": model, "results": results,
-            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
 
 
 class TextPart(BaseModel):
@@ -323,71 +306,3 @@ def parse(model: type[_Request], body: Any, served: str, adapters: Sequence[str]
         raise unknown_model(request.model, served)
     return request
 
-
-# ---------------------------------------------------------------- responses
-
-
-def completion_id() -> str:
-    return f"chatcmpl-{uuid.uuid4().hex[:24]}"
-
-
-def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens}
-
-
-def choice(index: int, text: str, finish_reason: str, tool_calls: list[dict[str, Any]] | None = None,
-           logprobs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """One choice of a chat completion; content is null when the answer is only tool calls."""
-    message: dict[str, Any] = {"role": "assistant", "content": text if text.strip() or not tool_calls else None}
-    if tool_calls:
-        message["tool_calls"] = tool_calls
-    return {"index": index, "message": message, "finish_reason": finish_reason,
-            "logprobs": None if logprobs is None else {"content": logprobs}}
-
-
-def chat_completion(cid: str, model: str, choices: list[dict[str, Any]], prompt_tokens: int,
-                    completion_tokens: int) -> dict[str, Any]:
-    return {
-        "id": cid,
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": choices,
-        "usage": usage(prompt_tokens, completion_tokens),
-    }
-
-
-def chat_chunk(cid: str, model: str, created: int, delta: dict[str, Any], finish_reason: str | None = None,
-               usage_: dict[str, int] | None = None, index: int = 0,
-               logprobs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    chunk: dict[str, Any] = {
-        "id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
-        "choices": [{"index": index, "delta": delta, "finish_reason": finish_reason,
-                     "logprobs": None if logprobs is None else {"content": logprobs}}]
-        if usage_ is None else [],
-    }
-    if usage_ is not None:
-        chunk["usage"] = usage_
-    return chunk
-
-
-def tool_call_deltas(position: int, call: dict[str, Any]) -> list[dict[str, Any]]:
-    """The stream deltas of one finished call: its id and name, then its arguments (OpenAI's order)."""
-    function = call["function"]
-    return [{"tool_calls": [{"index": position, "id": call["id"], "type": "function",
-                             "function": {"name": function["name"], "arguments": ""}}]},
-            {"tool_calls": [{"index": position, "function": {"arguments": function["arguments"]}}]}]
-
-
-def sse(data: dict[str, Any] | str) -> str:
-    """One server-sent event: `data: <json>` and a blank line (the framing OpenAI streams use)."""
-    payload = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"), ensure_ascii=False)
-    return f"data: {payload}\n\n"
-
-
-SSE_DONE = sse("[DONE]")
-
-
-def sse_error(error: ApiError) -> str:
-    return sse(error.body())
