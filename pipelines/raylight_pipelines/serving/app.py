@@ -46,7 +46,7 @@ from collections.abc import AsyncGenerator
 from typing import Any
 
 import numpy as np
-from fastapi import FastAPI, Request
+from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 from ray import serve
 from raylight.api.names import MODEL_DEPLOYMENT
@@ -56,7 +56,7 @@ from raylight.api.types import ModelDeploymentSpec
 from raylight_pipelines import telemetry
 from raylight_pipelines.serving.loading import load_model
 from raylight_pipelines.serving.runtimes.base import ChatRuntime, Embedder, Generation, Reranker
-from raylight_pipelines.web import guard, observe, protocol, responses
+from raylight_pipelines.web import guard, protocol, responses, server
 from raylight_pipelines.web.errors import ApiError
 from raylight_pipelines.web.protocol import (
     MODEL_MAX_REQUEST_BYTES,
@@ -67,9 +67,7 @@ from raylight_pipelines.web.protocol import (
 
 logger = logging.getLogger("ray.serve")
 
-api = FastAPI(title="raylight model server")
-guard.install(api)
-api.add_middleware(observe.TraceContextMiddleware)
+api = server.app("raylight model server")
 
 
 def _per_request(rows: np.ndarray, counts: list[int], sizes: list[int]) -> list[tuple[np.ndarray, list[int]]]:
@@ -97,7 +95,10 @@ def choice_requests(request: ChatCompletionRequest) -> list[ChatCompletionReques
 
 @serve.deployment(name=MODEL_DEPLOYMENT, graceful_shutdown_timeout_s=30, health_check_period_s=10)
 @serve.ingress(api)
-class ModelServer:
+class ModelServer(server.Edge):
+    span_prefix = "model"
+    max_request_bytes = MODEL_MAX_REQUEST_BYTES
+
     def __init__(self, name: str, spec: ModelDeploymentSpec | dict[str, Any]) -> None:
         telemetry.configure_tracing("raylight-model")
         telemetry.serve_metrics()
@@ -149,23 +150,12 @@ class ModelServer:
         return {"object": "tokenizer", "model": self.name, "max_tokens": embedder.max_tokens,
                 "tokenizer": json.loads(embedder.tokenizer_json())}
 
-    def _observed(self, route: str, trace_headers: dict[str, str] | None = None
-                  ) -> contextlib.AbstractContextManager[Any]:
-        """The request's span (a child of the caller's trace: `traceparent` from HTTP or `trace_headers` from a
-        gateway's handle call) and its metrics."""
-        stack = contextlib.ExitStack()
-        stack.enter_context(telemetry.attached(trace_headers))
-        stack.enter_context(observe.observed(f"model {route}", self._attributes(route), self._count(route)))
-        return stack
-
-    def _attributes(self, route: str) -> dict[str, Any]:
+    def request_attributes(self, route: str) -> dict[str, Any]:
         return {"raylight.model": self.name, "raylight.route": route, "raylight.task": self.task}
 
-    def _count(self, route: str) -> Any:
-        def done(status: int, started: float, span: Any) -> None:
-            telemetry.MODEL_REQUESTS.labels(self.name, route, str(status)).inc()
-            telemetry.MODEL_REQUEST_SECONDS.labels(self.name, route).observe(time.perf_counter() - started)
-        return done
+    def request_done(self, route: str, status: int, seconds: float, span: Any) -> None:
+        telemetry.MODEL_REQUESTS.labels(self.name, route, str(status)).inc()
+        telemetry.MODEL_REQUEST_SECONDS.labels(self.name, route).observe(seconds)
 
     def _tokens(self, prompt: int, completion: int = 0, seconds: float | None = None) -> None:
         if prompt:
@@ -203,12 +193,11 @@ class ModelServer:
                            param="model", code="wrong_task")
 
     def _parse(self, model: type[Any], body: dict[str, Any] | bytes) -> Any:
-        return protocol.parse(model, guard.load_object(body, MODEL_MAX_REQUEST_BYTES), self.name,
-                              [a.name for a in self.spec.adapters])
+        return protocol.parse(model, self.load(body), self.name, [a.name for a in self.spec.adapters])
 
     async def embeddings(self, body: dict[str, Any] | bytes,
                          trace_headers: dict[str, str] | None = None) -> dict[str, Any]:
-        with self._observed("embeddings", trace_headers):
+        with self.observed("embeddings", trace_headers):
             return await self._embeddings(body)
 
     async def _embeddings(self, body: dict[str, Any] | bytes) -> dict[str, Any]:
@@ -243,7 +232,7 @@ class ModelServer:
 
     async def rerank(self, body: dict[str, Any] | bytes,
                      trace_headers: dict[str, str] | None = None) -> dict[str, Any]:
-        with self._observed("rerank", trace_headers):
+        with self.observed("rerank", trace_headers):
             return await self._rerank(body)
 
     async def _rerank(self, body: dict[str, Any] | bytes) -> dict[str, Any]:
@@ -286,7 +275,7 @@ class ModelServer:
 
     async def chat_completions(self, body: dict[str, Any] | bytes,
                                trace_headers: dict[str, str] | None = None) -> dict[str, Any]:
-        with self._observed("chat", trace_headers):
+        with self.observed("chat", trace_headers):
             return await self._chat_completions(body)
 
     async def _chat_completions(self, body: dict[str, Any] | bytes) -> dict[str, Any]:
@@ -311,13 +300,10 @@ class ModelServer:
 
     async def chat_completions_stream(self, body: dict[str, Any] | bytes,
                                       trace_headers: dict[str, str] | None = None) -> AsyncGenerator[str]:
-        lines = self._observed_stream(lambda: self._stream(self._chat_request(body)), telemetry.extract(trace_headers))
+        lines = self.observed_stream("chat", lambda: self._stream(self._chat_request(body)), trace_headers)
         async with contextlib.aclosing(lines):  # a caller that goes away stops it now
             async for line in lines:
                 yield line
-
-    def _observed_stream(self, make: Any, parent: Any = None) -> AsyncGenerator[str]:
-        return observe.observed_stream("model chat", self._attributes("chat"), make, self._count("chat"), parent)
 
     async def _stream(self, request: ChatCompletionRequest) -> AsyncGenerator[str]:
         """Run the engine in a thread and relay its text pieces and tool calls as SSE chunks, one choice
@@ -417,17 +403,17 @@ class ModelServer:
 
     @api.post("/v1/embeddings")
     async def http_embeddings(self, request: Request) -> Response:
-        return JSONResponse(await self.embeddings(await guard.read_body(request, MODEL_MAX_REQUEST_BYTES)))
+        return JSONResponse(await self.embeddings(await self.read(request)))
 
     @api.post("/v1/rerank")
     async def http_rerank(self, request: Request) -> Response:
-        return JSONResponse(await self.rerank(await guard.read_body(request, MODEL_MAX_REQUEST_BYTES)))
+        return JSONResponse(await self.rerank(await self.read(request)))
 
     @api.post("/v1/chat/completions")
     async def http_chat_completions(self, request: Request) -> Response:
-        body = guard.load_object(await guard.read_body(request, MODEL_MAX_REQUEST_BYTES), MODEL_MAX_REQUEST_BYTES)
+        body = self.load(await self.read(request))
         if body.get("stream") is True:
-            return await guard.sse_response(self._observed_stream(lambda: self._stream(self._chat_request(body))))
+            return await guard.sse_response(self.chat_completions_stream(body))
         return JSONResponse(await self.chat_completions(body))
 
 
