@@ -112,7 +112,7 @@ class SearchIn(BaseModel):
 class ChatIn(ChatCompletionRequest):
     """The OpenAI request, validated exactly as a ModelDeployment validates it, plus the agent's extensions."""
 
-    user: str | UserIn | None = None
+    user: str | UserIn | None = None  # type: ignore[assignment]
     thread_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_.:-]{1,128}$")
 
     def turn(self) -> Turn:
@@ -454,7 +454,8 @@ class AgentServer(server.Edge):
     @api.post("/v1/pipelines/{name}/stream")
     async def http_stream(self, name: str, request: Request) -> Response:
         self._check_name(name)
-        return await guard.sse_response(self.stream(await self.read(request), request.headers.get("authorization")))
+        return await guard.sse_response(self.stream(await self.read(request), request.headers.get("authorization")),
+                                        responses.sse_error_event)
 
     @api.get("/v1/pipelines/{name}/threads/{thread_id}")
     async def http_thread(self, name: str, thread_id: str, request: Request, user: str | None = None) -> Response:

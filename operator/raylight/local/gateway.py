@@ -30,7 +30,7 @@ The gateway sits behind `raylight_pipelines.web.guard` like every app: bodies ov
 # parameters' annotations (Request) at run time, and string annotations turn them into query parameters.
 import asyncio
 import logging
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 from fastapi import Request
@@ -41,7 +41,7 @@ from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from ray.serve.handle import DeploymentHandle, DeploymentResponse, DeploymentResponseGenerator
 from ray.serve.schema import ReplicaState
 from raylight_pipelines import telemetry
-from raylight_pipelines.web import guard, server
+from raylight_pipelines.web import guard, responses, server
 from raylight_pipelines.web.errors import ApiError
 from raylight_pipelines.web.protocol import MODEL_MAX_REQUEST_BYTES
 
@@ -69,7 +69,8 @@ def backend_error(backend: str, exc: BaseException) -> ApiError:
     return guard.internal_error(f"gateway -> {backend}", exc)
 
 
-async def relay(backend: str, gen: DeploymentResponse[Any] | DeploymentResponseGenerator[Any]) -> Response:
+async def relay(backend: str, gen: DeploymentResponse[Any] | DeploymentResponseGenerator[Any],
+                error_event: Callable[[ApiError], str] = responses.sse_error) -> Response:
     """Relay a streaming handle call (`handle.options(stream=True)....remote()`) as server-sent events; errors
     before the first line keep their status; a client that goes away cancels the backend's call."""
     assert isinstance(gen, DeploymentResponseGenerator)
@@ -82,7 +83,7 @@ async def relay(backend: str, gen: DeploymentResponse[Any] | DeploymentResponseG
             gen.cancel()  # a no-op once the call has finished
 
     try:
-        return await guard.sse_response(lines())
+        return await guard.sse_response(lines(), error_event)
     except Exception as exc:
         raise backend_error(backend, exc) from exc
 
@@ -280,7 +281,8 @@ class Gateway(server.Edge):
         agent = self._pipeline(name)
         raw = await self.read(request)
         return await relay(f"pipeline {name}",
-                           agent.options(stream=True).stream.remote(raw, request.headers.get("authorization")))
+                           agent.options(stream=True).stream.remote(raw, request.headers.get("authorization")),
+                           responses.sse_error_event)
 
     @api.get("/v1/pipelines/{name}/threads/{thread_id}")
     async def thread(self, name: str, thread_id: str, request: Request, user: str | None = None) -> Response:

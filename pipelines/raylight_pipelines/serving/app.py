@@ -56,7 +56,7 @@ from raylight.api.types import ModelDeploymentSpec
 from raylight_pipelines import telemetry
 from raylight_pipelines.serving.loading import load_model
 from raylight_pipelines.serving.runtimes.base import ChatRuntime, Embedder, Generation, Reranker
-from raylight_pipelines.web import guard, protocol, responses, server
+from raylight_pipelines.web import guard, limits, protocol, responses, server
 from raylight_pipelines.web.errors import ApiError
 from raylight_pipelines.web.protocol import (
     MODEL_MAX_REQUEST_BYTES,
@@ -207,6 +207,16 @@ class ModelServer(server.Edge):
         if request.dimensions is not None and request.dimensions != embedder.dimension:
             raise ApiError(400, f"Model '{self.name}' makes {embedder.dimension}-dimensional vectors; "
                            f"dimensions={request.dimensions} is not supported.", param="dimensions")
+        fit = limits.embeddings_fit(embedder.dimension, request.encoding_format)
+        if len(request.texts) > fit:  # refused before any work: the answer could not be sent
+            more = limits.embeddings_fit(embedder.dimension, "base64")
+            hint = f", or encoding_format base64 (up to {more})" if request.encoding_format == "float" and more > fit \
+                else ""
+            raise ApiError(413, f"input: {len(request.texts)} embeddings of {embedder.dimension} dimensions as "
+                           f"{request.encoding_format} would make an answer over {limits.MAX_RESPONSE_BYTES} bytes "
+                           f"(limit max_response_bytes); send at most {fit} inputs per request{hint}",
+                           param="input", code="response_too_large")
+        await self._check_tokens(request.texts, embedder)
         self._stats["embed_requests"] += 1
         vectors, counts = await self._embed_batch(request.texts)
         tokens = sum(counts)
@@ -218,6 +228,19 @@ class ModelServer(server.Edge):
                      for i, v in enumerate(vectors)],
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         }
+
+    async def _check_tokens(self, texts: list[str], embedder: Embedder) -> None:
+        """Refuse (413 `too_many_tokens`) a request over limits.MAX_REQUEST_TOKENS before embedding it: a
+        text costs at most its UTF-8 length + 2 tokens and at most the window; the tokenizer counts only when
+        that bound is over the limit."""
+        bound = sum(min(len(t.encode()) + 2, embedder.max_tokens) for t in texts)
+        if bound <= limits.MAX_REQUEST_TOKENS:
+            return
+        counted = sum(await asyncio.to_thread(embedder.token_counts, texts))
+        if counted > limits.MAX_REQUEST_TOKENS:
+            raise ApiError(413, f"input: {counted} tokens (after truncation to the model's {embedder.max_tokens}-"
+                           f"token window) over the {limits.MAX_REQUEST_TOKENS} tokens one request may carry "
+                           "(limit max_request_tokens)", param="input", code="too_many_tokens")
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0)
     async def _embed_batch(self, requests: list[list[str]]) -> list[tuple[np.ndarray, list[int]]]:

@@ -236,3 +236,8 @@ SSE_DONE = sse("[DONE]")
 
 def sse_error(error: ApiError) -> str:
     return sse(error.body())
+
+
+def sse_error_event(error: ApiError) -> str:
+    """A refusal as a named `error` event (a Pipeline's /stream): {"status", "error": {...}}."""
+    return sse({"status": error.status, **error.body()}, "error")
