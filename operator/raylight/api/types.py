@@ -501,7 +501,12 @@ class Oidc(ApiModel):
                             "<issuer>/.well-known/openid-configuration unless jwksSecret is set.")
     audience: str = Field(min_length=1, description="The audience (`aud`) tokens must name.")
     jwks_secret: SecretKeyRef | None = Field(
-        None, description="Secret holding the issuer's JWKS (JSON), for clusters without egress to the issuer.")
+        None, description="Secret holding the issuer's JWKS (JSON), for clusters without egress to the issuer. "
+        "Mounted as a file that the agents re-read when it changes: a rotated Secret needs no restart.")
+    jwks_cache_seconds: int = Field(
+        300, ge=1, le=86400, description="The longest a JWKS fetched from the issuer is used (its "
+        "Cache-Control max-age, capped at this): a key removed from the issuer's JWKS stops verifying within "
+        "this many seconds. A token naming an unknown kid refetches at once.")
     claims: OidcClaims = Field(default_factory=OidcClaims)
     algorithms: list[Literal["RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA"]] = Field(
         ["RS256", "ES256"], min_length=1, description="Accepted signature algorithms.")
