@@ -245,7 +245,7 @@ def get_agent_rayservice(pipeline: Pipeline, namespace: str, settings: Settings,
         },
     }
     volumes, mounts = get_agent_volumes(pipeline.spec)
-    cluster = obj["spec"]["rayClusterConfig"]
+    cluster: dict[str, Any] = obj["spec"]["rayClusterConfig"]  # type: ignore[index]
     for group in [cluster["headGroupSpec"], *cluster.get("workerGroupSpecs", [])]:
         pod = group["template"]["spec"]
         if volumes:
