@@ -30,7 +30,7 @@ from raylight.api.names import (
 )
 from raylight.api.serve import AGENT_CPUS
 from raylight.api.types import ModelDeployment, ModelDeploymentSpec, Pipeline
-from raylight.desired.pipeline import get_connections, get_ingestion_plan, get_pipeline_env
+from raylight.desired.pipeline import get_agent_volumes, get_connections, get_ingestion_plan, get_pipeline_env
 from raylight.desired.serve import get_agent_application, get_model_application
 from raylight.governance.accelerators import vendor_of
 from raylight.settings import Settings
@@ -244,6 +244,14 @@ def get_agent_rayservice(pipeline: Pipeline, namespace: str, settings: Settings,
             ),
         },
     }
+    volumes, mounts = get_agent_volumes(pipeline.spec)
+    cluster: dict[str, Any] = obj["spec"]["rayClusterConfig"]  # type: ignore[index]
+    for group in [cluster["headGroupSpec"], *cluster.get("workerGroupSpecs", [])]:
+        pod = group["template"]["spec"]
+        if volumes:
+            pod["volumes"] = [*pod.get("volumes", []), *volumes]
+            for container in pod["containers"]:
+                container["volumeMounts"] = [*container.get("volumeMounts", []), *mounts]
     return _finish(_serving_pods(obj, settings))
 
 
