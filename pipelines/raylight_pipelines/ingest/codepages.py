@@ -23,7 +23,7 @@ from __future__ import annotations
 import functools
 import unicodedata
 
-SAMPLE = 64 * 1024
+SAMPLE = 16 * 1024
 
 # Preference order (rule 4). Windows first, Western first among them.
 PREFERRED: tuple[str, ...] = (
