@@ -240,13 +240,16 @@ def _thresholds(args: argparse.Namespace) -> dict[str, float]:
 
 
 def _local_search(args: argparse.Namespace, dataset: Any) -> tuple[Any, PipelineSpec]:
-    """The Pipeline from the manifests, on an in-memory store filled with its sources (or the dataset's
-    corpus), its embedder and reranker in this process."""
-    from qdrant_client import QdrantClient
+    """The Pipeline from the manifests, on an embedded store in a temporary folder (removed when the search
+    function is gone) filled with its sources (or the dataset's corpus), its embedder and reranker in this
+    process."""
+    import tempfile
+
     from raylight_pipelines.embed.embedders import from_connection
     from raylight_pipelines.ingest import runner as ingestion
     from raylight_pipelines.retrieval.rerankers import LocalReranker
     from raylight_pipelines.retrieval.retriever import Retriever, standalone_query
+    from raylight_pipelines.store.edge import EdgeStore
 
     from raylight.api.types import InlineDocument, Source
 
@@ -266,15 +269,17 @@ def _local_search(args: argparse.Namespace, dataset: Any) -> tuple[Any, Pipeline
     spec = pipeline.spec
     plan = local_ingestion_plan(pipeline, models.get(spec.embedder.model_deployment), args.data_dir, None)
     embedder = from_connection(plan.embedder, local=True)
-    client = QdrantClient(":memory:")
-    ingestion.run(plan, found[0].file.parent.resolve(), embedder, client=client)
+    folder = tempfile.TemporaryDirectory(prefix="raylight-eval-")
+    store = EdgeStore(folder.name)
+    ingestion.run(plan, found[0].file.parent.resolve(), embedder, store=store)
     rerank = spec.retrieval.rerank
     rerank_source = models[rerank.model_deployment].spec.resolved().model if rerank else None
     reranker = LocalReranker(rerank_source) if rerank_source else None
-    retriever = Retriever(client, plan.store.collection, embedder, spec.retrieval, pipeline=args.pipeline,
-                          reranker=reranker)
+    retriever = Retriever(store, plan.store.collection, embedder,
+                          spec.retrieval, pipeline=args.pipeline, reranker=reranker)
 
     def search(case: Any, options: dict[str, bool], k: int) -> list[str]:
+        assert folder.name  # the closure keeps the folder alive as long as the search function
         query = standalone_query(case.question, case.history)
         return [h.source for h in retriever.search(query, top_k=k, hybrid=options["hybrid"],
                                                    rerank=options["rerank"])]
