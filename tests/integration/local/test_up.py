@@ -146,8 +146,8 @@ def test_public_routes_reveal_no_protected_pipeline_collection_or_path(platform:
     bearer = {"Authorization": f"Bearer {token}"}
     # the vault pipeline has series now: a refused and an answered request
     assert httpx.post(f"{url}/v1/pipelines/vault/search", json={"query": "merger"}, timeout=60).status_code == 401
-    assert httpx.post(f"{url}/v1/pipelines/vault/search", json={"query": "merger", "user": {"id": "u1", "tenant": "acme"}},
-                      headers=bearer, timeout=60).status_code == 200
+    acme = {"query": "merger", "user": {"id": "u1", "tenant": "acme"}}
+    assert httpx.post(f"{url}/v1/pipelines/vault/search", json=acme, headers=bearer, timeout=60).status_code == 200
     public = [httpx.get(f"{url}{path}", timeout=30) for path in ("/healthz", "/readyz", "/v1/models")]
     public.append(httpx.post(f"{url}/v1/chat/completions", json={"model": "nope", "messages": []}, timeout=30))
     public += [httpx.get(f"{url}{path}", timeout=30) for path in ("/metrics", "/-/routes")]
