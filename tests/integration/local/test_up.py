@@ -248,7 +248,7 @@ def test_search_api_and_eval_through_the_gateway(platform: dict[str, Any], tmp_p
     assert report["answers"]["latency_ms"]["p50"] > 0
 
 
-# SmolLM2-135M on the quickstart as shipped: README's Quickstart section quotes this number (change both).
+# SmolLM2-135M on the quickstart as shipped: docs/performance.md (Quickstart answers) quotes this number (change both).
 ANSWERED_RIGHT = 3
 ACCESS_PARAPHRASES = ["Can someone who is not in the finance group read the finance group's documents?",
                       "If my query repeats the exact words of a group's document, will I see it without being "
