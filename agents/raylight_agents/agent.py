@@ -275,7 +275,7 @@ class Agent:
         if error.status == 500:
             ok, detail = await self._threads_ready()
             if not ok:
-                return errors.unavailable("threads", f"{detail}; this turn was not saved")
+                return errors.outage("threads", "the thread store", detail, "; this turn was not saved")
         return error
 
     @staticmethod
@@ -292,7 +292,7 @@ class Agent:
         if isinstance(exc, ModelRejected):
             return errors.ApiError(502, str(exc), type="bad_gateway", code="model_rejected")
         if isinstance(exc, errors.StoreUnavailable):
-            return errors.unavailable("store", str(exc))
+            return errors.outage("store", "the vector store", exc)
         return internal_error("agent run", exc)
 
     async def invoke(self, turn: Turn, operation: str = "invoke") -> dict[str, Any]:

@@ -59,6 +59,7 @@ def _finish(obj: dict[str, Any]) -> dict[str, Any]:
     return obj
 
 
+AGENT_APP_NAME = "agent"  # the Serve application of every agent RayService
 AGENT_MEMORY = "4Gi"  # an agent pod: the graph, retrieval calls and BM25 query encoding (models run elsewhere)
 
 
@@ -216,6 +217,9 @@ def get_agent_rayservice(pipeline: Pipeline, namespace: str, settings: Settings,
     """The RayService serving a Pipeline's agent endpoint on `<name>-agent-serve-svc:8000`."""
     name = agent_rayservice_name(pipeline.metadata.name)
     app = get_agent_application(pipeline, get_connections(pipeline, namespace, settings, embedder))
+    # One application per RayService: its Serve name is what Ray's proxy tells anyone who asks `/-/routes`
+    # (no credentials), so it names no Pipeline; the agent knows its pipeline from its args.
+    app["name"] = AGENT_APP_NAME
     env = get_pipeline_env(pipeline, settings)
     replicas = pipeline.spec.agent.replicas
     worker = None
