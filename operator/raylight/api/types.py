@@ -716,7 +716,7 @@ class FineTuneDataset(ApiModel):
         return self
 
 
-_MODULE_NAME = r"^([A-Za-z_][A-Za-z0-9_]*)(\.[A-Za-z_][A-Za-z0-9_]*)*$|^all-linear$"
+_MODULE_NAME = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*$|^all-linear$"
 
 
 class Hyperparameters(ApiModel):
