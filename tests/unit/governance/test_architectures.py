@@ -28,8 +28,8 @@ def _generator() -> object:
 
 def test_the_table_is_what_peft_and_transformers_say() -> None:
     defaults, modules = _generator().table()  # type: ignore[attr-defined]
-    assert architectures_table.PEFT_DEFAULT_TARGET_MODULES == defaults, "run scripts/gen_architectures.py"
-    assert architectures_table.MODULE_NAMES == modules, "run scripts/gen_architectures.py"
+    assert defaults == architectures_table.PEFT_DEFAULT_TARGET_MODULES, "run scripts/gen_architectures.py"
+    assert modules == architectures_table.MODULE_NAMES, "run scripts/gen_architectures.py"
 
 
 def test_peft_defaults_name_layers_of_their_architecture() -> None:

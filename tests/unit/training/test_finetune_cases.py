@@ -109,7 +109,7 @@ def test_a_config_json_at_hand_decides_over_the_name(tmp_path: Path) -> None:
     (folder / "config.json").write_text(json.dumps({"model_type": "falcon"}))
     arch = model_type_of(f"file://{folder}")
     assert (arch.model_type, arch.how) == ("falcon", f"config.json at {folder}")
-    [(field, message)] = _check(_ft({"source": f"file://{folder}"}, ["q_proj"]))
+    [(_field, message)] = _check(_ft({"source": f"file://{folder}"}, ["q_proj"]))
     assert "a falcon model (config.json at" in message and "query_key_value" in message
 
 
