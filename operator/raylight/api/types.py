@@ -750,31 +750,36 @@ class FineTuneDataset(ApiModel):
         return self
 
 
-TARGET_MODULES: Final = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+_MODULE_NAME = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*$|^all-linear$"
 
 
 class Hyperparameters(ApiModel):
     rank: int = Field(16, ge=1, le=256, description="LoRA rank r.")
     alpha: int = Field(32, ge=1, le=1024, description="LoRA alpha (scale alpha / r).")
     dropout: float = Field(0.05, ge=0, lt=1)
-    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
-                                      min_length=1, description="Linear layers to adapt (Llama-style names).",
-                                      json_schema_extra={"items": {"type": "string", "enum": list[JsonValue](
-                                          TARGET_MODULES)}})
+    target_modules: list[Annotated[str, Field(pattern=_MODULE_NAME, max_length=200)]] | None = Field(
+        None, min_length=1, description="Layers to adapt, by name as the base's architecture calls them (Llama/Qwen "
+        "q_proj, v_proj, ...; GPT-2 c_attn; Falcon query_key_value; MPT Wqkv) or all-linear; omitted: PEFT's "
+        "default for the base's architecture. Checked against the base's architecture at admission where it is "
+        "known and against the loaded model before training.")
     epochs: int = Field(3, ge=1, le=100)
     max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps (overrides epochs).")
     learning_rate: float = Field(2e-4, gt=0, le=1)
     batch_size: int = Field(4, ge=1, le=1024, description="Records per step per worker.")
-    max_seq_length: int = Field(512, ge=16, le=32768, description="Tokens per record (longer ones are cut).")
+    max_seq_length: int = Field(512, ge=16, le=32768, description="Tokens per record. A longer record is cut from "
+                                "the left: it keeps the end of its last assistant turn and as much of what comes "
+                                "before as fits (so the answer is always learned); a record left with no "
+                                "assistant token is refused before training.")
     seed: int = Field(0, ge=0)
     checkpoint_every: int = Field(50, ge=1, description="Steps between checkpoints (a resumed run starts there).")
 
     @field_validator("target_modules")
     @classmethod
-    def _known_modules(cls, value: list[str]) -> list[str]:
-        for i, module in enumerate(value):
-            if module not in TARGET_MODULES:
-                raise ValueError(f"[{i}] unknown target module {module!r}; known: {', '.join(TARGET_MODULES)}")
+    def _all_linear_alone(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and "all-linear" in value and len(value) > 1:
+            raise ValueError("all-linear stands alone (it already names every linear layer)")
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError("names must be unique")
         return value
 
 
