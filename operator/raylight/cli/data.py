@@ -239,14 +239,14 @@ def _thresholds(args: argparse.Namespace) -> dict[str, float]:
     return {metric: value for metric, value in wanted.items() if value is not None}
 
 
-def _local_search(args: argparse.Namespace, dataset: Any) -> tuple[Any, PipelineSpec]:
-    """The Pipeline from the manifests, on an in-memory store filled with its sources (or the dataset's
-    corpus), its embedder and reranker in this process."""
+def _local_retriever(args: argparse.Namespace, dataset: Any) -> tuple[Any, PipelineSpec]:
+    """The Pipeline's Retriever from the manifests, on an in-memory store filled with its sources (or the
+    dataset's corpus), its embedder and reranker in this process."""
     from qdrant_client import QdrantClient
     from raylight_pipelines.embed.embedders import from_connection
     from raylight_pipelines.ingest import runner as ingestion
     from raylight_pipelines.retrieval.rerankers import LocalReranker
-    from raylight_pipelines.retrieval.retriever import Retriever, standalone_query
+    from raylight_pipelines.retrieval.retriever import Retriever
 
     from raylight.api.types import InlineDocument, Source
 
@@ -271,8 +271,15 @@ def _local_search(args: argparse.Namespace, dataset: Any) -> tuple[Any, Pipeline
     rerank = spec.retrieval.rerank
     rerank_source = models[rerank.model_deployment].spec.resolved().model if rerank else None
     reranker = LocalReranker(rerank_source) if rerank_source else None
-    retriever = Retriever(client, plan.store.collection, embedder, spec.retrieval, pipeline=args.pipeline,
-                          reranker=reranker)
+    return Retriever(client, plan.store.collection, embedder, spec.retrieval, pipeline=args.pipeline,
+                     reranker=reranker), spec
+
+
+def _local_search(args: argparse.Namespace, dataset: Any) -> tuple[Any, PipelineSpec]:
+    """search over `_local_retriever`."""
+    from raylight_pipelines.retrieval.retriever import standalone_query
+
+    retriever, spec = _local_retriever(args, dataset)
 
     def search(case: Any, options: dict[str, bool], k: int) -> list[str]:
         query = standalone_query(case.question, case.history)

@@ -212,10 +212,10 @@ def get_model_rayservice(md: ModelDeployment, namespace: str, settings: Settings
 
 
 def get_agent_rayservice(pipeline: Pipeline, namespace: str, settings: Settings,
-                         embedder: ModelDeployment | None = None) -> dict[str, Any]:
+                         embedder: ModelDeployment | None = None, llm: ModelDeployment | None = None) -> dict[str, Any]:
     """The RayService serving a Pipeline's agent endpoint on `<name>-agent-serve-svc:8000`."""
     name = agent_rayservice_name(pipeline.metadata.name)
-    app = get_agent_application(pipeline, get_connections(pipeline, namespace, settings, embedder))
+    app = get_agent_application(pipeline, get_connections(pipeline, namespace, settings, embedder, llm))
     env = get_pipeline_env(pipeline, settings)
     replicas = pipeline.spec.agent.replicas
     worker = None

@@ -22,6 +22,7 @@ import csv
 import dataclasses
 import json
 import math
+import re
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -48,6 +49,8 @@ class Case:
     relevant: dict[str, int] = field(default_factory=dict)  # expected id -> graded relevance (> 0)
     facts: tuple[str, ...] = ()
     history: tuple[str, ...] = ()  # earlier user turns, oldest first
+    answerable: bool = True  # False: the corpus does not hold the answer; the agent should abstain
+    contradictions: tuple[str, ...] = ()  # regular expressions: an answer sentence matching one states the opposite
 
 
 @dataclass
@@ -83,15 +86,29 @@ def load_jsonl(path: Path) -> Dataset:
     cases = []
     for number, row in _jsonl(path):
         where = f"{path}:{number}"
-        unknown = set(row) - {"id", "question", "expected_sources", "expected_facts", "history"}
+        unknown = set(row) - {"id", "question", "expected_sources", "expected_facts", "history", "answerable",
+                              "contradictions"}
         if unknown:
             raise DatasetError(f"{where}: {sorted(unknown)[0]}: unknown field")
         question = row.get("question")
         if not isinstance(question, str) or not question.strip():
             raise DatasetError(f"{where}: question: must be a non-empty string")
         sources = _text_list(row, "expected_sources", where)
-        cases.append(Case(str(row.get("id", number)), question, {s: 1 for s in sources},
-                          _text_list(row, "expected_facts", where), _text_list(row, "history", where)))
+        answerable = row.get("answerable", True)
+        if not isinstance(answerable, bool):
+            raise DatasetError(f"{where}: answerable: must be true or false")
+        facts = _text_list(row, "expected_facts", where)
+        if not answerable and (facts or sources):
+            raise DatasetError(f"{where}: answerable: an unanswerable case has no expected_facts or expected_sources")
+        contradictions = _text_list(row, "contradictions", where)
+        for pattern in contradictions:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise DatasetError(f"{where}: contradictions: {pattern!r} is not a regular expression ({exc})") \
+                    from None
+        cases.append(Case(str(row.get("id", number)), question, {s: 1 for s in sources}, facts,
+                          _text_list(row, "history", where), answerable, contradictions))
     if not cases:
         raise DatasetError(f"{path}: no cases")
     return Dataset(path.stem, cases)
