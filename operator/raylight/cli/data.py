@@ -235,7 +235,8 @@ def search_command(args: argparse.Namespace) -> int:
 
 def _thresholds(args: argparse.Namespace) -> dict[str, float]:
     wanted = {f"recall@{args.k}": args.min_recall, "mrr@10": args.min_mrr, "ndcg@10": args.min_ndcg,
-              "facts_present": args.min_facts}
+              "facts_present": args.min_facts, "abstention_recall": getattr(args, "min_abstention", None),
+              "supported_sentences": getattr(args, "min_supported", None)}
     return {metric: value for metric, value in wanted.items() if value is not None}
 
 
@@ -334,7 +335,7 @@ def _remote(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:
         started = time.perf_counter()
         out = post("/invoke", {"input": case.question, **({"thread_id": thread} if thread else {})})
         return Answer(out["answer"], [c["source"] for c in out["citations"]], out["grounding"] == "none",
-                      (time.perf_counter() - started) * 1000)
+                      (time.perf_counter() - started) * 1000, list(out.get("support") or []))
 
     settings = post("/search", {"query": "probe", "top_k": 1})["retrieval"]
     models = http.get(f"{url}/v1/models").json().get("data", [])
