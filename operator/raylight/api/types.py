@@ -493,6 +493,11 @@ class Retrieval(ApiModel):
     top_k: int = Field(5, ge=1, le=100)
     hybrid: bool = Field(True, description="Dense + BM25 sparse vectors fused with RRF.")
     score_threshold: float | None = Field(None, description="Drop dense hits scoring below this.")
+    min_score: float = Field(0.65, ge=0.0, le=2.0, description=(
+        "Abstain below this evidence score: the cosine of the question and the best sentence of the retrieved "
+        "passages plus half its lead over the mean sentence (docs/grounding.md says how to tune it; 0 never "
+        "abstains). The agent then answers that the documents do not say, with the closest sources, and "
+        "grounding \"none\"."))
     rerank: Rerank | None = Field(None, description="Rescore the fused candidates with a cross-encoder.")
 
     @model_validator(mode="after")
@@ -590,6 +595,10 @@ class Agent(ApiModel):
     tools: list[HttpTool] = Field(default_factory=list, description="Allowlisted HTTP tools (agentic-rag).")
     max_iterations: int = Field(3, ge=1, le=10, description="Query rewrites before giving up (agentic-rag).")
     response_format: ResponseFormat | None = None
+    answer_mode: Literal["auto", "extractive", "generative"] = Field("auto", description=(
+        "extractive: quote the supporting sentences with their citations, then at most one checked paraphrase; "
+        "generative: the model writes the answer, and sentences no source supports are dropped; auto: "
+        "extractive for a model under 1B parameters (spec.model.parameters of the LLM's ModelDeployment)."))
     log_questions: bool = Field(False, description="Write question text into the audit log.")
     limits: Limits = Field(default_factory=Limits)
     threads: Threads = Field(default_factory=Threads)

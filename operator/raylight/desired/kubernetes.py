@@ -213,10 +213,10 @@ def get_model_rayservice(md: ModelDeployment, namespace: str, settings: Settings
 
 
 def get_agent_rayservice(pipeline: Pipeline, namespace: str, settings: Settings,
-                         embedder: ModelDeployment | None = None) -> dict[str, Any]:
+                         embedder: ModelDeployment | None = None, llm: ModelDeployment | None = None) -> dict[str, Any]:
     """The RayService serving a Pipeline's agent endpoint on `<name>-agent-serve-svc:8000`."""
     name = agent_rayservice_name(pipeline.metadata.name)
-    app = get_agent_application(pipeline, get_connections(pipeline, namespace, settings, embedder))
+    app = get_agent_application(pipeline, get_connections(pipeline, namespace, settings, embedder, llm))
     # One application per RayService: its Serve name is what Ray's proxy tells anyone who asks `/-/routes`
     # (no credentials), so it names no Pipeline; the agent knows its pipeline from its args.
     app["name"] = AGENT_APP_NAME
