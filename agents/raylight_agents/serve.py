@@ -175,7 +175,7 @@ class AgentServer(server.Edge):
         try:
             return await asyncio.shield(self._started)
         except Exception as exc:
-            raise errors.unavailable("threads", f"cannot open the thread store: {exc}") from exc
+            raise errors.outage("threads", "the thread store", exc) from exc
 
     async def _identify(self, authorization: str | None) -> User | None:
         """Check the caller's bearer token: None when it is the shared token (or no auth is configured: the

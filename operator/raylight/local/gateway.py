@@ -12,7 +12,8 @@ applications have no HTTP route of their own) and routes:
   GET  /healthz                               the gateway answers (names nothing)
   GET  /metrics                               every app's metrics (Prometheus text, `raylight_*`), merged: one
                                               scrape for the whole platform (Ray's own `ray_*` metrics are on
-                                              Ray's metrics export port)
+                                              Ray's metrics export port); a protected pipeline's series only
+                                              with its credentials
   GET  /readyz                                200 when every model and agent can serve, else 503 with why;
                                               a model is ready while Serve runs a replica of it (however busy),
                                               an agent when its own readyz says so (or it is too busy to
@@ -128,14 +129,29 @@ class Gateway(server.Edge):
     async def healthz(self) -> dict[str, Any]:
         return {"status": "ok"}
 
+    async def _hidden(self, auth: str | None) -> set[str]:
+        """The protected pipelines this caller's credentials do not open (each agent checks its own)."""
+        async def opens(name: str) -> bool:
+            try:
+                await asyncio.wait_for(self._agent(name).models.remote(auth), READY_TIMEOUT_S)
+            except Exception:
+                return False
+            return True
+        protected = [p for p in self.pipelines if p not in self.public]
+        opened = await asyncio.gather(*[opens(p) for p in protected]) if auth else [False] * len(protected)
+        return {p for p, ok in zip(protected, opened, strict=True) if not ok}
+
     @api.get("/metrics")
-    async def metrics(self) -> Response:
-        """The metrics of every model and agent app (one replica each on one machine), merged."""
+    async def metrics(self, request: Request) -> Response:
+        """The metrics of every model and agent app (one replica each on one machine), merged; a protected
+        pipeline's series only for a caller with its credentials (each replica's own metrics port has all)."""
         handles = [self._model(n) for n in self.models] + [self._agent(n) for n in self.pipelines]
         answers = await asyncio.gather(*[asyncio.wait_for(h.metrics.remote(), READY_TIMEOUT_S) for h in handles],
                                        return_exceptions=True)
         texts = [telemetry.exposition()] + [a for a in answers if isinstance(a, str)]
-        return Response(telemetry.merge(texts), media_type="text/plain; version=0.0.4; charset=utf-8")
+        hidden = await self._hidden(request.headers.get("authorization"))
+        return Response(telemetry.merge(texts, hide={"pipeline": hidden}),
+                        media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @staticmethod
     def _replicas(app: str, deployment: str) -> tuple[bool, str]:
