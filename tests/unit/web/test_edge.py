@@ -102,7 +102,8 @@ async def test_a_stream_that_runs_too_long_ends_with_stream_timeout_in_its_own_e
 
 RAY_DEATH = ("The actor died unexpectedly before finishing this task. class_name: QdrantStore actor_id: "
              "8d4b1e0f2a3c4d5e6f7a8b9c01000000 pid: 12345 name: store namespace: raylight ip: 10.0.0.3 "
-             "ActorID(8d4b1e0f2a3c4d5e6f7a8b9c01000000) worker_id=0123456789abcdef0123456789abcdef0123456789abcdef01234567")
+             "ActorID(8d4b1e0f2a3c4d5e6f7a8b9c01000000) "
+             "worker_id=0123456789abcdef0123456789abcdef0123456789abcdef01234567")
 
 
 @pytest.mark.parametrize("status", [500, 502, 503, 504])
