@@ -71,8 +71,8 @@ class ClientLimit:
             await self.app(scope, receive, send)
             return
         if self.in_flight[client] >= self.limit:
-            refusal = ApiError(429, f"{self.limit} requests from this client are in flight already (limit "
-                               "max_client_requests); retry when one has finished", type="rate_limit_error",
+            refusal = ApiError(429, f"{self.limit} requests from this client are in flight already "
+                               "(limit max_client_requests); retry when one has finished", type="rate_limit_error",
                                code="too_many_requests", retry_after=1)
             await guard.error_response(refusal)(scope, receive, send)
             return
