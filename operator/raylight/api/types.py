@@ -84,7 +84,24 @@ def _check_http_url(value: str) -> str:
     return value
 
 
+def _check_origin(value: str) -> str:
+    if not re.fullmatch(r"https?://[^\s/?#@]+", value.rstrip("/")):
+        raise ValueError("must be an origin: http:// or https://, a host and an optional port, no path")
+    return value.rstrip("/")
+
+
+def _check_network(value: str) -> str:
+    import ipaddress
+
+    try:
+        return str(ipaddress.ip_network(value, strict=False))
+    except ValueError:
+        raise ValueError("must be an IP address or network (CIDR), e.g. 127.0.0.1 or 10.0.0.0/8") from None
+
+
 ModelURI = Annotated[str, AfterValidator(_check_uri)]
+Origin = Annotated[str, AfterValidator(_check_origin)]
+IPNetwork = Annotated[str, AfterValidator(_check_network)]
 Quantity = Annotated[str, AfterValidator(_check_quantity)]
 HttpURL = Annotated[str, AfterValidator(_check_http_url)]
 DnsName = Annotated[str, Field(pattern=_DNS_LABEL.pattern, max_length=MAX_RAYSERVICE_NAME)]
@@ -411,6 +428,9 @@ class Source(ApiModel):
         {"rule": "[has(self.path), has(self.configMap), has(self.pvc), has(self.urls), has(self.documents)]"
                  ".filter(x, x).size() == 1",
          "message": "set exactly one of path, configMap, pvc, urls or documents"},
+        {"rule": "has(self.urls) || ((!has(self.redirectOrigins) || size(self.redirectOrigins) == 0) && "
+                 "(!has(self.privateNetworks) || size(self.privateNetworks) == 0))",
+         "message": "redirectOrigins and privateNetworks apply to urls sources only"},
     ]})
 
     path: str | None = Field(None, description="A local file or directory (relative to the manifest).")
@@ -423,6 +443,13 @@ class Source(ApiModel):
     hidden: bool = Field(False, description="Also ingest hidden files and folders (names starting with "
                          "'.'). Version-control folders and files that commonly hold secrets (.env*, "
                          "private keys, *.pem, credential files) are never ingested.")
+    redirect_origins: list[Origin] = Field(default_factory=list, description=(
+        "For urls: origins (scheme://host[:port]) a redirect may lead to besides the listed URL's own. A "
+        "redirect anywhere else is refused."))
+    private_networks: list[IPNetwork] = Field(default_factory=list, description=(
+        "For urls: loopback, link-local and private addresses (IPs or CIDR networks) that may be fetched, "
+        "e.g. 127.0.0.1 for a docs server on this machine. Every other non-public address (127.0.0.0/8, "
+        "10.0.0.0/8, 169.254.0.0/16, ...) is refused, whatever name or redirect leads there."))
     access: Access = Field(default_factory=Access)
 
     @model_validator(mode="after")
@@ -430,6 +457,8 @@ class Source(ApiModel):
         kinds = [k for k in ("path", "config_map", "pvc", "urls", "documents") if getattr(self, k) is not None]
         if len(kinds) != 1:
             raise ValueError("set exactly one of path, configMap, pvc, urls or documents")
+        if (self.redirect_origins or self.private_networks) and self.urls is None:
+            raise ValueError("redirectOrigins and privateNetworks apply to urls sources only")
         return self
 
 
@@ -464,6 +493,11 @@ class Retrieval(ApiModel):
     top_k: int = Field(5, ge=1, le=100)
     hybrid: bool = Field(True, description="Dense + BM25 sparse vectors fused with RRF.")
     score_threshold: float | None = Field(None, description="Drop dense hits scoring below this.")
+    min_score: float = Field(0.65, ge=0.0, le=2.0, description=(
+        "Abstain below this evidence score: the cosine of the question and the best sentence of the retrieved "
+        "passages plus half its lead over the mean sentence (docs/grounding.md says how to tune it; 0 never "
+        "abstains). The agent then answers that the documents do not say, with the closest sources, and "
+        "grounding \"none\"."))
     rerank: Rerank | None = Field(None, description="Rescore the fused candidates with a cross-encoder.")
 
     @model_validator(mode="after")
@@ -501,7 +535,12 @@ class Oidc(ApiModel):
                             "<issuer>/.well-known/openid-configuration unless jwksSecret is set.")
     audience: str = Field(min_length=1, description="The audience (`aud`) tokens must name.")
     jwks_secret: SecretKeyRef | None = Field(
-        None, description="Secret holding the issuer's JWKS (JSON), for clusters without egress to the issuer.")
+        None, description="Secret holding the issuer's JWKS (JSON), for clusters without egress to the issuer. "
+        "Mounted as a file that the agents re-read when it changes: a rotated Secret needs no restart.")
+    jwks_cache_seconds: int = Field(
+        300, ge=1, le=86400, description="The longest a JWKS fetched from the issuer is used (its "
+        "Cache-Control max-age, capped at this): a key removed from the issuer's JWKS stops verifying within "
+        "this many seconds. A token naming an unknown kid refetches at once.")
     claims: OidcClaims = Field(default_factory=OidcClaims)
     algorithms: list[Literal["RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA"]] = Field(
         ["RS256", "ES256"], min_length=1, description="Accepted signature algorithms.")
@@ -556,6 +595,10 @@ class Agent(ApiModel):
     tools: list[HttpTool] = Field(default_factory=list, description="Allowlisted HTTP tools (agentic-rag).")
     max_iterations: int = Field(3, ge=1, le=10, description="Query rewrites before giving up (agentic-rag).")
     response_format: ResponseFormat | None = None
+    answer_mode: Literal["auto", "extractive", "generative"] = Field("auto", description=(
+        "extractive: quote the supporting sentences with their citations, then at most one checked paraphrase; "
+        "generative: the model writes the answer, and sentences no source supports are dropped; auto: "
+        "extractive for a model under 1B parameters (spec.model.parameters of the LLM's ModelDeployment)."))
     log_questions: bool = Field(False, description="Write question text into the audit log.")
     limits: Limits = Field(default_factory=Limits)
     threads: Threads = Field(default_factory=Threads)

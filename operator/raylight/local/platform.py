@@ -40,6 +40,11 @@ def join_as_driver() -> None:
 
     for key, value in PLATFORM_ENV.items():  # this process joins the platform's Ray as a driver
         os.environ.setdefault(key, value)
+    # What Ray says that a user cannot act on stays out of the terminal (the platform's own log keeps Ray's):
+    # the driver's core-worker warnings (e.g. "max_restarts > 0" for the store actor) and Ray Data's notice
+    # that its progress bars are off (`up` draws its own).
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
 
 
 def check_weights(manifests: list[Manifest]) -> None:
@@ -168,9 +173,8 @@ def drop_collections(removed: list[dict[str, Any]], state: dict[str, Any]) -> No
 
     for entry in removed:
         if entry.get("kind") == "Pipeline" and entry.get("deletion_policy") == "Delete":
-            client = connect(StoreConnection(collection=entry["collection"], actor=state["store_actor"]))
-            if client.collection_exists(entry["collection"]):
-                client.delete_collection(entry["collection"])
+            store = connect(StoreConnection(collection=entry["collection"], actor=state["store_actor"]))
+            if store.delete_collection(entry["collection"]):
                 say(f"  deleted collection {entry['collection']} (deletionPolicy Delete)")
 
 

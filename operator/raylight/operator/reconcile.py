@@ -267,8 +267,10 @@ class Reconciler:
         models: dict[str, ModelDeployment] = {}
         for tune in finetunes.values():
             base = tune.spec.base.model_deployment
-            body = self.deps.kube.get("ModelDeployment", ns, base) if base and base != md.metadata.name else None
-            if base and body is not None:
+            if not base or base == md.metadata.name:
+                continue
+            body = self.deps.kube.get("ModelDeployment", ns, base)
+            if body is not None:
                 with contextlib.suppress(ValidationError):
                     models[base] = _parse(ModelDeployment, body)
         for f, message in check_adapters(md, finetunes, {**models, md.metadata.name: md}, cluster=True):
@@ -339,10 +341,12 @@ class Reconciler:
                                 failure=("InvalidSpec", _invalid(exc)))
         models, models_health = self._models(p, ns)
         embedder = models.get(p.spec.embedder.model_deployment)
+        llm = models.get(p.spec.llm.model_deployment) if p.spec.llm and p.spec.llm.model_deployment else None
 
-        inputs = (body["metadata"].get("generation"), p.spec.to_wire(), embedder.spec.to_wire() if embedder else None)
+        inputs = (body["metadata"].get("generation"), p.spec.to_wire(), embedder.spec.to_wire() if embedder else None,
+                  llm.spec.to_wire() if llm else None)
         agent_desired, config_map, job = self._built(body, inputs, lambda: [
-            get_agent_rayservice(p, ns, settings, embedder), *get_ingestion_objects(p, ns, settings, embedder)])
+            get_agent_rayservice(p, ns, settings, embedder, llm), *get_ingestion_objects(p, ns, settings, embedder)])
         agent = self.apply(agent_desired, writes)
         agent_health = rayservice_health(agent)
 
