@@ -62,8 +62,8 @@ def test_records_with_nothing_to_learn_are_refused_naming_them(tokenizer: Any) -
     tokenizer.chat_template = "{% for m in messages %}{% if m['role'] != 'assistant' %}{{ m['content'] }}" \
         "{% endif %}{% endfor %}"  # a template that drops the answer: nothing supervised
     try:
-        with pytest.raises(lora.TrainingError, match=r"dataset.records\[0\], dataset.records\[1\]: no assistant token within "
-                           r"hyperparameters.maxSeqLength \(16\)"):
+        with pytest.raises(lora.TrainingError, match=r"dataset.records\[0\], dataset.records\[1\]: no assistant "
+                           r"token within hyperparameters.maxSeqLength \(16\)"):
             lora.encode_all(tokenizer, [{"instruction": "a", "output": "b"}, empty_answer], 16)
     finally:
         tokenizer.chat_template = TEMPLATE
