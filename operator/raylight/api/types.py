@@ -651,6 +651,7 @@ class IngestionProgress(ApiModel):
     phase: Literal["Pending", "Running", "Succeeded", "Failed"] | None = None
     plan: str | None = None  # the plan's checksum
     job: str | None = None  # the RayJob
+    scheduled: bool | None = None  # a run the RayCronJob started (spec.schedule), not one for a new plan
     message: str | None = None  # why it failed, or KubeRay's word on where it is
     start_time: str | None = None
     end_time: str | None = None

@@ -410,7 +410,11 @@ def get_batch_rayjob(name: str, namespace: str, run_labels: dict[str, str], entr
 def get_ingestion_cron(rayjob: dict[str, Any], schedule: str) -> dict[str, Any]:
     """A KubeRay RayCronJob that starts the same run on `spec.schedule` (UTC). KubeRay's own RayCronJob
     (not a CronJob running kubectl) so a scheduled run is the very RayJob spec, with no credentials to
-    create RayJobs in any pod; it needs KubeRay 1.5 or later."""
+    create RayJobs in any pod; it needs KubeRay 1.5 or later. A RayCronJob has no concurrency policy, so each
+    run it creates starts suspended (`suspend: true`, no Ray cluster) and the operator starts it only when no
+    other run of the Pipeline is writing (raylight.operator.schedule); KubeRay labels those RayJobs
+    `ray.io/cronjob-name: <this name>` (their metadata is not templated), which is how the operator finds them;
+    their pods carry the Pipeline's labels from the template."""
     meta = rayjob["metadata"]
     name = meta["labels"]["raylight.io/pipeline"]
     obj = {
@@ -418,7 +422,8 @@ def get_ingestion_cron(rayjob: dict[str, Any], schedule: str) -> dict[str, Any]:
         "metadata": {"name": ingestion_cron_name(name), "namespace": meta["namespace"],
                      "labels": labels("Pipeline", name, "ingestion"),
                      **({"ownerReferences": meta["ownerReferences"]} if meta.get("ownerReferences") else {})},
-        "spec": {"schedule": schedule, "timeZone": "Etc/UTC", "jobTemplate": copy.deepcopy(rayjob["spec"])},
+        "spec": {"schedule": schedule, "timeZone": "Etc/UTC",
+                 "jobTemplate": {**copy.deepcopy(rayjob["spec"]), "suspend": True}},
     }
     return _finish(obj)
 
