@@ -372,7 +372,7 @@ class AgentServer:
             "usage": {"prompt_tokens": usage["prompt_tokens"], "completion_tokens": usage["completion_tokens"],
                       "total_tokens": usage["prompt_tokens"] + usage["completion_tokens"]},
             "citations": result["citations"], "thread_id": result["thread_id"],
-            "grounding": result["grounding"],
+            "grounding": result["grounding"], "support": result["support"],
         }
 
     async def chat_completions_stream(self, body: dict[str, Any] | bytes,
@@ -407,7 +407,7 @@ class AgentServer:
                     usage = data["usage"]
                     self._spend(user, usage)
                     yield chunk({}, "stop", citations=data["citations"], thread_id=data["thread_id"],
-                                grounding=data["grounding"],
+                                grounding=data["grounding"], support=data["support"],
                                 usage={"prompt_tokens": usage["prompt_tokens"],
                                        "completion_tokens": usage["completion_tokens"],
                                        "total_tokens": usage["prompt_tokens"] + usage["completion_tokens"]})
