@@ -245,8 +245,11 @@ class Agent:
     async def _prepare(self, turn: Turn, thread_id: str,
                        ) -> tuple[AgentState, RunnableConfig, RunContext, RunnableConfig | None]:
         """The turn's input state, its config and context, and the thread's checkpoint before it (None: new)."""
-        # A new thread has no state to read back (one checkpoint read less per first question).
+        # A new thread has no state to read back (one checkpoint read less per first question); a given
+        # thread_id must name a thread this user started (404 otherwise: callers never choose thread ids).
         snapshot = await self._snapshot(thread_id, turn.user) if turn.thread_id else None
+        if turn.thread_id and snapshot is None:  # thread ids are the server's (unguessable): none is made up
+            raise errors.not_found(f"thread {turn.thread_id}")
         existing = cast(AgentState, snapshot.values) if snapshot else None
         state = turn_input(turn.question, existing.get("owner") if existing else turn.user.id)
         if turn.prior and existing is None:
@@ -287,7 +290,7 @@ class Agent:
         if error.status == 500:
             ok, detail = await self._threads_ready()
             if not ok:
-                return errors.unavailable("threads", f"{detail}; this turn was not saved")
+                return errors.outage("threads", "the thread store", detail, "; this turn was not saved")
         return error
 
     @staticmethod
@@ -304,7 +307,7 @@ class Agent:
         if isinstance(exc, ModelRejected):
             return errors.ApiError(502, str(exc), type="bad_gateway", code="model_rejected")
         if isinstance(exc, errors.StoreUnavailable):
-            return errors.unavailable("store", str(exc))
+            return errors.outage("store", "the vector store", exc)
         return internal_error("agent run", exc)
 
     async def invoke(self, turn: Turn, operation: str = "invoke") -> dict[str, Any]:

@@ -52,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="check manifests; one line per problem")
     _files(p)
     p.add_argument("--namespace", default="default")
+    p.add_argument("--cluster", action="store_true", help="check for a cluster (as render and the operator do): "
+                   "also refuse file:// outputs, datasets and adapters, which live on one machine")
 
     p = sub.add_parser("render", help="print the Kubernetes objects for manifests as a YAML stream")
     _files(p)

@@ -241,13 +241,16 @@ def _thresholds(args: argparse.Namespace) -> dict[str, float]:
 
 
 def _local_retriever(args: argparse.Namespace, dataset: Any) -> tuple[Any, PipelineSpec]:
-    """The Pipeline's Retriever from the manifests, on an in-memory store filled with its sources (or the
-    dataset's corpus), its embedder and reranker in this process."""
-    from qdrant_client import QdrantClient
+    """The Pipeline's Retriever from the manifests, on an embedded store in a temporary folder (removed with
+    the retriever: the folder is kept alive by it) filled with its sources (or the dataset's corpus), its
+    embedder and reranker in this process."""
+    import tempfile
+
     from raylight_pipelines.embed.embedders import from_connection
     from raylight_pipelines.ingest import runner as ingestion
     from raylight_pipelines.retrieval.rerankers import LocalReranker
     from raylight_pipelines.retrieval.retriever import Retriever
+    from raylight_pipelines.store.edge import EdgeStore
 
     from raylight.api.types import InlineDocument, Source
 
@@ -267,13 +270,16 @@ def _local_retriever(args: argparse.Namespace, dataset: Any) -> tuple[Any, Pipel
     spec = pipeline.spec
     plan = local_ingestion_plan(pipeline, models.get(spec.embedder.model_deployment), args.data_dir, None)
     embedder = from_connection(plan.embedder, local=True)
-    client = QdrantClient(":memory:")
-    ingestion.run(plan, found[0].file.parent.resolve(), embedder, client=client)
+    folder = tempfile.TemporaryDirectory(prefix="raylight-eval-")
+    store = EdgeStore(folder.name)
+    ingestion.run(plan, found[0].file.parent.resolve(), embedder, store=store)
     rerank = spec.retrieval.rerank
     rerank_source = models[rerank.model_deployment].spec.resolved().model if rerank else None
     reranker = LocalReranker(rerank_source) if rerank_source else None
-    return Retriever(client, plan.store.collection, embedder, spec.retrieval, pipeline=args.pipeline,
-                     reranker=reranker), spec
+    retriever = Retriever(store, plan.store.collection, embedder, spec.retrieval, pipeline=args.pipeline,
+                          reranker=reranker)
+    retriever.scratch = folder  # type: ignore[attr-defined]  # the temporary store lives as long as it
+    return retriever, spec
 
 
 def _local_search(args: argparse.Namespace, dataset: Any) -> tuple[Any, PipelineSpec]:

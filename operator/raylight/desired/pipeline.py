@@ -11,9 +11,10 @@ from typing import Any, Literal
 from raylight.api.connections import (
     ENV_AGENT_TOKEN,
     ENV_LLM_API_KEY,
-    ENV_OIDC_JWKS,
     ENV_QDRANT_API_KEY,
     ENV_THREADS_DSN,
+    OIDC_JWKS_FILE,
+    OIDC_JWKS_MOUNT,
     AuthConnection,
     CollectionPlan,
     Connections,
@@ -79,7 +80,8 @@ def _llm_connection(spec: PipelineSpec, namespace: str, settings: Settings,
 
 
 def get_auth_connection(spec: PipelineSpec) -> AuthConnection | None:
-    """None, a shared token (in $RAYLIGHT_AGENT_TOKEN) or OIDC (the JWKS in $RAYLIGHT_OIDC_JWKS, or fetched)."""
+    """None, a shared token (in $RAYLIGHT_AGENT_TOKEN) or OIDC (the JWKS in the file the jwksSecret volume
+    mounts, re-read when the Secret changes; or fetched from the issuer)."""
     auth = spec.agent.auth
     if auth is None:
         return None
@@ -88,7 +90,20 @@ def get_auth_connection(spec: PipelineSpec) -> AuthConnection | None:
     oidc = auth.oidc
     return AuthConnection(oidc=OidcConnection(
         issuer=oidc.issuer, audience=oidc.audience, algorithms=list(oidc.algorithms), claims=oidc.claims,
-        jwks_env=ENV_OIDC_JWKS if oidc.jwks_secret else None))
+        jwks_file=OIDC_JWKS_FILE if oidc.jwks_secret else None, jwks_cache_seconds=oidc.jwks_cache_seconds))
+
+
+def get_agent_volumes(spec: PipelineSpec) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(pod volumes, container mounts) the agent pods need: the OIDC JWKS Secret as a file (a volume, not
+    an environment variable, so the kubelet brings a rotated Secret to running pods; `optional: false`, so a
+    missing Secret keeps the pod from starting instead of serving without keys)."""
+    auth = spec.agent.auth
+    ref = auth.oidc.jwks_secret if auth and auth.oidc else None
+    if ref is None:
+        return [], []
+    volume = {"name": "oidc-jwks", "secret": {"secretName": ref.name, "optional": False,
+                                              "items": [{"key": ref.key, "path": OIDC_JWKS_FILE.rsplit("/", 1)[1]}]}}
+    return [volume], [{"name": "oidc-jwks", "mountPath": OIDC_JWKS_MOUNT, "readOnly": True}]
 
 
 def get_connections(pipeline: Pipeline, namespace: str, settings: Settings,
@@ -132,7 +147,6 @@ def get_pipeline_env(pipeline: Pipeline, settings: Settings) -> list[dict[str, A
         *secret_env(ENV_LLM_API_KEY, spec.llm.external.api_key_secret if spec.llm and spec.llm.external else None),
         *secret_env(ENV_QDRANT_API_KEY, spec.vector_store.qdrant.api_key_secret),
         *secret_env(ENV_AGENT_TOKEN, token),
-        *secret_env(ENV_OIDC_JWKS, auth.oidc.jwks_secret if auth and auth.oidc else None),
         *secret_env(ENV_THREADS_DSN, threads_secret),
     ]
 
