@@ -138,7 +138,8 @@ class ChatIn(ChatCompletionRequest):
 
 def _extensions(result: dict[str, Any]) -> dict[str, Any]:
     """A Pipeline's fields on top of the OpenAI chat response (see `openapi.PipelineChatCompletion`)."""
-    return {"citations": result["citations"], "thread_id": result["thread_id"], "grounding": result["grounding"]}
+    return {"citations": result["citations"], "thread_id": result["thread_id"], "grounding": result["grounding"],
+            "support": result["support"]}
 
 
 api = server.app("Raylight agent")
