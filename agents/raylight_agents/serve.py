@@ -61,7 +61,7 @@ from raylight_pipelines.web import guard, protocol, responses, server
 from raylight_pipelines.web.errors import ApiError
 from raylight_pipelines.web.protocol import ChatCompletionRequest
 
-from raylight_agents import audit, errors, openapi
+from raylight_agents import audit, errors, mcp_server, openapi
 from raylight_agents.agent import Agent, Turn, User
 from raylight_agents.identity import Verifier
 from raylight_agents.quota import Quota
@@ -160,6 +160,7 @@ class AgentServer(server.Edge):
         self.token_env: str | None = auth.token_env if auth else None
         self.oidc: OidcConnection | None = auth.oidc if auth else None
         self._verifier: Verifier | None = None
+        self._mcp: mcp_server.McpEndpoint | None = None
 
     async def _ready_agent(self) -> Agent:
         # The checkpointer's connections belong to the event loop that serves requests: open them there.
@@ -408,6 +409,27 @@ class AgentServer(server.Edge):
                                             "owned_by": "raylight", "kind": "pipeline",
                                             "search_only": self.spec.llm is None}]}
 
+    async def authorize(self, authorization: str | None) -> None:
+        """The MCP endpoint's check before the SDK reads a request: 401 (audited) unless the bearer token or
+        OIDC token is valid; each tool call is checked again by the route it runs (search, invoke)."""
+        try:
+            await self._identify(authorization)
+        except ApiError as exc:
+            self._refuse("mcp", exc)
+            raise
+
+    async def mcp(self, method: str, headers: list[tuple[str, str]], body: bytes) -> mcp_server.McpReply:
+        """One HTTP request to the pipeline's MCP endpoint (raylight_agents.mcp_server), as plain data for a
+        gateway: the reply's status, headers and body. Counted and traced as route "mcp"; its tool calls also
+        count as the routes they run (search, invoke)."""
+        if self._mcp is None:
+            self._mcp = mcp_server.McpEndpoint(self, has_llm=self.spec.llm is not None)
+        try:
+            with self.observed("mcp"):
+                return await self._mcp.handle(method, headers, body, mcp_server.MCP_PATH.format(name=self.name))
+        except ApiError as exc:
+            return mcp_server.refusal(exc)
+
     async def healthz(self) -> dict[str, Any]:
         return {"status": "ok"}
 
@@ -462,6 +484,13 @@ class AgentServer(server.Edge):
         self._check_name(name)
         return JSONResponse(await self.thread(thread_id, user, request.headers.get("authorization")))
 
+    @api.api_route(mcp_server.MCP_PATH, methods=list(mcp_server.ROUTE_METHODS))
+    async def http_mcp(self, name: str, request: Request) -> Response:
+        self._check_name(name)
+        body = await self.read(request) if request.method == "POST" else b""
+        reply = await self.mcp(request.method, list(request.headers.items()), body)
+        return Response(reply.body, reply.status, headers=dict(reply.headers))
+
     @api.post("/v1/chat/completions")
     async def http_chat(self, request: Request) -> Response:
         body = self.load(await self.read(request))
@@ -486,6 +515,8 @@ class AgentServer(server.Edge):
     async def __del__(self) -> None:  # Serve awaits an async __del__ when the replica shuts down
         if self._started is not None and self._started.done() and not self._started.exception():
             await self.agent.aclose()
+        if self._mcp is not None:
+            await self._mcp.aclose()
 
 
 # /openapi.json: the real request and response bodies, errors and links (raylight_agents.openapi)
