@@ -17,6 +17,8 @@ HTTP routes (all but the health checks need the bearer token when `Connections.a
   POST /v1/chat/completions                     OpenAI-compatible, model = the pipeline's name, stream too;
                                                 extensions: "thread_id", "user" as {"id", "tenant", "groups"},
                                                 and "citations"/"thread_id" in the response
+  POST /v1/pipelines/{name}/mcp                 the pipeline as an MCP server (Streamable HTTP, stateless JSON):
+                                                tools search and ask (raylight_agents.mcp_server, docs/mcp.md)
   GET  /v1/models                               this pipeline, as the one model
   GET  /healthz                                 the replica is up (liveness; 200)
   GET  /readyz                                  200 when the model and the store answer, else 503 with why

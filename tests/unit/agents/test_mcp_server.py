@@ -27,6 +27,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 from support import free_port
+from test_identity import OTHER_KEY
 
 pytestmark = pytest.mark.filterwarnings("ignore:coroutine .*__del__. was never awaited:RuntimeWarning")
 
@@ -203,3 +204,36 @@ async def test_odd_requests_are_4xx_never_5xx(url: str) -> None:
     assert put.status_code == get.status_code == 405 and put.headers["allow"] == "POST"
     for resp in (wrong_method, no_accept, not_rpc):
         assert resp.status_code < 500, (resp.status_code, resp.text)
+
+
+async def test_oidc_callers_see_only_their_tenants_documents_and_cannot_restate_who_they_are(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    from test_identity import DOCS as TENANT_DOCS
+    from test_identity import QUESTION, jwks, oidc_spec, token
+    from test_identity import make_server as make_oidc_server
+
+    (tmp_path / "jwks.json").write_text(json.dumps(jwks()))
+    monkeypatch.setattr("raylight.desired.pipeline.OIDC_JWKS_FILE", str(tmp_path / "jwks.json"))
+    obj = await make_oidc_server(oidc_spec(), MemoryRetriever(TENANT_DOCS))
+
+    def oidc_client(url: str, jwt: str, **headers: str) -> Client:
+        http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {jwt}", **headers}, timeout=30)
+        return Client(streamable_http_client(url, http_client=http))
+
+    async with serving(obj) as address:
+        async with oidc_client(address, token("bob", "b")) as mcp:
+            b = await mcp.call_tool("search", {"query": QUESTION, "top_k": 10})
+            asked = await mcp.call_tool("ask", {"question": QUESTION})
+        async with oidc_client(address, token("hana", "a", ["hr"])) as mcp:
+            hr = await mcp.call_tool("search", {"query": QUESTION, "top_k": 10})
+        async with oidc_client(address, token("bob", "b"), **{"X-Raylight-User": "hana"}) as mcp:
+            restated = await mcp.call_tool("search", {"query": QUESTION})
+        async with httpx.AsyncClient() as http:
+            forged = await http.post(address, json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+                                     headers={"Authorization": f"Bearer {token('eve', 'a', key=OTHER_KEY)}",
+                                              "Accept": "application/json, text/event-stream"})
+    assert [r["id"] for r in b.structured_content["results"]] == ["b1"]
+    assert {c["id"] for c in asked.structured_content["citations"]} <= {"b1"}
+    assert {"a1", "hr"} <= {r["id"] for r in hr.structured_content["results"]}
+    assert restated.is_error and "400" in restated.content[0].text and "user" in restated.content[0].text
+    assert forged.status_code == 401
