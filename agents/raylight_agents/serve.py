@@ -59,7 +59,7 @@ from raylight.api.serve import AgentAppArgs, agent_deployment_options
 from raylight.api.types import PipelineSpec
 from raylight_pipelines import telemetry
 from raylight_pipelines.retrieval.retriever import FILTER_FIELDS, FilterValue
-from raylight_pipelines.web import guard, protocol, responses, server
+from raylight_pipelines.web import guard, protocol, response_store, responses, responses_api, server
 from raylight_pipelines.web.errors import ApiError
 from raylight_pipelines.web.protocol import ChatCompletionRequest
 
@@ -163,6 +163,7 @@ class AgentServer(server.Edge):
         self.oidc: OidcConnection | None = auth.oidc if auth else None
         self._verifier: Verifier | None = None
         self._mcp: mcp_server.McpEndpoint | None = None
+        self._response_store: response_store.ResponseStore | None = None
 
     async def _ready_agent(self) -> Agent:
         # The checkpointer's connections belong to the event loop that serves requests: open them there.
@@ -432,6 +433,56 @@ class AgentServer(server.Edge):
         except ApiError as exc:
             return mcp_server.refusal(exc)
 
+    # ------------------------------------------------------------ the Responses API (web.responses_api)
+
+    def _responses(self, authorization: str | None) -> responses_api.Responses:
+        """The Responses API over this pipeline's own chat completions (auth, quotas, audit are theirs), with
+        the response store beside the thread store (the same PostgreSQL; SQLite: `<threads file>.responses`)."""
+        if self._response_store is None:
+            threads = self.connections.threads
+            dsn = os.environ.get(threads.postgres_dsn_env or "") if threads and threads.postgres_dsn_env else None
+            url = dsn or (f"{threads.sqlite_path}.responses" if threads and threads.sqlite_path else None)
+            self._response_store = response_store.open_store(url)
+        return responses_api.Responses(self._response_store, lambda body: self.chat_completions(body, authorization),
+                                       lambda body: self.chat_completions_stream(body, authorization))
+
+    async def _response_owner(self, authorization: str | None, stated: str | None = None) -> str | None:
+        verified = await self._identify(authorization)
+        return verified.id if verified is not None else stated
+
+    async def responses_create(self, body: dict[str, Any] | bytes, authorization: str | None = None) -> dict[str, Any]:
+        """POST /v1/responses (not streamed): the response object; refusals raise ApiError."""
+        with self.observed("responses"):
+            api = self._responses(authorization)
+            request = api.prepare(self.load(body))
+            return await api.create(request, await self._response_owner(authorization, request.user))
+
+    async def responses_stream(self, body: dict[str, Any] | bytes,
+                               authorization: str | None = None) -> AsyncGenerator[str]:
+        """POST /v1/responses with `stream: true`: the typed events as SSE strings."""
+        async def run() -> AsyncGenerator[str]:
+            api = self._responses(authorization)
+            request = api.prepare(self.load(body))
+            owner = await self._response_owner(authorization, request.user)
+            async with contextlib.aclosing(api.create_stream(request, owner)) as events:
+                async for event in events:
+                    yield event
+        async with contextlib.aclosing(self.observed_stream("responses", run)) as parts:
+            async for part in parts:
+                yield part
+
+    async def responses_get(self, response_id: str, authorization: str | None = None,
+                            user: str | None = None) -> dict[str, Any]:
+        with self.observed("responses"):
+            return await self._responses(authorization).get(response_id,
+                                                            await self._response_owner(authorization, user))
+
+    async def responses_delete(self, response_id: str, authorization: str | None = None,
+                               user: str | None = None) -> dict[str, Any]:
+        with self.observed("responses"):
+            return await self._responses(authorization).delete(response_id,
+                                                               await self._response_owner(authorization, user))
+
     async def healthz(self) -> dict[str, Any]:
         return {"status": "ok"}
 
@@ -501,6 +552,22 @@ class AgentServer(server.Edge):
             return await guard.sse_response(self.chat_completions_stream(body, auth))
         return JSONResponse(await self.chat_completions(body, auth))
 
+    @api.post("/v1/responses")
+    async def http_responses(self, request: Request) -> Response:
+        body = self.load(await self.read(request))
+        auth = request.headers.get("authorization")
+        if body.get("stream") is True:
+            return await guard.sse_response(self.responses_stream(body, auth), responses_api.sse_error_event)
+        return JSONResponse(await self.responses_create(body, auth))
+
+    @api.get("/v1/responses/{response_id}")
+    async def http_responses_get(self, response_id: str, request: Request, user: str | None = None) -> Response:
+        return JSONResponse(await self.responses_get(response_id, request.headers.get("authorization"), user))
+
+    @api.delete("/v1/responses/{response_id}")
+    async def http_responses_delete(self, response_id: str, request: Request, user: str | None = None) -> Response:
+        return JSONResponse(await self.responses_delete(response_id, request.headers.get("authorization"), user))
+
     @api.get("/v1/models")
     async def http_models(self, request: Request) -> Response:
         return JSONResponse(await self.models(request.headers.get("authorization")))
@@ -519,6 +586,8 @@ class AgentServer(server.Edge):
             await self.agent.aclose()
         if self._mcp is not None:
             await self._mcp.aclose()
+        if self._response_store is not None:
+            await self._response_store.aclose()
 
 
 # /openapi.json: the real request and response bodies, errors and links (raylight_agents.openapi)
