@@ -1,5 +1,6 @@
 """Run one sync of DOCS into the embedded store (Qdrant's engine, qdrant-edge) at STORE, and SIGKILL this
-process right after the Nth write to the store (KILL_AFTER; 0 = never). Used by test_ingest_kill.py to kill a real ingestion mid-run."""
+process right after the Nth write to the store (KILL_AFTER; 0 = never). Used by test_ingest_kill.py to kill a
+real ingestion mid-run."""
 
 from __future__ import annotations
 
