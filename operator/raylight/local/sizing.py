@@ -10,7 +10,8 @@ memory, than the machine has. Every limit is derived from two numbers, the machi
                               (It was max(2C, N + 4): 7 on 2 cores for one small model.)
   worker processes            num_workers_soft_limit = Ray's CPUs: idle workers beyond it are stopped;
                               maximum_startup_concurrency = C: never more than C workers starting at once
-                              (each start imports Ray and the libraries: one core's work for a few seconds).
+                              (each start imports Ray and the libraries: one core's work for a few seconds);
+                              Ray's raylet sets it to min(cores, Ray's CPUs) = C itself, not configurable.
   object store                clamp(M / 32, 256 MiB, 2 GiB) (Ray's own default is 30% of M).
   memory Ray schedules        `memory` resource = M / 2: tasks and actors that declare `memory` (Ray Data's
                               stages do) never add up to more than half the machine.
@@ -56,10 +57,10 @@ class RaySizing:
     maximum_startup_concurrency: int
 
     def system_config(self) -> dict[str, Any]:
-        """`ray.init(_system_config=...)`: the worker and memory-monitor limits."""
+        """`ray.init(_system_config=...)`: the worker and memory-monitor limits (the startup concurrency is
+        the raylet's min(cores, CPUs), not a system config)."""
         return {
             "num_workers_soft_limit": self.num_workers_soft_limit,
-            "maximum_startup_concurrency": self.maximum_startup_concurrency,
             "min_memory_free_bytes": self.reserve_bytes,
             "memory_monitor_refresh_ms": MONITOR_REFRESH_MS,
         }

@@ -31,15 +31,15 @@ def test_a_two_core_machine_offers_what_the_quickstart_needs_not_seven() -> None
     assert s.num_cpus == 4  # was max(2 x 2, 3 + 4) = 7
     assert s.object_store_bytes == 768 * MIB
     assert s.reserve_bytes == int(1.5 * GIB)
-    assert s.system_config() == {"num_workers_soft_limit": 4, "maximum_startup_concurrency": 2,
-                                 "min_memory_free_bytes": int(1.5 * GIB), "memory_monitor_refresh_ms": 250}
+    assert s.system_config() == {"num_workers_soft_limit": 4, "min_memory_free_bytes": int(1.5 * GIB),
+                                 "memory_monitor_refresh_ms": 250}
 
 
 def test_init_kwargs_carry_every_limit_to_ray() -> None:
     s = derive(8, 64 * GIB, 2)
     kwargs = s.init_kwargs()
     assert kwargs["num_cpus"] == 8 and kwargs["object_store_memory"] == 2 * GIB
-    assert kwargs["_memory"] == 32 * GIB and kwargs["_system_config"]["maximum_startup_concurrency"] == 8
+    assert kwargs["_memory"] == 32 * GIB and kwargs["_system_config"]["num_workers_soft_limit"] == 8
 
 
 @pytest.mark.parametrize(("args", "field"), [((0, GIB, 0), "cores"), ((2, 0, 0), "memory_bytes"),
@@ -47,6 +47,18 @@ def test_init_kwargs_carry_every_limit_to_ray() -> None:
 def test_a_non_positive_input_is_refused_with_its_name(args: tuple[int, int, int], field: str) -> None:
     with pytest.raises(ValueError, match=field):
         derive(*args)
+
+
+def test_ray_accepts_every_system_config_key() -> None:
+    """Ray's GCS aborts on an unknown key (it did on maximum_startup_concurrency): each key must be one of the
+    names compiled into the GCS binary."""
+    from pathlib import Path
+
+    import ray
+
+    binary = (Path(ray.__file__).parent / "core/src/ray/gcs/gcs_server").read_bytes()
+    for key in derive(2, 8 * GIB).system_config():
+        assert key.encode() in binary, key
 
 
 def test_this_machine_reads_psutil() -> None:
