@@ -9,6 +9,8 @@ applications have no HTTP route of their own) and routes:
   GET  /v1/models                             every model, and every pipeline the caller may see (one
                                               with `agent.auth` only with its token)
   *    /v1/pipelines/{name}/...               invoke, search, stream, threads/{id} of that pipeline's agent
+  POST /v1/pipelines/{name}/mcp               that pipeline's MCP server (raylight_agents.mcp_server): the
+                                              request's method, headers and body are relayed as they came
   GET  /healthz                               the gateway answers (names nothing)
   GET  /metrics                               every app's metrics (Prometheus text, `raylight_*`), merged: one
                                               scrape for the whole platform (Ray's own `ray_*` metrics are on
@@ -46,7 +48,7 @@ from raylight_pipelines.web import guard, responses, server
 from raylight_pipelines.web.errors import ApiError
 from raylight_pipelines.web.protocol import MODEL_MAX_REQUEST_BYTES
 
-from raylight.api.names import AGENT_DEPLOYMENT, MODEL_DEPLOYMENT
+from raylight.api.names import AGENT_DEPLOYMENT, MODEL_DEPLOYMENT, PIPELINE_MCP_PATH
 
 log = logging.getLogger("ray.serve")
 
@@ -307,6 +309,17 @@ class Gateway(server.Edge):
             return JSONResponse(await agent.thread.remote(thread_id, user, request.headers.get("authorization")))
         except Exception as exc:
             raise backend_error(f"pipeline {name}", exc) from exc
+
+
+    @api.api_route(PIPELINE_MCP_PATH, methods=["GET", "POST", "DELETE"])
+    async def mcp(self, name: str, request: Request) -> Response:
+        agent = self._pipeline(name)
+        raw = await self.read(request) if request.method == "POST" else b""
+        try:
+            reply = await agent.mcp.remote(request.method, list(request.headers.items()), raw)
+        except Exception as exc:
+            raise backend_error(f"pipeline {name}", exc) from exc
+        return Response(reply.body, reply.status, headers=dict(reply.headers))
 
 
 def build_app(args: dict[str, Any]) -> serve.Application:
