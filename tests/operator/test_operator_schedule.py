@@ -90,8 +90,8 @@ async def test_i01_scheduled_runs_never_overlap_and_each_outcome_is_recorded(
         await kube.patch("RayJob", own["metadata"]["name"], {"status": RUNNING})
         early = await _cron_run(kube, "aaaaa", "2026-12-04T10:05:00Z")
         await eventually(lambda: _absent(kube, early))
-        assert any(f"ingestion run {early} skipped: run {own['metadata']['name']} is still writing collection wiki"
-                   in m for m in _events(api, "IngestionSkipped"))
+        skipped = f"ingestion run {early} skipped: run {own['metadata']['name']} is still writing collection wiki"
+        await eventually(lambda: _event(api, "IngestionSkipped", skipped))  # posted once the pass ends
         await _finish(kube, own["metadata"]["name"], ok=True, report={"added": 3, "updated": 0, "unchanged": 0,
                                                                      "skipped": 0, "failed": 0, "points": 9})
         await eventually(lambda: _ingestion(kube, own["metadata"]["name"], "Succeeded"))
@@ -106,7 +106,8 @@ async def test_i01_scheduled_runs_never_overlap_and_each_outcome_is_recorded(
         assert obj["status"]["ingestion"]["scheduled"] is True
         assert "qdrant: connection refused" in obj["status"]["ingestion"]["message"]
         assert obj["status"]["phase"] != "Ready"
-        assert any(first in m and "qdrant: connection refused" in m for m in _events(api, "IngestionFailed"))
+        await eventually(lambda: _event(api, "IngestionFailed", first))
+        assert any("qdrant: connection refused" in m for m in _events(api, "IngestionFailed") if first in m)
 
         # and the one after succeeds: Ready again, with its own numbers
         third = await _cron_run(kube, "ddddd", "2026-12-04T10:20:00Z")
@@ -115,7 +116,7 @@ async def test_i01_scheduled_runs_never_overlap_and_each_outcome_is_recorded(
                                                     "failed": 0, "points": 10})
         obj = await eventually(lambda: _ingestion(kube, third, "Succeeded"))
         assert obj["status"]["ingestion"]["points"] == 10 and obj["status"]["lastIngestion"]["job"] == third
-        assert any(third in m for m in _events(api, "IngestionSucceeded"))
+        await eventually(lambda: _event(api, "IngestionSucceeded", third))
 
         # history: finished scheduled runs beyond 3 succeeded and 1 failed are pruned
         for i, suffix in enumerate(("eeeee", "fffff", "ggggg")):
@@ -128,6 +129,10 @@ async def test_i01_scheduled_runs_never_overlap_and_each_outcome_is_recorded(
     assert _runs("Skipped") - before["Skipped"] == 2
     assert _runs("Failed") - before["Failed"] == 1
     assert _runs("Succeeded") - before["Succeeded"] == 5
+
+
+async def _event(api: Emulator, reason: str, text: str) -> bool:
+    return any(text in m for m in _events(api, reason))
 
 
 async def _absent(kube: Kube, name: str) -> bool:

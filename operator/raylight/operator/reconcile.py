@@ -219,8 +219,9 @@ class Reconciler:
                                 failure=("InvalidSpec", _invalid(exc)))
         waiting, outputs = self._adapter_outputs(md, ns)
         if waiting:  # an adapter names a FineTune that has not produced its adapter yet: deploy nothing
-            return self._result(body, Verdict("Pending", []), {"endpoint": None}, writes, now,
-                                failure=("WaitingForFineTune", waiting))
+            reason, why = waiting
+            return self._result(body, Verdict("Pending" if reason == "WaitingForFineTune" else "Failed", []),
+                                {"endpoint": None}, writes, now, failure=(reason, why))
         md = resolve_adapters(md, outputs)
         problems = dict(check_model(md, settings.license_policy))
         license_problem = next((m for f, m in problems.items() if f != "spec.resources"), None)
@@ -244,25 +245,28 @@ class Reconciler:
             result.events.append(("Warning", "LicenseRefused", license_problem))
         return result
 
-    def _adapter_outputs(self, md: ModelDeployment, ns: str) -> tuple[str | None, dict[str, str]]:
-        """(why the model waits, or None; FineTune name -> its adapter's URI) for the adapters naming a
+    def _adapter_outputs(self, md: ModelDeployment, ns: str) -> tuple[tuple[str, str] | None, dict[str, str]]:
+        """((reason, why) the model is not deployed: WaitingForFineTune, AdapterIncompatible or
+        AdapterNotOnCluster; or None), FineTune name -> its adapter's URI) for the adapters naming a
         FineTune: each is served once its FineTune has succeeded, from the URI its status reports, and only
         if it was trained on a base compatible with this one and written where the serving pods read it
         (never a file:// URI on a cluster)."""
         outputs: dict[str, str] = {}
         finetunes: dict[str, FineTune] = {}
+        waiting: tuple[str, str] | None = None  # reported after the compatibility checks, which need no run
         for a in md.spec.adapters:
             if a.fine_tune is None:
                 continue
             ft = self.deps.kube.get("FineTune", ns, a.fine_tune)
             status = (ft or {}).get("status") or {}
             if ft is None:
-                return f"spec.adapters: no FineTune named {a.fine_tune!r} in namespace {ns}", {}
+                return ("WaitingForFineTune", f"spec.adapters: no FineTune named {a.fine_tune!r} in namespace {ns}"), {}
             with contextlib.suppress(ValidationError):
                 finetunes[a.fine_tune] = _parse(FineTune, ft)
             if status.get("phase") != "Succeeded" or not status.get("adapterUri"):
-                return (f"adapter {a.name} waits for FineTune {a.fine_tune} (phase "
-                        f"{status.get('phase') or 'Pending'})"), {}
+                waiting = waiting or ("WaitingForFineTune", f"adapter {a.name} waits for FineTune {a.fine_tune} "
+                                      f"(phase {status.get('phase') or 'Pending'})")
+                continue
             outputs[a.fine_tune] = str(status["adapterUri"])
         models: dict[str, ModelDeployment] = {}
         for tune in finetunes.values():
@@ -274,11 +278,13 @@ class Reconciler:
                 with contextlib.suppress(ValidationError):
                     models[base] = _parse(ModelDeployment, body)
         for f, message in check_adapters(md, finetunes, {**models, md.metadata.name: md}, cluster=True):
-            return f"{f}: {message}", {}
+            return ("AdapterNotOnCluster" if "one machine" in message else "AdapterIncompatible", f"{f}: {message}"), {}
+        if waiting:
+            return waiting, {}
         for name, uri in outputs.items():
             if uri.startswith("file://"):
-                return (f"FineTune {name} reports its adapter at {uri}, a path on one machine: the serving pods "
-                        "cannot read it (write adapters to pvc:// or s3:// on a cluster)"), {}
+                return ("AdapterNotOnCluster", f"FineTune {name} reports its adapter at {uri}, a path on one machine: "
+                        "the serving pods cannot read it (write adapters to pvc:// or s3:// on a cluster)"), {}
         return None, outputs
 
     def _deadline(self, body: Mapping[str, Any], now: str) -> Callable[[Health, str | None], Health]:

@@ -76,3 +76,24 @@ def test_a_non_finite_loss_names_the_step_and_that_no_adapter_was_written(loss: 
     assert lora.nonfinite(7, 0.25) is None
     error = lora.TrainingError(why, step=7)
     assert error.step == 7
+
+
+def test_max_seq_length_beyond_the_base_s_context_is_refused() -> None:
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with torch.device("meta"):
+        gpt2 = AutoModelForCausalLM.from_config(AutoConfig.for_model("gpt2"))  # 1024 positions
+    lora.check_context(gpt2, 1024)
+    with pytest.raises(lora.TrainingError, match=r"maxSeqLength: 2048 tokens is longer than the base's context "
+                       r"window \(1024 tokens, gpt2\)"):
+        lora.check_context(gpt2, 2048)
+
+
+@pytest.mark.parametrize("record", [{"instruction": "Say hi.", "output": "  \n"},
+                                    {"messages": [{"role": "user", "content": "hi"},
+                                                  {"role": "assistant", "content": " "}]}])
+def test_whitespace_only_answers_are_refused_at_validation(record: dict[str, Any]) -> None:
+    from raylight.api.datasets import record_problem
+
+    assert "not only whitespace" in (record_problem(record) or "")
