@@ -53,7 +53,7 @@ from opentelemetry import trace
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 from ray import serve
 from ray.serve import Application
-from raylight.api.connections import Connections, OidcConnection
+from raylight.api.connections import Connections, OidcConnection, ResponseStoreConnection
 from raylight.api.names import AGENT_DEPLOYMENT
 from raylight.api.serve import AgentAppArgs, agent_deployment_options
 from raylight.api.types import PipelineSpec
@@ -474,9 +474,9 @@ class AgentServer(server.Edge):
         the response store beside the thread store (the same PostgreSQL; SQLite: `<threads file>.responses`)."""
         if self._response_store is None:
             threads = self.connections.threads
-            dsn = os.environ.get(threads.postgres_dsn_env or "") if threads and threads.postgres_dsn_env else None
-            url = dsn or (f"{threads.sqlite_path}.responses" if threads and threads.sqlite_path else None)
-            self._response_store = response_store.open_store(url)
+            self._response_store = response_store.open_connection(ResponseStoreConnection(
+                postgres_dsn_env=threads.postgres_dsn_env if threads else None,
+                sqlite_path=f"{threads.sqlite_path}.responses" if threads and threads.sqlite_path else None))
         return responses_api.Responses(self._response_store, lambda body: self.chat_completions(body, authorization),
                                        lambda body: self.chat_completions_stream(body, authorization))
 

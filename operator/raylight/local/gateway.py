@@ -9,6 +9,9 @@ applications have no HTTP route of their own) and routes:
   GET  /v1/models                             every model, and every pipeline the caller may see (one
                                               with `agent.auth` only with its token)
   *    /v1/pipelines/{name}/...               invoke, search, stream, threads/{id} of that pipeline's agent
+  POST /v1/responses                          the OpenAI Responses API, by the body's `model` (a chat
+                                              ModelDeployment or a Pipeline); GET/DELETE /v1/responses/{id}
+                                              asks each app in turn (the one that stored it answers)
   POST /v1/pipelines/{name}/mcp               that pipeline's MCP server (raylight_agents.mcp_server): the
                                               request's method, headers and body are relayed as they came
   GET  /healthz                               the gateway answers (names nothing)
@@ -48,7 +51,7 @@ from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from ray.serve.handle import DeploymentHandle, DeploymentResponse, DeploymentResponseGenerator
 from ray.serve.schema import ReplicaState
 from raylight_pipelines import telemetry
-from raylight_pipelines.web import guard, responses, server
+from raylight_pipelines.web import guard, responses, responses_api, server
 from raylight_pipelines.web.errors import ApiError
 from raylight_pipelines.web.protocol import MODEL_MAX_REQUEST_BYTES
 
@@ -309,6 +312,56 @@ class Gateway(server.Edge):
             return JSONResponse(await handle.chat_completions.remote(*args))
         except Exception as exc:
             raise backend_error(backend, exc) from exc
+
+    # ------------------------------------------------------------ the Responses API
+
+    @api.post("/v1/responses")
+    async def create_response(self, request: Request) -> Response:
+        raw, body, model = await self._body(request)
+        auth = request.headers.get("authorization")
+        args: tuple[Any, ...]
+        if model in self.models and self.models[model] == "chat":
+            handle, backend, args = self._model(model), f"model {model}", (raw, telemetry.inject() or None)
+        elif model in self.pipelines:
+            handle, backend, args = self._agent(model), f"pipeline {model}", (raw, auth)
+        else:
+            raise self._unknown(model, "a chat ModelDeployment or a Pipeline")
+        if body.get("stream") is True:
+            return await relay(backend, handle.options(stream=True).responses_stream.remote(*args),
+                               responses_api.sse_error_event)
+        try:
+            return JSONResponse(await handle.responses_create.remote(*args))
+        except Exception as exc:
+            raise backend_error(backend, exc) from exc
+
+    async def _stored_response(self, method: str, response_id: str, request: Request,
+                               user: str | None) -> Response:
+        """GET/DELETE a stored response: the app that holds it answers (each chat model, then each pipeline the
+        caller may call); none does -> 404."""
+        auth = request.headers.get("authorization")
+        calls = [(f"model {m}", getattr(self._model(m), method).remote(response_id))
+                 for m, task in self.models.items() if task == "chat"]
+        for name in self.pipelines:
+            calls.append((f"pipeline {name}", getattr(self._agent(name), method).remote(response_id, auth, user)))
+        for backend, call in calls:
+            try:
+                return JSONResponse(await call)
+            except ApiError as exc:
+                if exc.status == 400:
+                    raise  # a malformed id: every app says the same
+                if exc.status not in (401, 404):
+                    raise backend_error(backend, exc) from exc
+            except Exception as exc:
+                raise backend_error(backend, exc) from exc
+        raise ApiError(404, f"No response with id '{response_id}' found.", param="response_id", code="not_found")
+
+    @api.get("/v1/responses/{response_id}")
+    async def get_response(self, response_id: str, request: Request, user: str | None = None) -> Response:
+        return await self._stored_response("responses_get", response_id, request, user)
+
+    @api.delete("/v1/responses/{response_id}")
+    async def delete_response(self, response_id: str, request: Request, user: str | None = None) -> Response:
+        return await self._stored_response("responses_delete", response_id, request, user)
 
     # ------------------------------------------------------------ agent routes
 

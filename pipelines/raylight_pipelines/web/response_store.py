@@ -16,11 +16,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import sqlite3
 import threading
 import time
 from pathlib import Path
 from typing import Any, Protocol
+
+from raylight.api.connections import ResponseStoreConnection
 
 log = logging.getLogger(__name__)
 
@@ -189,6 +192,18 @@ class PostgresStore:
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
+
+
+def open_connection(conn: ResponseStoreConnection | None) -> ResponseStore:
+    """The store a `ResponseStoreConnection` selects: PostgreSQL when its DSN variable is set, else SQLite at
+    `sqlite_path`, else memory (logged)."""
+    conn = conn or ResponseStoreConnection()
+    dsn = os.environ.get(conn.postgres_dsn_env) if conn.postgres_dsn_env else None
+    if dsn:
+        return PostgresStore(dsn, conn.retention_seconds)
+    if conn.sqlite_path:
+        return SqliteStore(conn.sqlite_path, conn.retention_seconds)
+    return open_store(None, conn.retention_seconds)
 
 
 def open_store(url: str | None, retention_seconds: float = DEFAULT_RETENTION_SECONDS) -> ResponseStore:
