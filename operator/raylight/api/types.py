@@ -233,6 +233,47 @@ class Replicas(ApiModel):
         return self.min != self.max
 
 
+UpgradeType = Literal["NewCluster", "Incremental", "Recreate"]
+
+
+class IncrementalUpgrade(ApiModel):
+    """KubeRay's incremental upgrade (NewClusterWithIncrementalUpgrade, KubeRay >= 1.5.1 with its
+    RayServiceIncrementalUpgrade feature gate): the new cluster grows in steps while the Gateway API shifts
+    traffic to it."""
+
+    gateway_class_name: str = Field(min_length=1, description="The GatewayClass (Gateway API) that routes the "
+                                    "traffic; it must exist in the cluster (the operator checks).")
+    step_size_percent: int = Field(25, ge=1, le=100, description="Traffic shifted to the new cluster per step.")
+    interval_seconds: int = Field(60, ge=1, description="Seconds between steps.")
+    max_surge_percent: int = Field(25, ge=1, le=100, description="Capacity the new cluster may add at most, as "
+                                   "a share of the old one's (100 is a second full copy).")
+
+
+class UpgradeStrategy(ApiModel):
+    """How a change to the model's Ray cluster (image, resources, engine) is rolled out."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        {"rule": "!has(self.type) || self.type != 'Incremental' || has(self.incremental)",
+         "message": "type Incremental needs incremental.gatewayClassName"},
+    ]})
+
+    type: UpgradeType | None = Field(None, description="NewCluster: a second full cluster starts, traffic "
+                                     "switches when it is ready (zero downtime, twice the resources meanwhile). "
+                                     "Incremental: KubeRay's incremental upgrade through the Gateway API. "
+                                     "Recreate: the old cluster is deleted first, then the new one starts (no "
+                                     "extra GPUs, an outage for the restart). Default: Recreate with GPUs, "
+                                     "NewCluster without.")
+    incremental: IncrementalUpgrade | None = Field(None, description="Options of type Incremental.")
+
+    @model_validator(mode="after")
+    def _options_match(self) -> UpgradeStrategy:
+        if self.type == "Incremental" and self.incremental is None:
+            raise ValueError("incremental: type Incremental needs incremental.gatewayClassName")
+        if self.incremental is not None and self.type != "Incremental":
+            raise ValueError("incremental: options for type Incremental only")
+        return self
+
+
 class Toleration(ApiModel):
     key: str | None = None
     operator: Literal["Exists", "Equal"] | None = None
@@ -257,6 +298,8 @@ class ModelDeploymentSpec(ApiModel):
     image: str | None = Field(None, description="Override the runtime image.")
     node_selector: dict[str, str] = Field(default_factory=dict, description="For the model's Ray workers.")
     tolerations: list[Toleration] = Field(default_factory=list, description="For the model's Ray workers.")
+    upgrade_strategy: UpgradeStrategy = Field(default_factory=UpgradeStrategy,
+                                              description="How changes to the model's Ray cluster roll out.")
 
     model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
         {"rule": "has(self.model) != has(self.preset)", "message": "set exactly one of model or preset"},
@@ -342,6 +385,15 @@ class ModelDeploymentSpec(ApiModel):
         return resolved.model_copy(update={"runtime": runtime})
 
     @property
+    def upgrade_type(self) -> UpgradeType:
+        """The upgrade strategy in effect: the manifest's, else Recreate for a GPU model (a NewCluster upgrade
+        needs a second set of its GPUs and waits Pending where the cluster has none: kuberay#4239), else
+        NewCluster (zero downtime, and CPUs are cheap to double for a while)."""
+        if self.upgrade_strategy.type:
+            return self.upgrade_strategy.type
+        return "Recreate" if self.resources.gpus > 0 else "NewCluster"
+
+    @property
     def resolved_runtime(self) -> Runtime:
         """The runtime, or the default for the task and GPU count."""
         if self.runtime:
@@ -373,6 +425,7 @@ class ModelDeploymentStatus(ApiModel):
     endpoint: str | None = None
     ready_replicas: int | None = None
     runtime: str | None = None
+    upgrade_strategy: UpgradeType | None = Field(None, description="The upgrade strategy in effect.")
     weights_sha256: str | None = None
     conditions: list[Condition] = Field(default_factory=list)
 

@@ -37,6 +37,9 @@ from raylight.settings import Settings
 
 MANAGED_BY = "raylight-operator"
 SPEC_HASH_ANNOTATION = "raylight.io/spec-hash"
+# A RayService upgraded by Recreate carries its Ray cluster's hash: when it changes, the operator deletes the
+# RayService (KubeRay's strategy None never replaces a running cluster) and creates it anew.
+RECREATE_ANNOTATION = "raylight.io/recreate-on-cluster-change"
 
 
 def labels(kind: str, name: str, component: str) -> dict[str, str]:
@@ -88,6 +91,22 @@ def get_download_env(source: ModelSource | None) -> list[dict[str, Any]]:
         env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {
             "name": source.token_secret.name, "key": source.token_secret.key}}})
     return env
+
+
+def get_upgrade_strategy(spec: ModelDeploymentSpec) -> dict[str, Any]:
+    """KubeRay's `spec.upgradeStrategy` for the strategy in effect (`ModelDeploymentSpec.upgrade_type`):
+    NewCluster as is, Incremental as NewClusterWithIncrementalUpgrade with its clusterUpgradeOptions, Recreate as
+    None (the operator then deletes and recreates the RayService on a cluster change)."""
+    kind = spec.upgrade_type
+    if kind == "Recreate":
+        return {"type": "None"}
+    if kind == "Incremental":
+        options = spec.upgrade_strategy.incremental
+        assert options is not None  # validated: Incremental has its options
+        return {"type": "NewClusterWithIncrementalUpgrade", "clusterUpgradeOptions": {
+            "gatewayClassName": options.gateway_class_name, "stepSizePercent": options.step_size_percent,
+            "intervalSeconds": options.interval_seconds, "maxSurgePercent": options.max_surge_percent}}
+    return {"type": "NewCluster"}
 
 
 def _container(name: str, image: str, cpus: float, memory: str, gpus: int = 0,
@@ -207,11 +226,12 @@ def get_model_rayservice(md: ModelDeployment, namespace: str, settings: Settings
         "rayStartParams": start,
         "template": {"spec": pod},
     }
-    obj = {
+    obj: dict[str, Any] = {
         "apiVersion": "ray.io/v1",
         "kind": "RayService",
         "metadata": {"name": name, "namespace": namespace, "labels": labels("ModelDeployment", name, "model")},
         "spec": {
+            "upgradeStrategy": get_upgrade_strategy(spec),
             "serveConfigV2": yamlio.dump({"applications": [app]}),
             "rayClusterConfig": _ray_cluster(
                 image, settings.ray_version, worker, env,
@@ -219,7 +239,11 @@ def get_model_rayservice(md: ModelDeployment, namespace: str, settings: Settings
             ),
         },
     }
-    return _finish(_serving_pods(obj, settings))
+    obj = _serving_pods(obj, settings)
+    if spec.upgrade_type == "Recreate":
+        cluster_hash = spec_hash({"spec": obj["spec"]["rayClusterConfig"]})
+        obj["metadata"]["annotations"] = {RECREATE_ANNOTATION: cluster_hash}
+    return _finish(obj)
 
 
 def get_agent_rayservice(pipeline: Pipeline, namespace: str, settings: Settings,

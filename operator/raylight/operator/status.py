@@ -128,6 +128,14 @@ def rayservice_health(rs: Mapping[str, Any] | None) -> Health:
                if_stuck: str = "") -> Health:
         return Health(serving, progressing, degraded, reason, message, replicas, since, if_stuck)
 
+    if rs.get("metadata", {}).get("deletionTimestamp"):  # upgradeStrategy Recreate: the old one goes first
+        return Health(False, True, False, "Recreating",
+                      f"RayService {name} is being deleted so that the changed spec starts on a new Ray cluster "
+                      "(upgradeStrategy Recreate): nothing serves until the new one is ready",
+                      0, rs["metadata"]["deletionTimestamp"],
+                      f"kubectl get rayservice {name} -o yaml: a finalizer that never clears keeps it; the operator "
+                      "creates the new RayService once it is gone")
+
     # Terminal states KubeRay will not leave by itself.
     if ready_cond.get("reason") == "ValidationFailed":
         return health(False, True, "RayServiceInvalid", f"KubeRay rejected RayService {name}: "
@@ -164,7 +172,10 @@ def rayservice_health(rs: Mapping[str, Any] | None) -> Health:
                       f"{where} is starting for the changed spec ({state}); the old cluster serves meanwhile",
                       upgrade.get("lastTransitionTime"),
                       f"kubectl describe raycluster {pending_name or ''} and its pods (image pulls, quota, node "
-                      "capacity); fix or revert the change, and KubeRay replaces or drops the new cluster")
+                      "capacity); fix or revert the change, and KubeRay replaces or drops the new cluster. A "
+                      "NewCluster upgrade needs a second full set of the model's resources: where the cluster "
+                      "has no spare GPUs, set spec.upgradeStrategy.type to Recreate (an outage instead) or "
+                      "Incremental (a Gateway API steps the traffic over)")
     if _is_true(conds, "RollbackInProgress"):
         rollback = conds["RollbackInProgress"]
         return health(True, False, "RollbackInProgress", f"KubeRay is rolling back: {rollback.get('message', '')}",
