@@ -13,7 +13,7 @@ from raylight.api.manifests import parse_document
 from raylight.api.types import ModelDeployment
 from raylight.desired.kubernetes import get_model_rayservice
 from raylight.settings import Settings
-from test_operator_reconcile import CHAT, FakeKube, add, clock, kube, rec, store  # noqa: F401  (fixtures)
+from test_operator_reconcile import CHAT, FakeKube, add
 
 GPU = {"task": "chat", "preset": "qwen2.5-7b-instruct",
        "resources": {"gpus": 1, "acceleratorType": "H100", "cpus": 8, "memory": "64Gi"}}
