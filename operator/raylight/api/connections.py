@@ -47,6 +47,7 @@ class EmbedderConnection(ApiModel):
 class LLMConnection(ApiModel):
     model: str
     base_url: str
+    parameters: str | None = None  # the model's size ("135M") when known: agent.answerMode auto reads it
     api_key_env: str | None = None
     timeout_seconds: float = 120.0
 
@@ -72,6 +73,14 @@ class ThreadsConnection(ApiModel):
     postgres_dsn_env: str | None = None  # PostgreSQL when this variable is set and non-empty
     sqlite_path: str | None = None  # else SQLite here; neither: memory (one replica's)
     pool_size: int = 8  # PostgreSQL connections per replica
+
+
+class ResponseStoreConnection(ApiModel):
+    """Where `/v1/responses` stores responses, shared by every replica (raylight_pipelines.web.response_store)."""
+
+    postgres_dsn_env: str | None = None  # PostgreSQL when this variable is set and non-empty
+    sqlite_path: str | None = None  # else SQLite here; neither: memory (one replica's)
+    retention_seconds: int = 30 * 24 * 3600  # a stored response is kept this long (OpenAI: 30 days)
 
 
 class OidcConnection(ApiModel):

@@ -9,10 +9,16 @@ applications have no HTTP route of their own) and routes:
   GET  /v1/models                             every model, and every pipeline the caller may see (one
                                               with `agent.auth` only with its token)
   *    /v1/pipelines/{name}/...               invoke, search, stream, threads/{id} of that pipeline's agent
+  POST /v1/responses                          the OpenAI Responses API, by the body's `model` (a chat
+                                              ModelDeployment or a Pipeline); GET/DELETE /v1/responses/{id}
+                                              asks each app in turn (the one that stored it answers)
+  POST /v1/pipelines/{name}/mcp               that pipeline's MCP server (raylight_agents.mcp_server): the
+                                              request's method, headers and body are relayed as they came
   GET  /healthz                               the gateway answers (names nothing)
   GET  /metrics                               every app's metrics (Prometheus text, `raylight_*`), merged: one
                                               scrape for the whole platform (Ray's own `ray_*` metrics are on
-                                              Ray's metrics export port)
+                                              Ray's metrics export port); a protected pipeline's series only
+                                              with its credentials
   GET  /readyz                                200 when every model and agent can serve, else 503 with why;
                                               a model is ready while Serve runs a replica of it (however busy),
                                               an agent when its own readyz says so (or it is too busy to
@@ -45,11 +51,11 @@ from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from ray.serve.handle import DeploymentHandle, DeploymentResponse, DeploymentResponseGenerator
 from ray.serve.schema import ReplicaState
 from raylight_pipelines import telemetry
-from raylight_pipelines.web import guard, responses, server
+from raylight_pipelines.web import guard, responses, responses_api, server
 from raylight_pipelines.web.errors import ApiError
 from raylight_pipelines.web.protocol import MODEL_MAX_REQUEST_BYTES
 
-from raylight.api.names import AGENT_DEPLOYMENT, MODEL_DEPLOYMENT
+from raylight.api.names import AGENT_DEPLOYMENT, MODEL_DEPLOYMENT, PIPELINE_MCP_PATH
 
 log = logging.getLogger("ray.serve")
 
@@ -144,14 +150,29 @@ class Gateway(server.Edge):
     async def healthz(self) -> dict[str, Any]:
         return {"status": "ok"}
 
+    async def _hidden(self, auth: str | None) -> set[str]:
+        """The protected pipelines this caller's credentials do not open (each agent checks its own)."""
+        async def opens(name: str) -> bool:
+            try:
+                await asyncio.wait_for(self._agent(name).models.remote(auth), READY_TIMEOUT_S)
+            except Exception:
+                return False
+            return True
+        protected = [p for p in self.pipelines if p not in self.public]
+        opened = await asyncio.gather(*[opens(p) for p in protected]) if auth else [False] * len(protected)
+        return {p for p, ok in zip(protected, opened, strict=True) if not ok}
+
     @api.get("/metrics")
-    async def metrics(self) -> Response:
-        """The metrics of every model and agent app (one replica each on one machine), merged."""
+    async def metrics(self, request: Request) -> Response:
+        """The metrics of every model and agent app (one replica each on one machine), merged; a protected
+        pipeline's series only for a caller with its credentials (each replica's own metrics port has all)."""
         handles = [self._model(n) for n in self.models] + [self._agent(n) for n in self.pipelines]
         answers = await asyncio.gather(*[asyncio.wait_for(h.metrics.remote(), READY_TIMEOUT_S) for h in handles],
                                        return_exceptions=True)
         texts = [telemetry.exposition()] + [a for a in answers if isinstance(a, str)]
-        return Response(telemetry.merge(texts), media_type="text/plain; version=0.0.4; charset=utf-8")
+        hidden = await self._hidden(request.headers.get("authorization"))
+        return Response(telemetry.merge(texts, hide={"pipeline": hidden}),
+                        media_type="text/plain; version=0.0.4; charset=utf-8")
 
     async def _serve_status(self) -> tuple[Any, str | None]:
         """Serve's status (ray.serve.status()) within CONTROLLER_TIMEOUT_S: a fresh one, or the last one
@@ -292,6 +313,56 @@ class Gateway(server.Edge):
         except Exception as exc:
             raise backend_error(backend, exc) from exc
 
+    # ------------------------------------------------------------ the Responses API
+
+    @api.post("/v1/responses")
+    async def create_response(self, request: Request) -> Response:
+        raw, body, model = await self._body(request)
+        auth = request.headers.get("authorization")
+        args: tuple[Any, ...]
+        if model in self.models and self.models[model] == "chat":
+            handle, backend, args = self._model(model), f"model {model}", (raw, telemetry.inject() or None)
+        elif model in self.pipelines:
+            handle, backend, args = self._agent(model), f"pipeline {model}", (raw, auth)
+        else:
+            raise self._unknown(model, "a chat ModelDeployment or a Pipeline")
+        if body.get("stream") is True:
+            return await relay(backend, handle.options(stream=True).responses_stream.remote(*args),
+                               responses_api.sse_error_event)
+        try:
+            return JSONResponse(await handle.responses_create.remote(*args))
+        except Exception as exc:
+            raise backend_error(backend, exc) from exc
+
+    async def _stored_response(self, method: str, response_id: str, request: Request,
+                               user: str | None) -> Response:
+        """GET/DELETE a stored response: the app that holds it answers (each chat model, then each pipeline the
+        caller may call); none does -> 404."""
+        auth = request.headers.get("authorization")
+        calls = [(f"model {m}", getattr(self._model(m), method).remote(response_id))
+                 for m, task in self.models.items() if task == "chat"]
+        for name in self.pipelines:
+            calls.append((f"pipeline {name}", getattr(self._agent(name), method).remote(response_id, auth, user)))
+        for backend, call in calls:
+            try:
+                return JSONResponse(await call)
+            except ApiError as exc:
+                if exc.status == 400:
+                    raise  # a malformed id: every app says the same
+                if exc.status not in (401, 404):
+                    raise backend_error(backend, exc) from exc
+            except Exception as exc:
+                raise backend_error(backend, exc) from exc
+        raise ApiError(404, f"No response with id '{response_id}' found.", param="response_id", code="not_found")
+
+    @api.get("/v1/responses/{response_id}")
+    async def get_response(self, response_id: str, request: Request, user: str | None = None) -> Response:
+        return await self._stored_response("responses_get", response_id, request, user)
+
+    @api.delete("/v1/responses/{response_id}")
+    async def delete_response(self, response_id: str, request: Request, user: str | None = None) -> Response:
+        return await self._stored_response("responses_delete", response_id, request, user)
+
     # ------------------------------------------------------------ agent routes
 
     def _pipeline(self, name: str) -> DeploymentHandle:
@@ -332,6 +403,17 @@ class Gateway(server.Edge):
             return JSONResponse(await agent.thread.remote(thread_id, user, request.headers.get("authorization")))
         except Exception as exc:
             raise backend_error(f"pipeline {name}", exc) from exc
+
+
+    @api.api_route(PIPELINE_MCP_PATH, methods=["GET", "POST", "DELETE"])
+    async def mcp(self, name: str, request: Request) -> Response:
+        agent = self._pipeline(name)
+        raw = await self.read(request) if request.method == "POST" else b""
+        try:
+            reply = await agent.mcp.remote(request.method, list(request.headers.items()), raw)
+        except Exception as exc:
+            raise backend_error(f"pipeline {name}", exc) from exc
+        return Response(reply.body, reply.status, headers=dict(reply.headers))
 
 
 def build_app(args: dict[str, Any]) -> serve.Application:
