@@ -161,6 +161,15 @@ class Health(_Out):
     status: Literal["ok"]
 
 
+class Tokenizer(_Out):
+    """`GET /v1/tokenizer` of an embedding model: its window and its tokenizer.json."""
+
+    object: Literal["tokenizer"]
+    model: str
+    max_tokens: int
+    tokenizer: dict[str, Any]
+
+
 # ---------------------------------------------------------------- builders
 
 
