@@ -75,6 +75,14 @@ class ThreadsConnection(ApiModel):
     pool_size: int = 8  # PostgreSQL connections per replica
 
 
+class ResponseStoreConnection(ApiModel):
+    """Where `/v1/responses` stores responses, shared by every replica (raylight_pipelines.web.response_store)."""
+
+    postgres_dsn_env: str | None = None  # PostgreSQL when this variable is set and non-empty
+    sqlite_path: str | None = None  # else SQLite here; neither: memory (one replica's)
+    retention_seconds: int = 30 * 24 * 3600  # a stored response is kept this long (OpenAI: 30 days)
+
+
 class OidcConnection(ApiModel):
     issuer: str
     audience: str

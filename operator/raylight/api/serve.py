@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from raylight.api.connections import Connections
+from raylight.api.connections import Connections, ResponseStoreConnection
 from raylight.api.quantity import quantity_bytes
 from raylight.api.types import ApiModel, ModelDeploymentSpec, PipelineSpec, Replicas
 
@@ -40,6 +40,7 @@ class ModelAppArgs(ApiModel):
 
     name: str  # the ModelDeployment's name: the `model` clients ask for
     spec: ModelDeploymentSpec  # resolved (ModelDeploymentSpec.resolved): no preset, runtime set
+    responses: ResponseStoreConnection | None = None  # the /v1/responses store; None: this replica's memory
 
 
 class AgentAppArgs(ApiModel):

@@ -16,6 +16,7 @@ from pydantic import (
     ConfigDict,
     Field,
     JsonValue,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -110,6 +111,11 @@ DnsName = Annotated[str, Field(pattern=_DNS_LABEL.pattern, max_length=MAX_RAYSER
 # ---------------------------------------------------------------- ModelDeployment
 
 
+class SecretKeyRef(ApiModel):
+    name: DnsName = Field(description="Secret name.")
+    key: str = Field("token", description="Key inside the Secret.")
+
+
 class ModelSource(ApiModel):
     source: ModelURI = Field(description="Where the weights are: package://, hf://, s3://, pvc:// or file://.")
     file: str | None = Field(None, description="One file inside the source, e.g. a GGUF.")
@@ -120,6 +126,19 @@ class ModelSource(ApiModel):
         None, pattern=_PARAMETERS.pattern, description="Parameter count such as 7.6B or 135M (fit check)."
     )
     dimensions: int | None = Field(None, ge=1, description="Embedding size (embedders), if not a preset.")
+    token_secret: SecretKeyRef | None = Field(
+        None, description="A Secret in this namespace holding the model hub's access token, for gated hf:// "
+        "weights (e.g. Llama 3.1): every pod that downloads them gets it as HF_TOKEN from the Secret, never as "
+        "a value. On one machine, export HF_TOKEN instead.")
+
+    @field_validator("token_secret")
+    @classmethod
+    def _hub_only(cls, value: SecretKeyRef | None, info: ValidationInfo) -> SecretKeyRef | None:
+        source = info.data.get("source")
+        if value is not None and isinstance(source, str) and not source.startswith("hf://"):
+            raise ValueError(f"only hf:// sources download from a model hub; {source.split('://')[0]}:// "
+                             "weights need no hub token")
+        return value
 
     @field_validator("file")
     @classmethod
@@ -228,6 +247,8 @@ class ModelDeploymentSpec(ApiModel):
     preset: str | None = Field(None, description="A catalogue id that fills model, licence and engine args.")
     license_accepted: bool = Field(False, description="Accept a preset's restricted licence (with model: "
                                    "use model.licenseAccepted).")
+    token_secret: SecretKeyRef | None = Field(None, description="A Secret holding the hub token for a preset's "
+                                              "gated weights (with model: use model.tokenSecret).")
     runtime: Runtime | None = Field(None, description="Serving engine; default chosen from task and gpus.")
     engine_args: dict[str, Any] = Field(default_factory=dict, description="Passed through to the engine.")
     adapters: list[Adapter] = Field(default_factory=list, description="LoRA adapters (vLLM multi-LoRA).")
@@ -254,6 +275,11 @@ class ModelDeploymentSpec(ApiModel):
             raise ValueError("set exactly one of model or preset")
         if self.model is not None and self.license_accepted:
             raise ValueError("licenseAccepted belongs in model.licenseAccepted when model is set")
+        if self.model is not None and self.token_secret is not None:
+            raise ValueError("tokenSecret: belongs in model.tokenSecret when model is set")
+        if self.preset is not None and self.token_secret is not None and not PRESETS[self.preset].source.startswith(
+                "hf://"):
+            raise ValueError(f"tokenSecret: preset {self.preset} does not download from a model hub")
         if self.preset is not None and PRESETS[self.preset].task != self.task:
             raise ValueError(f"preset {self.preset} is a {PRESETS[self.preset].task} model, not task {self.task}")
         if self.resources.accelerator_type and self.resources.gpus == 0:
@@ -302,10 +328,12 @@ class ModelDeploymentSpec(ApiModel):
             file=preset.file,
             license=preset.license,
             license_accepted=self.license_accepted,
+            token_secret=self.token_secret,
             parameters=preset.parameters,
             dimensions=preset.dimensions,
         )
-        resolved = self.model_copy(update={"model": model, "preset": None, "license_accepted": False})
+        resolved = self.model_copy(update={"model": model, "preset": None, "license_accepted": False,
+                                           "token_secret": None})
         runtime = resolved.resolved_runtime
         if runtime == preset.engine_runtime:  # a preset's engine args are its runtime's (vLLM's, llama.cpp's)
             resolved = resolved.model_copy(update={"engine_args": {**preset.engine_args, **self.engine_args}})
@@ -354,11 +382,6 @@ class ModelDeploymentStatus(ApiModel):
 
 class ModelRef(ApiModel):
     model_deployment: DnsName = Field(description="Name of a ModelDeployment in the same namespace.")
-
-
-class SecretKeyRef(ApiModel):
-    name: DnsName = Field(description="Secret name.")
-    key: str = Field("token", description="Key inside the Secret.")
 
 
 class ExternalLLM(ApiModel):
@@ -651,6 +674,7 @@ class IngestionProgress(ApiModel):
     phase: Literal["Pending", "Running", "Succeeded", "Failed"] | None = None
     plan: str | None = None  # the plan's checksum
     job: str | None = None  # the RayJob
+    scheduled: bool | None = None  # a run the RayCronJob started (spec.schedule), not one for a new plan
     message: str | None = None  # why it failed, or KubeRay's word on where it is
     start_time: str | None = None
     end_time: str | None = None

@@ -26,6 +26,12 @@ REF = "#/components/schemas/{model}"
 DATA_SSE = {"text/event-stream": {"schema": {
     "type": "object", "required": ["data"], "properties": {"data": {"type": "string"}}}}}
 
+# Named events (`event: <name>` and `data: <json>`): a Pipeline's /stream, the Responses API's stream.
+EVENT_SSE = {"text/event-stream": {"schema": {
+    "type": "object", "required": ["event", "data"],
+    "properties": {"event": {"type": "string"}, "data": {"type": "string"}}}}}
+ANY_JSON = {"application/json": {"schema": {"type": "object"}}}  # a body without a model of its own (yet)
+
 
 @dataclass(frozen=True)
 class Operation:

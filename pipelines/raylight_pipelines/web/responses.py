@@ -26,9 +26,10 @@ from raylight_pipelines.web.errors import ApiError
 ID_HEX_DIGITS = 24
 
 
-def new_id(prefix: str) -> str:
-    """`<prefix>-<24 hex digits>`: the one id format of every response (96 random bits)."""
-    return f"{prefix}-{uuid.uuid4().hex[:ID_HEX_DIGITS]}"
+def new_id(prefix: str, separator: str = "-") -> str:
+    """`<prefix>-<24 hex digits>`: the one id format of every response (96 random bits); the Responses API
+    writes its ids with "_" (`resp_...`, as OpenAI's)."""
+    return f"{prefix}{separator}{uuid.uuid4().hex[:ID_HEX_DIGITS]}"
 
 
 def completion_id() -> str:
