@@ -234,6 +234,7 @@ class Replicas(ApiModel):
 
 
 UpgradeType = Literal["NewCluster", "Incremental", "Recreate"]
+RequestRouter = Literal["PowerOfTwoChoices", "PrefixCacheAffinity"]
 
 
 class IncrementalUpgrade(ApiModel):
@@ -300,6 +301,11 @@ class ModelDeploymentSpec(ApiModel):
     tolerations: list[Toleration] = Field(default_factory=list, description="For the model's Ray workers.")
     upgrade_strategy: UpgradeStrategy = Field(default_factory=UpgradeStrategy,
                                               description="How changes to the model's Ray cluster roll out.")
+    request_router: RequestRouter | None = Field(
+        None, description="How Ray Serve picks a replica for a request: PowerOfTwoChoices (the less loaded of "
+        "two) or PrefixCacheAffinity (ray.serve.llm's router: requests sharing a prompt prefix go to the replica "
+        "whose vLLM prefix cache holds it, unless load is imbalanced). Default: PrefixCacheAffinity for vLLM "
+        "models with replicas.max > 1, else PowerOfTwoChoices.")
 
     model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
         {"rule": "has(self.model) != has(self.preset)", "message": "set exactly one of model or preset"},
@@ -334,6 +340,9 @@ class ModelDeploymentSpec(ApiModel):
             raise ValueError("runtime sentence-transformers serves tasks embed and rerank, not chat")
         if runtime in ("vllm", "llama-cpp", "transformers") and self.task != "chat":
             raise ValueError(f"runtime {runtime} serves task chat; use sentence-transformers for {self.task}")
+        if self.request_router == "PrefixCacheAffinity" and self.resolved_runtime != "vllm":
+            raise ValueError(f"requestRouter: PrefixCacheAffinity routes by vLLM's prefix cache; runtime "
+                             f"{self.resolved_runtime} keeps none (use PowerOfTwoChoices)")
         if self.adapters and self.resolved_runtime not in ("vllm", "transformers"):
             raise ValueError("adapters need runtime vllm (LoRA is served by vLLM multi-LoRA) or transformers "
                              "(PEFT adapters on CPU)")
@@ -383,6 +392,14 @@ class ModelDeploymentSpec(ApiModel):
         if runtime == "vllm":  # vLLM parses the model's own tool-call format (the CPU runtimes need no parser)
             resolved = resolved.model_copy(update={"engine_args": {**preset.tool_engine_args, **resolved.engine_args}})
         return resolved.model_copy(update={"runtime": runtime})
+
+    @property
+    def router(self) -> RequestRouter:
+        """The request router in effect (see `request_router`)."""
+        if self.request_router:
+            return self.request_router
+        return "PrefixCacheAffinity" if self.resolved_runtime == "vllm" and self.replicas.max > 1 \
+            else "PowerOfTwoChoices"
 
     @property
     def upgrade_type(self) -> UpgradeType:

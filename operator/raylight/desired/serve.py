@@ -15,6 +15,9 @@ from raylight.api.names import AGENT_APP_IMPORT, MODEL_APP_IMPORT, VLLM_APP_IMPO
 from raylight.api.serve import AgentAppArgs, ModelAppArgs, replica_options
 from raylight.api.types import ModelDeployment, ModelDeploymentSpec, Pipeline
 
+# ray.serve.llm's prefix-aware router, by import path (Serve imports it in the replica's process).
+PREFIX_CACHE_AFFINITY_ROUTER = "ray.serve.llm.request_router.PrefixCacheAffinityRouter"
+
 
 def _vllm_llm_config(name: str, spec: ModelDeploymentSpec) -> dict[str, Any]:
     """A `ray.serve.llm.LLMConfig` (as a dict): ray.serve.llm derives actor resources from the engine's
@@ -31,10 +34,13 @@ def _vllm_llm_config(name: str, spec: ModelDeploymentSpec) -> dict[str, Any]:
         engine.setdefault("tensor_parallel_size", spec.resources.gpus)
     if spec.model.revision:
         engine.setdefault("revision", spec.model.revision)
+    deployment = replica_options(spec.replicas)
+    if spec.router == "PrefixCacheAffinity":
+        deployment["request_router_config"] = {"request_router_class": PREFIX_CACHE_AFFINITY_ROUTER}
     config: dict[str, Any] = {
         "model_loading_config": {"model_id": name, "model_source": model_source},
         "engine_kwargs": engine,
-        "deployment_config": replica_options(spec.replicas),
+        "deployment_config": deployment,
     }
     if spec.resources.accelerator_type:
         config["accelerator_type"] = spec.resources.accelerator_type
