@@ -220,6 +220,9 @@ class Replicas(ApiModel):
     max: int = Field(1, ge=1, description="Maximum replicas.")
     target_ongoing_requests: int = Field(8, ge=1, description="Autoscaling target per replica.")
     max_ongoing_requests: int | None = Field(None, ge=1, description="Hard cap per replica.")
+    idle_seconds: int = Field(300, ge=1, le=86400, description="With min 0: seconds without a request before "
+                              "the last replica stops (Serve's downscale_to_zero_delay_s) and its idle Ray worker "
+                              "pods are removed (the RayCluster autoscaler's idleTimeoutSeconds).")
 
     @model_validator(mode="after")
     def _min_le_max(self) -> Replicas:

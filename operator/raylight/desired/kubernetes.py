@@ -15,6 +15,7 @@ from raylight.api.names import (
     APP_METRICS_PORT,
     APP_METRICS_PORT_ENV,
     CONFIGMAP_MOUNT_ROOT,
+    HEAD_RESOURCE,
     PLAN_CHECKSUM_CHARS,
     PLAN_FILE,
     PLAN_MOUNT_DIR,
@@ -173,7 +174,7 @@ def _serving_pods(rayservice: dict[str, Any], settings: Settings) -> dict[str, A
 
 
 def _ray_cluster(image: str, ray_version: str, worker: dict[str, Any] | None,
-                 env: list[dict[str, Any]], autoscale: bool) -> dict[str, Any]:
+                 env: list[dict[str, Any]], autoscale: bool, idle_seconds: int | None = None) -> dict[str, Any]:
     head_container = _container("ray-head", image, 1, "4Gi", env=env, ports=True)
     cluster: dict[str, Any] = {
         "rayVersion": ray_version,
@@ -188,6 +189,9 @@ def _ray_cluster(image: str, ray_version: str, worker: dict[str, Any] | None,
         cluster["workerGroupSpecs"] = [worker]
     if autoscale:
         cluster["enableInTreeAutoscaling"] = True
+    if idle_seconds is not None:  # scale to zero: idle workers go, and the head hosts what must stay
+        cluster["autoscalerOptions"] = {"idleTimeoutSeconds": idle_seconds}
+        cluster["headGroupSpec"]["resources"] = {HEAD_RESOURCE: "1"}
     return cluster
 
 
@@ -234,8 +238,8 @@ def get_model_rayservice(md: ModelDeployment, namespace: str, settings: Settings
             "upgradeStrategy": get_upgrade_strategy(spec),
             "serveConfigV2": yamlio.dump({"applications": [app]}),
             "rayClusterConfig": _ray_cluster(
-                image, settings.ray_version, worker, env,
-                autoscale=spec.replicas.autoscaling,
+                image, settings.ray_version, worker, env, autoscale=spec.replicas.autoscaling,
+                idle_seconds=spec.replicas.idle_seconds if spec.replicas.min == 0 else None,
             ),
         },
     }

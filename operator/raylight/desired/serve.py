@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from raylight.api.connections import Connections
-from raylight.api.names import AGENT_APP_IMPORT, MODEL_APP_IMPORT, VLLM_APP_IMPORT, local_path
+from raylight.api.names import AGENT_APP_IMPORT, HEAD_RESOURCE, MODEL_APP_IMPORT, VLLM_APP_IMPORT, local_path
 from raylight.api.serve import AgentAppArgs, ModelAppArgs, replica_options
 from raylight.api.types import ModelDeployment, ModelDeploymentSpec, Pipeline
 
@@ -57,12 +57,11 @@ def get_model_application(md: ModelDeployment, route_prefix: str | None = "/") -
     name = md.metadata.name
     spec = md.spec.resolved()
     if spec.runtime == "vllm":
-        return {
-            "name": name,
-            "route_prefix": route_prefix,
-            "import_path": VLLM_APP_IMPORT,
-            "args": {"llm_configs": [_vllm_llm_config(name, spec)]},
-        }
+        args: dict[str, Any] = {"llm_configs": [_vllm_llm_config(name, spec)]}
+        if spec.replicas.min == 0:  # the OpenAI ingress stays on the head, so the GPU workers can all go
+            args["ingress_deployment_config"] = {
+                "ray_actor_options": {"num_cpus": 0, "resources": {HEAD_RESOURCE: 0.01}}}
+        return {"name": name, "route_prefix": route_prefix, "import_path": VLLM_APP_IMPORT, "args": args}
     return {
         "name": name,
         "route_prefix": route_prefix,

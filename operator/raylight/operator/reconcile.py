@@ -242,7 +242,7 @@ class Reconciler:
             inputs = (body["metadata"].get("generation"), md.spec.to_wire())
             [desired] = self._built(body, inputs, lambda: [get_model_rayservice(md, ns, settings)])
             live = self.apply(desired, writes)
-        health = self._deadline(body, now)(rayservice_health(live), None)
+        health = self._deadline(body, now)(rayservice_health(live, md.spec.replicas.min == 0), None)
         verdict = model_verdict(health, license_problem, fit_problem)
         extra = {
             "endpoint": None if problems else service_url(model_rayservice_name(name), ns, settings.cluster_domain),

@@ -99,13 +99,15 @@ def _head_not_ready(cluster: Mapping[str, Any]) -> Mapping[str, Any] | None:
     return head if head is not None and head.get("status") == "False" else None
 
 
-def rayservice_health(rs: Mapping[str, Any] | None) -> Health:
+def rayservice_health(rs: Mapping[str, Any] | None, scale_to_zero: bool = False) -> Health:
     """Read a KubeRay RayService: its Ready, UpgradeInProgress and RollbackInProgress conditions, its
     observedGeneration against its generation, the active and pending clusters' conditions (head pod,
     replica failures) and the status of each Serve application it declares.
 
     `ready` is KubeRay's Ready (serve endpoints exist) with our applications listed: the old cluster keeps
-    it during an upgrade, so `progressing` says whether the current spec is what serves."""
+    it during an upgrade, so `progressing` says whether the current spec is what serves. With `scale_to_zero`
+    (replicas.min 0), running applications without an endpoint are ScaledToZero (ready: a request wakes them),
+    or Waking while a deployment scales up."""
     if rs is None:
         return Health(False, True, False, "RayServiceMissing", "the RayService does not exist (yet)",
                       if_stuck="the operator creates it: its log says why it cannot")
@@ -207,6 +209,17 @@ def rayservice_health(rs: Mapping[str, Any] | None) -> Health:
         return health(True, False, "ApplicationsDeploying", f"Serve applications deploying: {', '.join(deploying)}",
                       if_stuck="`serve status` on the head pod and its log say why (weights still downloading, "
                       "replicas that do not fit the workers)")
+    if not serving and scale_to_zero and apps and not status.get("numServeEndpoints"):
+        upscaling = sorted(f"{a}/{d}" for a, app in apps.items()
+                           for d, dep in (app.get("deployments") or {}).items() if dep.get("status") == "UPSCALING")
+        if upscaling:
+            return Health(False, True, False, "Waking", f"a request woke the model: {', '.join(upscaling)} "
+                          "starting its first replica (requests are held meanwhile)", 0,
+                          ready_cond.get("lastTransitionTime"),
+                          "kubectl get pods: a GPU worker pod that stays Pending has no node to run on (the "
+                          "cluster autoscaler, quota, or the accelerator type)")
+        return Health(True, False, False, "ScaledToZero", "no replica runs after the idle period "
+                      "(replicas.idleSeconds); the first request wakes one and is held until it serves", 0)
     if not serving:
         return health(True, False, ready_cond.get("reason") or "NotReady",
                       ready_cond.get("message") or "RayService not ready", ready_cond.get("lastTransitionTime"),
@@ -414,7 +427,9 @@ def _phase(health: Health) -> str:
 
 def _health_conditions(health: Health) -> list[Cond]:
     return [
-        Cond("Ready", health.ready, health.reason if not health.ready else "Serving", health.message),
+        # Ready: "Serving", or "ScaledToZero" (ready too: a request wakes it), else why not
+        Cond("Ready", health.ready, "Serving" if health.ready and health.reason != "ScaledToZero" else health.reason,
+             health.message),
         Cond("Progressing", health.progressing, health.reason if health.progressing else "Stable",
              health.message if health.progressing else "", per_generation=True),
         Cond("Degraded", health.degraded, health.reason if health.degraded else "Healthy",
