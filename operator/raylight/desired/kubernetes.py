@@ -135,6 +135,17 @@ def _container(name: str, image: str, cpus: float, memory: str, gpus: int = 0,
     return container
 
 
+def _volume_name(prefix: str, name: str) -> str:
+    """A pod volume's name (a DNS label, at most 63 characters) for an object name that may be longer or hold
+    dots (PVC names are DNS subdomains, up to 253): `<prefix>-<name>` when that is a label, else the name cut
+    to fit with a hash of the whole name."""
+    plain = f"{prefix}-{name}"
+    if len(plain) <= 63 and "." not in plain:
+        return plain
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"{prefix}-{name.replace('.', '-')[:63 - len(prefix) - 10].rstrip('-')}-{digest}"
+
+
 def _pvc_volumes(spec: ModelDeploymentSpec) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Volumes and mounts for every pvc:// source the model and its adapters read."""
     assert spec.model is not None
@@ -143,8 +154,10 @@ def _pvc_volumes(spec: ModelDeploymentSpec) -> tuple[list[dict[str, Any]], list[
         for s in [spec.model.source, *(a.source for a in spec.adapters if a.source)]
         if s.startswith("pvc://")
     })
-    volumes = [{"name": f"pvc-{c}", "persistentVolumeClaim": {"claimName": c, "readOnly": True}} for c in claims]
-    mounts = [{"name": f"pvc-{c}", "mountPath": f"{PVC_MOUNT_ROOT}/{c}", "readOnly": True} for c in claims]
+    volumes = [{"name": _volume_name("pvc", c), "persistentVolumeClaim": {"claimName": c, "readOnly": True}}
+               for c in claims]
+    mounts = [{"name": _volume_name("pvc", c), "mountPath": f"{PVC_MOUNT_ROOT}/{c}", "readOnly": True}
+              for c in claims]
     return volumes, mounts
 
 

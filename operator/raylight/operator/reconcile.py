@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from raylight.api.limits import LimitExceeded, object_problems
 from raylight.api.manifests import field_path
 from raylight.api.names import agent_rayservice_name, ingestion_cron_name, model_rayservice_name, service_url
 from raylight.api.types import API_VERSION, FineTune, ModelDeployment, Pipeline
@@ -180,6 +181,8 @@ class Reconciler:
 
     def apply(self, desired: Obj, writes: list[str]) -> Obj:
         """Create the child, or patch what differs; returns the live object."""
+        if problems := object_problems(desired):  # what the API server or etcd would refuse: never sent
+            raise LimitExceeded("; ".join(problems))
         kube = self.deps.kube
         kind, meta = desired["kind"], desired["metadata"]
         ns, name = meta["namespace"], meta["name"]
