@@ -32,6 +32,7 @@ from raylight_agents import audit, errors, registry
 from raylight_agents.checkpoint import TurnLocks, checkpoint_kind, open_checkpointer
 from raylight_agents.graphs.base import DONT_KNOW, AgentState, GraphDeps, RunContext, turn_input
 from raylight_agents.llm import LLM, Message, ModelRejected, ModelTimeout, ModelUnavailable
+from raylight_agents.mcp_tools import McpToolbox, Toolbox
 from raylight_agents.tools import HttpToolbox
 
 log = logging.getLogger(__name__)
@@ -121,7 +122,8 @@ def make_caller(user: User) -> Any:
 class Agent:
     def __init__(self, name: str, spec: PipelineSpec, connections: Connections,
                  retriever: Callable[[], Any] | None = None, llm: LLM | None = None,
-                 caller_factory: Callable[[User], Any] = make_caller, tools: HttpToolbox | None = None) -> None:
+                 caller_factory: Callable[[User], Any] = make_caller,
+                 tools: HttpToolbox | Toolbox | None = None) -> None:
         self.name = name
         self.spec = spec
         self.connections = connections
@@ -130,7 +132,8 @@ class Agent:
         self.retriever = LazyRetriever(retriever or default_retriever(spec, connections))
         self.caller_factory = caller_factory
         self.builder = None if self.llm is None else registry.get(spec.agent.graph)(
-            GraphDeps(spec, self.retriever, self.llm, tools or HttpToolbox(list(spec.agent.tools))))
+            GraphDeps(spec, self.retriever, self.llm, tools or Toolbox(HttpToolbox(list(spec.agent.tools)),
+                                                                     McpToolbox(connections.mcp_servers))))
         self.graph: CompiledStateGraph[Any, Any, Any, Any] | None = None
         self.checkpointer: BaseCheckpointSaver[Any] | None = None
         self.turns: TurnLocks | None = None

@@ -20,6 +20,7 @@ from raylight.api.types import PipelineSpec
 from raylight_pipelines import telemetry
 
 from raylight_agents.llm import LLM, Completion, Message, Usage
+from raylight_agents.mcp_tools import Toolbox
 from raylight_agents.tools import HttpToolbox
 
 # A 135M model has little room: few, short sources and a short history keep answers fast and on topic.
@@ -87,7 +88,7 @@ class GraphDeps:
     spec: PipelineSpec
     retriever: Retriever
     llm: LLM
-    tools: HttpToolbox
+    tools: HttpToolbox | Toolbox
 
 
 def turn_input(question: str, owner: str | None) -> AgentState:
