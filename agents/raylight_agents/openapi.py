@@ -37,11 +37,21 @@ class Usage(_Out):
     completion_tokens: int
 
 
+class SentenceSupport(_Out):
+    """One sentence of the answer and the citations ([n]) of the sources that support it (docs/grounding.md)."""
+
+    text: str
+    refs: list[int]
+    supported: bool
+
+
 class InvokeOut(_Out):
     answer: str
     citations: list[Citation]
     thread_id: str
     grounding: Literal["cited", "context", "none"]
+    support: list[SentenceSupport]
+    evidence_score: float | None
     retrieved: list[str]
     usage: Usage
 
@@ -87,6 +97,7 @@ class ChatOut(ChatCompletion):
     citations: list[Citation]
     thread_id: str
     grounding: Literal["cited", "context", "none"]
+    support: list[SentenceSupport]
 
 
 class Check(_Out):

@@ -69,6 +69,9 @@ from raylight_agents.identity import Verifier
 from raylight_agents.quota import Quota
 
 log = logging.getLogger(__name__)
+# Characters a token takes at most on average in the text the context check sees (English ~4; code and
+# other scripts fewer): a question refused by it would not fit the model's context either.
+CHARS_PER_TOKEN = 4
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
@@ -122,6 +125,10 @@ class ChatIn(ChatCompletionRequest):
             if asked:  # valid for a model, but an agent answers once, from its sources, without caller tools
                 raise ApiError(400, f"{param}: a pipeline answers with one cited choice; it does not take {param}",
                                code="invalid_value", param=param)
+        if self.response_format is not None and self.response_format.type != "text":
+            # the same answer a model gives a format it cannot enforce: a pipeline answers in cited prose
+            raise ApiError(400, f"response_format: a pipeline answers in cited prose; it cannot enforce "
+                           f"{self.response_format.type}", param="response_format", code="unsupported_schema")
         if self.messages[-1].role != "user" or not self.messages[-1].text().strip():
             raise ApiError(400, "messages: the last message must be a non-empty user message",
                            code="invalid_value", param="messages")
@@ -133,7 +140,8 @@ class ChatIn(ChatCompletionRequest):
 
 def _extensions(result: dict[str, Any]) -> dict[str, Any]:
     """A Pipeline's fields on top of the OpenAI chat response (see `openapi.PipelineChatCompletion`)."""
-    return {"citations": result["citations"], "thread_id": result["thread_id"], "grounding": result["grounding"]}
+    return {"citations": result["citations"], "thread_id": result["thread_id"], "grounding": result["grounding"],
+            "support": result["support"]}
 
 
 api = server.app("Raylight agent")
@@ -172,7 +180,7 @@ class AgentServer(server.Edge):
         try:
             return await asyncio.shield(self._started)
         except Exception as exc:
-            raise errors.unavailable("threads", f"cannot open the thread store: {exc}") from exc
+            raise errors.outage("threads", "the thread store", exc) from exc
 
     async def _identify(self, authorization: str | None) -> User | None:
         """Check the caller's bearer token: None when it is the shared token (or no auth is configured: the
@@ -253,18 +261,44 @@ class AgentServer(server.Edge):
     async def _parse_invoke(self, operation: str, body: Any, authorization: str | None) -> Turn:
         request, verified = await self._parse(InvokeIn, operation, body, authorization)
         user = self._caller(operation, verified, request.user.user() if request.user else User())
-        return Turn(request.input, request.thread_id, user)
+        turn = Turn(request.input, request.thread_id, user)
+        try:
+            await self._check_context(turn, "input")
+        except ApiError as exc:
+            self._refuse(operation, exc)
+            raise
+        return turn
 
     async def _parse_chat(self, body: Any, authorization: str | None) -> Turn:
         try:
             verified = await self._identify(authorization)
             request = protocol.parse(ChatIn, self.load(body), self.name)
             turn = request.turn()
+            await self._check_context(turn, "messages", request.token_limit,
+                                      "max_completion_tokens" if request.max_completion_tokens else "max_tokens")
         except ApiError as exc:
             self._refuse("chat", exc)
             raise
         turn.user = self._caller("chat", verified, turn.user)
         return turn
+
+    async def _check_context(self, turn: Turn, param: str, max_tokens: int | None = None,
+                             token_param: str = "max_tokens") -> None:
+        """Refuse (400 `context_length_exceeded`) before any work a turn that cannot fit the model's context:
+        `max_tokens` not below it, or a question (with the chat's earlier messages) whose text alone, at
+        CHARS_PER_TOKEN characters a token, would fill it. Unknown context (an endpoint that does not say):
+        the model's own refusal still maps to the same error."""
+        llm = self.agent.llm
+        context = await llm.context_length() if llm is not None else None
+        if context is None:
+            return
+        if max_tokens is not None and max_tokens >= context:
+            raise ApiError(400, f"{token_param}: {max_tokens} tokens do not fit this model's context of {context} "
+                           "tokens (the prompt needs some too)", param=token_param, code="context_length_exceeded")
+        chars = len(turn.question) + sum(len(m["content"]) for m in turn.prior)
+        if chars // CHARS_PER_TOKEN >= context:
+            raise ApiError(400, f"{param}: about {chars // CHARS_PER_TOKEN} tokens ({chars} characters) do not fit "
+                           f"this model's context of {context} tokens", param=param, code="context_length_exceeded")
 
     # ------------------------------------------------------------ plain methods (also used by the routes)
 

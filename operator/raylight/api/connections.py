@@ -47,6 +47,7 @@ class EmbedderConnection(ApiModel):
 class LLMConnection(ApiModel):
     model: str
     base_url: str
+    parameters: str | None = None  # the model's size ("135M") when known: agent.answerMode auto reads it
     api_key_env: str | None = None
     timeout_seconds: float = 120.0
 

@@ -16,6 +16,7 @@ from pydantic import (
     ConfigDict,
     Field,
     JsonValue,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -110,6 +111,11 @@ DnsName = Annotated[str, Field(pattern=_DNS_LABEL.pattern, max_length=MAX_RAYSER
 # ---------------------------------------------------------------- ModelDeployment
 
 
+class SecretKeyRef(ApiModel):
+    name: DnsName = Field(description="Secret name.")
+    key: str = Field("token", description="Key inside the Secret.")
+
+
 class ModelSource(ApiModel):
     source: ModelURI = Field(description="Where the weights are: package://, hf://, s3://, pvc:// or file://.")
     file: str | None = Field(None, description="One file inside the source, e.g. a GGUF.")
@@ -120,6 +126,19 @@ class ModelSource(ApiModel):
         None, pattern=_PARAMETERS.pattern, description="Parameter count such as 7.6B or 135M (fit check)."
     )
     dimensions: int | None = Field(None, ge=1, description="Embedding size (embedders), if not a preset.")
+    token_secret: SecretKeyRef | None = Field(
+        None, description="A Secret in this namespace holding the model hub's access token, for gated hf:// "
+        "weights (e.g. Llama 3.1): every pod that downloads them gets it as HF_TOKEN from the Secret, never as "
+        "a value. On one machine, export HF_TOKEN instead.")
+
+    @field_validator("token_secret")
+    @classmethod
+    def _hub_only(cls, value: SecretKeyRef | None, info: ValidationInfo) -> SecretKeyRef | None:
+        source = info.data.get("source")
+        if value is not None and isinstance(source, str) and not source.startswith("hf://"):
+            raise ValueError(f"only hf:// sources download from a model hub; {source.split('://')[0]}:// "
+                             "weights need no hub token")
+        return value
 
     @field_validator("file")
     @classmethod
@@ -228,6 +247,8 @@ class ModelDeploymentSpec(ApiModel):
     preset: str | None = Field(None, description="A catalogue id that fills model, licence and engine args.")
     license_accepted: bool = Field(False, description="Accept a preset's restricted licence (with model: "
                                    "use model.licenseAccepted).")
+    token_secret: SecretKeyRef | None = Field(None, description="A Secret holding the hub token for a preset's "
+                                              "gated weights (with model: use model.tokenSecret).")
     runtime: Runtime | None = Field(None, description="Serving engine; default chosen from task and gpus.")
     engine_args: dict[str, Any] = Field(default_factory=dict, description="Passed through to the engine.")
     adapters: list[Adapter] = Field(default_factory=list, description="LoRA adapters (vLLM multi-LoRA).")
@@ -254,6 +275,11 @@ class ModelDeploymentSpec(ApiModel):
             raise ValueError("set exactly one of model or preset")
         if self.model is not None and self.license_accepted:
             raise ValueError("licenseAccepted belongs in model.licenseAccepted when model is set")
+        if self.model is not None and self.token_secret is not None:
+            raise ValueError("tokenSecret: belongs in model.tokenSecret when model is set")
+        if self.preset is not None and self.token_secret is not None and not PRESETS[self.preset].source.startswith(
+                "hf://"):
+            raise ValueError(f"tokenSecret: preset {self.preset} does not download from a model hub")
         if self.preset is not None and PRESETS[self.preset].task != self.task:
             raise ValueError(f"preset {self.preset} is a {PRESETS[self.preset].task} model, not task {self.task}")
         if self.resources.accelerator_type and self.resources.gpus == 0:
@@ -302,10 +328,12 @@ class ModelDeploymentSpec(ApiModel):
             file=preset.file,
             license=preset.license,
             license_accepted=self.license_accepted,
+            token_secret=self.token_secret,
             parameters=preset.parameters,
             dimensions=preset.dimensions,
         )
-        resolved = self.model_copy(update={"model": model, "preset": None, "license_accepted": False})
+        resolved = self.model_copy(update={"model": model, "preset": None, "license_accepted": False,
+                                           "token_secret": None})
         runtime = resolved.resolved_runtime
         if runtime == preset.engine_runtime:  # a preset's engine args are its runtime's (vLLM's, llama.cpp's)
             resolved = resolved.model_copy(update={"engine_args": {**preset.engine_args, **self.engine_args}})
@@ -354,11 +382,6 @@ class ModelDeploymentStatus(ApiModel):
 
 class ModelRef(ApiModel):
     model_deployment: DnsName = Field(description="Name of a ModelDeployment in the same namespace.")
-
-
-class SecretKeyRef(ApiModel):
-    name: DnsName = Field(description="Secret name.")
-    key: str = Field("token", description="Key inside the Secret.")
 
 
 class ExternalLLM(ApiModel):
@@ -493,6 +516,11 @@ class Retrieval(ApiModel):
     top_k: int = Field(5, ge=1, le=100)
     hybrid: bool = Field(True, description="Dense + BM25 sparse vectors fused with RRF.")
     score_threshold: float | None = Field(None, description="Drop dense hits scoring below this.")
+    min_score: float = Field(0.65, ge=0.0, le=2.0, description=(
+        "Abstain below this evidence score: the cosine of the question and the best sentence of the retrieved "
+        "passages plus half its lead over the mean sentence (docs/grounding.md says how to tune it; 0 never "
+        "abstains). The agent then answers that the documents do not say, with the closest sources, and "
+        "grounding \"none\"."))
     rerank: Rerank | None = Field(None, description="Rescore the fused candidates with a cross-encoder.")
 
     @model_validator(mode="after")
@@ -630,6 +658,10 @@ class Agent(ApiModel):
                                          "allowlisted tools join the agent's tools (agentic-rag).")
     max_iterations: int = Field(3, ge=1, le=10, description="Query rewrites before giving up (agentic-rag).")
     response_format: ResponseFormat | None = None
+    answer_mode: Literal["auto", "extractive", "generative"] = Field("auto", description=(
+        "extractive: quote the supporting sentences with their citations, then at most one checked paraphrase; "
+        "generative: the model writes the answer, and sentences no source supports are dropped; auto: "
+        "extractive for a model under 1B parameters (spec.model.parameters of the LLM's ModelDeployment)."))
     log_questions: bool = Field(False, description="Write question text into the audit log.")
     limits: Limits = Field(default_factory=Limits)
     threads: Threads = Field(default_factory=Threads)
@@ -700,6 +732,7 @@ class IngestionProgress(ApiModel):
     phase: Literal["Pending", "Running", "Succeeded", "Failed"] | None = None
     plan: str | None = None  # the plan's checksum
     job: str | None = None  # the RayJob
+    scheduled: bool | None = None  # a run the RayCronJob started (spec.schedule), not one for a new plan
     message: str | None = None  # why it failed, or KubeRay's word on where it is
     start_time: str | None = None
     end_time: str | None = None
@@ -808,31 +841,36 @@ class FineTuneDataset(ApiModel):
         return self
 
 
-TARGET_MODULES: Final = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+_MODULE_NAME = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*$|^all-linear$"
 
 
 class Hyperparameters(ApiModel):
     rank: int = Field(16, ge=1, le=256, description="LoRA rank r.")
     alpha: int = Field(32, ge=1, le=1024, description="LoRA alpha (scale alpha / r).")
     dropout: float = Field(0.05, ge=0, lt=1)
-    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
-                                      min_length=1, description="Linear layers to adapt (Llama-style names).",
-                                      json_schema_extra={"items": {"type": "string", "enum": list[JsonValue](
-                                          TARGET_MODULES)}})
+    target_modules: list[Annotated[str, Field(pattern=_MODULE_NAME, max_length=200)]] | None = Field(
+        None, min_length=1, description="Layers to adapt, by name as the base's architecture calls them (Llama/Qwen "
+        "q_proj, v_proj, ...; GPT-2 c_attn; Falcon query_key_value; MPT Wqkv) or all-linear; omitted: PEFT's "
+        "default for the base's architecture. Checked against the base's architecture at admission where it is "
+        "known and against the loaded model before training.")
     epochs: int = Field(3, ge=1, le=100)
     max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps (overrides epochs).")
     learning_rate: float = Field(2e-4, gt=0, le=1)
     batch_size: int = Field(4, ge=1, le=1024, description="Records per step per worker.")
-    max_seq_length: int = Field(512, ge=16, le=32768, description="Tokens per record (longer ones are cut).")
+    max_seq_length: int = Field(512, ge=16, le=32768, description="Tokens per record. A longer record is cut from "
+                                "the left: it keeps the end of its last assistant turn and as much of what comes "
+                                "before as fits (so the answer is always learned); a record left with no "
+                                "assistant token is refused before training.")
     seed: int = Field(0, ge=0)
     checkpoint_every: int = Field(50, ge=1, description="Steps between checkpoints (a resumed run starts there).")
 
     @field_validator("target_modules")
     @classmethod
-    def _known_modules(cls, value: list[str]) -> list[str]:
-        for i, module in enumerate(value):
-            if module not in TARGET_MODULES:
-                raise ValueError(f"[{i}] unknown target module {module!r}; known: {', '.join(TARGET_MODULES)}")
+    def _all_linear_alone(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and "all-linear" in value and len(value) > 1:
+            raise ValueError("all-linear stands alone (it already names every linear layer)")
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError("names must be unique")
         return value
 
 

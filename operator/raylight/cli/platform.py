@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -97,8 +96,7 @@ def up_command(args: argparse.Namespace) -> int:
             if state is not None:  # left over from a platform that died: clear it first
                 procs.stop_platform(state)
                 st.remove_state(data_dir)
-            num_cpus = max(2 * (os.cpu_count() or 2), cpus_needed(manifests) + 4)
-            state = start_platform(data_dir, args.port, num_cpus)
+            state = start_platform(data_dir, args.port, cpus_needed(manifests))
             started_here = True
         plan = apply(manifests, state, data_dir)
     except UpError as exc:

@@ -29,7 +29,7 @@ from raylight.api.names import (
     model_rayservice_name,
 )
 from raylight.api.serve import AGENT_CPUS
-from raylight.api.types import ModelDeployment, ModelDeploymentSpec, Pipeline
+from raylight.api.types import ModelDeployment, ModelDeploymentSpec, ModelSource, Pipeline
 from raylight.desired.pipeline import get_agent_volumes, get_connections, get_ingestion_plan, get_pipeline_env
 from raylight.desired.serve import get_agent_application, get_model_application
 from raylight.governance.accelerators import vendor_of
@@ -59,6 +59,7 @@ def _finish(obj: dict[str, Any]) -> dict[str, Any]:
     return obj
 
 
+AGENT_APP_NAME = "agent"  # the Serve application of every agent RayService
 AGENT_MEMORY = "4Gi"  # an agent pod: the graph, retrieval calls and BM25 query encoding (models run elsewhere)
 
 
@@ -76,6 +77,17 @@ def _ray_cpus(cpus: float) -> str:
     """The CPUs a Ray node advertises (`ray start --num-cpus` takes a whole number): the pod's CPUs rounded
     up, as KubeRay derives it from a limit, so a replica asking for fractional CPUs still fits its pod."""
     return str(max(math.ceil(_millicores(cpus) / 1000), 1))
+
+
+def get_download_env(source: ModelSource | None) -> list[dict[str, Any]]:
+    """What a pod that may fetch `source`'s weights needs: the hub online only for hf:// sources, and a gated
+    model's hub token as `HF_TOKEN` from the Secret the manifest names (`valueFrom`, never the value)."""
+    hub = source is not None and source.source.startswith("hf://")
+    env: list[dict[str, Any]] = [{"name": "HF_HUB_OFFLINE", "value": "0" if hub else "1"}]
+    if source is not None and source.token_secret is not None:
+        env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {
+            "name": source.token_secret.name, "key": source.token_secret.key}}})
+    return env
 
 
 def _container(name: str, image: str, cpus: float, memory: str, gpus: int = 0,
@@ -167,8 +179,7 @@ def get_model_rayservice(md: ModelDeployment, namespace: str, settings: Settings
     app = get_model_application(md)
     gpus = spec.resources.gpus
     image = spec.image or (settings.vllm_image if spec.runtime == "vllm" else settings.runtime_image)
-    env = [{"name": "HF_HUB_OFFLINE", "value": "0" if spec.model and spec.model.source.startswith("hf://")
-            else "1"}]
+    env = get_download_env(spec.model)
     volumes, mounts = _pvc_volumes(spec)
     vendor = vendor_of(spec.resources.accelerator_type)
     worker_container = _container("ray-worker", image, spec.resources.cpus, spec.resources.memory, gpus, env,
@@ -212,10 +223,13 @@ def get_model_rayservice(md: ModelDeployment, namespace: str, settings: Settings
 
 
 def get_agent_rayservice(pipeline: Pipeline, namespace: str, settings: Settings,
-                         embedder: ModelDeployment | None = None) -> dict[str, Any]:
+                         embedder: ModelDeployment | None = None, llm: ModelDeployment | None = None) -> dict[str, Any]:
     """The RayService serving a Pipeline's agent endpoint on `<name>-agent-serve-svc:8000`."""
     name = agent_rayservice_name(pipeline.metadata.name)
-    app = get_agent_application(pipeline, get_connections(pipeline, namespace, settings, embedder))
+    app = get_agent_application(pipeline, get_connections(pipeline, namespace, settings, embedder, llm))
+    # One application per RayService: its Serve name is what Ray's proxy tells anyone who asks `/-/routes`
+    # (no credentials), so it names no Pipeline; the agent knows its pipeline from its args.
+    app["name"] = AGENT_APP_NAME
     env = get_pipeline_env(pipeline, settings)
     replicas = pipeline.spec.agent.replicas
     worker = None
@@ -328,8 +342,7 @@ def get_ingestion_objects(pipeline: Pipeline, namespace: str, settings: Settings
             mounted.add(path)
             volumes.append({"name": f"source-{i}", "configMap": {"name": source.config_map.name}})
             mounts.append({"name": f"source-{i}", "mountPath": path, "readOnly": True})
-    env = [*get_pipeline_env(pipeline, settings), {"name": "HF_HUB_OFFLINE", "value": "0" if (
-        ingestion_plan.embedder.source and ingestion_plan.embedder.source.source.startswith("hf://")) else "1"}]
+    env = [*get_pipeline_env(pipeline, settings), *get_download_env(ingestion_plan.embedder.source)]
     workers, cpus, gpus, memory, accelerator = _ingestion_sizing(ingestion_plan, pipeline, embedder)
     rayjob = get_batch_rayjob(
         ingestion_job_name(name, checksum), namespace,
@@ -406,7 +419,11 @@ def get_batch_rayjob(name: str, namespace: str, run_labels: dict[str, str], entr
 def get_ingestion_cron(rayjob: dict[str, Any], schedule: str) -> dict[str, Any]:
     """A KubeRay RayCronJob that starts the same run on `spec.schedule` (UTC). KubeRay's own RayCronJob
     (not a CronJob running kubectl) so a scheduled run is the very RayJob spec, with no credentials to
-    create RayJobs in any pod; it needs KubeRay 1.5 or later."""
+    create RayJobs in any pod; it needs KubeRay 1.5 or later. A RayCronJob has no concurrency policy, so each
+    run it creates starts suspended (`suspend: true`, no Ray cluster) and the operator starts it only when no
+    other run of the Pipeline is writing (raylight.operator.schedule); KubeRay labels those RayJobs
+    `ray.io/cronjob-name: <this name>` (their metadata is not templated), which is how the operator finds them;
+    their pods carry the Pipeline's labels from the template."""
     meta = rayjob["metadata"]
     name = meta["labels"]["raylight.io/pipeline"]
     obj = {
@@ -414,7 +431,8 @@ def get_ingestion_cron(rayjob: dict[str, Any], schedule: str) -> dict[str, Any]:
         "metadata": {"name": ingestion_cron_name(name), "namespace": meta["namespace"],
                      "labels": labels("Pipeline", name, "ingestion"),
                      **({"ownerReferences": meta["ownerReferences"]} if meta.get("ownerReferences") else {})},
-        "spec": {"schedule": schedule, "timeZone": "Etc/UTC", "jobTemplate": copy.deepcopy(rayjob["spec"])},
+        "spec": {"schedule": schedule, "timeZone": "Etc/UTC",
+                 "jobTemplate": {**copy.deepcopy(rayjob["spec"]), "suspend": True}},
     }
     return _finish(obj)
 

@@ -66,15 +66,18 @@ def secret_env(name: str, ref: SecretKeyRef | None) -> list[dict[str, Any]]:
     return [{"name": name, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}]
 
 
-def _llm_connection(spec: PipelineSpec, namespace: str, settings: Settings) -> LLMConnection | None:
+def _llm_connection(spec: PipelineSpec, namespace: str, settings: Settings,
+                    llm_model: ModelDeployment | None = None) -> LLMConnection | None:
     llm = spec.llm
     if llm is not None and llm.external is not None:
         return LLMConnection(model=llm.external.model, base_url=llm.external.base_url,
                              api_key_env=ENV_LLM_API_KEY if llm.external.api_key_secret else None,
                              timeout_seconds=llm.external.timeout_seconds)
     if llm is not None and llm.model_deployment is not None:
+        source = llm_model.spec.resolved().model if llm_model is not None else None
         return LLMConnection(model=llm.model_deployment,
-                             base_url=model_base_url(llm.model_deployment, namespace, settings.cluster_domain))
+                             base_url=model_base_url(llm.model_deployment, namespace, settings.cluster_domain),
+                             parameters=source.parameters if source else None)
     return None
 
 
@@ -106,8 +109,9 @@ def get_agent_volumes(spec: PipelineSpec) -> tuple[list[dict[str, Any]], list[di
 
 
 def get_connections(pipeline: Pipeline, namespace: str, settings: Settings,
-                    embedder: ModelDeployment | None = None) -> Connections:
-    """Where the pipeline's embedder, LLM, reranker, store and threads are on a cluster."""
+                    embedder: ModelDeployment | None = None, llm: ModelDeployment | None = None) -> Connections:
+    """Where the pipeline's embedder, LLM, reranker, store and threads are on a cluster; `llm` (the LLM's
+    ModelDeployment, when known) gives the model's size to the agent (agent.answerMode auto)."""
     spec = pipeline.spec
     domain = settings.cluster_domain
     source = embedder_source(embedder)
@@ -122,7 +126,7 @@ def get_connections(pipeline: Pipeline, namespace: str, settings: Settings,
             source=source,
             backend=embedder_backend(embedder),
         ),
-        llm=_llm_connection(spec, namespace, settings),
+        llm=_llm_connection(spec, namespace, settings, llm),
         reranker=RerankerConnection(model=rerank.model_deployment,
                                     base_url=model_base_url(rerank.model_deployment, namespace, domain))
         if rerank else None,

@@ -17,12 +17,16 @@ applications have no HTTP route of their own) and routes:
   GET  /healthz                               the gateway answers (names nothing)
   GET  /metrics                               every app's metrics (Prometheus text, `raylight_*`), merged: one
                                               scrape for the whole platform (Ray's own `ray_*` metrics are on
-                                              Ray's metrics export port)
+                                              Ray's metrics export port); a protected pipeline's series only
+                                              with its credentials
   GET  /readyz                                200 when every model and agent can serve, else 503 with why;
                                               a model is ready while Serve runs a replica of it (however busy),
                                               an agent when its own readyz says so (or it is too busy to
                                               answer while Serve runs it); a protected pipeline is named only
-                                              to a caller with its token
+                                              to a caller with its token. It answers within a second whatever
+                                              is down or restarting (READY_BUDGET_S: the controller's view is
+                                              read off the event loop and kept, an agent gets
+                                              AGENT_READY_TIMEOUT_S), saying what it could not ask
 
 Refusals keep the status and body of the component that refused (an `ApiError`), so clients see the same
 errors as on a cluster; the gateway's own refusals (an unknown or non-string `model`) use the same shape.
@@ -35,6 +39,7 @@ The gateway sits behind `raylight_pipelines.web.guard` like every app: bodies ov
 # parameters' annotations (Request) at run time, and string annotations turn them into query parameters.
 import asyncio
 import logging
+import time
 from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
@@ -55,7 +60,15 @@ from raylight.api.names import AGENT_DEPLOYMENT, MODEL_DEPLOYMENT, PIPELINE_MCP_
 log = logging.getLogger("ray.serve")
 
 GATEWAY_DEPLOYMENT = "Gateway"
-READY_TIMEOUT_S = 5.0
+READY_TIMEOUT_S = 5.0  # /metrics: how long one app's metrics may take
+# /readyz answers within a second while replicas, or Serve's controller, restart (ray.serve.status() blocks
+# until a restarted controller answers: 75 s once under memory pressure). The controller's view is read in a
+# thread, one read at a time, and kept: a read that takes longer than CONTROLLER_TIMEOUT_S answers with the
+# last view when it is younger than STATUS_MAX_AGE_S, else "not ready: the controller does not answer".
+CONTROLLER_TIMEOUT_S = 0.4
+STATUS_MAX_AGE_S = 10.0
+AGENT_READY_TIMEOUT_S = 0.4  # an agent's own readyz; a running agent that does not answer in time is "busy"
+READY_BUDGET_S = CONTROLLER_TIMEOUT_S + AGENT_READY_TIMEOUT_S  # the most one /readyz waits
 
 api = server.app("raylight gateway")  # a caller's traceparent goes on to the model
 
@@ -105,6 +118,10 @@ class Gateway(server.Edge):
         self.public = [p for p in pipelines if p not in protected]  # what refusals may name
         self.max_request_bytes = max(max_request_bytes, MODEL_MAX_REQUEST_BYTES)
         self._cards: dict[str, list[dict[str, Any]]] = {}  # a model's /v1/models entry does not change
+        self._status: Any = None  # the last ray.serve.status() read (see _serve_status)
+        self._status_at = 0.0
+        self.status_max_age_s = STATUS_MAX_AGE_S
+        self._status_read: asyncio.Future[Any] | None = None
 
     def _model(self, name: str) -> DeploymentHandle:
         return serve.get_deployment_handle(MODEL_DEPLOYMENT, app_name=name)
@@ -133,41 +150,75 @@ class Gateway(server.Edge):
     async def healthz(self) -> dict[str, Any]:
         return {"status": "ok"}
 
+    async def _hidden(self, auth: str | None) -> set[str]:
+        """The protected pipelines this caller's credentials do not open (each agent checks its own)."""
+        async def opens(name: str) -> bool:
+            try:
+                await asyncio.wait_for(self._agent(name).models.remote(auth), READY_TIMEOUT_S)
+            except Exception:
+                return False
+            return True
+        protected = [p for p in self.pipelines if p not in self.public]
+        opened = await asyncio.gather(*[opens(p) for p in protected]) if auth else [False] * len(protected)
+        return {p for p, ok in zip(protected, opened, strict=True) if not ok}
+
     @api.get("/metrics")
-    async def metrics(self) -> Response:
-        """The metrics of every model and agent app (one replica each on one machine), merged."""
+    async def metrics(self, request: Request) -> Response:
+        """The metrics of every model and agent app (one replica each on one machine), merged; a protected
+        pipeline's series only for a caller with its credentials (each replica's own metrics port has all)."""
         handles = [self._model(n) for n in self.models] + [self._agent(n) for n in self.pipelines]
         answers = await asyncio.gather(*[asyncio.wait_for(h.metrics.remote(), READY_TIMEOUT_S) for h in handles],
                                        return_exceptions=True)
         texts = [telemetry.exposition()] + [a for a in answers if isinstance(a, str)]
-        return Response(telemetry.merge(texts), media_type="text/plain; version=0.0.4; charset=utf-8")
+        hidden = await self._hidden(request.headers.get("authorization"))
+        return Response(telemetry.merge(texts, hide={"pipeline": hidden}),
+                        media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    async def _serve_status(self) -> tuple[Any, str | None]:
+        """Serve's status (ray.serve.status()) within CONTROLLER_TIMEOUT_S: a fresh one, or the last one
+        while it is younger than `status_max_age_s` (STATUS_MAX_AGE_S); (None, why) when there is none to go by. One read runs at a
+        time, in a thread: a controller that hangs never blocks the event loop nor piles up threads."""
+        if self._status_read is None or self._status_read.done():
+            self._status_read = asyncio.ensure_future(asyncio.to_thread(serve.status))
+        try:
+            self._status = await asyncio.wait_for(asyncio.shield(self._status_read), CONTROLLER_TIMEOUT_S)
+            self._status_at = time.monotonic()
+            return self._status, None
+        except TimeoutError:
+            why = f"Serve's controller did not answer within {CONTROLLER_TIMEOUT_S:g} s (restarting?)"
+        except Exception as exc:
+            why = f"Serve's controller cannot be asked: {type(exc).__name__}"
+        age = time.monotonic() - self._status_at
+        if self._status is not None and age <= self.status_max_age_s:
+            return self._status, None
+        return None, why
 
     @staticmethod
-    def _replicas(app: str, deployment: str) -> tuple[bool, str]:
-        """Whether Serve runs a replica of the deployment now (the controller's view: never waits on a
-        busy replica)."""
-        status = serve.status().applications.get(app)
-        if status is None:
+    def _replicas(status: Any, app: str, deployment: str) -> tuple[bool, str]:
+        """Whether Serve runs a replica of the deployment in `status` (the controller's view: never waits on
+        a busy replica)."""
+        app_status = status.applications.get(app)
+        if app_status is None:
             return False, "not deployed"
-        dep = status.deployments.get(deployment)
+        dep = app_status.deployments.get(deployment)
         running = dep.replica_states.get(ReplicaState.RUNNING, 0) if dep is not None else 0
         if running:
             return True, f"{running} replica(s) running"
-        state = dep.status if dep is not None else status.status
-        return False, f"no replica running ({state}): {(dep.message if dep is not None else status.message) or ''}"
+        state = dep.status if dep is not None else app_status.status
+        return False, f"no replica running ({state}): {(dep.message if dep is not None else app_status.message) or ''}"
 
-    async def _ready_model(self, name: str) -> dict[str, Any]:
-        ok, detail = self._replicas(name, MODEL_DEPLOYMENT)
+    async def _ready_model(self, status: Any, name: str) -> dict[str, Any]:
+        ok, detail = self._replicas(status, name, MODEL_DEPLOYMENT)
         return {"kind": "ModelDeployment", "name": name, "ready": ok, "detail": detail}
 
-    async def _ready_pipeline(self, name: str, auth: str | None) -> dict[str, Any]:
-        ok, detail = self._replicas(name, AGENT_DEPLOYMENT)
+    async def _ready_pipeline(self, status: Any, name: str, auth: str | None) -> dict[str, Any]:
+        ok, detail = self._replicas(status, name, AGENT_DEPLOYMENT)
         report: dict[str, Any] = {"kind": "Pipeline", "name": name, "ready": ok, "detail": detail}
         if ok:
             try:
-                agent = await asyncio.wait_for(self._agent(name).readyz.remote(auth), READY_TIMEOUT_S)
+                agent = await asyncio.wait_for(self._agent(name).readyz.remote(auth), AGENT_READY_TIMEOUT_S)
             except TimeoutError:
-                report["detail"] = "busy: running, no readiness answer within 5 s"
+                report["detail"] = f"busy: running, no readiness answer within {AGENT_READY_TIMEOUT_S:g} s"
             except Exception as exc:
                 report.update(ready=False, detail=f"the agent does not answer: {type(exc).__name__}")
             else:
@@ -182,8 +233,14 @@ class Gateway(server.Edge):
     @api.get("/readyz")
     async def readyz(self, request: Request) -> Response:
         auth = request.headers.get("authorization")
-        checks = await asyncio.gather(*[self._ready_model(n) for n in self.models],
-                                      *[self._ready_pipeline(n, auth) for n in self.pipelines])
+        status, why = await self._serve_status()
+        if status is None:  # nothing to go by: every resource is not ready, for that reason
+            checks = [{"kind": "ModelDeployment", "name": n, "ready": False, "detail": why} for n in self.models]
+            checks += [{"kind": "Pipeline", "name": n if n in self.public else None, "ready": False, "detail": why}
+                       for n in self.pipelines]
+        else:
+            checks = await asyncio.gather(*[self._ready_model(status, n) for n in self.models],
+                                          *[self._ready_pipeline(status, n, auth) for n in self.pipelines])
         ready = all(c["ready"] for c in checks)
         resources = [c for c in checks if c["name"] is not None]
         hidden = [c for c in checks if c["name"] is None]

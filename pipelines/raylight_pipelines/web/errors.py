@@ -12,6 +12,16 @@ from typing import Any
 
 from pydantic import ValidationError
 
+# What a Ray (or driver) error text may carry about the cluster's insides: actor, worker, node and job ids
+# (hex, 16+ digits), process ids and addresses. A 5xx says what failed, never these.
+_INTERNAL_IDS = re.compile(r"\b(?:actor_id|worker_id|node_id|job_id|pid|ip|node_ip|address)[=:]\s*\S+?(?=[,)\s]|$)"
+                           r"|\b(?:Actor|Worker|Node|Job)ID\([0-9a-f]+\)|\b[0-9a-f]{16,}\b", re.IGNORECASE)
+
+
+def internal_ids_removed(text: str) -> str:
+    """`text` without Ray actor/worker/node/job ids, pids and addresses (each replaced by `<internal>`)."""
+    return _INTERNAL_IDS.sub("<internal>", text)
+
 
 class ApiError(Exception):
     """A refusal with an HTTP status and the OpenAI error body.
@@ -22,6 +32,8 @@ class ApiError(Exception):
 
     def __init__(self, status: int, message: str, type: str = "invalid_request_error",
                  param: str | None = None, code: str | None = None, retry_after: int | None = None) -> None:
+        if status >= 500:  # the server's own failures: their reasons may quote Ray's (actor ids, pids, addresses)
+            message = internal_ids_removed(message)
         super().__init__(status, message, type, param, code, retry_after)  # args kept so the error pickles
         self.status = status
         self.message = message

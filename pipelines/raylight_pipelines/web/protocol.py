@@ -54,8 +54,8 @@ class EmbeddingsRequest(_Request):
         if isinstance(value, list) and not value:
             raise ValueError("must not be an empty list")
         if isinstance(value, list) and len(value) > limits.MAX_INPUTS:
-            raise ValueError(f"{len(value)} inputs; at most {limits.MAX_INPUTS} per request (limit "
-                             "max_inputs_per_request)")
+            raise ValueError(f"{len(value)} inputs; at most {limits.MAX_INPUTS} per request "
+                             "(limit max_inputs_per_request)")
         empty = [i for i, text in enumerate([value] if isinstance(value, str) else value) if not text]
         if empty:
             raise ValueError("must not be an empty string" + (f" (item {empty[0]})" if isinstance(value, list)
