@@ -614,6 +614,44 @@ class HttpTool(ApiModel):
     method: Literal["GET", "POST"] = "GET"
 
 
+class McpHeader(ApiModel):
+    name: str = Field(pattern=r"^[A-Za-z0-9-]{1,64}$", description="HTTP header name, e.g. Authorization.")
+    secret: SecretKeyRef = Field(description="Secret key holding the header's whole value (e.g. `Bearer ...`); "
+                                 "the value reaches the agent's environment only, never the model, a log or the "
+                                 "audit.")
+
+
+class McpServer(ApiModel):
+    """An MCP server (Streamable HTTP) whose allowlisted tools join the agent's tools (agentic-rag)."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9-]{0,30}$", description="Names the server in errors and metrics.")
+    url: HttpURL = Field(description="The server's Streamable HTTP endpoint; the only URL the agent calls for it.")
+    headers: list[McpHeader] = Field(default_factory=list, max_length=8,
+                                     description="Headers sent with every request, each from a Secret.")
+    tools: list[str] = Field(min_length=1, max_length=32, description="Allowlist: only these of the server's "
+                             "tools are offered to the model (a tool missing on the server is skipped).")
+    timeout_seconds: float = Field(10.0, gt=0, le=120, description="Per call (connect, list, call); a slower "
+                                   "server gives the model a tool error.")
+
+    @field_validator("tools")
+    @classmethod
+    def _tool_names(cls, value: list[str]) -> list[str]:
+        for i, name in enumerate(value):
+            if not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_-]{0,63}", name):
+                raise ValueError(f"tools.{i}: {name!r} is not a tool name (letters, digits, _ and -, up to 64)")
+        if len(set(value)) != len(value):
+            raise ValueError("tools: each tool is named once")
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _unique_headers(cls, value: list[McpHeader]) -> list[McpHeader]:
+        names = [h.name.lower() for h in value]
+        if len(set(names)) != len(names):
+            raise ValueError("headers: each header is named once")
+        return value
+
+
 class JsonSchemaFormat(ApiModel):
     name: str = "answer"
     schema_: dict[str, Any] = Field(alias="schema", description="JSON Schema the answer must satisfy.")
@@ -693,6 +731,8 @@ class Agent(ApiModel):
     system_prompt: str | None = None
     auth: AgentAuth | None = Field(None, description="Require a bearer token: a shared one or a signed identity.")
     tools: list[HttpTool] = Field(default_factory=list, description="Allowlisted HTTP tools (agentic-rag).")
+    mcp_servers: list[McpServer] = Field(default_factory=list, max_length=8, description="MCP servers whose "
+                                         "allowlisted tools join the agent's tools (agentic-rag).")
     max_iterations: int = Field(3, ge=1, le=10, description="Query rewrites before giving up (agentic-rag).")
     response_format: ResponseFormat | None = None
     answer_mode: Literal["auto", "extractive", "generative"] = Field("auto", description=(
@@ -703,6 +743,24 @@ class Agent(ApiModel):
     limits: Limits = Field(default_factory=Limits)
     threads: Threads = Field(default_factory=Threads)
     replicas: Replicas = Field(default_factory=Replicas)
+
+    @model_validator(mode="after")
+    def _tool_names_unique(self) -> Agent:
+        seen: dict[str, str] = {"search": "the retriever"}
+        for i, tool in enumerate(self.tools):
+            if tool.name in seen:
+                raise ValueError(f"tools.{i}.name: {tool.name!r} is already {seen[tool.name]}")
+            seen[tool.name] = f"tools.{i}"
+        servers: set[str] = set()
+        for i, server in enumerate(self.mcp_servers):
+            if server.name in servers:
+                raise ValueError(f"mcpServers.{i}.name: {server.name!r} names two servers")
+            servers.add(server.name)
+            for j, name in enumerate(server.tools):
+                if name in seen:
+                    raise ValueError(f"mcpServers.{i}.tools.{j}: {name!r} is already {seen[name]}")
+                seen[name] = f"mcpServers.{i}.tools.{j}"
+        return self
 
 
 class Ingestion(ApiModel):
