@@ -11,7 +11,7 @@ import kopf
 
 from raylight.api.types import GROUP, VERSION
 from raylight.desired.kubernetes import MANAGED_BY
-from raylight.operator import admission, metrics
+from raylight.operator import admission, metrics, preflight
 from raylight.operator.clients import KubeClient, QdrantServers, RestKube, StoreFactory
 from raylight.operator.config import OperatorConfig
 from raylight.operator.reconcile import Deps, Reconciler, Result, owner_of
@@ -57,6 +57,16 @@ def build_registry(config: OperatorConfig, kube: KubeClient | None = None,
                 addr=config.webhook_addr, port=config.webhook_port, certfile=config.webhook_certfile,
                 pkeyfile=config.webhook_keyfile, insecure=config.webhook_insecure)
             settings.admission.managed = None  # the chart owns the ValidatingWebhookConfiguration
+
+    @kopf.on.startup(registry=registry)
+    def preflight_check(logger: logging.Logger | Any, **_: Any) -> None:
+        try:
+            problems = preflight.messages(rec.deps.kube)
+        except Exception as exc:  # the check must not keep the operator from starting
+            logger.warning(f"could not check the cluster's CRDs: {exc}")
+            return
+        for required, message in problems:
+            (logger.error if required else logger.warning)(message)
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:

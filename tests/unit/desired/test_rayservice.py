@@ -173,7 +173,7 @@ def test_pipeline_agent_and_ingestion(validate_rayservice: Callable[[dict[str, A
     connections = AgentAppArgs.model_validate(app["args"]).connections
     assert connections.llm is not None
     assert connections.llm.base_url == "http://qwen-7b-serve-svc.ai.svc.cluster.local:8000/v1"
-    assert connections.store == StoreConnection(url="http://qdrant.vector.svc:6333", collection="legal",
+    assert connections.store == StoreConnection(url="http://qdrant.raylight-system.svc:6333", collection="legal",
                                                 api_key_env="RAYLIGHT_QDRANT_API_KEY")
     env = rs["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"][0]["env"]
     assert {"name": "RAYLIGHT_AGENT_TOKEN",
