@@ -21,11 +21,13 @@ from raylight.api.connections import (
     EmbedderConnection,
     IngestionPlan,
     LLMConnection,
+    McpServerConnection,
     OidcConnection,
     RayDataOptions,
     RerankerConnection,
     StoreConnection,
     ThreadsConnection,
+    mcp_header_env,
 )
 from raylight.api.names import model_base_url
 from raylight.api.serve import embed_backend
@@ -64,15 +66,18 @@ def secret_env(name: str, ref: SecretKeyRef | None) -> list[dict[str, Any]]:
     return [{"name": name, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}]
 
 
-def _llm_connection(spec: PipelineSpec, namespace: str, settings: Settings) -> LLMConnection | None:
+def _llm_connection(spec: PipelineSpec, namespace: str, settings: Settings,
+                    llm_model: ModelDeployment | None = None) -> LLMConnection | None:
     llm = spec.llm
     if llm is not None and llm.external is not None:
         return LLMConnection(model=llm.external.model, base_url=llm.external.base_url,
                              api_key_env=ENV_LLM_API_KEY if llm.external.api_key_secret else None,
                              timeout_seconds=llm.external.timeout_seconds)
     if llm is not None and llm.model_deployment is not None:
+        source = llm_model.spec.resolved().model if llm_model is not None else None
         return LLMConnection(model=llm.model_deployment,
-                             base_url=model_base_url(llm.model_deployment, namespace, settings.cluster_domain))
+                             base_url=model_base_url(llm.model_deployment, namespace, settings.cluster_domain),
+                             parameters=source.parameters if source else None)
     return None
 
 
@@ -104,8 +109,9 @@ def get_agent_volumes(spec: PipelineSpec) -> tuple[list[dict[str, Any]], list[di
 
 
 def get_connections(pipeline: Pipeline, namespace: str, settings: Settings,
-                    embedder: ModelDeployment | None = None) -> Connections:
-    """Where the pipeline's embedder, LLM, reranker, store and threads are on a cluster."""
+                    embedder: ModelDeployment | None = None, llm: ModelDeployment | None = None) -> Connections:
+    """Where the pipeline's embedder, LLM, reranker, store and threads are on a cluster; `llm` (the LLM's
+    ModelDeployment, when known) gives the model's size to the agent (agent.answerMode auto)."""
     spec = pipeline.spec
     domain = settings.cluster_domain
     source = embedder_source(embedder)
@@ -120,7 +126,7 @@ def get_connections(pipeline: Pipeline, namespace: str, settings: Settings,
             source=source,
             backend=embedder_backend(embedder),
         ),
-        llm=_llm_connection(spec, namespace, settings),
+        llm=_llm_connection(spec, namespace, settings, llm),
         reranker=RerankerConnection(model=rerank.model_deployment,
                                     base_url=model_base_url(rerank.model_deployment, namespace, domain))
         if rerank else None,
@@ -128,7 +134,17 @@ def get_connections(pipeline: Pipeline, namespace: str, settings: Settings,
                               api_key_env=ENV_QDRANT_API_KEY if qdrant.api_key_secret else None),
         threads=ThreadsConnection(postgres_dsn_env=ENV_THREADS_DSN, pool_size=spec.agent.threads.pool_size),
         auth=get_auth_connection(spec),
+        mcp_servers=get_mcp_connections(spec),
     )
+
+
+def get_mcp_connections(spec: PipelineSpec) -> list[McpServerConnection]:
+    """spec.agent.mcpServers as connections: each header's value stays in its Secret (`get_pipeline_env` puts
+    it in the variable `mcp_header_env(i, j)` names)."""
+    return [McpServerConnection(name=server.name, url=str(server.url), tools=list(server.tools),
+                                timeout_seconds=server.timeout_seconds,
+                                header_envs={h.name: mcp_header_env(i, j) for j, h in enumerate(server.headers)})
+            for i, server in enumerate(spec.agent.mcp_servers)]
 
 
 def get_pipeline_env(pipeline: Pipeline, settings: Settings) -> list[dict[str, Any]]:
@@ -144,6 +160,8 @@ def get_pipeline_env(pipeline: Pipeline, settings: Settings) -> list[dict[str, A
         *secret_env(ENV_QDRANT_API_KEY, spec.vector_store.qdrant.api_key_secret),
         *secret_env(ENV_AGENT_TOKEN, token),
         *secret_env(ENV_THREADS_DSN, threads_secret),
+        *(env for i, server in enumerate(spec.agent.mcp_servers) for j, header in enumerate(server.headers)
+          for env in secret_env(mcp_header_env(i, j), header.secret)),
     ]
 
 

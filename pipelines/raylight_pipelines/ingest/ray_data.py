@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from qdrant_client import models as qm
 from raylight.api.connections import IngestionPlan, RayDataOptions, StoreConnection
 from raylight.api.types import ModelSource
 
@@ -47,7 +46,7 @@ from raylight_pipelines.ingest.sync import (
     plan_document,
     scan,
 )
-from raylight_pipelines.store.qdrant import DENSE, SPARSE, StoreUnavailable, connect, ensure_collection
+from raylight_pipelines.store.qdrant import ChunkPoint, StoreUnavailable, connect
 
 log = logging.getLogger(__name__)
 
@@ -153,15 +152,14 @@ def upsert(batch: dict[str, np.ndarray], ctx: _Context) -> dict[str, list[str]]:
     points, embedded, reused = [], 0, 0
     for kind, pid, passage, payload, vector in zip(*(batch[c] for c in COLUMNS), strict=True):
         if kind in ("embed", "reused"):
-            indices, values = bm25.document_vector(str(passage))
-            points.append(qm.PointStruct(id=str(pid), payload=json.loads(payload), vector={
-                DENSE: json.loads(vector), SPARSE: qm.SparseVector(indices=indices, values=values)}))
+            points.append(ChunkPoint(id=str(pid), payload=json.loads(payload), dense=json.loads(vector),
+                                     sparse=bm25.document_vector(str(passage))))
             embedded += kind == "embed"
             reused += kind == "reused"
         else:
             _add(rows, str(kind), str(pid), "", str(payload), "")
     if points:
-        _client(ctx.store).upsert(ctx.collection, points=points, wait=True)
+        _client(ctx.store).upsert(ctx.collection, points)
     _add(rows, "written", payload=json.dumps({"embedded": embedded, "reused": reused}))
     return rows
 
@@ -195,6 +193,19 @@ def _pool(options: RayDataOptions) -> Any:
     return ray.data.ActorPoolStrategy(min_size=low, max_size=high)
 
 
+def stage_limits(cluster_cpus: float) -> int:
+    """How many read/parse/chunk tasks, and how many upsert tasks, may run at once on a Ray of
+    `cluster_cpus` logical CPUs: one per CPU, at least one.
+
+    Ray Data starts as many tasks as its budget allows, and a task that claims no CPU (the local platform's,
+    whose CPUs the Serve replicas hold) is bounded by nothing: 20,000 small documents started 164 worker
+    processes on 2 cores. With this bound a run has at most 2 x CPUs task workers beside its embedding actors,
+    whatever the corpus and whatever the tasks claim. Raises ValueError for a negative count."""
+    if cluster_cpus < 0:
+        raise ValueError(f"cluster_cpus: must not be negative, got {cluster_cpus}")
+    return max(1, int(cluster_cpus))
+
+
 def workers_of(options: RayDataOptions) -> int:
     return options.concurrency if isinstance(options.concurrency, int) else options.concurrency[1]
 
@@ -220,7 +231,7 @@ def ray_ingest(plan: IngestionPlan, base_dir: Any, embedder: Embedder, tokenizer
             DocPlan(entry.source_id, "skipped" if isinstance(entry, Skipped) else "failed", entry.reason).count(report)
             if not isinstance(entry, Skipped):
                 protected.add(entry.source_id)
-    ensure_collection(client, collection, embedder.dimensions)
+    client.ensure_collection(collection, embedder.dimensions)
     existing = scan(client, collection, plan.pipeline)
     units: list[Unit] = []
     listed: set[str] = set()
@@ -243,16 +254,17 @@ def ray_ingest(plan: IngestionPlan, base_dir: Any, embedder: Embedder, tokenizer
         # Ray 2.60 names no parameter for task retries, so they go as remote args; its deprecation warning for
         # them is silenced here (it would print on every run).
         retry = {"max_retries": 3, "retry_exceptions": True}
+        tasks = ray.data.TaskPoolStrategy(size=stage_limits(ray.cluster_resources().get("CPU", 1.0)))
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
             ds = ds.map_batches(read_parse_chunk, fn_kwargs={"ctx": ctx}, batch_size=opts.documents_per_task,
-                                batch_format="numpy", num_cpus=opts.task_cpus, **retry)
+                                batch_format="numpy", num_cpus=opts.task_cpus, compute=tasks, **retry)
             ds = ds.map_batches(EmbedPassages, fn_constructor_kwargs={
                 "source": plan.embedder.source, "device": "cuda" if opts.num_gpus else "cpu"},
                 batch_size=opts.batch_size, batch_format="numpy", compute=_pool(opts),
                 num_cpus=opts.num_cpus, num_gpus=opts.num_gpus)
             ds = ds.map_batches(upsert, fn_kwargs={"ctx": ctx}, batch_size=max(opts.batch_size, 64),
-                                batch_format="numpy", num_cpus=opts.task_cpus, **retry)
+                                batch_format="numpy", num_cpus=opts.task_cpus, compute=tasks, **retry)
         done = 0
         try:
             for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
