@@ -16,6 +16,7 @@ from raylight.operator.clients import KubeClient, QdrantServers, RestKube, Store
 from raylight.operator.config import OperatorConfig
 from raylight.operator.reconcile import Deps, Reconciler, Result, owner_of
 from raylight.operator.status import changed
+from raylight.operator.webhook_tls import ReloadingWebhookServer
 
 FINALIZER = "raylight.io/finalizer"
 CHILD_LABELS = {"app.kubernetes.io/managed-by": MANAGED_BY}
@@ -52,7 +53,13 @@ def build_registry(config: OperatorConfig, kube: KubeClient | None = None,
         settings.background.instant_exit_timeout = min(0.5, config.timer_exit_polling)
         settings.background.cancellation_polling = config.timer_exit_polling
         settings.peering.clusterwide = config.clusterwide
-        if config.webhook_port:
+        if config.webhook_port and config.webhook_certfile and config.webhook_keyfile and not config.webhook_insecure:
+            # a mounted certificate (cert-manager's or the chart's): renewed in place, never a port gap
+            settings.admission.server = ReloadingWebhookServer(
+                addr=config.webhook_addr, port=config.webhook_port, certfile=config.webhook_certfile,
+                pkeyfile=config.webhook_keyfile, check_interval=config.webhook_cert_check_seconds)
+            settings.admission.managed = None  # the chart owns the ValidatingWebhookConfiguration
+        elif config.webhook_port:
             settings.admission.server = kopf.WebhookServer(
                 addr=config.webhook_addr, port=config.webhook_port, certfile=config.webhook_certfile,
                 pkeyfile=config.webhook_keyfile, insecure=config.webhook_insecure)
