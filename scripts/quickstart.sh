@@ -27,4 +27,6 @@ done_=$(date +%s)
 
 echo >&2
 echo "install $((installed - start)) s, up $((up - installed)) s, ask $((done_ - up)) s (total $((done_ - start)) s)" >&2
-echo "The platform is still running on http://127.0.0.1:$PORT; stop it with: . .venv/bin/activate && raylight down" >&2
+echo "The platform is still running on http://127.0.0.1:$PORT." >&2
+echo "To use the raylight command from your shell (any directory finds this platform): . $PWD/${RAYLIGHT_VENV:-.venv}/bin/activate" >&2
+echo "Then: raylight status, raylight ask handbook \"...\", raylight down" >&2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,8 @@ KUBERAY_SCHEMAS = SHARED / "schemas" / "kuberay"
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+# The per-user record of running platforms (raylight.local.registry): the tests' own, never the user's.
+os.environ.setdefault("RAYLIGHT_STATE_HOME", tempfile.mkdtemp(prefix="raylight-state-"))
 
 
 def unknown_fields(obj: Any, schema: dict[str, Any], path: str = "") -> list[str]:

@@ -3,12 +3,10 @@ well under a second) and the embedded store (Qdrant's engine, qdrant-edge-py) in
 
 from __future__ import annotations
 
-from typing import Any
-
-import pytest
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import pytest
 from raylight_pipelines.ingest.chunking import HFTokenizer, load_tokenizer
 from raylight_pipelines.store.edge import EdgeStore
 from retrieval_fakes import MINILM, CountingEmbedder

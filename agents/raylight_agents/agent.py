@@ -30,8 +30,11 @@ from raylight_pipelines.web.guard import internal_error
 
 from raylight_agents import audit, errors, registry
 from raylight_agents.checkpoint import TurnLocks, checkpoint_kind, open_checkpointer
-from raylight_agents.graphs.base import DONT_KNOW, AgentState, GraphDeps, RunContext, turn_input
+from raylight_agents.graphs.base import AgentState, GraphDeps, RunContext, turn_input
+from raylight_agents.grounding import Grounder, answer_mode
 from raylight_agents.llm import LLM, Message, ModelRejected, ModelTimeout, ModelUnavailable
+from raylight_agents.mcp_tools import McpToolbox, Toolbox
+from raylight_agents.readiness import Probe
 from raylight_agents.tools import HttpToolbox
 
 log = logging.getLogger(__name__)
@@ -121,7 +124,8 @@ def make_caller(user: User) -> Any:
 class Agent:
     def __init__(self, name: str, spec: PipelineSpec, connections: Connections,
                  retriever: Callable[[], Any] | None = None, llm: LLM | None = None,
-                 caller_factory: Callable[[User], Any] = make_caller, tools: HttpToolbox | None = None) -> None:
+                 caller_factory: Callable[[User], Any] = make_caller,
+                 tools: HttpToolbox | Toolbox | None = None) -> None:
         self.name = name
         self.spec = spec
         self.connections = connections
@@ -129,9 +133,14 @@ class Agent:
         self.llm: LLM | None = llm or (LLM.from_connection(conn) if conn else None)  # None: search only
         self.retriever = LazyRetriever(retriever or default_retriever(spec, connections))
         self.caller_factory = caller_factory
+        mode = answer_mode(spec.agent.answer_mode, conn.parameters if conn else None)
         self.builder = None if self.llm is None else registry.get(spec.agent.graph)(
-            GraphDeps(spec, self.retriever, self.llm, tools or HttpToolbox(list(spec.agent.tools))))
+            GraphDeps(spec, self.retriever, self.llm,
+                      tools or Toolbox(HttpToolbox(list(spec.agent.tools)), McpToolbox(connections.mcp_servers)),
+                      Grounder(self._embed), mode))
         self.graph: CompiledStateGraph[Any, Any, Any, Any] | None = None
+        self._probes = (Probe(self._model_ready), Probe(lambda: asyncio.to_thread(self.retriever.ready)),
+                        Probe(self._threads_ready))  # model, store, threads: readiness within a budget
         self.checkpointer: BaseCheckpointSaver[Any] | None = None
         self.turns: TurnLocks | None = None
         self._stack = AsyncExitStack()
@@ -151,6 +160,16 @@ class Agent:
         await self._stack.aclose()
         if self.llm is not None:
             await self.llm.aclose()
+
+    def _embed(self, texts: Sequence[str]) -> list[list[float]] | None:
+        """The Pipeline's embedder on `texts` (the evidence check), None when its retriever has none."""
+        embedder = getattr(self.retriever.get(), "embedder", None)
+        if embedder is None:
+            return None
+        try:
+            return cast(list[list[float]], embedder.embed(list(texts)))
+        except Exception as exc:
+            raise errors.StoreUnavailable(f"cannot embed the passages' sentences: {exc}") from exc
 
     @property
     def model(self) -> str | None:
@@ -232,8 +251,11 @@ class Agent:
     async def _prepare(self, turn: Turn, thread_id: str,
                        ) -> tuple[AgentState, RunnableConfig, RunContext, RunnableConfig | None]:
         """The turn's input state, its config and context, and the thread's checkpoint before it (None: new)."""
-        # A new thread has no state to read back (one checkpoint read less per first question).
+        # A new thread has no state to read back (one checkpoint read less per first question); a given
+        # thread_id must name a thread this user started (404 otherwise: callers never choose thread ids).
         snapshot = await self._snapshot(thread_id, turn.user) if turn.thread_id else None
+        if turn.thread_id and snapshot is None:  # thread ids are the server's (unguessable): none is made up
+            raise errors.not_found(f"thread {turn.thread_id}")
         existing = cast(AgentState, snapshot.values) if snapshot else None
         state = turn_input(turn.question, existing.get("owner") if existing else turn.user.id)
         if turn.prior and existing is None:
@@ -250,6 +272,8 @@ class Agent:
             "citations": values.get("citations", []),
             "thread_id": thread_id,
             "grounding": values.get("grounding", "none"),
+            "support": values.get("support", []),
+            "evidence_score": values.get("evidence_score"),
             "retrieved": [c["id"] for c in values.get("chunks", [])],
         }
 
@@ -272,7 +296,7 @@ class Agent:
         if error.status == 500:
             ok, detail = await self._threads_ready()
             if not ok:
-                return errors.unavailable("threads", f"{detail}; this turn was not saved")
+                return errors.outage("threads", "the thread store", detail, "; this turn was not saved")
         return error
 
     @staticmethod
@@ -289,7 +313,7 @@ class Agent:
         if isinstance(exc, ModelRejected):
             return errors.ApiError(502, str(exc), type="bad_gateway", code="model_rejected")
         if isinstance(exc, errors.StoreUnavailable):
-            return errors.unavailable("store", str(exc))
+            return errors.outage("store", "the vector store", exc)
         return internal_error("agent run", exc)
 
     async def invoke(self, turn: Turn, operation: str = "invoke") -> dict[str, Any]:
@@ -402,9 +426,10 @@ class Agent:
 
     async def ready(self) -> dict[str, Any]:
         """Whether this agent can serve now: the model answers (or is merely busy), the store answers, the
-        thread store answers. Reasons name no collection, count, URL or path (the probes are public)."""
+        thread store answers. Reasons name no collection, count, URL or path (the probes are public). Answers
+        within `readiness.PROBE_BUDGET_S` whatever hangs (each check is a `readiness.Probe`)."""
         (model_ok, model_detail), (store_ok, store_detail), (threads_ok, threads_detail) = await asyncio.gather(
-            self._model_ready(), asyncio.to_thread(self.retriever.ready), self._threads_ready())
+            *(probe() for probe in self._probes))
         return {"ready": model_ok and store_ok and threads_ok,
                 "model": {"ok": model_ok, "detail": model_detail},
                 "store": {"ok": store_ok, "detail": store_detail},
@@ -434,9 +459,9 @@ def _count_answer(pipeline: str, ctx: RunContext | None, values: AgentState) -> 
             telemetry.AGENT_TOKENS.labels(pipeline, "completion").inc(usage["completion_tokens"])
     if chunks := values.get("chunks"):
         telemetry.AGENT_CHUNKS.labels(pipeline, "retrieved").inc(len(chunks))
-    if citations := values.get("citations"):
+    if (citations := values.get("citations")) and values.get("grounding") != "none":  # not the closest sources
         telemetry.AGENT_CHUNKS.labels(pipeline, "cited").inc(len(citations))
-    if values.get("answer") == DONT_KNOW:
+    if values.get("answer") and values.get("grounding") == "none":
         telemetry.AGENT_DONT_KNOW.labels(pipeline).inc()
 
 

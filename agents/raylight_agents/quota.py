@@ -11,6 +11,7 @@ may get up to N times the limit.
 
 from __future__ import annotations
 
+import heapq
 import math
 import threading
 import time
@@ -21,7 +22,8 @@ from raylight.api.types import Limits
 from raylight_pipelines import telemetry
 from raylight_pipelines.web.errors import ApiError
 
-MAX_CALLERS = 100_000  # buckets kept; the fullest (idle) ones are dropped first past this
+MAX_CALLERS = 100_000  # buckets kept per limit; past this the fullest ones are dropped first
+EVICT_FRACTION = 0.1  # share of MAX_CALLERS freed by one eviction sweep (amortises the sweep's O(n log n))
 
 
 @dataclass
@@ -33,9 +35,34 @@ class _Bucket:
         self.level = min(capacity, self.level + (now - self.at) * capacity / 60.0)
         self.at = now
 
+    def level_at(self, capacity: float, now: float) -> float:
+        """The level the bucket would hold at `now` (refilled, capped at `capacity`), without changing it."""
+        return min(capacity, self.level + (now - self.at) * capacity / 60.0)
+
     def wait(self, capacity: float) -> float:
         """Seconds until the bucket holds at least one unit."""
         return max(0.0, (1.0 - self.level) * 60.0 / capacity)
+
+
+def _evict(buckets: dict[str, _Bucket], capacity: float, now: float) -> None:
+    """Free room in a full bucket table without giving anyone budget back.
+
+    A bucket that has refilled to `capacity` is the same as a new one, so every full bucket goes first (no
+    caller gains anything). If that frees less than `EVICT_FRACTION` of `MAX_CALLERS`, the fullest of the rest
+    go next: a dropped bucket comes back full, so dropping the fullest gives the least budget back, and the
+    callers who spent theirs (the lowest levels) are kept longest. A flood of distinct callers therefore
+    cannot reset a spent caller's budget; memory stays at `MAX_CALLERS` buckets. Only when every bucket in
+    the table is as spent as hers (`MAX_CALLERS` callers who each spent all of theirs within the refill time)
+    can one of them, the earliest seen, be dropped.
+    """
+    full = [key for key, bucket in buckets.items() if bucket.level_at(capacity, now) >= capacity]
+    for key in full:
+        del buckets[key]
+    want = max(1, int(MAX_CALLERS * EVICT_FRACTION)) - len(full)
+    if want > 0:
+        fullest = heapq.nlargest(want, buckets.items(), key=lambda item: item[1].level_at(capacity, now))
+        for key, _ in fullest:
+            del buckets[key]
 
 
 class Quota:
@@ -60,7 +87,7 @@ class Quota:
         bucket = buckets.get(key)
         if bucket is None:
             if len(buckets) >= MAX_CALLERS:
-                buckets.clear()  # a flood of distinct callers: start over rather than grow without bound
+                _evict(buckets, capacity, now)
             bucket = buckets[key] = _Bucket(capacity, now)
         bucket.refill(capacity, now)
         return bucket

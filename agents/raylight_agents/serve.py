@@ -17,6 +17,8 @@ HTTP routes (all but the health checks need the bearer token when `Connections.a
   POST /v1/chat/completions                     OpenAI-compatible, model = the pipeline's name, stream too;
                                                 extensions: "thread_id", "user" as {"id", "tenant", "groups"},
                                                 and "citations"/"thread_id" in the response
+  POST /v1/pipelines/{name}/mcp                 the pipeline as an MCP server (Streamable HTTP, stateless JSON):
+                                                tools search and ask (raylight_agents.mcp_server, docs/mcp.md)
   GET  /v1/models                               this pipeline, as the one model
   GET  /healthz                                 the replica is up (liveness; 200)
   GET  /readyz                                  200 when the model and the store answer, else 503 with why
@@ -39,36 +41,37 @@ parameters exactly as a ModelDeployment does (sampling itself is the pipeline's 
 import asyncio
 import contextlib
 import hmac
-import json
 import logging
 import os
 import time
-import uuid
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator
 from typing import Any, TypeVar
 
-from fastapi import FastAPI, Request
+from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 from opentelemetry import trace
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 from ray import serve
 from ray.serve import Application
-from raylight.api.connections import Connections, OidcConnection
+from raylight.api.connections import Connections, OidcConnection, ResponseStoreConnection
 from raylight.api.names import AGENT_DEPLOYMENT
 from raylight.api.serve import AgentAppArgs, agent_deployment_options
 from raylight.api.types import PipelineSpec
 from raylight_pipelines import telemetry
 from raylight_pipelines.retrieval.retriever import FILTER_FIELDS, FilterValue
-from raylight_pipelines.web import guard, observe, protocol
-from raylight_pipelines.web.errors import ApiError, validation_error
+from raylight_pipelines.web import guard, protocol, response_store, responses, responses_api, server
+from raylight_pipelines.web.errors import ApiError
 from raylight_pipelines.web.protocol import ChatCompletionRequest
 
-from raylight_agents import audit, errors, openapi
+from raylight_agents import audit, errors, mcp_server, openapi
 from raylight_agents.agent import Agent, Turn, User
 from raylight_agents.identity import Verifier
 from raylight_agents.quota import Quota
 
 log = logging.getLogger(__name__)
+# Characters a token takes at most on average in the text the context check sees (English ~4; code and
+# other scripts fewer): a question refused by it would not fit the model's context either.
+CHARS_PER_TOKEN = 4
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
@@ -114,7 +117,7 @@ class SearchIn(BaseModel):
 class ChatIn(ChatCompletionRequest):
     """The OpenAI request, validated exactly as a ModelDeployment validates it, plus the agent's extensions."""
 
-    user: str | UserIn | None = None
+    user: str | UserIn | None = None  # type: ignore[assignment]
     thread_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_.:-]{1,128}$")
 
     def turn(self) -> Turn:
@@ -122,6 +125,10 @@ class ChatIn(ChatCompletionRequest):
             if asked:  # valid for a model, but an agent answers once, from its sources, without caller tools
                 raise ApiError(400, f"{param}: a pipeline answers with one cited choice; it does not take {param}",
                                code="invalid_value", param=param)
+        if self.response_format is not None and self.response_format.type != "text":
+            # the same answer a model gives a format it cannot enforce: a pipeline answers in cited prose
+            raise ApiError(400, f"response_format: a pipeline answers in cited prose; it cannot enforce "
+                           f"{self.response_format.type}", param="response_format", code="unsupported_schema")
         if self.messages[-1].role != "user" or not self.messages[-1].text().strip():
             raise ApiError(400, "messages: the last message must be a non-empty user message",
                            code="invalid_value", param="messages")
@@ -131,18 +138,20 @@ class ChatIn(ChatCompletionRequest):
         return Turn(self.messages[-1].text(), self.thread_id, user, prior)
 
 
-def sse(event: str, data: dict[str, Any]) -> str:
-    return f"event: {event}\ndata: {json.dumps(data)}\n\n"
+def _extensions(result: dict[str, Any]) -> dict[str, Any]:
+    """A Pipeline's fields on top of the OpenAI chat response (see `openapi.PipelineChatCompletion`)."""
+    return {"citations": result["citations"], "thread_id": result["thread_id"], "grounding": result["grounding"],
+            "support": result["support"]}
 
 
-api = FastAPI(title="Raylight agent", docs_url=None, redoc_url=None)
-guard.install(api)
-api.add_middleware(observe.TraceContextMiddleware)
+api = server.app("Raylight agent")
 
 
 @serve.deployment(name=AGENT_DEPLOYMENT)
 @serve.ingress(api)
-class AgentServer:
+class AgentServer(server.Edge):
+    span_prefix = "agent"
+
     def __init__(self, name: str, spec: PipelineSpec | dict[str, Any],
                  connections: Connections | dict[str, Any]) -> None:
         audit.configure()
@@ -152,6 +161,7 @@ class AgentServer:
         self.spec = PipelineSpec.model_validate(spec)
         self.connections = Connections.model_validate(connections)
         self.limits = self.spec.agent.limits
+        self.max_request_bytes = self.limits.max_request_bytes
         self.quota = Quota(name, self.limits)
         self.agent = Agent(name, self.spec, self.connections)
         self.agent.retriever.warm()  # the replica is RUNNING once its store and query encoder are open
@@ -160,6 +170,8 @@ class AgentServer:
         self.token_env: str | None = auth.token_env if auth else None
         self.oidc: OidcConnection | None = auth.oidc if auth else None
         self._verifier: Verifier | None = None
+        self._mcp: mcp_server.McpEndpoint | None = None
+        self._response_store: response_store.ResponseStore | None = None
 
     async def _ready_agent(self) -> Agent:
         # The checkpointer's connections belong to the event loop that serves requests: open them there.
@@ -168,7 +180,7 @@ class AgentServer:
         try:
             return await asyncio.shield(self._started)
         except Exception as exc:
-            raise errors.unavailable("threads", f"cannot open the thread store: {exc}") from exc
+            raise errors.outage("threads", "the thread store", exc) from exc
 
     async def _identify(self, authorization: str | None) -> User | None:
         """Check the caller's bearer token: None when it is the shared token (or no auth is configured: the
@@ -210,24 +222,14 @@ class AgentServer:
         audit.record(self.name, operation, started=time.perf_counter(), status=exc.status,
                      model=self.agent.model, error=exc.message)
 
-    def _attributes(self, route: str) -> dict[str, Any]:
+    def request_attributes(self, route: str) -> dict[str, Any]:
         return {"raylight.pipeline": self.name, "raylight.route": route}
 
-    def _observed(self, route: str) -> contextlib.AbstractContextManager[trace.Span]:
-        """One trace (the request's root span) and the route's metrics for a request."""
-        return observe.observed(f"agent {route}", self._attributes(route),
-                                  lambda status, started, span: self._count(route, status, started, span))
-
-    def _count(self, route: str, status: int, started: float, span: trace.Span) -> None:
-        span.set_attribute("http.response.status_code", status)
+    def request_done(self, route: str, status: int, seconds: float, span: trace.Span) -> None:
         telemetry.AGENT_REQUESTS.labels(self.name, route, str(status)).inc()
-        telemetry.AGENT_REQUEST_SECONDS.labels(self.name, route).observe(time.perf_counter() - started)
+        telemetry.AGENT_REQUEST_SECONDS.labels(self.name, route).observe(seconds)
         if status == 401:
             telemetry.AGENT_AUTH_FAILURES.labels(self.name).inc()
-
-    def _observed_stream(self, route: str, make: Callable[[], AsyncGenerator[str]]) -> AsyncGenerator[str]:
-        return observe.observed_stream(f"agent {route}", self._attributes(route), make,
-                                         lambda status, started, span: self._count(route, status, started, span))
 
     def _admit(self, turn_or_user: Turn | User) -> User:
         user = turn_or_user.user if isinstance(turn_or_user, Turn) else turn_or_user
@@ -251,11 +253,7 @@ class AgentServer:
         mode; None otherwise); refusals are audited and raised."""
         try:
             verified = await self._identify(authorization)
-            data = guard.load_object(body, self.limits.max_request_bytes)
-            try:
-                return model.model_validate(data), verified
-            except ValidationError as exc:
-                raise validation_error(exc) from None
+            return self.validate(model, self.load(body)), verified
         except ApiError as exc:
             self._refuse(operation, exc)
             raise
@@ -263,23 +261,49 @@ class AgentServer:
     async def _parse_invoke(self, operation: str, body: Any, authorization: str | None) -> Turn:
         request, verified = await self._parse(InvokeIn, operation, body, authorization)
         user = self._caller(operation, verified, request.user.user() if request.user else User())
-        return Turn(request.input, request.thread_id, user)
+        turn = Turn(request.input, request.thread_id, user)
+        try:
+            await self._check_context(turn, "input")
+        except ApiError as exc:
+            self._refuse(operation, exc)
+            raise
+        return turn
 
     async def _parse_chat(self, body: Any, authorization: str | None) -> Turn:
         try:
             verified = await self._identify(authorization)
-            request = protocol.parse(ChatIn, guard.load_object(body, self.limits.max_request_bytes), self.name)
+            request = protocol.parse(ChatIn, self.load(body), self.name)
             turn = request.turn()
+            await self._check_context(turn, "messages", request.token_limit,
+                                      "max_completion_tokens" if request.max_completion_tokens else "max_tokens")
         except ApiError as exc:
             self._refuse("chat", exc)
             raise
         turn.user = self._caller("chat", verified, turn.user)
         return turn
 
+    async def _check_context(self, turn: Turn, param: str, max_tokens: int | None = None,
+                             token_param: str = "max_tokens") -> None:
+        """Refuse (400 `context_length_exceeded`) before any work a turn that cannot fit the model's context:
+        `max_tokens` not below it, or a question (with the chat's earlier messages) whose text alone, at
+        CHARS_PER_TOKEN characters a token, would fill it. Unknown context (an endpoint that does not say):
+        the model's own refusal still maps to the same error."""
+        llm = self.agent.llm
+        context = await llm.context_length() if llm is not None else None
+        if context is None:
+            return
+        if max_tokens is not None and max_tokens >= context:
+            raise ApiError(400, f"{token_param}: {max_tokens} tokens do not fit this model's context of {context} "
+                           "tokens (the prompt needs some too)", param=token_param, code="context_length_exceeded")
+        chars = len(turn.question) + sum(len(m["content"]) for m in turn.prior)
+        if chars // CHARS_PER_TOKEN >= context:
+            raise ApiError(400, f"{param}: about {chars // CHARS_PER_TOKEN} tokens ({chars} characters) do not fit "
+                           f"this model's context of {context} tokens", param=param, code="context_length_exceeded")
+
     # ------------------------------------------------------------ plain methods (also used by the routes)
 
     async def invoke(self, body: dict[str, Any] | bytes, authorization: str | None = None) -> dict[str, Any]:
-        with self._observed("invoke"):
+        with self.observed("invoke"):
             turn = await self._parse_invoke("invoke", body, authorization)
             user = self._admit(turn)
             agent = await self._ready_agent()
@@ -289,7 +313,7 @@ class AgentServer:
 
     async def search(self, body: dict[str, Any] | bytes, authorization: str | None = None) -> dict[str, Any]:
         """Ranked chunks (Agent.search); needs neither the model nor the thread store."""
-        with self._observed("search"):
+        with self.observed("search"):
             return await self._search(body, authorization)
 
     async def _search(self, body: dict[str, Any] | bytes, authorization: str | None) -> dict[str, Any]:
@@ -341,7 +365,7 @@ class AgentServer:
         return rest()
 
     async def stream(self, body: dict[str, Any] | bytes, authorization: str | None = None) -> AsyncGenerator[str]:
-        async with contextlib.aclosing(self._observed_stream("stream", lambda: self._stream(body, authorization))) \
+        async with contextlib.aclosing(self.observed_stream("stream", lambda: self._stream(body, authorization))) \
                 as parts:
             async for part in parts:
                 yield part
@@ -353,31 +377,23 @@ class AgentServer:
             async for event, data in events:
                 if event == "final":
                     self._spend(user, data.get("usage"))
-                yield sse(event, data)
+                yield responses.sse(data, event)
 
     async def chat_completions(self, body: dict[str, Any] | bytes,
                                authorization: str | None = None) -> dict[str, Any]:
-        with self._observed("chat"):
+        with self.observed("chat"):
             turn = await self._parse_chat(body, authorization)
             user = self._admit(turn)
             agent = await self._ready_agent()
             result = await self._timed("chat", agent.invoke(turn, "chat"))
             self._spend(user, result.get("usage"))
-        usage = result["usage"]
-        return {
-            "id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
-            "model": self.name,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": result["answer"]},
-                         "finish_reason": "stop", "logprobs": None}],
-            "usage": {"prompt_tokens": usage["prompt_tokens"], "completion_tokens": usage["completion_tokens"],
-                      "total_tokens": usage["prompt_tokens"] + usage["completion_tokens"]},
-            "citations": result["citations"], "thread_id": result["thread_id"],
-            "grounding": result["grounding"],
-        }
+        return responses.chat_completion(
+            responses.completion_id(), self.name, [responses.choice(0, result["answer"], "stop")],
+            result["usage"]["prompt_tokens"], result["usage"]["completion_tokens"], extra=_extensions(result))
 
     async def chat_completions_stream(self, body: dict[str, Any] | bytes,
                                       authorization: str | None = None) -> AsyncGenerator[str]:
-        async with contextlib.aclosing(self._observed_stream("chat", lambda: self._chat_stream(body, authorization))) \
+        async with contextlib.aclosing(self.observed_stream("chat", lambda: self._chat_stream(body, authorization))) \
                 as parts:
             async for part in parts:
                 yield part
@@ -385,13 +401,10 @@ class AgentServer:
     async def _chat_stream(self, body: dict[str, Any] | bytes, authorization: str | None) -> AsyncGenerator[str]:
         turn = await self._parse_chat(body, authorization)
         user = self._admit(turn)
-        ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+        ident, created = responses.completion_id(), int(time.time())
 
         def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
-            body = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": self.name,
-                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
-                    **extra}
-            return f"data: {json.dumps(body)}\n\n"
+            return responses.sse(responses.chat_chunk(ident, self.name, created, delta, finish, **extra))
 
         events = await self._primed(self._events(turn, "chat"))
         yield chunk({"role": "assistant", "content": ""})
@@ -406,14 +419,11 @@ class AgentServer:
                         yield chunk({"content": data["answer"]})
                     usage = data["usage"]
                     self._spend(user, usage)
-                    yield chunk({}, "stop", citations=data["citations"], thread_id=data["thread_id"],
-                                grounding=data["grounding"],
-                                usage={"prompt_tokens": usage["prompt_tokens"],
-                                       "completion_tokens": usage["completion_tokens"],
-                                       "total_tokens": usage["prompt_tokens"] + usage["completion_tokens"]})
+                    yield chunk({}, "stop", extra={**_extensions(data), "usage": responses.usage(
+                        usage["prompt_tokens"], usage["completion_tokens"])})
                 elif event == "error":
-                    yield f"data: {json.dumps({k: v for k, v in data.items() if k != 'status'})}\n\n"
-        yield "data: [DONE]\n\n"
+                    yield responses.sse({k: v for k, v in data.items() if k != "status"})
+        yield responses.SSE_DONE
 
     async def thread(self, thread_id: str, user: str | None = None,
                      authorization: str | None = None) -> dict[str, Any]:
@@ -435,6 +445,77 @@ class AgentServer:
         return {"object": "list", "data": [{"id": self.name, "object": "model", "created": 0,
                                             "owned_by": "raylight", "kind": "pipeline",
                                             "search_only": self.spec.llm is None}]}
+
+    async def authorize(self, authorization: str | None) -> None:
+        """The MCP endpoint's check before the SDK reads a request: 401 (audited) unless the bearer token or
+        OIDC token is valid; each tool call is checked again by the route it runs (search, invoke)."""
+        try:
+            await self._identify(authorization)
+        except ApiError as exc:
+            self._refuse("mcp", exc)
+            raise
+
+    async def mcp(self, method: str, headers: list[tuple[str, str]], body: bytes) -> mcp_server.McpReply:
+        """One HTTP request to the pipeline's MCP endpoint (raylight_agents.mcp_server), as plain data for a
+        gateway: the reply's status, headers and body. Counted and traced as route "mcp"; its tool calls also
+        count as the routes they run (search, invoke)."""
+        if self._mcp is None:
+            self._mcp = mcp_server.McpEndpoint(self, has_llm=self.spec.llm is not None)
+        try:
+            with self.observed("mcp"):
+                return await self._mcp.handle(method, headers, body, mcp_server.MCP_PATH.format(name=self.name))
+        except ApiError as exc:
+            return mcp_server.refusal(exc)
+
+    # ------------------------------------------------------------ the Responses API (web.responses_api)
+
+    def _responses(self, authorization: str | None) -> responses_api.Responses:
+        """The Responses API over this pipeline's own chat completions (auth, quotas, audit are theirs), with
+        the response store beside the thread store (the same PostgreSQL; SQLite: `<threads file>.responses`)."""
+        if self._response_store is None:
+            threads = self.connections.threads
+            self._response_store = response_store.open_connection(ResponseStoreConnection(
+                postgres_dsn_env=threads.postgres_dsn_env if threads else None,
+                sqlite_path=f"{threads.sqlite_path}.responses" if threads and threads.sqlite_path else None))
+        return responses_api.Responses(self._response_store, lambda body: self.chat_completions(body, authorization),
+                                       lambda body: self.chat_completions_stream(body, authorization))
+
+    async def _response_owner(self, authorization: str | None, stated: str | None = None) -> str | None:
+        verified = await self._identify(authorization)
+        return verified.id if verified is not None else stated
+
+    async def responses_create(self, body: dict[str, Any] | bytes, authorization: str | None = None) -> dict[str, Any]:
+        """POST /v1/responses (not streamed): the response object; refusals raise ApiError."""
+        with self.observed("responses"):
+            api = self._responses(authorization)
+            request = api.prepare(self.load(body))
+            return await api.create(request, await self._response_owner(authorization, request.user))
+
+    async def responses_stream(self, body: dict[str, Any] | bytes,
+                               authorization: str | None = None) -> AsyncGenerator[str]:
+        """POST /v1/responses with `stream: true`: the typed events as SSE strings."""
+        async def run() -> AsyncGenerator[str]:
+            api = self._responses(authorization)
+            request = api.prepare(self.load(body))
+            owner = await self._response_owner(authorization, request.user)
+            async with contextlib.aclosing(api.create_stream(request, owner)) as events:
+                async for event in events:
+                    yield event
+        async with contextlib.aclosing(self.observed_stream("responses", run)) as parts:
+            async for part in parts:
+                yield part
+
+    async def responses_get(self, response_id: str, authorization: str | None = None,
+                            user: str | None = None) -> dict[str, Any]:
+        with self.observed("responses"):
+            return await self._responses(authorization).get(response_id,
+                                                            await self._response_owner(authorization, user))
+
+    async def responses_delete(self, response_id: str, authorization: str | None = None,
+                               user: str | None = None) -> dict[str, Any]:
+        with self.observed("responses"):
+            return await self._responses(authorization).delete(response_id,
+                                                               await self._response_owner(authorization, user))
 
     async def healthz(self) -> dict[str, Any]:
         return {"status": "ok"}
@@ -469,36 +550,57 @@ class AgentServer:
         if name != self.name:
             raise errors.not_found(f"pipeline {name}")
 
-    async def _read(self, request: Request) -> bytes:
-        return await guard.read_body(request, self.limits.max_request_bytes)
-
     @api.post("/v1/pipelines/{name}/invoke")
     async def http_invoke(self, name: str, request: Request) -> Response:
         self._check_name(name)
-        return JSONResponse(await self.invoke(await self._read(request), request.headers.get("authorization")))
+        return JSONResponse(await self.invoke(await self.read(request), request.headers.get("authorization")))
 
     @api.post("/v1/pipelines/{name}/search")
     async def http_search(self, name: str, request: Request) -> Response:
         self._check_name(name)
-        return JSONResponse(await self.search(await self._read(request), request.headers.get("authorization")))
+        return JSONResponse(await self.search(await self.read(request), request.headers.get("authorization")))
 
     @api.post("/v1/pipelines/{name}/stream")
     async def http_stream(self, name: str, request: Request) -> Response:
         self._check_name(name)
-        return await guard.sse_response(self.stream(await self._read(request), request.headers.get("authorization")))
+        return await guard.sse_response(self.stream(await self.read(request), request.headers.get("authorization")),
+                                        responses.sse_error_event)
 
     @api.get("/v1/pipelines/{name}/threads/{thread_id}")
     async def http_thread(self, name: str, thread_id: str, request: Request, user: str | None = None) -> Response:
         self._check_name(name)
         return JSONResponse(await self.thread(thread_id, user, request.headers.get("authorization")))
 
+    @api.api_route(mcp_server.MCP_PATH, methods=list(mcp_server.ROUTE_METHODS), include_in_schema=False)
+    async def http_mcp(self, name: str, request: Request) -> Response:
+        self._check_name(name)
+        body = await self.read(request) if request.method == "POST" else b""
+        reply = await self.mcp(request.method, list(request.headers.items()), body)
+        return Response(reply.body, reply.status, headers=dict(reply.headers))
+
     @api.post("/v1/chat/completions")
     async def http_chat(self, request: Request) -> Response:
-        body = guard.load_object(await self._read(request), self.limits.max_request_bytes)
+        body = self.load(await self.read(request))
         auth = request.headers.get("authorization")
         if body.get("stream") is True:
             return await guard.sse_response(self.chat_completions_stream(body, auth))
         return JSONResponse(await self.chat_completions(body, auth))
+
+    @api.post("/v1/responses", include_in_schema=False)  # described by OpenAI's own spec (docs/responses.md)
+    async def http_responses(self, request: Request) -> Response:
+        body = self.load(await self.read(request))
+        auth = request.headers.get("authorization")
+        if body.get("stream") is True:
+            return await guard.sse_response(self.responses_stream(body, auth), responses_api.sse_error_event)
+        return JSONResponse(await self.responses_create(body, auth))
+
+    @api.get("/v1/responses/{response_id}", include_in_schema=False)
+    async def http_responses_get(self, response_id: str, request: Request, user: str | None = None) -> Response:
+        return JSONResponse(await self.responses_get(response_id, request.headers.get("authorization"), user))
+
+    @api.delete("/v1/responses/{response_id}", include_in_schema=False)
+    async def http_responses_delete(self, response_id: str, request: Request, user: str | None = None) -> Response:
+        return JSONResponse(await self.responses_delete(response_id, request.headers.get("authorization"), user))
 
     @api.get("/v1/models")
     async def http_models(self, request: Request) -> Response:
@@ -516,6 +618,10 @@ class AgentServer:
     async def __del__(self) -> None:  # Serve awaits an async __del__ when the replica shuts down
         if self._started is not None and self._started.done() and not self._started.exception():
             await self.agent.aclose()
+        if self._mcp is not None:
+            await self._mcp.aclose()
+        if self._response_store is not None:
+            await self._response_store.aclose()
 
 
 # /openapi.json: the real request and response bodies, errors and links (raylight_agents.openapi)

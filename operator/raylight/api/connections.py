@@ -22,6 +22,9 @@ ENV_QDRANT_API_KEY = "RAYLIGHT_QDRANT_API_KEY"
 ENV_AGENT_TOKEN = "RAYLIGHT_AGENT_TOKEN"
 ENV_THREADS_DSN = "RAYLIGHT_THREADS_DSN"
 ENV_OIDC_JWKS = "RAYLIGHT_OIDC_JWKS"
+# Where the agent pods mount agent.auth.oidc.jwksSecret (a volume, so a changed Secret reaches them).
+OIDC_JWKS_MOUNT = "/etc/raylight/oidc"
+OIDC_JWKS_FILE = f"{OIDC_JWKS_MOUNT}/jwks.json"
 
 
 class EmbedderConnection(ApiModel):
@@ -44,6 +47,7 @@ class EmbedderConnection(ApiModel):
 class LLMConnection(ApiModel):
     model: str
     base_url: str
+    parameters: str | None = None  # the model's size ("135M") when known: agent.answerMode auto reads it
     api_key_env: str | None = None
     timeout_seconds: float = 120.0
 
@@ -71,12 +75,22 @@ class ThreadsConnection(ApiModel):
     pool_size: int = 8  # PostgreSQL connections per replica
 
 
+class ResponseStoreConnection(ApiModel):
+    """Where `/v1/responses` stores responses, shared by every replica (raylight_pipelines.web.response_store)."""
+
+    postgres_dsn_env: str | None = None  # PostgreSQL when this variable is set and non-empty
+    sqlite_path: str | None = None  # else SQLite here; neither: memory (one replica's)
+    retention_seconds: int = 30 * 24 * 3600  # a stored response is kept this long (OpenAI: 30 days)
+
+
 class OidcConnection(ApiModel):
     issuer: str
     audience: str
     algorithms: list[str]
     claims: OidcClaims
-    jwks_env: str | None = None  # the JWKS JSON is in this variable; None: fetched from the issuer
+    jwks_env: str | None = None  # the JWKS JSON is in this variable (read once); None: see jwks_file
+    jwks_file: str | None = None  # the JWKS JSON is in this file (a mounted Secret, re-read on change)
+    jwks_cache_seconds: int = 300  # a fetched JWKS is used at most this long (a removed key's bound)
 
 
 class AuthConnection(ApiModel):
@@ -84,6 +98,22 @@ class AuthConnection(ApiModel):
 
     token_env: str | None = None
     oidc: OidcConnection | None = None
+
+
+class McpServerConnection(ApiModel):
+    """One of `spec.agent.mcpServers`: where it is, which tools, and the NAMES of the variables holding its
+    header values (never the values)."""
+
+    name: str
+    url: str
+    tools: list[str]
+    timeout_seconds: float = 10.0
+    header_envs: dict[str, str] = Field(default_factory=dict)  # header name -> environment variable
+
+
+def mcp_header_env(server: int, header: int) -> str:
+    """The environment variable that carries header `header` of MCP server `server` (indexes in the spec)."""
+    return f"RAYLIGHT_MCP_{server}_HEADER_{header}"
 
 
 class Connections(ApiModel):
@@ -94,6 +124,7 @@ class Connections(ApiModel):
     reranker: RerankerConnection | None = None  # spec.retrieval.rerank
     threads: ThreadsConnection = Field(default_factory=ThreadsConnection)
     auth: AuthConnection | None = None
+    mcp_servers: list[McpServerConnection] = Field(default_factory=list)  # spec.agent.mcpServers
 
 
 class CollectionPlan(ApiModel):

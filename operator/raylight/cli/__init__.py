@@ -11,8 +11,6 @@ from pathlib import Path
 
 from raylight import __version__
 
-DEFAULT_DATA_DIR = Path(".raylight")
-
 # subcommand -> "module:function"; the function takes the parsed args and returns the exit code.
 HANDLERS = {
     "validate": "raylight.render:validate_command",
@@ -36,8 +34,10 @@ def _files(p: argparse.ArgumentParser, required: bool = True) -> None:
 
 
 def _data_dir(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR,
-                   help="local state: embedded store, threads, the running platform (default ./.raylight)")
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help="local state: embedded store, threads, the running platform (default: $RAYLIGHT_DATA_DIR, "
+                        "else ./.raylight when a platform runs from it, else the one platform running on this "
+                        "machine)")
 
 
 def _json(p: argparse.ArgumentParser) -> None:
@@ -52,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="check manifests; one line per problem")
     _files(p)
     p.add_argument("--namespace", default="default")
+    p.add_argument("--cluster", action="store_true", help="check for a cluster (as render and the operator do): "
+                   "also refuse file:// outputs, datasets and adapters, which live on one machine")
 
     p = sub.add_parser("render", help="print the Kubernetes objects for manifests as a YAML stream")
     _files(p)
@@ -85,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("pipeline")
     p.add_argument("--dataset", type=Path, required=True,
                    help="a BEIR folder (corpus.jsonl, queries.jsonl, qrels/*.tsv) or a JSONL of "
-                        "{question, expected_sources?, expected_facts?, history?}")
+                        "{question, expected_sources?, expected_facts?, history?, answerable?, contradictions?}")
     _files(p, required=False)  # given: evaluate in this process on an in-memory store
     p.add_argument("--url", help="a running Pipeline's base URL (default: the local platform's)")
     p.add_argument("--k", type=int, default=5, help="recall@k (default 5)")
@@ -94,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(f"--min-{metric}", type=float, default=None, metavar="X",
                        help=f"exit 1 when the configured retrieval's {metric} is below X" if metric != "facts"
                        else "exit 1 when the share of answers with every expected fact is below X")
+    p.add_argument("--min-abstention", type=float, default=None, metavar="X",
+                   help="exit 1 when the share of unanswerable questions the agent abstains on is below X")
+    p.add_argument("--min-supported", type=float, default=None, metavar="X",
+                   help="exit 1 when the share of answer sentences a source supports is below X")
     _data_dir(p)
     _json(p)
 
@@ -130,10 +136,27 @@ def resolve(spec: str) -> Callable[[argparse.Namespace], int]:
     return handler
 
 
+def _choose_data_dir(args: argparse.Namespace) -> int:
+    """Set `args.data_dir` for a command that has one (`raylight.local.registry.choose`); 1 when ambiguous."""
+    if not hasattr(args, "data_dir"):
+        return 0
+    from raylight.local.registry import AmbiguousPlatform, choose
+
+    try:
+        choice = choose(args.data_dir, args.command)
+    except AmbiguousPlatform as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    if choice.reason:
+        print(f"using the platform in {choice.data_dir} ({choice.reason})", file=sys.stderr)
+    args.data_dir = choice.data_dir
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return resolve(HANDLERS[args.command])(args)
+        return _choose_data_dir(args) or resolve(HANDLERS[args.command])(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

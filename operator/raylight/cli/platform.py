@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from raylight.api.types import Pipeline
 from raylight.cli.output import fail, load_manifests
+from raylight.local import registry
 from raylight.local import state as st
 from raylight.local.console import say
 from raylight.local.plan import Plan, cpus_needed, local_problems
@@ -33,6 +33,18 @@ ASK_TIMEOUT_S = 600.0
 
 def _data_dir(args: argparse.Namespace) -> Path:
     return Path(args.data_dir).expanduser().resolve()
+
+
+def _on_path_hint() -> str | None:
+    """The one line that puts `raylight` on PATH, when this shell would not find the command being run."""
+    import shutil
+
+    here = Path(sys.argv[0]).resolve().parent if sys.argv and sys.argv[0] else Path(sys.executable).parent
+    found = shutil.which("raylight")
+    if found and Path(found).resolve().parent == here:
+        return None
+    activate = here / "activate"
+    return f". {activate}" if activate.exists() else f"export PATH={here}:$PATH"
 
 
 def print_endpoints(plan: Plan, state: dict[str, Any], data_dir: Path) -> None:
@@ -84,8 +96,7 @@ def up_command(args: argparse.Namespace) -> int:
             if state is not None:  # left over from a platform that died: clear it first
                 procs.stop_platform(state)
                 st.remove_state(data_dir)
-            num_cpus = max(2 * (os.cpu_count() or 2), cpus_needed(manifests) + 4)
-            state = start_platform(data_dir, args.port, num_cpus)
+            state = start_platform(data_dir, args.port, cpus_needed(manifests))
             started_here = True
         plan = apply(manifests, state, data_dir)
     except UpError as exc:
@@ -97,7 +108,11 @@ def up_command(args: argparse.Namespace) -> int:
         log.debug("up failed", exc_info=True)
         return _cleanup_failed(state if started_here else None, data_dir,
                                f"up failed: {type(exc).__name__}: {exc}")
+    registry.record(data_dir, state)
     print_endpoints(plan, state, data_dir)
+    hint = _on_path_hint()
+    if hint:
+        print(f"  raylight is not on this shell's PATH; to use it from any directory: {hint}")
     return 0
 
 
@@ -145,7 +160,8 @@ def status_command(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"url": state["url"], "port": state["port"], "ray_address": state["ray_address"],
                           "daemon_pid": state["daemon_pid"], "data_dir": str(data_dir),
-                          "ready": bool(readyz.get("ready")), "resources": resources}))
+                          "ready": bool(readyz.get("ready")), "resources": resources,
+                          "sizing": state.get("sizing", {})}))
         return 0
     rows = [("KIND", "NAME", "READY", "ENDPOINT")]
     rows += [(r["kind"], r["name"], "yes" if r["ready"] else "no", r["endpoint"]) for r in resources]
@@ -213,5 +229,9 @@ def down_command(args: argparse.Namespace) -> int:
         return fail(f"could not stop {len(left)} process(es) of the platform: "
                      f"{', '.join(str(p.pid) for p in left)}")
     st.remove_state(data_dir)
-    say(f"stopped {count} process(es); the data directory {data_dir} is kept")
+    registry.forget(data_dir)
+    session = state.get("session_dir")
+    kept = f"; Ray's session folder {session} holds its logs" if session and Path(session).exists() else ""
+    say(f"stopped {count} process(es); kept on disk: the data directory {data_dir} (store, threads, logs; "
+        f"`rm -r {data_dir}` removes it){kept}")
     return 0

@@ -12,8 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from raylight.api.connections import Connections, IngestionPlan, ThreadsConnection
+from raylight.api.connections import Connections, IngestionPlan, ResponseStoreConnection, ThreadsConnection
 from raylight.api.manifests import Manifest, Problem
+from raylight.api.names import MODEL_APP_IMPORT
+from raylight.api.serve import ModelAppArgs
 from raylight.api.types import FineTune, ModelDeployment, Pipeline
 from raylight.desired.pipeline import get_connections, get_ingestion_plan
 from raylight.desired.serve import get_agent_application, get_model_application
@@ -92,11 +94,11 @@ def local_problems(manifests: list[Manifest]) -> list[Problem]:
 
 
 def local_connections(pipeline: Pipeline, embedder: ModelDeployment | None, data_dir: Path,
-                      url: str) -> Connections:
+                      url: str, llm_model: ModelDeployment | None = None) -> Connections:
     """Connections on one machine (docs/architecture.md): models through the gateway at `url`, query
     embeddings in the agent's own process (the embedder's weights are on this machine: no hop for a query),
     the store through its actor, threads in SQLite."""
-    conns = get_connections(pipeline, "default", Settings.from_env(), embedder)
+    conns = get_connections(pipeline, "default", Settings.from_env(), embedder, llm_model)
     base_url = f"{url}/v1"
     llm = conns.llm
     if llm is not None and pipeline.spec.llm is not None and pipeline.spec.llm.model_deployment:
@@ -140,10 +142,15 @@ def build_plan(manifests: list[Manifest], data_dir: Path, port: int) -> Plan:
         r = m.resource
         if isinstance(r, ModelDeployment):
             app = get_model_application(resolve_adapters(r, outputs))
+            if app["import_path"] == MODEL_APP_IMPORT:  # /v1/responses: one SQLite file for every replica
+                app["args"] = ModelAppArgs.model_validate(app["args"]).model_copy(update={
+                    "responses": ResponseStoreConnection(sqlite_path=str(data_dir / st.RESPONSES_FILE))}).to_wire()
         elif not isinstance(r, Pipeline):  # a FineTune is batch work (`raylight finetune`), not a Serve app
             continue
         else:
-            conns = local_connections(r, models.get(r.spec.embedder.model_deployment), data_dir, url)
+            llm_ref = r.spec.llm.model_deployment if r.spec.llm else None
+            conns = local_connections(r, models.get(r.spec.embedder.model_deployment), data_dir, url,
+                                      models.get(llm_ref) if llm_ref else None)
             app = get_agent_application(r, conns)
         app["route_prefix"] = None  # reached through the gateway only
         plan.resources.append(Resource(r.kind, r.metadata.name, app, m))

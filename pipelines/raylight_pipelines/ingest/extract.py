@@ -5,7 +5,8 @@ Every format becomes Markdown-flavoured text whose structure is found by one Com
 (tables as pipe tables, definition lists as `term` / `: definition`), Word through mammoth (styles ->
 semantic HTML -> the HTML path), PowerPoint through python-pptx (a page per slide), Excel through
 openpyxl (a section and a pipe table per sheet), PDF through pypdf (a page per page). Legacy encodings
-are detected with charset-normalizer, Western text decoded as Windows-1252 the way browsers do.
+are detected with charset-normalizer (multi-byte) and `codepages` (8-bit code pages: one language's letters,
+the common Windows code pages first).
 
 Raises ExtractError (the message says why) for binary, broken or unsupported input.
 """
@@ -78,11 +79,15 @@ def decode(data: bytes) -> str:
     """Bytes in any common encoding -> str with \\n line ends and no BOM.
 
     UTF-8 and UTF-16/32 with a BOM are taken as they say. Otherwise charset-normalizer detects the
-    encoding; where it cannot tell code pages apart (short Western text decodes cleanly in a dozen of
-    them: `ñandú` reads as `ńandú` in cp1250) and Windows-1252 is among the equally good candidates,
-    Windows-1252 wins: the default HTML5 prescribes for undeclared Western text. Bytes no candidate
-    decodes are replaced (U+FFFD), never dropped silently."""
+    encoding; when its best candidate is a multi-byte encoding (Shift-JIS, GB18030, EUC-KR, Big5) and no
+    code page decodes the bytes cleanly, it is taken; else the single-byte code page is chosen by
+    `codepages.best_code_page` (no control characters,
+    no symbols glued to letters or case flips inside words, the letters of one language, the common
+    Windows code pages first: `ñandú` stays `ñandú`, not cp1250's `ńandú` or cp775's `±and·`). Bytes no
+    candidate decodes are replaced (U+FFFD), never dropped silently."""
     from charset_normalizer import from_bytes
+
+    from raylight_pipelines.ingest.codepages import best_code_page, single_byte
 
     if data.startswith((b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff")):
         text = data.decode("utf-32")
@@ -92,14 +97,12 @@ def decode(data: bytes) -> str:
         try:
             text = data.decode("utf-8-sig")
         except UnicodeDecodeError:
-            found = list(from_bytes(data))
-            if not found:
-                text = data.decode("cp1252", errors="replace")
+            found = sorted(from_bytes(data), key=lambda m: (m.chaos, -m.coherence))
+            page = best_code_page(data, tuple(m.encoding for m in found))
+            if found and not single_byte(found[0].encoding) and (page is None or page[1:] != (0, 0)):
+                text = str(found[0])
             else:
-                low = min(m.chaos for m in found)
-                top = max(m.coherence for m in found if m.chaos == low)
-                tied = [m for m in found if m.chaos == low and m.coherence == top]
-                text = str(next((m for m in tied if m.encoding == "cp1252"), tied[0]))
+                text = data.decode(page[0] if page else "cp1252", errors="replace")
     return text.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "")
 
 

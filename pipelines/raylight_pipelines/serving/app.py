@@ -46,9 +46,10 @@ from collections.abc import AsyncGenerator
 from typing import Any
 
 import numpy as np
-from fastapi import FastAPI, Request
+from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 from ray import serve
+from raylight.api.connections import ResponseStoreConnection
 from raylight.api.names import MODEL_DEPLOYMENT
 from raylight.api.serve import ModelAppArgs, model_deployment_options
 from raylight.api.types import ModelDeploymentSpec
@@ -56,7 +57,7 @@ from raylight.api.types import ModelDeploymentSpec
 from raylight_pipelines import telemetry
 from raylight_pipelines.serving.loading import load_model
 from raylight_pipelines.serving.runtimes.base import ChatRuntime, Embedder, Generation, Reranker
-from raylight_pipelines.web import guard, observe, protocol
+from raylight_pipelines.web import guard, limits, openapi, protocol, response_store, responses, responses_api, server
 from raylight_pipelines.web.errors import ApiError
 from raylight_pipelines.web.protocol import (
     MODEL_MAX_REQUEST_BYTES,
@@ -67,9 +68,7 @@ from raylight_pipelines.web.protocol import (
 
 logger = logging.getLogger("ray.serve")
 
-api = FastAPI(title="raylight model server")
-guard.install(api)
-api.add_middleware(observe.TraceContextMiddleware)
+api = server.app("raylight model server")
 
 
 def _per_request(rows: np.ndarray, counts: list[int], sizes: list[int]) -> list[tuple[np.ndarray, list[int]]]:
@@ -97,8 +96,12 @@ def choice_requests(request: ChatCompletionRequest) -> list[ChatCompletionReques
 
 @serve.deployment(name=MODEL_DEPLOYMENT, graceful_shutdown_timeout_s=30, health_check_period_s=10)
 @serve.ingress(api)
-class ModelServer:
-    def __init__(self, name: str, spec: ModelDeploymentSpec | dict[str, Any]) -> None:
+class ModelServer(server.Edge):
+    span_prefix = "model"
+    max_request_bytes = MODEL_MAX_REQUEST_BYTES
+
+    def __init__(self, name: str, spec: ModelDeploymentSpec | dict[str, Any],
+                 responses_store: ResponseStoreConnection | dict[str, Any] | None = None) -> None:
         telemetry.configure_tracing("raylight-model")
         telemetry.serve_metrics()
         self.name = name
@@ -109,6 +112,8 @@ class ModelServer:
         self.loaded = loaded
         self.created = int(time.time())
         self._generate_lock = asyncio.Lock()  # an engine makes one answer at a time
+        self._responses_conn = ResponseStoreConnection.model_validate(responses_store or {})
+        self._response_store: response_store.ResponseStore | None = None
         self._stats = {"embed_requests": 0, "embed_batches": 0, "embed_texts": 0, "rerank_requests": 0,
                        "rerank_batches": 0, "rerank_pairs": 0, "chat_requests": 0, "generations_cancelled": 0}
 
@@ -149,23 +154,12 @@ class ModelServer:
         return {"object": "tokenizer", "model": self.name, "max_tokens": embedder.max_tokens,
                 "tokenizer": json.loads(embedder.tokenizer_json())}
 
-    def _observed(self, route: str, trace_headers: dict[str, str] | None = None
-                  ) -> contextlib.AbstractContextManager[Any]:
-        """The request's span (a child of the caller's trace: `traceparent` from HTTP or `trace_headers` from a
-        gateway's handle call) and its metrics."""
-        stack = contextlib.ExitStack()
-        stack.enter_context(telemetry.attached(trace_headers))
-        stack.enter_context(observe.observed(f"model {route}", self._attributes(route), self._count(route)))
-        return stack
-
-    def _attributes(self, route: str) -> dict[str, Any]:
+    def request_attributes(self, route: str) -> dict[str, Any]:
         return {"raylight.model": self.name, "raylight.route": route, "raylight.task": self.task}
 
-    def _count(self, route: str) -> Any:
-        def done(status: int, started: float, span: Any) -> None:
-            telemetry.MODEL_REQUESTS.labels(self.name, route, str(status)).inc()
-            telemetry.MODEL_REQUEST_SECONDS.labels(self.name, route).observe(time.perf_counter() - started)
-        return done
+    def request_done(self, route: str, status: int, seconds: float, span: Any) -> None:
+        telemetry.MODEL_REQUESTS.labels(self.name, route, str(status)).inc()
+        telemetry.MODEL_REQUEST_SECONDS.labels(self.name, route).observe(seconds)
 
     def _tokens(self, prompt: int, completion: int = 0, seconds: float | None = None) -> None:
         if prompt:
@@ -203,12 +197,11 @@ class ModelServer:
                            param="model", code="wrong_task")
 
     def _parse(self, model: type[Any], body: dict[str, Any] | bytes) -> Any:
-        return protocol.parse(model, guard.load_object(body, MODEL_MAX_REQUEST_BYTES), self.name,
-                              [a.name for a in self.spec.adapters])
+        return protocol.parse(model, self.load(body), self.name, [a.name for a in self.spec.adapters])
 
     async def embeddings(self, body: dict[str, Any] | bytes,
                          trace_headers: dict[str, str] | None = None) -> dict[str, Any]:
-        with self._observed("embeddings", trace_headers):
+        with self.observed("embeddings", trace_headers):
             return await self._embeddings(body)
 
     async def _embeddings(self, body: dict[str, Any] | bytes) -> dict[str, Any]:
@@ -218,6 +211,16 @@ class ModelServer:
         if request.dimensions is not None and request.dimensions != embedder.dimension:
             raise ApiError(400, f"Model '{self.name}' makes {embedder.dimension}-dimensional vectors; "
                            f"dimensions={request.dimensions} is not supported.", param="dimensions")
+        fit = limits.embeddings_fit(embedder.dimension, request.encoding_format)
+        if len(request.texts) > fit:  # refused before any work: the answer could not be sent
+            more = limits.embeddings_fit(embedder.dimension, "base64")
+            hint = f", or encoding_format base64 (up to {more})" if request.encoding_format == "float" and more > fit \
+                else ""
+            raise ApiError(413, f"input: {len(request.texts)} embeddings of {embedder.dimension} dimensions as "
+                           f"{request.encoding_format} would make an answer over {limits.MAX_RESPONSE_BYTES} bytes "
+                           f"(limit max_response_bytes); send at most {fit} inputs per request{hint}",
+                           param="input", code="response_too_large")
+        await self._check_tokens(request.texts, embedder)
         self._stats["embed_requests"] += 1
         vectors, counts = await self._embed_batch(request.texts)
         tokens = sum(counts)
@@ -229,6 +232,19 @@ class ModelServer:
                      for i, v in enumerate(vectors)],
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         }
+
+    async def _check_tokens(self, texts: list[str], embedder: Embedder) -> None:
+        """Refuse (413 `too_many_tokens`) a request over limits.MAX_REQUEST_TOKENS before embedding it: a
+        text costs at most its UTF-8 length + 2 tokens and at most the window; the tokenizer counts only when
+        that bound is over the limit."""
+        bound = sum(min(len(t.encode()) + 2, embedder.max_tokens) for t in texts)
+        if bound <= limits.MAX_REQUEST_TOKENS:
+            return
+        counted = sum(await asyncio.to_thread(embedder.token_counts, texts))
+        if counted > limits.MAX_REQUEST_TOKENS:
+            raise ApiError(413, f"input: {counted} tokens (after truncation to the model's {embedder.max_tokens}-"
+                           f"token window) over the {limits.MAX_REQUEST_TOKENS} tokens one request may carry "
+                           "(limit max_request_tokens)", param="input", code="too_many_tokens")
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0)
     async def _embed_batch(self, requests: list[list[str]]) -> list[tuple[np.ndarray, list[int]]]:
@@ -243,7 +259,7 @@ class ModelServer:
 
     async def rerank(self, body: dict[str, Any] | bytes,
                      trace_headers: dict[str, str] | None = None) -> dict[str, Any]:
-        with self._observed("rerank", trace_headers):
+        with self.observed("rerank", trace_headers):
             return await self._rerank(body)
 
     async def _rerank(self, body: dict[str, Any] | bytes) -> dict[str, Any]:
@@ -253,7 +269,7 @@ class ModelServer:
         texts = request.texts
         scores, counts = await self._rerank_batch([(request.query, t) for t in texts])
         self._tokens(sum(counts))
-        return protocol.rerank_response(self.name, texts, [float(s) for s in scores], request.top_n,
+        return responses.rerank_response(self.name, texts, [float(s) for s in scores], request.top_n,
                                         request.return_documents, sum(counts))
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.003)
@@ -286,7 +302,7 @@ class ModelServer:
 
     async def chat_completions(self, body: dict[str, Any] | bytes,
                                trace_headers: dict[str, str] | None = None) -> dict[str, Any]:
-        with self._observed("chat", trace_headers):
+        with self.observed("chat", trace_headers):
             return await self._chat_completions(body)
 
     async def _chat_completions(self, body: dict[str, Any] | bytes) -> dict[str, Any]:
@@ -304,25 +320,22 @@ class ModelServer:
                 raise
             self._tokens(results[0].prompt_tokens, sum(r.completion_tokens for r in results),
                          time.perf_counter() - started)
-        choices = [protocol.choice(i, r.text, r.finish_reason, r.tool_calls, r.logprobs)
+        choices = [responses.choice(i, r.text, r.finish_reason, r.tool_calls, r.logprobs)
                    for i, r in enumerate(results)]
-        return protocol.chat_completion(protocol.completion_id(), request.model, choices, results[0].prompt_tokens,
+        return responses.chat_completion(responses.completion_id(), request.model, choices, results[0].prompt_tokens,
                                         sum(r.completion_tokens for r in results))
 
     async def chat_completions_stream(self, body: dict[str, Any] | bytes,
                                       trace_headers: dict[str, str] | None = None) -> AsyncGenerator[str]:
-        lines = self._observed_stream(lambda: self._stream(self._chat_request(body)), telemetry.extract(trace_headers))
+        lines = self.observed_stream("chat", lambda: self._stream(self._chat_request(body)), trace_headers)
         async with contextlib.aclosing(lines):  # a caller that goes away stops it now
             async for line in lines:
                 yield line
 
-    def _observed_stream(self, make: Any, parent: Any = None) -> AsyncGenerator[str]:
-        return observe.observed_stream("model chat", self._attributes("chat"), make, self._count("chat"), parent)
-
     async def _stream(self, request: ChatCompletionRequest) -> AsyncGenerator[str]:
         """Run the engine in a thread and relay its text pieces and tool calls as SSE chunks, one choice
         after another; stop it if the client goes."""
-        cid, created = protocol.completion_id(), int(time.time())
+        cid, created = responses.completion_id(), int(time.time())
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[str | dict[str, Any] | Generation | BaseException] = asyncio.Queue()
         cancelled = threading.Event()
@@ -341,7 +354,7 @@ class ModelServer:
                     return
 
         def chunk(index: int, delta: dict[str, Any], **extra: Any) -> str:
-            return protocol.sse(protocol.chat_chunk(cid, self.name, created, delta, index=index, **extra))
+            return responses.sse(responses.chat_chunk(cid, self.name, created, delta, index=index, **extra))
 
         async with self._engine():
             started = time.perf_counter()
@@ -359,13 +372,13 @@ class ModelServer:
                         if isinstance(item, str):
                             yield chunk(index, {"content": item})
                         elif isinstance(item, dict):
-                            for delta in protocol.tool_call_deltas(calls, item):
+                            for delta in responses.tool_call_deltas(calls, item):
                                 yield chunk(index, delta)
                             calls += 1
                         elif isinstance(item, BaseException):
                             error = item if isinstance(item, ApiError) else guard.internal_error(
                                 f"model {self.name}: generation", item)
-                            yield protocol.sse_error(error)
+                            yield responses.sse_error(error)
                             return
                         else:
                             if item.logprobs is not None:  # the whole answer's token logprobs, in one chunk
@@ -376,14 +389,49 @@ class ModelServer:
                             break
                 self._tokens(prompt_tokens, completion_tokens, time.perf_counter() - started)
                 if request.stream_options and request.stream_options.include_usage:
-                    usage = protocol.usage(prompt_tokens, completion_tokens)
-                    yield protocol.sse(protocol.chat_chunk(cid, self.name, created, {}, usage_=usage))
-                yield protocol.SSE_DONE
+                    usage = responses.usage(prompt_tokens, completion_tokens)
+                    yield responses.sse(responses.chat_chunk(cid, self.name, created, {}, usage_=usage))
+                yield responses.SSE_DONE
             finally:
                 if not task.done():  # a client that disconnects stops the engine at its next token
                     cancelled.set()
                     self._stats["generations_cancelled"] += 1
                 await task
+
+    # ------------------------------------------------------------ the Responses API (web.responses_api)
+
+    def _responses(self) -> responses_api.Responses:
+        """`/v1/responses` over this model's own chat completions (validation, tools, JSON schema, limits)."""
+        if self._response_store is None:
+            self._response_store = response_store.open_connection(self._responses_conn)
+        return responses_api.Responses(self._response_store, self._chat_completions,
+                                       lambda body: self._stream(self._chat_request(body)))
+
+    async def responses_create(self, body: dict[str, Any] | bytes,
+                               trace_headers: dict[str, str] | None = None) -> dict[str, Any]:
+        """POST /v1/responses (not streamed): the response object; refusals raise ApiError."""
+        with self.observed("responses", trace_headers):
+            api = self._responses()
+            return await api.create(api.prepare(self.load(body)))
+
+    async def responses_stream(self, body: dict[str, Any] | bytes,
+                               trace_headers: dict[str, str] | None = None) -> AsyncGenerator[str]:
+        """POST /v1/responses with `stream: true`: the typed events as SSE strings."""
+        def make() -> AsyncGenerator[str]:
+            api = self._responses()
+            return api.create_stream(api.prepare(self.load(body)))
+        lines = self.observed_stream("responses", make, trace_headers)
+        async with contextlib.aclosing(lines):
+            async for line in lines:
+                yield line
+
+    async def responses_get(self, response_id: str) -> dict[str, Any]:
+        with self.observed("responses"):
+            return await self._responses().get(response_id)
+
+    async def responses_delete(self, response_id: str) -> dict[str, Any]:
+        with self.observed("responses"):
+            return await self._responses().delete(response_id)
 
     def check_health(self) -> None:
         if self.loaded is None:
@@ -417,18 +465,69 @@ class ModelServer:
 
     @api.post("/v1/embeddings")
     async def http_embeddings(self, request: Request) -> Response:
-        return JSONResponse(await self.embeddings(await guard.read_body(request, MODEL_MAX_REQUEST_BYTES)))
+        return JSONResponse(await self.embeddings(await self.read(request)))
 
     @api.post("/v1/rerank")
     async def http_rerank(self, request: Request) -> Response:
-        return JSONResponse(await self.rerank(await guard.read_body(request, MODEL_MAX_REQUEST_BYTES)))
+        return JSONResponse(await self.rerank(await self.read(request)))
 
     @api.post("/v1/chat/completions")
     async def http_chat_completions(self, request: Request) -> Response:
-        body = guard.load_object(await guard.read_body(request, MODEL_MAX_REQUEST_BYTES), MODEL_MAX_REQUEST_BYTES)
+        body = self.load(await self.read(request))
         if body.get("stream") is True:
-            return await guard.sse_response(self._observed_stream(lambda: self._stream(self._chat_request(body))))
+            return await guard.sse_response(self.chat_completions_stream(body))
         return JSONResponse(await self.chat_completions(body))
+
+    @api.post("/v1/responses")
+    async def http_responses(self, request: Request) -> Response:
+        body = self.load(await self.read(request))
+        if body.get("stream") is True:
+            return await guard.sse_response(self.responses_stream(body), responses_api.sse_error_event)
+        return JSONResponse(await self.responses_create(body))
+
+    @api.get("/v1/responses/{response_id}")
+    async def http_responses_get(self, response_id: str) -> Response:
+        return JSONResponse(await self.responses_get(response_id))
+
+    @api.delete("/v1/responses/{response_id}")
+    async def http_responses_delete(self, response_id: str) -> Response:
+        return JSONResponse(await self.responses_delete(response_id))
+
+
+# The routes' statuses besides 200, each in the OpenAI error shape.
+ERRORS = {
+    "400": "invalid JSON, Unicode, nesting or field, a task this model does not serve, or over the context "
+           "(the message names each field and limit)",
+    "404": "no such model (`model` names another one) or route",
+    "405": "wrong method (`Allow` says which)",
+    "408": "the body did not arrive in time",
+    "413": "the body, the tokens or the answer over a limit (docs/limits.md)",
+    "429": "too many requests from this client in flight",
+    "431": "the headers are too large",
+}
+
+
+def operations() -> dict[str, openapi.Operation]:
+    """The model app's routes for its /openapi.json: request and response models of web/protocol and
+    web/responses (the ones the handlers validate with and build). Routes added to `api` add theirs here."""
+    return {
+        "embeddings": openapi.Operation("post", "/v1/embeddings", responses.EmbeddingList, EmbeddingsRequest),
+        "rerank": openapi.Operation("post", "/v1/rerank", responses.RerankList, RerankRequest),
+        "chatCompletions": openapi.Operation("post", "/v1/chat/completions", responses.ChatCompletion,
+                                             ChatCompletionRequest, stream=openapi.DATA_SSE),
+        "listModels": openapi.Operation("get", "/v1/models", responses.ModelList),
+        "getModel": openapi.Operation("get", "/v1/models/{model}", responses.ModelCard),
+        "tokenizer": openapi.Operation("get", "/v1/tokenizer", responses.Tokenizer),
+        "healthz": openapi.Operation("get", "/healthz", responses.Health),
+        # the Responses API (web/responses_api): its request model; the Response object as JSON
+        "createResponse": openapi.Operation("post", "/v1/responses", openapi.ANY_JSON, responses_api.ResponsesRequest,
+                                            stream=openapi.EVENT_SSE),
+        "getResponse": openapi.Operation("get", "/v1/responses/{response_id}", openapi.ANY_JSON),
+        "deleteResponse": openapi.Operation("delete", "/v1/responses/{response_id}", openapi.ANY_JSON),
+    }
+
+
+openapi.describe(api, operations, ERRORS)
 
 
 def build_app(args: ModelAppArgs | dict[str, Any]) -> serve.Application:
@@ -439,4 +538,4 @@ def build_app(args: ModelAppArgs | dict[str, Any]) -> serve.Application:
     if spec.resolved_runtime == "vllm":
         raise ValueError(f"model {name}: runtime vllm is served by ray.serve.llm:build_openai_app, not here")
     return ModelServer.options(  # type: ignore[attr-defined]
-        name=MODEL_DEPLOYMENT, **model_deployment_options(spec)).bind(name, spec)
+        name=MODEL_DEPLOYMENT, **model_deployment_options(spec)).bind(name, spec, app_args.responses)

@@ -109,12 +109,36 @@ def template_messages(request: ChatCompletionRequest, native: bool) -> list[dict
     return out
 
 
+def _rebased(schema: Any, prefix: str) -> Any:
+    """`schema` with every local `$ref` (`#`, `#/$defs/X`, `#/definitions/X`, any JSON pointer into it)
+    rewritten to point below `prefix`, the pointer where the schema now lives inside a larger document."""
+    if isinstance(schema, list):
+        return [_rebased(item, prefix) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key == "$ref" and isinstance(value, str) and (value == "#" or value.startswith("#/")):
+            out[key] = prefix + value[1:]
+        elif key in ("const", "enum", "default", "examples"):
+            out[key] = value  # data, not schemas: a "$ref" key inside is a value
+        else:
+            out[key] = _rebased(value, prefix)
+    return out
+
+
 def call_schema(request: ChatCompletionRequest) -> dict[str, Any]:
-    """The JSON schema of one call: the name of a callable tool and arguments that match its schema."""
+    """The JSON schema of one call: the name of a callable tool and arguments that match its schema.
+
+    Each tool's parameters become `$defs.tool<i>` of this document, their local references rebased onto
+    it, so `#/$defs/...`, `#/definitions/...` and recursive `#` refs (what `openai.pydantic_function_tool`
+    emits for nested models) resolve against the tool's own parameters, as they do for the client."""
+    functions = request.callable_tools
+    defs = {f"tool{i}": _rebased(f.parameters, f"#/$defs/tool{i}") for i, f in enumerate(functions)}
     one = [{"type": "object", "additionalProperties": False, "required": ["name", "arguments"],
-            "properties": {"name": {"const": f.name}, "arguments": f.parameters}}
-           for f in request.callable_tools]
-    return one[0] if len(one) == 1 else {"anyOf": one}
+            "properties": {"name": {"const": f.name}, "arguments": {"$ref": f"#/$defs/tool{i}"}}}
+           for i, f in enumerate(functions)]
+    return {"$defs": defs, **(one[0] if len(one) == 1 else {"anyOf": one})}
 
 
 @dataclass(frozen=True)

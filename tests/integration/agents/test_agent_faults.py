@@ -5,7 +5,7 @@ threads (test_agent_e2e.py builds the same platform; this module has its own, an
 - the model's Serve replica killed (`ray.kill`) while WORKERS clients keep asking: requests answer 200,
   503 `model_unavailable` or 504 `timeout` with a reason (never 500/502, never a dropped connection), they
   recover without restarting the agent, /readyz never blames the store or threads and its status agrees
-  with its model check (the known gap, a queued model call read as "busy", is in README's "Faults");
+  with its model check (the known gap, a queued model call read as "busy", is in docs/testing.md, "Faults");
 - the store (Qdrant's actor) killed mid-run and brought back: 503 `store_unavailable` with a reason while
   it is gone, /readyz 503 naming the store, recovery when it returns, and no thread lost: every thread holds
   exactly the turns that got a 200, before, during and after the outage.
@@ -191,7 +191,7 @@ def test_a_model_replica_killed_under_traffic_fails_with_503_and_recovers(plat: 
           f"after {max((e for _, e, s, _ in traffic.results if s != 200), default=killed) - killed:.1f}s")
     assert recovered, traffic.summary()
     statuses = Counter(s for _, _, s, _ in traffic.results)
-    # Known gap (README, "Faults"): while Serve replaces the replica its proxy queues the model calls, so a
+    # Known gap (docs/testing.md, "Faults"): while Serve replaces the replica its proxy queues the model calls, so a
     # request waits, and one that waits past the run limit is a 504 `timeout` rather than a 503; the
     # readiness probe sees a connected, silent endpoint ("busy") and stays 200.
     assert set(statuses) <= {200, 503, 504}, traffic.results[-5:]

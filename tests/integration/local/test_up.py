@@ -19,6 +19,7 @@ import httpx
 import psutil
 import pytest
 from quickstart_questions import QUESTIONS, judge, states_the_opposite
+from raylight.local.state import TOKEN_FILE
 from support import free_port
 
 pytestmark = pytest.mark.integration
@@ -143,15 +144,21 @@ def test_gateway_routes_openai_requests_by_model(platform: dict[str, Any]) -> No
 def test_public_routes_reveal_no_protected_pipeline_collection_or_path(platform: dict[str, Any]) -> None:
     url = f"http://127.0.0.1:{platform['port']}"
     token = (platform["data_dir"] / "agent-token").read_text().strip()
+    bearer = {"Authorization": f"Bearer {token}"}
+    # the vault pipeline has series now: a refused and an answered request
+    assert httpx.post(f"{url}/v1/pipelines/vault/search", json={"query": "merger"}, timeout=60).status_code == 401
+    acme = {"query": "merger", "user": {"id": "u1", "tenant": "acme"}}
+    assert httpx.post(f"{url}/v1/pipelines/vault/search", json=acme, headers=bearer, timeout=60).status_code == 200
     public = [httpx.get(f"{url}{path}", timeout=30) for path in ("/healthz", "/readyz", "/v1/models")]
     public.append(httpx.post(f"{url}/v1/chat/completions", json={"model": "nope", "messages": []}, timeout=30))
+    public += [httpx.get(f"{url}{path}", timeout=30) for path in ("/metrics", "/-/routes")]
     for response in public:
         assert response.status_code in (200, 404), response.text
         for secret in ("vault", str(platform["data_dir"]), "chunks", "collection '"):
             assert secret not in response.text, (response.request.url, secret, response.text)
     ready = public[1].json()
     assert ready["ready"] and ready["protected"] == {"count": 1, "ready": True}
-    bearer = {"Authorization": f"Bearer {token}"}
+    assert 'pipeline="vault"' in httpx.get(f"{url}/metrics", headers=bearer, timeout=30).text
     assert "vault" in {m["id"] for m in httpx.get(f"{url}/v1/models", headers=bearer, timeout=30).json()["data"]}
     named = httpx.get(f"{url}/readyz", headers=bearer, timeout=30).json()
     assert {r["name"] for r in named["resources"]} == {"minilm", "smollm", "handbook", "vault"}
@@ -242,7 +249,45 @@ def test_search_api_and_eval_through_the_gateway(platform: dict[str, Any], tmp_p
     assert report["answers"]["latency_ms"]["p50"] > 0
 
 
-# SmolLM2-135M on the quickstart as shipped: README's Quickstart section quotes this number (change both).
+def test_every_pipeline_serves_mcp_through_the_gateway(platform: dict[str, Any]) -> None:
+    """The official MCP SDK client on `raylight up`'s port: tools listed, search and ask called, the protected
+    pipeline refused without its token and, with it, showing acme's document only to an acme caller."""
+    import anyio
+    import httpx2
+    from mcp import Client
+    from mcp.client.streamable_http import streamable_http_client
+
+    base = f"http://127.0.0.1:{platform['port']}/v1/pipelines"
+    secret = (platform["data_dir"] / TOKEN_FILE).read_text().strip()  # local mode's one agent token
+
+    def client(name: str, **headers: str) -> Client:
+        return Client(streamable_http_client(f"{base}/{name}/mcp",
+                                             http_client=httpx2.AsyncClient(headers=headers, timeout=300)))
+
+    async def run() -> dict[str, Any]:
+        async with client("handbook") as mcp:
+            tools = sorted(t.name for t in (await mcp.list_tools()).tools)
+            found = await mcp.call_tool("search", {"query": "What is the default chunk size?", "top_k": 2})
+            asked = await mcp.call_tool("ask", {"question": QUESTION})
+        token = {"Authorization": f"Bearer {secret}"}
+        async with client("vault", **token, **{"X-Raylight-User": "ann", "X-Raylight-Tenant": "acme"}) as mcp:
+            insider = await mcp.call_tool("search", {"query": "When does the merger close?"})
+        async with client("vault", **token, **{"X-Raylight-User": "bo", "X-Raylight-Tenant": "other"}) as mcp:
+            outsider = await mcp.call_tool("search", {"query": "When does the merger close?"})
+        return {"tools": tools, "found": found, "asked": asked, "insider": insider, "outsider": outsider}
+
+    out = anyio.run(run)
+    assert out["tools"] == ["ask", "search"]
+    assert out["found"].structured_content["results"][0]["source"] == "path:docs/pipeline.md"
+    assert not out["asked"].is_error and out["asked"].structured_content["citations"]
+    assert [r["id"] for r in out["insider"].structured_content["results"]]
+    assert out["outsider"].structured_content["results"] == []
+    refused = httpx.post(f"{base}/vault/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+                         headers={"Accept": "application/json, text/event-stream"}, timeout=60)
+    assert refused.status_code == 401 and refused.headers["www-authenticate"].startswith("Bearer")
+
+
+# SmolLM2-135M on the quickstart as shipped: docs/performance.md (Quickstart answers) quotes this number (change both).
 ANSWERED_RIGHT = 3
 ACCESS_PARAPHRASES = ["Can someone who is not in the finance group read the finance group's documents?",
                       "If my query repeats the exact words of a group's document, will I see it without being "

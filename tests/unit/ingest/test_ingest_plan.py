@@ -11,7 +11,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from raylight_pipelines.store.edge import EdgeStore
 from raylight.api.connections import IngestionPlan
 from raylight.api.manifests import load
 from raylight.api.types import ModelDeployment, Pipeline
@@ -19,6 +18,7 @@ from raylight.cli import main as raylight
 from raylight.desired.pipeline import get_ingestion_plan
 from raylight.settings import Settings
 from raylight_pipelines.ingest import runner as ingest
+from raylight_pipelines.store.edge import EdgeStore
 
 QUICKSTART = Path(__file__).resolve().parents[3] / "examples" / "quickstart"
 

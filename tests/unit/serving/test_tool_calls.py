@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import json
 import threading
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 import jsonschema
 import pytest
@@ -15,7 +16,8 @@ from hypothesis import strategies as st
 from raylight_pipelines.serving import tool_calls
 from raylight_pipelines.serving.runtimes.base import ChatRuntime, Constraint, Emit, Generation, drive
 from raylight_pipelines.web.errors import ApiError
-from raylight_pipelines.web.protocol import ChatCompletionRequest, parse, tool_call_deltas
+from raylight_pipelines.web.protocol import ChatCompletionRequest, parse
+from raylight_pipelines.web.responses import tool_call_deltas
 
 WEATHER = {"type": "function", "function": {
     "name": "get_weather", "description": "Weather in a city",
@@ -199,3 +201,114 @@ def test_streamed_call_deltas_rebuild_the_call_as_the_openai_client_does() -> No
         rebuilt["function"].setdefault("name", part["function"].get("name"))
         rebuilt["function"]["arguments"] += part["function"]["arguments"]
     assert rebuilt == call
+
+
+# ---------------------------------------------------------------- $defs / $ref (issue 31 item 7)
+
+HANDED = Path("/work/shared/cases/turn3/h06d_pydantic_nested_tool.json")
+NESTED = json.loads(HANDED.read_text())["request"] if HANDED.exists() else None
+
+
+def _grammars_compile(schema: dict[str, Any]) -> None:
+    import llguidance
+    from raylight_pipelines.serving.runtimes.llama import _gbnf, unenforced_keywords
+
+    assert unenforced_keywords(schema) == []
+    _gbnf(json.dumps(schema, sort_keys=True))  # llama-cpp-python's converter resolves every $ref or raises
+    assert llguidance.LLMatcher.validate_grammar(llguidance.LLMatcher.grammar_from_json_schema(schema)) == ""
+
+
+def test_pydantic_function_tool_with_defs_and_refs_gets_a_call_schema_that_resolves() -> None:
+    openai = pytest.importorskip("openai")
+    from pydantic import BaseModel
+
+    class Item(BaseModel):
+        name: str
+        kind: Literal["fruit", "vegetable"]
+
+    class Order(BaseModel):
+        items: list[Item]
+        gift: Item | None = None
+
+    tool = openai.pydantic_function_tool(Order)
+    schema = tool_calls.call_schema(request(tools=[tool], tool_choice="required"))
+    jsonschema.validate({"name": "Order", "arguments": {"items": [{"name": "apple", "kind": "fruit"}],
+                                                        "gift": None}}, schema)
+    for wrong in ({"items": [{"name": "apple"}], "gift": None}, {"items": [{"name": "a", "kind": "stone"}],
+                                                                  "gift": None}):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate({"name": "Order", "arguments": wrong}, schema)
+    _grammars_compile(schema)
+
+
+def test_the_handed_nested_tool_schema_resolves_and_compiles() -> None:
+    body = NESTED or {**CHAT, "tools": [{"type": "function", "function": {"name": "Order", "parameters": {
+        "$defs": {"Item": {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}},
+        "type": "object", "properties": {"items": {"type": "array", "items": {"$ref": "#/$defs/Item"}}},
+        "required": ["items"]}}}], "tool_choice": "required"}
+    schema = tool_calls.call_schema(parse(ChatCompletionRequest, body, "smollm"))
+    jsonschema.validate({"name": "Order", "arguments": {"items": [{"name": "apple"}, {"name": "apple"}]}}, schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"name": "Order", "arguments": {"items": [{"title": "apple"}]}}, schema)
+    _grammars_compile(schema)
+
+
+def test_refs_of_several_tools_stay_apart_and_recursive_and_draft7_refs_resolve() -> None:
+    tree = {"type": "function", "function": {"name": "tree", "parameters": {
+        "type": "object", "properties": {"label": {"type": "string"},
+                                         "children": {"type": "array", "items": {"$ref": "#"}}},
+        "required": ["label"], "additionalProperties": False}}}
+    legacy = {"type": "function", "function": {"name": "legacy", "parameters": {
+        "definitions": {"Item": {"enum": ["x", "y"]}}, "type": "object",
+        "properties": {"item": {"$ref": "#/definitions/Item"}, "tree": {"anyOf": [{"type": "null"},
+                                                                                 {"$ref": "#/properties/item"}]}},
+        "required": ["item"]}}}
+    same_name = {"type": "function", "function": {"name": "other", "parameters": {
+        "$defs": {"Item": {"type": "integer"}}, "type": "object",
+        "properties": {"item": {"$ref": "#/$defs/Item"}}, "required": ["item"]}}}
+    schema = tool_calls.call_schema(request(tools=[tree, legacy, same_name], tool_choice="required"))
+    jsonschema.validate({"name": "tree", "arguments": {"label": "a", "children": [{"label": "b"}]}}, schema)
+    jsonschema.validate({"name": "legacy", "arguments": {"item": "x", "tree": "y"}}, schema)
+    jsonschema.validate({"name": "other", "arguments": {"item": 3}}, schema)
+    for wrong in ({"name": "tree", "arguments": {"label": "a", "children": [{"label": 1}]}},
+                  {"name": "legacy", "arguments": {"item": "z"}},
+                  {"name": "other", "arguments": {"item": "x"}}):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(wrong, schema)
+    jsonschema.validate({"name": "legacy", "arguments": {"item": "x", "tree": None}}, schema)
+
+
+FIELD_TYPES = st.sampled_from(["str", "int", "bool", "float", "enum", "list_str", "optional_str"])
+
+
+@given(st.lists(st.dictionaries(st.sampled_from(["a", "b", "c", "d"]), FIELD_TYPES, min_size=1, max_size=3),
+                min_size=1, max_size=3), st.randoms(use_true_random=False))
+def test_generated_nested_pydantic_tools_get_call_schemas_that_accept_their_instances(
+        levels: list[dict[str, str]], rnd: Any) -> None:
+    """Models nested in a chain (each level holds a list of the next, so $defs and $ref appear); an instance
+    built from the models validates against the call schema, and one with a wrong leaf type does not."""
+    openai = pytest.importorskip("openai")
+    from pydantic import create_model
+
+    kinds: dict[str, Any] = {"str": (str, ...), "int": (int, ...), "bool": (bool, ...), "float": (float, ...),
+                             "enum": (Literal["x", "y"], ...), "list_str": (list[str], ...),
+                             "optional_str": (str | None, None)}
+    values = {"str": "s", "int": 3, "bool": True, "float": 1.5, "enum": "y", "list_str": ["p"], "optional_str": None}
+    model: Any = None
+    instance: dict[str, Any] | None = None
+    for depth, fields in enumerate(reversed(levels)):
+        spec = {name: kinds[kind] for name, kind in fields.items()}
+        data = {name: values[kind] for name, kind in fields.items()}
+        if model is not None:
+            spec["child"] = (list[model], ...)
+            data["child"] = [instance]
+        model = create_model(f"Level{depth}", **spec)
+        instance = data
+    tool = openai.pydantic_function_tool(model, name="make")
+    schema = tool_calls.call_schema(request(tools=[tool], tool_choice="required"))
+    jsonschema.validate({"name": "make", "arguments": instance}, schema)
+    first = next(iter(levels[0]))  # a field of the outermost model
+    bad = dict(instance or {})
+    bad[first] = {"nested": "object"}  # no field type above accepts an object
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"name": "make", "arguments": bad}, schema)
