@@ -168,8 +168,7 @@ def store_chunks() -> dict[str, dict[str, Any]]:
     from raylight_pipelines.store.qdrant import connect
 
     client = connect(StoreConnection(collection="handbook", actor=STORE_ACTOR))
-    points, _ = client.scroll("handbook", limit=1000, with_payload=True)
-    return {str(p.id): p.payload for p in points}
+    return {p.id: p.payload for p in client.points("handbook", with_vectors=False)}
 
 
 def invoke(plat: Platform, body: dict[str, Any], route: str = ROUTE, headers: dict[str, str] = AUTH) -> httpx.Response:
