@@ -289,13 +289,13 @@ class _LocalHandle:
     """What the gateway holds (a DeploymentHandle), in process: the server object behind it."""
 
     def __init__(self, target: Any, stream: bool = False) -> None:
-        self.target, self.stream = target, stream
+        self._target, self._stream = target, stream  # underscored: the servers have a method named `stream`
 
     def options(self, stream: bool = False) -> _LocalHandle:
-        return _LocalHandle(self.target, stream)
+        return _LocalHandle(self._target, stream)
 
     def __getattr__(self, name: str) -> _LocalCall:
-        return _LocalCall(self.target, name, self.stream)
+        return _LocalCall(self._target, name, self._stream)
 
 
 @pytest.fixture
