@@ -245,7 +245,10 @@ def test_responses_api_tool_round_trip_with_the_openai_sdk(oai: Any) -> None:
                                       {"type": "function_call_output", "call_id": call.call_id,
                                        "output": "sunny, 21 degrees"}])
     assert second.status in ("completed", "incomplete") and second.output_text
-    assert second.usage is not None and second.usage.input_tokens > first.usage.input_tokens  # the history went in
+    alone = oai.responses.create(model="smollm", tools=[RESPONSES_WEATHER], tool_choice="none", max_output_tokens=1,
+                                 input=[{"role": "user", "content": "sunny, 21 degrees"}], store=False)
+    assert second.usage is not None and alone.usage is not None
+    assert second.usage.input_tokens > alone.usage.input_tokens + 10  # the stored question and call went in too
     with oai.responses.stream(model="smollm", input="What is the weather in Oslo?", tools=[RESPONSES_WEATHER],
                               tool_choice="required", max_output_tokens=60, temperature=0) as stream:
         kinds = [event.type for event in stream]
