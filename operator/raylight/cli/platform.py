@@ -160,7 +160,8 @@ def status_command(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"url": state["url"], "port": state["port"], "ray_address": state["ray_address"],
                           "daemon_pid": state["daemon_pid"], "data_dir": str(data_dir),
-                          "ready": bool(readyz.get("ready")), "resources": resources}))
+                          "ready": bool(readyz.get("ready")), "resources": resources,
+                          "sizing": state.get("sizing", {})}))
         return 0
     rows = [("KIND", "NAME", "READY", "ENDPOINT")]
     rows += [(r["kind"], r["name"], "yes" if r["ready"] else "no", r["endpoint"]) for r in resources]

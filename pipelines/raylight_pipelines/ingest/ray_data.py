@@ -254,17 +254,17 @@ def ray_ingest(plan: IngestionPlan, base_dir: Any, embedder: Embedder, tokenizer
         # Ray 2.60 names no parameter for task retries, so they go as remote args; its deprecation warning for
         # them is silenced here (it would print on every run).
         retry = {"max_retries": 3, "retry_exceptions": True}
-        tasks = stage_limits(ray.cluster_resources().get("CPU", 1.0))
+        tasks = ray.data.TaskPoolStrategy(size=stage_limits(ray.cluster_resources().get("CPU", 1.0)))
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
             ds = ds.map_batches(read_parse_chunk, fn_kwargs={"ctx": ctx}, batch_size=opts.documents_per_task,
-                                batch_format="numpy", num_cpus=opts.task_cpus, concurrency=tasks, **retry)
+                                batch_format="numpy", num_cpus=opts.task_cpus, compute=tasks, **retry)
             ds = ds.map_batches(EmbedPassages, fn_constructor_kwargs={
                 "source": plan.embedder.source, "device": "cuda" if opts.num_gpus else "cpu"},
                 batch_size=opts.batch_size, batch_format="numpy", compute=_pool(opts),
                 num_cpus=opts.num_cpus, num_gpus=opts.num_gpus)
             ds = ds.map_batches(upsert, fn_kwargs={"ctx": ctx}, batch_size=max(opts.batch_size, 64),
-                                batch_format="numpy", num_cpus=opts.task_cpus, concurrency=tasks, **retry)
+                                batch_format="numpy", num_cpus=opts.task_cpus, compute=tasks, **retry)
         done = 0
         try:
             for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
