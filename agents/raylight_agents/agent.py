@@ -33,6 +33,7 @@ from raylight_agents.checkpoint import TurnLocks, checkpoint_kind, open_checkpoi
 from raylight_agents.graphs.base import AgentState, GraphDeps, RunContext, turn_input
 from raylight_agents.grounding import Grounder, answer_mode
 from raylight_agents.llm import LLM, Message, ModelRejected, ModelTimeout, ModelUnavailable
+from raylight_agents.mcp_tools import McpToolbox, Toolbox
 from raylight_agents.readiness import Probe
 from raylight_agents.tools import HttpToolbox
 
@@ -123,7 +124,8 @@ def make_caller(user: User) -> Any:
 class Agent:
     def __init__(self, name: str, spec: PipelineSpec, connections: Connections,
                  retriever: Callable[[], Any] | None = None, llm: LLM | None = None,
-                 caller_factory: Callable[[User], Any] = make_caller, tools: HttpToolbox | None = None) -> None:
+                 caller_factory: Callable[[User], Any] = make_caller,
+                 tools: HttpToolbox | Toolbox | None = None) -> None:
         self.name = name
         self.spec = spec
         self.connections = connections
@@ -133,7 +135,8 @@ class Agent:
         self.caller_factory = caller_factory
         mode = answer_mode(spec.agent.answer_mode, conn.parameters if conn else None)
         self.builder = None if self.llm is None else registry.get(spec.agent.graph)(
-            GraphDeps(spec, self.retriever, self.llm, tools or HttpToolbox(list(spec.agent.tools)),
+            GraphDeps(spec, self.retriever, self.llm,
+                      tools or Toolbox(HttpToolbox(list(spec.agent.tools)), McpToolbox(connections.mcp_servers)),
                       Grounder(self._embed), mode))
         self.graph: CompiledStateGraph[Any, Any, Any, Any] | None = None
         self._probes = (Probe(self._model_ready), Probe(lambda: asyncio.to_thread(self.retriever.ready)),

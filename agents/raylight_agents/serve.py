@@ -571,7 +571,7 @@ class AgentServer(server.Edge):
         self._check_name(name)
         return JSONResponse(await self.thread(thread_id, user, request.headers.get("authorization")))
 
-    @api.api_route(mcp_server.MCP_PATH, methods=list(mcp_server.ROUTE_METHODS))
+    @api.api_route(mcp_server.MCP_PATH, methods=list(mcp_server.ROUTE_METHODS), include_in_schema=False)
     async def http_mcp(self, name: str, request: Request) -> Response:
         self._check_name(name)
         body = await self.read(request) if request.method == "POST" else b""
@@ -586,7 +586,7 @@ class AgentServer(server.Edge):
             return await guard.sse_response(self.chat_completions_stream(body, auth))
         return JSONResponse(await self.chat_completions(body, auth))
 
-    @api.post("/v1/responses")
+    @api.post("/v1/responses", include_in_schema=False)  # described by OpenAI's own spec (docs/responses.md)
     async def http_responses(self, request: Request) -> Response:
         body = self.load(await self.read(request))
         auth = request.headers.get("authorization")
@@ -594,11 +594,11 @@ class AgentServer(server.Edge):
             return await guard.sse_response(self.responses_stream(body, auth), responses_api.sse_error_event)
         return JSONResponse(await self.responses_create(body, auth))
 
-    @api.get("/v1/responses/{response_id}")
+    @api.get("/v1/responses/{response_id}", include_in_schema=False)
     async def http_responses_get(self, response_id: str, request: Request, user: str | None = None) -> Response:
         return JSONResponse(await self.responses_get(response_id, request.headers.get("authorization"), user))
 
-    @api.delete("/v1/responses/{response_id}")
+    @api.delete("/v1/responses/{response_id}", include_in_schema=False)
     async def http_responses_delete(self, response_id: str, request: Request, user: str | None = None) -> Response:
         return JSONResponse(await self.responses_delete(response_id, request.headers.get("authorization"), user))
 

@@ -122,3 +122,7 @@ def local_path(source: str) -> str | None:
     if scheme == "pvc":
         return f"{PVC_MOUNT_ROOT}/{rest.strip('/')}"
     return None
+
+# A custom Ray resource only a serving cluster's head offers when its model may scale to zero: what must outlive
+# the model's replicas (vLLM's OpenAI ingress) asks for a sliver of it, so it never keeps a GPU worker pod alive.
+HEAD_RESOURCE: Final = "raylight-head"

@@ -63,6 +63,8 @@ def replica_options(replicas: Replicas) -> dict[str, Any]:
             "initial_replicas": max(replicas.min, 1),
             "target_ongoing_requests": replicas.target_ongoing_requests,
         }
+        if replicas.min == 0:
+            options["autoscaling_config"]["downscale_to_zero_delay_s"] = replicas.idle_seconds
     else:
         options["num_replicas"] = replicas.min
     return options

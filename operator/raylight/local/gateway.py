@@ -176,8 +176,9 @@ class Gateway(server.Edge):
 
     async def _serve_status(self) -> tuple[Any, str | None]:
         """Serve's status (ray.serve.status()) within CONTROLLER_TIMEOUT_S: a fresh one, or the last one
-        while it is younger than `status_max_age_s` (STATUS_MAX_AGE_S); (None, why) when there is none to go by. One read runs at a
-        time, in a thread: a controller that hangs never blocks the event loop nor piles up threads."""
+        while it is younger than `status_max_age_s` (STATUS_MAX_AGE_S); (None, why) when there is none to go by.
+        One read runs at a time, in a thread: a controller that hangs never blocks the event loop nor piles up
+        threads."""
         if self._status_read is None or self._status_read.done():
             self._status_read = asyncio.ensure_future(asyncio.to_thread(serve.status))
         try:

@@ -17,11 +17,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from raylight.api.limits import LimitExceeded, object_problems
 from raylight.api.manifests import field_path
 from raylight.api.names import agent_rayservice_name, ingestion_cron_name, model_rayservice_name, service_url
 from raylight.api.types import API_VERSION, FineTune, ModelDeployment, Pipeline
 from raylight.api.validate import check_adapters, check_finetune, check_model, check_references
 from raylight.desired.kubernetes import (
+    RECREATE_ANNOTATION,
     get_agent_rayservice,
     get_ingestion_cron,
     get_ingestion_objects,
@@ -179,6 +181,8 @@ class Reconciler:
 
     def apply(self, desired: Obj, writes: list[str]) -> Obj:
         """Create the child, or patch what differs; returns the live object."""
+        if problems := object_problems(desired):  # what the API server or etcd would refuse: never sent
+            raise LimitExceeded("; ".join(problems))
         kube = self.deps.kube
         kind, meta = desired["kind"], desired["metadata"]
         ns, name = meta["namespace"], meta["name"]
@@ -192,6 +196,12 @@ class Reconciler:
                 live = kube.get(kind, ns, name)
                 if live is None:
                     raise
+        if live["metadata"].get("deletionTimestamp"):  # on its way out: created anew once it is gone
+            return live
+        if _recreate(desired, live):
+            kube.delete(kind, ns, name)
+            writes.append(f"deleted {kind} {name} to recreate it (upgradeStrategy Recreate: its Ray cluster changed)")
+            return kube.get(kind, ns, name) or live
         patch = child_patch(desired, live)
         if not patch:
             return live
@@ -227,16 +237,21 @@ class Reconciler:
         license_problem = next((m for f, m in problems.items() if f != "spec.resources"), None)
         fit_problem = problems.get("spec.resources")
         live = None
+        gateway = self._gateway_problem(md)
+        if gateway:
+            return self._result(body, Verdict("Failed", []), {"endpoint": None}, writes, now,
+                                failure=("GatewayClassMissing", gateway))
         if not problems:
             inputs = (body["metadata"].get("generation"), md.spec.to_wire())
             [desired] = self._built(body, inputs, lambda: [get_model_rayservice(md, ns, settings)])
             live = self.apply(desired, writes)
-        health = self._deadline(body, now)(rayservice_health(live), None)
+        health = self._deadline(body, now)(rayservice_health(live, md.spec.replicas.min == 0), None)
         verdict = model_verdict(health, license_problem, fit_problem)
         extra = {
             "endpoint": None if problems else service_url(model_rayservice_name(name), ns, settings.cluster_domain),
             "readyReplicas": health.ready_replicas,
             "runtime": md.spec.resolved().resolved_runtime,
+            "upgradeStrategy": md.spec.upgrade_type,
         }
         result = self._result(body, verdict, extra, writes, now)
         was: dict[str, Any] = next((c for c in (body.get("status") or {}).get("conditions") or []
@@ -244,6 +259,19 @@ class Reconciler:
         if license_problem and was.get("status") != "False":  # once, when the refusal begins
             result.events.append(("Warning", "LicenseRefused", license_problem))
         return result
+
+    def _gateway_problem(self, md: ModelDeployment) -> str | None:
+        """An Incremental upgrade needs the GatewayClass it names (so the Gateway API is installed): why not."""
+        options = md.spec.upgrade_strategy.incremental
+        if md.spec.upgrade_type != "Incremental" or options is None:
+            return None
+        if self.deps.kube.get("GatewayClass", "", options.gateway_class_name) is not None:
+            return None
+        return (f"spec.upgradeStrategy.incremental.gatewayClassName: no GatewayClass "
+                f"{options.gateway_class_name!r} in the cluster. The incremental upgrade needs the Gateway API and "
+                "an implementation of it (e.g. Istio, Envoy Gateway) and KubeRay >= 1.5.1 with its "
+                "RayServiceIncrementalUpgrade feature gate; or set spec.upgradeStrategy.type to NewCluster or "
+                "Recreate")
 
     def _adapter_outputs(self, md: ModelDeployment, ns: str) -> tuple[tuple[str, str] | None, dict[str, str]]:
         """((reason, why) the model is not deployed: WaitingForFineTune, AdapterIncompatible or
@@ -630,6 +658,14 @@ def ingestion_events(old: Mapping[str, Any] | None, new: Mapping[str, Any] | Non
 
 
 _WRITE_REASONS = {"created": "Created", "patched": "Applied", "deleted": "Deleted"}  # Event reasons per write
+
+
+def _recreate(desired: Mapping[str, Any], live: Mapping[str, Any]) -> bool:
+    """Whether a RayService under upgradeStrategy Recreate must be deleted first: its Ray cluster changed (the
+    hash the builder wrote differs from the live one's); a change of the Serve config alone is patched in place."""
+    want = (desired["metadata"].get("annotations") or {}).get(RECREATE_ANNOTATION)
+    have = (live["metadata"].get("annotations") or {}).get(RECREATE_ANNOTATION)
+    return want is not None and have is not None and want != have
 
 
 def _leaves(patch: Mapping[str, Any], prefix: str = "") -> list[str]:

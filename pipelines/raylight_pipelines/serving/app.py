@@ -57,7 +57,7 @@ from raylight.api.types import ModelDeploymentSpec
 from raylight_pipelines import telemetry
 from raylight_pipelines.serving.loading import load_model
 from raylight_pipelines.serving.runtimes.base import ChatRuntime, Embedder, Generation, Reranker
-from raylight_pipelines.web import guard, limits, protocol, response_store, responses, responses_api, server
+from raylight_pipelines.web import guard, limits, openapi, protocol, response_store, responses, responses_api, server
 from raylight_pipelines.web.errors import ApiError
 from raylight_pipelines.web.protocol import (
     MODEL_MAX_REQUEST_BYTES,
@@ -492,6 +492,42 @@ class ModelServer(server.Edge):
     @api.delete("/v1/responses/{response_id}")
     async def http_responses_delete(self, response_id: str) -> Response:
         return JSONResponse(await self.responses_delete(response_id))
+
+
+# The routes' statuses besides 200, each in the OpenAI error shape.
+ERRORS = {
+    "400": "invalid JSON, Unicode, nesting or field, a task this model does not serve, or over the context "
+           "(the message names each field and limit)",
+    "404": "no such model (`model` names another one) or route",
+    "405": "wrong method (`Allow` says which)",
+    "408": "the body did not arrive in time",
+    "413": "the body, the tokens or the answer over a limit (docs/limits.md)",
+    "429": "too many requests from this client in flight",
+    "431": "the headers are too large",
+}
+
+
+def operations() -> dict[str, openapi.Operation]:
+    """The model app's routes for its /openapi.json: request and response models of web/protocol and
+    web/responses (the ones the handlers validate with and build). Routes added to `api` add theirs here."""
+    return {
+        "embeddings": openapi.Operation("post", "/v1/embeddings", responses.EmbeddingList, EmbeddingsRequest),
+        "rerank": openapi.Operation("post", "/v1/rerank", responses.RerankList, RerankRequest),
+        "chatCompletions": openapi.Operation("post", "/v1/chat/completions", responses.ChatCompletion,
+                                             ChatCompletionRequest, stream=openapi.DATA_SSE),
+        "listModels": openapi.Operation("get", "/v1/models", responses.ModelList),
+        "getModel": openapi.Operation("get", "/v1/models/{model}", responses.ModelCard),
+        "tokenizer": openapi.Operation("get", "/v1/tokenizer", responses.Tokenizer),
+        "healthz": openapi.Operation("get", "/healthz", responses.Health),
+        # the Responses API (web/responses_api): its request model; the Response object as JSON
+        "createResponse": openapi.Operation("post", "/v1/responses", openapi.ANY_JSON, responses_api.ResponsesRequest,
+                                            stream=openapi.EVENT_SSE),
+        "getResponse": openapi.Operation("get", "/v1/responses/{response_id}", openapi.ANY_JSON),
+        "deleteResponse": openapi.Operation("delete", "/v1/responses/{response_id}", openapi.ANY_JSON),
+    }
+
+
+openapi.describe(api, operations, ERRORS)
 
 
 def build_app(args: ModelAppArgs | dict[str, Any]) -> serve.Application:

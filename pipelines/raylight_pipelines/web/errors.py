@@ -69,11 +69,18 @@ def validation_error(exc: ValidationError | Sequence[Any]) -> ApiError:
     The same fault gets the same status and code on every route, whichever app refused it.
     """
     fields: dict[str, str] = {}
+    mismatched: set[str] = set()  # fields whose message so far is a union member's type mismatch
     for problem in exc.errors() if isinstance(exc, ValidationError) else exc:
         field, text = _field(problem["loc"]), str(problem["msg"]).removeprefix("Value error, ")
         named = _NAMED_PARAM.match(text)
         if named:  # a check across fields says which one it is about: "tool_choice: ...", "content: ..."
             field, text = (f"{field}.{named[1]}" if field else named[1]), named[2]
-        fields.setdefault(field, text)
+        is_mismatch = str(problem.get("type", "")).endswith("_type")
+        if field not in fields or (field in mismatched and not is_mismatch):
+            # of a union's problems, the one about the member the value has the type of says most
+            fields[field] = text
+            mismatched.discard(field)
+            if is_mismatch:
+                mismatched.add(field)
     message = "; ".join(f"{f}: {text}" if f else text for f, text in fields.items()) or "invalid request"
     return ApiError(400, message, param=next(iter(fields), None) or None, code="invalid_value")

@@ -28,12 +28,12 @@ from __future__ import annotations
 import json
 import re
 import time
-import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from raylight_pipelines.web import responses
 from raylight_pipelines.web.errors import ApiError, validation_error
 from raylight_pipelines.web.response_store import ResponseStore, StoreUnavailable
 
@@ -44,7 +44,7 @@ RESPONSE_ID = re.compile(r"^resp_[A-Za-z0-9-]{1,64}$")
 
 def new_id(prefix: str) -> str:
     """`<prefix>_<24 hex digits>`: OpenAI's Responses ids (`resp_`, `msg_`, `fc_`, `call_`)."""
-    return f"{prefix}_{uuid.uuid4().hex[:24]}"
+    return responses.new_id(prefix, "_")
 
 
 class _Strict(BaseModel):

@@ -38,6 +38,7 @@ DOCS = [Doc("d1", "Ray Serve scales replicas with autoscaling between min and ma
 
 async def make_server(spec_extra: dict[str, Any] | None = None, llm: bool = True) -> Any:
     spec: dict[str, Any] = {"embedder": {"modelDeployment": "minilm"},
+            "retrieval": {"minScore": 0.3},  # the fakes' bag-of-words embedder (see test_graphs.spec)
                             "agent": {"auth": {"secret": "agent"}, **(spec_extra or {})}}
     if llm:
         spec["llm"] = {"modelDeployment": "smollm"}
@@ -46,7 +47,7 @@ async def make_server(spec_extra: dict[str, Any] | None = None, llm: bool = True
     obj = cls.__new__(cls)
     await obj.__init__("handbook", spec, conn)
     retriever = MemoryRetriever(DOCS)
-    scripted = ScriptedLLM(lambda body: "Replicas autoscale between min and max [1].")
+    scripted = ScriptedLLM(lambda body: "Replicas autoscale [1].")
     obj.agent = Agent("handbook", obj.spec, conn, retriever=lambda: retriever,
                       llm=scripted.llm() if llm else None)
     return obj

@@ -97,3 +97,17 @@ def test_whitespace_only_answers_are_refused_at_validation(record: dict[str, Any
     from raylight.api.datasets import record_problem
 
     assert "not only whitespace" in (record_problem(record) or "")
+
+
+def test_target_modules_resolve_to_peft_s_default_or_are_refused_naming_the_base_s_layers() -> None:
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with torch.device("meta"):
+        llama = AutoModelForCausalLM.from_config(AutoConfig.for_model("llama"))  # SmolLM2's architecture
+    assert lora.resolve_targets(llama, None) == ["q_proj", "v_proj"]  # peft.utils.constants
+    assert lora.resolve_targets(llama, ["model.layers.0.self_attn.o_proj"]) == ["model.layers.0.self_attn.o_proj"]
+    assert lora.resolve_targets(llama, ["all-linear"]) == "all-linear"
+    with pytest.raises(lora.TrainingError, match=r"targetModules: c_attn not in the base \(llama\); its linear "
+                       r"layers: down_proj, gate_proj, k_proj, o_proj, q_proj, up_proj, v_proj"):
+        lora.resolve_targets(llama, ["c_attn"])
