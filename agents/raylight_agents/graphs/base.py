@@ -25,9 +25,11 @@ from raylight_agents.grounding import (
     Grounder,
     SentenceSupport,
     cited_sentence,
+    content_words,
     is_dont_know,
     quote,
     quote_first,
+    restates,
     split_sentences,
 )
 from raylight_agents.llm import LLM, Completion, Message, Usage
@@ -428,22 +430,20 @@ def _abstain(state: AgentState, ctx: RunContext, writer: Any, score: float | Non
             "evidence_score": score, "prompt": [], "messages": [{"role": "assistant", "content": answer}]}
 
 
-async def _paraphrase(deps: GraphDeps, state: AgentState, ctx: RunContext, quotes: list[Evidence],
-                      context: list[Chunk]) -> SentenceSupport | None:
-    """One short sentence by the model from the quoted sentences alone, kept only when a quoted source supports
-    it (same words, numbers and negation)."""
+async def _paraphrase(deps: GraphDeps, state: AgentState, ctx: RunContext, quotes: list[Evidence]) \
+        -> SentenceSupport | None:
+    """One short sentence by the model from the quoted sentences alone, kept only when it restates them
+    (`restates`: no word, number or negation they do not have) and is not a copy of one."""
     quoted = "\n".join(f'"{e.sentence}"' for e in quotes)
     prompt: list[Message] = [{"role": "system", "content": PARAPHRASE_SYSTEM},
                               {"role": "user", "content": f"Text:\n{quoted}\n\nQuestion: {state['question']}"}]
     raw = await call_llm(deps, ctx, prompt, max_tokens=PARAPHRASE_TOKENS)
     first = next(iter(split_sentences(clean_refs(raw, 0))), "").strip()
-    if not first or is_dont_know(first) or len(first.split()) > 30:
+    if not first or len(first.split()) > 30 or not restates(first, [e.sentence for e in quotes]):
         return None
-    sources = [context[e.ref - 1] for e in quotes]
-    refs = deps.grounder.support(first, sources)
-    if not refs:
-        return None
-    text, cited = cited_sentence(first, [quotes[refs[0] - 1].ref])
+    if any(content_words(first) == content_words(e.sentence) for e in quotes):
+        return None  # says nothing the quote does not say in the same words
+    text, cited = cited_sentence(first, [quotes[0].ref])
     return {"text": text, "refs": cited, "supported": True}
 
 
@@ -455,7 +455,7 @@ async def extractive(deps: GraphDeps, state: AgentState, ctx: RunContext, writer
     support: list[SentenceSupport] = [{"text": quote(e), "refs": [e.ref], "supported": True} for e in quotes]
     answer = QUOTE_PREFIX + " ".join(s["text"] for s in support)
     _emit(ctx, writer, answer)
-    extra = await _paraphrase(deps, state, ctx, quotes, context) if paraphrase else None
+    extra = await _paraphrase(deps, state, ctx, quotes) if paraphrase else None
     if extra is not None:
         support.append(extra)
         answer += " " + extra["text"]
@@ -484,7 +484,7 @@ async def generate(deps: GraphDeps, state: AgentState, ctx: RunContext, writer: 
     if not context:
         return _abstain(state, ctx, writer, None)
     evidence = await asyncio.to_thread(deps.grounder.evidence, state["question"], _standalone(state), context)
-    score = evidence[0].score if evidence else None
+    score = max(e.score for e in evidence) if evidence else None
     if score is None or score < deps.spec.retrieval.min_score:
         return _abstain(state, ctx, writer, score)
     fmt = response_format(deps.spec)

@@ -188,3 +188,13 @@ def test_min_score_and_answer_mode_are_validated_with_the_field_named() -> None:
     with pytest.raises(ValidationError, match=r"answerMode|answer_mode"):
         spec(mode="creative")
     assert PipelineSpec.model_validate({"embedder": {"modelDeployment": "m"}}).retrieval.min_score == 0.65
+
+
+def test_a_paraphrase_restates_only_with_the_quotes_words_numbers_and_negation() -> None:
+    from raylight_agents.grounding import restates
+
+    quote = ["Island residents with a resident card get a 40 percent discount on every fare."]
+    assert restates("Residents with a card get a 40 percent discount [1].", quote)
+    assert not restates("Islanders receive 40 percent of every fare.", quote)  # new words change the meaning
+    assert not restates("Residents get a 50 percent discount.", quote)  # a number the quote does not state
+    assert not restates("Residents do not get a discount.", quote)  # the opposite
