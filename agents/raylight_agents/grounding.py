@@ -15,7 +15,6 @@ Three checks, all without the answering model:
 from __future__ import annotations
 
 import math
-import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ AnswerMode = Literal["extractive", "generative"]
 # Models with fewer parameters than this answer quote-first when spec.agent.answerMode is auto: measured on
 # the labelled sets (docs/grounding.md), a 135M model states the fact for too few questions and flips rules.
 EXTRACTIVE_BELOW_PARAMETERS = 1e9
-RANK_WORDS = float(os.environ.get("RG_RANK", "0.2"))  # weight of the question's own words when ranking sentences
+RANK_WORDS = 0.2  # weight of the question's own words when ranking sentences
 CONTRAST = 0.5  # weight of the best sentence's lead over the mean sentence in the evidence score
 SUPPORT_OVERLAP = 0.6  # share of an answer sentence's content words its passage must contain
 MAX_QUOTES = 2
