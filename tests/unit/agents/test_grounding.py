@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from raylight.api.connections import LLMConnection
 from raylight.api.types import PipelineSpec
 from raylight_agents.agent import Agent, Turn, running
-from raylight_agents.graphs.base import DONT_KNOW, QUOTE_PREFIX, SentenceGate
+from raylight_agents.graphs.base import DONT_KNOW, QUOTE_PREFIX, Chunk, SentenceGate
 from raylight_agents.grounding import (
     Grounder,
     answer_mode,
@@ -29,8 +29,8 @@ FERRY = [
     Doc("k1", "A return ticket costs 24 euros. Tickets bought on board cost 3 euros more.", "tickets.md"),
     Doc("v1", "Passengers are not allowed to stay on the car deck during the crossing.", "vehicles.md"),
 ]
-CHUNKS: list[dict[str, Any]] = [{"id": d.id, "source": d.source, "title": None, "text": d.text, "score": 1.0}
-                                for d in FERRY]
+CHUNKS: list[Chunk] = [{"id": d.id, "source": d.source, "title": None, "text": d.text, "score": 1.0}
+                        for d in FERRY]
 
 
 def spec(mode: str = "auto", min_score: float = 0.3, graph: str = "rag") -> PipelineSpec:
