@@ -4,8 +4,6 @@ docs/grounding.md (`raylight eval` on the labelled sets)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 from agent_fakes import Doc, MemoryRetriever, ScriptedLLM, WordEmbedder, connections
 from hypothesis import given, settings
