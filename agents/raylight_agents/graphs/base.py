@@ -472,8 +472,9 @@ def _standalone(state: AgentState) -> str:
 async def generate(deps: GraphDeps, state: AgentState, ctx: RunContext, writer: Any) -> AgentState:
     """Answer from the numbered sources, grounded or not at all (docs/grounding.md):
 
-    * no source, or no sentence of them scoring retrieval.minScore (`Grounder.evidence`): the fixed
-      abstention with the closest sources, grounding "none", no model call;
+    * no source, or no sentence of them scoring retrieval.minScore (`Grounder.evidence`) and no governing
+      rule holding half of the question's words: the fixed abstention with the closest sources, grounding
+      "none", no model call;
     * extractive mode, or a yes/no question that a restriction in the sources governs (`governing_rule`):
       the supporting sentences quoted with their citations, then at most one checked paraphrase;
     * generative mode: the model answers; each sentence is kept, with the citation of a source that supports
@@ -485,16 +486,18 @@ async def generate(deps: GraphDeps, state: AgentState, ctx: RunContext, writer: 
         return _abstain(state, ctx, writer, None)
     evidence = await asyncio.to_thread(deps.grounder.evidence, state["question"], _standalone(state), context)
     score = max(e.score for e in evidence) if evidence else None
-    if score is None or score < deps.spec.retrieval.min_score:
-        return _abstain(state, ctx, writer, score)
     fmt = response_format(deps.spec)
+    rule = None if fmt is not None else governing_rule(state["question"], context)
+    # A rule that holds at least half of the question's content words governs it whatever the embedder's score.
+    ruling = rule is not None and 2 * len(terms(state["question"]) & terms(rule[1])) >= len(terms(state["question"]))
+    if (score is None or score < deps.spec.retrieval.min_score) and not ruling:
+        return _abstain(state, ctx, writer, score)
     if fmt is not None:
         prompt = answer_prompt(deps.spec, state, context)
         raw = await call_llm(deps, ctx, prompt, writer, fmt)
         answer, citations, grounding = cite(raw, context, structured=True)
         return {"answer": answer, "citations": citations, "grounding": grounding, "support": [],
                 "evidence_score": score, "prompt": prompt, "messages": [{"role": "assistant", "content": answer}]}
-    rule = governing_rule(state["question"], context)
     if rule is not None:
         return await extractive(deps, state, ctx, writer, [Evidence(rule[0], rule[1], score, 0.0, 0.0)], context,
                                 score, paraphrase=False)
