@@ -30,7 +30,7 @@ from raylight.settings import Settings
 FULLNAME = f"{RELEASE}-raylight"
 RBAC_KINDS = {"ClusterRole", "Role"}
 # Resources the operator reaches at cluster scope; every other one it uses is namespaced.
-CLUSTER_SCOPED_RESOURCES = {"customresourcedefinitions", "namespaces", "clusterkopfpeerings"}
+CLUSTER_SCOPED_RESOURCES = {"customresourcedefinitions", "namespaces", "clusterkopfpeerings", "gatewayclasses"}
 
 Objects = list[dict[str, Any]]
 
@@ -128,7 +128,7 @@ def test_namespaced_mode_grants_nothing_outside_the_watched_namespaces(render: R
     cluster_role = one(objects, "ClusterRole")
     for rule in cluster_role["rules"]:
         assert set(rule["resources"]) <= CLUSTER_SCOPED_RESOURCES
-        assert set(rule["verbs"]) <= {"list", "watch"}, "only discovery is cluster-wide"
+        assert set(rule["verbs"]) <= {"get", "list", "watch"}, "only discovery is cluster-wide (reads)"
     assert sorted(operator_args(objects).namespaces) == sorted(values["watchNamespaces"])
 
 

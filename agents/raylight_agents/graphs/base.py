@@ -33,6 +33,7 @@ from raylight_agents.grounding import (
     split_sentences,
 )
 from raylight_agents.llm import LLM, Completion, Message, Usage
+from raylight_agents.mcp_tools import Toolbox
 from raylight_agents.tools import HttpToolbox
 
 # A 135M model has little room: few, short sources and a short history keep answers fast and on topic.
@@ -107,7 +108,7 @@ class GraphDeps:
     spec: PipelineSpec
     retriever: Retriever
     llm: LLM
-    tools: HttpToolbox
+    tools: HttpToolbox | Toolbox
     grounder: Grounder = field(default_factory=Grounder)  # evidence and support checks (raylight_agents.grounding)
     answer_mode: AnswerMode = "generative"  # spec.agent.answerMode resolved for the model
 
