@@ -500,7 +500,7 @@ async def generate(deps: GraphDeps, state: AgentState, ctx: RunContext, writer: 
         return {"answer": answer, "citations": citations, "grounding": grounding, "support": [],
                 "evidence_score": score, "prompt": prompt, "messages": [{"role": "assistant", "content": answer}]}
     if rule is not None:
-        return await extractive(deps, state, ctx, writer, [Evidence(rule[0], rule[1], score, 0.0, 0.0)], context,
+        return await extractive(deps, state, ctx, writer, [Evidence(rule[0], rule[1], score or 0.0, 0.0, 0.0)], context,
                                 score, paraphrase=False)
     if deps.answer_mode == "extractive":
         return await extractive(deps, state, ctx, writer, quote_first(evidence), context, score)
