@@ -15,8 +15,12 @@ from raylight.api.names import AGENT_APP_IMPORT, HEAD_RESOURCE, MODEL_APP_IMPORT
 from raylight.api.serve import AgentAppArgs, ModelAppArgs, replica_options
 from raylight.api.types import ModelDeployment, ModelDeploymentSpec, Pipeline
 
-# ray.serve.llm's prefix-aware router, by import path (Serve imports it in the replica's process).
-PREFIX_CACHE_AFFINITY_ROUTER = "ray.serve.llm.request_router.PrefixCacheAffinityRouter"
+# ray.serve.llm's prefix-aware router, by import path. Its public name, ray.serve.llm.request_router.
+# PrefixCacheAffinityRouter, is an empty subclass of this class but imports vLLM on import, so an LLMConfig naming
+# it cannot even be validated where vLLM is absent (the operator, CI); Ray is pinned (constraints.txt), and
+# tests/unit/serving/test_serving_app_config.py validates the config with Ray's own LLMConfig.
+PREFIX_CACHE_AFFINITY_ROUTER = (
+    "ray.llm._internal.serve.routing_policies.prefix_aware.prefix_aware_router.PrefixCacheAffinityRouter")
 
 
 def _vllm_llm_config(name: str, spec: ModelDeploymentSpec) -> dict[str, Any]:
