@@ -165,9 +165,13 @@ def test_pipeline_agent_and_ingestion(validate_rayservice: Callable[[dict[str, A
     by_name = {m.resource.metadata.name: m.resource for m in result.manifests}
     pipeline, embedder = by_name["legal-assistant"], by_name["bge-m3"]
     assert isinstance(pipeline, Pipeline) and isinstance(embedder, ModelDeployment)
-    rs = get_agent_rayservice(pipeline, "ai", SETTINGS, embedder)
+    llm = by_name["qwen-7b"]
+    assert isinstance(llm, ModelDeployment)
+    rs = get_agent_rayservice(pipeline, "ai", SETTINGS, embedder, llm)
     validate_rayservice(rs)
     assert rs["metadata"]["name"] == "legal-assistant-agent"
+    llm_size = AgentAppArgs.model_validate(serve_app(rs)["args"]).connections.llm
+    assert llm_size is not None and llm_size.parameters == llm.spec.resolved().model.parameters  # answerMode auto
     app = serve_app(rs)
     assert app["import_path"] == "raylight_agents.serve:build_app"
     connections = AgentAppArgs.model_validate(app["args"]).connections
