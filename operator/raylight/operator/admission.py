@@ -53,6 +53,8 @@ def problems(obj: Mapping[str, Any], policy: LicensePolicy) -> list[str]:
     out = [f"{p.field}: {p.message}" if p.field else p.message for p in found]
     if isinstance(resource, ModelDeployment):
         out += [f"{f}: {m}" for f, m in check_model(resource, policy)]
+        out += [f"spec.adapters[{i}].name: '{a.name}' is this ModelDeployment's own name; a request's model "
+                "would select both" for i, a in enumerate(resource.spec.adapters) if a.name == resource.metadata.name]
     return out
 
 

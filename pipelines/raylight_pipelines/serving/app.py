@@ -12,7 +12,9 @@ HTTP routes (relative to the application's route prefix):
                               {"results": [{"index", "relevance_score", "document"?}], "usage"} (Cohere/Jina)
   POST /v1/chat/completions   task chat; `stream: true` answers with server-sent events; tools, logprobs and
                               n > 1 as in docs/tool-calling.md (choices are generated one after another)
-  GET  /v1/models             this model: id (= deployment name), runtime, weights sha256, dimension
+  GET  /v1/models             this model: id (= deployment name), runtime, weights sha256, dimension; then
+                              each LoRA adapter as its own entry (`parent`: this model, `root`: its source)
+  GET  /v1/models/{id}        one of those entries (404 model_not_found naming the others)
   GET  /v1/tokenizer?model=M  task embed: {"model", "max_tokens", "tokenizer": <tokenizer.json>}, so that
                               ingestion sizes chunks with the embedder's own tokenizer and window
   GET  /healthz               200 once the model is loaded
@@ -29,6 +31,7 @@ gateway) that hold a DeploymentHandle to `ModelServer`:
   async for line in handle.options(stream=True).chat_completions_stream.remote(body):
       ...                                         -> str, SSE lines "data: {...}\\n\\n" ending "data: [DONE]"
   await handle.models.remote()                    -> dict (the /v1/models response)
+  await handle.model.remote(id)                   -> dict (the /v1/models/{id} entry)
 Each raises `errors.ApiError` on a bad request (Ray re-raises it as a subclass of ApiError: use
 `.status` and `.body()`). The stream method checks the request before its first line, so an invalid body
 raises on the first iteration, not halfway through an answer.
@@ -56,7 +59,7 @@ from raylight.api.types import ModelDeploymentSpec
 from raylight_pipelines import telemetry
 from raylight_pipelines.serving.loading import load_model
 from raylight_pipelines.serving.runtimes.base import ChatRuntime, Embedder, Generation, Reranker
-from raylight_pipelines.web import guard, observe, protocol
+from raylight_pipelines.web import guard, models, observe, protocol
 from raylight_pipelines.web.errors import ApiError
 from raylight_pipelines.web.protocol import (
     MODEL_MAX_REQUEST_BYTES,
@@ -127,8 +130,6 @@ class ModelServer:
             "revision": self.spec.model.revision,
             "weights_sha256": self.loaded.sha256,
         }
-        if self.spec.adapters:  # LoRA adapters: a request selects one with its model
-            card["adapters"] = [a.name for a in self.spec.adapters]
         runtime = self.loaded.runtime
         if self.task == "embed":
             card["dimension"] = runtime.dimension  # type: ignore[union-attr]
@@ -137,7 +138,14 @@ class ModelServer:
             card["max_input_tokens"] = runtime.max_tokens  # type: ignore[union-attr]
         else:
             card["context_length"] = runtime.context_length  # type: ignore[union-attr]
-        return {"object": "list", "data": [card]}
+        # LoRA adapters are entries of their own (a request selects one with its model), parent: this model.
+        entries = models.model_entries(card, [(a.name, a.source or a.fine_tune) for a in self.spec.adapters])
+        return {"object": "list", "data": entries}
+
+    async def model(self, model: str) -> dict[str, Any]:
+        """The `/v1/models/{model}` entry: this model or one of its adapters; 404 naming them otherwise."""
+        entries = (await self.models())["data"]
+        return models.find_entry(entries, model, ", ".join(e["id"] for e in entries))
 
     async def tokenizer(self, model: str | None = None) -> dict[str, Any]:
         if model is not None and model != self.name:
@@ -341,7 +349,7 @@ class ModelServer:
                     return
 
         def chunk(index: int, delta: dict[str, Any], **extra: Any) -> str:
-            return protocol.sse(protocol.chat_chunk(cid, self.name, created, delta, index=index, **extra))
+            return protocol.sse(protocol.chat_chunk(cid, request.model, created, delta, index=index, **extra))
 
         async with self._engine():
             started = time.perf_counter()
@@ -377,7 +385,7 @@ class ModelServer:
                 self._tokens(prompt_tokens, completion_tokens, time.perf_counter() - started)
                 if request.stream_options and request.stream_options.include_usage:
                     usage = protocol.usage(prompt_tokens, completion_tokens)
-                    yield protocol.sse(protocol.chat_chunk(cid, self.name, created, {}, usage_=usage))
+                    yield protocol.sse(protocol.chat_chunk(cid, request.model, created, {}, usage_=usage))
                 yield protocol.SSE_DONE
             finally:
                 if not task.done():  # a client that disconnects stops the engine at its next token
@@ -411,9 +419,7 @@ class ModelServer:
 
     @api.get("/v1/models/{model:path}")
     async def http_model(self, model: str) -> Response:
-        if model != self.name:
-            raise protocol.unknown_model(model, self.name)
-        return JSONResponse((await self.models())["data"][0])
+        return JSONResponse(await self.model(model))
 
     @api.post("/v1/embeddings")
     async def http_embeddings(self, request: Request) -> Response:
