@@ -59,7 +59,7 @@ from raylight.api.serve import AgentAppArgs, agent_deployment_options
 from raylight.api.types import PipelineSpec
 from raylight_pipelines import telemetry
 from raylight_pipelines.retrieval.retriever import FILTER_FIELDS, FilterValue
-from raylight_pipelines.web import guard, observe, protocol
+from raylight_pipelines.web import guard, observe, parameters, protocol
 from raylight_pipelines.web.errors import ApiError, validation_error
 from raylight_pipelines.web.protocol import ChatCompletionRequest
 
@@ -268,7 +268,9 @@ class AgentServer:
     async def _parse_chat(self, body: Any, authorization: str | None) -> Turn:
         try:
             verified = await self._identify(authorization)
-            request = protocol.parse(ChatIn, guard.load_object(body, self.limits.max_request_bytes), self.name)
+            loaded = guard.load_object(body, self.limits.max_request_bytes)
+            request = protocol.parse(ChatIn, loaded, self.name)
+            parameters.check_chat(loaded, "pipeline")  # what an agent does not do is refused, never dropped
             turn = request.turn()
         except ApiError as exc:
             self._refuse("chat", exc)

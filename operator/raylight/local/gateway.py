@@ -4,6 +4,7 @@ It holds DeploymentHandles to each ModelDeployment's `ModelServer` and each Pipe
 applications have no HTTP route of their own) and routes:
 
   POST /v1/embeddings, /v1/rerank,
+       /v1/completions (models only),
        /v1/chat/completions                   by the body's `model`: a ModelDeployment's name -> that
                                               model; one of its LoRA adapters' names -> that model with the
                                               adapter; a Pipeline's name (chat only) -> that pipeline's agent
@@ -258,6 +259,22 @@ class Gateway:
     @api.post("/v1/rerank")
     async def rerank(self, request: Request) -> Response:
         return await self._model_call("rerank", request)
+
+    @api.post("/v1/completions")
+    async def completions(self, request: Request) -> Response:
+        """Legacy completions: models only (a Pipeline answers chat)."""
+        raw, body, model = await self._body(request)
+        base = self._served_by(model)
+        if base is None:
+            raise self._unknown(model, "legacy completions are served by chat ModelDeployments")
+        handle, backend = self._model(base), f"model {base}"
+        if body.get("stream") is True:
+            return await relay(backend, handle.options(stream=True).completions_stream.remote(
+                raw, telemetry.inject() or None))
+        try:
+            return JSONResponse(await handle.completions.remote(raw, telemetry.inject() or None))
+        except Exception as exc:
+            raise backend_error(backend, exc) from exc
 
     @api.post("/v1/chat/completions")
     async def chat_completions(self, request: Request) -> Response:

@@ -10,6 +10,8 @@ HTTP routes (relative to the application's route prefix):
   POST /v1/embeddings         task embed; `input` a string or a list of strings
   POST /v1/rerank             task rerank; {"query", "documents", "top_n"?, "return_documents"?} ->
                               {"results": [{"index", "relevance_score", "document"?}], "usage"} (Cohere/Jina)
+  POST /v1/completions        task chat, legacy: `prompt` (a string or a list) continued without the chat
+                              template; max_tokens (default 16), stop, n, echo, seed, stream as on OpenAI
   POST /v1/chat/completions   task chat; `stream: true` answers with server-sent events; tools, logprobs and
                               n > 1 as in docs/tool-calling.md (choices are generated one after another)
   GET  /v1/models             this model: id (= deployment name), runtime, weights sha256, dimension; then
@@ -28,6 +30,8 @@ gateway) that hold a DeploymentHandle to `ModelServer`:
   await handle.embeddings.remote(body)            -> dict (the /v1/embeddings response); body: dict or raw bytes
   await handle.rerank.remote(body)                -> dict (the /v1/rerank response)
   await handle.chat_completions.remote(body)      -> dict (`stream` in the body is ignored)
+  await handle.completions.remote(body)           -> dict (legacy /v1/completions; `stream` ignored)
+  async for line in handle.options(stream=True).completions_stream.remote(body): ...
   async for line in handle.options(stream=True).chat_completions_stream.remote(body):
       ...                                         -> str, SSE lines "data: {...}\\n\\n" ending "data: [DONE]"
   await handle.models.remote()                    -> dict (the /v1/models response)
@@ -59,11 +63,12 @@ from raylight.api.types import ModelDeploymentSpec
 from raylight_pipelines import telemetry
 from raylight_pipelines.serving.loading import load_model
 from raylight_pipelines.serving.runtimes.base import ChatRuntime, Embedder, Generation, Reranker
-from raylight_pipelines.web import guard, models, observe, protocol
+from raylight_pipelines.web import guard, models, observe, parameters, protocol
 from raylight_pipelines.web.errors import ApiError
 from raylight_pipelines.web.protocol import (
     MODEL_MAX_REQUEST_BYTES,
     ChatCompletionRequest,
+    CompletionRequest,
     EmbeddingsRequest,
     RerankRequest,
 )
@@ -278,7 +283,9 @@ class ModelServer:
     def _chat_request(self, body: dict[str, Any] | bytes) -> ChatCompletionRequest:
         self._stats["chat_requests"] += 1
         self._check_task("chat", "/v1/chat/completions")
-        request: ChatCompletionRequest = self._parse(ChatCompletionRequest, body)
+        loaded = guard.load_object(body, MODEL_MAX_REQUEST_BYTES)
+        request: ChatCompletionRequest = self._parse(ChatCompletionRequest, loaded)
+        parameters.check_chat(loaded, self.runtime_name)  # what this runtime does not do: 400 naming it
         context = self._chat_runtime.context_length
         if request.token_limit is not None and request.token_limit >= context:
             param = "max_completion_tokens" if request.max_completion_tokens else "max_tokens"
@@ -393,6 +400,131 @@ class ModelServer:
                     self._stats["generations_cancelled"] += 1
                 await task
 
+    # ------------------------------------------------------------ legacy completions
+
+    def _completion_request(self, body: dict[str, Any] | bytes) -> CompletionRequest:
+        self._check_task("chat", "/v1/completions")
+        loaded = guard.load_object(body, MODEL_MAX_REQUEST_BYTES)
+        request: CompletionRequest = self._parse(CompletionRequest, loaded)
+        parameters.check_completions(loaded, self.runtime_name)
+        context = self._chat_runtime.context_length
+        if request.max_tokens is not None and request.max_tokens >= context:
+            raise ApiError(400, f"max_tokens: {request.max_tokens} tokens do not fit this model's context of "
+                           f"{context} tokens (the prompt needs some too)", param="max_tokens",
+                           code="context_length_exceeded")
+        return request
+
+    def _completion_work(self, request: CompletionRequest) -> list[tuple[int, str, Any]]:
+        """(choice index, prompt, sampling request) for each prompt and each of its `n` choices, in order."""
+        return [(p * request.n + i, prompt, request.sampling(None if request.seed is None else request.seed + i))
+                for p, prompt in enumerate(request.prompts) for i in range(request.n)]
+
+    def _decode_text(self, prompt: str, sampling: ChatCompletionRequest, request: CompletionRequest,
+                     emit: Any, cancelled: threading.Event) -> Generation:
+        try:
+            return self._chat_runtime.decode(prompt, sampling, None, request.stops, request.max_tokens, emit,
+                                             cancelled)
+        except ApiError as exc:
+            if exc.param == "messages":  # the runtime speaks of messages; this route has a prompt
+                raise ApiError(exc.status, exc.message.replace("The messages take", "The prompt takes"),
+                               param="prompt", code=exc.code) from None
+            raise
+
+    async def completions(self, body: dict[str, Any] | bytes,
+                          trace_headers: dict[str, str] | None = None) -> dict[str, Any]:
+        """`POST /v1/completions` (legacy): the prompt's text continued, no chat template."""
+        with self._observed("completions", trace_headers):
+            request = self._completion_request(body)
+            choices: list[dict[str, Any]] = []
+            prompt_tokens = completion_tokens = 0
+            cancelled = threading.Event()
+            async with self._engine():
+                try:
+                    for index, prompt, sampling in self._completion_work(request):
+                        result = await asyncio.to_thread(self._decode_text, prompt, sampling, request, None,
+                                                         cancelled)
+                        choices.append({"index": index, "text": (prompt if request.echo else "") + result.text,
+                                        "finish_reason": result.finish_reason, "logprobs": None})
+                        prompt_tokens += result.prompt_tokens if index % request.n == 0 else 0
+                        completion_tokens += result.completion_tokens
+                except asyncio.CancelledError:
+                    cancelled.set()
+                    self._stats["generations_cancelled"] += 1
+                    raise
+            self._tokens(prompt_tokens, completion_tokens)
+            return protocol.text_completion(f"cmpl-{protocol.completion_id()[9:]}", request.model, choices,
+                                            prompt_tokens, completion_tokens)
+
+    async def completions_stream(self, body: dict[str, Any] | bytes,
+                                 trace_headers: dict[str, str] | None = None) -> AsyncGenerator[str]:
+        lines = observe.observed_stream("model completions", self._attributes("completions"),
+                                        lambda: self._completion_lines(self._completion_request(body)),
+                                        self._count("completions"), telemetry.extract(trace_headers))
+        async with contextlib.aclosing(lines):
+            async for line in lines:
+                yield line
+
+    async def _completion_lines(self, request: CompletionRequest) -> AsyncGenerator[str]:
+        """The completions as SSE chunks (`object: text_completion`), one choice after another."""
+        cid, created = f"cmpl-{protocol.completion_id()[9:]}", int(time.time())
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[str | Generation | BaseException] = asyncio.Queue()
+        cancelled = threading.Event()
+        work = self._completion_work(request)
+
+        def put(item: str | Generation | BaseException) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+
+        def run() -> None:
+            for _, prompt, sampling in work:
+                try:
+                    put(self._decode_text(prompt, sampling, request, put, cancelled))
+                except BaseException as exc:
+                    put(exc)
+                    return
+                if cancelled.is_set():
+                    return
+
+        def chunk(index: int, text: str, finish: str | None = None) -> str:
+            return protocol.sse(protocol.text_completion(cid, request.model, [
+                {"index": index, "text": text, "finish_reason": finish, "logprobs": None}], 0, 0, created, True))
+
+        async with self._engine():
+            task = loop.run_in_executor(None, run)
+            try:
+                prompt_tokens = completion_tokens = 0
+                first: Any = await queue.get()
+                if isinstance(first, ApiError):
+                    raise first
+                pending: Any = first
+                for index, prompt, _ in work:
+                    if request.echo:
+                        yield chunk(index, prompt)
+                    while True:
+                        item, pending = (pending if pending is not None else await queue.get()), None
+                        if isinstance(item, str):
+                            yield chunk(index, item)
+                        elif isinstance(item, BaseException):
+                            error = item if isinstance(item, ApiError) else guard.internal_error(
+                                f"model {self.name}: completion", item)
+                            yield protocol.sse_error(error)
+                            return
+                        else:
+                            yield chunk(index, "", item.finish_reason)
+                            prompt_tokens += item.prompt_tokens if index % request.n == 0 else 0
+                            completion_tokens += item.completion_tokens
+                            break
+                self._tokens(prompt_tokens, completion_tokens)
+                if request.stream_options and request.stream_options.include_usage:
+                    yield protocol.sse(protocol.text_completion(cid, request.model, [], prompt_tokens,
+                                                                completion_tokens, created, True))
+                yield protocol.SSE_DONE
+            finally:
+                if not task.done():
+                    cancelled.set()
+                    self._stats["generations_cancelled"] += 1
+                await task
+
     def check_health(self) -> None:
         if self.loaded is None:
             raise RuntimeError(f"model {self.name} is not loaded")
@@ -428,6 +560,13 @@ class ModelServer:
     @api.post("/v1/rerank")
     async def http_rerank(self, request: Request) -> Response:
         return JSONResponse(await self.rerank(await guard.read_body(request, MODEL_MAX_REQUEST_BYTES)))
+
+    @api.post("/v1/completions")
+    async def http_completions(self, request: Request) -> Response:
+        body = guard.load_object(await guard.read_body(request, MODEL_MAX_REQUEST_BYTES), MODEL_MAX_REQUEST_BYTES)
+        if body.get("stream") is True:
+            return await guard.sse_response(self.completions_stream(body))
+        return JSONResponse(await self.completions(body))
 
     @api.post("/v1/chat/completions")
     async def http_chat_completions(self, request: Request) -> Response:

@@ -30,8 +30,8 @@ def unknown_model(requested: str, served: str) -> ApiError:
 
 
 class _Request(BaseModel):
-    # OpenAI clients send fields we do not act on (user, metadata, ...): ignore those, refuse the ones
-    # that would change the answer (checked explicitly below).
+    # Every parameter a body may carry is checked against web/parameters.py's tables first (honoured,
+    # accepted, or refused with 400 naming it); fields these models do not declare are the accepted ones.
     model_config = ConfigDict(extra="ignore")
 
     model: str = Field(min_length=1)
@@ -219,6 +219,16 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
+def token_biases(value: dict[str, float] | None) -> dict[str, float] | None:
+    """Check a `logit_bias`: keys token ids (non-negative integers as strings), biases within -100..100."""
+    for token, bias in (value or {}).items():
+        if not token.isdigit():
+            raise ValueError(f"keys are token ids (non-negative integers as strings); got {token!r}")
+        if not -100 <= bias <= 100:
+            raise ValueError(f"token {token}: a bias is between -100 and 100; got {bias}")
+    return value
+
+
 class ChatCompletionRequest(_Request):
     messages: list[ChatMessage] = Field(min_length=1)
     max_tokens: int | None = Field(None, ge=1)
@@ -240,6 +250,18 @@ class ChatCompletionRequest(_Request):
     parallel_tool_calls: bool | None = None
     logprobs: bool | None = None
     top_logprobs: int | None = Field(None, ge=0, le=20)
+    # token id (as a string, OpenAI's shape) -> bias added to its logit, -100 (never) to 100 (always)
+    logit_bias: dict[str, float] | None = Field(None, max_length=1024)
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _token_biases(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        return token_biases(value)
+
+    @property
+    def token_biases(self) -> dict[int, float]:
+        """logit_bias as token id -> bias (empty when none is asked)."""
+        return {int(token): bias for token, bias in (self.logit_bias or {}).items()}
 
     @field_validator("stop")
     @classmethod
@@ -308,6 +330,75 @@ class ChatCompletionRequest(_Request):
     @property
     def json_schema(self) -> dict[str, Any] | None:
         return self.response_format.enforced_schema() if self.response_format else None
+
+
+class CompletionRequest(_Request):
+    """`POST /v1/completions` (legacy): text in, text out, no chat template. `prompt` is a string or a list of
+    strings (one completion per prompt and `n`); `max_tokens` defaults to 16 as on OpenAI; `echo` puts the
+    prompt before the completion's text."""
+
+    prompt: str | list[str]
+    max_tokens: int | None = Field(16, ge=1)
+    temperature: float = Field(1.0, ge=0, le=2)
+    top_p: float = Field(1.0, gt=0, le=1)
+    n: int = Field(1, ge=1, le=MAX_CHOICES)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    presence_penalty: float = Field(0.0, ge=-2, le=2)
+    frequency_penalty: float = Field(0.0, ge=-2, le=2)
+    logit_bias: dict[str, float] | None = Field(None, max_length=1024)
+    echo: bool = False
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _token_biases(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        return token_biases(value)
+
+    @field_validator("prompt", mode="before")
+    @classmethod
+    def _text_prompts(cls, value: Any) -> Any:
+        if isinstance(value, list) and value and not all(isinstance(item, str) for item in value):
+            raise ValueError("token-id prompts are not supported; send a string or a list of strings")
+        if isinstance(value, list) and not value:
+            raise ValueError("must not be an empty list")
+        return value
+
+    @field_validator("stop")
+    @classmethod
+    def _stop_list(cls, value: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(value, list) and len(value) > 4:
+            raise ValueError("at most 4 stop sequences")
+        return value
+
+    @property
+    def prompts(self) -> list[str]:
+        return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
+
+    def sampling(self, seed: int | None = None) -> ChatCompletionRequest:
+        """The sampling fields as the chat request the runtimes decode with (the messages are not used)."""
+        return ChatCompletionRequest.model_validate({
+            "model": self.model, "messages": [{"role": "user", "content": ""}], "temperature": self.temperature,
+            "top_p": self.top_p, "seed": seed, "presence_penalty": self.presence_penalty,
+            "frequency_penalty": self.frequency_penalty, "logit_bias": self.logit_bias})
+
+    @property
+    def stops(self) -> list[str]:
+        if self.stop is None:
+            return []
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop)
+
+
+def text_completion(cid: str, model: str, choices: list[dict[str, Any]], prompt_tokens: int,
+                    completion_tokens: int, created: int | None = None, chunk: bool = False) -> dict[str, Any]:
+    """A legacy completion (or one of its streamed chunks): choices are {"index", "text", "finish_reason",
+    "logprobs"}."""
+    body: dict[str, Any] = {"id": cid, "object": "text_completion", "created": created or int(time.time()),
+                            "model": model, "choices": choices}
+    if not chunk or not choices:
+        body["usage"] = usage(prompt_tokens, completion_tokens)
+    return body
 
 
 def parse(model: type[_Request], body: Any, served: str, adapters: Sequence[str] = ()) -> Any:
