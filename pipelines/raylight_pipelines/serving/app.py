@@ -7,8 +7,10 @@ spec, camelCase). It builds ONE deployment, `ModelServer` (`names.MODEL_DEPLOYME
 that deployment owns: `raylight.api.serve.model_deployment_options(spec)`, computed there once.
 
 HTTP routes (relative to the application's route prefix):
-  POST /v1/embeddings         task embed; `input` a string or a list of strings
-  POST /v1/rerank             task rerank; {"query", "documents", "top_n"?, "return_documents"?} ->
+  POST /v1/embeddings         task embed; `input` a string, a list of strings, or OpenAI token ids (decoded
+                              with cl100k_base); over the window: 400 unless `truncate: true`; `dimensions`
+                              the model's own or a Matryoshka size it was trained for
+  POST /v1/rerank             task rerank; {"query", "documents", "top_n"?, "return_documents"?, "truncate"?} ->
                               {"results": [{"index", "relevance_score", "document"?}], "usage"} (Cohere/Jina)
   POST /v1/completions        task chat, legacy: `prompt` (a string or a list) continued without the chat
                               template; max_tokens (default 16), stop, n, echo, seed, stream as on OpenAI
@@ -61,6 +63,7 @@ from raylight.api.serve import ModelAppArgs, model_deployment_options
 from raylight.api.types import ModelDeploymentSpec
 
 from raylight_pipelines import telemetry
+from raylight_pipelines.serving import windows
 from raylight_pipelines.serving.loading import load_model
 from raylight_pipelines.serving.runtimes.base import ChatRuntime, Embedder, Generation, Reranker
 from raylight_pipelines.web import guard, models, observe, parameters, protocol
@@ -228,11 +231,16 @@ class ModelServer:
         self._check_task("embed", "/v1/embeddings")
         request: EmbeddingsRequest = self._parse(EmbeddingsRequest, body)
         embedder: Embedder = self.loaded.runtime  # type: ignore[assignment]
-        if request.dimensions is not None and request.dimensions != embedder.dimension:
-            raise ApiError(400, f"Model '{self.name}' makes {embedder.dimension}-dimensional vectors; "
-                           f"dimensions={request.dimensions} is not supported.", param="dimensions")
+        size = windows.embedding_size(self.name, embedder.dimension, embedder.matryoshka_dimensions,
+                                      request.dimensions)
+        texts = request.texts
+        if not request.truncate:
+            needed = await asyncio.to_thread(embedder.window_tokens, texts)
+            windows.refuse_over_window(self.name, needed, embedder.max_tokens, "input")
         self._stats["embed_requests"] += 1
-        vectors, counts = await self._embed_batch(request.texts)
+        vectors, counts = await self._embed_batch(texts)
+        if size != embedder.dimension:
+            vectors = windows.shortened(vectors, size)
         tokens = sum(counts)
         self._tokens(tokens)
         return {
@@ -262,8 +270,12 @@ class ModelServer:
     async def _rerank(self, body: dict[str, Any] | bytes) -> dict[str, Any]:
         self._check_task("rerank", "/v1/rerank")
         request: RerankRequest = self._parse(RerankRequest, body)
-        self._stats["rerank_requests"] += 1
+        reranker: Reranker = self.loaded.runtime  # type: ignore[assignment]
         texts = request.texts
+        if not request.truncate:
+            needed = await asyncio.to_thread(reranker.window_tokens, [(request.query, t) for t in texts])
+            windows.refuse_over_window(self.name, needed, reranker.max_tokens, "documents")
+        self._stats["rerank_requests"] += 1
         scores, counts = await self._rerank_batch([(request.query, t) for t in texts])
         self._tokens(sum(counts))
         return protocol.rerank_response(self.name, texts, [float(s) for s in scores], request.top_n,

@@ -16,6 +16,7 @@ import jsonschema
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from raylight_pipelines.web.errors import ApiError, validation_error
+from raylight_pipelines.web.openai_tokens import is_token_input, token_texts
 
 # The largest body a model route reads (1 MiB: about 250,000 tokens of text, more than a CPU runtime's context).
 MODEL_MAX_REQUEST_BYTES = 1024 * 1024
@@ -38,27 +39,44 @@ class _Request(BaseModel):
 
 
 class EmbeddingsRequest(_Request):
-    input: str | list[str]
+    """`POST /v1/embeddings`: `input` a string, a list of strings, or OpenAI token ids (an array, or an array
+    of arrays: cl100k_base ids, as LangChain's OpenAIEmbeddings sends them; see web/openai_tokens.py).
+    An input longer than the model's window is refused (400 naming it and the limit) unless `truncate` is
+    true (TEI's field): then the model sees its first window of tokens. `dimensions` is the model's own, or
+    one of the shorter Matryoshka sizes it was trained for (engineArgs.matryoshka_dimensions)."""
+
+    input: str | list[str] | list[int] | list[list[int]]
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(None, ge=1)
+    truncate: bool = False
 
     @field_validator("input", mode="before")
     @classmethod
-    def _text_only(cls, value: Any) -> Any:
-        if isinstance(value, list) and value and not isinstance(value[0], str):
-            raise ValueError("token-id input is not supported; send a string or a list of strings")
+    def _text_or_tokens(cls, value: Any) -> Any:
+
+
+        if isinstance(value, list) and value and not all(isinstance(x, str) for x in value) \
+                and not is_token_input(value):
+            raise ValueError("a string, a list of strings, or token ids (a list of integers or of lists of them)")
         return value
 
     @field_validator("input")
     @classmethod
-    def _not_empty(cls, value: str | list[str]) -> str | list[str]:
+    def _not_empty(cls, value: Any) -> Any:
         if isinstance(value, list) and not value:
             raise ValueError("must not be an empty list")
         return value
 
     @property
     def texts(self) -> list[str]:
-        return [self.input] if isinstance(self.input, str) else list(self.input)
+        """The inputs as text (token ids decoded with OpenAI's tokenizer); raises ApiError naming `input`."""
+
+
+        if isinstance(self.input, str):
+            return [self.input]
+        if is_token_input(self.input):
+            return token_texts(list(self.input))
+        return [str(x) for x in self.input]
 
 
 class RerankDocument(BaseModel):
@@ -75,6 +93,7 @@ class RerankRequest(_Request):
     documents: list[str | RerankDocument] = Field(min_length=1, max_length=1000)
     top_n: int | None = Field(None, ge=1)
     return_documents: bool = True
+    truncate: bool = False  # TEI's field: a pair over the model's window is refused (400) unless true
 
     @property
     def texts(self) -> list[str]:

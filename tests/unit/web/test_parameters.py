@@ -29,7 +29,8 @@ ASKING: dict[str, Any] = {
 
 def test_the_docs_table_is_the_table_the_routes_check() -> None:
     text = DOC.read_text()
-    start = text.index("<!-- generated: parameters.markdown() -->\n") + len("<!-- generated: parameters.markdown() -->\n")
+    marker = "<!-- generated: parameters.markdown() -->\n"
+    start = text.index(marker) + len(marker)
     assert text[start:text.index("<!-- end generated -->")] == parameters.markdown()
 
 

@@ -101,7 +101,7 @@ def _compiled(constraint: Constraint) -> Any:
     return grammar_for(json.dumps(constraint, sort_keys=True))
 
 
-def logit_bias_processors(biases: dict[int, float], vocabulary: int) -> list[Callable[..., Any]] | None:
+def logit_bias_processors(biases: dict[int, float], vocabulary: int) -> Any:
     """`logit_bias` as a llama-cpp-python logits processor: each bias added to its token's logit before
     sampling (greedy decoding included: a bias of 100 all but forces its token, -100 all but bans it); None
     when no bias is asked. Raises ApiError 400 naming logit_bias for a token id outside the model's vocabulary."""
@@ -118,7 +118,9 @@ def logit_bias_processors(biases: dict[int, float], vocabulary: int) -> list[Cal
         scores[ids] += values  # as OpenAI, vLLM and llama.cpp's server apply it: added to the raw logit
         return scores
 
-    return [bias]
+    from llama_cpp import LogitsProcessorList
+
+    return LogitsProcessorList([bias])
 
 
 def token_logprobs(logits: np.ndarray, token: int, top: int, text: Callable[[int], bytes]) -> dict[str, Any]:

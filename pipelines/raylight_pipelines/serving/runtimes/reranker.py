@@ -21,6 +21,11 @@ class CrossEncoderReranker:
                                   max_length=engine_args.get("max_seq_length"))
         self.max_tokens = int(self.model.max_length or self.model.tokenizer.model_max_length)
 
+    def window_tokens(self, pairs: list[tuple[str, str]]) -> list[int]:
+        """Tokens each (query, document) pair needs whole (special tokens in, nothing truncated)."""
+        ids = self.model.tokenizer([q for q, _ in pairs], [d for _, d in pairs], truncation=False)["input_ids"]
+        return [len(x) for x in ids]
+
     def score(self, pairs: list[tuple[str, str]]) -> tuple[np.ndarray, list[int]]:
         """The model's relevance score for each (query, document) pair (higher is more relevant; the
         model's own activation, a sigmoid for one-label models) and the tokens each pair cost."""
