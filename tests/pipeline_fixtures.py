@@ -1,13 +1,14 @@
 """Fixtures for the ingestion and retrieval unit tests: the fake embedder, the real MiniLM tokenizer (loads in
-well under a second) and an in-memory Qdrant."""
+well under a second) and the embedded store (Qdrant's engine, qdrant-edge-py) in a temporary folder."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
-from qdrant_client import QdrantClient
 from raylight_pipelines.ingest.chunking import HFTokenizer, load_tokenizer
+from raylight_pipelines.store.edge import EdgeStore
 from retrieval_fakes import MINILM, CountingEmbedder
 
 
@@ -24,7 +25,18 @@ def tokenizer() -> HFTokenizer:
 
 
 @pytest.fixture
-def client() -> Any:
-    c = QdrantClient(":memory:")
-    yield c
-    c.close()
+def new_store(tmp_path: Path) -> Iterator[Callable[[], EdgeStore]]:
+    """Makes a fresh embedded store in its own folder (the engine has no in-memory mode); all closed after."""
+    made: list[EdgeStore] = []
+
+    def make() -> EdgeStore:
+        made.append(EdgeStore(tmp_path / f"store-{len(made)}"))
+        return made[-1]
+    yield make
+    for s in made:
+        s.close()
+
+
+@pytest.fixture
+def store(new_store: Callable[[], EdgeStore]) -> EdgeStore:
+    return new_store()

@@ -30,7 +30,8 @@ from raylight_pipelines.web.guard import internal_error
 
 from raylight_agents import audit, errors, registry
 from raylight_agents.checkpoint import TurnLocks, checkpoint_kind, open_checkpointer
-from raylight_agents.graphs.base import DONT_KNOW, AgentState, GraphDeps, RunContext, turn_input
+from raylight_agents.graphs.base import AgentState, GraphDeps, RunContext, turn_input
+from raylight_agents.grounding import Grounder, answer_mode
 from raylight_agents.llm import LLM, Message, ModelRejected, ModelTimeout, ModelUnavailable
 from raylight_agents.tools import HttpToolbox
 
@@ -129,8 +130,10 @@ class Agent:
         self.llm: LLM | None = llm or (LLM.from_connection(conn) if conn else None)  # None: search only
         self.retriever = LazyRetriever(retriever or default_retriever(spec, connections))
         self.caller_factory = caller_factory
+        mode = answer_mode(spec.agent.answer_mode, conn.parameters if conn else None)
         self.builder = None if self.llm is None else registry.get(spec.agent.graph)(
-            GraphDeps(spec, self.retriever, self.llm, tools or HttpToolbox(list(spec.agent.tools))))
+            GraphDeps(spec, self.retriever, self.llm, tools or HttpToolbox(list(spec.agent.tools)),
+                      Grounder(self._embed), mode))
         self.graph: CompiledStateGraph[Any, Any, Any, Any] | None = None
         self.checkpointer: BaseCheckpointSaver[Any] | None = None
         self.turns: TurnLocks | None = None
@@ -151,6 +154,16 @@ class Agent:
         await self._stack.aclose()
         if self.llm is not None:
             await self.llm.aclose()
+
+    def _embed(self, texts: Sequence[str]) -> list[list[float]] | None:
+        """The Pipeline's embedder on `texts` (the evidence check), None when its retriever has none."""
+        embedder = getattr(self.retriever.get(), "embedder", None)
+        if embedder is None:
+            return None
+        try:
+            return cast(list[list[float]], embedder.embed(list(texts)))
+        except Exception as exc:
+            raise errors.StoreUnavailable(f"cannot embed the passages' sentences: {exc}") from exc
 
     @property
     def model(self) -> str | None:
@@ -232,8 +245,11 @@ class Agent:
     async def _prepare(self, turn: Turn, thread_id: str,
                        ) -> tuple[AgentState, RunnableConfig, RunContext, RunnableConfig | None]:
         """The turn's input state, its config and context, and the thread's checkpoint before it (None: new)."""
-        # A new thread has no state to read back (one checkpoint read less per first question).
+        # A new thread has no state to read back (one checkpoint read less per first question); a given
+        # thread_id must name a thread this user started (404 otherwise: callers never choose thread ids).
         snapshot = await self._snapshot(thread_id, turn.user) if turn.thread_id else None
+        if turn.thread_id and snapshot is None:  # thread ids are the server's (unguessable): none is made up
+            raise errors.not_found(f"thread {turn.thread_id}")
         existing = cast(AgentState, snapshot.values) if snapshot else None
         state = turn_input(turn.question, existing.get("owner") if existing else turn.user.id)
         if turn.prior and existing is None:
@@ -250,6 +266,8 @@ class Agent:
             "citations": values.get("citations", []),
             "thread_id": thread_id,
             "grounding": values.get("grounding", "none"),
+            "support": values.get("support", []),
+            "evidence_score": values.get("evidence_score"),
             "retrieved": [c["id"] for c in values.get("chunks", [])],
         }
 
@@ -272,7 +290,7 @@ class Agent:
         if error.status == 500:
             ok, detail = await self._threads_ready()
             if not ok:
-                return errors.unavailable("threads", f"{detail}; this turn was not saved")
+                return errors.outage("threads", "the thread store", detail, "; this turn was not saved")
         return error
 
     @staticmethod
@@ -289,7 +307,7 @@ class Agent:
         if isinstance(exc, ModelRejected):
             return errors.ApiError(502, str(exc), type="bad_gateway", code="model_rejected")
         if isinstance(exc, errors.StoreUnavailable):
-            return errors.unavailable("store", str(exc))
+            return errors.outage("store", "the vector store", exc)
         return internal_error("agent run", exc)
 
     async def invoke(self, turn: Turn, operation: str = "invoke") -> dict[str, Any]:
@@ -434,9 +452,9 @@ def _count_answer(pipeline: str, ctx: RunContext | None, values: AgentState) -> 
             telemetry.AGENT_TOKENS.labels(pipeline, "completion").inc(usage["completion_tokens"])
     if chunks := values.get("chunks"):
         telemetry.AGENT_CHUNKS.labels(pipeline, "retrieved").inc(len(chunks))
-    if citations := values.get("citations"):
+    if (citations := values.get("citations")) and values.get("grounding") != "none":  # not the closest sources
         telemetry.AGENT_CHUNKS.labels(pipeline, "cited").inc(len(citations))
-    if values.get("answer") == DONT_KNOW:
+    if values.get("answer") and values.get("grounding") == "none":
         telemetry.AGENT_DONT_KNOW.labels(pipeline).inc()
 
 

@@ -16,25 +16,13 @@ from typing import Any, Literal
 from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
+from raylight_pipelines.web.responses import ChatCompletion, ErrorBody, Health, ModelList
 
 REF = "#/components/schemas/{model}"
 
 
 class _Out(BaseModel):
     model_config = ConfigDict(extra="allow")  # responses may grow fields; clients ignore unknown ones
-
-
-class ErrorDetail(_Out):
-    message: str
-    type: str
-    param: str | None
-    code: str | None
-
-
-class ErrorBody(_Out):
-    """Every refusal, on every route: the OpenAI error shape."""
-
-    error: ErrorDetail
 
 
 class Citation(_Out):
@@ -93,48 +81,12 @@ class SearchOut(_Out):
     results: list[Hit]
 
 
-class ChatMessageOut(_Out):
-    role: Literal["assistant"]
-    content: str
+class ChatOut(ChatCompletion):
+    """The OpenAI chat completion (web/responses, the one the model app sends too) and a Pipeline's fields."""
 
-
-class ChatChoice(_Out):
-    index: int
-    message: ChatMessageOut
-    finish_reason: str
-
-
-class ChatUsage(_Out):
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
-
-
-class ChatOut(_Out):
-    id: str
-    object: Literal["chat.completion"]
-    created: int
-    model: str
-    choices: list[ChatChoice]
-    usage: ChatUsage
     citations: list[Citation]
     thread_id: str
     grounding: Literal["cited", "context", "none"]
-
-
-class ModelCard(_Out):
-    id: str
-    object: Literal["model"]
-    owned_by: str
-
-
-class ModelsOut(_Out):
-    object: Literal["list"]
-    data: list[ModelCard]
-
-
-class HealthOut(_Out):
-    status: Literal["ok"]
 
 
 class Check(_Out):
@@ -179,8 +131,8 @@ ROUTES: dict[str, tuple[str, str, str | None, str]] = {
     "search": ("post", "/v1/pipelines/{name}/search", "search", "SearchOut"),
     "getThread": ("get", "/v1/pipelines/{name}/threads/{thread_id}", None, "ThreadOut"),
     "chatCompletions": ("post", "/v1/chat/completions", "chat", "ChatOut"),
-    "listModels": ("get", "/v1/models", None, "ModelsOut"),
-    "healthz": ("get", "/healthz", None, "HealthOut"),
+    "listModels": ("get", "/v1/models", None, "ModelList"),
+    "healthz": ("get", "/healthz", None, "Health"),
     "readyz": ("get", "/readyz", None, "ReadyOut"),
 }
 THREAD_USER = "$request.body#/user/id"
@@ -201,7 +153,7 @@ LINKS: dict[str, dict[str, Any]] = {
             "name": "$response.body#/model", "thread_id": "$response.body#/thread_id"}},
     },
 }
-RESPONSES = (ErrorBody, InvokeOut, ThreadOut, SearchOut, ChatOut, ModelsOut, HealthOut, ReadyOut)
+RESPONSES = (ErrorBody, InvokeOut, ThreadOut, SearchOut, ChatOut, ModelList, Health, ReadyOut)
 
 
 def _json(name: str) -> dict[str, Any]:

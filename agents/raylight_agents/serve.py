@@ -39,18 +39,16 @@ parameters exactly as a ModelDeployment does (sampling itself is the pipeline's 
 import asyncio
 import contextlib
 import hmac
-import json
 import logging
 import os
 import time
-import uuid
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator
 from typing import Any, TypeVar
 
-from fastapi import FastAPI, Request
+from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 from opentelemetry import trace
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 from ray import serve
 from ray.serve import Application
 from raylight.api.connections import Connections, OidcConnection
@@ -59,8 +57,8 @@ from raylight.api.serve import AgentAppArgs, agent_deployment_options
 from raylight.api.types import PipelineSpec
 from raylight_pipelines import telemetry
 from raylight_pipelines.retrieval.retriever import FILTER_FIELDS, FilterValue
-from raylight_pipelines.web import guard, observe, parameters, protocol
-from raylight_pipelines.web.errors import ApiError, validation_error
+from raylight_pipelines.web import guard, parameters, protocol, responses, server
+from raylight_pipelines.web.errors import ApiError
 from raylight_pipelines.web.protocol import ChatCompletionRequest
 
 from raylight_agents import audit, errors, openapi
@@ -114,7 +112,7 @@ class SearchIn(BaseModel):
 class ChatIn(ChatCompletionRequest):
     """The OpenAI request, validated exactly as a ModelDeployment validates it, plus the agent's extensions."""
 
-    user: str | UserIn | None = None
+    user: str | UserIn | None = None  # type: ignore[assignment]
     thread_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_.:-]{1,128}$")
 
     def turn(self) -> Turn:
@@ -131,18 +129,19 @@ class ChatIn(ChatCompletionRequest):
         return Turn(self.messages[-1].text(), self.thread_id, user, prior)
 
 
-def sse(event: str, data: dict[str, Any]) -> str:
-    return f"event: {event}\ndata: {json.dumps(data)}\n\n"
+def _extensions(result: dict[str, Any]) -> dict[str, Any]:
+    """A Pipeline's fields on top of the OpenAI chat response (see `openapi.PipelineChatCompletion`)."""
+    return {"citations": result["citations"], "thread_id": result["thread_id"], "grounding": result["grounding"]}
 
 
-api = FastAPI(title="Raylight agent", docs_url=None, redoc_url=None)
-guard.install(api)
-api.add_middleware(observe.TraceContextMiddleware)
+api = server.app("Raylight agent")
 
 
 @serve.deployment(name=AGENT_DEPLOYMENT)
 @serve.ingress(api)
-class AgentServer:
+class AgentServer(server.Edge):
+    span_prefix = "agent"
+
     def __init__(self, name: str, spec: PipelineSpec | dict[str, Any],
                  connections: Connections | dict[str, Any]) -> None:
         audit.configure()
@@ -152,6 +151,7 @@ class AgentServer:
         self.spec = PipelineSpec.model_validate(spec)
         self.connections = Connections.model_validate(connections)
         self.limits = self.spec.agent.limits
+        self.max_request_bytes = self.limits.max_request_bytes
         self.quota = Quota(name, self.limits)
         self.agent = Agent(name, self.spec, self.connections)
         self.agent.retriever.warm()  # the replica is RUNNING once its store and query encoder are open
@@ -168,7 +168,7 @@ class AgentServer:
         try:
             return await asyncio.shield(self._started)
         except Exception as exc:
-            raise errors.unavailable("threads", f"cannot open the thread store: {exc}") from exc
+            raise errors.outage("threads", "the thread store", exc) from exc
 
     async def _identify(self, authorization: str | None) -> User | None:
         """Check the caller's bearer token: None when it is the shared token (or no auth is configured: the
@@ -210,24 +210,14 @@ class AgentServer:
         audit.record(self.name, operation, started=time.perf_counter(), status=exc.status,
                      model=self.agent.model, error=exc.message)
 
-    def _attributes(self, route: str) -> dict[str, Any]:
+    def request_attributes(self, route: str) -> dict[str, Any]:
         return {"raylight.pipeline": self.name, "raylight.route": route}
 
-    def _observed(self, route: str) -> contextlib.AbstractContextManager[trace.Span]:
-        """One trace (the request's root span) and the route's metrics for a request."""
-        return observe.observed(f"agent {route}", self._attributes(route),
-                                  lambda status, started, span: self._count(route, status, started, span))
-
-    def _count(self, route: str, status: int, started: float, span: trace.Span) -> None:
-        span.set_attribute("http.response.status_code", status)
+    def request_done(self, route: str, status: int, seconds: float, span: trace.Span) -> None:
         telemetry.AGENT_REQUESTS.labels(self.name, route, str(status)).inc()
-        telemetry.AGENT_REQUEST_SECONDS.labels(self.name, route).observe(time.perf_counter() - started)
+        telemetry.AGENT_REQUEST_SECONDS.labels(self.name, route).observe(seconds)
         if status == 401:
             telemetry.AGENT_AUTH_FAILURES.labels(self.name).inc()
-
-    def _observed_stream(self, route: str, make: Callable[[], AsyncGenerator[str]]) -> AsyncGenerator[str]:
-        return observe.observed_stream(f"agent {route}", self._attributes(route), make,
-                                         lambda status, started, span: self._count(route, status, started, span))
 
     def _admit(self, turn_or_user: Turn | User) -> User:
         user = turn_or_user.user if isinstance(turn_or_user, Turn) else turn_or_user
@@ -251,11 +241,7 @@ class AgentServer:
         mode; None otherwise); refusals are audited and raised."""
         try:
             verified = await self._identify(authorization)
-            data = guard.load_object(body, self.limits.max_request_bytes)
-            try:
-                return model.model_validate(data), verified
-            except ValidationError as exc:
-                raise validation_error(exc) from None
+            return self.validate(model, self.load(body)), verified
         except ApiError as exc:
             self._refuse(operation, exc)
             raise
@@ -268,7 +254,7 @@ class AgentServer:
     async def _parse_chat(self, body: Any, authorization: str | None) -> Turn:
         try:
             verified = await self._identify(authorization)
-            loaded = guard.load_object(body, self.limits.max_request_bytes)
+            loaded = self.load(body)
             request = protocol.parse(ChatIn, loaded, self.name)
             parameters.check_chat(loaded, "pipeline")  # what an agent does not do is refused, never dropped
             turn = request.turn()
@@ -281,7 +267,7 @@ class AgentServer:
     # ------------------------------------------------------------ plain methods (also used by the routes)
 
     async def invoke(self, body: dict[str, Any] | bytes, authorization: str | None = None) -> dict[str, Any]:
-        with self._observed("invoke"):
+        with self.observed("invoke"):
             turn = await self._parse_invoke("invoke", body, authorization)
             user = self._admit(turn)
             agent = await self._ready_agent()
@@ -291,7 +277,7 @@ class AgentServer:
 
     async def search(self, body: dict[str, Any] | bytes, authorization: str | None = None) -> dict[str, Any]:
         """Ranked chunks (Agent.search); needs neither the model nor the thread store."""
-        with self._observed("search"):
+        with self.observed("search"):
             return await self._search(body, authorization)
 
     async def _search(self, body: dict[str, Any] | bytes, authorization: str | None) -> dict[str, Any]:
@@ -343,7 +329,7 @@ class AgentServer:
         return rest()
 
     async def stream(self, body: dict[str, Any] | bytes, authorization: str | None = None) -> AsyncGenerator[str]:
-        async with contextlib.aclosing(self._observed_stream("stream", lambda: self._stream(body, authorization))) \
+        async with contextlib.aclosing(self.observed_stream("stream", lambda: self._stream(body, authorization))) \
                 as parts:
             async for part in parts:
                 yield part
@@ -355,31 +341,23 @@ class AgentServer:
             async for event, data in events:
                 if event == "final":
                     self._spend(user, data.get("usage"))
-                yield sse(event, data)
+                yield responses.sse(data, event)
 
     async def chat_completions(self, body: dict[str, Any] | bytes,
                                authorization: str | None = None) -> dict[str, Any]:
-        with self._observed("chat"):
+        with self.observed("chat"):
             turn = await self._parse_chat(body, authorization)
             user = self._admit(turn)
             agent = await self._ready_agent()
             result = await self._timed("chat", agent.invoke(turn, "chat"))
             self._spend(user, result.get("usage"))
-        usage = result["usage"]
-        return {
-            "id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
-            "model": self.name,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": result["answer"]},
-                         "finish_reason": "stop", "logprobs": None}],
-            "usage": {"prompt_tokens": usage["prompt_tokens"], "completion_tokens": usage["completion_tokens"],
-                      "total_tokens": usage["prompt_tokens"] + usage["completion_tokens"]},
-            "citations": result["citations"], "thread_id": result["thread_id"],
-            "grounding": result["grounding"],
-        }
+        return responses.chat_completion(
+            responses.completion_id(), self.name, [responses.choice(0, result["answer"], "stop")],
+            result["usage"]["prompt_tokens"], result["usage"]["completion_tokens"], extra=_extensions(result))
 
     async def chat_completions_stream(self, body: dict[str, Any] | bytes,
                                       authorization: str | None = None) -> AsyncGenerator[str]:
-        async with contextlib.aclosing(self._observed_stream("chat", lambda: self._chat_stream(body, authorization))) \
+        async with contextlib.aclosing(self.observed_stream("chat", lambda: self._chat_stream(body, authorization))) \
                 as parts:
             async for part in parts:
                 yield part
@@ -387,13 +365,10 @@ class AgentServer:
     async def _chat_stream(self, body: dict[str, Any] | bytes, authorization: str | None) -> AsyncGenerator[str]:
         turn = await self._parse_chat(body, authorization)
         user = self._admit(turn)
-        ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+        ident, created = responses.completion_id(), int(time.time())
 
         def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
-            body = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": self.name,
-                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
-                    **extra}
-            return f"data: {json.dumps(body)}\n\n"
+            return responses.sse(responses.chat_chunk(ident, self.name, created, delta, finish, **extra))
 
         events = await self._primed(self._events(turn, "chat"))
         yield chunk({"role": "assistant", "content": ""})
@@ -408,14 +383,11 @@ class AgentServer:
                         yield chunk({"content": data["answer"]})
                     usage = data["usage"]
                     self._spend(user, usage)
-                    yield chunk({}, "stop", citations=data["citations"], thread_id=data["thread_id"],
-                                grounding=data["grounding"],
-                                usage={"prompt_tokens": usage["prompt_tokens"],
-                                       "completion_tokens": usage["completion_tokens"],
-                                       "total_tokens": usage["prompt_tokens"] + usage["completion_tokens"]})
+                    yield chunk({}, "stop", extra={**_extensions(data), "usage": responses.usage(
+                        usage["prompt_tokens"], usage["completion_tokens"])})
                 elif event == "error":
-                    yield f"data: {json.dumps({k: v for k, v in data.items() if k != 'status'})}\n\n"
-        yield "data: [DONE]\n\n"
+                    yield responses.sse({k: v for k, v in data.items() if k != "status"})
+        yield responses.SSE_DONE
 
     async def thread(self, thread_id: str, user: str | None = None,
                      authorization: str | None = None) -> dict[str, Any]:
@@ -471,23 +443,21 @@ class AgentServer:
         if name != self.name:
             raise errors.not_found(f"pipeline {name}")
 
-    async def _read(self, request: Request) -> bytes:
-        return await guard.read_body(request, self.limits.max_request_bytes)
-
     @api.post("/v1/pipelines/{name}/invoke")
     async def http_invoke(self, name: str, request: Request) -> Response:
         self._check_name(name)
-        return JSONResponse(await self.invoke(await self._read(request), request.headers.get("authorization")))
+        return JSONResponse(await self.invoke(await self.read(request), request.headers.get("authorization")))
 
     @api.post("/v1/pipelines/{name}/search")
     async def http_search(self, name: str, request: Request) -> Response:
         self._check_name(name)
-        return JSONResponse(await self.search(await self._read(request), request.headers.get("authorization")))
+        return JSONResponse(await self.search(await self.read(request), request.headers.get("authorization")))
 
     @api.post("/v1/pipelines/{name}/stream")
     async def http_stream(self, name: str, request: Request) -> Response:
         self._check_name(name)
-        return await guard.sse_response(self.stream(await self._read(request), request.headers.get("authorization")))
+        return await guard.sse_response(self.stream(await self.read(request), request.headers.get("authorization")),
+                                        responses.sse_error_event)
 
     @api.get("/v1/pipelines/{name}/threads/{thread_id}")
     async def http_thread(self, name: str, thread_id: str, request: Request, user: str | None = None) -> Response:
@@ -496,7 +466,7 @@ class AgentServer:
 
     @api.post("/v1/chat/completions")
     async def http_chat(self, request: Request) -> Response:
-        body = guard.load_object(await self._read(request), self.limits.max_request_bytes)
+        body = self.load(await self.read(request))
         auth = request.headers.get("authorization")
         if body.get("stream") is True:
             return await guard.sse_response(self.chat_completions_stream(body, auth))

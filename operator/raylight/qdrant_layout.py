@@ -8,8 +8,10 @@ from typing import Any
 
 DENSE = "dense"  # named dense vector, Cosine
 SPARSE = "bm25"  # sparse BM25 term frequencies; Qdrant applies IDF
-# Payload fields the retrieval filter uses -> index kind ("tenant" is Qdrant's tenant-optimised keyword index).
-PAYLOAD_INDEXES = {"tenant": "tenant", "groups": "keyword", "source_id": "keyword", "pipeline": "keyword"}
+# Every payload field a filter uses (the access filter, the pipeline, the sync's per-document reads and the
+# search API's metadata filters) -> index kind ("tenant" is Qdrant's tenant-optimised keyword index).
+PAYLOAD_INDEXES = {"tenant": "tenant", "groups": "keyword", "source_id": "keyword", "pipeline": "keyword",
+                   "title": "keyword", "heading": "keyword", "page": "integer"}
 
 
 class CollectionMismatch(ValueError):
@@ -37,6 +39,7 @@ def ensure_collection(client: Any, collection: str, dimensions: int, sparse: boo
         warnings.simplefilter("ignore")
         for field, kind in PAYLOAD_INDEXES.items():
             schema: Any = (qm.KeywordIndexParams(type=qm.KeywordIndexType.KEYWORD, is_tenant=True)
-                           if kind == "tenant" else qm.PayloadSchemaType.KEYWORD)
+                           if kind == "tenant" else qm.PayloadSchemaType.INTEGER if kind == "integer"
+                           else qm.PayloadSchemaType.KEYWORD)
             client.create_payload_index(collection, field, field_schema=schema)
     return True

@@ -27,11 +27,14 @@ _PLACEMENT_FIELDS = {
 }
 
 
-def load_valid(files: Iterable[Path], namespace: str, settings: Settings) -> LoadResult:
+def load_valid(files: Iterable[Path], namespace: str, settings: Settings, cluster: bool = True) -> LoadResult:
     """Parse and check manifests as one set; problems carry file, kind, name and field. A set that passes
-    is rendered and every RayService placed (`check_placement`): what validates can run."""
+    is rendered and every RayService placed (`check_placement`): what validates can run. `cluster` (the
+    default: what `render` and the operator take) also refuses what works on one machine only (file://
+    outputs, datasets and adapters)."""
     result = load(files)  # every problem of every document, not only the first kind of them:
-    result.problems += check_set(result.manifests, settings.license_policy, namespace, unparsed=result.problems)
+    result.problems += check_set(result.manifests, settings.license_policy, namespace, unparsed=result.problems,
+                                 cluster=cluster)
     if not result.problems:
         result.problems = placement_problems(result.manifests, namespace, settings)
     return result
@@ -90,10 +93,17 @@ def _report(result: LoadResult) -> int:
 
 
 def validate_command(args: argparse.Namespace) -> int:
-    result = load_valid(args.files, args.namespace, Settings.from_env())
+    """Valid for one machine (`raylight up`, `raylight finetune`), or with `--cluster` for a cluster (what
+    `render` and the operator take); a set valid on one machine only says what a cluster would refuse."""
+    settings = Settings.from_env()
+    result = load_valid(args.files, args.namespace, settings, cluster=args.cluster)
     if _report(result):
         return 1
-    print(f"{len(result.manifests)} manifest(s) valid", file=sys.stderr)
+    where = "for a cluster" if args.cluster else "for one machine"
+    if not args.cluster:
+        for problem in check_set(result.manifests, settings.license_policy, args.namespace, cluster=True):
+            print(f"note: on a cluster: {problem}", file=sys.stderr)
+    print(f"{len(result.manifests)} manifest(s) valid {where}", file=sys.stderr)
     return 0
 
 

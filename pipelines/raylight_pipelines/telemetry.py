@@ -24,7 +24,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -137,11 +137,16 @@ class _Families:
         return self.families
 
 
-def merge(texts: list[str]) -> str:
-    """Several processes' expositions as one (each family once, samples of all), for one scrape."""
+def merge(texts: list[str], hide: Mapping[str, Collection[str]] | None = None) -> str:
+    """Several processes' expositions as one (each family once, samples of all), for one scrape. `hide`:
+    label -> values whose samples are left out (`{"pipeline": {"sec"}}`: nothing about that pipeline)."""
     merged: dict[str, Any] = {}
+    hidden = {k: set(v) for k, v in (hide or {}).items() if v}
     for text in texts:
         for family in text_string_to_metric_families(text):
+            if hidden:
+                family.samples = [s for s in family.samples
+                                  if not any(s.labels.get(k) in v for k, v in hidden.items())]
             if family.name in merged:
                 merged[family.name].samples.extend(family.samples)
             else:

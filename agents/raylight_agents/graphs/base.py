@@ -19,6 +19,17 @@ from typing import Annotated, Any, Literal, Protocol, TypedDict
 from raylight.api.types import PipelineSpec
 from raylight_pipelines import telemetry
 
+from raylight_agents.grounding import (
+    AnswerMode,
+    Evidence,
+    Grounder,
+    SentenceSupport,
+    cited_sentence,
+    is_dont_know,
+    quote,
+    quote_first,
+    split_sentences,
+)
 from raylight_agents.llm import LLM, Completion, Message, Usage
 from raylight_agents.tools import HttpToolbox
 
@@ -31,6 +42,11 @@ HISTORY_CHARS = 300
 DEFAULT_SYSTEM = ("You answer questions using only the numbered sources. Cite the sources you use as "
                   "[1], [2]. If the sources do not contain the answer, say you do not know.")
 DONT_KNOW = "I don't know: the documents I can search do not cover this question."
+CLOSEST = 3  # closest sources named in an abstention
+QUOTE_PREFIX = "According to the documents: "  # how a quote-first answer begins
+PARAPHRASE_TOKENS = 48
+PARAPHRASE_SYSTEM = ("Answer the question in one short sentence, using only the quoted text. Copy numbers and "
+                     "names exactly.")
 
 Grounding = Literal["cited", "context", "none"]
 
@@ -63,6 +79,8 @@ class AgentState(TypedDict, total=False):
     answer: str
     citations: list[Citation]
     grounding: Grounding
+    support: list[SentenceSupport]  # each sentence of the answer and the sources that support it
+    evidence_score: float | None  # the best evidence sentence's score (retrieval.minScore applies to it)
     prompt: list[Message]  # what the answering call sent to the model (for audit and tests)
     iterations: int
     tool_calls: list[dict[str, Any]]
@@ -88,13 +106,15 @@ class GraphDeps:
     retriever: Retriever
     llm: LLM
     tools: HttpToolbox
+    grounder: Grounder = field(default_factory=Grounder)  # evidence and support checks (raylight_agents.grounding)
+    answer_mode: AnswerMode = "generative"  # spec.agent.answerMode resolved for the model
 
 
 def turn_input(question: str, owner: str | None) -> AgentState:
     """The state update that starts a turn: the user's message appended, per-turn fields cleared."""
     return {"messages": [{"role": "user", "content": question}], "owner": owner, "question": question,
             "query": question, "queries": [], "chunks": [], "context": [], "answer": "", "citations": [],
-            "grounding": "none", "prompt": [], "iterations": 0, "tool_calls": []}
+            "grounding": "none", "support": [], "evidence_score": None, "prompt": [], "iterations": 0, "tool_calls": []}
 
 
 def to_chunk(hit: Any) -> Chunk:
@@ -278,7 +298,7 @@ def cite(answer: str, context: list[Chunk], structured: bool) -> tuple[str, list
 
 async def call_llm(deps: GraphDeps, ctx: RunContext, messages: list[Message], writer: Any = None,
                    fmt: dict[str, Any] | None = None, max_tokens: int | None = None,
-                   refs: RefFilter | None = None) -> str:
+                   refs: RefFilter | SentenceGate | None = None) -> str:
     """One LLM call; tokens go to the stream writer when the caller streams; usage is accounted."""
     done: Completion
     with telemetry.stage(ctx.pipeline, "generate", "generation", **{"gen_ai.request.model": deps.llm.model}) \
@@ -300,28 +320,200 @@ async def call_llm(deps: GraphDeps, ctx: RunContext, messages: list[Message], wr
     return done.text
 
 
+def abstention(chunks: list[Chunk]) -> tuple[str, list[Citation]]:
+    """The fixed answer when the documents do not hold one: DONT_KNOW, then the closest sources by name
+    ("Closest sources: docs/a.md, docs/b.md."), which are also the citations (grounding "none")."""
+    closest: list[Chunk] = []
+    for chunk in chunks:
+        if chunk["source"] not in {c["source"] for c in closest}:
+            closest.append(chunk)
+    closest = closest[:CLOSEST]
+    answer = DONT_KNOW
+    if closest:
+        answer += " Closest sources: " + ", ".join(_display(c["source"]) for c in closest) + "."
+    citations: list[Citation] = [{"ref": n, "id": c["id"], "source": c["source"], "text": c["text"][:MAX_SOURCE_CHARS]}
+                                 for n, c in enumerate(closest, 1)]
+    return answer, citations
+
+
+def _display(source: str) -> str:
+    """A source id as a reader knows it: "path:docs/a.md" -> "docs/a.md"."""
+    kind, _, rest = source.partition(":")
+    return rest if rest and "/" not in kind else source
+
+
+class SentenceGate:
+    """Streams a generated answer sentence by sentence: each finished sentence is checked against the sources
+    (`Grounder.support`) and sent with the citation of a source that supports it, or held back when none does.
+    What is sent equals the non-streamed answer; `support` lists every sentence, kept or dropped."""
+
+    def __init__(self, grounder: Grounder, context: list[Chunk]) -> None:
+        self.grounder = grounder
+        self.context = context
+        self.pending = ""
+        self.kept: list[str] = []
+        self.support: list[SentenceSupport] = []
+
+    def _check(self, sentence: str) -> str:
+        sentence = clean_refs(sentence, len(self.context)).strip()
+        if not sentence:
+            return ""
+        text, refs = cited_sentence(sentence, self.grounder.support(sentence, self.context))
+        self.support.append({"text": text, "refs": refs, "supported": bool(refs)})
+        if not refs:
+            return ""
+        out = (" " if self.kept else "") + text
+        self.kept.append(text)
+        return out
+
+    def feed(self, delta: str) -> str:
+        self.pending += delta
+        parts = split_sentences_stream(self.pending)
+        rest = parts[-1].lstrip()
+        if not rest or rest.startswith("["):  # a reference may still follow the last full stop
+            parts = [*parts[:-2], "".join(parts[-2:])] if len(parts) > 1 else parts
+        if len(parts) < 2:
+            return ""
+        done, self.pending = parts[:-1], parts[-1]
+        return "".join(self._check(s) for s in done)
+
+    def flush(self) -> str:
+        text, self.pending = self.pending, ""
+        return "".join(self._check(s) for s in split_sentences(text))
+
+    @property
+    def answer(self) -> str:
+        return " ".join(self.kept)
+
+
+_STREAM_END = re.compile(r"(?<=[.!?])(?:\s*\[[\d ,]*\])?\s+|\n+")
+
+
+def split_sentences_stream(text: str) -> list[str]:
+    """`text` cut after each sentence end followed by white space (a reference after the full stop stays
+    with its sentence); the last part is the unfinished rest."""
+    out, start = [], 0
+    for match in _STREAM_END.finditer(text):
+        out.append(text[start:match.end()])
+        start = match.end()
+    out.append(text[start:])
+    return [p for p in out[:-1] if p.strip()] + [out[-1]]
+
+
+def _emit(ctx: RunContext, writer: Any, text: str) -> None:
+    if text and ctx.stream_tokens and writer is not None:
+        writer({"token": text})
+
+
+def _citations(context: list[Chunk], refs: list[int]) -> list[Citation]:
+    return [{"ref": n, "id": context[n - 1]["id"], "source": context[n - 1]["source"],
+             "text": context[n - 1]["text"][:MAX_SOURCE_CHARS]} for n in refs]
+
+
+def _finish(answer: str, context: list[Chunk], support: list[SentenceSupport], score: float | None,
+            prompt: list[Message]) -> AgentState:
+    refs: list[int] = []
+    for sentence in support:
+        if sentence["supported"]:
+            refs.extend(r for r in sentence["refs"] if r not in refs)
+    return {"answer": answer, "citations": _citations(context, refs), "grounding": "cited" if refs else "context",
+            "support": support, "evidence_score": score, "prompt": prompt,
+            "messages": [{"role": "assistant", "content": answer}]}
+
+
+def _abstain(state: AgentState, ctx: RunContext, writer: Any, score: float | None) -> AgentState:
+    answer, citations = abstention(state.get("context") or state.get("chunks", []))
+    _emit(ctx, writer, answer)
+    return {"answer": answer, "citations": citations, "grounding": "none", "support": [],
+            "evidence_score": score, "prompt": [], "messages": [{"role": "assistant", "content": answer}]}
+
+
+async def _paraphrase(deps: GraphDeps, state: AgentState, ctx: RunContext, quotes: list[Evidence],
+                      context: list[Chunk]) -> SentenceSupport | None:
+    """One short sentence by the model from the quoted sentences alone, kept only when a quoted source supports
+    it (same words, numbers and negation)."""
+    quoted = "\n".join(f'"{e.sentence}"' for e in quotes)
+    prompt: list[Message] = [{"role": "system", "content": PARAPHRASE_SYSTEM},
+                              {"role": "user", "content": f"Text:\n{quoted}\n\nQuestion: {state['question']}"}]
+    raw = await call_llm(deps, ctx, prompt, max_tokens=PARAPHRASE_TOKENS)
+    first = next(iter(split_sentences(clean_refs(raw, 0))), "").strip()
+    if not first or is_dont_know(first) or len(first.split()) > 30:
+        return None
+    sources = [context[e.ref - 1] for e in quotes]
+    refs = deps.grounder.support(first, sources)
+    if not refs:
+        return None
+    text, cited = cited_sentence(first, [quotes[refs[0] - 1].ref])
+    return {"text": text, "refs": cited, "supported": True}
+
+
+async def extractive(deps: GraphDeps, state: AgentState, ctx: RunContext, writer: Any, quotes: list[Evidence],
+                     context: list[Chunk], score: float | None, paraphrase: bool = True) -> AgentState:
+    """The quote-first answer: 'According to the documents: "<sentence>" [n]' for each quoted sentence, then at
+    most one checked paraphrase by the model (none for a governing rule: a yes/no paraphrase is where a small
+    model flips the polarity)."""
+    support: list[SentenceSupport] = [{"text": quote(e), "refs": [e.ref], "supported": True} for e in quotes]
+    answer = QUOTE_PREFIX + " ".join(s["text"] for s in support)
+    _emit(ctx, writer, answer)
+    extra = await _paraphrase(deps, state, ctx, quotes, context) if paraphrase else None
+    if extra is not None:
+        support.append(extra)
+        answer += " " + extra["text"]
+        _emit(ctx, writer, " " + extra["text"])
+    return _finish(answer, context, support, score, [])
+
+
+def _standalone(state: AgentState) -> str:
+    """The question as searched first: a follow-up with its previous turn (see standalone_query)."""
+    queries = state.get("queries") or []
+    return queries[0] if queries else state.get("query") or state["question"]
+
+
 async def generate(deps: GraphDeps, state: AgentState, ctx: RunContext, writer: Any) -> AgentState:
-    """Answer from the numbered sources, or say "I don't know" without calling the model when none; a yes/no
-    question that a restriction in the sources governs is answered by quoting it (`governing_rule`)."""
+    """Answer from the numbered sources, grounded or not at all (docs/grounding.md):
+
+    * no source, or no sentence of them scoring retrieval.minScore (`Grounder.evidence`): the fixed
+      abstention with the closest sources, grounding "none", no model call;
+    * extractive mode, or a yes/no question that a restriction in the sources governs (`governing_rule`):
+      the supporting sentences quoted with their citations, then at most one checked paraphrase;
+    * generative mode: the model answers; each sentence is kept, with the citation of a source that supports
+      it, or dropped (`SentenceGate`, streamed too); when no sentence survives, the quote-first answer;
+    * a JSON schema answer is the model's JSON, cited as before (sentences are not checked).
+    `support` lists each sentence of the answer with the sources that support it."""
     context = state.get("context", [])[:MAX_SOURCES]
     if not context:
-        return {"answer": DONT_KNOW, "citations": [], "grounding": "none", "prompt": [],
-                "messages": [{"role": "assistant", "content": DONT_KNOW}]}
+        return _abstain(state, ctx, writer, None)
+    evidence = await asyncio.to_thread(deps.grounder.evidence, state["question"], _standalone(state), context)
+    score = evidence[0].score if evidence else None
+    if score is None or score < deps.spec.retrieval.min_score:
+        return _abstain(state, ctx, writer, score)
     fmt = response_format(deps.spec)
-    rule = None if fmt is not None else governing_rule(state["question"], context)
+    if fmt is not None:
+        prompt = answer_prompt(deps.spec, state, context)
+        raw = await call_llm(deps, ctx, prompt, writer, fmt)
+        answer, citations, grounding = cite(raw, context, structured=True)
+        return {"answer": answer, "citations": citations, "grounding": grounding, "support": [],
+                "evidence_score": score, "prompt": prompt, "messages": [{"role": "assistant", "content": answer}]}
+    rule = governing_rule(state["question"], context)
     if rule is not None:
-        answer = f'The documents say: "{rule[1]}" [{rule[0]}]'
-        if ctx.stream_tokens and writer is not None:
-            writer({"token": answer})
-        text, citations, grounding = cite(answer, context, structured=False)
-        return {"answer": text, "citations": citations, "grounding": grounding, "prompt": [],
-                "messages": [{"role": "assistant", "content": text}]}
+        return await extractive(deps, state, ctx, writer, [Evidence(rule[0], rule[1], score, 0.0, 0.0)], context,
+                                score, paraphrase=False)
+    if deps.answer_mode == "extractive":
+        return await extractive(deps, state, ctx, writer, quote_first(evidence), context, score)
     prompt = answer_prompt(deps.spec, state, context)
-    refs = None if fmt is not None else RefFilter(len(context))
-    raw = await call_llm(deps, ctx, prompt, writer, fmt, refs=refs)
-    answer, citations, grounding = cite(raw, context, structured=fmt is not None)
-    return {"answer": answer, "citations": citations, "grounding": grounding, "prompt": prompt,
-            "messages": [{"role": "assistant", "content": answer}]}
+    gate = SentenceGate(deps.grounder, context)
+    raw = await call_llm(deps, ctx, prompt, writer, refs=gate)
+    if not (ctx.stream_tokens and writer is not None):  # streamed, the gate has seen every token already
+        gate.feed(raw)
+        gate.flush()
+    if not gate.kept:
+        if any(is_dont_know(s["text"]) for s in gate.support):
+            return _abstain(state, ctx, writer, score)
+        result = await extractive(deps, state, ctx, writer, quote_first(evidence), context, score)
+        result["support"] = [*gate.support, *result["support"]]
+        return result
+    out = _finish(gate.answer, context, gate.support, score, prompt)
+    return out
 
 
 def json_field(text: str, key: str, default: Any) -> Any:

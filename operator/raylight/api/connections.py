@@ -22,6 +22,9 @@ ENV_QDRANT_API_KEY = "RAYLIGHT_QDRANT_API_KEY"
 ENV_AGENT_TOKEN = "RAYLIGHT_AGENT_TOKEN"
 ENV_THREADS_DSN = "RAYLIGHT_THREADS_DSN"
 ENV_OIDC_JWKS = "RAYLIGHT_OIDC_JWKS"
+# Where the agent pods mount agent.auth.oidc.jwksSecret (a volume, so a changed Secret reaches them).
+OIDC_JWKS_MOUNT = "/etc/raylight/oidc"
+OIDC_JWKS_FILE = f"{OIDC_JWKS_MOUNT}/jwks.json"
 
 
 class EmbedderConnection(ApiModel):
@@ -44,6 +47,7 @@ class EmbedderConnection(ApiModel):
 class LLMConnection(ApiModel):
     model: str
     base_url: str
+    parameters: str | None = None  # the model's size ("135M") when known: agent.answerMode auto reads it
     api_key_env: str | None = None
     timeout_seconds: float = 120.0
 
@@ -76,7 +80,9 @@ class OidcConnection(ApiModel):
     audience: str
     algorithms: list[str]
     claims: OidcClaims
-    jwks_env: str | None = None  # the JWKS JSON is in this variable; None: fetched from the issuer
+    jwks_env: str | None = None  # the JWKS JSON is in this variable (read once); None: see jwks_file
+    jwks_file: str | None = None  # the JWKS JSON is in this file (a mounted Secret, re-read on change)
+    jwks_cache_seconds: int = 300  # a fetched JWKS is used at most this long (a removed key's bound)
 
 
 class AuthConnection(ApiModel):

@@ -84,7 +84,24 @@ def _check_http_url(value: str) -> str:
     return value
 
 
+def _check_origin(value: str) -> str:
+    if not re.fullmatch(r"https?://[^\s/?#@]+", value.rstrip("/")):
+        raise ValueError("must be an origin: http:// or https://, a host and an optional port, no path")
+    return value.rstrip("/")
+
+
+def _check_network(value: str) -> str:
+    import ipaddress
+
+    try:
+        return str(ipaddress.ip_network(value, strict=False))
+    except ValueError:
+        raise ValueError("must be an IP address or network (CIDR), e.g. 127.0.0.1 or 10.0.0.0/8") from None
+
+
 ModelURI = Annotated[str, AfterValidator(_check_uri)]
+Origin = Annotated[str, AfterValidator(_check_origin)]
+IPNetwork = Annotated[str, AfterValidator(_check_network)]
 Quantity = Annotated[str, AfterValidator(_check_quantity)]
 HttpURL = Annotated[str, AfterValidator(_check_http_url)]
 DnsName = Annotated[str, Field(pattern=_DNS_LABEL.pattern, max_length=MAX_RAYSERVICE_NAME)]
@@ -411,6 +428,9 @@ class Source(ApiModel):
         {"rule": "[has(self.path), has(self.configMap), has(self.pvc), has(self.urls), has(self.documents)]"
                  ".filter(x, x).size() == 1",
          "message": "set exactly one of path, configMap, pvc, urls or documents"},
+        {"rule": "has(self.urls) || ((!has(self.redirectOrigins) || size(self.redirectOrigins) == 0) && "
+                 "(!has(self.privateNetworks) || size(self.privateNetworks) == 0))",
+         "message": "redirectOrigins and privateNetworks apply to urls sources only"},
     ]})
 
     path: str | None = Field(None, description="A local file or directory (relative to the manifest).")
@@ -423,6 +443,13 @@ class Source(ApiModel):
     hidden: bool = Field(False, description="Also ingest hidden files and folders (names starting with "
                          "'.'). Version-control folders and files that commonly hold secrets (.env*, "
                          "private keys, *.pem, credential files) are never ingested.")
+    redirect_origins: list[Origin] = Field(default_factory=list, description=(
+        "For urls: origins (scheme://host[:port]) a redirect may lead to besides the listed URL's own. A "
+        "redirect anywhere else is refused."))
+    private_networks: list[IPNetwork] = Field(default_factory=list, description=(
+        "For urls: loopback, link-local and private addresses (IPs or CIDR networks) that may be fetched, "
+        "e.g. 127.0.0.1 for a docs server on this machine. Every other non-public address (127.0.0.0/8, "
+        "10.0.0.0/8, 169.254.0.0/16, ...) is refused, whatever name or redirect leads there."))
     access: Access = Field(default_factory=Access)
 
     @model_validator(mode="after")
@@ -430,6 +457,8 @@ class Source(ApiModel):
         kinds = [k for k in ("path", "config_map", "pvc", "urls", "documents") if getattr(self, k) is not None]
         if len(kinds) != 1:
             raise ValueError("set exactly one of path, configMap, pvc, urls or documents")
+        if (self.redirect_origins or self.private_networks) and self.urls is None:
+            raise ValueError("redirectOrigins and privateNetworks apply to urls sources only")
         return self
 
 
@@ -464,6 +493,11 @@ class Retrieval(ApiModel):
     top_k: int = Field(5, ge=1, le=100)
     hybrid: bool = Field(True, description="Dense + BM25 sparse vectors fused with RRF.")
     score_threshold: float | None = Field(None, description="Drop dense hits scoring below this.")
+    min_score: float = Field(0.65, ge=0.0, le=2.0, description=(
+        "Abstain below this evidence score: the cosine of the question and the best sentence of the retrieved "
+        "passages plus half its lead over the mean sentence (docs/grounding.md says how to tune it; 0 never "
+        "abstains). The agent then answers that the documents do not say, with the closest sources, and "
+        "grounding \"none\"."))
     rerank: Rerank | None = Field(None, description="Rescore the fused candidates with a cross-encoder.")
 
     @model_validator(mode="after")
@@ -501,7 +535,12 @@ class Oidc(ApiModel):
                             "<issuer>/.well-known/openid-configuration unless jwksSecret is set.")
     audience: str = Field(min_length=1, description="The audience (`aud`) tokens must name.")
     jwks_secret: SecretKeyRef | None = Field(
-        None, description="Secret holding the issuer's JWKS (JSON), for clusters without egress to the issuer.")
+        None, description="Secret holding the issuer's JWKS (JSON), for clusters without egress to the issuer. "
+        "Mounted as a file that the agents re-read when it changes: a rotated Secret needs no restart.")
+    jwks_cache_seconds: int = Field(
+        300, ge=1, le=86400, description="The longest a JWKS fetched from the issuer is used (its "
+        "Cache-Control max-age, capped at this): a key removed from the issuer's JWKS stops verifying within "
+        "this many seconds. A token naming an unknown kid refetches at once.")
     claims: OidcClaims = Field(default_factory=OidcClaims)
     algorithms: list[Literal["RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA"]] = Field(
         ["RS256", "ES256"], min_length=1, description="Accepted signature algorithms.")
@@ -556,6 +595,10 @@ class Agent(ApiModel):
     tools: list[HttpTool] = Field(default_factory=list, description="Allowlisted HTTP tools (agentic-rag).")
     max_iterations: int = Field(3, ge=1, le=10, description="Query rewrites before giving up (agentic-rag).")
     response_format: ResponseFormat | None = None
+    answer_mode: Literal["auto", "extractive", "generative"] = Field("auto", description=(
+        "extractive: quote the supporting sentences with their citations, then at most one checked paraphrase; "
+        "generative: the model writes the answer, and sentences no source supports are dropped; auto: "
+        "extractive for a model under 1B parameters (spec.model.parameters of the LLM's ModelDeployment)."))
     log_questions: bool = Field(False, description="Write question text into the audit log.")
     limits: Limits = Field(default_factory=Limits)
     threads: Threads = Field(default_factory=Threads)
@@ -716,31 +759,36 @@ class FineTuneDataset(ApiModel):
         return self
 
 
-TARGET_MODULES: Final = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+_MODULE_NAME = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*$|^all-linear$"
 
 
 class Hyperparameters(ApiModel):
     rank: int = Field(16, ge=1, le=256, description="LoRA rank r.")
     alpha: int = Field(32, ge=1, le=1024, description="LoRA alpha (scale alpha / r).")
     dropout: float = Field(0.05, ge=0, lt=1)
-    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
-                                      min_length=1, description="Linear layers to adapt (Llama-style names).",
-                                      json_schema_extra={"items": {"type": "string", "enum": list[JsonValue](
-                                          TARGET_MODULES)}})
+    target_modules: list[Annotated[str, Field(pattern=_MODULE_NAME, max_length=200)]] | None = Field(
+        None, min_length=1, description="Layers to adapt, by name as the base's architecture calls them (Llama/Qwen "
+        "q_proj, v_proj, ...; GPT-2 c_attn; Falcon query_key_value; MPT Wqkv) or all-linear; omitted: PEFT's "
+        "default for the base's architecture. Checked against the base's architecture at admission where it is "
+        "known and against the loaded model before training.")
     epochs: int = Field(3, ge=1, le=100)
     max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps (overrides epochs).")
     learning_rate: float = Field(2e-4, gt=0, le=1)
     batch_size: int = Field(4, ge=1, le=1024, description="Records per step per worker.")
-    max_seq_length: int = Field(512, ge=16, le=32768, description="Tokens per record (longer ones are cut).")
+    max_seq_length: int = Field(512, ge=16, le=32768, description="Tokens per record. A longer record is cut from "
+                                "the left: it keeps the end of its last assistant turn and as much of what comes "
+                                "before as fits (so the answer is always learned); a record left with no "
+                                "assistant token is refused before training.")
     seed: int = Field(0, ge=0)
     checkpoint_every: int = Field(50, ge=1, description="Steps between checkpoints (a resumed run starts there).")
 
     @field_validator("target_modules")
     @classmethod
-    def _known_modules(cls, value: list[str]) -> list[str]:
-        for i, module in enumerate(value):
-            if module not in TARGET_MODULES:
-                raise ValueError(f"[{i}] unknown target module {module!r}; known: {', '.join(TARGET_MODULES)}")
+    def _all_linear_alone(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and "all-linear" in value and len(value) > 1:
+            raise ValueError("all-linear stands alone (it already names every linear layer)")
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError("names must be unique")
         return value
 
 

@@ -5,10 +5,12 @@ Shared by `raylight validate`, `raylight render`, `raylight up` and the admissio
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 
 from raylight.api.manifests import Manifest, Problem
 from raylight.api.names import (
+    ADAPTER_MANIFEST,
     PLAN_CHECKSUM_CHARS,
     agent_rayservice_name,
     finetune_config_map_name,
@@ -21,8 +23,10 @@ from raylight.api.names import (
 )
 from raylight.api.quantity import quantity_bytes
 from raylight.api.serve import EMBED_BACKENDS
-from raylight.api.types import FineTune, ModelDeployment, ModelDeploymentSpec, Pipeline, Resource
-from raylight.governance.fit import check_fit, check_memory_fit
+from raylight.api.sources import at_hand
+from raylight.api.types import FineTune, ModelDeployment, ModelDeploymentSpec, ModelSource, Pipeline, Resource
+from raylight.governance.architectures import check_target_modules, model_type_of
+from raylight.governance.fit import check_fit, check_memory_fit, parameter_count
 from raylight.governance.licenses import LicensePolicy
 
 
@@ -65,41 +69,150 @@ def check_backend(spec: ModelDeploymentSpec) -> tuple[str, str] | None:
     return None
 
 
+def finetune_base_model(ft: FineTune, models: dict[str, ModelDeployment]) -> ModelSource | None:
+    """The base a FineTune trains on: its own model, or its ModelDeployment's (None when that is unknown)."""
+    if ft.spec.base.model is not None:
+        return ft.spec.base.model
+    md = models.get(ft.spec.base.model_deployment or "")
+    return md.spec.resolved().model if md is not None else None
+
+
 def check_finetune(ft: FineTune, models: dict[str, ModelDeployment], policy: LicensePolicy,
-                   check_refs: bool = True) -> list[tuple[str, str]]:
+                   check_refs: bool = True, cluster: bool = False) -> list[tuple[str, str]]:
     """(field, message) for a FineTune: its base must exist (a chat ModelDeployment) and its licence must be
-    accepted and allow derivative works; the adapter inherits that licence."""
+    accepted and allow derivative works (the adapter inherits that licence); its target modules must be layers
+    of the base's architecture (where that is known); on a cluster (`cluster`) its output and dataset must be
+    somewhere that outlives the run's pods (`check_cluster_paths`)."""
+    problems = check_cluster_paths(ft) if cluster else []
     base = ft.spec.base
     if base.model is not None:
         reason = policy.check_derivative(base.model.license, base.model.license_accepted)
-        return [("spec.base.model.license", reason)] if reason else []
-    md = models.get(base.model_deployment or "")
-    if md is None:
-        return [("spec.base.modelDeployment", f"no ModelDeployment named {base.model_deployment!r} in the same "
-                 "namespace")] if check_refs else []
-    if md.spec.task != "chat":
-        return [("spec.base.modelDeployment", f"ModelDeployment {md.metadata.name!r} has task {md.spec.task}, "
-                 "needs task chat")]
-    model = md.spec.resolved().model
-    assert model is not None
-    reason = policy.check_derivative(model.license, model.license_accepted)
-    return [("spec.base.modelDeployment", f"ModelDeployment {md.metadata.name!r}: {reason}")] if reason else []
+        if reason:
+            problems.append(("spec.base.model.license", reason))
+    else:
+        md = models.get(base.model_deployment or "")
+        if md is None:
+            return problems + ([("spec.base.modelDeployment", f"no ModelDeployment named {base.model_deployment!r} "
+                                 "in the same namespace")] if check_refs else [])
+        if md.spec.task != "chat":
+            return [*problems, ("spec.base.modelDeployment", f"ModelDeployment {md.metadata.name!r} has task "
+                                f"{md.spec.task}, needs task chat")]
+        model = md.spec.resolved().model
+        assert model is not None
+        reason = policy.check_derivative(model.license, model.license_accepted)
+        if reason:
+            problems.append(("spec.base.modelDeployment", f"ModelDeployment {md.metadata.name!r}: {reason}"))
+    model = finetune_base_model(ft, models)
+    if model is not None:
+        arch = model_type_of(model.source, model.file)
+        targets = ft.spec.hyperparameters.target_modules
+        why = check_target_modules(arch, list(targets) if targets is not None else None,
+                                   f"base {model.source}{' ' + model.file if model.file else ''}")
+        if why:
+            problems.append(("spec.hyperparameters.targetModules", why))
+    return problems
 
 
-def check_adapters(md: ModelDeployment, finetunes: dict[str, FineTune]) -> list[tuple[str, str]]:
-    """An adapter naming a FineTune: that FineTune must be in the same namespace, and write where the
-    transformers runtime can load it (pvc:// or file://)."""
+ONE_MACHINE = ("file:// is a path on one machine: on a cluster it is a Ray pod's own disk, {what}; use {instead} "
+               "(file:// is for `raylight finetune` and `raylight up` on one machine)")
+
+
+def check_cluster_paths(ft: FineTune) -> list[tuple[str, str]]:
+    """A FineTune's file:// output and dataset cannot work on a cluster: the adapter would be written into a
+    worker pod's disk and lost with the run's Ray cluster (and its file:// URI handed to a serving deployment
+    that cannot read it), and a file:// dataset is not on the pods at all."""
     problems = []
+    if ft.spec.output.startswith("file://"):
+        problems.append(("spec.output", ONE_MACHINE.format(
+            what="lost with the run's Ray cluster when the run ends", instead="pvc://CLAIM/PATH or "
+            "s3://BUCKET/ROOT/NAME")))
+    if (ft.spec.dataset.uri or "").startswith("file://"):
+        problems.append(("spec.dataset.uri", ONE_MACHINE.format(
+            what="where the dataset is not", instead="configMap, pvc or s3://BUCKET/KEY.jsonl")))
+    return problems
+
+
+def adapter_base_problem(trained: ModelSource, trained_on: str | None, served: ModelSource,
+                         served_name: str) -> str | None:
+    """Why an adapter trained on `trained` (through ModelDeployment `trained_on`, if any) cannot be served on
+    `served` (ModelDeployment `served_name`), or None: the same weights (the same ModelDeployment, or the same
+    source and file at the same revision), or, for another source, the same architecture and size."""
+    if trained_on is not None and trained_on == served_name:
+        return None
+
+    def name(m: ModelSource) -> str:
+        return m.source + (f" {m.file}" if m.file else "") + (f"@{m.revision}" if m.revision else "")
+    if (trained.source, trained.file) == (served.source, served.file):
+        if trained.revision and served.revision and trained.revision != served.revision:
+            return f"trained on revision {trained.revision} of {trained.source}, served at revision {served.revision}"
+        if trained.revision and not served.revision and served.source.startswith("hf://"):
+            return (f"trained on revision {trained.revision} of {trained.source}; the served model is not pinned "
+                    "(set model.revision to the same revision)")
+        return None
+    a, b = model_type_of(trained.source, trained.file), model_type_of(served.source, served.file)
+    if a.model_type and b.model_type and a.model_type != b.model_type:
+        return f"trained on {name(trained)}, a {a.model_type} model, served on {name(served)}, a {b.model_type} model"
+    if trained.parameters and served.parameters and \
+            parameter_count(trained.parameters) != parameter_count(served.parameters):
+        return (f"trained on {name(trained)} ({trained.parameters} parameters), served on {name(served)} "
+                f"({served.parameters}): a LoRA adapter fits only the layer sizes it was trained on")
+    if a.model_type and a.model_type == b.model_type and trained.parameters and served.parameters:
+        return None
+    return (f"trained on {name(trained)}, served on {name(served)}: cannot show they share architecture and size "
+            "(give both model.parameters, or serve it on the base it was trained on)")
+
+
+def recorded_base(source: str) -> tuple[ModelSource, str | None] | None:
+    """(the base, its ModelDeployment) recorded in the adapter manifest beside a file:// adapter, where it is
+    readable here; None otherwise."""
+    where = at_hand(source)
+    if where is None:
+        return None
+    try:
+        base = json.loads((where / ADAPTER_MANIFEST).read_text(encoding="utf-8"))["base"]
+        return ModelSource(source=base["source"], file=base.get("file"), revision=base.get("revision"),
+                           parameters=base.get("parameters")), base.get("modelDeployment")
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def check_adapters(md: ModelDeployment, finetunes: dict[str, FineTune],
+                   models: dict[str, ModelDeployment] | None = None, cluster: bool = False) -> list[tuple[str, str]]:
+    """Each adapter against the base this ModelDeployment serves: an adapter naming a FineTune needs that
+    FineTune in the same namespace, writing where the transformers runtime loads from (pvc:// or file://), and
+    trained on a compatible base (`adapter_base_problem`); an adapter `source` with an adapter manifest at hand
+    is checked against the base recorded there. On a cluster no adapter is read from file://."""
+    problems = []
+    served = md.spec.resolved().model
+    assert served is not None
     for i, a in enumerate(md.spec.adapters):
         if a.fine_tune is None:
+            assert a.source is not None
+            if cluster and a.source.startswith("file://"):
+                problems.append((f"spec.adapters[{i}].source", ONE_MACHINE.format(
+                    what="which the serving pods do not share", instead="pvc://CLAIM/PATH or s3://ROOT/NAME")))
+                continue
+            recorded = recorded_base(a.source)
+            why = adapter_base_problem(*recorded, served, md.metadata.name) if recorded else None
+            if why:
+                problems.append((f"spec.adapters[{i}].source", f"adapter {a.name} {why}"))
             continue
         ft = finetunes.get(a.fine_tune)
         if ft is None:
             problems.append((f"spec.adapters[{i}].fineTune", f"no FineTune named {a.fine_tune!r} in the same "
                              "namespace"))
-        elif ft.spec.output.startswith("s3://"):
+            continue
+        if ft.spec.output.startswith("s3://"):
             problems.append((f"spec.adapters[{i}].fineTune", f"FineTune {a.fine_tune!r} writes to "
                              f"{ft.spec.output}; the transformers runtime loads adapters from pvc:// or file://"))
+        elif cluster and ft.spec.output.startswith("file://"):
+            problems.append((f"spec.adapters[{i}].fineTune", f"FineTune {a.fine_tune!r} writes to {ft.spec.output}, "
+                             "a path on one machine: on a cluster serve adapters from pvc:// or s3://"))
+        trained = finetune_base_model(ft, models or {})
+        if trained is not None:
+            why = adapter_base_problem(trained, ft.spec.base.model_deployment, served, md.metadata.name)
+            if why:
+                problems.append((f"spec.adapters[{i}].fineTune", f"FineTune {a.fine_tune!r} {why}"))
     return problems
 
 
@@ -220,9 +333,10 @@ def check_names(items: list[tuple[str, Resource]]) -> list[tuple[int, str, str]]
 
 
 def check_set(manifests: Iterable[Manifest], policy: LicensePolicy, namespace: str = "default",
-              check_refs: bool = True, unparsed: Iterable[Problem] = ()) -> list[Problem]:
+              check_refs: bool = True, unparsed: Iterable[Problem] = (), cluster: bool = False) -> list[Problem]:
     """Problems across a set of manifests applied together; `unparsed` are the problems of the documents that
-    did not parse (their objects are left out, and references to them are not reported as missing)."""
+    did not parse (their objects are left out, and references to them are not reported as missing). With
+    `cluster`, also what cannot work on a cluster (file:// outputs, datasets and adapters)."""
     unparsed_models = {p.name for p in unparsed if p.kind == "ModelDeployment"}
     items = list(manifests)
     problems: list[Problem] = []
@@ -255,10 +369,13 @@ def check_set(manifests: Iterable[Manifest], policy: LicensePolicy, namespace: s
                 ns = namespace_of(r, namespace)
                 found += check_adapters(r, {m.resource.metadata.name: m.resource for m in items
                                             if isinstance(m.resource, FineTune) and namespace_of(m.resource, namespace)
-                                            == ns})
+                                            == ns}, {n: md for (mns, n), md in models.items() if mns == ns}, cluster)
+            elif cluster:
+                found += [(f, msg) for f, msg in check_adapters(r, {}, {}, cluster) if f.endswith(".source")]
         elif isinstance(r, FineTune):
             ns = namespace_of(r, namespace)
-            found += check_finetune(r, {n: md for (mns, n), md in models.items() if mns == ns}, policy, check_refs)
+            found += check_finetune(r, {n: md for (mns, n), md in models.items() if mns == ns}, policy, check_refs,
+                                    cluster)
         elif check_refs:
             ns = namespace_of(r, namespace)
             found += check_references(r, {n: md for (mns, n), md in models.items() if mns == ns}, unparsed_models)

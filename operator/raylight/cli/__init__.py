@@ -52,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="check manifests; one line per problem")
     _files(p)
     p.add_argument("--namespace", default="default")
+    p.add_argument("--cluster", action="store_true", help="check for a cluster (as render and the operator do): "
+                   "also refuse file:// outputs, datasets and adapters, which live on one machine")
 
     p = sub.add_parser("render", help="print the Kubernetes objects for manifests as a YAML stream")
     _files(p)
@@ -85,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("pipeline")
     p.add_argument("--dataset", type=Path, required=True,
                    help="a BEIR folder (corpus.jsonl, queries.jsonl, qrels/*.tsv) or a JSONL of "
-                        "{question, expected_sources?, expected_facts?, history?}")
+                        "{question, expected_sources?, expected_facts?, history?, answerable?, contradictions?}")
     _files(p, required=False)  # given: evaluate in this process on an in-memory store
     p.add_argument("--url", help="a running Pipeline's base URL (default: the local platform's)")
     p.add_argument("--k", type=int, default=5, help="recall@k (default 5)")
@@ -94,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(f"--min-{metric}", type=float, default=None, metavar="X",
                        help=f"exit 1 when the configured retrieval's {metric} is below X" if metric != "facts"
                        else "exit 1 when the share of answers with every expected fact is below X")
+    p.add_argument("--min-abstention", type=float, default=None, metavar="X",
+                   help="exit 1 when the share of unanswerable questions the agent abstains on is below X")
+    p.add_argument("--min-supported", type=float, default=None, metavar="X",
+                   help="exit 1 when the share of answer sentences a source supports is below X")
     _data_dir(p)
     _json(p)
 

@@ -235,18 +235,22 @@ def search_command(args: argparse.Namespace) -> int:
 
 def _thresholds(args: argparse.Namespace) -> dict[str, float]:
     wanted = {f"recall@{args.k}": args.min_recall, "mrr@10": args.min_mrr, "ndcg@10": args.min_ndcg,
-              "facts_present": args.min_facts}
+              "facts_present": args.min_facts, "abstention_recall": getattr(args, "min_abstention", None),
+              "supported_sentences": getattr(args, "min_supported", None)}
     return {metric: value for metric, value in wanted.items() if value is not None}
 
 
-def _local_search(args: argparse.Namespace, dataset: Any) -> tuple[Any, PipelineSpec]:
-    """The Pipeline from the manifests, on an in-memory store filled with its sources (or the dataset's
-    corpus), its embedder and reranker in this process."""
-    from qdrant_client import QdrantClient
+def _local_retriever(args: argparse.Namespace, dataset: Any) -> tuple[Any, PipelineSpec]:
+    """The Pipeline's Retriever from the manifests, on an embedded store in a temporary folder (removed with
+    the retriever: the folder is kept alive by it) filled with its sources (or the dataset's corpus), its
+    embedder and reranker in this process."""
+    import tempfile
+
     from raylight_pipelines.embed.embedders import from_connection
     from raylight_pipelines.ingest import runner as ingestion
     from raylight_pipelines.retrieval.rerankers import LocalReranker
-    from raylight_pipelines.retrieval.retriever import Retriever, standalone_query
+    from raylight_pipelines.retrieval.retriever import Retriever
+    from raylight_pipelines.store.edge import EdgeStore
 
     from raylight.api.types import InlineDocument, Source
 
@@ -266,13 +270,23 @@ def _local_search(args: argparse.Namespace, dataset: Any) -> tuple[Any, Pipeline
     spec = pipeline.spec
     plan = local_ingestion_plan(pipeline, models.get(spec.embedder.model_deployment), args.data_dir, None)
     embedder = from_connection(plan.embedder, local=True)
-    client = QdrantClient(":memory:")
-    ingestion.run(plan, found[0].file.parent.resolve(), embedder, client=client)
+    folder = tempfile.TemporaryDirectory(prefix="raylight-eval-")
+    store = EdgeStore(folder.name)
+    ingestion.run(plan, found[0].file.parent.resolve(), embedder, store=store)
     rerank = spec.retrieval.rerank
     rerank_source = models[rerank.model_deployment].spec.resolved().model if rerank else None
     reranker = LocalReranker(rerank_source) if rerank_source else None
-    retriever = Retriever(client, plan.store.collection, embedder, spec.retrieval, pipeline=args.pipeline,
+    retriever = Retriever(store, plan.store.collection, embedder, spec.retrieval, pipeline=args.pipeline,
                           reranker=reranker)
+    retriever.scratch = folder  # type: ignore[attr-defined]  # the temporary store lives as long as it
+    return retriever, spec
+
+
+def _local_search(args: argparse.Namespace, dataset: Any) -> tuple[Any, PipelineSpec]:
+    """search over `_local_retriever`."""
+    from raylight_pipelines.retrieval.retriever import standalone_query
+
+    retriever, spec = _local_retriever(args, dataset)
 
     def search(case: Any, options: dict[str, bool], k: int) -> list[str]:
         query = standalone_query(case.question, case.history)
@@ -327,7 +341,7 @@ def _remote(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:
         started = time.perf_counter()
         out = post("/invoke", {"input": case.question, **({"thread_id": thread} if thread else {})})
         return Answer(out["answer"], [c["source"] for c in out["citations"]], out["grounding"] == "none",
-                      (time.perf_counter() - started) * 1000)
+                      (time.perf_counter() - started) * 1000, list(out.get("support") or []))
 
     settings = post("/search", {"query": "probe", "top_k": 1})["retrieval"]
     models = http.get(f"{url}/v1/models").json().get("data", [])

@@ -43,7 +43,9 @@ def finetune_command(args: argparse.Namespace) -> int:
         try:
             summary = run(plan, progress=say)
         except (TrainingError, WeightsError, OSError) as exc:
-            print(json.dumps({"name": plan.name, "phase": "Failed", "message": str(exc)}))
+            step = getattr(exc, "step", None)  # where a started run stopped (a non-finite loss)
+            print(json.dumps({"name": plan.name, "phase": "Failed", "message": str(exc),
+                              **({"step": step} if step is not None else {})}))
             return fail(f"{plan.name}: {exc}")
         say(f"{plan.name}: {summary['step']} steps, train loss {summary['trainLoss']:.4f}, "
             f"{summary['stepsPerSecond']} steps/s; adapter {summary['adapterUri']}")

@@ -30,7 +30,7 @@ from raylight.api.names import (
 )
 from raylight.api.serve import AGENT_CPUS
 from raylight.api.types import ModelDeployment, ModelDeploymentSpec, Pipeline
-from raylight.desired.pipeline import get_connections, get_ingestion_plan, get_pipeline_env
+from raylight.desired.pipeline import get_agent_volumes, get_connections, get_ingestion_plan, get_pipeline_env
 from raylight.desired.serve import get_agent_application, get_model_application
 from raylight.governance.accelerators import vendor_of
 from raylight.settings import Settings
@@ -59,6 +59,7 @@ def _finish(obj: dict[str, Any]) -> dict[str, Any]:
     return obj
 
 
+AGENT_APP_NAME = "agent"  # the Serve application of every agent RayService
 AGENT_MEMORY = "4Gi"  # an agent pod: the graph, retrieval calls and BM25 query encoding (models run elsewhere)
 
 
@@ -212,10 +213,13 @@ def get_model_rayservice(md: ModelDeployment, namespace: str, settings: Settings
 
 
 def get_agent_rayservice(pipeline: Pipeline, namespace: str, settings: Settings,
-                         embedder: ModelDeployment | None = None) -> dict[str, Any]:
+                         embedder: ModelDeployment | None = None, llm: ModelDeployment | None = None) -> dict[str, Any]:
     """The RayService serving a Pipeline's agent endpoint on `<name>-agent-serve-svc:8000`."""
     name = agent_rayservice_name(pipeline.metadata.name)
-    app = get_agent_application(pipeline, get_connections(pipeline, namespace, settings, embedder))
+    app = get_agent_application(pipeline, get_connections(pipeline, namespace, settings, embedder, llm))
+    # One application per RayService: its Serve name is what Ray's proxy tells anyone who asks `/-/routes`
+    # (no credentials), so it names no Pipeline; the agent knows its pipeline from its args.
+    app["name"] = AGENT_APP_NAME
     env = get_pipeline_env(pipeline, settings)
     replicas = pipeline.spec.agent.replicas
     worker = None
@@ -244,6 +248,14 @@ def get_agent_rayservice(pipeline: Pipeline, namespace: str, settings: Settings,
             ),
         },
     }
+    volumes, mounts = get_agent_volumes(pipeline.spec)
+    cluster: dict[str, Any] = obj["spec"]["rayClusterConfig"]  # type: ignore[index]
+    for group in [cluster["headGroupSpec"], *cluster.get("workerGroupSpecs", [])]:
+        pod = group["template"]["spec"]
+        if volumes:
+            pod["volumes"] = [*pod.get("volumes", []), *volumes]
+            for container in pod["containers"]:
+                container["volumeMounts"] = [*container.get("volumeMounts", []), *mounts]
     return _finish(_serving_pods(obj, settings))
 
 

@@ -11,9 +11,10 @@ from typing import Any, Literal
 from raylight.api.connections import (
     ENV_AGENT_TOKEN,
     ENV_LLM_API_KEY,
-    ENV_OIDC_JWKS,
     ENV_QDRANT_API_KEY,
     ENV_THREADS_DSN,
+    OIDC_JWKS_FILE,
+    OIDC_JWKS_MOUNT,
     AuthConnection,
     CollectionPlan,
     Connections,
@@ -63,20 +64,24 @@ def secret_env(name: str, ref: SecretKeyRef | None) -> list[dict[str, Any]]:
     return [{"name": name, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}]
 
 
-def _llm_connection(spec: PipelineSpec, namespace: str, settings: Settings) -> LLMConnection | None:
+def _llm_connection(spec: PipelineSpec, namespace: str, settings: Settings,
+                    llm_model: ModelDeployment | None = None) -> LLMConnection | None:
     llm = spec.llm
     if llm is not None and llm.external is not None:
         return LLMConnection(model=llm.external.model, base_url=llm.external.base_url,
                              api_key_env=ENV_LLM_API_KEY if llm.external.api_key_secret else None,
                              timeout_seconds=llm.external.timeout_seconds)
     if llm is not None and llm.model_deployment is not None:
+        source = llm_model.spec.resolved().model if llm_model is not None else None
         return LLMConnection(model=llm.model_deployment,
-                             base_url=model_base_url(llm.model_deployment, namespace, settings.cluster_domain))
+                             base_url=model_base_url(llm.model_deployment, namespace, settings.cluster_domain),
+                             parameters=source.parameters if source else None)
     return None
 
 
 def get_auth_connection(spec: PipelineSpec) -> AuthConnection | None:
-    """None, a shared token (in $RAYLIGHT_AGENT_TOKEN) or OIDC (the JWKS in $RAYLIGHT_OIDC_JWKS, or fetched)."""
+    """None, a shared token (in $RAYLIGHT_AGENT_TOKEN) or OIDC (the JWKS in the file the jwksSecret volume
+    mounts, re-read when the Secret changes; or fetched from the issuer)."""
     auth = spec.agent.auth
     if auth is None:
         return None
@@ -85,12 +90,26 @@ def get_auth_connection(spec: PipelineSpec) -> AuthConnection | None:
     oidc = auth.oidc
     return AuthConnection(oidc=OidcConnection(
         issuer=oidc.issuer, audience=oidc.audience, algorithms=list(oidc.algorithms), claims=oidc.claims,
-        jwks_env=ENV_OIDC_JWKS if oidc.jwks_secret else None))
+        jwks_file=OIDC_JWKS_FILE if oidc.jwks_secret else None, jwks_cache_seconds=oidc.jwks_cache_seconds))
+
+
+def get_agent_volumes(spec: PipelineSpec) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(pod volumes, container mounts) the agent pods need: the OIDC JWKS Secret as a file (a volume, not
+    an environment variable, so the kubelet brings a rotated Secret to running pods; `optional: false`, so a
+    missing Secret keeps the pod from starting instead of serving without keys)."""
+    auth = spec.agent.auth
+    ref = auth.oidc.jwks_secret if auth and auth.oidc else None
+    if ref is None:
+        return [], []
+    volume = {"name": "oidc-jwks", "secret": {"secretName": ref.name, "optional": False,
+                                              "items": [{"key": ref.key, "path": OIDC_JWKS_FILE.rsplit("/", 1)[1]}]}}
+    return [volume], [{"name": "oidc-jwks", "mountPath": OIDC_JWKS_MOUNT, "readOnly": True}]
 
 
 def get_connections(pipeline: Pipeline, namespace: str, settings: Settings,
-                    embedder: ModelDeployment | None = None) -> Connections:
-    """Where the pipeline's embedder, LLM, reranker, store and threads are on a cluster."""
+                    embedder: ModelDeployment | None = None, llm: ModelDeployment | None = None) -> Connections:
+    """Where the pipeline's embedder, LLM, reranker, store and threads are on a cluster; `llm` (the LLM's
+    ModelDeployment, when known) gives the model's size to the agent (agent.answerMode auto)."""
     spec = pipeline.spec
     domain = settings.cluster_domain
     source = embedder_source(embedder)
@@ -105,7 +124,7 @@ def get_connections(pipeline: Pipeline, namespace: str, settings: Settings,
             source=source,
             backend=embedder_backend(embedder),
         ),
-        llm=_llm_connection(spec, namespace, settings),
+        llm=_llm_connection(spec, namespace, settings, llm),
         reranker=RerankerConnection(model=rerank.model_deployment,
                                     base_url=model_base_url(rerank.model_deployment, namespace, domain))
         if rerank else None,
@@ -128,7 +147,6 @@ def get_pipeline_env(pipeline: Pipeline, settings: Settings) -> list[dict[str, A
         *secret_env(ENV_LLM_API_KEY, spec.llm.external.api_key_secret if spec.llm and spec.llm.external else None),
         *secret_env(ENV_QDRANT_API_KEY, spec.vector_store.qdrant.api_key_secret),
         *secret_env(ENV_AGENT_TOKEN, token),
-        *secret_env(ENV_OIDC_JWKS, auth.oidc.jwks_secret if auth and auth.oidc else None),
         *secret_env(ENV_THREADS_DSN, threads_secret),
     ]
 

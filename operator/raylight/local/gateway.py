@@ -16,7 +16,8 @@ applications have no HTTP route of their own) and routes:
   GET  /healthz                               the gateway answers (names nothing)
   GET  /metrics                               every app's metrics (Prometheus text, `raylight_*`), merged: one
                                               scrape for the whole platform (Ray's own `ray_*` metrics are on
-                                              Ray's metrics export port)
+                                              Ray's metrics export port); a protected pipeline's series only
+                                              with its credentials
   GET  /readyz                                200 when every model and agent can serve, else 503 with why;
                                               a model is ready while Serve runs a replica of it (however busy),
                                               an agent when its own readyz says so (or it is too busy to
@@ -34,10 +35,10 @@ The gateway sits behind `raylight_pipelines.web.guard` like every app: bodies ov
 # parameters' annotations (Request) at run time, and string annotations turn them into query parameters.
 import asyncio
 import logging
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 from ray import serve
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
@@ -45,7 +46,7 @@ from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from ray.serve.handle import DeploymentHandle, DeploymentResponse, DeploymentResponseGenerator
 from ray.serve.schema import ReplicaState
 from raylight_pipelines import telemetry
-from raylight_pipelines.web import guard, observe
+from raylight_pipelines.web import guard, responses, server
 from raylight_pipelines.web import models as model_names
 from raylight_pipelines.web.errors import ApiError
 from raylight_pipelines.web.protocol import MODEL_MAX_REQUEST_BYTES
@@ -57,9 +58,7 @@ log = logging.getLogger("ray.serve")
 GATEWAY_DEPLOYMENT = "Gateway"
 READY_TIMEOUT_S = 5.0
 
-api = FastAPI(title="raylight gateway", docs_url=None, redoc_url=None)
-guard.install(api)
-api.add_middleware(observe.TraceContextMiddleware)  # a caller's traceparent goes on to the model
+api = server.app("raylight gateway")  # a caller's traceparent goes on to the model
 
 # A backend that is not there right now (restarting, overloaded, not deployed yet): 503, the client may retry.
 _OUTAGES = (RayActorError, ActorDiedError, ActorUnavailableError, BackPressureError, DeploymentUnavailableError)
@@ -76,7 +75,8 @@ def backend_error(backend: str, exc: BaseException) -> ApiError:
     return guard.internal_error(f"gateway -> {backend}", exc)
 
 
-async def relay(backend: str, gen: DeploymentResponse[Any] | DeploymentResponseGenerator[Any]) -> Response:
+async def relay(backend: str, gen: DeploymentResponse[Any] | DeploymentResponseGenerator[Any],
+                error_event: Callable[[ApiError], str] = responses.sse_error) -> Response:
     """Relay a streaming handle call (`handle.options(stream=True)....remote()`) as server-sent events; errors
     before the first line keep their status; a client that goes away cancels the backend's call."""
     assert isinstance(gen, DeploymentResponseGenerator)
@@ -89,14 +89,16 @@ async def relay(backend: str, gen: DeploymentResponse[Any] | DeploymentResponseG
             gen.cancel()  # a no-op once the call has finished
 
     try:
-        return await guard.sse_response(lines())
+        return await guard.sse_response(lines(), error_event)
     except Exception as exc:
         raise backend_error(backend, exc) from exc
 
 
 @serve.deployment(name=GATEWAY_DEPLOYMENT, ray_actor_options={"num_cpus": 0}, max_ongoing_requests=256)
 @serve.ingress(api)
-class Gateway:
+class Gateway(server.Edge):
+    span_prefix = "gateway"
+
     def __init__(self, models: dict[str, str], pipelines: list[str], protected: list[str],
                  max_request_bytes: int, adapters: dict[str, list[str]] | None = None) -> None:
         self.models = dict(models)  # name -> task (chat | embed | rerank)
@@ -123,8 +125,8 @@ class Gateway:
 
     async def _body(self, request: Request) -> tuple[bytes, dict[str, Any], str]:
         """The raw body (what the backend checks again against its own limit), its JSON and its `model`."""
-        raw = await guard.read_body(request, self.max_request_bytes)
-        body = guard.load_object(raw, self.max_request_bytes)
+        raw = await self.read(request)
+        body = self.load(raw)
         model = body.get("model")
         if not isinstance(model, str) or not model:
             raise ApiError(400, "model: must be a string naming a ModelDeployment or a Pipeline",
@@ -137,14 +139,29 @@ class Gateway:
     async def healthz(self) -> dict[str, Any]:
         return {"status": "ok"}
 
+    async def _hidden(self, auth: str | None) -> set[str]:
+        """The protected pipelines this caller's credentials do not open (each agent checks its own)."""
+        async def opens(name: str) -> bool:
+            try:
+                await asyncio.wait_for(self._agent(name).models.remote(auth), READY_TIMEOUT_S)
+            except Exception:
+                return False
+            return True
+        protected = [p for p in self.pipelines if p not in self.public]
+        opened = await asyncio.gather(*[opens(p) for p in protected]) if auth else [False] * len(protected)
+        return {p for p, ok in zip(protected, opened, strict=True) if not ok}
+
     @api.get("/metrics")
-    async def metrics(self) -> Response:
-        """The metrics of every model and agent app (one replica each on one machine), merged."""
+    async def metrics(self, request: Request) -> Response:
+        """The metrics of every model and agent app (one replica each on one machine), merged; a protected
+        pipeline's series only for a caller with its credentials (each replica's own metrics port has all)."""
         handles = [self._model(n) for n in self.models] + [self._agent(n) for n in self.pipelines]
         answers = await asyncio.gather(*[asyncio.wait_for(h.metrics.remote(), READY_TIMEOUT_S) for h in handles],
                                        return_exceptions=True)
         texts = [telemetry.exposition()] + [a for a in answers if isinstance(a, str)]
-        return Response(telemetry.merge(texts), media_type="text/plain; version=0.0.4; charset=utf-8")
+        hidden = await self._hidden(request.headers.get("authorization"))
+        return Response(telemetry.merge(texts, hide={"pipeline": hidden}),
+                        media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @staticmethod
     def _replicas(app: str, deployment: str) -> tuple[bool, str]:
@@ -305,7 +322,7 @@ class Gateway:
 
     async def _agent_call(self, name: str, method: str, request: Request) -> Response:
         agent = self._pipeline(name)
-        raw = await guard.read_body(request, self.max_request_bytes)
+        raw = await self.read(request)
         try:
             call = getattr(agent, method)
             return JSONResponse(await call.remote(raw, request.headers.get("authorization")))
@@ -323,9 +340,10 @@ class Gateway:
     @api.post("/v1/pipelines/{name}/stream")
     async def stream(self, name: str, request: Request) -> Response:
         agent = self._pipeline(name)
-        raw = await guard.read_body(request, self.max_request_bytes)
+        raw = await self.read(request)
         return await relay(f"pipeline {name}",
-                           agent.options(stream=True).stream.remote(raw, request.headers.get("authorization")))
+                           agent.options(stream=True).stream.remote(raw, request.headers.get("authorization")),
+                           responses.sse_error_event)
 
     @api.get("/v1/pipelines/{name}/threads/{thread_id}")
     async def thread(self, name: str, thread_id: str, request: Request, user: str | None = None) -> Response:

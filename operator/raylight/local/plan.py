@@ -108,11 +108,11 @@ def local_problems(manifests: list[Manifest]) -> list[Problem]:
 
 
 def local_connections(pipeline: Pipeline, embedder: ModelDeployment | None, data_dir: Path,
-                      url: str) -> Connections:
+                      url: str, llm_model: ModelDeployment | None = None) -> Connections:
     """Connections on one machine (docs/architecture.md): models through the gateway at `url`, query
     embeddings in the agent's own process (the embedder's weights are on this machine: no hop for a query),
     the store through its actor, threads in SQLite."""
-    conns = get_connections(pipeline, "default", Settings.from_env(), embedder)
+    conns = get_connections(pipeline, "default", Settings.from_env(), embedder, llm_model)
     base_url = f"{url}/v1"
     llm = conns.llm
     if llm is not None and pipeline.spec.llm is not None and pipeline.spec.llm.model_deployment:
@@ -159,7 +159,9 @@ def build_plan(manifests: list[Manifest], data_dir: Path, port: int) -> Plan:
         elif not isinstance(r, Pipeline):  # a FineTune is batch work (`raylight finetune`), not a Serve app
             continue
         else:
-            conns = local_connections(r, models.get(r.spec.embedder.model_deployment), data_dir, url)
+            llm_ref = r.spec.llm.model_deployment if r.spec.llm else None
+            conns = local_connections(r, models.get(r.spec.embedder.model_deployment), data_dir, url,
+                                      models.get(llm_ref) if llm_ref else None)
             app = get_agent_application(r, conns)
         app["route_prefix"] = None  # reached through the gateway only
         plan.resources.append(Resource(r.kind, r.metadata.name, app, m))

@@ -173,9 +173,8 @@ def drop_collections(removed: list[dict[str, Any]], state: dict[str, Any]) -> No
 
     for entry in removed:
         if entry.get("kind") == "Pipeline" and entry.get("deletion_policy") == "Delete":
-            client = connect(StoreConnection(collection=entry["collection"], actor=state["store_actor"]))
-            if client.collection_exists(entry["collection"]):
-                client.delete_collection(entry["collection"])
+            store = connect(StoreConnection(collection=entry["collection"], actor=state["store_actor"]))
+            if store.delete_collection(entry["collection"]):
                 say(f"  deleted collection {entry['collection']} (deletionPolicy Delete)")
 
 

@@ -7,13 +7,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from raylight.api.manifests import parse_document
-from raylight.api.types import ModelDeployment
-from raylight.api.validate import check_model
+from raylight.api.types import FineTune, ModelDeployment
+from raylight.api.validate import check_adapters, check_finetune, check_model
 from raylight.governance.licenses import LicensePolicy
 
 # Kopf routes an admission request by the URL path's last segment (the handler id): the chart's
 # ValidatingWebhookConfiguration points each resource at its own path.
-WEBHOOK_IDS = {"modeldeployments": "validate-modeldeployments", "pipelines": "validate-pipelines"}
+WEBHOOK_IDS = {"modeldeployments": "validate-modeldeployments", "pipelines": "validate-pipelines",
+               "finetunes": "validate-finetunes"}
 
 # What the API server adds and a manifest never carries.
 _SERVER_METADATA = ("uid", "resourceVersion", "generation", "creationTimestamp", "managedFields",
@@ -55,6 +56,10 @@ def problems(obj: Mapping[str, Any], policy: LicensePolicy) -> list[str]:
         out += [f"{f}: {m}" for f, m in check_model(resource, policy)]
         out += [f"spec.adapters[{i}].name: '{a.name}' is this ModelDeployment's own name; a request's model "
                 "would select both" for i, a in enumerate(resource.spec.adapters) if a.name == resource.metadata.name]
+        # adapters: file:// sources cannot be read on a cluster; a source's recorded base is checked at load
+        out += [f"{f}: {m}" for f, m in check_adapters(resource, {}, {}, cluster=True) if f.endswith(".source")]
+    if isinstance(resource, FineTune):  # its base's ModelDeployment may come later: checked in its status then
+        out += [f"{f}: {m}" for f, m in check_finetune(resource, {}, policy, check_refs=False, cluster=True)]
     return out
 
 

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from raylight.api.manifests import field_path
 from raylight.api.names import agent_rayservice_name, ingestion_cron_name, model_rayservice_name, service_url
 from raylight.api.types import API_VERSION, FineTune, ModelDeployment, Pipeline
-from raylight.api.validate import check_finetune, check_model, check_references
+from raylight.api.validate import check_adapters, check_finetune, check_model, check_references
 from raylight.desired.kubernetes import (
     get_agent_rayservice,
     get_ingestion_cron,
@@ -246,8 +246,11 @@ class Reconciler:
 
     def _adapter_outputs(self, md: ModelDeployment, ns: str) -> tuple[str | None, dict[str, str]]:
         """(why the model waits, or None; FineTune name -> its adapter's URI) for the adapters naming a
-        FineTune: each is served once its FineTune has succeeded, from the URI its status reports."""
+        FineTune: each is served once its FineTune has succeeded, from the URI its status reports, and only
+        if it was trained on a base compatible with this one and written where the serving pods read it
+        (never a file:// URI on a cluster)."""
         outputs: dict[str, str] = {}
+        finetunes: dict[str, FineTune] = {}
         for a in md.spec.adapters:
             if a.fine_tune is None:
                 continue
@@ -255,10 +258,27 @@ class Reconciler:
             status = (ft or {}).get("status") or {}
             if ft is None:
                 return f"spec.adapters: no FineTune named {a.fine_tune!r} in namespace {ns}", {}
+            with contextlib.suppress(ValidationError):
+                finetunes[a.fine_tune] = _parse(FineTune, ft)
             if status.get("phase") != "Succeeded" or not status.get("adapterUri"):
                 return (f"adapter {a.name} waits for FineTune {a.fine_tune} (phase "
                         f"{status.get('phase') or 'Pending'})"), {}
             outputs[a.fine_tune] = str(status["adapterUri"])
+        models: dict[str, ModelDeployment] = {}
+        for tune in finetunes.values():
+            base = tune.spec.base.model_deployment
+            if not base or base == md.metadata.name:
+                continue
+            body = self.deps.kube.get("ModelDeployment", ns, base)
+            if body is not None:
+                with contextlib.suppress(ValidationError):
+                    models[base] = _parse(ModelDeployment, body)
+        for f, message in check_adapters(md, finetunes, {**models, md.metadata.name: md}, cluster=True):
+            return f"{f}: {message}", {}
+        for name, uri in outputs.items():
+            if uri.startswith("file://"):
+                return (f"FineTune {name} reports its adapter at {uri}, a path on one machine: the serving pods "
+                        "cannot read it (write adapters to pvc:// or s3:// on a cluster)"), {}
         return None, outputs
 
     def _deadline(self, body: Mapping[str, Any], now: str) -> Callable[[Health, str | None], Health]:
@@ -321,10 +341,12 @@ class Reconciler:
                                 failure=("InvalidSpec", _invalid(exc)))
         models, models_health = self._models(p, ns)
         embedder = models.get(p.spec.embedder.model_deployment)
+        llm = models.get(p.spec.llm.model_deployment) if p.spec.llm and p.spec.llm.model_deployment else None
 
-        inputs = (body["metadata"].get("generation"), p.spec.to_wire(), embedder.spec.to_wire() if embedder else None)
+        inputs = (body["metadata"].get("generation"), p.spec.to_wire(), embedder.spec.to_wire() if embedder else None,
+                  llm.spec.to_wire() if llm else None)
         agent_desired, config_map, job = self._built(body, inputs, lambda: [
-            get_agent_rayservice(p, ns, settings, embedder), *get_ingestion_objects(p, ns, settings, embedder)])
+            get_agent_rayservice(p, ns, settings, embedder, llm), *get_ingestion_objects(p, ns, settings, embedder)])
         agent = self.apply(agent_desired, writes)
         agent_health = rayservice_health(agent)
 
@@ -440,10 +462,12 @@ class Reconciler:
             base_body = kube.get("ModelDeployment", ns, ft.spec.base.model_deployment)
             base = _parse(ModelDeployment, base_body) if base_body is not None else None
         models = {base.metadata.name: base} if base is not None else {}
-        problems = check_finetune(ft, models, settings.license_policy)
+        problems = check_finetune(ft, models, settings.license_policy, cluster=True)
         if problems:
             field, message = problems[0]
-            reason = "ModelMissing" if base is None and ft.spec.base.model_deployment else "LicenseRefused"
+            licence = "license" in field.lower() or field == "spec.base.modelDeployment"
+            reason = "ModelMissing" if base is None and ft.spec.base.model_deployment else (
+                "LicenseRefused" if licence else "InvalidSpec")
             return self._finetune_result(body, {"phase": "Pending" if reason == "ModelMissing" else "Failed",
                                                 "message": f"{field}: {message}"}, writes, now, (reason, message))
         inputs = (body["metadata"].get("generation"), ft.spec.to_wire(), base.spec.to_wire() if base else None)

@@ -12,8 +12,13 @@ A retrieved chunk counts for an expected id when its source, without the kind pr
 
 Retrieval metrics: recall@k (share of the relevant documents in the first k), MRR@10 (1 / rank of the first
 relevant one), nDCG@10 (graded gains, log2 discount), each the mean over the cases that have relevant
-documents. Answer metrics: facts present (every expected fact in the answer, case-insensitive), cited
-relevant (share of citations pointing at an expected source), "I don't know" rate, latency p50/p95 in ms.
+documents. Answer metrics (docs/grounding.md): facts present (answerable cases whose answer states every
+expected fact, case-insensitive, without abstaining), abstention precision (abstentions on unanswerable cases
+/ all abstentions) and recall (/ unanswerable cases), supported sentences (share of the answers' sentences a
+source supports, from the response's `support`), contradictions (answers with a sentence matching a case's
+`contradictions`), cited relevant (share of citations pointing at an expected source), "I don't know" rate,
+latency p50/p95 in ms. JSONL cases may also set "answerable": false (the corpus does not hold the answer;
+no expected facts or sources then) and "contradictions": [regex].
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import csv
 import dataclasses
 import json
 import math
+import re
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -48,6 +54,8 @@ class Case:
     relevant: dict[str, int] = field(default_factory=dict)  # expected id -> graded relevance (> 0)
     facts: tuple[str, ...] = ()
     history: tuple[str, ...] = ()  # earlier user turns, oldest first
+    answerable: bool = True  # False: the corpus does not hold the answer; the agent should abstain
+    contradictions: tuple[str, ...] = ()  # regular expressions: an answer sentence matching one states the opposite
 
 
 @dataclass
@@ -83,15 +91,29 @@ def load_jsonl(path: Path) -> Dataset:
     cases = []
     for number, row in _jsonl(path):
         where = f"{path}:{number}"
-        unknown = set(row) - {"id", "question", "expected_sources", "expected_facts", "history"}
+        unknown = set(row) - {"id", "question", "expected_sources", "expected_facts", "history", "answerable",
+                              "contradictions"}
         if unknown:
             raise DatasetError(f"{where}: {sorted(unknown)[0]}: unknown field")
         question = row.get("question")
         if not isinstance(question, str) or not question.strip():
             raise DatasetError(f"{where}: question: must be a non-empty string")
         sources = _text_list(row, "expected_sources", where)
-        cases.append(Case(str(row.get("id", number)), question, {s: 1 for s in sources},
-                          _text_list(row, "expected_facts", where), _text_list(row, "history", where)))
+        answerable = row.get("answerable", True)
+        if not isinstance(answerable, bool):
+            raise DatasetError(f"{where}: answerable: must be true or false")
+        facts = _text_list(row, "expected_facts", where)
+        if not answerable and (facts or sources):
+            raise DatasetError(f"{where}: answerable: an unanswerable case has no expected_facts or expected_sources")
+        contradictions = _text_list(row, "contradictions", where)
+        for pattern in contradictions:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise DatasetError(f"{where}: contradictions: {pattern!r} is not a regular expression ({exc})") \
+                    from None
+        cases.append(Case(str(row.get("id", number)), question, {s: 1 for s in sources}, facts,
+                          _text_list(row, "history", where), answerable, contradictions))
     if not cases:
         raise DatasetError(f"{path}: no cases")
     return Dataset(path.stem, cases)
@@ -181,16 +203,43 @@ def mean(values: Sequence[float]) -> float:
 class Answer:
     text: str
     citations: list[str]  # cited sources
-    dont_know: bool
+    dont_know: bool  # the agent abstained (grounding "none")
     latency_ms: float
+    support: list[dict[str, Any]] = field(default_factory=list)  # {"text", "refs", "supported"} per sentence
+
+
+def _sentences(text: str) -> list[str]:
+    return [s for s in re.split(r"(?<=[.!?])\s+", text) if s.strip()]
+
+
+def contradicts(case: Case, answer: Answer) -> bool:
+    """Whether a sentence of the answer matches one of the case's `contradictions` (states the opposite of
+    its source)."""
+    return any(re.search(p, s, re.I) for p in case.contradictions for s in _sentences(answer.text))
 
 
 def answer_scores(cases: Sequence[Case], answers: Sequence[Answer]) -> dict[str, Any]:
-    with_facts = [(c, a) for c, a in zip(cases, answers, strict=True) if c.facts]
-    cited = [(c, a) for c, a in zip(cases, answers, strict=True) if c.relevant and a.citations]
+    """Answer measures (see the module docstring); each is None when no case measures it."""
+    pairs = list(zip(cases, answers, strict=True))
+    with_facts = [(c, a) for c, a in pairs if c.answerable and c.facts]
+    cited = [(c, a) for c, a in pairs if c.relevant and a.citations and not a.dont_know]
+    abstained = [c for c, a in pairs if a.dont_know]
+    unanswerable = [c for c in cases if not c.answerable]
+    sentences = [s for _, a in pairs if not a.dont_know for s in a.support]
+
+    def ratio(part: int, whole: int) -> float | None:
+        return round(part / whole, 4) if whole else None
+
     return {
         "cases": len(answers),
-        "facts_present": mean([float(all(f.lower() in a.text.lower() for f in c.facts)) for c, a in with_facts]),
+        "answerable": len(with_facts),
+        "unanswerable": len(unanswerable),
+        "facts_present": ratio(sum(all(f.lower() in a.text.lower() for f in c.facts) and not a.dont_know
+                                   for c, a in with_facts), len(with_facts)),
+        "abstention_precision": ratio(sum(not c.answerable for c in abstained), len(abstained)),
+        "abstention_recall": ratio(sum(not c.answerable for c in abstained), len(unanswerable)),
+        "supported_sentences": ratio(sum(bool(s.get("supported")) for s in sentences), len(sentences)),
+        "contradictions": sum(contradicts(c, a) for c, a in pairs),
         "cited_relevant": mean([mean([float(any(matches(s, e) for e in c.relevant)) for s in a.citations])
                                 for c, a in cited]),
         "dont_know_rate": mean([float(a.dont_know) for a in answers]),
@@ -220,9 +269,16 @@ def evaluate(dataset: Dataset, search: Search, variants: Sequence[str], k: int =
         retrieval[variant] = measure(labelled, VARIANTS[variant])
     if any(c.history for c in labelled):  # what conversational retrieval buys: follow-ups searched alone
         retrieval[NO_HISTORY] = measure([dataclasses.replace(c, history=()) for c in labelled], VARIANTS["hybrid"])
-    answers = answer_scores(dataset.cases, [ask(c) for c in dataset.cases]) if ask else None
-    return {"dataset": dataset.name, "cases": len(dataset.cases), "k": k, "retrieval": retrieval,
-            "answers": answers}
+    replies = [ask(c) for c in dataset.cases] if ask else []
+    answers = answer_scores(dataset.cases, replies) if ask else None
+    report: dict[str, Any] = {"dataset": dataset.name, "cases": len(dataset.cases), "k": k, "retrieval": retrieval,
+                              "answers": answers}
+    if ask:
+        report["replies"] = [{"id": c.id, "question": c.question, "answerable": c.answerable, "answer": a.text,
+                              "abstained": a.dont_know,
+                              "facts_present": bool(c.facts) and all(f.lower() in a.text.lower() for f in c.facts),
+                              "contradicts": contradicts(c, a)} for c, a in zip(dataset.cases, replies, strict=True)]
+    return report
 
 
 def check_thresholds(report: dict[str, Any], variant: str, minimums: dict[str, float]) -> list[str]:
@@ -248,7 +304,14 @@ def format_table(report: dict[str, Any]) -> str:
             lines.append(f"{variant:<20}" + "".join(f"{values[m]:>11.3f}" for m in metrics))
     answers = report.get("answers")
     if answers:
-        lines.append(f"answers ({answers['cases']}): facts present {answers['facts_present']:.3f}, cited relevant "
-                     f"{answers['cited_relevant']:.3f}, \"I don't know\" {answers['dont_know_rate']:.3f}, latency "
-                     f"p50 {answers['latency_ms']['p50']} ms, p95 {answers['latency_ms']['p95']} ms")
+        def show(value: float | None) -> str:
+            return "-" if value is None else f"{value:.3f}"
+
+        lines.append(f"answers ({answers['cases']}): facts present {show(answers['facts_present'])} of "
+                     f"{answers['answerable']} answerable, abstention precision "
+                     f"{show(answers['abstention_precision'])} recall {show(answers['abstention_recall'])} on "
+                     f"{answers['unanswerable']} unanswerable, supported sentences "
+                     f"{show(answers['supported_sentences'])}, contradictions {answers['contradictions']}, cited "
+                     f"relevant {answers['cited_relevant']:.3f}, \"I don't know\" {answers['dont_know_rate']:.3f}, "
+                     f"latency p50 {answers['latency_ms']['p50']} ms, p95 {answers['latency_ms']['p95']} ms")
     return "\n".join(lines)

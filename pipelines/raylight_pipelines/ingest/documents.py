@@ -6,8 +6,17 @@ What is a document: the same rules hold for path, PVC, ConfigMap and URL sources
   - version-control metadata (`.git`, `.hg`, `.svn`, ...) is never read;
   - files that commonly hold secrets (`.env*`, private keys, `*.pem`, credential files) and any text that
     holds a PEM private key are never ingested;
-  - symbolic links are followed only where they lead inside the source root; only regular files are read
-    (never a FIFO or a device), each real file once;
+  - the rules above apply to the name a file is listed under AND to where it really is: a symbolic link
+    (or a link to a folder above it) whose target is hidden, secret or version-control metadata is skipped
+    like its target (`notes.md -> .env`, `cloud.md -> .aws/credentials`), and so is a hard link to such a
+    file inside the source root; symbolic links are followed only where they lead inside the source root;
+    only regular files are read (never a FIFO or a device), each real file once, and what is read is the
+    file that was listed (opened without following a link, its inode checked);
+  - URLs: a redirect is followed only to the listed URL's own origin or one named in the source's
+    `redirectOrigins`, at most 5 times, and the rules above apply to every URL on the way; loopback,
+    link-local, private and other non-public addresses are refused (checked on the connected socket, so
+    no name or DNS answer leads there) unless the source names them in `privateNetworks`; proxies from
+    the environment are not used;
   - unsupported binary files and files with no text are skipped.
 Text extraction (formats, encodings, headings, pages) is raylight_pipelines.ingest.extract's.
 """
@@ -19,6 +28,8 @@ import functools
 import logging
 import os
 import re
+import socket
+import stat
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
@@ -54,6 +65,7 @@ SECRET = "may hold secrets (.env files, private keys and credential files are ne
 PRIVATE = "holds a private key (never ingested)"
 VCS = "version-control metadata"
 OUTSIDE = "symbolic link leads outside the source root"
+MAX_REDIRECTS = 5
 
 
 @dataclass(frozen=True)
@@ -204,6 +216,10 @@ class Unit:
     data: bytes | None = None  # bytes already in hand (a ConfigMap key)
     inline: str | None = None  # inline Markdown from the manifest
     inline_title: str | None = None
+    file_id: tuple[int, int] | None = None  # (st_dev, st_ino) of `path` when listed: what is read must be it
+    redirect_origins: tuple[str, ...] = ()  # a URL's redirects may lead here besides its own origin
+    private_networks: tuple[str, ...] = ()  # non-public addresses a URL may reach
+    hidden: bool = False  # the source's `hidden` (redirect targets follow the same rules)
 
 
 Item = Document | Failure  # a Skipped is a Failure
@@ -230,20 +246,33 @@ def _item(source_id: str, key: str, access: Access, read: Callable[[], bytes], n
     return _doc(source_id, key, access, got, title)
 
 
+def _target_reason(real: Path, real_root: Path, rel: str, hidden: bool, folder: bool = False) -> str | None:
+    """Why the entry listed as `rel` is not a document judged by where it really is (`real`, inside the
+    root): `notes.md -> .env` may hold secrets like `.env` itself."""
+    target = real.relative_to(real_root).as_posix() + ("/" if folder else "")
+    if target.rstrip("/") == rel.rstrip("/"):
+        return None
+    reason = skip_reason(target, hidden)
+    return f"{reason} (a link to {target})" if reason else None
+
+
 def walk(root: Path, hidden: bool) -> Iterator[Entry]:
     """Every entry under the folder root in name order, by the rules in the module doc: a file to read
     (with the reason to skip it, if any), or a skipped entry without a file (a skipped folder once, its
-    path ending in `/`). Symbolic links are followed where they lead inside root, each real file once."""
+    path ending in `/`). Symbolic links are followed where they lead inside root, each real file once; the
+    rules apply to each link's target as to its name, and a hard link to a skipped file is skipped too."""
     real_root = root.resolve()
     seen: dict[Path, str] = {}
+    skipped_folders: list[Path] = []
+    entries: list[Entry] = []
 
     def visit(folder: Path, prefix: str, folders: frozenset[Path]) -> Iterator[Entry]:
         try:
-            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+            listed = sorted(os.scandir(folder), key=lambda e: e.name)
         except OSError as exc:
             yield prefix or "./", None, f"cannot list: {exc.strerror or exc}"
             return
-        for entry in entries:
+        for entry in listed:
             rel, path = prefix + entry.name, Path(entry.path)
             try:
                 real = path.resolve(strict=True)
@@ -251,11 +280,12 @@ def walk(root: Path, hidden: bool) -> Iterator[Entry]:
             except (OSError, RuntimeError):
                 yield rel, None, "broken symbolic link"
                 continue
-            if entry.is_symlink() and not real.is_relative_to(real_root):
+            if not real.is_relative_to(real_root):
                 yield rel + ("/" if is_dir else ""), None, OUTSIDE
                 continue
             if is_dir:
-                if reason := skip_reason(rel + "/", hidden):
+                if reason := skip_reason(rel + "/", hidden) or _target_reason(real, real_root, rel, hidden, True):
+                    skipped_folders.append(real)
                     yield rel + "/", None, reason
                 elif real in folders:
                     yield rel + "/", None, "symbolic link loop"
@@ -263,21 +293,65 @@ def walk(root: Path, hidden: bool) -> Iterator[Entry]:
                     yield from visit(path, rel + "/", folders | {real})
             elif not entry.is_file():
                 yield rel, None, "not a regular file"
-            elif real in seen:
-                yield rel, None, f"same file as {seen[real]}"
             else:
-                seen[real] = rel
-                yield rel, path, skip_reason(rel, hidden)
+                reason = skip_reason(rel, hidden) or _target_reason(real, real_root, rel, hidden)
+                if real in seen:
+                    yield rel, None, reason or f"same file as {seen[real]}"
+                else:
+                    seen[real] = rel
+                    yield rel, real, reason
 
-    yield from visit(root, "", frozenset({real_root}))
+    entries = list(visit(root, "", frozenset({real_root})))
+    # hard links: a readable file that is also a skipped one (the same inode) is skipped with it
+    skipped_ids: dict[tuple[int, int], str] = {}
+    readable: list[tuple[int, Path]] = []
+    for i, (rel, path, reason) in enumerate(entries):
+        if path is None:
+            continue
+        st = path.stat()
+        if reason is not None:
+            skipped_ids[(st.st_dev, st.st_ino)] = rel
+        elif st.st_nlink > 1:
+            readable.append((i, path))
+    if readable:
+        for folder in skipped_folders:
+            for dirpath, _, files in os.walk(folder):
+                for name in files:
+                    try:
+                        st = os.lstat(os.path.join(dirpath, name))
+                    except OSError:
+                        continue
+                    rel = Path(dirpath, name).relative_to(real_root).as_posix()
+                    skipped_ids.setdefault((st.st_dev, st.st_ino), rel)
+        for i, path in readable:
+            st = path.stat()
+            if (other := skipped_ids.get((st.st_dev, st.st_ino))) is not None:
+                rel = entries[i][0]
+                entries[i] = (rel, path, f"{skip_reason(other, hidden) or 'skipped'} (a hard link to {other})")
+    yield from entries
 
 
-def _read(path: Path) -> Callable[[], bytes]:
+def _read(path: Path, file_id: tuple[int, int] | None = None) -> Callable[[], bytes]:
+    """Reads the regular file at path (its last component not followed if it is a link), which must still
+    be the listed one (`file_id`: its device and inode) - so a file swapped for a link after listing is
+    never read."""
     def read() -> bytes:
-        if path.stat().st_size > MAX_BYTES:
-            raise ExtractError(f"larger than {MAX_BYTES // (1024 * 1024)} MiB")
-        return path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(fd, "rb") as fh:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise ExtractError("not a regular file")
+            if file_id is not None and (st.st_dev, st.st_ino) != file_id:
+                raise ExtractError("changed since it was listed (another file is there now)")
+            if st.st_size > MAX_BYTES:
+                raise ExtractError(f"larger than {MAX_BYTES // (1024 * 1024)} MiB")
+            return fh.read(MAX_BYTES + 1)[:MAX_BYTES]
     return read
+
+
+def _file_id(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_dev, st.st_ino
 
 
 def iter_directory(root: Path, include: list[str], exclude: list[str], key: str, access: Access,
@@ -286,18 +360,21 @@ def iter_directory(root: Path, include: list[str], exclude: list[str], key: str,
     explicitly (which may be hidden, but never secret)."""
     if root.is_file():
         source_id = id_prefix.rstrip("/")
-        reason = skip_reason(root.name, hidden=True)
+        real = root.resolve()
+        reason = skip_reason(root.name, hidden=True) or skip_reason(real.name, hidden=True) or (
+            None if real.parent == root.parent.resolve() else skip_reason(real.as_posix(), hidden=True))
         yield Skipped(source_id, key, reason) if reason else Unit(
-            source_id, key, access, root.name, root.stem, path=str(root))
+            source_id, key, access, root.name, root.stem, path=str(real), file_id=_file_id(real))
         return
     for rel, path, reason in walk(root, hidden):
         source_id = f"{id_prefix}{rel}"
+        name = PurePosixPath(rel)
         if path is None and reason is not None:
             if reason == OUTSIDE or rel.endswith("/") or matches(rel, include, exclude):
                 yield Skipped(source_id, key, reason)
         elif path is not None and matches(rel, include, exclude):
             yield Skipped(source_id, key, reason) if reason else Unit(
-                source_id, key, access, path.name, path.stem, path=str(path))
+                source_id, key, access, name.name, name.stem, path=str(path), file_id=_file_id(path))
 
 
 def iter_configmap(name: str, keys: list[str], namespace: str, key: str, access: Access,
@@ -310,8 +387,10 @@ def iter_configmap(name: str, keys: list[str], namespace: str, key: str, access:
     mounted = Path(CONFIGMAP_MOUNT_ROOT) / name
     entries: dict[str, bytes]
     if api is None and mounted.is_dir():
+        # the kubelet's keys are links into its own `..data` folder; one leading anywhere else is not a key
+        real_mount = mounted.resolve()
         entries = {f.name: f.read_bytes() for f in mounted.iterdir()
-                   if not f.name.startswith("..") and f.is_file()}
+                   if not f.name.startswith("..") and f.is_file() and f.resolve().is_relative_to(real_mount)}
     else:
         entries = _configmap_entries(name, namespace, api)
     for k in keys or sorted(entries):
@@ -339,9 +418,11 @@ def _configmap_entries(name: str, namespace: str, api: Any) -> dict[str, bytes]:
     return entries
 
 
-def iter_urls(urls: list[str], key: str, access: Access, hidden: bool = False) -> Iterator[Listed]:
+def iter_urls(urls: list[str], key: str, access: Access, hidden: bool = False,
+              redirect_origins: Iterable[str] = (), private_networks: Iterable[str] = ()) -> Iterator[Listed]:
     """Each URL is a document (fetched when read); the format follows the Content-Type, else the path's
-    suffix. URL paths follow the same rules as files (`https://host/.env` is never fetched)."""
+    suffix. URL paths follow the same rules as files (`https://host/.env` is never fetched); redirects and
+    addresses follow the rules in the module doc."""
     import httpx
 
     for url in urls:
@@ -350,7 +431,109 @@ def iter_urls(urls: list[str], key: str, access: Access, hidden: bool = False) -
         if (reason := skip_reason(path, hidden)) is not None:
             yield Skipped(source_id, key, reason)
         else:
-            yield Unit(source_id, key, access, PurePosixPath(path).name or "index.html", url, url=url)
+            yield Unit(source_id, key, access, PurePosixPath(path).name or "index.html", url, url=url,
+                       redirect_origins=tuple(redirect_origins), private_networks=tuple(private_networks),
+                       hidden=hidden)
+
+
+class AddressRefused(Exception):
+    """A URL source reached an address its rules refuse (raised on the connected socket)."""
+
+
+def origin(url: Any) -> str:
+    """`scheme://host[:port]` of an httpx.URL or a string, the port given only when not the scheme's default."""
+    import httpx
+
+    u = httpx.URL(str(url))
+    port = u.port
+    return f"{u.scheme}://{u.host}" + (f":{port}" if port is not None else "")
+
+
+def address_refusal(ip: str, private_networks: Iterable[str]) -> str | None:
+    """Why a URL source may not connect to `ip`, or None: every address that is not globally routable
+    (loopback, link-local, private, shared, reserved, multicast, unspecified; IPv4 inside IPv6 judged as
+    IPv4) unless it is in one of `private_networks`."""
+    import ipaddress
+
+    addr: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(ip.split("%", 1)[0])
+    forms = [addr]
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+        forms.append(addr)
+    networks = [ipaddress.ip_network(n, strict=False) for n in private_networks]
+    if any(form in net for form in forms for net in networks if form.version == net.version):
+        return None
+    if addr.is_global and not addr.is_multicast:
+        return None
+    kind = ("a loopback" if addr.is_loopback else "a link-local" if addr.is_link_local else
+            "a private" if addr.is_private else "a non-public")
+    return (f"{addr} is {kind} address (name it in the source's privateNetworks to allow it)")
+
+
+def _guard(private_networks: tuple[str, ...]) -> Callable[[str, dict[str, Any]], None]:
+    """An httpcore `trace` extension that checks the peer of every connection the request makes, so no
+    hostname, DNS answer or redirect reaches a refused address."""
+    def trace(event: str, info: dict[str, Any]) -> None:
+        if event != "connection.connect_tcp.complete":
+            return
+        stream: Any = info.get("return_value")
+        sock = stream.get_extra_info("socket") if stream is not None else None
+        if stream is None or sock is None:
+            return
+        peer = sock.getpeername()[0]
+        if (refusal := address_refusal(peer, private_networks)) is not None:
+            stream.close()
+            raise AddressRefused(refusal)
+    return trace
+
+
+def _resolve(host: str, port: int) -> list[str]:
+    """The addresses a host name resolves to (empty when it does not resolve)."""
+    try:
+        return [str(info[4][0]) for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)]
+    except (OSError, UnicodeError):
+        return []
+
+
+def _resolved_refusal(url: str, private_networks: tuple[str, ...]) -> str | None:
+    """Why url's host may not be fetched, judged before connecting (so a refused address is never even
+    contacted); the connected socket is checked again (`_guard`), whatever DNS answers then."""
+    import httpx
+
+    u = httpx.URL(url)
+    for ip in _resolve(u.host, u.port or (443 if u.scheme == "https" else 80)):
+        if (refusal := address_refusal(ip, private_networks)) is not None:
+            return refusal
+    return None
+
+
+def fetch(url: str, client: Any, *, hidden: bool = False, redirect_origins: Iterable[str] = (),
+          private_networks: Iterable[str] = ()) -> tuple[Any, str | None]:
+    """GET url by the rules in the module doc: (the final response, None), or (None, why it was refused),
+    following at most MAX_REDIRECTS redirects. Raises httpx.HTTPError when the server cannot be read."""
+    allowed = {origin(url), *(origin(o) for o in redirect_origins)}
+    trace = _guard(tuple(private_networks))
+    current = url
+    for _ in range(MAX_REDIRECTS + 1):
+        if (refusal := _resolved_refusal(current, tuple(private_networks))) is not None:
+            return None, f"{current}: {refusal}"
+        try:
+            response = client.get(current, follow_redirects=False, extensions={"trace": trace})
+        except AddressRefused as exc:
+            return None, f"{current}: {exc}"
+        if not response.is_redirect:
+            return response, None
+        target = response.next_request.url if response.next_request is not None else None
+        response.close()
+        if target is None:
+            return None, f"{current}: a redirect without a usable Location"
+        if origin(target) not in allowed:
+            return None, (f"redirected to {target}, another origin than {origin(url)} (name it in the source's "
+                          f"redirectOrigins to allow it)")
+        if (reason := skip_reason(target.path, hidden)) is not None:
+            return None, f"redirected to {target}: {reason}"
+        current = str(target)
+    return None, f"more than {MAX_REDIRECTS} redirects"
 
 
 def _inline(source: Source, key: str) -> Iterator[Listed]:
@@ -362,7 +545,10 @@ def _inline(source: Source, key: str) -> Iterator[Listed]:
 def http_client() -> Any:
     import httpx
 
-    return httpx.Client(timeout=30.0, follow_redirects=True, headers={"User-Agent": "raylight-ingest"})
+    # redirects are followed by `fetch` (one hop at a time, each checked); no proxy from the environment (a
+    # proxy would connect to addresses the rules refuse on our behalf)
+    return httpx.Client(timeout=30.0, follow_redirects=False, trust_env=False,
+                        headers={"User-Agent": "raylight-ingest"})
 
 
 def load_unit(unit: Unit, http: Any = None) -> Item:
@@ -372,7 +558,8 @@ def load_unit(unit: Unit, http: Any = None) -> Item:
         got = parse_markdown(unit.inline.replace("\r\n", "\n").replace("\r", "\n"))
         return _doc(unit.source_id, unit.source_key, unit.access, got, unit.name, title=unit.inline_title)
     if unit.path is not None:
-        return _item(unit.source_id, unit.source_key, unit.access, _read(Path(unit.path)), unit.name, unit.title)
+        return _item(unit.source_id, unit.source_key, unit.access, _read(Path(unit.path), unit.file_id),
+                     unit.name, unit.title)
     if unit.data is not None:
         data = unit.data
         return _item(unit.source_id, unit.source_key, unit.access, lambda: data, unit.name, unit.title)
@@ -381,7 +568,10 @@ def load_unit(unit: Unit, http: Any = None) -> Item:
 
     client = http or http_client()
     try:
-        response = client.get(unit.url)
+        response, refusal = fetch(unit.url, client, hidden=unit.hidden, redirect_origins=unit.redirect_origins,
+                                  private_networks=unit.private_networks)
+        if refusal is not None:
+            return Skipped(unit.source_id, unit.source_key, refusal)
         response.raise_for_status()
     except httpx.HTTPError as exc:
         return Failure(unit.source_id, unit.source_key, str(exc) or type(exc).__name__)
@@ -435,7 +625,8 @@ def list_sources(sources: list[Source], base_dir: Path, namespace: str = "defaul
                 items = list(iter_configmap(source.config_map.name, source.config_map.keys, namespace, key,
                                             source.access, k8s_api, source.hidden))
             elif source.urls is not None:
-                items = list(iter_urls(source.urls, key, source.access, source.hidden))
+                items = list(iter_urls(source.urls, key, source.access, source.hidden, source.redirect_origins,
+                                       source.private_networks))
             else:
                 items = list(_inline(source, key))
         except Exception as exc:  # a listing failure must not abort the other sources

@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from qdrant_client import models as qm
 from raylight.api.connections import IngestionPlan, RayDataOptions, StoreConnection
 from raylight.api.types import ModelSource
 
@@ -47,7 +46,7 @@ from raylight_pipelines.ingest.sync import (
     plan_document,
     scan,
 )
-from raylight_pipelines.store.qdrant import DENSE, SPARSE, StoreUnavailable, connect, ensure_collection
+from raylight_pipelines.store.qdrant import ChunkPoint, StoreUnavailable, connect
 
 log = logging.getLogger(__name__)
 
@@ -153,15 +152,14 @@ def upsert(batch: dict[str, np.ndarray], ctx: _Context) -> dict[str, list[str]]:
     points, embedded, reused = [], 0, 0
     for kind, pid, passage, payload, vector in zip(*(batch[c] for c in COLUMNS), strict=True):
         if kind in ("embed", "reused"):
-            indices, values = bm25.document_vector(str(passage))
-            points.append(qm.PointStruct(id=str(pid), payload=json.loads(payload), vector={
-                DENSE: json.loads(vector), SPARSE: qm.SparseVector(indices=indices, values=values)}))
+            points.append(ChunkPoint(id=str(pid), payload=json.loads(payload), dense=json.loads(vector),
+                                     sparse=bm25.document_vector(str(passage))))
             embedded += kind == "embed"
             reused += kind == "reused"
         else:
             _add(rows, str(kind), str(pid), "", str(payload), "")
     if points:
-        _client(ctx.store).upsert(ctx.collection, points=points, wait=True)
+        _client(ctx.store).upsert(ctx.collection, points)
     _add(rows, "written", payload=json.dumps({"embedded": embedded, "reused": reused}))
     return rows
 
@@ -220,7 +218,7 @@ def ray_ingest(plan: IngestionPlan, base_dir: Any, embedder: Embedder, tokenizer
             DocPlan(entry.source_id, "skipped" if isinstance(entry, Skipped) else "failed", entry.reason).count(report)
             if not isinstance(entry, Skipped):
                 protected.add(entry.source_id)
-    ensure_collection(client, collection, embedder.dimensions)
+    client.ensure_collection(collection, embedder.dimensions)
     existing = scan(client, collection, plan.pipeline)
     units: list[Unit] = []
     listed: set[str] = set()

@@ -13,7 +13,6 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from raylight.api.connections import IngestionPlan
 from raylight.api.types import ModelSource
@@ -28,7 +27,7 @@ from raylight_pipelines.ingest.chunking import (
 )
 from raylight_pipelines.ingest.documents import load_sources
 from raylight_pipelines.ingest.sync import SyncReport, Vectorize, sync
-from raylight_pipelines.store.qdrant import connect
+from raylight_pipelines.store.qdrant import Store, connect
 
 log = logging.getLogger(__name__)
 
@@ -86,12 +85,12 @@ def _write_report(path: str, report: SyncReport) -> None:
 
 
 def run(plan: IngestionPlan, base_dir: Path, embedder: Embedder | None = None,
-        progress: Callable[[int, int], None] | None = None, client: Any = None) -> SyncReport:
+        progress: Callable[[int, int], None] | None = None, store: Store | None = None) -> SyncReport:
     """Load the plan's sources (paths relative to base_dir) and sync them into its collection.
 
     progress(done, total): chunks embedded of those to embed in this process; documents done of those listed on
     Ray Data (`on_ray_data(plan)`), where the number of chunks is known only at the end.
-    embedder: default from the plan (HTTP when base_url is set, else in this process from the source). client:
+    embedder: default from the plan (HTTP when base_url is set, else in this process from the source). store:
     default `connect(plan.store)`, closed at the end. Raises EmbedderError, WeightsError, TokenizerError or
     StoreUnavailable; a document that cannot be read is reported, not raised. With `report_path` set, the summary is
     written there too."""
@@ -104,8 +103,8 @@ def run(plan: IngestionPlan, base_dir: Path, embedder: Embedder | None = None,
                     size, window)
     overlap = min(spec.chunking.overlap, size // 2)
     started = time.monotonic()
-    own = client is None
-    client = client or connect(plan.store)
+    own = store is None
+    client = store or connect(plan.store)
     try:
         if on_ray_data(plan):
             from raylight_pipelines.ingest.ray_data import ray_ingest

@@ -1,4 +1,4 @@
-"""Idempotent, incremental sync of documents into a Qdrant collection.
+"""Idempotent, incremental sync of documents into a collection of the store (store.base.Store).
 
 The collection itself is the only state: every point carries its document's `source_id`, `doc_hash`
 (everything that determines the document's chunks) and `chunk_count`, so the points of one document are
@@ -29,13 +29,11 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from qdrant_client import models as qm
-
 from raylight_pipelines.embed import bm25
 from raylight_pipelines.embed.embedders import Embedder
 from raylight_pipelines.ingest.chunking import Tokenizer, chunk_document
 from raylight_pipelines.ingest.documents import Document, Loaded
-from raylight_pipelines.store.qdrant import DENSE, SPARSE, ensure_collection
+from raylight_pipelines.store.base import ChunkPoint, Store, SyncState
 
 log = logging.getLogger(__name__)
 
@@ -125,18 +123,9 @@ def plan_points(doc: Document, pipeline: str, tok: Tokenizer, size: int, overlap
     return points
 
 
-def scan(client: Any, collection: str, pipeline: str) -> dict[str, list[tuple[str, dict[str, Any]]]]:
+def scan(store: Store, collection: str, pipeline: str) -> SyncState:
     """source_id -> [(point id, state payload)] for this pipeline's points."""
-    out: dict[str, list[tuple[str, dict[str, Any]]]] = {}
-    flt = qm.Filter(must=[qm.FieldCondition(key="pipeline", match=qm.MatchValue(value=pipeline))])
-    offset = None
-    while True:
-        records, offset = client.scroll(collection, scroll_filter=flt, limit=1000, offset=offset,
-                                        with_payload=STATE_FIELDS, with_vectors=False)
-        for r in records:
-            out.setdefault(r.payload.get("source_id", ""), []).append((str(r.id), r.payload))
-        if offset is None:
-            return out
+    return store.sync_state(collection, pipeline, STATE_FIELDS)
 
 
 def is_current(present: list[tuple[str, dict[str, Any]]], dhash: str) -> bool:
@@ -154,10 +143,8 @@ def local_vectorize(embedder: Embedder, batch_size: int = 64) -> Vectorize:
     return run
 
 
-def _struct(p: PendingPoint, vector: list[float]) -> qm.PointStruct:
-    indices, values = bm25.document_vector(p.passage)
-    return qm.PointStruct(id=p.id, payload=p.payload,
-                          vector={DENSE: vector, SPARSE: qm.SparseVector(indices=indices, values=values)})
+def _struct(p: PendingPoint, vector: list[float]) -> ChunkPoint:
+    return ChunkPoint(id=p.id, payload=p.payload, dense=list(vector), sparse=bm25.document_vector(p.passage))
 
 
 def _batches(items: list[str], n: int) -> Iterable[list[str]]:
@@ -169,9 +156,9 @@ class _Writer:
     """Upserts batches in order on one background thread; the first error stops it and is re-raised in
     the caller (at the next upsert or on exit), so nothing is written after a failure."""
 
-    def __init__(self, client: Any, collection: str, write: Fault) -> None:
-        self.client, self.collection, self.write = client, collection, write
-        self.queue: queue.Queue[list[qm.PointStruct] | None] = queue.Queue(maxsize=2)
+    def __init__(self, store: Store, collection: str, write: Fault) -> None:
+        self.store, self.collection, self.write = store, collection, write
+        self.queue: queue.Queue[list[ChunkPoint] | None] = queue.Queue(maxsize=2)
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="raylight-upsert", daemon=True)
 
@@ -180,11 +167,11 @@ class _Writer:
             if self.error is None:
                 try:
                     self.write("upsert")
-                    self.client.upsert(self.collection, points=points, wait=True)
+                    self.store.upsert(self.collection, points)
                 except BaseException as exc:  # handed to the caller's thread
                     self.error = exc
 
-    def upsert(self, points: list[qm.PointStruct]) -> None:
+    def upsert(self, points: list[ChunkPoint]) -> None:
         if self.error is not None:
             raise self.error
         self.queue.put(points)
@@ -223,7 +210,7 @@ class DocPlan:
             report.skips.append({"source": self.source_id, "reason": self.reason})
 
 
-def plan_document(client: Any, collection: str, doc: Document, present: list[tuple[str, dict[str, Any]]],
+def plan_document(store: Store, collection: str, doc: Document, present: list[tuple[str, dict[str, Any]]],
                   pipeline: str, tok: Tokenizer, size: int, overlap: int, model: str, tok_name: str) -> DocPlan:
     """One document against its points in the collection (`present`, from `scan`): the sync's per-document
     step, run in this process or in a Ray task. Reads old vectors to reuse; writes nothing."""
@@ -243,9 +230,7 @@ def plan_document(client: Any, collection: str, doc: Document, present: list[tup
     old = [pid for pid in present_ids if pid not in desired]
     reuse = {p.id: reusable[p.payload["text_hash"]] for p in new if p.payload["text_hash"] in reusable}
     if reuse:
-        got = client.retrieve(collection, ids=sorted(set(reuse.values())), with_vectors=[DENSE],
-                              with_payload=False)
-        vectors = {str(r.id): r.vector[DENSE] for r in got if isinstance(r.vector, dict)}
+        vectors = store.dense_vectors(collection, sorted(set(reuse.values())))
         for p in new:
             if p.id in reuse and reuse[p.id] in vectors:
                 p.vector = list(vectors[reuse[p.id]])
@@ -255,7 +240,7 @@ def plan_document(client: Any, collection: str, doc: Document, present: list[tup
                    restamp=([p.id for p in kept], {"doc_hash": dhash, "chunk_count": len(points)}) if kept else None)
 
 
-def finish(client: Any, collection: str, pipeline: str, report: SyncReport, existing: dict[str, list[Any]],
+def finish(store: Store, collection: str, pipeline: str, report: SyncReport, existing: dict[str, list[Any]],
            restamp: list[tuple[list[str], dict[str, Any]]], stale: list[str], seen: set[str], protected: set[str],
            complete: set[str], keys: set[str], write: Fault) -> None:
     """Steps 2 and 3 of the module doc, once every upsert has landed: stamp kept points of changed
@@ -263,7 +248,7 @@ def finish(client: Any, collection: str, pipeline: str, report: SyncReport, exis
     never a failed document's last good chunks); then count the pipeline's points."""
     for ids, stamp in restamp:
         write("set_payload")
-        client.set_payload(collection, payload=stamp, points=ids, wait=True)
+        store.set_payload(collection, ids, stamp)
     stale = list(stale)
     for source_id, present in existing.items():
         if source_id in seen or source_id in protected:
@@ -274,13 +259,12 @@ def finish(client: Any, collection: str, pipeline: str, report: SyncReport, exis
             report.deleted += 1
     for ids in _batches(stale, 1000):
         write("delete")
-        client.delete(collection, points_selector=qm.PointIdsList(points=list(ids)), wait=True)
+        store.delete(collection, list(ids))
         report.points_deleted += len(ids)
-    report.points = client.count(collection, count_filter=qm.Filter(must=[qm.FieldCondition(
-        key="pipeline", match=qm.MatchValue(value=pipeline))]), exact=True).count
+    report.points = store.count(collection, pipeline)
 
 
-def sync(client: Any, collection: str, pipeline: str, loaded: Loaded, embedder: Embedder, tok: Tokenizer,
+def sync(store: Store, collection: str, pipeline: str, loaded: Loaded, embedder: Embedder, tok: Tokenizer,
          size: int, overlap: int, *, vectorize: Vectorize | None = None, batch_size: int = 64,
          progress: Callable[[int, int], None] | None = None, fault: Fault | None = None) -> SyncReport:
     """Make the collection hold exactly the chunks of `loaded` for this pipeline; see the module doc."""
@@ -288,8 +272,8 @@ def sync(client: Any, collection: str, pipeline: str, loaded: Loaded, embedder: 
                         seen=len(loaded.documents) + len(loaded.failures) + len(loaded.skipped))
     report.failures = [{"source": f.source_id, "reason": f.reason} for f in loaded.failures]
     report.skips = [{"source": s.source_id, "reason": s.reason} for s in loaded.skipped]
-    ensure_collection(client, collection, embedder.dimensions)
-    existing = scan(client, collection, pipeline)
+    store.ensure_collection(collection, embedder.dimensions)
+    existing = scan(store, collection, pipeline)
     tok_name = f"{tok.name}/{tok.max_tokens}"
     model = embedder.model_id
 
@@ -308,7 +292,7 @@ def sync(client: Any, collection: str, pipeline: str, loaded: Loaded, embedder: 
             report.skips.append({"source": doc.source_id, "reason": "listed twice; first one kept"})
             continue
         seen.add(doc.source_id)
-        plan = plan_document(client, collection, doc, existing.get(doc.source_id, []), pipeline, tok, size,
+        plan = plan_document(store, collection, doc, existing.get(doc.source_id, []), pipeline, tok, size,
                              overlap, model, tok_name)
         plan.count(report)
         if plan.outcome == "failed":
@@ -325,7 +309,7 @@ def sync(client: Any, collection: str, pipeline: str, loaded: Loaded, embedder: 
     # similar lengths in one model batch waste less on padding (order of upserts does not matter)
     to_embed = sorted((p for p in missing if p.vector is None), key=lambda p: len(p.passage))
     report.chunks_reused = len(reused)
-    with _Writer(client, collection, write) as writer:
+    with _Writer(store, collection, write) as writer:
         for i in range(0, len(reused), batch_size):
             writer.upsert([_struct(p, p.vector or []) for p in reused[i:i + batch_size]])
         report.points_upserted += len(reused)
@@ -338,6 +322,6 @@ def sync(client: Any, collection: str, pipeline: str, loaded: Loaded, embedder: 
             if progress:
                 progress(done, len(to_embed))
     # 2. and 3.
-    finish(client, collection, pipeline, report, existing, restamp, stale, seen, protected, loaded.complete,
+    finish(store, collection, pipeline, report, existing, restamp, stale, seen, protected, loaded.complete,
            loaded.keys, write)
     return report

@@ -9,9 +9,7 @@ import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
-from qdrant_client import models as qm
 from raylight.api.connections import Connections
 from raylight.api.types import PipelineSpec, Retrieval
 
@@ -21,11 +19,12 @@ from raylight_pipelines.embed.embedders import Embedder, EmbedderError, from_con
 from raylight_pipelines.retrieval import rerankers
 from raylight_pipelines.retrieval.rerankers import Reranker, RerankerError
 from raylight_pipelines.store.qdrant import (
-    DENSE,
-    SPARSE,
     CollectionMissing,
+    Hit,
+    Scope,
+    SearchQuery,
+    Store,
     StoreUnavailable,
-    access_conditions,
     connect,
 )
 
@@ -86,23 +85,21 @@ class RetrievedChunk:
 
 
 class Retriever:
-    def __init__(self, client: Any, collection: str, embedder: Embedder, retrieval: Retrieval,
+    def __init__(self, store: Store, collection: str, embedder: Embedder, retrieval: Retrieval,
                  pipeline: str | None = None, reranker: Reranker | None = None) -> None:
-        self.client = client
+        self.store = store
         self.collection = collection
         self.embedder = embedder
         self.retrieval = retrieval
         self.pipeline = pipeline
         self.reranker = reranker  # used when retrieval.rerank is set
 
-    def query_filter(self, caller: Caller | None, filters: dict[str, FilterValue] | None = None) -> qm.Filter:
-        """The caller's access filter, this pipeline's points, and the request's metadata filters (ANDed)."""
+    def scope(self, caller: Caller | None, filters: dict[str, FilterValue] | None = None) -> Scope:
+        """The caller's access, this pipeline's points, and the request's metadata filters (ANDed).
+        Raises ValueError naming an unknown filter field."""
         caller = caller or Caller()
-        must = access_conditions(caller.tenant, caller.groups)
-        if self.pipeline:
-            must.append(qm.FieldCondition(key="pipeline", match=qm.MatchValue(value=self.pipeline)))
-        must += metadata_conditions(filters or {})
-        return qm.Filter(must=must)
+        return Scope(pipeline=self.pipeline, tenant=caller.tenant, groups=tuple(caller.groups),
+                     match=metadata_match(filters or {}))
 
     def search(self, query: str, caller: Caller | None = None, top_k: int | None = None,
                hybrid: bool | None = None, filters: dict[str, FilterValue] | None = None,
@@ -118,55 +115,34 @@ class Retriever:
         if use_rerank and reranking is None:
             raise ValueError("rerank: this pipeline sets no retrieval.rerank")
         k = max(top, reranking.candidates) if use_rerank and reranking else top
+        scope = self.scope(caller, filters)
         try:
             with telemetry.stage(self.pipeline, "embed"):
                 dense = self.embedder.embed([query])[0]
         except EmbedderError as exc:
             raise StoreUnavailable(f"cannot embed the query: {exc}") from exc
-        flt = self.query_filter(caller, filters)
         if caller is not None and (caller.tenant or caller.groups):
             telemetry.AGENT_ACL_FILTERED.labels(self.pipeline or "").inc()
-        threshold = self.retrieval.score_threshold
+        request = SearchQuery(dense=list(dense), sparse=bm25.query_vector(query) if use_hybrid else None,
+                              hybrid=bool(use_hybrid), limit=k, prefetch=k * PREFETCH_FACTOR,
+                              score_threshold=self.retrieval.score_threshold, scope=scope)
         try:
             with telemetry.stage(self.pipeline, "search", hybrid=bool(use_hybrid), top_k=k):
-                if use_hybrid:
-                    indices, values = bm25.query_vector(query)
-                    prefetch = [qm.Prefetch(query=dense, using=DENSE, limit=k * PREFETCH_FACTOR, filter=flt,
-                                            score_threshold=threshold)]
-                    if indices:
-                        prefetch.append(qm.Prefetch(query=qm.SparseVector(indices=indices, values=values),
-                                                    using=SPARSE, limit=k * PREFETCH_FACTOR, filter=flt))
-                    # No filter on the fusion itself: both branches are filtered already, and a third pass costs
-                    # as much as each branch on an embedded store.
-                    result = self.client.query_points(self.collection, prefetch=prefetch,
-                                                      query=qm.FusionQuery(fusion=qm.Fusion.RRF), limit=k,
-                                                      with_payload=True)
-                else:
-                    result = self.client.query_points(self.collection, query=dense, using=DENSE, query_filter=flt,
-                                                      limit=k, score_threshold=threshold, with_payload=True)
+                hits = self.store.search(self.collection, request)
         except StoreUnavailable:
             raise
         except Exception as exc:
-            if not self._exists():
-                raise CollectionMissing(f"collection {self.collection!r} does not exist: run ingestion "
-                                        "first") from exc
             raise StoreUnavailable(f"vector store query failed: {exc}") from exc
-        chunks = [_chunk(p) for p in result.points]
+        chunks = [_chunk(h) for h in hits]
         if use_rerank and self.reranker is not None:
             with telemetry.stage(self.pipeline, "rerank", candidates=len(chunks)):
                 chunks = _reranked(self.reranker, query, chunks)
         return chunks[:top]
 
-    def _exists(self) -> bool:
-        try:
-            return bool(self.client.collection_exists(self.collection))
-        except Exception:
-            return False
-
     def ready(self) -> tuple[bool, str]:
         """(ok, reason); the reason names no collection, count or URL (readiness probes are public)."""
         try:
-            if not self.client.collection_exists(self.collection):
+            if not self.store.collection_exists(self.collection):
                 return False, "nothing ingested yet: the collection does not exist"
         except Exception as exc:
             log.warning("vector store readiness check failed: %r", exc)
@@ -184,30 +160,29 @@ def _reranked(reranker: Reranker, query: str, chunks: list[RetrievedChunk]) -> l
     return [dataclasses.replace(c, score=s) for s, _, c in ranked]
 
 
-def metadata_conditions(filters: dict[str, FilterValue]) -> list[qm.Condition]:
-    """One condition per filter: a value must match exactly, a list matches any of its values.
+def metadata_match(filters: dict[str, FilterValue]) -> dict[str, FilterValue]:
+    """Request filters -> payload field matches (a value must match exactly, a list matches any of its values).
     Raises ValueError naming an unknown field."""
-    conditions: list[qm.Condition] = []
+    match: dict[str, FilterValue] = {}
     for name, value in filters.items():
         if name not in FILTER_FIELDS:
             raise ValueError(f"filters.{name}: unknown field; one of {', '.join(FILTER_FIELDS)}")
-        match = qm.MatchAny(any=value) if isinstance(value, list) else qm.MatchValue(value=value)
-        conditions.append(qm.FieldCondition(key=FILTER_FIELDS[name], match=match))
-    return conditions
+        match[FILTER_FIELDS[name]] = value
+    return match
 
 
-def _chunk(point: Any) -> RetrievedChunk:
-    p = point.payload or {}
-    return RetrievedChunk(id=str(point.id), source=str(p.get("source_id", "")), title=p.get("title"),
-                          heading=p.get("heading"), text=str(p.get("text", "")), score=float(point.score),
+def _chunk(hit: Hit) -> RetrievedChunk:
+    p = hit.payload
+    return RetrievedChunk(id=hit.id, source=str(p.get("source_id", "")), title=p.get("title"),
+                          heading=p.get("heading"), text=str(p.get("text", "")), score=hit.score,
                           page=p.get("page"), start=int(p.get("start", 0)), end=int(p.get("end", 0)))
 
 
 def open_retriever(spec: PipelineSpec, connections: Connections, embedder: Embedder | None = None) -> Retriever:
     """A Retriever for a Pipeline from its connections (see docs/architecture.md). The store opens now
     (StoreUnavailable if it cannot); the collection may appear later (ready() says so)."""
-    client = connect(connections.store)
+    store = connect(connections.store)
     emb = embedder or from_connection(connections.embedder)
     rerank = connections.reranker
-    return Retriever(client, connections.store.collection, emb, spec.retrieval, pipeline=connections.pipeline,
+    return Retriever(store, connections.store.collection, emb, spec.retrieval, pipeline=connections.pipeline,
                      reranker=rerankers.from_connection(rerank) if rerank else None)

@@ -55,7 +55,7 @@ from collections.abc import AsyncGenerator
 from typing import Any
 
 import numpy as np
-from fastapi import FastAPI, Request
+from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 from ray import serve
 from raylight.api.names import MODEL_DEPLOYMENT
@@ -66,7 +66,7 @@ from raylight_pipelines import telemetry
 from raylight_pipelines.serving import windows
 from raylight_pipelines.serving.loading import load_model
 from raylight_pipelines.serving.runtimes.base import ChatRuntime, Embedder, Generation, Reranker
-from raylight_pipelines.web import guard, models, observe, parameters, protocol
+from raylight_pipelines.web import guard, limits, models, parameters, protocol, responses, server
 from raylight_pipelines.web.errors import ApiError
 from raylight_pipelines.web.protocol import (
     MODEL_MAX_REQUEST_BYTES,
@@ -78,9 +78,7 @@ from raylight_pipelines.web.protocol import (
 
 logger = logging.getLogger("ray.serve")
 
-api = FastAPI(title="raylight model server")
-guard.install(api)
-api.add_middleware(observe.TraceContextMiddleware)
+api = server.app("raylight model server")
 
 
 def _per_request(rows: np.ndarray, counts: list[int], sizes: list[int]) -> list[tuple[np.ndarray, list[int]]]:
@@ -108,7 +106,10 @@ def choice_requests(request: ChatCompletionRequest) -> list[ChatCompletionReques
 
 @serve.deployment(name=MODEL_DEPLOYMENT, graceful_shutdown_timeout_s=30, health_check_period_s=10)
 @serve.ingress(api)
-class ModelServer:
+class ModelServer(server.Edge):
+    span_prefix = "model"
+    max_request_bytes = MODEL_MAX_REQUEST_BYTES
+
     def __init__(self, name: str, spec: ModelDeploymentSpec | dict[str, Any]) -> None:
         telemetry.configure_tracing("raylight-model")
         telemetry.serve_metrics()
@@ -165,23 +166,12 @@ class ModelServer:
         return {"object": "tokenizer", "model": self.name, "max_tokens": embedder.max_tokens,
                 "tokenizer": json.loads(embedder.tokenizer_json())}
 
-    def _observed(self, route: str, trace_headers: dict[str, str] | None = None
-                  ) -> contextlib.AbstractContextManager[Any]:
-        """The request's span (a child of the caller's trace: `traceparent` from HTTP or `trace_headers` from a
-        gateway's handle call) and its metrics."""
-        stack = contextlib.ExitStack()
-        stack.enter_context(telemetry.attached(trace_headers))
-        stack.enter_context(observe.observed(f"model {route}", self._attributes(route), self._count(route)))
-        return stack
-
-    def _attributes(self, route: str) -> dict[str, Any]:
+    def request_attributes(self, route: str) -> dict[str, Any]:
         return {"raylight.model": self.name, "raylight.route": route, "raylight.task": self.task}
 
-    def _count(self, route: str) -> Any:
-        def done(status: int, started: float, span: Any) -> None:
-            telemetry.MODEL_REQUESTS.labels(self.name, route, str(status)).inc()
-            telemetry.MODEL_REQUEST_SECONDS.labels(self.name, route).observe(time.perf_counter() - started)
-        return done
+    def request_done(self, route: str, status: int, seconds: float, span: Any) -> None:
+        telemetry.MODEL_REQUESTS.labels(self.name, route, str(status)).inc()
+        telemetry.MODEL_REQUEST_SECONDS.labels(self.name, route).observe(seconds)
 
     def _tokens(self, prompt: int, completion: int = 0, seconds: float | None = None) -> None:
         if prompt:
@@ -219,12 +209,11 @@ class ModelServer:
                            param="model", code="wrong_task")
 
     def _parse(self, model: type[Any], body: dict[str, Any] | bytes) -> Any:
-        return protocol.parse(model, guard.load_object(body, MODEL_MAX_REQUEST_BYTES), self.name,
-                              [a.name for a in self.spec.adapters])
+        return protocol.parse(model, self.load(body), self.name, [a.name for a in self.spec.adapters])
 
     async def embeddings(self, body: dict[str, Any] | bytes,
                          trace_headers: dict[str, str] | None = None) -> dict[str, Any]:
-        with self._observed("embeddings", trace_headers):
+        with self.observed("embeddings", trace_headers):
             return await self._embeddings(body)
 
     async def _embeddings(self, body: dict[str, Any] | bytes) -> dict[str, Any]:
@@ -234,9 +223,19 @@ class ModelServer:
         size = windows.embedding_size(self.name, embedder.dimension, embedder.matryoshka_dimensions,
                                       request.dimensions)
         texts = request.texts
+        fit = limits.embeddings_fit(size, request.encoding_format)
+        if len(texts) > fit:  # refused before any work: the answer could not be sent
+            more = limits.embeddings_fit(size, "base64")
+            hint = f", or encoding_format base64 (up to {more})" if request.encoding_format == "float" and more > fit \
+                else ""
+            raise ApiError(413, f"input: {len(texts)} embeddings of {size} dimensions as "
+                           f"{request.encoding_format} would make an answer over {limits.MAX_RESPONSE_BYTES} bytes "
+                           f"(limit max_response_bytes); send at most {fit} inputs per request{hint}",
+                           param="input", code="response_too_large")
         if not request.truncate:
             needed = await asyncio.to_thread(embedder.window_tokens, texts)
             windows.refuse_over_window(self.name, needed, embedder.max_tokens, "input")
+        await self._check_tokens(texts, embedder)
         self._stats["embed_requests"] += 1
         vectors, counts = await self._embed_batch(texts)
         if size != embedder.dimension:
@@ -251,6 +250,19 @@ class ModelServer:
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         }
 
+    async def _check_tokens(self, texts: list[str], embedder: Embedder) -> None:
+        """Refuse (413 `too_many_tokens`) a request over limits.MAX_REQUEST_TOKENS before embedding it: a
+        text costs at most its UTF-8 length + 2 tokens and at most the window; the tokenizer counts only when
+        that bound is over the limit."""
+        bound = sum(min(len(t.encode()) + 2, embedder.max_tokens) for t in texts)
+        if bound <= limits.MAX_REQUEST_TOKENS:
+            return
+        counted = sum(await asyncio.to_thread(embedder.token_counts, texts))
+        if counted > limits.MAX_REQUEST_TOKENS:
+            raise ApiError(413, f"input: {counted} tokens (after truncation to the model's {embedder.max_tokens}-"
+                           f"token window) over the {limits.MAX_REQUEST_TOKENS} tokens one request may carry "
+                           "(limit max_request_tokens)", param="input", code="too_many_tokens")
+
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0)
     async def _embed_batch(self, requests: list[list[str]]) -> list[tuple[np.ndarray, list[int]]]:
         """Concurrent requests share one forward pass; each gets its own rows back."""
@@ -264,7 +276,7 @@ class ModelServer:
 
     async def rerank(self, body: dict[str, Any] | bytes,
                      trace_headers: dict[str, str] | None = None) -> dict[str, Any]:
-        with self._observed("rerank", trace_headers):
+        with self.observed("rerank", trace_headers):
             return await self._rerank(body)
 
     async def _rerank(self, body: dict[str, Any] | bytes) -> dict[str, Any]:
@@ -278,7 +290,7 @@ class ModelServer:
         self._stats["rerank_requests"] += 1
         scores, counts = await self._rerank_batch([(request.query, t) for t in texts])
         self._tokens(sum(counts))
-        return protocol.rerank_response(self.name, texts, [float(s) for s in scores], request.top_n,
+        return responses.rerank_response(self.name, texts, [float(s) for s in scores], request.top_n,
                                         request.return_documents, sum(counts))
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.003)
@@ -295,7 +307,7 @@ class ModelServer:
     def _chat_request(self, body: dict[str, Any] | bytes) -> ChatCompletionRequest:
         self._stats["chat_requests"] += 1
         self._check_task("chat", "/v1/chat/completions")
-        loaded = guard.load_object(body, MODEL_MAX_REQUEST_BYTES)
+        loaded = self.load(body)
         request: ChatCompletionRequest = self._parse(ChatCompletionRequest, loaded)
         parameters.check_chat(loaded, self.runtime_name)  # what this runtime does not do: 400 naming it
         context = self._chat_runtime.context_length
@@ -313,7 +325,7 @@ class ModelServer:
 
     async def chat_completions(self, body: dict[str, Any] | bytes,
                                trace_headers: dict[str, str] | None = None) -> dict[str, Any]:
-        with self._observed("chat", trace_headers):
+        with self.observed("chat", trace_headers):
             return await self._chat_completions(body)
 
     async def _chat_completions(self, body: dict[str, Any] | bytes) -> dict[str, Any]:
@@ -331,25 +343,22 @@ class ModelServer:
                 raise
             self._tokens(results[0].prompt_tokens, sum(r.completion_tokens for r in results),
                          time.perf_counter() - started)
-        choices = [protocol.choice(i, r.text, r.finish_reason, r.tool_calls, r.logprobs)
+        choices = [responses.choice(i, r.text, r.finish_reason, r.tool_calls, r.logprobs)
                    for i, r in enumerate(results)]
-        return protocol.chat_completion(protocol.completion_id(), request.model, choices, results[0].prompt_tokens,
+        return responses.chat_completion(responses.completion_id(), request.model, choices, results[0].prompt_tokens,
                                         sum(r.completion_tokens for r in results))
 
     async def chat_completions_stream(self, body: dict[str, Any] | bytes,
                                       trace_headers: dict[str, str] | None = None) -> AsyncGenerator[str]:
-        lines = self._observed_stream(lambda: self._stream(self._chat_request(body)), telemetry.extract(trace_headers))
+        lines = self.observed_stream("chat", lambda: self._stream(self._chat_request(body)), trace_headers)
         async with contextlib.aclosing(lines):  # a caller that goes away stops it now
             async for line in lines:
                 yield line
 
-    def _observed_stream(self, make: Any, parent: Any = None) -> AsyncGenerator[str]:
-        return observe.observed_stream("model chat", self._attributes("chat"), make, self._count("chat"), parent)
-
     async def _stream(self, request: ChatCompletionRequest) -> AsyncGenerator[str]:
         """Run the engine in a thread and relay its text pieces and tool calls as SSE chunks, one choice
         after another; stop it if the client goes."""
-        cid, created = protocol.completion_id(), int(time.time())
+        cid, created = responses.completion_id(), int(time.time())
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[str | dict[str, Any] | Generation | BaseException] = asyncio.Queue()
         cancelled = threading.Event()
@@ -368,7 +377,7 @@ class ModelServer:
                     return
 
         def chunk(index: int, delta: dict[str, Any], **extra: Any) -> str:
-            return protocol.sse(protocol.chat_chunk(cid, request.model, created, delta, index=index, **extra))
+            return responses.sse(responses.chat_chunk(cid, request.model, created, delta, index=index, **extra))
 
         async with self._engine():
             started = time.perf_counter()
@@ -386,13 +395,13 @@ class ModelServer:
                         if isinstance(item, str):
                             yield chunk(index, {"content": item})
                         elif isinstance(item, dict):
-                            for delta in protocol.tool_call_deltas(calls, item):
+                            for delta in responses.tool_call_deltas(calls, item):
                                 yield chunk(index, delta)
                             calls += 1
                         elif isinstance(item, BaseException):
                             error = item if isinstance(item, ApiError) else guard.internal_error(
                                 f"model {self.name}: generation", item)
-                            yield protocol.sse_error(error)
+                            yield responses.sse_error(error)
                             return
                         else:
                             if item.logprobs is not None:  # the whole answer's token logprobs, in one chunk
@@ -403,9 +412,9 @@ class ModelServer:
                             break
                 self._tokens(prompt_tokens, completion_tokens, time.perf_counter() - started)
                 if request.stream_options and request.stream_options.include_usage:
-                    usage = protocol.usage(prompt_tokens, completion_tokens)
-                    yield protocol.sse(protocol.chat_chunk(cid, request.model, created, {}, usage_=usage))
-                yield protocol.SSE_DONE
+                    usage = responses.usage(prompt_tokens, completion_tokens)
+                    yield responses.sse(responses.chat_chunk(cid, request.model, created, {}, usage_=usage))
+                yield responses.SSE_DONE
             finally:
                 if not task.done():  # a client that disconnects stops the engine at its next token
                     cancelled.set()
@@ -416,7 +425,7 @@ class ModelServer:
 
     def _completion_request(self, body: dict[str, Any] | bytes) -> CompletionRequest:
         self._check_task("chat", "/v1/completions")
-        loaded = guard.load_object(body, MODEL_MAX_REQUEST_BYTES)
+        loaded = self.load(body)
         request: CompletionRequest = self._parse(CompletionRequest, loaded)
         parameters.check_completions(loaded, self.runtime_name)
         context = self._chat_runtime.context_length
@@ -445,7 +454,7 @@ class ModelServer:
     async def completions(self, body: dict[str, Any] | bytes,
                           trace_headers: dict[str, str] | None = None) -> dict[str, Any]:
         """`POST /v1/completions` (legacy): the prompt's text continued, no chat template."""
-        with self._observed("completions", trace_headers):
+        with self.observed("completions", trace_headers):
             request = self._completion_request(body)
             choices: list[dict[str, Any]] = []
             prompt_tokens = completion_tokens = 0
@@ -464,21 +473,20 @@ class ModelServer:
                     self._stats["generations_cancelled"] += 1
                     raise
             self._tokens(prompt_tokens, completion_tokens)
-            return protocol.text_completion(f"cmpl-{protocol.completion_id()[9:]}", request.model, choices,
+            return responses.text_completion(responses.new_id("cmpl"), request.model, choices,
                                             prompt_tokens, completion_tokens)
 
     async def completions_stream(self, body: dict[str, Any] | bytes,
                                  trace_headers: dict[str, str] | None = None) -> AsyncGenerator[str]:
-        lines = observe.observed_stream("model completions", self._attributes("completions"),
-                                        lambda: self._completion_lines(self._completion_request(body)),
-                                        self._count("completions"), telemetry.extract(trace_headers))
+        lines = self.observed_stream("completions", lambda: self._completion_lines(self._completion_request(body)),
+                                     trace_headers)
         async with contextlib.aclosing(lines):
             async for line in lines:
                 yield line
 
     async def _completion_lines(self, request: CompletionRequest) -> AsyncGenerator[str]:
         """The completions as SSE chunks (`object: text_completion`), one choice after another."""
-        cid, created = f"cmpl-{protocol.completion_id()[9:]}", int(time.time())
+        cid, created = responses.new_id("cmpl"), int(time.time())
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[str | Generation | BaseException] = asyncio.Queue()
         cancelled = threading.Event()
@@ -498,7 +506,7 @@ class ModelServer:
                     return
 
         def chunk(index: int, text: str, finish: str | None = None) -> str:
-            return protocol.sse(protocol.text_completion(cid, request.model, [
+            return responses.sse(responses.text_completion(cid, request.model, [
                 {"index": index, "text": text, "finish_reason": finish, "logprobs": None}], 0, 0, created, True))
 
         async with self._engine():
@@ -519,7 +527,7 @@ class ModelServer:
                         elif isinstance(item, BaseException):
                             error = item if isinstance(item, ApiError) else guard.internal_error(
                                 f"model {self.name}: completion", item)
-                            yield protocol.sse_error(error)
+                            yield responses.sse_error(error)
                             return
                         else:
                             yield chunk(index, "", item.finish_reason)
@@ -528,9 +536,9 @@ class ModelServer:
                             break
                 self._tokens(prompt_tokens, completion_tokens)
                 if request.stream_options and request.stream_options.include_usage:
-                    yield protocol.sse(protocol.text_completion(cid, request.model, [], prompt_tokens,
-                                                                completion_tokens, created, True))
-                yield protocol.SSE_DONE
+                    yield responses.sse(responses.text_completion(cid, request.model, [], prompt_tokens,
+                                                                  completion_tokens, created, True))
+                yield responses.SSE_DONE
             finally:
                 if not task.done():
                     cancelled.set()
@@ -567,24 +575,24 @@ class ModelServer:
 
     @api.post("/v1/embeddings")
     async def http_embeddings(self, request: Request) -> Response:
-        return JSONResponse(await self.embeddings(await guard.read_body(request, MODEL_MAX_REQUEST_BYTES)))
+        return JSONResponse(await self.embeddings(await self.read(request)))
 
     @api.post("/v1/rerank")
     async def http_rerank(self, request: Request) -> Response:
-        return JSONResponse(await self.rerank(await guard.read_body(request, MODEL_MAX_REQUEST_BYTES)))
+        return JSONResponse(await self.rerank(await self.read(request)))
 
     @api.post("/v1/completions")
     async def http_completions(self, request: Request) -> Response:
-        body = guard.load_object(await guard.read_body(request, MODEL_MAX_REQUEST_BYTES), MODEL_MAX_REQUEST_BYTES)
+        body = self.load(await self.read(request))
         if body.get("stream") is True:
             return await guard.sse_response(self.completions_stream(body))
         return JSONResponse(await self.completions(body))
 
     @api.post("/v1/chat/completions")
     async def http_chat_completions(self, request: Request) -> Response:
-        body = guard.load_object(await guard.read_body(request, MODEL_MAX_REQUEST_BYTES), MODEL_MAX_REQUEST_BYTES)
+        body = self.load(await self.read(request))
         if body.get("stream") is True:
-            return await guard.sse_response(self._observed_stream(lambda: self._stream(self._chat_request(body))))
+            return await guard.sse_response(self.chat_completions_stream(body))
         return JSONResponse(await self.chat_completions(body))
 
 

@@ -8,6 +8,7 @@ show "licence llama3.1 restricts use: ..." instead of a stack trace.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -15,8 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from raylight.api.names import local_path
-from raylight.api.types import ModelDeploymentSpec
+from raylight.api.names import ADAPTER_MANIFEST, local_path
+from raylight.api.types import ModelDeploymentSpec, ModelSource
+from raylight.api.validate import adapter_base_problem
+from raylight.governance.architectures import config_model_type, model_type_of
 from raylight.settings import Settings
 
 from raylight_pipelines.serving.runtimes.base import ChatRuntime, Embedder, Reranker
@@ -68,9 +71,14 @@ def load_model(name: str, spec: ModelDeploymentSpec, settings: Settings | None =
         raise ModelLoadError(f"model {name}: {exc}") from None
     runtime_name = spec.resolved_runtime
     threads = thread_count(spec.resources.cpus)
+    adapters = adapter_paths(spec)
+    sha256 = weights.sha256()
+    for adapter, folder in adapters.items():
+        why = adapter_base_problem_at_load(folder, name, spec.model, sha256)
+        if why:
+            raise ModelLoadError(f"model {name}: adapter {adapter} {why}")
     try:
-        runtime = _load_runtime(runtime_name, spec.task, weights, threads, dict(spec.engine_args),
-                                adapter_paths(spec))
+        runtime = _load_runtime(runtime_name, spec.task, weights, threads, dict(spec.engine_args), adapters)
     except ModelLoadError as exc:
         raise ModelLoadError(f"model {name}: {exc}") from None
     except Exception as exc:
@@ -81,7 +89,6 @@ def load_model(name: str, spec: ModelDeploymentSpec, settings: Settings | None =
         first_line = (str(exc).strip().splitlines() or [""])[0][:300]
         raise ModelLoadError(f"model {name}: {runtime_name} could not load {weights.path}: "
                              f"{type(exc).__name__}: {first_line}") from None
-    sha256 = weights.sha256()
     logger.info("model %s: serving %s with %s (%d threads), weights sha256 %s", name, weights.source,
                 runtime_name, threads, sha256)
     return LoadedModel(runtime=runtime, weights=weights, sha256=sha256, threads=threads)
@@ -102,6 +109,47 @@ def adapter_paths(spec: ModelDeploymentSpec) -> dict[str, Path]:
             raise ModelLoadError(f"adapter {a.name}: no PEFT adapter (adapter_config.json) in {where}")
         out[a.name] = Path(where)
     return out
+
+
+def adapter_base_problem_at_load(folder: Path, name: str, served: ModelSource, served_sha256: str) -> str | None:
+    """Why the PEFT adapter in `folder` does not fit the base this deployment serves (`served`, weights
+    `served_sha256`), or None. The adapter's base is read from the manifest training wrote beside it
+    (`raylight-adapter.json`: source, revision, size, architecture, the weights' sha256), else from PEFT's
+    `adapter_config.json` (`base_model_name_or_path`, a Hub id or a folder)."""
+    manifest = folder / ADAPTER_MANIFEST
+    if manifest.is_file():
+        try:
+            base = json.loads(manifest.read_text(encoding="utf-8"))["base"]
+            trained = ModelSource(source=base["source"], file=base.get("file"), revision=base.get("revision"),
+                                  parameters=base.get("parameters"))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            return f"has an unreadable {ADAPTER_MANIFEST}: {exc}"
+        if base.get("sha256") and base["sha256"] == served_sha256:
+            return None  # the very weights it was trained on
+        same = (trained.source, trained.file) == (served.source, served.file) or base.get("modelDeployment") == name
+        if base.get("sha256") and same:
+            return (f"was trained on {trained.source} with weights sha256 {base['sha256'][:12]}, but this deployment "
+                    f"serves weights sha256 {served_sha256[:12]}: the base changed since training")
+        arch, served_arch = base.get("architecture"), model_type_of(served.source, served.file).model_type
+        if arch and served_arch and arch != served_arch:
+            return f"was trained on {trained.source}, a {arch} model; this deployment serves a {served_arch} model"
+        return adapter_base_problem(trained, None, served, name)
+    try:
+        recorded = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        return f"has an unreadable adapter_config.json: {exc}"
+    origin = recorded.get("base_model_name_or_path") if isinstance(recorded, dict) else None
+    if not isinstance(origin, str) or not origin:
+        return None
+    if origin.startswith("/"):  # a folder: its config.json, where it is here, says the architecture
+        arch = config_model_type(Path(origin))
+        served_arch = model_type_of(served.source, served.file).model_type
+        if arch and served_arch and arch != served_arch:
+            return f"was trained on {origin}, a {arch} model; this deployment serves a {served_arch} model"
+        return None
+    if served.source.startswith("hf://") and served.source.removeprefix("hf://").strip("/") == origin:
+        return None
+    return adapter_base_problem(ModelSource(source=f"hf://{origin}"), None, served, name)
 
 
 def _load_runtime(runtime: str, task: str, weights: Weights, threads: int,

@@ -1,72 +1,124 @@
-"""Qdrant, one code path: an embedded folder, a server (URL + API key), or a named Ray actor that owns
-the embedded folder on one machine (an embedded store admits one process, so everybody else goes
-through the actor with the same qdrant-client method names).
+"""Opening the store: a StoreConnection -> a `Store` (see store.base for the operations).
+
+- `url`: a Qdrant server through qdrant-client (ServerStore), the API key from `$api_key_env`;
+- `actor`: the named Ray actor that owns an embedded folder on one machine (StoreProxy);
+- `path`: the embedded engine on that folder, owned by this process (EdgeStore).
+
+Why the actor stays: the embedded engine admits one process per folder (its write-ahead log is locked), and
+on one machine several processes use the store at once (the agent's Serve replicas, `raylight search`,
+Ray Data's writers), so one actor owns the folder and the others send it the facade's operations (one
+round trip each, about a millisecond here).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from typing import Any
 
-from qdrant_client import QdrantClient
-from qdrant_client import models as qm
 from raylight.api.connections import StoreConnection
 from raylight.api.names import RAY_NAMESPACE
-from raylight.qdrant_layout import DENSE, SPARSE, CollectionMismatch
-from raylight.qdrant_layout import ensure_collection as _ensure_collection
+
+from raylight_pipelines.store.base import (
+    DENSE,
+    SPARSE,
+    ChunkPoint,
+    CollectionMissing,
+    Hit,
+    Scope,
+    SearchQuery,
+    Store,
+    StoreUnavailable,
+    SyncState,
+)
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DENSE", "SPARSE", "StoreUnavailable", "connect", "ensure_collection"]
+__all__ = ["DENSE", "SPARSE", "ChunkPoint", "CollectionMissing", "Hit", "Scope", "SearchQuery", "Store",
+           "StoreActor", "StoreProxy", "StoreUnavailable", "connect", "start_store_actor"]
 
-
-class StoreUnavailable(RuntimeError):
-    """The vector store cannot be reached or refused the request (the agent answers 503)."""
-
-
-class CollectionMissing(StoreUnavailable):
-    """The collection does not exist yet (nothing ingested)."""
+_OPERATIONS = frozenset({"ensure_collection", "collection_exists", "delete_collection", "upsert", "delete",
+                         "delete_document", "set_payload", "sync_state", "dense_vectors", "search", "points",
+                         "count"})
 
 
 class StoreActor:
-    """Owns one embedded QdrantClient(path) inside a Ray actor; `call` runs any client method."""
+    """Owns one EdgeStore folder inside a Ray actor; `call` runs one of the facade's operations."""
 
     def __init__(self, path: str) -> None:
-        os.makedirs(path, exist_ok=True)
-        self.client = QdrantClient(path=path)
+        from raylight_pipelines.store.edge import EdgeStore
+
+        self.store = EdgeStore(path)
 
     def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        if method.startswith("_") or method in ("close",):
-            raise AttributeError(f"{method} is not callable through the store actor")
-        return getattr(self.client, method)(*args, **kwargs)
+        if method not in _OPERATIONS:
+            raise AttributeError(f"{method} is not a store operation")
+        return getattr(self.store, method)(*args, **kwargs)
 
     def ping(self) -> bool:
         return True
 
+    def flush(self) -> None:
+        self.store.flush()
+
 
 class StoreProxy:
-    """Looks like a QdrantClient; each method call is a round trip to the owning actor."""
+    """A Store whose operations run in the owning actor (StoreUnavailable when the actor is gone)."""
 
     def __init__(self, actor: Any, name: str) -> None:
         self._actor = actor
         self._name = name
 
-    def __getattr__(self, method: str) -> Any:
-        if method.startswith("_"):
-            raise AttributeError(method)
+    def _call(self, method: str, *args: Any) -> Any:
+        import ray
 
-        def call(*args: Any, **kwargs: Any) -> Any:
-            import ray
+        try:
+            return ray.get(self._actor.call.remote(method, *args))
+        except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
+            raise StoreUnavailable(f"store actor {self._name!r} is not running: {exc}") from exc
+        except ray.exceptions.RayTaskError as exc:
+            raise exc.as_instanceof_cause() from None
 
-            try:
-                return ray.get(self._actor.call.remote(method, *args, **kwargs))
-            except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
-                raise StoreUnavailable(f"store actor {self._name!r} is not running: {exc}") from exc
-            except ray.exceptions.RayTaskError as exc:
-                raise exc.as_instanceof_cause() from None
+    def ensure_collection(self, collection: str, dimensions: int, sparse: bool = True) -> bool:
+        return bool(self._call("ensure_collection", collection, dimensions, sparse))
 
-        return call
+    def collection_exists(self, collection: str) -> bool:
+        return bool(self._call("collection_exists", collection))
+
+    def delete_collection(self, collection: str) -> bool:
+        return bool(self._call("delete_collection", collection))
+
+    def upsert(self, collection: str, points: Sequence[ChunkPoint]) -> None:
+        self._call("upsert", collection, list(points))
+
+    def delete(self, collection: str, ids: Sequence[str]) -> None:
+        self._call("delete", collection, list(ids))
+
+    def delete_document(self, collection: str, pipeline: str, source_id: str) -> int:
+        return int(self._call("delete_document", collection, pipeline, source_id))
+
+    def set_payload(self, collection: str, ids: Sequence[str], payload: dict[str, Any]) -> None:
+        self._call("set_payload", collection, list(ids), payload)
+
+    def sync_state(self, collection: str, pipeline: str, fields: Sequence[str]) -> SyncState:
+        out: SyncState = self._call("sync_state", collection, pipeline, list(fields))
+        return out
+
+    def dense_vectors(self, collection: str, ids: Sequence[str]) -> dict[str, list[float]]:
+        out: dict[str, list[float]] = self._call("dense_vectors", collection, list(ids))
+        return out
+
+    def search(self, collection: str, query: SearchQuery) -> list[Hit]:
+        out: list[Hit] = self._call("search", collection, query)
+        return out
+
+    def points(self, collection: str, with_vectors: bool = True) -> list[ChunkPoint]:
+        out: list[ChunkPoint] = self._call("points", collection, with_vectors)
+        return out
+
+    def count(self, collection: str, pipeline: str | None = None) -> int:
+        return int(self._call("count", collection, pipeline))
 
     def close(self) -> None:  # the actor keeps the store open for the others
         pass
@@ -83,13 +135,11 @@ def start_store_actor(name: str, path: str) -> Any:
     return actor
 
 
-def connect(conn: StoreConnection) -> Any:
-    """A StoreConnection -> a client with qdrant-client's methods.
-
-    actor set: the named Ray actor (this process must have joined that Ray cluster first: the local layer
-    does); url set: a server, the API key from the environment variable api_key_env; path set: the
-    embedded folder (one process only); none: an in-memory store.
-    """
+def connect(conn: StoreConnection) -> Store:
+    """A StoreConnection -> a Store (see the module doc). actor: this process must have joined that Ray
+    cluster first (the local layer does). Raises StoreUnavailable naming what could not be opened, and
+    ValueError when the connection names none of url, actor, path (the embedded engine has no in-memory
+    mode: give it a folder)."""
     try:
         if conn.actor:
             import ray
@@ -104,39 +154,21 @@ def connect(conn: StoreConnection) -> Any:
                                        "up? `raylight down` clears stale state)") from exc
             return StoreProxy(actor, conn.actor)
         if conn.url:
+            from qdrant_client import QdrantClient
+
+            from raylight_pipelines.store.server import ServerStore
+
             api_key = os.environ.get(conn.api_key_env) if conn.api_key_env else None
             if conn.api_key_env and not api_key:
                 log.warning("store API key variable %s is not set", conn.api_key_env)
-            return QdrantClient(url=conn.url, api_key=api_key, timeout=30)
+            return ServerStore(QdrantClient(url=conn.url, api_key=api_key, timeout=30), where=conn.url)
         if conn.path:
-            os.makedirs(conn.path, exist_ok=True)
-            return QdrantClient(path=conn.path)
-        return QdrantClient(":memory:")
+            from raylight_pipelines.store.edge import EdgeStore
+
+            return EdgeStore(conn.path)
     except StoreUnavailable:
         raise
     except Exception as exc:
         where = conn.actor or conn.url or conn.path
         raise StoreUnavailable(f"cannot open the vector store {where}: {exc}") from exc
-
-
-def ensure_collection(client: Any, collection: str, dimensions: int, sparse: bool = True) -> bool:
-    """raylight.qdrant_layout.ensure_collection, with a size mismatch reported as StoreUnavailable."""
-    try:
-        return _ensure_collection(client, collection, dimensions, sparse)
-    except CollectionMismatch as exc:
-        raise StoreUnavailable(str(exc)) from exc
-
-
-def access_conditions(tenant: str | None, groups: tuple[str, ...] | list[str]) -> list[qm.Condition]:
-    """Chunks a caller may see, as conditions that must all hold: no tenant or the caller's tenant, and no
-    groups or one of the caller's. An anonymous caller (no tenant, no groups) sees only public chunks.
-    A side the caller has nothing for is one flat condition, not a one-branch `should` (the embedded store
-    evaluates filters point by point in Python, and nesting costs there)."""
-    no_tenant = qm.IsEmptyCondition(is_empty=qm.PayloadField(key="tenant"))
-    no_groups = qm.IsEmptyCondition(is_empty=qm.PayloadField(key="groups"))
-    return [
-        qm.Filter(should=[no_tenant, qm.FieldCondition(key="tenant", match=qm.MatchValue(value=tenant))])
-        if tenant else no_tenant,
-        qm.Filter(should=[no_groups, qm.FieldCondition(key="groups", match=qm.MatchAny(any=list(groups)))])
-        if groups else no_groups,
-    ]
+    raise ValueError(f"store for collection {conn.collection!r}: set one of url, actor, path")

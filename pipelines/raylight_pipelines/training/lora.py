@@ -26,14 +26,21 @@ from typing import Any
 from raylight.api.datasets import parse_jsonl, record_problem, to_messages
 from raylight.api.names import ADAPTER_MANIFEST, CHECKPOINT_DIR
 from raylight.api.training import FineTunePlan
+from raylight.governance.architectures import ALL_LINEAR
 
 from raylight_pipelines.weights import resolve
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+FAILURE_FILE = "failure.json"  # the checkpoint a failed run ends with: why, and at which step
 
 
 class TrainingError(RuntimeError):
-    """A plan that cannot be trained, with a reason a user can act on."""
+    """A plan that cannot be trained (or a run that had to stop), with a reason a user can act on; `step`: the
+    optimizer step it stopped at, for a run that had started."""
+
+    def __init__(self, message: str, step: int | None = None) -> None:
+        super().__init__(message)
+        self.step = step
 
 
 def load_records(plan: FineTunePlan) -> list[dict[str, Any]]:
@@ -120,7 +127,13 @@ def load_base(path: Path, quantize: bool) -> tuple[Any, Any]:
 
 
 def encode(tokenizer: Any, record: dict[str, Any], max_len: int) -> tuple[list[int], list[int]]:
-    """(input ids, labels) of one record in the model's chat template; only assistant turns are learned."""
+    """(input ids, labels) of one record in the model's chat template; only assistant turns are learned.
+
+    A record longer than `max_len` tokens is cut from the left: it ends with its last assistant token (turns
+    after the last assistant turn teach nothing) and keeps the `max_len` tokens before it, so the answer is
+    learned even where a long prompt loses its beginning. Cutting from the right (the usual default) would
+    drop every assistant token of a record whose prompt alone is longer than `max_len`, leaving nothing to
+    learn and a loss of NaN (0/0)."""
     messages = to_messages(record)
     ids: list[int] = []
     labels: list[int] = []
@@ -136,7 +149,62 @@ def encode(tokenizer: Any, record: dict[str, Any], max_len: int) -> tuple[list[i
         else:
             labels += [-100] * len(new)
         ids += new
-    return ids[:max_len], labels[:max_len]
+    learned = [i for i, label in enumerate(labels) if label != -100]
+    end = learned[-1] + 1 if learned else len(ids)
+    start = max(0, end - max_len)
+    return ids[start:end], labels[start:end]
+
+
+def supervised_tokens(labels: list[int]) -> int:
+    return sum(1 for label in labels if label != -100)
+
+
+def encode_all(tokenizer: Any, records: list[dict[str, Any]], max_len: int, where: str = "dataset.records",
+               ) -> list[tuple[list[int], list[int]]]:
+    """Every record encoded (`encode`); raises TrainingError naming the records left with no supervised token
+    (an assistant turn that is empty in tokens, or a chat template that leaves no room for it in `max_len`)."""
+    examples = [encode(tokenizer, r, max_len) for r in records]
+    empty = [i for i, (_, labels) in enumerate(examples) if not supervised_tokens(labels)]
+    if empty:
+        shown = ", ".join(f"{where}[{i}]" for i in empty[:5]) + (f" and {len(empty) - 5} more" if len(empty) > 5
+                                                                  else "")
+        raise TrainingError(f"{shown}: no assistant token within hyperparameters.maxSeqLength ({max_len}) tokens: "
+                            "nothing to learn (the loss would be NaN); raise maxSeqLength or shorten the record")
+    return examples
+
+
+def nonfinite(step: int, loss: float) -> str | None:
+    """Why a run must stop at `step` (1-based) with `loss`, or None when the loss is finite."""
+    if math.isfinite(loss):
+        return None
+    return (f"training loss is {loss} at step {step}: the run stopped and wrote no adapter (lower "
+            "hyperparameters.learningRate, or check the records for ones with nothing to learn)")
+
+
+def resolve_targets(model: Any, targets: list[str] | None) -> list[str] | str:
+    """The target modules to adapt in a loaded base: PEFT's default for its architecture
+    (`peft.utils.constants`) where `targets` is None, else `targets` once each is checked to name one of its
+    layers (by its last dotted part, as PEFT matches); raises TrainingError naming the field."""
+    import torch
+    from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as peft_defaults
+
+    model_type = str(model.config.model_type)
+    if targets is None:
+        default = peft_defaults.get(model_type)
+        if default is None:
+            raise TrainingError(f"hyperparameters.targetModules: PEFT has no default LoRA target modules for the "
+                                f"base's architecture {model_type}: name its layers")
+        return default if isinstance(default, str) else list(default)
+    if targets == [ALL_LINEAR]:
+        return ALL_LINEAR
+    layers = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules() if name}
+    missing = [t for t in targets if t.rsplit(".", 1)[-1] not in layers]
+    if missing:
+        linear = sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                         if isinstance(module, torch.nn.Linear)} - {"lm_head"})
+        raise TrainingError(f"hyperparameters.targetModules: {', '.join(missing)} not in the base ({model_type}); "
+                            f"its linear layers: {', '.join(linear)}")
+    return list(targets)
 
 
 def _batches(examples: list[tuple[list[int], list[int]]], size: int, pad: int) -> list[dict[str, Any]]:
@@ -184,7 +252,29 @@ def train_loop(config: dict[str, Any]) -> None:
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(model)
-    lora = LoraConfig(r=hp.rank, lora_alpha=hp.alpha, lora_dropout=hp.dropout, target_modules=hp.target_modules,
+    model_type = str(model.config.model_type)
+
+    def stop(metrics: dict[str, Any]) -> None:
+        """End the run as failed: rank 0 reports `metrics` (with `failure`, the reason) with a checkpoint that
+        holds no adapter (Ray Train's result carries the metrics of the latest checkpoint only)."""
+        if rank != 0:
+            ray.train.report(metrics)
+            return
+        with tempfile.TemporaryDirectory() as folder:
+            (Path(folder) / FAILURE_FILE).write_text(json.dumps(metrics), encoding="utf-8")
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    try:  # before the first step; every worker checks every record, so all stop together
+        targets = resolve_targets(model, hp.target_modules)
+        encoded = encode_all(tokenizer, config["train"], hp.max_seq_length)
+        evals = _batches(encode_all(tokenizer, config["eval"], hp.max_seq_length, "held-out records"),
+                         hp.batch_size, pad) if config["eval"] else []
+    except TrainingError as exc:
+        stop({"step": 0, "failure": str(exc), "architecture": model_type})
+        return
+    examples = encoded[rank::world]
+    lora = LoraConfig(r=hp.rank, lora_alpha=hp.alpha, lora_dropout=hp.dropout, target_modules=targets,
                       task_type="CAUSAL_LM")
     model = get_peft_model(model, lora)
     device = ray.train.torch.get_device()
@@ -192,17 +282,16 @@ def train_loop(config: dict[str, Any]) -> None:
     trained: Any = model
     if world > 1:
         trained = ray.train.torch.prepare_model(model)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    mine = config["train"][rank::world]
-    examples = [encode(tokenizer, r, hp.max_seq_length) for r in mine]
-    evals = _batches([encode(tokenizer, r, hp.max_seq_length) for r in config["eval"]], hp.batch_size, pad) \
-        if config["eval"] else []
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=hp.learning_rate)
     steps = int(config["total_steps"])
     step = 0
     loss = float("nan")
     checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:  # resume: the adapter, the optimizer and where it was
+    if checkpoint is not None:  # resume: the adapter, the optimizer and where it was (not a failed run's end)
+        with checkpoint.as_directory() as folder:
+            if not (Path(folder) / "trainer.pt").is_file():
+                checkpoint = None
+    if checkpoint is not None:
         with checkpoint.as_directory() as folder:
             state = torch.load(Path(folder) / "trainer.pt", map_location=device, weights_only=False)
             set_peft_model_state_dict(model, state["adapter"])
@@ -221,7 +310,8 @@ def train_loop(config: dict[str, Any]) -> None:
 
     def report(loss: float, final: bool) -> None:
         metrics: dict[str, Any] = {"step": step, "total_steps": steps, "train_loss": loss, "eval_loss": evaluate(),
-                                   "resumed_from": resumed_from, "train_seconds": time.time() - began}
+                                   "resumed_from": resumed_from, "train_seconds": time.time() - began,
+                                   "architecture": model_type, "target_modules": targets}
         if rank != 0:
             ray.train.report(metrics)
             return
@@ -244,11 +334,20 @@ def train_loop(config: dict[str, Any]) -> None:
             if step >= steps:
                 break
             out = trained(**{k: v.to(device) for k, v in batch.items()})
+            loss = float(out.loss.detach())
+            bad = torch.tensor([0.0 if math.isfinite(loss) else 1.0], device=device)
+            if world > 1:  # every worker stops at the same step, or the others wait in the next all-reduce
+                torch.distributed.all_reduce(bad)
+            if bad.item():
+                # no checkpoint, no adapter: the driver turns this into a failed run naming the step
+                stop({"step": step, "total_steps": steps, "train_loss": loss,
+                      "failure": nonfinite(step + 1, loss) or nonfinite(step + 1, float("nan")),
+                      "architecture": model_type})
+                return
             out.loss.backward()
             optimizer.step()
             optimizer.zero_grad()
             step += 1
-            loss = float(out.loss.detach())
             if rank == 0:
                 print(f"step {step}/{steps} loss {loss:.4f}", file=sys.stderr, flush=True)
             if step < steps and step % hp.checkpoint_every == 0:
@@ -300,6 +399,9 @@ def run(plan: FineTunePlan, progress: Callable[[str], None] | None = None) -> di
     if result.error is not None:
         raise TrainingError(f"training failed: {result.error}")
     metrics = dict(result.metrics or {})
+    if metrics.get("failure"):  # refused before the first step (step 0), or a non-finite loss at a step
+        step = int(metrics.get("step") or 0)
+        raise TrainingError(str(metrics["failure"]), step=step + 1 if "train_loss" in metrics else None)
     assert result.checkpoint is not None
     with result.checkpoint.as_directory() as folder:
         for name in ADAPTER_FILES:
@@ -312,7 +414,9 @@ def run(plan: FineTunePlan, progress: Callable[[str], None] | None = None) -> di
         "hyperparameters": plan.hyperparameters.to_wire(),
         "resources": plan.resources.to_wire(),
         "base": {"source": plan.base.source, "file": plan.base.file, "revision": plan.base.revision,
-                 "sha256": base_sha, "modelDeployment": plan.base_model_deployment},
+                 "sha256": base_sha, "modelDeployment": plan.base_model_deployment,
+                 "parameters": plan.base.parameters, "architecture": metrics.get("architecture")},
+        "targetModules": metrics.get("target_modules"),
         "dataset": {"sha256": dataset_sha256(records), "records": len(records), "train": len(train),
                     "eval": len(held)},
         "license": plan.license, "licenseAccepted": plan.license_accepted,

@@ -60,8 +60,8 @@ def validation_error(exc: ValidationError | Sequence[Any]) -> ApiError:
     for problem in exc.errors() if isinstance(exc, ValidationError) else exc:
         field, text = _field(problem["loc"]), str(problem["msg"]).removeprefix("Value error, ")
         named = _NAMED_PARAM.match(text)
-        if not field and named:  # a check across fields says which one it is about: "tool_choice: ..."
-            field, text = named[1], named[2]
+        if named:  # a check across fields says which one it is about: "tool_choice: ...", "content: ..."
+            field, text = (f"{field}.{named[1]}" if field else named[1]), named[2]
         fields.setdefault(field, text)
     message = "; ".join(f"{f}: {text}" if f else text for f, text in fields.items()) or "invalid request"
     return ApiError(400, message, param=next(iter(fields), None) or None, code="invalid_value")

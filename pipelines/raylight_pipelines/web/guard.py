@@ -23,7 +23,7 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -32,6 +32,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from raylight_pipelines.web import limits, responses
 from raylight_pipelines.web.errors import ApiError, validation_error
 
 log = logging.getLogger("raylight.guard")
@@ -151,20 +152,42 @@ def load_object(body: bytes | str | dict[str, Any], limit: int) -> dict[str, Any
     return data
 
 
-def error_response(exc: ApiError) -> JSONResponse:
-    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers() or None)
+def error_response(exc: ApiError, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    """The OpenAI error body with the refusal's status and headers (`Retry-After`, a 405's `Allow`)."""
+    return JSONResponse(exc.body(), status_code=exc.status, headers={**exc.headers(), **(headers or {})} or None)
 
 
-async def sse_response(lines: AsyncGenerator[str]) -> Response:
+def stream_timeout(seconds: float, idle: bool) -> ApiError:
+    what = f"sent nothing for {seconds:g} seconds (limit stream_idle_seconds)" if idle else \
+        f"ran for {seconds:g} seconds (limit stream_max_seconds)"
+    return ApiError(504, f"the stream {what}; it was ended", type="timeout", code="stream_timeout")
+
+
+async def sse_response(lines: AsyncGenerator[str], error_event: Callable[[ApiError], str] = responses.sse_error,
+                       max_seconds: float = limits.STREAM_MAX_SECONDS,
+                       idle_seconds: float = limits.STREAM_IDLE_SECONDS) -> Response:
     """Server-sent events whose first line is awaited before the response starts, so a refusal raised
-    before it (ApiError) still gets its HTTP status instead of a 200 with an error event."""
+    before it (ApiError) still gets its HTTP status instead of a 200 with an error event. A stream that runs
+    past `max_seconds`, or whose producer sends nothing for `idle_seconds`, ends with `error_event(...)`
+    (code `stream_timeout`) and its producer is stopped."""
+    started = time.monotonic()
     first = await anext(lines, None)
 
     async def body() -> AsyncIterator[str]:
         async with contextlib.aclosing(lines):  # a client that goes away stops the producer now
-            if first is not None:
-                yield first
-            async for line in lines:
+            if first is None:
+                return
+            yield first
+            while True:
+                left = max_seconds - (time.monotonic() - started)
+                try:
+                    line = await asyncio.wait_for(anext(lines), max(min(idle_seconds, left), 0.001))
+                except StopAsyncIteration:
+                    return
+                except TimeoutError:
+                    idle = left > idle_seconds
+                    yield error_event(stream_timeout(idle_seconds if idle else max_seconds, idle))
+                    return
                 yield line
 
     return StreamingResponse(body(), media_type="text/event-stream",
@@ -207,7 +230,7 @@ def install(app: FastAPI) -> None:
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
-        return error_response(ApiError(exc.status_code, str(exc.detail), code=code))
+        return error_response(ApiError(exc.status_code, str(exc.detail), code=code), exc.headers)
 
     async def validation(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)

@@ -1,4 +1,4 @@
-"""OpenAI wire format: request models, the error shape and server-sent-event framing (no Ray, no models).
+"""OpenAI wire format: the request models (no Ray, no models); responses are web/responses.
 
 Requests are validated here so every runtime sees the same checked values, and every refusal carries the
 OpenAI error body `{"error": {"message", "type", "param", "code"}}`.
@@ -6,15 +6,13 @@ OpenAI error body `{"error": {"message", "type", "param", "code"}}`.
 
 from __future__ import annotations
 
-import json
-import time
-import uuid
 from collections.abc import Sequence
 from typing import Any, Literal
 
 import jsonschema
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from raylight_pipelines.web import limits
 from raylight_pipelines.web.errors import ApiError, validation_error
 from raylight_pipelines.web.openai_tokens import is_token_input, token_texts
 
@@ -33,7 +31,9 @@ def unknown_model(requested: str, served: str) -> ApiError:
 class _Request(BaseModel):
     # Every parameter a body may carry is checked against web/parameters.py's tables first (honoured,
     # accepted, or refused with 400 naming it); fields these models do not declare are the accepted ones.
-    model_config = ConfigDict(extra="ignore")
+    # Strict types, as OpenAI's API: "5" is no integer, "true" no boolean, 1e9 no integer either (a float);
+    # the same body gets the same answer on every app.
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     model: str = Field(min_length=1)
 
@@ -65,6 +65,13 @@ class EmbeddingsRequest(_Request):
     def _not_empty(cls, value: Any) -> Any:
         if isinstance(value, list) and not value:
             raise ValueError("must not be an empty list")
+        if isinstance(value, list) and len(value) > limits.MAX_INPUTS:
+            raise ValueError(f"{len(value)} inputs; at most {limits.MAX_INPUTS} per request (limit "
+                             "max_inputs_per_request)")
+        empty = [i for i, text in enumerate([value] if isinstance(value, str) else value) if not text]
+        if empty:
+            raise ValueError("must not be an empty string" + (f" (item {empty[0]})" if isinstance(value, list)
+                                                                 else ""))
         return value
 
     @property
@@ -80,7 +87,7 @@ class EmbeddingsRequest(_Request):
 
 
 class RerankDocument(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     text: str
 
@@ -100,36 +107,22 @@ class RerankRequest(_Request):
         return [d if isinstance(d, str) else d.text for d in self.documents]
 
 
-def rerank_response(model: str, texts: list[str], scores: list[float], top_n: int | None,
-                    return_documents: bool, tokens: int) -> dict[str, Any]:
-    """Results best first: {"index" (into the request's documents), "relevance_score", "document"?}."""
-    order = sorted(range(len(scores)), key=lambda i: -scores[i])[:top_n]
-    results: list[dict[str, Any]] = []
-    for i in order:
-        result: dict[str, Any] = {"index": i, "relevance_score": scores[i]}
-        if return_documents:
-            result["document"] = {"text": texts[i]}
-        results.append(result)
-    return {"id": f"rerank-{uuid.uuid4().hex[:24]}", "object": "list", "model": model, "results": results,
-            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
-
-
 class TextPart(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     type: Literal["text"]
     text: str
 
 
 class ToolCallFunction(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     name: str
     arguments: str  # a JSON object, as text (the OpenAI shape)
 
 
 class ToolCall(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     id: str
     type: Literal["function"] = "function"
@@ -137,7 +130,7 @@ class ToolCall(BaseModel):
 
 
 class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[TextPart] | None = None
@@ -150,6 +143,9 @@ class ChatMessage(BaseModel):
             raise ValueError("a message with role tool needs tool_call_id")
         if self.tool_calls and self.role != "assistant":
             raise ValueError("only assistant messages carry tool_calls")
+        if self.content is None and not (self.role == "assistant" and self.tool_calls):
+            raise ValueError(f"content: a {self.role} message needs content (null only for an assistant "
+                             "message that carries tool_calls)")
         return self
 
     def text(self) -> str:
@@ -161,7 +157,7 @@ class ChatMessage(BaseModel):
 
 
 class FunctionDefinition(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
     description: str | None = None
@@ -183,27 +179,27 @@ class FunctionDefinition(BaseModel):
 
 
 class Tool(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     type: Literal["function"]
     function: FunctionDefinition
 
 
 class FunctionName(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     name: str
 
 
 class NamedToolChoice(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     type: Literal["function"]
     function: FunctionName
 
 
 class JsonSchemaSpec(BaseModel):
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, strict=True)
 
     name: str = "response"
     schema_: dict[str, Any] = Field(default_factory=dict, alias="schema")
@@ -211,7 +207,7 @@ class JsonSchemaSpec(BaseModel):
 
 
 class ResponseFormat(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     type: Literal["text", "json_object", "json_schema"]
     json_schema: JsonSchemaSpec | None = None
@@ -233,31 +229,32 @@ class ResponseFormat(BaseModel):
 
 
 class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     include_usage: bool = False
 
 
 def token_biases(value: dict[str, float] | None) -> dict[str, float] | None:
     """Check a `logit_bias`: keys token ids (non-negative integers as strings), biases within -100..100."""
-    for token, bias in (value or {}).items():
-        if not token.isdigit():
-            raise ValueError(f"keys are token ids (non-negative integers as strings); got {token!r}")
+    for key, bias in (value or {}).items():
+        if not key.isdigit() or len(key) > 9:
+            raise ValueError(f"keys are token ids (decimal integers); {key[:20]!r} is not one")
         if not -100 <= bias <= 100:
-            raise ValueError(f"token {token}: a bias is between -100 and 100; got {bias}")
+            raise ValueError(f"token {key}: bias {bias} is outside [-100, 100]")
     return value
 
 
 class ChatCompletionRequest(_Request):
     messages: list[ChatMessage] = Field(min_length=1)
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
+    max_tokens: int | None = Field(None, ge=1, le=limits.MAX_TOKENS)
+    max_completion_tokens: int | None = Field(None, ge=1, le=limits.MAX_TOKENS)
     temperature: float = Field(1.0, ge=0, le=2)
     top_p: float = Field(1.0, gt=0, le=1)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=-(2**63), lt=2**63)
     stream: bool = False
     stream_options: StreamOptions | None = None
+    user: str | None = Field(None, max_length=256)  # who asks (OpenAI's end-user id); not acted on
     response_format: ResponseFormat | None = None
     presence_penalty: float = Field(0.0, ge=-2, le=2)
     frequency_penalty: float = Field(0.0, ge=-2, le=2)
@@ -270,17 +267,17 @@ class ChatCompletionRequest(_Request):
     logprobs: bool | None = None
     top_logprobs: int | None = Field(None, ge=0, le=20)
     # token id (as a string, OpenAI's shape) -> bias added to its logit, -100 (never) to 100 (always)
-    logit_bias: dict[str, float] | None = Field(None, max_length=1024)
-
-    @field_validator("logit_bias")
-    @classmethod
-    def _token_biases(cls, value: dict[str, float] | None) -> dict[str, float] | None:
-        return token_biases(value)
+    logit_bias: dict[str, float] | None = Field(None, max_length=300)
 
     @property
     def token_biases(self) -> dict[int, float]:
         """logit_bias as token id -> bias (empty when none is asked)."""
         return {int(token): bias for token, bias in (self.logit_bias or {}).items()}
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _token_biases(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        return token_biases(value)
 
     @field_validator("stop")
     @classmethod
@@ -314,6 +311,8 @@ class ChatCompletionRequest(_Request):
                              "or give the answer's shape as a tool)")
         if self.top_logprobs is not None and not self.logprobs:
             raise ValueError("top_logprobs: needs logprobs true")
+        if self.stream_options is not None and not self.stream:
+            raise ValueError("stream_options: only allowed when stream is true")
         return self
 
     @property
@@ -367,7 +366,7 @@ class CompletionRequest(_Request):
     seed: int | None = None
     presence_penalty: float = Field(0.0, ge=-2, le=2)
     frequency_penalty: float = Field(0.0, ge=-2, le=2)
-    logit_bias: dict[str, float] | None = Field(None, max_length=1024)
+    logit_bias: dict[str, float] | None = Field(None, max_length=300)
     echo: bool = False
 
     @field_validator("logit_bias")
@@ -409,17 +408,6 @@ class CompletionRequest(_Request):
         return [self.stop] if isinstance(self.stop, str) else list(self.stop)
 
 
-def text_completion(cid: str, model: str, choices: list[dict[str, Any]], prompt_tokens: int,
-                    completion_tokens: int, created: int | None = None, chunk: bool = False) -> dict[str, Any]:
-    """A legacy completion (or one of its streamed chunks): choices are {"index", "text", "finish_reason",
-    "logprobs"}."""
-    body: dict[str, Any] = {"id": cid, "object": "text_completion", "created": created or int(time.time()),
-                            "model": model, "choices": choices}
-    if not chunk or not choices:
-        body["usage"] = usage(prompt_tokens, completion_tokens)
-    return body
-
-
 def parse(model: type[_Request], body: Any, served: str, adapters: Sequence[str] = ()) -> Any:
     """Validate a request body (a dict) and check it names the served model (or one of its adapters);
     raises ApiError."""
@@ -433,71 +421,3 @@ def parse(model: type[_Request], body: Any, served: str, adapters: Sequence[str]
         raise unknown_model(request.model, served)
     return request
 
-
-# ---------------------------------------------------------------- responses
-
-
-def completion_id() -> str:
-    return f"chatcmpl-{uuid.uuid4().hex[:24]}"
-
-
-def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens}
-
-
-def choice(index: int, text: str, finish_reason: str, tool_calls: list[dict[str, Any]] | None = None,
-           logprobs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """One choice of a chat completion; content is null when the answer is only tool calls."""
-    message: dict[str, Any] = {"role": "assistant", "content": text if text.strip() or not tool_calls else None}
-    if tool_calls:
-        message["tool_calls"] = tool_calls
-    return {"index": index, "message": message, "finish_reason": finish_reason,
-            "logprobs": None if logprobs is None else {"content": logprobs}}
-
-
-def chat_completion(cid: str, model: str, choices: list[dict[str, Any]], prompt_tokens: int,
-                    completion_tokens: int) -> dict[str, Any]:
-    return {
-        "id": cid,
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": choices,
-        "usage": usage(prompt_tokens, completion_tokens),
-    }
-
-
-def chat_chunk(cid: str, model: str, created: int, delta: dict[str, Any], finish_reason: str | None = None,
-               usage_: dict[str, int] | None = None, index: int = 0,
-               logprobs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    chunk: dict[str, Any] = {
-        "id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
-        "choices": [{"index": index, "delta": delta, "finish_reason": finish_reason,
-                     "logprobs": None if logprobs is None else {"content": logprobs}}]
-        if usage_ is None else [],
-    }
-    if usage_ is not None:
-        chunk["usage"] = usage_
-    return chunk
-
-
-def tool_call_deltas(position: int, call: dict[str, Any]) -> list[dict[str, Any]]:
-    """The stream deltas of one finished call: its id and name, then its arguments (OpenAI's order)."""
-    function = call["function"]
-    return [{"tool_calls": [{"index": position, "id": call["id"], "type": "function",
-                             "function": {"name": function["name"], "arguments": ""}}]},
-            {"tool_calls": [{"index": position, "function": {"arguments": function["arguments"]}}]}]
-
-
-def sse(data: dict[str, Any] | str) -> str:
-    """One server-sent event: `data: <json>` and a blank line (the framing OpenAI streams use)."""
-    payload = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"), ensure_ascii=False)
-    return f"data: {payload}\n\n"
-
-
-SSE_DONE = sse("[DONE]")
-
-
-def sse_error(error: ApiError) -> str:
-    return sse(error.body())

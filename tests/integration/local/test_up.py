@@ -143,15 +143,21 @@ def test_gateway_routes_openai_requests_by_model(platform: dict[str, Any]) -> No
 def test_public_routes_reveal_no_protected_pipeline_collection_or_path(platform: dict[str, Any]) -> None:
     url = f"http://127.0.0.1:{platform['port']}"
     token = (platform["data_dir"] / "agent-token").read_text().strip()
+    bearer = {"Authorization": f"Bearer {token}"}
+    # the vault pipeline has series now: a refused and an answered request
+    assert httpx.post(f"{url}/v1/pipelines/vault/search", json={"query": "merger"}, timeout=60).status_code == 401
+    acme = {"query": "merger", "user": {"id": "u1", "tenant": "acme"}}
+    assert httpx.post(f"{url}/v1/pipelines/vault/search", json=acme, headers=bearer, timeout=60).status_code == 200
     public = [httpx.get(f"{url}{path}", timeout=30) for path in ("/healthz", "/readyz", "/v1/models")]
     public.append(httpx.post(f"{url}/v1/chat/completions", json={"model": "nope", "messages": []}, timeout=30))
+    public += [httpx.get(f"{url}{path}", timeout=30) for path in ("/metrics", "/-/routes")]
     for response in public:
         assert response.status_code in (200, 404), response.text
         for secret in ("vault", str(platform["data_dir"]), "chunks", "collection '"):
             assert secret not in response.text, (response.request.url, secret, response.text)
     ready = public[1].json()
     assert ready["ready"] and ready["protected"] == {"count": 1, "ready": True}
-    bearer = {"Authorization": f"Bearer {token}"}
+    assert 'pipeline="vault"' in httpx.get(f"{url}/metrics", headers=bearer, timeout=30).text
     assert "vault" in {m["id"] for m in httpx.get(f"{url}/v1/models", headers=bearer, timeout=30).json()["data"]}
     named = httpx.get(f"{url}/readyz", headers=bearer, timeout=30).json()
     assert {r["name"] for r in named["resources"]} == {"minilm", "smollm", "handbook", "vault"}

@@ -86,11 +86,30 @@ class Doc:
     tenant: str | None = None
 
 
+class WordEmbedder:
+    """Bag-of-words vectors (content words hashed into 512 dimensions, L2-normalised): cosine is word overlap,
+    so the agent's evidence check runs its real code on a deterministic embedder."""
+
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        import zlib
+
+        out = []
+        for text in texts:
+            vector = [0.0] * 512
+            for word in terms(text):
+                vector[zlib.crc32(word.encode()) % 512] = 1.0
+            norm = sum(v * v for v in vector) ** 0.5 or 1.0
+            out.append([v / norm for v in vector])
+        return out
+
+
 class MemoryRetriever:
-    """Lexical top-k over a few documents, with the store's ACL rule (tenant and groups)."""
+    """Lexical top-k over a few documents, with the store's ACL rule (tenant and groups); `embedder` embeds
+    like WordEmbedder."""
 
     def __init__(self, docs: list[Doc]) -> None:
         self.docs = docs
+        self.embedder = WordEmbedder()
         self.queries: list[tuple[str, Caller | None]] = []
         self.options: list[dict[str, Any]] = []
         self.down = False

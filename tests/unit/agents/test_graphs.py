@@ -26,10 +26,11 @@ DOCS = [
 ]
 
 
-def spec(graph: str = "rag", **agent: Any) -> PipelineSpec:
+def spec(graph: str = "rag", min_score: float = 0.3, **agent: Any) -> PipelineSpec:
+    """The test Pipeline; minScore suits the bag-of-words embedder of the fakes (test_grounding checks it)."""
     return PipelineSpec.model_validate({
         "embedder": {"modelDeployment": "minilm"}, "llm": {"modelDeployment": "smollm"},
-        "retrieval": {"topK": 3}, "agent": {"graph": graph, **agent}})
+        "retrieval": {"topK": 3, "minScore": min_score}, "agent": {"graph": graph, **agent}})
 
 
 def make_agent(llm: ScriptedLLM, retriever: MemoryRetriever, s: PipelineSpec,
@@ -55,7 +56,9 @@ async def test_rag_says_it_does_not_know_without_calling_the_model_when_nothing_
     llm = ScriptedLLM(lambda body: "Ulaanbaatar [1].")
     async with running(make_agent(llm, MemoryRetriever(DOCS), spec())) as agent:
         out = await agent.invoke(Turn("What is the capital of Mongolia?"))
-    assert out == {**out, "answer": DONT_KNOW, "citations": [], "grounding": "none"}
+    assert out["answer"] == f"{DONT_KNOW} Closest sources: serve.md, store.md."
+    assert out["grounding"] == "none" and out["support"] == []
+    assert [c["source"] for c in out["citations"]] == ["serve.md", "store.md"]  # the closest, for the reader
     assert llm.requests == []
 
 
@@ -96,7 +99,7 @@ async def test_a_yes_no_question_governed_by_a_restriction_is_answered_by_quotin
         plain = await agent.invoke(Turn(question))
         events = [e async for e in agent.events(Turn(question))]
     rule = "A user outside a group never sees that group's chunks, even when the query repeats the chunk's exact words."
-    assert plain["answer"] == f'The documents say: "{rule}" [1]'
+    assert plain["answer"] == f'According to the documents: "{rule}" [1]'
     assert [c["id"] for c in plain["citations"]] == ["r1"] and plain["grounding"] == "cited"
     assert llm.requests == []
     tokens = "".join(d["text"] for k, d in events if k == "token")
@@ -152,7 +155,7 @@ async def test_agentic_rag_rewrites_at_most_max_iterations_then_says_it_does_not
     names = [r["response_format"]["json_schema"]["name"] for r in llm.requests]
     assert names == ["grade", "query", "grade", "query", "grade"]  # 3 searches, 2 rewrites
     assert [q for q, _ in retriever.queries][1:] == ["replica scaling policy"] * 2
-    assert out["answer"] == DONT_KNOW and out["citations"] == []
+    assert out["answer"].startswith(DONT_KNOW) and out["grounding"] == "none"
 
 
 async def test_agentic_rag_answers_from_graded_chunks_only() -> None:

@@ -1,7 +1,8 @@
 """Verified identities (`agent.auth.oidc`): tokens signed by a key this test creates, checked by the real
 AgentServer and PyJWT. A token for tenant A never retrieves tenant B's chunks; unsigned, foreign-key, expired,
 wrong-audience and wrong-issuer tokens get 401; a body cannot restate who it is; threads belong to the
-verified user; the issuer's keys come from a Secret (env) or from its discovery document (a loopback server)."""
+verified user; the issuer's keys come from a Secret (a mounted file) or from its discovery document (a
+loopback server)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -75,8 +77,10 @@ def retriever() -> MemoryRetriever:
 
 
 @pytest.fixture
-async def server(monkeypatch: pytest.MonkeyPatch, retriever: MemoryRetriever) -> AsyncIterator[Any]:
-    monkeypatch.setenv("RAYLIGHT_OIDC_JWKS", json.dumps(jwks()))
+async def server(monkeypatch: pytest.MonkeyPatch, retriever: MemoryRetriever,
+                 tmp_path: Path) -> AsyncIterator[Any]:
+    (tmp_path / "jwks.json").write_text(json.dumps(jwks()))  # where the jwksSecret volume mounts it
+    monkeypatch.setattr("raylight.desired.pipeline.OIDC_JWKS_FILE", str(tmp_path / "jwks.json"))
     obj = await make_server(oidc_spec(), retriever)
     yield obj
     await obj.agent.aclose()
@@ -183,5 +187,5 @@ def test_auth_is_a_shared_token_or_oidc_never_both_or_neither() -> None:
             PipelineSpec.model_validate({**oidc_spec(), "agent": {"auth": auth}})
     conn = get_auth_connection(PipelineSpec.model_validate(oidc_spec(claims={"groups": "realm_access.roles"})))
     assert conn == AuthConnection(oidc=OidcConnection(
-        issuer=ISSUER, audience=AUDIENCE, algorithms=["RS256", "ES256"], jwks_env="RAYLIGHT_OIDC_JWKS",
+        issuer=ISSUER, audience=AUDIENCE, algorithms=["RS256", "ES256"], jwks_file="/etc/raylight/oidc/jwks.json",
         claims=OidcClaims(user="sub", tenant="tenant", groups="realm_access.roles")))

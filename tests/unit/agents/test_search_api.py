@@ -85,11 +85,12 @@ async def test_search_writes_one_audit_line(server: Any, caplog: pytest.LogCaptu
     assert entries[0]["retrieved"] == ["d1", "d2"] and "question" not in entries[0]
 
 
-async def test_store_outage_is_503_with_the_reason(server: Any) -> None:
+async def test_store_outage_is_503_naming_the_store_and_an_error_id_not_the_cause(server: Any) -> None:
     server.retriever.down = True
     with pytest.raises(ApiError) as exc:
         await server.search({"query": "replicas"}, BEARER)
-    assert exc.value.status == 503 and "store is down" in exc.value.message
+    assert exc.value.status == 503 and "the vector store is not available" in exc.value.message
+    assert "error id" in exc.value.message and "store is down" not in exc.value.message  # the cause: in the log
 
 
 async def test_a_search_only_pipeline_refuses_to_answer_and_is_ready_without_a_model(server: Any) -> None:

@@ -32,6 +32,7 @@ class SlowRetriever(MemoryRetriever):
 async def server(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Any]:
     monkeypatch.setenv("TEST_AGENT_TOKEN", TOKEN)
     spec = {"embedder": {"modelDeployment": "minilm"}, "llm": {"modelDeployment": "smollm"},
+            "retrieval": {"minScore": 0.3},  # the fakes' bag-of-words embedder (see test_graphs.spec)
             "agent": {"auth": {"secret": "agent"}, "limits": {"maxRequestBytes": 1024, "timeoutSeconds": 0.5}}}
     conn = connections(auth=AuthConnection(token_env="TEST_AGENT_TOKEN"))
     cls = AgentServer.func_or_class  # the user class behind the Serve deployment

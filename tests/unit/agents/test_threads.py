@@ -48,7 +48,8 @@ def threads(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.
 @pytest.fixture
 async def agent(threads: ThreadsConnection) -> AsyncIterator[Agent]:
     spec = PipelineSpec.model_validate({"embedder": {"modelDeployment": "minilm"},
-                                        "llm": {"modelDeployment": "smollm"}})
+                                        "llm": {"modelDeployment": "smollm"},
+                                        "retrieval": {"minScore": 0.3}})  # the fakes' bag-of-words embedder
     llm = ScriptedLLM(lambda body: "Replicas autoscale [1].")
     # A unique pipeline name: several runs may share the PostgreSQL database.
     agent = Agent(f"t{uuid.uuid4().hex[:8]}", spec, connections(threads=threads),
@@ -111,7 +112,8 @@ async def test_a_failed_turn_leaves_the_thread_as_it_was_before_it(threads: Thre
     """LangGraph saves a run's state when it ends, with an error too; the agent puts the thread back, so a
     failed question is neither shown in the history nor sent to the model again with the next turn."""
     spec = PipelineSpec.model_validate({"embedder": {"modelDeployment": "minilm"},
-                                        "llm": {"modelDeployment": "smollm"}})
+                                        "llm": {"modelDeployment": "smollm"},
+                                        "retrieval": {"minScore": 0.3}})  # the fakes' bag-of-words embedder
     llm = ScriptedLLM(lambda body: "Replicas autoscale [1].")
     agent = Agent(f"t{uuid.uuid4().hex[:8]}", spec, connections(threads=threads),
                   retriever=lambda: MemoryRetriever(DOCS), llm=llm.llm())

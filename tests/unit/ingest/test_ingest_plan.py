@@ -11,7 +11,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from qdrant_client import QdrantClient
 from raylight.api.connections import IngestionPlan
 from raylight.api.manifests import load
 from raylight.api.types import ModelDeployment, Pipeline
@@ -19,6 +18,7 @@ from raylight.cli import main as raylight
 from raylight.desired.pipeline import get_ingestion_plan
 from raylight.settings import Settings
 from raylight_pipelines.ingest import runner as ingest
+from raylight_pipelines.store.edge import EdgeStore
 
 QUICKSTART = Path(__file__).resolve().parents[3] / "examples" / "quickstart"
 
@@ -74,8 +74,8 @@ def test_plan_ingests_through_the_http_embedder(tmp_path, embedder_url, capsys, 
     assert raylight(["ingest", "--plan", str(tmp_path / "plan.json"), "--json"]) == 0
     counts = json.loads(capsys.readouterr().out)
     assert counts["added"] == len(list((QUICKSTART / "docs").glob("*.md"))) and counts["failed"] == 0
-    client = QdrantClient(path=str(tmp_path / "qdrant"))
-    assert client.count("handbook").count == counts["points"]
+    client = EdgeStore(tmp_path / "qdrant")
+    assert client.count("handbook") == counts["points"]
     client.close()
     assert json.loads((tmp_path / "report.json").read_text())["points"] == counts["points"]
 
@@ -83,13 +83,13 @@ def test_plan_ingests_through_the_http_embedder(tmp_path, embedder_url, capsys, 
 def test_run_takes_the_plan_and_writes_its_summary(tmp_path, embedder_url, caplog):
     plan = quickstart_plan(tmp_path, embedder_url)
     assert plan.ray_data is not None  # asked for, but this process is on no Ray cluster: embeds over HTTP
-    client = QdrantClient(":memory:")
-    report = ingest.run(plan, QUICKSTART, client=client)
+    client = EdgeStore(tmp_path / "store")
+    report = ingest.run(plan, QUICKSTART, store=client)
     assert report.added == len(list((QUICKSTART / "docs").glob("*.md"))) and report.failed == 0
-    assert client.count(plan.store.collection).count == report.points  # the client passed in stays open
+    assert client.count(plan.store.collection) == report.points  # the client passed in stays open
     assert json.loads((tmp_path / "report.json").read_text()) == report.summary()
     again = ingest.run(plan.model_copy(update={"report_path": str(tmp_path / "no-such-dir" / "r.json")}),
-                       QUICKSTART, client=client)  # an unwritable report is a warning, never a failure
+                       QUICKSTART, store=client)  # an unwritable report is a warning, never a failure
     assert again.unchanged == report.added and "cannot write the ingestion summary" in caplog.text
     client.close()
 

@@ -1,5 +1,5 @@
 """The retrieval tests share the pipeline fixtures (tests/pipeline_fixtures.py)."""
 
-from pipeline_fixtures import client, embedder, tokenizer
+from pipeline_fixtures import embedder, new_store, store, tokenizer
 
-__all__ = ["client", "embedder", "tokenizer"]
+__all__ = ["embedder", "new_store", "store", "tokenizer"]

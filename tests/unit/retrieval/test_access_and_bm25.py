@@ -14,7 +14,7 @@ SECRET = "The merger code name is BLUEHERON."
 
 
 @pytest.fixture
-def retriever(client, tokenizer, tmp_path):
+def retriever(store, tokenizer, tmp_path):
     sources = [
         Source(documents=[{"id": "public", "text": "Public handbook: the office opens at nine."}]),
         Source(documents=[{"id": "acme", "text": "Acme tenant note: invoices are due monthly."}],
@@ -24,8 +24,8 @@ def retriever(client, tokenizer, tmp_path):
                access={"tenant": "acme", "groups": ["finance"]}),
     ]
     embedder = CountingEmbedder()
-    sync(client, "col", "p", load_sources(sources, tmp_path), embedder, tokenizer, 64, 8)
-    return Retriever(client, "col", embedder, Retrieval(top_k=10), pipeline="p")
+    sync(store, "col", "p", load_sources(sources, tmp_path), embedder, tokenizer, 64, 8)
+    return Retriever(store, "col", embedder, Retrieval(top_k=10), pipeline="p")
 
 
 def visible(retriever: Retriever, caller: Caller | None, hybrid: bool = True) -> set[str]:
@@ -51,9 +51,12 @@ def test_outsider_never_gets_a_group_chunk_even_with_an_exact_keyword_query(retr
 
 
 def test_filter_is_inside_the_query_not_after_it(retriever):
-    flt = retriever.query_filter(Caller(groups=("staff",)))
-    text = flt.model_dump_json()
-    assert "groups" in text and "staff" in text and "tenant" in text
+    from raylight_pipelines.store.server import scope_filter
+
+    scope = retriever.scope(Caller(groups=("staff",)))
+    assert (scope.pipeline, scope.tenant, scope.groups) == ("p", None, ("staff",))
+    text = scope_filter(scope).model_dump_json()  # what a Qdrant server is sent
+    assert "groups" in text and "staff" in text and "tenant" in text and '"p"' in text
 
 
 def test_bm25_terms_keep_identifiers_and_hash_stably():

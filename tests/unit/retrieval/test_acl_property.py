@@ -15,11 +15,12 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from qdrant_client import QdrantClient
 from raylight.api.types import Retrieval, Source
 from raylight_pipelines.ingest.documents import load_sources
 from raylight_pipelines.ingest.sync import sync
 from raylight_pipelines.retrieval.retriever import Caller, Retriever
+from raylight_pipelines.store.edge import EdgeStore
+from raylight_pipelines.store.qdrant import SearchQuery
 from retrieval_fakes import CountingEmbedder
 
 ACL_CALLERS = int(os.environ.get("ACL_CALLERS", "10000"))
@@ -49,7 +50,7 @@ def retriever(tmp_path_factory: pytest.TempPathFactory) -> Any:
     from raylight_pipelines.ingest.chunking import load_tokenizer
     from retrieval_fakes import MINILM
 
-    client = QdrantClient(":memory:")
+    client = EdgeStore(tmp_path_factory.mktemp("store"))
     sources = [Source(documents=[{"id": doc, "text": f"Quarterly report {doc} for the budget review."}],
                    access={"tenant": tenant, "groups": list(groups)}) for doc, tenant, groups in DOCS]
     embedder = CountingEmbedder()
@@ -74,8 +75,9 @@ callers = st.builds(Caller, user=st.none() | st.text(max_size=20), tenant=st.non
 def test_a_caller_retrieves_exactly_the_chunks_its_tenant_and_groups_allow(retriever: Retriever,
                                                                           group: list[Caller]) -> None:
     for caller in group:
-        points, _ = retriever.client.scroll("col", scroll_filter=retriever.query_filter(caller), limit=10_000,
-                                            with_payload=["source_id"])
+        # an exact dense search with a limit above the corpus returns every point the scope lets through
+        points = retriever.store.search("col", SearchQuery(dense=[1.0] + [0.0] * 15, limit=10_000,
+                                                           scope=retriever.scope(caller)))
         allowed = {doc for doc, tenant, groups in DOCS if may_see(caller, tenant, groups)}
         assert {source_id(p) for p in points} == allowed, caller
 

@@ -31,7 +31,8 @@ class ByNumber:
 
 
 @pytest.fixture
-def store(client, tokenizer, tmp_path):
+def store(new_store, tokenizer, tmp_path):
+    client = new_store()
     sources = [Source(documents=DOCS),
                Source(documents=[{"id": "secret", "text": "Document number 99 about replicas (board)."}],
                       access={"groups": ["board"]})]

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 from raylight_pipelines.web.errors import ApiError
-from raylight_pipelines.web.protocol import RerankRequest, parse, rerank_response
+from raylight_pipelines.web.protocol import RerankRequest, parse
+from raylight_pipelines.web.responses import rerank_response
 
 BODY = {"model": "xenc", "query": "How do replicas scale?", "documents": ["a", {"text": "b"}, "c"]}
 

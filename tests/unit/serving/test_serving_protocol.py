@@ -9,15 +9,9 @@ import threading
 import pytest
 from raylight_pipelines.serving.runtimes.base import StopScanner, drive
 from raylight_pipelines.serving.tool_calls import template_messages
-from raylight_pipelines.web.protocol import (
-    SSE_DONE,
-    ApiError,
-    ChatCompletionRequest,
-    EmbeddingsRequest,
-    chat_chunk,
-    parse,
-    sse,
-)
+from raylight_pipelines.web.errors import ApiError
+from raylight_pipelines.web.protocol import ChatCompletionRequest, EmbeddingsRequest, parse
+from raylight_pipelines.web.responses import SSE_DONE, chat_chunk, sse
 
 CHAT = {"model": "smollm", "messages": [{"role": "user", "content": "hi"}]}
 

@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 from raylight_pipelines.serving import tool_calls
 from raylight_pipelines.serving.runtimes.base import ChatRuntime, Constraint, Emit, Generation, drive
 from raylight_pipelines.web.errors import ApiError
-from raylight_pipelines.web.protocol import ChatCompletionRequest, parse, tool_call_deltas
+from raylight_pipelines.web.protocol import ChatCompletionRequest, parse
+from raylight_pipelines.web.responses import tool_call_deltas
 
 WEATHER = {"type": "function", "function": {
     "name": "get_weather", "description": "Weather in a city",

@@ -61,7 +61,7 @@ def test_defaults_are_sensible() -> None:
     spec = finetune().spec
     hp = spec.hyperparameters
     assert (spec.method, hp.rank, hp.alpha, hp.epochs, hp.max_steps, hp.batch_size) == ("lora", 16, 32, 3, None, 4)
-    assert hp.target_modules == ["q_proj", "k_proj", "v_proj", "o_proj"] and hp.learning_rate == 2e-4
+    assert hp.target_modules is None and hp.learning_rate == 2e-4  # None: PEFT's default for the architecture
     assert (spec.resources.workers, spec.resources.gpus, spec.dataset.eval_fraction) == (1, 0, 0.0)
 
 
@@ -80,8 +80,10 @@ BAD = [
     (with_(FT, "spec.method", "qlora"), "spec", "qlora quantises the base with bitsandbytes, which needs "
      "resources.gpus"),
     (with_(FT, "spec.method", "dora"), "spec.method", "must be one of"),
-    (with_(FT, "spec.hyperparameters", {"targetModules": ["q_proj", "attn.c_attn"]}),
-     "spec.hyperparameters.targetModules", "[1] unknown target module 'attn.c_attn'"),
+    (with_(FT, "spec.hyperparameters", {"targetModules": ["q_proj", "attn c_attn"]}),
+     "spec.hyperparameters.targetModules[1]", "should match pattern"),
+    (with_(FT, "spec.hyperparameters", {"targetModules": ["all-linear", "q_proj"]}),
+     "spec.hyperparameters.targetModules", "all-linear stands alone"),
     (with_(FT, "spec.hyperparameters", {"rank": 0}), "spec.hyperparameters.rank", "greater than or equal"),
     (with_(FT, "spec.hyperparameters", {"learningRate": 0}), "spec.hyperparameters.learningRate", "greater than"),
     (with_(FT, "spec.dataset.evalFraction", 1), "spec.dataset.evalFraction", "less than"),
@@ -216,16 +218,27 @@ def test_adapter_rules_per_runtime(doc: dict[str, Any], field: str, message: str
     assert any(p.field == field and message in p.message for p in problems), problems
 
 
-def test_an_adapter_naming_a_finetune_is_served_from_its_output(capsys: pytest.CaptureFixture[str]) -> None:
+def test_an_adapter_naming_a_finetune_is_served_from_its_output(capsys: pytest.CaptureFixture[str],
+                                                                tmp_path: Path) -> None:
     assert ("spec.adapters[0].fineTune", "no FineTune named 'zorblax' in the same namespace") in _problems(SERVED)
     assert any("transformers runtime loads adapters from pvc://" in m for _, m in _problems(SERVED, FT))
     local = with_(FT, "spec.output", "pvc://adapters/zorblax")
     assert _problems(SERVED, local) == []
     folder = Path(__file__).parents[3] / "examples" / "finetune"
-    assert raylight(["render", "-f", str(folder)]) == 0
+    # the example writes file:// (one machine): a cluster refuses it, the serving deployment never gets it
+    assert raylight(["render", "-f", str(folder)]) == 1
+    err = capsys.readouterr().err
+    assert "FineTune/zorblax: spec.output: file:// is a path on one machine" in err
+    assert "ModelDeployment/smollm-tuned: spec.adapters[0].fineTune: FineTune 'zorblax' writes to file://" in err
+    on_pvc = tmp_path / "finetune"
+    on_pvc.mkdir()
+    for file in folder.glob("*.yaml"):
+        (on_pvc / file.name).write_text(file.read_text().replace("file:///tmp/raylight-adapters/zorblax",
+                                                                 "pvc://adapters/zorblax"))
+    assert raylight(["render", "-f", str(on_pvc)]) == 0
     objects = [o for o in yaml.safe_load_all(capsys.readouterr().out) if o]
     assert sorted(o["kind"] for o in objects) == ["ConfigMap", "RayJob", "RayService"]
     service = next(o for o in objects if o["kind"] == "RayService")
     config = yaml.safe_load(service["spec"]["serveConfigV2"])
     adapters = config["applications"][0]["args"]["spec"]["adapters"]
-    assert adapters == [{"name": "zorblax", "source": "file:///tmp/raylight-adapters/zorblax"}]
+    assert adapters == [{"name": "zorblax", "source": "pvc://adapters/zorblax"}]

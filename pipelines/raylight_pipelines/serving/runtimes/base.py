@@ -40,6 +40,10 @@ class Embedder(Protocol):
         """The model's tokenizer as the text of a Hugging Face tokenizer.json (ingestion sizes chunks with it)."""
         ...
 
+    def token_counts(self, texts: list[str]) -> list[int]:
+        """Tokens each text costs (special tokens in, truncation to max_tokens applied)."""
+        ...
+
 
 class Reranker(Protocol):
     max_tokens: int
