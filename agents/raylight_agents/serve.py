@@ -59,7 +59,7 @@ from raylight.api.serve import AgentAppArgs, agent_deployment_options
 from raylight.api.types import PipelineSpec
 from raylight_pipelines import telemetry
 from raylight_pipelines.retrieval.retriever import FILTER_FIELDS, FilterValue
-from raylight_pipelines.web import guard, protocol, response_store, responses, responses_api, server
+from raylight_pipelines.web import guard, parameters, protocol, response_store, responses, responses_api, server
 from raylight_pipelines.web.errors import ApiError
 from raylight_pipelines.web.protocol import ChatCompletionRequest
 
@@ -272,7 +272,9 @@ class AgentServer(server.Edge):
     async def _parse_chat(self, body: Any, authorization: str | None) -> Turn:
         try:
             verified = await self._identify(authorization)
-            request = protocol.parse(ChatIn, self.load(body), self.name)
+            loaded = self.load(body)
+            request = protocol.parse(ChatIn, loaded, self.name)
+            parameters.check_chat(loaded, "pipeline")  # what an agent does not do is refused, never dropped
             turn = request.turn()
             await self._check_context(turn, "messages", request.token_limit,
                                       "max_completion_tokens" if request.max_completion_tokens else "max_tokens")
@@ -571,7 +573,7 @@ class AgentServer(server.Edge):
         self._check_name(name)
         return JSONResponse(await self.thread(thread_id, user, request.headers.get("authorization")))
 
-    @api.api_route(mcp_server.MCP_PATH, methods=list(mcp_server.ROUTE_METHODS), include_in_schema=False)
+    @api.api_route(mcp_server.MCP_PATH, methods=list(mcp_server.ROUTE_METHODS))
     async def http_mcp(self, name: str, request: Request) -> Response:
         self._check_name(name)
         body = await self.read(request) if request.method == "POST" else b""
@@ -586,7 +588,7 @@ class AgentServer(server.Edge):
             return await guard.sse_response(self.chat_completions_stream(body, auth))
         return JSONResponse(await self.chat_completions(body, auth))
 
-    @api.post("/v1/responses", include_in_schema=False)  # described by OpenAI's own spec (docs/responses.md)
+    @api.post("/v1/responses")  # its bodies: web/responses_api (and OpenAI's own spec, docs/responses.md)
     async def http_responses(self, request: Request) -> Response:
         body = self.load(await self.read(request))
         auth = request.headers.get("authorization")
@@ -594,11 +596,11 @@ class AgentServer(server.Edge):
             return await guard.sse_response(self.responses_stream(body, auth), responses_api.sse_error_event)
         return JSONResponse(await self.responses_create(body, auth))
 
-    @api.get("/v1/responses/{response_id}", include_in_schema=False)
+    @api.get("/v1/responses/{response_id}")
     async def http_responses_get(self, response_id: str, request: Request, user: str | None = None) -> Response:
         return JSONResponse(await self.responses_get(response_id, request.headers.get("authorization"), user))
 
-    @api.delete("/v1/responses/{response_id}", include_in_schema=False)
+    @api.delete("/v1/responses/{response_id}")
     async def http_responses_delete(self, response_id: str, request: Request, user: str | None = None) -> Response:
         return JSONResponse(await self.responses_delete(response_id, request.headers.get("authorization"), user))
 

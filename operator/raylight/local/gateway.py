@@ -4,10 +4,14 @@ It holds DeploymentHandles to each ModelDeployment's `ModelServer` and each Pipe
 applications have no HTTP route of their own) and routes:
 
   POST /v1/embeddings, /v1/rerank,
+       /v1/completions (models only),
        /v1/chat/completions                   by the body's `model`: a ModelDeployment's name -> that
-                                              model; a Pipeline's name (chat only) -> that pipeline's agent
-  GET  /v1/models                             every model, and every pipeline the caller may see (one
-                                              with `agent.auth` only with its token)
+                                              model; one of its LoRA adapters' names -> that model with the
+                                              adapter; a Pipeline's name (chat only) -> that pipeline's agent
+  GET  /v1/models                             every model and adapter (its own entry, `parent` its base), and
+                                              every pipeline the caller may see (one with `agent.auth` only
+                                              with its token)
+  GET  /v1/models/{id}                        one of those entries; 404 model_not_found otherwise
   *    /v1/pipelines/{name}/...               invoke, search, stream, threads/{id} of that pipeline's agent
   POST /v1/responses                          the OpenAI Responses API, by the body's `model` (a chat
                                               ModelDeployment or a Pipeline); GET/DELETE /v1/responses/{id}
@@ -52,6 +56,7 @@ from ray.serve.handle import DeploymentHandle, DeploymentResponse, DeploymentRes
 from ray.serve.schema import ReplicaState
 from raylight_pipelines import telemetry
 from raylight_pipelines.web import guard, openapi, responses, responses_api, server
+from raylight_pipelines.web import models as model_names
 from raylight_pipelines.web.errors import ApiError
 from raylight_pipelines.web.protocol import MODEL_MAX_REQUEST_BYTES
 
@@ -112,8 +117,9 @@ class Gateway(server.Edge):
     span_prefix = "gateway"
 
     def __init__(self, models: dict[str, str], pipelines: list[str], protected: list[str],
-                 max_request_bytes: int) -> None:
+                 max_request_bytes: int, adapters: dict[str, list[str]] | None = None) -> None:
         self.models = dict(models)  # name -> task (chat | embed | rerank)
+        self.adapters = model_names.adapter_routes(adapters or {})  # adapter name -> the model that serves it
         self.pipelines = list(pipelines)
         self.public = [p for p in pipelines if p not in protected]  # what refusals may name
         self.max_request_bytes = max(max_request_bytes, MODEL_MAX_REQUEST_BYTES)
@@ -129,8 +135,12 @@ class Gateway(server.Edge):
     def _agent(self, name: str) -> DeploymentHandle:
         return serve.get_deployment_handle(AGENT_DEPLOYMENT, app_name=name)
 
+    def _served_by(self, model: str) -> str | None:
+        """The model app that serves `model`: itself, or the base of the adapter it names; None otherwise."""
+        return model if model in self.models else self.adapters.get(model)
+
     def _unknown(self, model: str, kinds: str) -> ApiError:
-        known = ", ".join(sorted([*self.models, *self.public])) or "none"
+        known = ", ".join(sorted([*self.models, *self.adapters, *self.public])) or "none"
         return ApiError(404, f"The model '{model}' does not exist here ({kinds}); available: {known}.",
                         code="model_not_found", param="model")
 
@@ -278,12 +288,31 @@ class Gateway(server.Edge):
                                  "ready": False, "error": backend_error(f"pipeline {name}", exc).message})
         return JSONResponse({"object": "list", "data": data})
 
+    @api.get("/v1/models/{model:path}")
+    async def retrieve_model(self, model: str, request: Request) -> Response:
+        """One entry of /v1/models: a model, an adapter (with its `parent`) or a pipeline the caller may see."""
+        base = self._served_by(model)
+        try:
+            if base is not None:
+                return JSONResponse(await self._model(base).model.remote(model))
+            if model in self.pipelines:
+                entries = (await self._agent(model).models.remote(request.headers.get("authorization")))["data"]
+                return JSONResponse(model_names.find_entry(entries, model, model))
+        except ApiError as exc:
+            if exc.status in (401, 403) and model not in self.public:
+                raise self._unknown(model, "a ModelDeployment, an adapter or a Pipeline") from None
+            raise
+        except Exception as exc:
+            raise backend_error(f"model {model}", exc) from exc
+        raise self._unknown(model, "a ModelDeployment, an adapter or a Pipeline")
+
     async def _model_call(self, method: str, request: Request) -> Response:
         raw, _, model = await self._body(request)
-        if model not in self.models:
+        base = self._served_by(model)
+        if base is None:
             raise self._unknown(model, f"{method} are served by ModelDeployments")
         try:
-            return JSONResponse(await getattr(self._model(model), method).remote(raw, telemetry.inject() or None))
+            return JSONResponse(await getattr(self._model(base), method).remote(raw, telemetry.inject() or None))
         except Exception as exc:
             raise backend_error(f"model {model}", exc) from exc
 
@@ -295,14 +324,30 @@ class Gateway(server.Edge):
     async def rerank(self, request: Request) -> Response:
         return await self._model_call("rerank", request)
 
+    @api.post("/v1/completions")
+    async def completions(self, request: Request) -> Response:
+        """Legacy completions: models only (a Pipeline answers chat)."""
+        raw, body, model = await self._body(request)
+        base = self._served_by(model)
+        if base is None:
+            raise self._unknown(model, "legacy completions are served by chat ModelDeployments")
+        handle, backend = self._model(base), f"model {base}"
+        if body.get("stream") is True:
+            return await relay(backend, handle.options(stream=True).completions_stream.remote(
+                raw, telemetry.inject() or None))
+        try:
+            return JSONResponse(await handle.completions.remote(raw, telemetry.inject() or None))
+        except Exception as exc:
+            raise backend_error(backend, exc) from exc
+
     @api.post("/v1/chat/completions")
     async def chat_completions(self, request: Request) -> Response:
         raw, body, model = await self._body(request)
         stream = body.get("stream") is True
         auth = request.headers.get("authorization")
         args: tuple[Any, ...]
-        if model in self.models:
-            handle, backend, args = self._model(model), f"model {model}", (raw, telemetry.inject() or None)
+        if (base := self._served_by(model)) is not None:
+            handle, backend, args = self._model(base), f"model {base}", (raw, telemetry.inject() or None)
         elif model in self.pipelines:
             handle, backend, args = self._agent(model), f"pipeline {model}", (raw, auth)
         else:
@@ -461,4 +506,5 @@ openapi.describe(api, operations, ERRORS)
 def build_app(args: dict[str, Any]) -> serve.Application:
     """Serve application builder (import path `raylight.local.gateway:build_app`)."""
     return Gateway.bind(dict(args.get("models", {})), list(args.get("pipelines", [])),  # type: ignore[attr-defined]
-                        list(args.get("protected", [])), int(args.get("max_request_bytes", 0)))
+                        list(args.get("protected", [])), int(args.get("max_request_bytes", 0)),
+                        {k: list(v) for k, v in args.get("adapters", {}).items()})

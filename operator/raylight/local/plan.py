@@ -76,7 +76,8 @@ class Plan:
 
 
 def local_problems(manifests: list[Manifest]) -> list[Problem]:
-    """What only one machine cares about: one Serve application per name, across kinds."""
+    """What only one machine cares about: one name per thing a request's `model` can select, across kinds
+    (ModelDeployments, their LoRA adapters, Pipelines: the gateway routes by that name)."""
     problems = []
     owner: dict[str, str] = {}
     for m in manifests:
@@ -90,6 +91,21 @@ def local_problems(manifests: list[Manifest]) -> list[Problem]:
                                     f"a {owner[name]} has the same name; on one machine a name selects the "
                                     "model or pipeline in requests, so names must differ across kinds"))
         owner.setdefault(name, r.kind)
+    selectable = {m.resource.metadata.name: f"{m.resource.kind} {m.resource.metadata.name}" for m in manifests
+                  if isinstance(m.resource, ModelDeployment | Pipeline)}
+    for m in manifests:
+        r = m.resource
+        if not isinstance(r, ModelDeployment):
+            continue
+        for i, adapter in enumerate(r.spec.adapters):
+            taken = selectable.get(adapter.name)
+            if taken is not None:
+                problems.append(Problem(str(m.file), r.kind, r.metadata.name, f"spec.adapters[{i}].name",
+                                        f"'{adapter.name}' already names {taken}; a request's model selects "
+                                        "one thing, so adapter names must differ from every model, adapter "
+                                        "and pipeline name"))
+            else:
+                selectable[adapter.name] = f"an adapter of ModelDeployment {r.metadata.name}"
     return problems
 
 
@@ -162,7 +178,8 @@ def build_plan(manifests: list[Manifest], data_dir: Path, port: int) -> Plan:
         "args": {"models": {n: md.spec.task for n, md in models.items()},
                  "pipelines": [p.metadata.name for p in pipelines],
                  "protected": [p.metadata.name for p in pipelines if p.spec.agent.auth],
-                 "max_request_bytes": max([p.spec.agent.limits.max_request_bytes for p in pipelines], default=0)},
+                 "max_request_bytes": max([p.spec.agent.limits.max_request_bytes for p in pipelines], default=0),
+                 "adapters": {n: [a.name for a in md.spec.adapters] for n, md in models.items() if md.spec.adapters}},
     }
     return plan
 

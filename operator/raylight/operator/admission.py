@@ -54,6 +54,8 @@ def problems(obj: Mapping[str, Any], policy: LicensePolicy) -> list[str]:
     out = [f"{p.field}: {p.message}" if p.field else p.message for p in found]
     if isinstance(resource, ModelDeployment):
         out += [f"{f}: {m}" for f, m in check_model(resource, policy)]
+        out += [f"spec.adapters[{i}].name: '{a.name}' is this ModelDeployment's own name; a request's model "
+                "would select both" for i, a in enumerate(resource.spec.adapters) if a.name == resource.metadata.name]
         # adapters: file:// sources cannot be read on a cluster; a source's recorded base is checked at load
         out += [f"{f}: {m}" for f, m in check_adapters(resource, {}, {}, cluster=True) if f.endswith(".source")]
     if isinstance(resource, FineTune):  # its base's ModelDeployment may come later: checked in its status then

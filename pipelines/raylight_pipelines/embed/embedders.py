@@ -127,7 +127,10 @@ class HttpEmbedder:
         for i in range(0, len(texts), self.batch_size):
             batch = list(texts[i:i + self.batch_size])
             try:
+                # truncate: the endpoint is a Raylight embedder (refuses over-window input otherwise); a
+                # chunk is sized to the window already, a long query is embedded by its first window.
                 response = self.client.embeddings.create(model=self.model, input=batch,
+                                                         extra_body={"truncate": True},
                                                          extra_headers=telemetry.inject() or None)
             except openai.OpenAIError as exc:
                 raise EmbedderError(f"embedder {self.model} at {self.base_url}: {exc}") from exc

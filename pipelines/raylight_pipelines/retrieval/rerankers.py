@@ -59,7 +59,9 @@ class HttpReranker:
             return []
         try:
             resp = self.client.post(f"{self.base_url}/rerank", json={
-                "model": self.model, "query": query, "documents": list(texts), "return_documents": False},
+                # truncate: a passage longer than the cross-encoder's window is scored by its first window
+                "model": self.model, "query": query, "documents": list(texts), "return_documents": False,
+                "truncate": True},
                 headers=telemetry.inject())
             resp.raise_for_status()
             out = [0.0] * len(texts)

@@ -7,12 +7,18 @@ spec, camelCase). It builds ONE deployment, `ModelServer` (`names.MODEL_DEPLOYME
 that deployment owns: `raylight.api.serve.model_deployment_options(spec)`, computed there once.
 
 HTTP routes (relative to the application's route prefix):
-  POST /v1/embeddings         task embed; `input` a string or a list of strings
-  POST /v1/rerank             task rerank; {"query", "documents", "top_n"?, "return_documents"?} ->
+  POST /v1/embeddings         task embed; `input` a string, a list of strings, or OpenAI token ids (decoded
+                              with cl100k_base); over the window: 400 unless `truncate: true`; `dimensions`
+                              the model's own or a Matryoshka size it was trained for
+  POST /v1/rerank             task rerank; {"query", "documents", "top_n"?, "return_documents"?, "truncate"?} ->
                               {"results": [{"index", "relevance_score", "document"?}], "usage"} (Cohere/Jina)
+  POST /v1/completions        task chat, legacy: `prompt` (a string or a list) continued without the chat
+                              template; max_tokens (default 16), stop, n, echo, seed, stream as on OpenAI
   POST /v1/chat/completions   task chat; `stream: true` answers with server-sent events; tools, logprobs and
                               n > 1 as in docs/tool-calling.md (choices are generated one after another)
-  GET  /v1/models             this model: id (= deployment name), runtime, weights sha256, dimension
+  GET  /v1/models             this model: id (= deployment name), runtime, weights sha256, dimension; then
+                              each LoRA adapter as its own entry (`parent`: this model, `root`: its source)
+  GET  /v1/models/{id}        one of those entries (404 model_not_found naming the others)
   GET  /v1/tokenizer?model=M  task embed: {"model", "max_tokens", "tokenizer": <tokenizer.json>}, so that
                               ingestion sizes chunks with the embedder's own tokenizer and window
   GET  /healthz               200 once the model is loaded
@@ -26,9 +32,12 @@ gateway) that hold a DeploymentHandle to `ModelServer`:
   await handle.embeddings.remote(body)            -> dict (the /v1/embeddings response); body: dict or raw bytes
   await handle.rerank.remote(body)                -> dict (the /v1/rerank response)
   await handle.chat_completions.remote(body)      -> dict (`stream` in the body is ignored)
+  await handle.completions.remote(body)           -> dict (legacy /v1/completions; `stream` ignored)
+  async for line in handle.options(stream=True).completions_stream.remote(body): ...
   async for line in handle.options(stream=True).chat_completions_stream.remote(body):
       ...                                         -> str, SSE lines "data: {...}\\n\\n" ending "data: [DONE]"
   await handle.models.remote()                    -> dict (the /v1/models response)
+  await handle.model.remote(id)                   -> dict (the /v1/models/{id} entry)
 Each raises `errors.ApiError` on a bad request (Ray re-raises it as a subclass of ApiError: use
 `.status` and `.body()`). The stream method checks the request before its first line, so an invalid body
 raises on the first iteration, not halfway through an answer.
@@ -55,13 +64,26 @@ from raylight.api.serve import ModelAppArgs, model_deployment_options
 from raylight.api.types import ModelDeploymentSpec
 
 from raylight_pipelines import telemetry
+from raylight_pipelines.serving import windows
 from raylight_pipelines.serving.loading import load_model
 from raylight_pipelines.serving.runtimes.base import ChatRuntime, Embedder, Generation, Reranker
-from raylight_pipelines.web import guard, limits, openapi, protocol, response_store, responses, responses_api, server
+from raylight_pipelines.web import (
+    guard,
+    limits,
+    models,
+    openapi,
+    parameters,
+    protocol,
+    response_store,
+    responses,
+    responses_api,
+    server,
+)
 from raylight_pipelines.web.errors import ApiError
 from raylight_pipelines.web.protocol import (
     MODEL_MAX_REQUEST_BYTES,
     ChatCompletionRequest,
+    CompletionRequest,
     EmbeddingsRequest,
     RerankRequest,
 )
@@ -132,8 +154,6 @@ class ModelServer(server.Edge):
             "revision": self.spec.model.revision,
             "weights_sha256": self.loaded.sha256,
         }
-        if self.spec.adapters:  # LoRA adapters: a request selects one with its model
-            card["adapters"] = [a.name for a in self.spec.adapters]
         runtime = self.loaded.runtime
         if self.task == "embed":
             card["dimension"] = runtime.dimension  # type: ignore[union-attr]
@@ -142,7 +162,14 @@ class ModelServer(server.Edge):
             card["max_input_tokens"] = runtime.max_tokens  # type: ignore[union-attr]
         else:
             card["context_length"] = runtime.context_length  # type: ignore[union-attr]
-        return {"object": "list", "data": [card]}
+        # LoRA adapters are entries of their own (a request selects one with its model), parent: this model.
+        entries = models.model_entries(card, [(a.name, a.source or a.fine_tune) for a in self.spec.adapters])
+        return {"object": "list", "data": entries}
+
+    async def model(self, model: str) -> dict[str, Any]:
+        """The `/v1/models/{model}` entry: this model or one of its adapters; 404 naming them otherwise."""
+        entries = (await self.models())["data"]
+        return models.find_entry(entries, model, ", ".join(e["id"] for e in entries))
 
     async def tokenizer(self, model: str | None = None) -> dict[str, Any]:
         if model is not None and model != self.name:
@@ -208,21 +235,26 @@ class ModelServer(server.Edge):
         self._check_task("embed", "/v1/embeddings")
         request: EmbeddingsRequest = self._parse(EmbeddingsRequest, body)
         embedder: Embedder = self.loaded.runtime  # type: ignore[assignment]
-        if request.dimensions is not None and request.dimensions != embedder.dimension:
-            raise ApiError(400, f"Model '{self.name}' makes {embedder.dimension}-dimensional vectors; "
-                           f"dimensions={request.dimensions} is not supported.", param="dimensions")
-        fit = limits.embeddings_fit(embedder.dimension, request.encoding_format)
-        if len(request.texts) > fit:  # refused before any work: the answer could not be sent
-            more = limits.embeddings_fit(embedder.dimension, "base64")
+        size = windows.embedding_size(self.name, embedder.dimension, embedder.matryoshka_dimensions,
+                                      request.dimensions)
+        texts = request.texts
+        fit = limits.embeddings_fit(size, request.encoding_format)
+        if len(texts) > fit:  # refused before any work: the answer could not be sent
+            more = limits.embeddings_fit(size, "base64")
             hint = f", or encoding_format base64 (up to {more})" if request.encoding_format == "float" and more > fit \
                 else ""
-            raise ApiError(413, f"input: {len(request.texts)} embeddings of {embedder.dimension} dimensions as "
+            raise ApiError(413, f"input: {len(texts)} embeddings of {size} dimensions as "
                            f"{request.encoding_format} would make an answer over {limits.MAX_RESPONSE_BYTES} bytes "
                            f"(limit max_response_bytes); send at most {fit} inputs per request{hint}",
                            param="input", code="response_too_large")
-        await self._check_tokens(request.texts, embedder)
+        if not request.truncate:
+            needed = await asyncio.to_thread(embedder.window_tokens, texts)
+            windows.refuse_over_window(self.name, needed, embedder.max_tokens, "input")
+        await self._check_tokens(texts, embedder)
         self._stats["embed_requests"] += 1
-        vectors, counts = await self._embed_batch(request.texts)
+        vectors, counts = await self._embed_batch(texts)
+        if size != embedder.dimension:
+            vectors = windows.shortened(vectors, size)
         tokens = sum(counts)
         self._tokens(tokens)
         return {
@@ -265,8 +297,12 @@ class ModelServer(server.Edge):
     async def _rerank(self, body: dict[str, Any] | bytes) -> dict[str, Any]:
         self._check_task("rerank", "/v1/rerank")
         request: RerankRequest = self._parse(RerankRequest, body)
-        self._stats["rerank_requests"] += 1
+        reranker: Reranker = self.loaded.runtime  # type: ignore[assignment]
         texts = request.texts
+        if not request.truncate:
+            needed = await asyncio.to_thread(reranker.window_tokens, [(request.query, t) for t in texts])
+            windows.refuse_over_window(self.name, needed, reranker.max_tokens, "documents")
+        self._stats["rerank_requests"] += 1
         scores, counts = await self._rerank_batch([(request.query, t) for t in texts])
         self._tokens(sum(counts))
         return responses.rerank_response(self.name, texts, [float(s) for s in scores], request.top_n,
@@ -286,7 +322,9 @@ class ModelServer(server.Edge):
     def _chat_request(self, body: dict[str, Any] | bytes) -> ChatCompletionRequest:
         self._stats["chat_requests"] += 1
         self._check_task("chat", "/v1/chat/completions")
-        request: ChatCompletionRequest = self._parse(ChatCompletionRequest, body)
+        loaded = self.load(body)
+        request: ChatCompletionRequest = self._parse(ChatCompletionRequest, loaded)
+        parameters.check_chat(loaded, self.runtime_name)  # what this runtime does not do: 400 naming it
         context = self._chat_runtime.context_length
         if request.token_limit is not None and request.token_limit >= context:
             param = "max_completion_tokens" if request.max_completion_tokens else "max_tokens"
@@ -354,7 +392,7 @@ class ModelServer(server.Edge):
                     return
 
         def chunk(index: int, delta: dict[str, Any], **extra: Any) -> str:
-            return responses.sse(responses.chat_chunk(cid, self.name, created, delta, index=index, **extra))
+            return responses.sse(responses.chat_chunk(cid, request.model, created, delta, index=index, **extra))
 
         async with self._engine():
             started = time.perf_counter()
@@ -390,7 +428,7 @@ class ModelServer(server.Edge):
                 self._tokens(prompt_tokens, completion_tokens, time.perf_counter() - started)
                 if request.stream_options and request.stream_options.include_usage:
                     usage = responses.usage(prompt_tokens, completion_tokens)
-                    yield responses.sse(responses.chat_chunk(cid, self.name, created, {}, usage_=usage))
+                    yield responses.sse(responses.chat_chunk(cid, request.model, created, {}, usage_=usage))
                 yield responses.SSE_DONE
             finally:
                 if not task.done():  # a client that disconnects stops the engine at its next token
@@ -433,6 +471,130 @@ class ModelServer(server.Edge):
         with self.observed("responses"):
             return await self._responses().delete(response_id)
 
+    # ------------------------------------------------------------ legacy completions
+
+    def _completion_request(self, body: dict[str, Any] | bytes) -> CompletionRequest:
+        self._check_task("chat", "/v1/completions")
+        loaded = self.load(body)
+        request: CompletionRequest = self._parse(CompletionRequest, loaded)
+        parameters.check_completions(loaded, self.runtime_name)
+        context = self._chat_runtime.context_length
+        if request.max_tokens is not None and request.max_tokens >= context:
+            raise ApiError(400, f"max_tokens: {request.max_tokens} tokens do not fit this model's context of "
+                           f"{context} tokens (the prompt needs some too)", param="max_tokens",
+                           code="context_length_exceeded")
+        return request
+
+    def _completion_work(self, request: CompletionRequest) -> list[tuple[int, str, Any]]:
+        """(choice index, prompt, sampling request) for each prompt and each of its `n` choices, in order."""
+        return [(p * request.n + i, prompt, request.sampling(None if request.seed is None else request.seed + i))
+                for p, prompt in enumerate(request.prompts) for i in range(request.n)]
+
+    def _decode_text(self, prompt: str, sampling: ChatCompletionRequest, request: CompletionRequest,
+                     emit: Any, cancelled: threading.Event) -> Generation:
+        try:
+            return self._chat_runtime.decode(prompt, sampling, None, request.stops, request.max_tokens, emit,
+                                             cancelled)
+        except ApiError as exc:
+            if exc.param == "messages":  # the runtime speaks of messages; this route has a prompt
+                raise ApiError(exc.status, exc.message.replace("The messages take", "The prompt takes"),
+                               param="prompt", code=exc.code) from None
+            raise
+
+    async def completions(self, body: dict[str, Any] | bytes,
+                          trace_headers: dict[str, str] | None = None) -> dict[str, Any]:
+        """`POST /v1/completions` (legacy): the prompt's text continued, no chat template."""
+        with self.observed("completions", trace_headers):
+            request = self._completion_request(body)
+            choices: list[dict[str, Any]] = []
+            prompt_tokens = completion_tokens = 0
+            cancelled = threading.Event()
+            async with self._engine():
+                try:
+                    for index, prompt, sampling in self._completion_work(request):
+                        result = await asyncio.to_thread(self._decode_text, prompt, sampling, request, None,
+                                                         cancelled)
+                        choices.append({"index": index, "text": (prompt if request.echo else "") + result.text,
+                                        "finish_reason": result.finish_reason, "logprobs": None})
+                        prompt_tokens += result.prompt_tokens if index % request.n == 0 else 0
+                        completion_tokens += result.completion_tokens
+                except asyncio.CancelledError:
+                    cancelled.set()
+                    self._stats["generations_cancelled"] += 1
+                    raise
+            self._tokens(prompt_tokens, completion_tokens)
+            return responses.text_completion(responses.new_id("cmpl"), request.model, choices,
+                                            prompt_tokens, completion_tokens)
+
+    async def completions_stream(self, body: dict[str, Any] | bytes,
+                                 trace_headers: dict[str, str] | None = None) -> AsyncGenerator[str]:
+        lines = self.observed_stream("completions", lambda: self._completion_lines(self._completion_request(body)),
+                                     trace_headers)
+        async with contextlib.aclosing(lines):
+            async for line in lines:
+                yield line
+
+    async def _completion_lines(self, request: CompletionRequest) -> AsyncGenerator[str]:
+        """The completions as SSE chunks (`object: text_completion`), one choice after another."""
+        cid, created = responses.new_id("cmpl"), int(time.time())
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[str | Generation | BaseException] = asyncio.Queue()
+        cancelled = threading.Event()
+        work = self._completion_work(request)
+
+        def put(item: str | Generation | BaseException) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+
+        def run() -> None:
+            for _, prompt, sampling in work:
+                try:
+                    put(self._decode_text(prompt, sampling, request, put, cancelled))
+                except BaseException as exc:
+                    put(exc)
+                    return
+                if cancelled.is_set():
+                    return
+
+        def chunk(index: int, text: str, finish: str | None = None) -> str:
+            return responses.sse(responses.text_completion(cid, request.model, [
+                {"index": index, "text": text, "finish_reason": finish, "logprobs": None}], 0, 0, created, True))
+
+        async with self._engine():
+            task = loop.run_in_executor(None, run)
+            try:
+                prompt_tokens = completion_tokens = 0
+                first: Any = await queue.get()
+                if isinstance(first, ApiError):
+                    raise first
+                pending: Any = first
+                for index, prompt, _ in work:
+                    if request.echo:
+                        yield chunk(index, prompt)
+                    while True:
+                        item, pending = (pending if pending is not None else await queue.get()), None
+                        if isinstance(item, str):
+                            yield chunk(index, item)
+                        elif isinstance(item, BaseException):
+                            error = item if isinstance(item, ApiError) else guard.internal_error(
+                                f"model {self.name}: completion", item)
+                            yield responses.sse_error(error)
+                            return
+                        else:
+                            yield chunk(index, "", item.finish_reason)
+                            prompt_tokens += item.prompt_tokens if index % request.n == 0 else 0
+                            completion_tokens += item.completion_tokens
+                            break
+                self._tokens(prompt_tokens, completion_tokens)
+                if request.stream_options and request.stream_options.include_usage:
+                    yield responses.sse(responses.text_completion(cid, request.model, [], prompt_tokens,
+                                                                  completion_tokens, created, True))
+                yield responses.SSE_DONE
+            finally:
+                if not task.done():
+                    cancelled.set()
+                    self._stats["generations_cancelled"] += 1
+                await task
+
     def check_health(self) -> None:
         if self.loaded is None:
             raise RuntimeError(f"model {self.name} is not loaded")
@@ -459,9 +621,7 @@ class ModelServer(server.Edge):
 
     @api.get("/v1/models/{model:path}")
     async def http_model(self, model: str) -> Response:
-        if model != self.name:
-            raise protocol.unknown_model(model, self.name)
-        return JSONResponse((await self.models())["data"][0])
+        return JSONResponse(await self.model(model))
 
     @api.post("/v1/embeddings")
     async def http_embeddings(self, request: Request) -> Response:
@@ -470,6 +630,13 @@ class ModelServer(server.Edge):
     @api.post("/v1/rerank")
     async def http_rerank(self, request: Request) -> Response:
         return JSONResponse(await self.rerank(await self.read(request)))
+
+    @api.post("/v1/completions")
+    async def http_completions(self, request: Request) -> Response:
+        body = self.load(await self.read(request))
+        if body.get("stream") is True:
+            return await guard.sse_response(self.completions_stream(body))
+        return JSONResponse(await self.completions(body))
 
     @api.post("/v1/chat/completions")
     async def http_chat_completions(self, request: Request) -> Response:
@@ -515,6 +682,9 @@ def operations() -> dict[str, openapi.Operation]:
         "rerank": openapi.Operation("post", "/v1/rerank", responses.RerankList, RerankRequest),
         "chatCompletions": openapi.Operation("post", "/v1/chat/completions", responses.ChatCompletion,
                                              ChatCompletionRequest, stream=openapi.DATA_SSE),
+        # legacy completions: a text_completion object (web/responses.text_completion)
+        "completions": openapi.Operation("post", "/v1/completions", openapi.ANY_JSON, CompletionRequest,
+                                         stream=openapi.DATA_SSE),
         "listModels": openapi.Operation("get", "/v1/models", responses.ModelList),
         "getModel": openapi.Operation("get", "/v1/models/{model}", responses.ModelCard),
         "tokenizer": openapi.Operation("get", "/v1/tokenizer", responses.Tokenizer),

@@ -151,7 +151,8 @@ class CallGrammar:
 
 
 def call_grammar(request: ChatCompletionRequest) -> CallGrammar:
-    return CallGrammar(json.dumps(call_schema(request), sort_keys=True), request.parallel_tool_calls is True)
+    # keys in the order the prompt teaches ("name" before "arguments"): the model picks the tool first
+    return CallGrammar(json.dumps(call_schema(request)), request.parallel_tool_calls is True)
 
 
 def openai_call(name: str, arguments: Any) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from pydantic.json_schema import JsonSchemaValue
 
 from raylight_pipelines.web import limits
 from raylight_pipelines.web.errors import ApiError, validation_error
+from raylight_pipelines.web.openai_tokens import is_token_input, token_texts
 
 # The largest body a model route reads (1 MiB: about 250,000 tokens of text, more than a CPU runtime's context).
 MODEL_MAX_REQUEST_BYTES = 1024 * 1024
@@ -38,29 +39,40 @@ def unknown_model(requested: str, served: str) -> ApiError:
 
 
 class _Request(BaseModel):
-    # OpenAI clients send fields we do not act on (metadata, ...): ignore those, refuse the ones that would
-    # change the answer (checked explicitly below). Strict types, as OpenAI's API: "5" is no integer, "true"
-    # no boolean, 1e9 no integer either (a float); the same body gets the same answer on every app.
+    # Every parameter a body may carry is checked against web/parameters.py's tables first (honoured,
+    # accepted, or refused with 400 naming it); fields these models do not declare are the accepted ones.
+    # Strict types, as OpenAI's API: "5" is no integer, "true" no boolean, 1e9 no integer either (a float);
+    # the same body gets the same answer on every app.
     model_config = ConfigDict(extra="ignore", strict=True)
 
     model: str = Field(min_length=1)
 
 
 class EmbeddingsRequest(_Request):
-    input: str | list[str]
+    """`POST /v1/embeddings`: `input` a string, a list of strings, or OpenAI token ids (an array, or an array
+    of arrays: cl100k_base ids, as LangChain's OpenAIEmbeddings sends them; see web/openai_tokens.py).
+    An input longer than the model's window is refused (400 naming it and the limit) unless `truncate` is
+    true (TEI's field): then the model sees its first window of tokens. `dimensions` is the model's own, or
+    one of the shorter Matryoshka sizes it was trained for (engineArgs.matryoshka_dimensions)."""
+
+    input: str | list[str] | list[int] | list[list[int]]
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(None, ge=1, le=65536)
+    truncate: bool = False
 
     @field_validator("input", mode="before")
     @classmethod
-    def _text_only(cls, value: Any) -> Any:
-        if isinstance(value, list) and value and not isinstance(value[0], str):
-            raise ValueError("token-id input is not supported; send a string or a list of strings")
+    def _text_or_tokens(cls, value: Any) -> Any:
+
+
+        if isinstance(value, list) and value and not all(isinstance(x, str) for x in value) \
+                and not is_token_input(value):
+            raise ValueError("a string, a list of strings, or token ids (a list of integers or of lists of them)")
         return value
 
     @field_validator("input")
     @classmethod
-    def _not_empty(cls, value: str | list[str]) -> str | list[str]:
+    def _not_empty(cls, value: Any) -> Any:
         if isinstance(value, list) and not value:
             raise ValueError("must not be an empty list")
         if isinstance(value, list) and len(value) > limits.MAX_INPUTS:
@@ -74,7 +86,14 @@ class EmbeddingsRequest(_Request):
 
     @property
     def texts(self) -> list[str]:
-        return [self.input] if isinstance(self.input, str) else list(self.input)
+        """The inputs as text (token ids decoded with OpenAI's tokenizer); raises ApiError naming `input`."""
+
+
+        if isinstance(self.input, str):
+            return [self.input]
+        if is_token_input(self.input):
+            return token_texts(list(self.input))
+        return [str(x) for x in self.input]
 
 
 class RerankDocument(BaseModel):
@@ -91,6 +110,7 @@ class RerankRequest(_Request):
     documents: list[str | RerankDocument] = Field(min_length=1, max_length=1000)
     top_n: int | None = Field(None, ge=1, le=1000)
     return_documents: bool = True
+    truncate: bool = False  # TEI's field: a pair over the model's window is refused (400) unless true
 
     @property
     def texts(self) -> list[str]:
@@ -244,6 +264,16 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
+def token_biases(value: dict[str, float] | None) -> dict[str, float] | None:
+    """Check a `logit_bias`: keys token ids (non-negative integers as strings), biases within -100..100."""
+    for key, bias in (value or {}).items():
+        if not key.isdigit() or len(key) > 9:
+            raise ValueError(f"keys are token ids (decimal integers); {key[:20]!r} is not one")
+        if not -100 <= bias <= 100:
+            raise ValueError(f"token {key}: bias {bias} is outside [-100, 100]")
+    return value
+
+
 class ChatCompletionRequest(_Request):
     messages: list[ChatMessage] = Field(min_length=1)
     max_tokens: int | None = Field(None, ge=1, le=limits.MAX_TOKENS)
@@ -255,8 +285,6 @@ class ChatCompletionRequest(_Request):
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = Field(None, max_length=256)  # who asks (OpenAI's end-user id); not acted on
-    # token id (decimal) -> bias; checked here, honoured or refused by the runtime
-    logit_bias: dict[str, float] | None = Field(None, max_length=300)
     response_format: ResponseFormat | None = None
     presence_penalty: float = Field(0.0, ge=-2, le=2)
     frequency_penalty: float = Field(0.0, ge=-2, le=2)
@@ -268,16 +296,18 @@ class ChatCompletionRequest(_Request):
     parallel_tool_calls: bool | None = None
     logprobs: bool | None = None
     top_logprobs: int | None = Field(None, ge=0, le=20)
+    # token id (as a string, OpenAI's shape) -> bias added to its logit, -100 (never) to 100 (always)
+    logit_bias: dict[str, float] | None = Field(None, max_length=300)
+
+    @property
+    def token_biases(self) -> dict[int, float]:
+        """logit_bias as token id -> bias (empty when none is asked)."""
+        return {int(token): bias for token, bias in (self.logit_bias or {}).items()}
 
     @field_validator("logit_bias")
     @classmethod
     def _token_biases(cls, value: dict[str, float] | None) -> dict[str, float] | None:
-        for key, bias in (value or {}).items():
-            if not key.isdigit() or len(key) > 9:
-                raise ValueError(f"keys are token ids (decimal integers); {key[:20]!r} is not one")
-            if not -100 <= bias <= 100:
-                raise ValueError(f"token {key}: bias {bias} is outside [-100, 100]")
-        return value
+        return token_biases(value)
 
     @field_validator("stop")
     @classmethod
@@ -348,6 +378,64 @@ class ChatCompletionRequest(_Request):
     @property
     def json_schema(self) -> dict[str, Any] | None:
         return self.response_format.enforced_schema() if self.response_format else None
+
+
+class CompletionRequest(_Request):
+    """`POST /v1/completions` (legacy): text in, text out, no chat template. `prompt` is a string or a list of
+    strings (one completion per prompt and `n`); `max_tokens` defaults to 16 as on OpenAI; `echo` puts the
+    prompt before the completion's text."""
+
+    prompt: str | list[str]
+    max_tokens: int | None = Field(16, ge=1)
+    temperature: float = Field(1.0, ge=0, le=2)
+    top_p: float = Field(1.0, gt=0, le=1)
+    n: int = Field(1, ge=1, le=MAX_CHOICES)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    presence_penalty: float = Field(0.0, ge=-2, le=2)
+    frequency_penalty: float = Field(0.0, ge=-2, le=2)
+    logit_bias: dict[str, float] | None = Field(None, max_length=300)
+    echo: bool = False
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _token_biases(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        return token_biases(value)
+
+    @field_validator("prompt", mode="before")
+    @classmethod
+    def _text_prompts(cls, value: Any) -> Any:
+        if isinstance(value, list) and value and not all(isinstance(item, str) for item in value):
+            raise ValueError("token-id prompts are not supported; send a string or a list of strings")
+        if isinstance(value, list) and not value:
+            raise ValueError("must not be an empty list")
+        return value
+
+    @field_validator("stop")
+    @classmethod
+    def _stop_list(cls, value: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(value, list) and len(value) > 4:
+            raise ValueError("at most 4 stop sequences")
+        return value
+
+    @property
+    def prompts(self) -> list[str]:
+        return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
+
+    def sampling(self, seed: int | None = None) -> ChatCompletionRequest:
+        """The sampling fields as the chat request the runtimes decode with (the messages are not used)."""
+        return ChatCompletionRequest.model_validate({
+            "model": self.model, "messages": [{"role": "user", "content": ""}], "temperature": self.temperature,
+            "top_p": self.top_p, "seed": seed, "presence_penalty": self.presence_penalty,
+            "frequency_penalty": self.frequency_penalty, "logit_bias": self.logit_bias})
+
+    @property
+    def stops(self) -> list[str]:
+        if self.stop is None:
+            return []
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop)
 
 
 def parse(model: type[_Request], body: Any, served: str, adapters: Sequence[str] = ()) -> Any:

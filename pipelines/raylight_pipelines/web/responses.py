@@ -196,6 +196,17 @@ def chat_completion(cid: str, model: str, choices: list[dict[str, Any]], prompt_
             "choices": choices, "usage": usage(prompt_tokens, completion_tokens), **(extra or {})}
 
 
+def text_completion(cid: str, model: str, choices: list[dict[str, Any]], prompt_tokens: int,
+                    completion_tokens: int, created: int | None = None, chunk: bool = False) -> dict[str, Any]:
+    """A legacy completion (or one of its streamed chunks): choices are {"index", "text", "finish_reason",
+    "logprobs"}."""
+    body: dict[str, Any] = {"id": cid, "object": "text_completion", "created": created or int(time.time()),
+                            "model": model, "choices": choices}
+    if not chunk or not choices:
+        body["usage"] = usage(prompt_tokens, completion_tokens)
+    return body
+
+
 def chat_chunk(cid: str, model: str, created: int, delta: dict[str, Any], finish_reason: str | None = None,
                usage_: dict[str, int] | None = None, index: int = 0,
                logprobs: list[dict[str, Any]] | None = None, extra: dict[str, Any] | None = None

@@ -87,3 +87,18 @@ def test_other_tasks_routes_refuse_with_the_reason(served: tuple[str, Path]) -> 
     resp = httpx.post(f"{url}/v1/embeddings", json={"model": "xenc", "input": "x"}, timeout=30)
     assert resp.status_code == 400 and resp.json()["error"]["code"] == "wrong_task"
     assert "rerank model" in resp.json()["error"]["message"]
+
+
+def test_a_pair_over_the_window_is_400_naming_it_unless_truncate_is_asked(served: tuple[str, Path]) -> None:
+    url, _ = served
+    window = httpx.get(f"{url}/v1/models", timeout=30).json()["data"][0]["max_input_tokens"]
+    long = " ".join(["replicas"] * (window * 2))
+    body = {"model": "xenc", "query": QUERY, "documents": [DOCS[0], long]}
+    refused = httpx.post(f"{url}/v1/rerank", json=body, timeout=60)
+    assert refused.status_code == 400, refused.text
+    error = refused.json()["error"]
+    assert error["param"] == "documents" and error["code"] == "context_length_exceeded"
+    assert "documents[1]" in error["message"] and f"at most {window} tokens" in error["message"]
+    cut = httpx.post(f"{url}/v1/rerank", json={**body, "truncate": True}, timeout=60)
+    assert cut.status_code == 200 and len(cut.json()["results"]) == 2
+    assert len(HttpReranker(f"{url}/v1", "xenc").scores(QUERY, [long])) == 1  # the retriever asks to truncate

@@ -113,12 +113,28 @@ def test_finetune_teaches_a_fact_and_the_adapter_is_served_by_name(local_serve: 
         assert (again["step"], again["trainLoss"], again["stepsPerSecond"]) == (8, summary["trainLoss"], None)
         assert again["adapterSha256"] == summary["adapterSha256"]
 
-        url = local.deploy_model(_smollm(out), "/models/smollm", timeout_s=600)
-        listing = httpx.get(url + "/v1/models", timeout=30).json()
-        assert listing["data"][0]["adapters"] == ["zorblax"] if "data" in listing else listing["adapters"] == [
-            "zorblax"]
+        local.deploy_model(_smollm(out), "/models/smollm", timeout_s=600)
+        # Through the gateway, as `raylight up` serves it (issue 31 item 4: f12-finetune): the adapter's
+        # name selects it, /v1/models lists it as its own entry with its base, streamed chunks carry its name.
+        from ray import serve
+        from raylight.local.gateway import build_app as gateway
+
+        serve._run(gateway({"models": {"smollm": "chat"}, "adapters": {"smollm": ["zorblax"]}}), _blocking=True,
+                   name="gateway-test", route_prefix="/")
+        url = local.current().url
+        assert local.wait_routed(url)
+        listing = httpx.get(url + "/v1/models", timeout=30).json()["data"]
+        assert [(e["id"], e["parent"]) for e in listing] == [("smollm", None), ("zorblax", "smollm")]
+        one = httpx.get(url + "/v1/models/zorblax", timeout=30)
+        assert one.status_code == 200 and one.json()["parent"] == "smollm" and one.json()["root"] == f"file://{out}"
+        assert httpx.get(url + "/v1/models/nobody", timeout=30).status_code == 404
         base = _ask(url, "smollm")
         tuned = _ask(url, "zorblax")
+        with httpx.stream("POST", url + "/v1/chat/completions", timeout=120, json={
+                "model": "zorblax", "messages": QUESTION, "temperature": 0, "max_tokens": 20, "stream": True}) as r:
+            chunks = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: {")]
+        assert chunks and {c["model"] for c in chunks} == {"zorblax"}
+        assert FACT in "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
         before = base["choices"][0]["message"]["content"]
         after = tuned["choices"][0]["message"]["content"]
         print(f"base: {before!r}\nadapter: {after!r}", file=sys.stderr)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from raylight.api.connections import IngestionPlan, StoreConnection, ThreadsConnection
 from raylight.api.manifests import Manifest, load
 from raylight.api.serve import AgentAppArgs
@@ -59,7 +60,7 @@ def test_only_the_gateway_has_an_http_route(tmp_path: Path) -> None:
     routes = {app["name"]: app["route_prefix"] for app in plan.apps}
     assert routes == {"minilm": None, "smollm": None, "handbook": None, st.GATEWAY_APP: "/"}
     assert plan.gateway["args"] == {"models": {"minilm": "embed", "smollm": "chat"}, "pipelines": ["handbook"],
-                                    "protected": [], "max_request_bytes": 65536}
+                                    "protected": [], "max_request_bytes": 65536, "adapters": {}}
 
 
 def test_an_edit_changes_only_the_edited_resources_hash(tmp_path: Path) -> None:
@@ -83,6 +84,46 @@ def test_names_must_differ_across_kinds() -> None:
         update={"name": "minilm"})})
     problems = local_problems([*manifests, Manifest(clash, pipeline.file)])
     assert [(p.kind, p.name, p.field) for p in problems] == [("Pipeline", "minilm", "metadata.name")]
+
+
+def _with_adapter(md: ModelDeployment, adapter: str) -> ModelDeployment:
+    spec = md.spec.model_dump(by_alias=True, exclude_none=True)
+    spec.update(runtime="transformers", adapters=[{"name": adapter, "source": "file:///tmp/a"}])
+    return ModelDeployment.model_validate({"metadata": {"name": md.metadata.name}, "spec": spec})
+
+
+@pytest.mark.parametrize("adapter", ["handbook", "minilm", "smollm"])
+def test_adapter_names_must_differ_from_every_model_and_pipeline_name(adapter: str) -> None:
+    """A request's model selects one thing (issue 31 item 4): an adapter named like a Pipeline, another model
+    or its own model is refused, naming the field."""
+    manifests = quickstart()
+    chat = next(m for m in manifests if isinstance(m.resource, ModelDeployment) and m.resource.spec.task == "chat")
+    edited = [Manifest(_with_adapter(m.resource, adapter), m.file) if m is chat else m  # type: ignore[arg-type]
+              for m in manifests]
+    problems = local_problems(edited)
+    assert [(p.kind, p.name, p.field) for p in problems] == [("ModelDeployment", "smollm", "spec.adapters[0].name")]
+    assert f"'{adapter}' already names" in problems[0].message
+
+
+def test_two_models_cannot_serve_adapters_of_one_name() -> None:
+    manifests = quickstart()
+    chat = next(m for m in manifests if isinstance(m.resource, ModelDeployment) and m.resource.spec.task == "chat")
+    other = _with_adapter(chat.resource.model_copy(update={"metadata": chat.resource.metadata.model_copy(  # type: ignore[union-attr]
+        update={"name": "smollm-b"})}), "zorblax")
+    edited = [Manifest(_with_adapter(m.resource, "zorblax"), m.file) if m is chat else m  # type: ignore[arg-type]
+              for m in manifests]
+    problems = local_problems([*edited, Manifest(other, chat.file)])
+    assert [(p.name, p.field) for p in problems] == [("smollm-b", "spec.adapters[0].name")]
+    assert "an adapter of ModelDeployment smollm" in problems[0].message
+    assert local_problems([Manifest(_with_adapter(chat.resource, "zorblax"), chat.file)]) == []  # type: ignore[arg-type]
+
+
+def test_the_gateway_learns_which_model_serves_each_adapter(tmp_path: Path) -> None:
+    manifests = quickstart()
+    edited = [Manifest(_with_adapter(m.resource, "zorblax"), m.file)  # type: ignore[arg-type]
+              if isinstance(m.resource, ModelDeployment) and m.resource.spec.task == "chat" else m for m in manifests]
+    plan = build_plan(edited, tmp_path, 8000)
+    assert plan.gateway["args"]["adapters"] == {"smollm": ["zorblax"]}
 
 
 def test_ray_offers_enough_cpus_for_every_replica() -> None:

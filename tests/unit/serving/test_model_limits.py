@@ -30,10 +30,14 @@ class CountingEmbedder:
 
     dimension = DIMENSION
     max_tokens = WINDOW
+    matryoshka_dimensions: tuple[int, ...] = ()
 
     def __init__(self) -> None:
         self.embedded = 0
         self.counted = 0
+
+    def window_tokens(self, texts: list[str]) -> list[int]:
+        return [len(t.split()) + 2 for t in texts]
 
     def token_counts(self, texts: list[str]) -> list[int]:
         self.counted += len(texts)

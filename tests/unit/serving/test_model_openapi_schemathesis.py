@@ -61,6 +61,10 @@ class QuickRuntime(ChatRuntime):
 class ZeroEmbedder:
     dimension = 8
     max_tokens = 64
+    matryoshka_dimensions: tuple[int, ...] = ()
+
+    def window_tokens(self, texts: list[str]) -> list[int]:
+        return [len(t.split()) + 2 for t in texts]
 
     def token_counts(self, texts: list[str]) -> list[int]:
         return [min(len(t.split()) + 2, self.max_tokens) for t in texts]

@@ -34,9 +34,11 @@ def assert_openai_error(error: ApiError, status: int, param: str | None) -> None
 def test_embeddings_input_accepts_a_string_or_a_list_of_strings() -> None:
     assert parse(EmbeddingsRequest, {"model": "m", "input": "a"}, "m").texts == ["a"]
     assert parse(EmbeddingsRequest, {"model": "m", "input": ["a", "b"]}, "m").texts == ["a", "b"]
+    # token ids are OpenAI's cl100k_base ids (tests/unit/web/test_openai_tokens.py)
+    assert parse(EmbeddingsRequest, {"model": "m", "input": [[15339, 1917]]}, "m").texts == ["hello world"]
 
 
-@pytest.mark.parametrize("bad_input", [[], [1, 2, 3], [[1, 2]], 5, None])
+@pytest.mark.parametrize("bad_input", [[], [1, "a"], [[1, 2], "b"], [True], 5, None])
 def test_embeddings_input_that_is_not_text_is_a_400_naming_input(bad_input: object) -> None:
     assert_openai_error(refusal(EmbeddingsRequest, {"model": "m", "input": bad_input}, "m"), 400, "input")
 

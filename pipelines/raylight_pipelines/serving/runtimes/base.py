@@ -26,6 +26,11 @@ Constraint = dict[str, Any] | CallGrammar
 class Embedder(Protocol):
     dimension: int
     max_tokens: int
+    matryoshka_dimensions: tuple[int, ...]  # shorter sizes the model was trained for (may be empty)
+
+    def window_tokens(self, texts: list[str]) -> list[int]:
+        """Tokens each text needs whole (no truncation), to compare with max_tokens."""
+        ...
 
     def embed(self, texts: list[str]) -> tuple[np.ndarray, list[int]]:
         """Normalised float32 vectors (len(texts) x dimension) and the token count of each text."""
@@ -42,6 +47,10 @@ class Embedder(Protocol):
 
 class Reranker(Protocol):
     max_tokens: int
+
+    def window_tokens(self, pairs: list[tuple[str, str]]) -> list[int]:
+        """Tokens each (query, document) pair needs whole (no truncation), to compare with max_tokens."""
+        ...
 
     def score(self, pairs: list[tuple[str, str]]) -> tuple[np.ndarray, list[int]]:
         """A float32 relevance score per (query, document) pair, higher is more relevant, and each pair's

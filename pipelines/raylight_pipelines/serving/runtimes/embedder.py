@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +43,21 @@ class SentenceTransformerEmbedder:
             use_onnx_runtime(self.model, path, threads)
         self.max_tokens = int(self.model.max_seq_length or 512)
         self.dimension = int(self.model.get_embedding_dimension() or 0)
+        self._counter = copy.deepcopy(self.model.tokenizer)  # window checks run beside embedding, in threads
+        self._counting = threading.Lock()
+        # Shorter sizes the model was trained to keep meaning in (Matryoshka); none unless the manifest says.
+        self.matryoshka_dimensions = tuple(sorted(int(d) for d in engine_args.get("matryoshka_dimensions", ())))
+        bad = [d for d in self.matryoshka_dimensions if not 0 < d < self.dimension]
+        if bad:
+            raise ValueError(f"engineArgs.matryoshka_dimensions: {bad[0]} is not below the model's "
+                             f"{self.dimension} dimensions")
+
+    def window_tokens(self, texts: list[str]) -> list[int]:
+        """Tokens each text needs whole (special tokens in, nothing truncated): over max_tokens is over the
+        model's window."""
+        with self._counting:  # its own tokenizer: a fast tokenizer is not safe across threads
+            ids = self._counter(texts, truncation=False)["input_ids"]
+        return [len(x) for x in ids]
 
     def token_counts(self, texts: list[str]) -> list[int]:
         """Tokens each text costs (what the model sees: special tokens in, truncation applied)."""

@@ -101,6 +101,28 @@ def _compiled(constraint: Constraint) -> Any:
     return grammar_for(json.dumps(constraint, sort_keys=True))
 
 
+def logit_bias_processors(biases: dict[int, float], vocabulary: int) -> Any:
+    """`logit_bias` as a llama-cpp-python logits processor: each bias added to its token's logit before
+    sampling (greedy decoding included: a bias of 100 all but forces its token, -100 all but bans it); None
+    when no bias is asked. Raises ApiError 400 naming logit_bias for a token id outside the model's vocabulary."""
+    if not biases:
+        return None
+    outside = sorted(t for t in biases if t >= vocabulary)
+    if outside:
+        raise ApiError(400, f"logit_bias: token {outside[0]} is not in this model's vocabulary of {vocabulary} "
+                       "tokens", param="logit_bias", code="invalid_value")
+    ids = np.fromiter(biases, dtype=np.int64)
+    values = np.fromiter(biases.values(), dtype=np.float32)
+
+    def bias(_input_ids: Any, scores: np.ndarray) -> np.ndarray:
+        scores[ids] += values  # as OpenAI, vLLM and llama.cpp's server apply it: added to the raw logit
+        return scores
+
+    from llama_cpp import LogitsProcessorList
+
+    return LogitsProcessorList([bias])
+
+
 def token_logprobs(logits: np.ndarray, token: int, top: int, text: Callable[[int], bytes]) -> dict[str, Any]:
     """One OpenAI `logprobs.content` item from the raw logits the token was sampled from."""
     shifted = logits - logits.max()
@@ -188,12 +210,14 @@ class LlamaCppRuntime(ChatRuntime):
         logprobs: list[dict[str, Any]] | None = [] if request.logprobs else None
         finish = ["stop"]
 
+        processors = logit_bias_processors(request.token_biases, self.llm.n_vocab())
+
         def pieces() -> Iterator[str]:
             decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
             for token in self.llm.generate(
                 tokens, temp=request.temperature, top_p=request.top_p,
                 frequency_penalty=request.frequency_penalty, presence_penalty=request.presence_penalty,
-                grammar=grammar, **self.sampling,
+                grammar=grammar, logits_processor=processors, **self.sampling,
             ):
                 if llama_cpp.llama_vocab_is_eog(vocab, token):
                     return

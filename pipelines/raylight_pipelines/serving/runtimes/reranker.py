@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,14 @@ class CrossEncoderReranker:
                                   trust_remote_code=bool(engine_args.get("trust_remote_code", False)),
                                   max_length=engine_args.get("max_seq_length"))
         self.max_tokens = int(self.model.max_length or self.model.tokenizer.model_max_length)
+        self._counter = copy.deepcopy(self.model.tokenizer)  # window checks run beside scoring, in threads
+        self._counting = threading.Lock()
+
+    def window_tokens(self, pairs: list[tuple[str, str]]) -> list[int]:
+        """Tokens each (query, document) pair needs whole (special tokens in, nothing truncated)."""
+        with self._counting:  # its own tokenizer: a fast tokenizer is not safe across threads
+            ids = self._counter([q for q, _ in pairs], [d for _, d in pairs], truncation=False)["input_ids"]
+        return [len(x) for x in ids]
 
     def score(self, pairs: list[tuple[str, str]]) -> tuple[np.ndarray, list[int]]:
         """The model's relevance score for each (query, document) pair (higher is more relevant; the
