@@ -133,7 +133,9 @@ class Retriever:
             raise
         except Exception as exc:
             raise StoreUnavailable(f"vector store query failed: {exc}") from exc
-        chunks = [_chunk(h) for h in hits]
+        # Equal scores (RRF gives two chunks that top one branch each the same) in a fixed order, whatever order
+        # the engine's segments return them in: the same question gets the same sources, citations and answer.
+        chunks = [_chunk(h) for h in sorted(hits, key=lambda h: (-h.score, h.id))]
         if use_rerank and self.reranker is not None:
             with telemetry.stage(self.pipeline, "rerank", candidates=len(chunks)):
                 chunks = _reranked(self.reranker, query, chunks)
