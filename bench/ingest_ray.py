@@ -122,8 +122,8 @@ def main() -> None:
                 if args.fit:
                     t_small, n_small = time_ray(embedder, quarter, actor, workers, cpus, args.gpus)
                     assert n_small == small, (leg, n_small, small)
-                    r = (chunks - small) / (seconds - t_small)
-                    fits[leg].append((r, seconds - chunks / r))
+                    steady = (chunks - small) / (seconds - t_small)
+                    fits[leg].append((steady, seconds - chunks / steady))
             print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.1f}s" for k, v in times.items()), flush=True)
         rate = {k: chunks / statistics.median(v) for k, v in times.items()}
         out: dict[str, Any] = {
