@@ -25,8 +25,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from raylight.api.types import ModelSource
 from raylight_pipelines.serving.loading import _load_runtime
 from raylight_pipelines.serving.runtimes.base import ChatRuntime
-from raylight_pipelines.weights import resolve
 from raylight_pipelines.web.protocol import ChatCompletionRequest
+from raylight_pipelines.weights import resolve
 
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 STORY = [{"role": "user", "content": "Write a short story about a lighthouse keeper and a storm."}]
