@@ -16,7 +16,7 @@ bash scripts/install.sh
 export OPENBLAS_NUM_THREADS=1 HF_HUB_OFFLINE=1
 installed=$(date +%s)
 
-echo "[quickstart] starting the platform: Ray, the two models, ingesting the handbook (usually 45-70 s on 2 cores)" >&2
+echo "[quickstart] starting the platform: Ray, the two models, ingesting the handbook (usually 1-2 min on 2 cores the first time; about 10 s when it is already running and nothing changed)" >&2
 raylight up -f examples/quickstart --port "$PORT"
 up=$(date +%s)
 
