@@ -13,8 +13,11 @@ from typing import Any, Literal
 from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict
 from raylight_pipelines.web import openapi
-from raylight_pipelines.web.openapi import DATA_SSE, Operation
+from raylight_pipelines.web.openapi import ANY_JSON, DATA_SSE, EVENT_SSE, Operation
 from raylight_pipelines.web.responses import ChatCompletion, Health, ModelList
+from raylight_pipelines.web.responses_api import ResponsesRequest
+
+from raylight_agents.mcp_server import MCP_PATH, ROUTE_METHODS
 
 
 class _Out(BaseModel):
@@ -128,6 +131,11 @@ ERRORS = {
 SSE = {"text/event-stream": {"schema": {
     "type": "object", "required": ["event", "data"],
     "properties": {"event": {"enum": ["retrieval", "token", "final", "error"]}, "data": {"type": "string"}}}}}
+MCP_CONTENT = {**ANY_JSON, **EVENT_SSE}
+MCP_STATUSES: dict[str, tuple[str, type[BaseModel] | dict[str, Any] | None]] = {
+    "202": ("a notification or response accepted (no body)", None),
+    "406": ("the Accept header does not take JSON and event streams", ANY_JSON),
+}
 SECURITY = {"bearer": {"type": "http", "scheme": "bearer",
                        "description": "the Pipeline's token, or a signed identity in OIDC mode"}}
 THREAD_USER = "$request.body#/user/id"
@@ -161,6 +169,13 @@ def operations(bodies: dict[str, type[BaseModel]]) -> dict[str, Operation]:
         "getThread": Operation("get", "/v1/pipelines/{name}/threads/{thread_id}", ThreadOut),
         "chatCompletions": Operation("post", "/v1/chat/completions", ChatOut, bodies["chat"], stream=DATA_SSE,
                                      links=LINKS["chatCompletions"]),
+        # the Responses API (web/responses_api): its request model; the Response object as JSON
+        "createResponse": Operation("post", "/v1/responses", ANY_JSON, ResponsesRequest, stream=EVENT_SSE),
+        "getResponse": Operation("get", "/v1/responses/{response_id}", ANY_JSON),
+        "deleteResponse": Operation("delete", "/v1/responses/{response_id}", ANY_JSON),
+        # the Pipeline's MCP server (raylight_agents.mcp_server): JSON-RPC over streamable HTTP
+        **{f"mcp{method.title()}": Operation(method.lower(), MCP_PATH, MCP_CONTENT, statuses=MCP_STATUSES)
+           for method in ROUTE_METHODS},
         "listModels": Operation("get", "/v1/models", ModelList),
         "healthz": Operation("get", "/healthz", Health, public=True),
         "readyz": Operation("get", "/readyz", ReadyOut, public=True,

@@ -20,6 +20,7 @@ from raylight.api.types import ApiModel, ModelSource, OidcClaims, PipelineSpec
 ENV_LLM_API_KEY = "RAYLIGHT_LLM_API_KEY"
 ENV_QDRANT_API_KEY = "RAYLIGHT_QDRANT_API_KEY"
 ENV_AGENT_TOKEN = "RAYLIGHT_AGENT_TOKEN"
+ENV_RESPONSES_DSN = "RAYLIGHT_RESPONSES_DSN"  # a chat model's /v1/responses store (the operator's default DSN)
 ENV_THREADS_DSN = "RAYLIGHT_THREADS_DSN"
 ENV_OIDC_JWKS = "RAYLIGHT_OIDC_JWKS"
 # Where the agent pods mount agent.auth.oidc.jwksSecret (a volume, so a changed Secret reaches them).

@@ -10,12 +10,13 @@ import math
 from typing import Any
 
 from raylight import yamlio
-from raylight.api.connections import IngestionPlan
+from raylight.api.connections import ENV_RESPONSES_DSN, IngestionPlan, ResponseStoreConnection
 from raylight.api.names import (
     APP_METRICS_PORT,
     APP_METRICS_PORT_ENV,
     CONFIGMAP_MOUNT_ROOT,
     HEAD_RESOURCE,
+    MODEL_APP_IMPORT,
     PLAN_CHECKSUM_CHARS,
     PLAN_FILE,
     PLAN_MOUNT_DIR,
@@ -29,9 +30,15 @@ from raylight.api.names import (
     ingestion_job_name,
     model_rayservice_name,
 )
-from raylight.api.serve import AGENT_CPUS
-from raylight.api.types import ModelDeployment, ModelDeploymentSpec, ModelSource, Pipeline
-from raylight.desired.pipeline import get_agent_volumes, get_connections, get_ingestion_plan, get_pipeline_env
+from raylight.api.serve import AGENT_CPUS, ModelAppArgs
+from raylight.api.types import ModelDeployment, ModelDeploymentSpec, ModelSource, Pipeline, SecretKeyRef
+from raylight.desired.pipeline import (
+    get_agent_volumes,
+    get_connections,
+    get_ingestion_plan,
+    get_pipeline_env,
+    secret_env,
+)
 from raylight.desired.serve import get_agent_application, get_model_application
 from raylight.governance.accelerators import vendor_of
 from raylight.settings import Settings
@@ -216,6 +223,11 @@ def get_model_rayservice(md: ModelDeployment, namespace: str, settings: Settings
     gpus = spec.resources.gpus
     image = spec.image or (settings.vllm_image if spec.runtime == "vllm" else settings.runtime_image)
     env = get_download_env(spec.model)
+    if settings.postgres_secret and app["import_path"] == MODEL_APP_IMPORT and spec.task == "chat":
+        # /v1/responses: one store for every replica, in the operator's default PostgreSQL
+        app["args"] = ModelAppArgs.model_validate(app["args"]).model_copy(update={
+            "responses": ResponseStoreConnection(postgres_dsn_env=ENV_RESPONSES_DSN)}).to_wire()
+        env = [*env, *secret_env(ENV_RESPONSES_DSN, SecretKeyRef(name=settings.postgres_secret, key="dsn"))]
     volumes, mounts = _pvc_volumes(spec)
     vendor = vendor_of(spec.resources.accelerator_type)
     worker_container = _container("ray-worker", image, spec.resources.cpus, spec.resources.memory, gpus, env,

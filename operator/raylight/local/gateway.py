@@ -51,7 +51,7 @@ from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from ray.serve.handle import DeploymentHandle, DeploymentResponse, DeploymentResponseGenerator
 from ray.serve.schema import ReplicaState
 from raylight_pipelines import telemetry
-from raylight_pipelines.web import guard, responses, responses_api, server
+from raylight_pipelines.web import guard, openapi, responses, responses_api, server
 from raylight_pipelines.web.errors import ApiError
 from raylight_pipelines.web.protocol import MODEL_MAX_REQUEST_BYTES
 
@@ -340,13 +340,12 @@ class Gateway(server.Edge):
         """GET/DELETE a stored response: the app that holds it answers (each chat model, then each pipeline the
         caller may call); none does -> 404."""
         auth = request.headers.get("authorization")
-        calls = [(f"model {m}", getattr(self._model(m), method).remote(response_id))
-                 for m, task in self.models.items() if task == "chat"]
-        for name in self.pipelines:
-            calls.append((f"pipeline {name}", getattr(self._agent(name), method).remote(response_id, auth, user)))
-        for backend, call in calls:
+        backends: list[tuple[str, DeploymentHandle, tuple[Any, ...]]] = [
+            (f"model {m}", self._model(m), (response_id,)) for m, task in self.models.items() if task == "chat"]
+        backends += [(f"pipeline {p}", self._agent(p), (response_id, auth, user)) for p in self.pipelines]
+        for backend, handle, args in backends:  # one at a time: a DELETE must not race itself
             try:
-                return JSONResponse(await call)
+                return JSONResponse(await getattr(handle, method).remote(*args))
             except ApiError as exc:
                 if exc.status == 400:
                     raise  # a malformed id: every app says the same
@@ -415,6 +414,48 @@ class Gateway(server.Edge):
         except Exception as exc:
             raise backend_error(f"pipeline {name}", exc) from exc
         return Response(reply.body, reply.status, headers=dict(reply.headers))
+
+
+def operations() -> dict[str, openapi.Operation]:
+    """The gateway's routes for its /openapi.json: the model app's and the agent app's own operations (their
+    request and response models), since it relays those apps' answers, and its own probes and metrics.
+    Read when /openapi.json is first asked for (the agent app's models load then, not at start)."""
+    from raylight_agents import openapi as agent_openapi
+    from raylight_agents.serve import ChatIn, InvokeIn, SearchIn
+    from raylight_pipelines.serving import app as model_app
+
+    models = model_app.operations()
+    agents = agent_openapi.operations({"invoke": InvokeIn, "search": SearchIn, "chat": ChatIn})
+    text = {"text/plain": {"schema": {"type": "string"}}}
+    return {
+        **{op: models[op] for op in ("embeddings", "rerank", "createResponse", "getResponse", "deleteResponse")},
+        **{op: agents[op] for op in ("invoke", "stream", "search", "getThread", "listModels", "healthz", "mcpGet",
+                                      "mcpPost", "mcpDelete")},
+        # a model's ChatCompletion, or a Pipeline's (the same with citations, thread_id, grounding)
+        "chatCompletions": openapi.Operation("post", "/v1/chat/completions", responses.ChatCompletion, ChatIn,
+                                             stream=openapi.DATA_SSE),
+        "readyz": openapi.Operation("get", "/readyz", openapi.ANY_JSON, public=True, statuses={
+            "503": ("a model or pipeline is not ready: its check says why", openapi.ANY_JSON)}),
+        "metrics": openapi.Operation("get", "/metrics", text, public=True),
+    }
+
+
+ERRORS = {
+    "400": "invalid JSON, Unicode, nesting or field (the message names each field and limit)",
+    "401": "missing or wrong bearer token (a protected Pipeline)",
+    "404": "no such model, pipeline, thread, response or route",
+    "405": "wrong method (`Allow` says which)",
+    "406": "an MCP call that does not accept JSON and event streams",
+    "408": "the body did not arrive in time",
+    "409": "another turn on this thread is running",
+    "413": "the body, the tokens or the answer over a limit (docs/limits.md)",
+    "429": "too many requests (this client in flight, or a Pipeline's quota)",
+    "431": "the headers are too large",
+    "502": "the model refused the agent's call",
+    "503": "a model, pipeline or dependency is not available right now; the message says which",
+    "504": "a run or a stream took longer than its limit",
+}
+openapi.describe(api, operations, ERRORS)
 
 
 def build_app(args: dict[str, Any]) -> serve.Application:

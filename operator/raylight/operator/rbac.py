@@ -23,7 +23,8 @@ What each rule is for:
 - gateway.networking.k8s.io gatewayclasses: get only, to check that the GatewayClass an Incremental upgrade
   names exists.
 - apiextensions customresourcedefinitions and core namespaces: Kopf scans which resources exist and,
-  with namespace patterns, which namespaces match.
+  with namespace patterns, which namespaces match; the operator's start-up check reads the KubeRay and
+  Gateway API CRDs it needs (get).
 - kopf.dev peerings: only when running with peering (the default); `--standalone` needs none.
 The validating webhook configuration is created by the chart, not by Kopf, so no admissionregistration.
 """
@@ -46,7 +47,7 @@ _RULES: tuple[tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]], ...] = (
     (("",), ("secrets",), ("get",)),
     (("",), ("events",), ("create",)),
     (("",), ("namespaces",), ("list", "watch")),
-    (("apiextensions.k8s.io",), ("customresourcedefinitions",), ("list", "watch")),
+    (("apiextensions.k8s.io",), ("customresourcedefinitions",), ("get", "list", "watch")),
     (("gateway.networking.k8s.io",), ("gatewayclasses",), ("get",)),
     (("kopf.dev",), ("clusterkopfpeerings", "kopfpeerings"), ("get", "list", "watch", "patch")),
 )

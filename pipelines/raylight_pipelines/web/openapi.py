@@ -45,7 +45,8 @@ class Operation:
     stream: dict[str, Any] | None = None  # a second 200 content (`"stream": true` on a JSON route)
     links: dict[str, Any] = field(default_factory=dict)
     public: bool = False
-    statuses: dict[str, tuple[str, type[BaseModel]]] = field(default_factory=dict)  # e.g. readyz's 503
+    # more statuses: why and the body (a model, a {media type: schema} content, or None: no body), e.g. readyz's 503
+    statuses: dict[str, tuple[str, type[BaseModel] | dict[str, Any] | None]] = field(default_factory=dict)
 
 
 def _json(name: str) -> dict[str, Any]:
@@ -87,7 +88,9 @@ def document(base: dict[str, Any], operations: dict[str, Operation], errors: dic
         for status, why in errors.items():
             responses[status] = {"description": why, "content": _json("ErrorBody")}
         for status, (why, model) in spec.statuses.items():
-            responses[status] = {"description": why, "content": _json(model.__name__)}
+            responses[status] = {"description": why}
+            if model is not None:
+                responses[status]["content"] = _json(model.__name__) if isinstance(model, type) else model
         op["responses"] = responses
     return doc
 

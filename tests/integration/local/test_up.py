@@ -287,6 +287,30 @@ def test_every_pipeline_serves_mcp_through_the_gateway(platform: dict[str, Any])
     assert refused.status_code == 401 and refused.headers["www-authenticate"].startswith("Bearer")
 
 
+def test_the_responses_api_through_the_gateway(platform: dict[str, Any]) -> None:
+    """The OpenAI SDK's responses.create / stream / retrieve / delete on `raylight up`'s port, for a model and a
+    pipeline; previous_response_id continues on the stored conversation (SQLite in the data dir)."""
+    import openai
+
+    client = openai.OpenAI(base_url=f"http://127.0.0.1:{platform['port']}/v1", api_key="none", max_retries=0,
+                           timeout=600)
+    first = client.responses.create(model="smollm", input="Say hello.", max_output_tokens=16, temperature=0)
+    second = client.responses.create(model="smollm", input="Again.", previous_response_id=first.id,
+                                     max_output_tokens=16, temperature=0)
+    assert second.usage is not None and first.usage is not None
+    assert second.usage.input_tokens > first.usage.input_tokens  # the first turn went in
+    assert client.responses.retrieve(first.id).output_text == first.output_text
+    client.responses.delete(first.id)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(first.id)
+    with client.responses.stream(model="handbook", input=QUESTION) as stream:
+        kinds = [event.type for event in stream]
+        answer = stream.get_final_response()
+    assert kinds[0] == "response.created" and kinds[-1] == "response.completed"
+    assert answer.output[0].content[0].annotations  # the pipeline's citations
+    assert client.responses.retrieve(answer.id).id == answer.id
+
+
 # SmolLM2-135M on the quickstart as shipped: docs/performance.md (Quickstart answers) quotes this number (change both).
 ANSWERED_RIGHT = 3
 ACCESS_PARAPHRASES = ["Can someone who is not in the finance group read the finance group's documents?",

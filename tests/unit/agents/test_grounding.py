@@ -4,8 +4,6 @@ docs/grounding.md (`raylight eval` on the labelled sets)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 from agent_fakes import Doc, MemoryRetriever, ScriptedLLM, WordEmbedder, connections
 from hypothesis import given, settings
@@ -14,7 +12,7 @@ from pydantic import ValidationError
 from raylight.api.connections import LLMConnection
 from raylight.api.types import PipelineSpec
 from raylight_agents.agent import Agent, Turn, running
-from raylight_agents.graphs.base import DONT_KNOW, QUOTE_PREFIX, SentenceGate
+from raylight_agents.graphs.base import DONT_KNOW, QUOTE_PREFIX, Chunk, SentenceGate
 from raylight_agents.grounding import (
     Grounder,
     answer_mode,
@@ -29,8 +27,8 @@ FERRY = [
     Doc("k1", "A return ticket costs 24 euros. Tickets bought on board cost 3 euros more.", "tickets.md"),
     Doc("v1", "Passengers are not allowed to stay on the car deck during the crossing.", "vehicles.md"),
 ]
-CHUNKS: list[dict[str, Any]] = [{"id": d.id, "source": d.source, "title": None, "text": d.text, "score": 1.0}
-                                for d in FERRY]
+CHUNKS: list[Chunk] = [{"id": d.id, "source": d.source, "title": None, "text": d.text, "score": 1.0}
+                        for d in FERRY]
 
 
 def spec(mode: str = "auto", min_score: float = 0.3, graph: str = "rag") -> PipelineSpec:
@@ -188,3 +186,13 @@ def test_min_score_and_answer_mode_are_validated_with_the_field_named() -> None:
     with pytest.raises(ValidationError, match=r"answerMode|answer_mode"):
         spec(mode="creative")
     assert PipelineSpec.model_validate({"embedder": {"modelDeployment": "m"}}).retrieval.min_score == 0.65
+
+
+def test_a_paraphrase_restates_only_with_the_quotes_words_numbers_and_negation() -> None:
+    from raylight_agents.grounding import restates
+
+    quote = ["Island residents with a resident card get a 40 percent discount on every fare."]
+    assert restates("Residents with a card get a 40 percent discount [1].", quote)
+    assert not restates("Islanders receive 40 percent of every fare.", quote)  # new words change the meaning
+    assert not restates("Residents get a 50 percent discount.", quote)  # a number the quote does not state
+    assert not restates("Residents do not get a discount.", quote)  # the opposite

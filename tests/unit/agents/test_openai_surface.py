@@ -262,3 +262,79 @@ async def test_both_apps_answer_chat_with_the_same_shapes_and_id_format(model_se
         assert events[-1] == "data: [DONE]\n\n"
         chunks = [ChatCompletionChunk.model_validate(json.loads(e.removeprefix("data: "))) for e in events[:-1]]
         assert len({c.id for c in chunks}) == 1 and re.fullmatch(r"chatcmpl-[0-9a-f]{24}", chunks[0].id)
+
+
+class _LocalCall:
+    """`handle.method.remote(*args)` on an in-process server: a coroutine, or (stream=True) a stream."""
+
+    def __init__(self, target: Any, name: str, stream: bool) -> None:
+        self.method, self.stream = getattr(target, name), stream
+
+    def remote(self, *args: Any) -> Any:
+        return _LocalStream(self.method(*args)) if self.stream else self.method(*args)
+
+
+class _LocalStream:
+    def __init__(self, lines: Any) -> None:
+        self.lines = lines
+
+    def __aiter__(self) -> Any:
+        return self.lines.__aiter__()
+
+    def cancel(self) -> None:
+        pass
+
+
+class _LocalHandle:
+    """What the gateway holds (a DeploymentHandle), in process: the server object behind it."""
+
+    def __init__(self, target: Any, stream: bool = False) -> None:
+        self._target, self._stream = target, stream  # underscored: the servers have a method named `stream`
+
+    def options(self, stream: bool = False) -> _LocalHandle:
+        return _LocalHandle(self._target, stream)
+
+    def __getattr__(self, name: str) -> _LocalCall:
+        return _LocalCall(self._target, name, self._stream)
+
+
+@pytest.fixture
+async def gateway_client(model_server: Any, agent_server: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The local gateway's real FastAPI app and Gateway class over ASGI, its handles on the two servers."""
+    import httpx
+    import ray.serve
+    from raylight.local import gateway as gw
+
+    cls = gw.Gateway.func_or_class
+    obj = cls.__new__(cls)
+    await obj.__init__({"smollm": "chat"}, ["handbook"], [], 1 << 20)
+    monkeypatch.setattr(obj, "_model", lambda name: _LocalHandle(model_server))
+    monkeypatch.setattr(obj, "_agent", lambda name: _LocalHandle(agent_server))
+    monkeypatch.setattr(gw, "DeploymentResponseGenerator", _LocalStream)
+    monkeypatch.setattr(ray.serve, "get_replica_context", lambda: SimpleNamespace(servable_object=obj))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=gw.api), base_url="http://gateway") as client:
+        yield client
+
+
+@pytest.mark.parametrize(("body", "status", "code", "param"), FAULTS)
+async def test_the_gateway_gives_the_same_answer_for_the_same_body_on_a_model_and_a_pipeline(
+        gateway_client: Any, body: dict[str, Any] | str, status: int, code: str, param: str | None) -> None:
+    seen = []
+    for served in ("smollm", "handbook"):
+        response = await gateway_client.post("/v1/chat/completions", content=raw(body, served),
+                                             headers={"content-type": "application/json"})
+        error = response.json()["error"]
+        seen.append((response.status_code, error["code"], error["param"]))
+    if status == 404:  # the gateway itself knows neither name: its own 404 names what it serves
+        assert seen == [(404, "model_not_found", "model")] * 2
+    else:
+        assert seen == [(status, code, param)] * 2
+
+
+async def test_the_gateway_relays_both_apps_answers_and_streams(gateway_client: Any) -> None:
+    for served, extra in (("smollm", {"max_tokens": 2}), ("handbook", {})):
+        body = {"model": served, "messages": USER, **extra}
+        answer = await gateway_client.post("/v1/chat/completions", json=body)
+        assert answer.status_code == 200 and re.fullmatch(r"chatcmpl-[0-9a-f]{24}", answer.json()["id"])
+        stream = await gateway_client.post("/v1/chat/completions", json={**body, "stream": True})
+        assert stream.status_code == 200 and stream.text.endswith("data: [DONE]\n\n")

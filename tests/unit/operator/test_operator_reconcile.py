@@ -270,11 +270,11 @@ def test_a_named_qdrant_secret_is_read_for_the_store(kube: FakeKube, store: Qdra
 
 
 def test_collection_layout_matches_the_data_plane_store() -> None:
-    store_mod = pytest.importorskip("raylight_pipelines.store.qdrant")
+    server = pytest.importorskip("raylight_pipelines.store.server")
     ours, theirs = QdrantClient(":memory:"), QdrantClient(":memory:")
     QdrantCollections(ours).ensure(CollectionPlan(collection="c", dimensions=8, sparse=True,
                                                   payload_indexes=["tenant", "groups", "source_id"]))
-    store_mod.ensure_collection(theirs, "c", 8, sparse=True)
+    server.ServerStore(theirs).ensure_collection("c", 8, sparse=True)
     a, b = ours.get_collection("c").config.params, theirs.get_collection("c").config.params
     assert a.vectors == b.vectors
     assert a.sparse_vectors == b.sparse_vectors
