@@ -12,7 +12,9 @@ QUESTION="${QUESTION:-What is the default chunk size and overlap?}"
 start=$(date +%s)
 bash scripts/install.sh
 # shellcheck disable=SC1091
-. "${RAYLIGHT_VENV:-.venv}/bin/activate"
+VENV="${RAYLIGHT_VENV:-.venv}"
+case "$VENV" in /*) ;; *) VENV="$PWD/$VENV" ;; esac  # an absolute RAYLIGHT_VENV stays as it is
+. "$VENV/bin/activate"
 export OPENBLAS_NUM_THREADS=1 HF_HUB_OFFLINE=1
 installed=$(date +%s)
 
@@ -28,5 +30,5 @@ done_=$(date +%s)
 echo >&2
 echo "install $((installed - start)) s, up $((up - installed)) s, ask $((done_ - up)) s (total $((done_ - start)) s)" >&2
 echo "The platform is still running on http://127.0.0.1:$PORT." >&2
-echo "To use the raylight command from your shell (any directory finds this platform): . $PWD/${RAYLIGHT_VENV:-.venv}/bin/activate" >&2
+echo "To use the raylight command from your shell (any directory finds this platform): . $VENV/bin/activate" >&2
 echo "Then: raylight status, raylight ask handbook \"...\", raylight down" >&2
