@@ -11,9 +11,9 @@ QUESTION="${QUESTION:-What is the default chunk size and overlap?}"
 
 start=$(date +%s)
 bash scripts/install.sh
-# shellcheck disable=SC1091
 VENV="${RAYLIGHT_VENV:-.venv}"
 case "$VENV" in /*) ;; *) VENV="$PWD/$VENV" ;; esac  # an absolute RAYLIGHT_VENV stays as it is
+# shellcheck disable=SC1091
 . "$VENV/bin/activate"
 export OPENBLAS_NUM_THREADS=1 HF_HUB_OFFLINE=1
 installed=$(date +%s)
