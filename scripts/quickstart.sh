@@ -11,12 +11,14 @@ QUESTION="${QUESTION:-What is the default chunk size and overlap?}"
 
 start=$(date +%s)
 bash scripts/install.sh
+VENV="${RAYLIGHT_VENV:-.venv}"
+case "$VENV" in /*) ;; *) VENV="$PWD/$VENV" ;; esac  # an absolute RAYLIGHT_VENV stays as it is
 # shellcheck disable=SC1091
-. "${RAYLIGHT_VENV:-.venv}/bin/activate"
+. "$VENV/bin/activate"
 export OPENBLAS_NUM_THREADS=1 HF_HUB_OFFLINE=1
 installed=$(date +%s)
 
-echo "[quickstart] starting the platform: Ray, the two models, ingesting the handbook (usually 45-70 s on 2 cores)" >&2
+echo "[quickstart] starting the platform: Ray, the two models, ingesting the handbook (usually 1-2 min on 2 cores the first time; about 10 s when it is already running and nothing changed)" >&2
 raylight up -f examples/quickstart --port "$PORT"
 up=$(date +%s)
 
@@ -28,5 +30,5 @@ done_=$(date +%s)
 echo >&2
 echo "install $((installed - start)) s, up $((up - installed)) s, ask $((done_ - up)) s (total $((done_ - start)) s)" >&2
 echo "The platform is still running on http://127.0.0.1:$PORT." >&2
-echo "To use the raylight command from your shell (any directory finds this platform): . $PWD/${RAYLIGHT_VENV:-.venv}/bin/activate" >&2
+echo "To use the raylight command from your shell (any directory finds this platform): . $VENV/bin/activate" >&2
 echo "Then: raylight status, raylight ask handbook \"...\", raylight down" >&2

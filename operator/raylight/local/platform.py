@@ -10,6 +10,8 @@ running untouched) and removes resources that are gone from the manifests, like 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import sys
@@ -17,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from raylight.api.connections import IngestionPlan
 from raylight.api.manifests import Manifest
 from raylight.api.types import ModelDeployment, Pipeline
 from raylight.local import state as st
@@ -128,6 +131,49 @@ def wait_apps(names: dict[str, str], timeout: float = APPS_TIMEOUT_S) -> None:
             time.sleep(1)
 
 
+def corpus_fingerprint(run: IngestionPlan, base_dir: Path) -> str | None:
+    """A digest of everything an ingestion's outcome depends on, known without reading a document: the
+    ingestion plan (sources, chunking, embedder, collection) and each listed file's id, path, size and
+    modification time (ns), inline texts by their bytes. None when only reading can tell (a URL or ConfigMap
+    source) or a source cannot be listed (its failure must be reported again)."""
+    from raylight_pipelines.ingest.documents import Unit, list_sources
+
+    digest = hashlib.sha256(json.dumps(run.to_wire(), sort_keys=True, default=str).encode())
+    digest.update(str(base_dir).encode())
+    listing = list_sources(list(run.spec.sources), base_dir, run.namespace)
+    for entry in listing.entries:
+        if not isinstance(entry, Unit) or entry.url is not None or entry.data is not None:
+            return None
+        digest.update(b"\0" + entry.source_id.encode())
+        if entry.inline is not None:
+            digest.update(b"\0" + entry.inline.encode() + b"\0" + (entry.inline_title or "").encode())
+        elif entry.path is not None:
+            try:
+                info = os.stat(entry.path)
+            except OSError:
+                return None
+            digest.update(f"\0{entry.path}\0{info.st_size}\0{info.st_mtime_ns}\0{info.st_ino}".encode())
+        else:
+            return None
+    return digest.hexdigest()
+
+
+def _unchanged_corpus(run: IngestionPlan, base_dir: Path, data_dir: Path, name: str) -> tuple[str | None, bool]:
+    """(the corpus fingerprint, whether the collection already holds exactly this corpus: the same
+    fingerprint as the last complete ingestion and still that many points)."""
+    from raylight_pipelines.store.qdrant import connect
+
+    fingerprint = corpus_fingerprint(run, base_dir)
+    saved = st.saved_corpus(data_dir, name)
+    if fingerprint is None or saved is None or saved[0] != fingerprint:
+        return fingerprint, False
+    store = connect(run.store)
+    try:
+        return fingerprint, store.count(run.store.collection, run.pipeline) == saved[1]
+    finally:
+        store.close()
+
+
 def ingest(plan: Plan, state: dict[str, Any], data_dir: Path) -> None:
     """Sync every Pipeline's sources into its collection (incremental: unchanged chunks are kept), with the
     embedder's replica behind the gateway embedding and the store actor writing."""
@@ -144,8 +190,17 @@ def ingest(plan: Plan, state: dict[str, Any], data_dir: Path) -> None:
         run = local_ingestion_plan(pipeline, embedder_md if isinstance(embedder_md, ModelDeployment) else None,
                                    data_dir, state, state["url"])
         base_dir = r.manifest.file.parent.resolve()
-        update, close = progress(f"  ingest {r.name}", "document" if ingestion.on_ray_data(run) else "chunk")
         t0 = time.monotonic()
+        try:
+            fingerprint, unchanged = _unchanged_corpus(run, base_dir, data_dir, r.name)
+        except StoreUnavailable as exc:
+            raise UpError(f"Pipeline {r.name}: ingestion failed: {exc}") from None
+        if unchanged:  # no Ray Data run (its workers and actors cost tens of seconds) for nothing to do
+            saved = st.saved_corpus(data_dir, r.name)
+            say(f"  ingest {r.name}: sources unchanged since the last ingestion ({saved[1] if saved else 0} "
+                f"chunks in the collection; {time.monotonic() - t0:.1f} s)")
+            continue
+        update, close = progress(f"  ingest {r.name}", "document" if ingestion.on_ray_data(run) else "chunk")
         try:
             assert run.embedder.base_url is not None
             embedder = HttpEmbedder(run.embedder.base_url, run.embedder.model, run.embedder.dimensions, timeout=300,
@@ -157,6 +212,8 @@ def ingest(plan: Plan, state: dict[str, Any], data_dir: Path) -> None:
             close()
         st.save_pipeline_info(data_dir, run, base_dir)
         c = report.counts()
+        if fingerprint is not None and not c["failed"] and not c["skipped"]:
+            st.save_corpus(data_dir, r.name, fingerprint, int(c["points"]))
         say(f"  ingest {r.name}: {c['added']} added, {c['updated']} updated, {c['unchanged']} unchanged, "
             f"{c['deleted']} deleted, {c['skipped']} skipped, {c['failed']} failed; {c['points']} chunks in "
             f"the collection ({time.monotonic() - t0:.1f} s)")

@@ -28,7 +28,8 @@
 Beside it: `qdrant/` (the embedded store; one process owns it: the store actor while a platform runs, else
 the `raylight ingest` or `search` process), `threads/<pipeline>.sqlite`, `logs/`, and
 `pipelines/<name>.json`, the IngestionPlan (camelCase) of the Pipeline's last ingestion plus `baseDir`,
-so `raylight search NAME` works later without the manifests.
+so `raylight search NAME` works later without the manifests, and `pipelines/<name>.corpus.json`, the
+fingerprint of the sources `up` last ingested completely (an unchanged corpus is not ingested again).
 """
 
 from __future__ import annotations
@@ -136,13 +137,38 @@ def store_connection(data_dir: Path, collection: str, state: dict[str, Any] | No
 
 
 def save_pipeline_info(data_dir: Path, plan: IngestionPlan, base_dir: Path) -> Path:
-    """Keep a Pipeline's last ingestion plan, so `raylight search NAME` finds its store and embedder."""
+    """Keep a Pipeline's last ingestion plan, so `raylight search NAME` finds its store and embedder. Any
+    ingestion forgets the corpus record (`save_corpus`): only `up` writes a new one, after its own run."""
+    corpus_path(data_dir, plan.pipeline).unlink(missing_ok=True)
     path = Path(data_dir) / PIPELINES_DIR / f"{plan.pipeline}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     tmp.write_text(json.dumps({**plan.to_wire(), "baseDir": str(base_dir)}, indent=2))
     os.replace(tmp, path)
     return path
+
+
+def corpus_path(data_dir: Path, name: str) -> Path:
+    return Path(data_dir) / PIPELINES_DIR / f"{name}.corpus.json"
+
+
+def save_corpus(data_dir: Path, name: str, fingerprint: str, points: int) -> None:
+    """Record that the Pipeline's collection holds exactly its sources as fingerprinted (`corpus_fingerprint`)
+    in `points` chunks, after an ingestion with nothing failed or skipped."""
+    path = corpus_path(data_dir, name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps({"fingerprint": fingerprint, "points": points}))
+    os.replace(tmp, path)
+
+
+def saved_corpus(data_dir: Path, name: str) -> tuple[str, int] | None:
+    """(fingerprint, points) of the Pipeline's last complete ingestion by `raylight up`, or None."""
+    try:
+        record = json.loads(corpus_path(data_dir, name).read_text())
+        return str(record["fingerprint"]), int(record["points"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def pipeline_info(data_dir: Path, name: str) -> IngestionPlan | None:

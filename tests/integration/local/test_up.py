@@ -339,6 +339,24 @@ def test_answers_on_access_rules_never_state_the_opposite(platform: dict[str, An
         assert not states_the_opposite(rule, answer), (question, answer)
 
 
+def test_up_again_on_an_unchanged_corpus_ingests_nothing_until_a_file_changes(platform: dict[str, Any]) -> None:
+    def up() -> str:
+        out = raylight("up", "-f", str(platform["manifests"]), "--data-dir", str(platform["data_dir"]),
+                       "--port", str(platform["port"]), timeout=UP_TIMEOUT_S)
+        assert out.returncode == 0, out.stderr[-3000:]
+        return out.stderr
+
+    again = up()
+    assert "ingest handbook: sources unchanged since the last ingestion" in again
+    assert not re.search(r"ingest handbook: \d+ added", again)  # no ingestion run at all
+    doc = next((platform["manifests"] / "docs").rglob("*.md"))
+    stat = doc.stat()
+    os.utime(doc, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))  # touched, same text
+    touched = up()
+    assert re.search(r"ingest handbook: 0 added, 0 updated, \d+ unchanged, 0 deleted", touched), touched[-3000:]
+    assert "sources unchanged since the last ingestion" in up()  # recorded again after the run
+
+
 def test_up_again_after_an_edit_redeploys_only_the_edited_resource(platform: dict[str, Any]) -> None:
     url = f"http://127.0.0.1:{platform['port']}"
     before = {m["id"]: m for m in httpx.get(f"{url}/v1/models", timeout=30).json()["data"]}
