@@ -261,6 +261,8 @@ def finish(store: Store, collection: str, pipeline: str, report: SyncReport, exi
         write("delete")
         store.delete(collection, list(ids))
         report.points_deleted += len(ids)
+    if report.points_upserted or report.points_deleted or restamp:
+        store.optimize(collection)  # compact this run's writes (the embedded engine searches faster after)
     report.points = store.count(collection, pipeline)
 
 

@@ -128,6 +128,12 @@ class Store(Protocol):
         `dense` is empty): for migration, backups and checks."""
         ...
 
+    def optimize(self, collection: str) -> None:
+        """Compact after a batch of writes (the end of an ingestion run): the embedded engine merges its
+        segments and builds payload indexes into them, which makes its exact search several times faster; a
+        server optimizes by itself (no-op). Blocks for seconds on 100k points."""
+        ...
+
     def count(self, collection: str, pipeline: str | None = None) -> int:
         """Points in the collection (exact), only the pipeline's when given."""
         ...

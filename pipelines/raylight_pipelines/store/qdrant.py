@@ -40,7 +40,7 @@ __all__ = ["DENSE", "SPARSE", "ChunkPoint", "CollectionMissing", "Hit", "Scope",
 
 _OPERATIONS = frozenset({"ensure_collection", "collection_exists", "delete_collection", "upsert", "delete",
                          "delete_document", "set_payload", "sync_state", "dense_vectors", "search", "points",
-                         "count"})
+                         "optimize", "count"})
 
 
 class StoreActor:
@@ -116,6 +116,9 @@ class StoreProxy:
     def points(self, collection: str, with_vectors: bool = True) -> list[ChunkPoint]:
         out: list[ChunkPoint] = self._call("points", collection, with_vectors)
         return out
+
+    def optimize(self, collection: str) -> None:
+        self._call("optimize", collection)
 
     def count(self, collection: str, pipeline: str | None = None) -> int:
         return int(self._call("count", collection, pipeline))

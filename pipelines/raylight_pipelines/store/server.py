@@ -176,6 +176,9 @@ class ServerStore:
             if offset is None:
                 return out
 
+    def optimize(self, collection: str) -> None:  # the server's optimizers run by themselves
+        pass
+
     def count(self, collection: str, pipeline: str | None = None) -> int:
         flt = _pipeline(pipeline) if pipeline is not None else None
         try:
