@@ -17,7 +17,7 @@ from pathlib import Path
 
 from raylight.cli.data import _local_retriever
 from raylight_agents.graphs.base import relevant, to_chunk
-from raylight_agents.grounding import Grounder
+from raylight_agents.grounding import Grounder, quote_first
 from raylight_pipelines.evaluation.beir import load_dataset
 from raylight_pipelines.retrieval.retriever import standalone_query
 
@@ -33,17 +33,23 @@ def main() -> int:
     retriever, spec = _local_retriever(args, dataset)
     grounder = Grounder(retriever.embedder.embed)
     rows = []
+    found = with_facts = 0
     for case in dataset.cases:
         query = standalone_query(case.question, case.history)
         chunks = relevant(query, [to_chunk(h) for h in retriever.search(query, top_k=spec.retrieval.top_k)])
         evidence = grounder.evidence(case.question, query, chunks)
         best = evidence[0] if evidence else None
-        score = best.score if best else 0.0
+        score = max(e.score for e in evidence) if evidence else 0.0
         rows.append((case.answerable, score))
+        quoted = " ".join(e.sentence for e in quote_first(evidence)).lower()
+        if case.answerable and case.facts:
+            found += all(f.lower() in quoted for f in case.facts)
+            with_facts += 1
         label = "A" if case.answerable else "U"
         sem, lex = (best.semantic, best.lexical) if best else (0.0, 0.0)
         print(f"{label} {score:.3f} sem={sem:.2f} lex={lex:.2f} {case.question[:60]!r} -> "
               f"{best.sentence[:90] if best else '-'!r}")
+    print(f"expected facts in the quoted sentences: {found}/{with_facts}")
     for threshold in [x / 100 for x in range(20, 62, 2)]:
         kept = sum(1 for a, s in rows if a and s >= threshold)
         refused = sum(1 for a, s in rows if not a and s < threshold)

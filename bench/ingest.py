@@ -31,13 +31,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from qdrant_client import QdrantClient
 from raylight.api.types import ModelSource, Retrieval, Source
 from raylight_pipelines.embed.embedders import LocalEmbedder
 from raylight_pipelines.ingest.documents import load_sources
 from raylight_pipelines.ingest.runner import tokenizer_for
 from raylight_pipelines.ingest.sync import doc_hash, plan_points, sync
 from raylight_pipelines.retrieval.retriever import Retriever
+from raylight_pipelines.store.edge import EdgeStore
 from raylight_pipelines.weights import resolve
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,7 +79,7 @@ def time_raw(embedder: LocalEmbedder, passages: list[str]) -> float:
 def time_raylight(embedder: LocalEmbedder, docs_dir: Path, store: Path) -> tuple[float, int]:
     shutil.rmtree(store, ignore_errors=True)
     start = time.perf_counter()
-    client = QdrantClient(path=str(store))
+    client = EdgeStore(store)
     loaded = load_sources([Source(path=str(docs_dir), include=["**/*.md"])], docs_dir.parent)
     report = sync(client, "bench", "bench", loaded, embedder, tokenizer_for(embedder, MINILM), SIZE, OVERLAP)
     client.close()
@@ -98,7 +98,7 @@ def time_langchain(lc_embeddings: Any, passages: list[str], store: Path) -> floa
 
 def recalls(embedder: LocalEmbedder) -> dict[str, float]:
     data = json.loads((ROOT / "tests/integration/retrieval/fixtures/labelled.json").read_text())
-    client = QdrantClient(":memory:")
+    client = EdgeStore(tempfile.mkdtemp(prefix="raylight-bench-recall-"))
     loaded = load_sources([Source(documents=data["documents"])], ROOT)
     sync(client, "l", "l", loaded, embedder, tokenizer_for(embedder, MINILM), 200, 20)
     retriever = Retriever(client, "l", embedder, Retrieval(top_k=5), pipeline="l")

@@ -16,6 +16,11 @@ they include Ray Data's start-up and the actors' model loads: what a run really 
   ray 1x2      Ray Data, 1 embedding actor of 2 CPUs
 
 Scaling efficiency at 2 workers = rate(2x1) / (2 x rate(1x1)): doubling the cores by doubling the actors.
+
+With --fit, each Ray leg also runs on a quarter of the corpus, and a run's time is fitted as T = T0 + n / r
+(two sizes, same round): r is the steady-state rate (chunks/s once running), T0 the fixed start-up (planning
+the dataset, starting the workers and actors, each actor loading the model). r is compared with raw encode on
+the same CPUs: one thread for a 1-CPU actor, two for the 2-CPU one.
 The machine has 2 cores, which the read/parse/upsert tasks, the store actor and the driver share with the
 actors, so this efficiency is a floor, not what a cluster of separate nodes gets.
 """
@@ -76,6 +81,7 @@ def main() -> None:
     parser.add_argument("--docs", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--gpus", type=float, default=0.0, help="GPUs per embedding actor (a GPU node: g)")
+    parser.add_argument("--fit", action="store_true", help="fit start-up and steady-state rate (two sizes)")
     args = parser.parse_args()
     import ray
 
@@ -88,13 +94,24 @@ def main() -> None:
         make_corpus(docs, args.docs)
         embedder = LocalEmbedder.from_source(MINILM)
         passages = chunk_passages(docs, embedder)
+        quarter = tmp / "quarter" / "docs"
+        if args.fit:
+            make_corpus(quarter, max(1, args.docs // 4))
+            small = len(chunk_passages(quarter, embedder))
+        fits: dict[str, list[tuple[float, float]]] = {k: [] for k in LEGS}
         actor = f"bench-store-{uuid.uuid4().hex[:6]}"
         start_store_actor(actor, str(tmp / "qdrant-actor"))
         time_raw(embedder, passages[:32])  # warm-up
-        times: dict[str, list[float]] = {k: [] for k in ("raw", "driver", *LEGS)}
+        times: dict[str, list[float]] = {k: [] for k in ("raw", "raw 1 thread", "driver", *LEGS)}
         chunks = len(passages)
         for r in range(args.rounds):
             times["raw"].append(time_raw(embedder, passages))
+            import torch
+
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+            times["raw 1 thread"].append(time_raw(embedder, passages))
+            torch.set_num_threads(threads)
             seconds, n = time_raylight(embedder, docs, tmp / f"store-{r}")
             assert n == chunks, (n, chunks)
             times["driver"].append(seconds)
@@ -102,6 +119,11 @@ def main() -> None:
                 seconds, n = time_ray(embedder, docs, actor, workers, cpus, args.gpus)
                 assert n == chunks, (leg, n, chunks)
                 times[leg].append(seconds)
+                if args.fit:
+                    t_small, n_small = time_ray(embedder, quarter, actor, workers, cpus, args.gpus)
+                    assert n_small == small, (leg, n_small, small)
+                    r = (chunks - small) / (seconds - t_small)
+                    fits[leg].append((r, seconds - chunks / r))
             print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.1f}s" for k, v in times.items()), flush=True)
         rate = {k: chunks / statistics.median(v) for k, v in times.items()}
         out: dict[str, Any] = {
@@ -112,6 +134,18 @@ def main() -> None:
             "scaling_efficiency_2_workers": round(rate["ray 2x1"] / (2 * rate["ray 1x1"]), 3),
             "per_worker_chunks_per_second": round(rate["ray 1x1"], 1),
         }
+        if args.fit:
+            same_cpus = {"ray 1x1": "raw 1 thread", "ray 2x1": "raw", "ray 1x2": "raw"}
+            out["fit"] = {leg: {
+                "steady_chunks_per_second": round(statistics.median(r for r, _ in f), 1),
+                "startup_seconds": round(statistics.median(t0 for _, t0 in f), 1),
+                "steady_ratio_to_raw_same_cpus": round(statistics.median(r for r, _ in f) / rate[same_cpus[leg]], 3),
+                "startup_share_of_run": round(statistics.median(t0 for _, t0 in f) / statistics.median(times[leg]), 3),
+            } for leg, f in fits.items()}
+            r1 = out["fit"]["ray 1x1"]["steady_chunks_per_second"]
+            out["fit"]["steady_efficiency_2_workers"] = round(out["fit"]["ray 2x1"]["steady_chunks_per_second"]
+                                                              / (2 * r1), 3)
+        out["load_average"] = os.getloadavg()
         print(json.dumps(out, indent=2, ensure_ascii=False))
     finally:
         ray.shutdown()

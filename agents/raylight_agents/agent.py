@@ -33,6 +33,8 @@ from raylight_agents.checkpoint import TurnLocks, checkpoint_kind, open_checkpoi
 from raylight_agents.graphs.base import AgentState, GraphDeps, RunContext, turn_input
 from raylight_agents.grounding import Grounder, answer_mode
 from raylight_agents.llm import LLM, Message, ModelRejected, ModelTimeout, ModelUnavailable
+from raylight_agents.mcp_tools import McpToolbox, Toolbox
+from raylight_agents.readiness import Probe
 from raylight_agents.tools import HttpToolbox
 
 log = logging.getLogger(__name__)
@@ -122,7 +124,8 @@ def make_caller(user: User) -> Any:
 class Agent:
     def __init__(self, name: str, spec: PipelineSpec, connections: Connections,
                  retriever: Callable[[], Any] | None = None, llm: LLM | None = None,
-                 caller_factory: Callable[[User], Any] = make_caller, tools: HttpToolbox | None = None) -> None:
+                 caller_factory: Callable[[User], Any] = make_caller,
+                 tools: HttpToolbox | Toolbox | None = None) -> None:
         self.name = name
         self.spec = spec
         self.connections = connections
@@ -132,9 +135,12 @@ class Agent:
         self.caller_factory = caller_factory
         mode = answer_mode(spec.agent.answer_mode, conn.parameters if conn else None)
         self.builder = None if self.llm is None else registry.get(spec.agent.graph)(
-            GraphDeps(spec, self.retriever, self.llm, tools or HttpToolbox(list(spec.agent.tools)),
+            GraphDeps(spec, self.retriever, self.llm,
+                      tools or Toolbox(HttpToolbox(list(spec.agent.tools)), McpToolbox(connections.mcp_servers)),
                       Grounder(self._embed), mode))
         self.graph: CompiledStateGraph[Any, Any, Any, Any] | None = None
+        self._probes = (Probe(self._model_ready), Probe(lambda: asyncio.to_thread(self.retriever.ready)),
+                        Probe(self._threads_ready))  # model, store, threads: readiness within a budget
         self.checkpointer: BaseCheckpointSaver[Any] | None = None
         self.turns: TurnLocks | None = None
         self._stack = AsyncExitStack()
@@ -420,9 +426,10 @@ class Agent:
 
     async def ready(self) -> dict[str, Any]:
         """Whether this agent can serve now: the model answers (or is merely busy), the store answers, the
-        thread store answers. Reasons name no collection, count, URL or path (the probes are public)."""
+        thread store answers. Reasons name no collection, count, URL or path (the probes are public). Answers
+        within `readiness.PROBE_BUDGET_S` whatever hangs (each check is a `readiness.Probe`)."""
         (model_ok, model_detail), (store_ok, store_detail), (threads_ok, threads_detail) = await asyncio.gather(
-            self._model_ready(), asyncio.to_thread(self.retriever.ready), self._threads_ready())
+            *(probe() for probe in self._probes))
         return {"ready": model_ok and store_ok and threads_ok,
                 "model": {"ok": model_ok, "detail": model_detail},
                 "store": {"ok": store_ok, "detail": store_detail},

@@ -26,6 +26,7 @@ AnswerMode = Literal["extractive", "generative"]
 # Models with fewer parameters than this answer quote-first when spec.agent.answerMode is auto: measured on
 # the labelled sets (docs/grounding.md), a 135M model states the fact for too few questions and flips rules.
 EXTRACTIVE_BELOW_PARAMETERS = 1e9
+RANK_WORDS = 0.2  # weight of the question's own words when ranking sentences
 CONTRAST = 0.5  # weight of the best sentence's lead over the mean sentence in the evidence score
 SUPPORT_OVERLAP = 0.6  # share of an answer sentence's content words its passage must contain
 MAX_QUOTES = 2
@@ -127,7 +128,8 @@ class Grounder:
         turn) and the sentence, plus half of how far that cosine stands above the mean over all the
         sentences (`CONTRAST`): an answer stands out of its passages, noise does not. Without one it is the
         share of the question's content words in the sentence's passage. Sentences rank by score, then by
-        the share of the question's words they contain."""
+        the share of the question's own words they contain (`RANK_WORDS`; a follow-up's new words pick the
+        sentence among those its previous turn brought)."""
         candidates: list[tuple[int, str, set[str]]] = []
         for ref, chunk in enumerate(chunks, 1):
             passage_words = content_words(f"{chunk.get('title') or ''} {chunk['text']}")
@@ -143,7 +145,8 @@ class Grounder:
             lex = _coverage(wanted, passage_words)
             score = sem + CONTRAST * (sem - average) if vectors else lex
             out.append(Evidence(ref, sentence, round(score, 4), round(sem, 4), round(lex, 4)))
-        out.sort(key=lambda e: (-e.score, -_coverage(wanted, content_words(e.sentence)), e.ref))
+        own = {e.sentence: _coverage(wanted, content_words(e.sentence)) for e in out}
+        out.sort(key=lambda e: (-(e.score + RANK_WORDS * own[e.sentence]), -own[e.sentence], e.ref))
         return out
 
     def support(self, sentence: str, chunks: Sequence[Any]) -> list[int]:
@@ -173,6 +176,17 @@ class Grounder:
             refs = self.support(sentence, chunks)
             out.append({"text": sentence, "refs": refs, "supported": bool(refs)})
         return out
+
+
+def restates(sentence: str, quoted: Sequence[str]) -> bool:
+    """Whether `sentence` only restates the quoted sentences: every content word and number of it is in them,
+    and it agrees on negation with them. Measured on the labelled sets, a 135M model's paraphrases that bring
+    one new word change the meaning ("40 percent discount" -> "receive 40 percent of every fare")."""
+    bare = _REF.sub("", sentence).strip()
+    words = content_words(bare)
+    text = " ".join(quoted)
+    return bool(words) and words <= content_words(text) and numbers(bare) <= numbers(text) \
+        and negated(bare) == any(negated(q) for q in quoted)
 
 
 def own_refs(sentence: str) -> list[int]:

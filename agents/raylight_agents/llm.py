@@ -93,6 +93,7 @@ class LLM:
         self.model = model
         self.base_url = base_url.rstrip("/")
         self.max_tokens = max_tokens
+        self._context_length: int | None = None
         self.client = AsyncOpenAI(base_url=self.base_url, api_key=api_key or "unused",
                                   timeout=timeout_seconds, max_retries=max_retries, http_client=http_client)
 
@@ -164,6 +165,22 @@ class LLM:
         if ids and self.model not in ids:
             return False, f"the model endpoint does not serve the model {self.model!r}"
         return True, "the model endpoint answers"
+
+    async def context_length(self) -> int | None:
+        """The model's context in tokens, as its endpoint's `GET /models` card says (`context_length` from a
+        raylight ModelDeployment, `max_model_len` from vLLM); None when the endpoint does not say or does not
+        answer (asked again next time). Read once, then remembered."""
+        if self._context_length is None:
+            try:
+                models = await self.client.with_options(timeout=5.0, max_retries=0).models.list()
+            except (openai.APIError, httpx.HTTPError):
+                return None
+            for card in models.data:
+                extra = card.model_extra or {}
+                value = extra.get("context_length", extra.get("max_model_len"))
+                if card.id == self.model and isinstance(value, int) and value > 0:
+                    self._context_length = value
+        return self._context_length
 
     async def aclose(self) -> None:
         await self.client.close()

@@ -1,24 +1,23 @@
-"""The agent app's OpenAPI document, describing the bodies that really travel.
-
-The routes take the raw `Request` (the guard reads and checks a body before pydantic sees it), so FastAPI
-alone would publish operations without request bodies and with a made-up 422. `describe(app, bodies)`
-replaces `app.openapi` with a document built from the same pydantic models the routes validate with, the
-response models below, every error status in the OpenAI error shape, and OpenAPI links (invoke and chat
+"""The agent app's OpenAPI document (built by raylight_pipelines.web.openapi), describing the bodies that
+really travel: `describe(app, bodies)` serves a document built from the same pydantic models the routes
+validate with, the response models below (the chat completion is web's), every error status in the OpenAI
+error shape, and OpenAPI links (invoke and chat
 give the `thread_id` that the thread, stream and next invoke take), so a stateful fuzzer (schemathesis,
 tests/unit/agents/test_openapi_schemathesis.py) reaches every route with real identifiers.
 """
 
 from __future__ import annotations
 
-import copy
 from typing import Any, Literal
 
 from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict
-from pydantic.json_schema import JsonSchemaMode, models_json_schema
-from raylight_pipelines.web.responses import ChatCompletion, ErrorBody, Health, ModelList
+from raylight_pipelines.web import openapi
+from raylight_pipelines.web.openapi import ANY_JSON, DATA_SSE, EVENT_SSE, Operation
+from raylight_pipelines.web.responses import ChatCompletion, Health, ModelList
+from raylight_pipelines.web.responses_api import ResponsesRequest
 
-REF = "#/components/schemas/{model}"
+from raylight_agents.mcp_server import MCP_PATH, ROUTE_METHODS
 
 
 class _Out(BaseModel):
@@ -37,11 +36,21 @@ class Usage(_Out):
     completion_tokens: int
 
 
+class SentenceSupport(_Out):
+    """One sentence of the answer and the citations ([n]) of the sources that support it (docs/grounding.md)."""
+
+    text: str
+    refs: list[int]
+    supported: bool
+
+
 class InvokeOut(_Out):
     answer: str
     citations: list[Citation]
     thread_id: str
     grounding: Literal["cited", "context", "none"]
+    support: list[SentenceSupport]
+    evidence_score: float | None
     retrieved: list[str]
     usage: Usage
 
@@ -87,6 +96,7 @@ class ChatOut(ChatCompletion):
     citations: list[Citation]
     thread_id: str
     grounding: Literal["cited", "context", "none"]
+    support: list[SentenceSupport]
 
 
 class Check(_Out):
@@ -121,20 +131,13 @@ ERRORS = {
 SSE = {"text/event-stream": {"schema": {
     "type": "object", "required": ["event", "data"],
     "properties": {"event": {"enum": ["retrieval", "token", "final", "error"]}, "data": {"type": "string"}}}}}
-CHAT_SSE = {"text/event-stream": {"schema": {
-    "type": "object", "required": ["data"], "properties": {"data": {"type": "string"}}}}}
-
-# operationId -> (method, path, request model name or None, 200 response: model name or "sse")
-ROUTES: dict[str, tuple[str, str, str | None, str]] = {
-    "invoke": ("post", "/v1/pipelines/{name}/invoke", "invoke", "InvokeOut"),
-    "stream": ("post", "/v1/pipelines/{name}/stream", "invoke", "sse"),
-    "search": ("post", "/v1/pipelines/{name}/search", "search", "SearchOut"),
-    "getThread": ("get", "/v1/pipelines/{name}/threads/{thread_id}", None, "ThreadOut"),
-    "chatCompletions": ("post", "/v1/chat/completions", "chat", "ChatOut"),
-    "listModels": ("get", "/v1/models", None, "ModelList"),
-    "healthz": ("get", "/healthz", None, "Health"),
-    "readyz": ("get", "/readyz", None, "ReadyOut"),
+MCP_CONTENT = {**ANY_JSON, **EVENT_SSE}
+MCP_STATUSES: dict[str, tuple[str, type[BaseModel] | dict[str, Any] | None]] = {
+    "202": ("a notification or response accepted (no body)", None),
+    "406": ("the Accept header does not take JSON and event streams", ANY_JSON),
 }
+SECURITY = {"bearer": {"type": "http", "scheme": "bearer",
+                       "description": "the Pipeline's token, or a signed identity in OIDC mode"}}
 THREAD_USER = "$request.body#/user/id"
 LINKS: dict[str, dict[str, Any]] = {
     "invoke": {
@@ -153,56 +156,33 @@ LINKS: dict[str, dict[str, Any]] = {
             "name": "$response.body#/model", "thread_id": "$response.body#/thread_id"}},
     },
 }
-RESPONSES = (ErrorBody, InvokeOut, ThreadOut, SearchOut, ChatOut, ModelList, Health, ReadyOut)
 
 
-def _json(name: str) -> dict[str, Any]:
-    return {"application/json": {"schema": {"$ref": REF.format(model=name)}}}
-
-
-def document(base: dict[str, Any], bodies: dict[str, type[BaseModel]]) -> dict[str, Any]:
-    """FastAPI's document for `app` with the bodies, statuses and links described above."""
-    doc = copy.deepcopy(base)
-    keys: list[tuple[type[BaseModel], JsonSchemaMode]] = [(m, "validation") for m in bodies.values()]
-    keys += [(m, "serialization") for m in RESPONSES]
-    refs, defs = models_json_schema(keys, ref_template=REF)
-    schemas = doc.setdefault("components", {}).setdefault("schemas", {})
-    for name in ("HTTPValidationError", "ValidationError"):  # FastAPI's 422, which this app never sends
-        schemas.pop(name, None)
-    schemas.update(defs.get("$defs", {}))
-    doc["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer", "description":
-                                            "the Pipeline's token, or a signed identity in OIDC mode"}}
-    for op_id, (method, path, body, ok) in ROUTES.items():
-        op = doc["paths"][path][method]
-        op["operationId"] = op_id
-        if body is not None:
-            op["requestBody"] = {"required": True, "content": {
-                "application/json": {"schema": refs[(bodies[body], "validation")]}}}
-        if path in ("/healthz", "/readyz"):
-            op["security"] = []  # public probes
-        else:
-            op["security"] = [{}, {"bearer": []}]  # the token is needed only where the pipeline sets agent.auth
-        responses: dict[str, Any] = {"200": {"description": "OK", "content": SSE if ok == "sse" else _json(ok)}}
-        if op_id == "chatCompletions":  # "stream": true
-            responses["200"]["content"].update(CHAT_SSE)
-        if op_id in LINKS:
-            responses["200"]["links"] = LINKS[op_id]
-        for status, why in ERRORS.items():
-            responses[status] = {"description": why, "content": _json("ErrorBody")}
-        if op_id == "readyz":
-            responses["503"] = {"description": "not ready: the failing check says why", "content": _json("ReadyOut")}
-        op["responses"] = responses
-    return doc
+def operations(bodies: dict[str, type[BaseModel]]) -> dict[str, Operation]:
+    """The agent app's routes, with the request models the server validates with (`bodies`: invoke, search,
+    chat) and the responses above."""
+    return {
+        "invoke": Operation("post", "/v1/pipelines/{name}/invoke", InvokeOut, bodies["invoke"],
+                            links=LINKS["invoke"]),
+        "stream": Operation("post", "/v1/pipelines/{name}/stream", SSE, bodies["invoke"]),
+        "search": Operation("post", "/v1/pipelines/{name}/search", SearchOut, bodies["search"]),
+        "getThread": Operation("get", "/v1/pipelines/{name}/threads/{thread_id}", ThreadOut),
+        "chatCompletions": Operation("post", "/v1/chat/completions", ChatOut, bodies["chat"], stream=DATA_SSE,
+                                     links=LINKS["chatCompletions"]),
+        # the Responses API (web/responses_api): its request model; the Response object as JSON
+        "createResponse": Operation("post", "/v1/responses", ANY_JSON, ResponsesRequest, stream=EVENT_SSE),
+        "getResponse": Operation("get", "/v1/responses/{response_id}", ANY_JSON),
+        "deleteResponse": Operation("delete", "/v1/responses/{response_id}", ANY_JSON),
+        # the Pipeline's MCP server (raylight_agents.mcp_server): JSON-RPC over streamable HTTP
+        **{f"mcp{method.title()}": Operation(method.lower(), MCP_PATH, MCP_CONTENT, statuses=MCP_STATUSES)
+           for method in ROUTE_METHODS},
+        "listModels": Operation("get", "/v1/models", ModelList),
+        "healthz": Operation("get", "/healthz", Health, public=True),
+        "readyz": Operation("get", "/readyz", ReadyOut, public=True,
+                            statuses={"503": ("not ready: the failing check says why", ReadyOut)}),
+    }
 
 
 def describe(app: FastAPI, bodies: dict[str, type[BaseModel]]) -> None:
-    """Serve `document(...)` at the app's /openapi.json (built once, on first request)."""
-    from fastapi.openapi.utils import get_openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            base = get_openapi(title=app.title, version=app.version, routes=app.routes)
-            app.openapi_schema = document(base, bodies)
-        return app.openapi_schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
+    """Serve the agent app's document at its /openapi.json (web/openapi builds it)."""
+    openapi.describe(app, lambda: operations(bodies), ERRORS, SECURITY)

@@ -17,6 +17,8 @@ HTTP routes (all but the health checks need the bearer token when `Connections.a
   POST /v1/chat/completions                     OpenAI-compatible, model = the pipeline's name, stream too;
                                                 extensions: "thread_id", "user" as {"id", "tenant", "groups"},
                                                 and "citations"/"thread_id" in the response
+  POST /v1/pipelines/{name}/mcp                 the pipeline as an MCP server (Streamable HTTP, stateless JSON):
+                                                tools search and ask (raylight_agents.mcp_server, docs/mcp.md)
   GET  /v1/models                               this pipeline, as the one model
   GET  /healthz                                 the replica is up (liveness; 200)
   GET  /readyz                                  200 when the model and the store answer, else 503 with why
@@ -51,22 +53,25 @@ from opentelemetry import trace
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 from ray import serve
 from ray.serve import Application
-from raylight.api.connections import Connections, OidcConnection
+from raylight.api.connections import Connections, OidcConnection, ResponseStoreConnection
 from raylight.api.names import AGENT_DEPLOYMENT
 from raylight.api.serve import AgentAppArgs, agent_deployment_options
 from raylight.api.types import PipelineSpec
 from raylight_pipelines import telemetry
 from raylight_pipelines.retrieval.retriever import FILTER_FIELDS, FilterValue
-from raylight_pipelines.web import guard, parameters, protocol, responses, server
+from raylight_pipelines.web import guard, parameters, protocol, response_store, responses, responses_api, server
 from raylight_pipelines.web.errors import ApiError
 from raylight_pipelines.web.protocol import ChatCompletionRequest
 
-from raylight_agents import audit, errors, openapi
+from raylight_agents import audit, errors, mcp_server, openapi
 from raylight_agents.agent import Agent, Turn, User
 from raylight_agents.identity import Verifier
 from raylight_agents.quota import Quota
 
 log = logging.getLogger(__name__)
+# Characters a token takes at most on average in the text the context check sees (English ~4; code and
+# other scripts fewer): a question refused by it would not fit the model's context either.
+CHARS_PER_TOKEN = 4
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
@@ -120,6 +125,10 @@ class ChatIn(ChatCompletionRequest):
             if asked:  # valid for a model, but an agent answers once, from its sources, without caller tools
                 raise ApiError(400, f"{param}: a pipeline answers with one cited choice; it does not take {param}",
                                code="invalid_value", param=param)
+        if self.response_format is not None and self.response_format.type != "text":
+            # the same answer a model gives a format it cannot enforce: a pipeline answers in cited prose
+            raise ApiError(400, f"response_format: a pipeline answers in cited prose; it cannot enforce "
+                           f"{self.response_format.type}", param="response_format", code="unsupported_schema")
         if self.messages[-1].role != "user" or not self.messages[-1].text().strip():
             raise ApiError(400, "messages: the last message must be a non-empty user message",
                            code="invalid_value", param="messages")
@@ -131,7 +140,8 @@ class ChatIn(ChatCompletionRequest):
 
 def _extensions(result: dict[str, Any]) -> dict[str, Any]:
     """A Pipeline's fields on top of the OpenAI chat response (see `openapi.PipelineChatCompletion`)."""
-    return {"citations": result["citations"], "thread_id": result["thread_id"], "grounding": result["grounding"]}
+    return {"citations": result["citations"], "thread_id": result["thread_id"], "grounding": result["grounding"],
+            "support": result["support"]}
 
 
 api = server.app("Raylight agent")
@@ -160,6 +170,8 @@ class AgentServer(server.Edge):
         self.token_env: str | None = auth.token_env if auth else None
         self.oidc: OidcConnection | None = auth.oidc if auth else None
         self._verifier: Verifier | None = None
+        self._mcp: mcp_server.McpEndpoint | None = None
+        self._response_store: response_store.ResponseStore | None = None
 
     async def _ready_agent(self) -> Agent:
         # The checkpointer's connections belong to the event loop that serves requests: open them there.
@@ -249,7 +261,13 @@ class AgentServer(server.Edge):
     async def _parse_invoke(self, operation: str, body: Any, authorization: str | None) -> Turn:
         request, verified = await self._parse(InvokeIn, operation, body, authorization)
         user = self._caller(operation, verified, request.user.user() if request.user else User())
-        return Turn(request.input, request.thread_id, user)
+        turn = Turn(request.input, request.thread_id, user)
+        try:
+            await self._check_context(turn, "input")
+        except ApiError as exc:
+            self._refuse(operation, exc)
+            raise
+        return turn
 
     async def _parse_chat(self, body: Any, authorization: str | None) -> Turn:
         try:
@@ -258,11 +276,31 @@ class AgentServer(server.Edge):
             request = protocol.parse(ChatIn, loaded, self.name)
             parameters.check_chat(loaded, "pipeline")  # what an agent does not do is refused, never dropped
             turn = request.turn()
+            await self._check_context(turn, "messages", request.token_limit,
+                                      "max_completion_tokens" if request.max_completion_tokens else "max_tokens")
         except ApiError as exc:
             self._refuse("chat", exc)
             raise
         turn.user = self._caller("chat", verified, turn.user)
         return turn
+
+    async def _check_context(self, turn: Turn, param: str, max_tokens: int | None = None,
+                             token_param: str = "max_tokens") -> None:
+        """Refuse (400 `context_length_exceeded`) before any work a turn that cannot fit the model's context:
+        `max_tokens` not below it, or a question (with the chat's earlier messages) whose text alone, at
+        CHARS_PER_TOKEN characters a token, would fill it. Unknown context (an endpoint that does not say):
+        the model's own refusal still maps to the same error."""
+        llm = self.agent.llm
+        context = await llm.context_length() if llm is not None else None
+        if context is None:
+            return
+        if max_tokens is not None and max_tokens >= context:
+            raise ApiError(400, f"{token_param}: {max_tokens} tokens do not fit this model's context of {context} "
+                           "tokens (the prompt needs some too)", param=token_param, code="context_length_exceeded")
+        chars = len(turn.question) + sum(len(m["content"]) for m in turn.prior)
+        if chars // CHARS_PER_TOKEN >= context:
+            raise ApiError(400, f"{param}: about {chars // CHARS_PER_TOKEN} tokens ({chars} characters) do not fit "
+                           f"this model's context of {context} tokens", param=param, code="context_length_exceeded")
 
     # ------------------------------------------------------------ plain methods (also used by the routes)
 
@@ -410,6 +448,77 @@ class AgentServer(server.Edge):
                                             "owned_by": "raylight", "kind": "pipeline",
                                             "search_only": self.spec.llm is None}]}
 
+    async def authorize(self, authorization: str | None) -> None:
+        """The MCP endpoint's check before the SDK reads a request: 401 (audited) unless the bearer token or
+        OIDC token is valid; each tool call is checked again by the route it runs (search, invoke)."""
+        try:
+            await self._identify(authorization)
+        except ApiError as exc:
+            self._refuse("mcp", exc)
+            raise
+
+    async def mcp(self, method: str, headers: list[tuple[str, str]], body: bytes) -> mcp_server.McpReply:
+        """One HTTP request to the pipeline's MCP endpoint (raylight_agents.mcp_server), as plain data for a
+        gateway: the reply's status, headers and body. Counted and traced as route "mcp"; its tool calls also
+        count as the routes they run (search, invoke)."""
+        if self._mcp is None:
+            self._mcp = mcp_server.McpEndpoint(self, has_llm=self.spec.llm is not None)
+        try:
+            with self.observed("mcp"):
+                return await self._mcp.handle(method, headers, body, mcp_server.MCP_PATH.format(name=self.name))
+        except ApiError as exc:
+            return mcp_server.refusal(exc)
+
+    # ------------------------------------------------------------ the Responses API (web.responses_api)
+
+    def _responses(self, authorization: str | None) -> responses_api.Responses:
+        """The Responses API over this pipeline's own chat completions (auth, quotas, audit are theirs), with
+        the response store beside the thread store (the same PostgreSQL; SQLite: `<threads file>.responses`)."""
+        if self._response_store is None:
+            threads = self.connections.threads
+            self._response_store = response_store.open_connection(ResponseStoreConnection(
+                postgres_dsn_env=threads.postgres_dsn_env if threads else None,
+                sqlite_path=f"{threads.sqlite_path}.responses" if threads and threads.sqlite_path else None))
+        return responses_api.Responses(self._response_store, lambda body: self.chat_completions(body, authorization),
+                                       lambda body: self.chat_completions_stream(body, authorization))
+
+    async def _response_owner(self, authorization: str | None, stated: str | None = None) -> str | None:
+        verified = await self._identify(authorization)
+        return verified.id if verified is not None else stated
+
+    async def responses_create(self, body: dict[str, Any] | bytes, authorization: str | None = None) -> dict[str, Any]:
+        """POST /v1/responses (not streamed): the response object; refusals raise ApiError."""
+        with self.observed("responses"):
+            api = self._responses(authorization)
+            request = api.prepare(self.load(body))
+            return await api.create(request, await self._response_owner(authorization, request.user))
+
+    async def responses_stream(self, body: dict[str, Any] | bytes,
+                               authorization: str | None = None) -> AsyncGenerator[str]:
+        """POST /v1/responses with `stream: true`: the typed events as SSE strings."""
+        async def run() -> AsyncGenerator[str]:
+            api = self._responses(authorization)
+            request = api.prepare(self.load(body))
+            owner = await self._response_owner(authorization, request.user)
+            async with contextlib.aclosing(api.create_stream(request, owner)) as events:
+                async for event in events:
+                    yield event
+        async with contextlib.aclosing(self.observed_stream("responses", run)) as parts:
+            async for part in parts:
+                yield part
+
+    async def responses_get(self, response_id: str, authorization: str | None = None,
+                            user: str | None = None) -> dict[str, Any]:
+        with self.observed("responses"):
+            return await self._responses(authorization).get(response_id,
+                                                            await self._response_owner(authorization, user))
+
+    async def responses_delete(self, response_id: str, authorization: str | None = None,
+                               user: str | None = None) -> dict[str, Any]:
+        with self.observed("responses"):
+            return await self._responses(authorization).delete(response_id,
+                                                               await self._response_owner(authorization, user))
+
     async def healthz(self) -> dict[str, Any]:
         return {"status": "ok"}
 
@@ -464,6 +573,13 @@ class AgentServer(server.Edge):
         self._check_name(name)
         return JSONResponse(await self.thread(thread_id, user, request.headers.get("authorization")))
 
+    @api.api_route(mcp_server.MCP_PATH, methods=list(mcp_server.ROUTE_METHODS), include_in_schema=False)
+    async def http_mcp(self, name: str, request: Request) -> Response:
+        self._check_name(name)
+        body = await self.read(request) if request.method == "POST" else b""
+        reply = await self.mcp(request.method, list(request.headers.items()), body)
+        return Response(reply.body, reply.status, headers=dict(reply.headers))
+
     @api.post("/v1/chat/completions")
     async def http_chat(self, request: Request) -> Response:
         body = self.load(await self.read(request))
@@ -471,6 +587,22 @@ class AgentServer(server.Edge):
         if body.get("stream") is True:
             return await guard.sse_response(self.chat_completions_stream(body, auth))
         return JSONResponse(await self.chat_completions(body, auth))
+
+    @api.post("/v1/responses", include_in_schema=False)  # described by OpenAI's own spec (docs/responses.md)
+    async def http_responses(self, request: Request) -> Response:
+        body = self.load(await self.read(request))
+        auth = request.headers.get("authorization")
+        if body.get("stream") is True:
+            return await guard.sse_response(self.responses_stream(body, auth), responses_api.sse_error_event)
+        return JSONResponse(await self.responses_create(body, auth))
+
+    @api.get("/v1/responses/{response_id}", include_in_schema=False)
+    async def http_responses_get(self, response_id: str, request: Request, user: str | None = None) -> Response:
+        return JSONResponse(await self.responses_get(response_id, request.headers.get("authorization"), user))
+
+    @api.delete("/v1/responses/{response_id}", include_in_schema=False)
+    async def http_responses_delete(self, response_id: str, request: Request, user: str | None = None) -> Response:
+        return JSONResponse(await self.responses_delete(response_id, request.headers.get("authorization"), user))
 
     @api.get("/v1/models")
     async def http_models(self, request: Request) -> Response:
@@ -488,6 +620,10 @@ class AgentServer(server.Edge):
     async def __del__(self) -> None:  # Serve awaits an async __del__ when the replica shuts down
         if self._started is not None and self._started.done() and not self._started.exception():
             await self.agent.aclose()
+        if self._mcp is not None:
+            await self._mcp.aclose()
+        if self._response_store is not None:
+            await self._response_store.aclose()
 
 
 # /openapi.json: the real request and response bodies, errors and links (raylight_agents.openapi)

@@ -103,6 +103,8 @@ def validate_command(args: argparse.Namespace) -> int:
     if not args.cluster:
         for problem in check_set(result.manifests, settings.license_policy, args.namespace, cluster=True):
             print(f"note: on a cluster: {problem}", file=sys.stderr)
+    if result.others:
+        print(f"note: not Raylight's, left to kubectl: {', '.join(result.others)}", file=sys.stderr)
     print(f"{len(result.manifests)} manifest(s) valid {where}", file=sys.stderr)
     return 0
 

@@ -27,13 +27,16 @@ _NAME = {"type": "string", "minLength": 1}
 _DURATION = {"type": "string", "pattern": r"^([0-9]+(\.[0-9]+)?(h|m|s|ms))+$"}
 CUSTOM_SPEC_SCHEMAS: dict[tuple[str, str], dict[str, Any]] = {
     ("cert-manager.io/v1", "Issuer"): {
-        "type": "object", "additionalProperties": False, "required": ["selfSigned"],
-        "properties": {"selfSigned": {"type": "object"}},
+        "type": "object", "additionalProperties": False, "minProperties": 1, "maxProperties": 1,
+        "properties": {"selfSigned": {"type": "object"}, "ca": {
+            "type": "object", "additionalProperties": False, "required": ["secretName"],
+            "properties": {"secretName": _NAME}}},
     },
     ("cert-manager.io/v1", "Certificate"): {
-        "type": "object", "additionalProperties": False, "required": ["secretName", "issuerRef", "dnsNames"],
+        "type": "object", "additionalProperties": False, "required": ["secretName", "issuerRef"],
+        "anyOf": [{"required": ["dnsNames"]}, {"required": ["isCA"], "properties": {"isCA": {"const": True}}}],
         "properties": {
-            "secretName": _NAME, "commonName": {"type": "string", "maxLength": 64},
+            "secretName": _NAME, "commonName": {"type": "string", "maxLength": 64}, "isCA": {"type": "boolean"},
             "duration": _DURATION, "renewBefore": _DURATION,
             "dnsNames": {"type": "array", "minItems": 1, "items": _NAME},
             "privateKey": {"type": "object", "additionalProperties": False, "properties": {

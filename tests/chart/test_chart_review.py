@@ -30,7 +30,7 @@ from raylight.settings import Settings
 FULLNAME = f"{RELEASE}-raylight"
 RBAC_KINDS = {"ClusterRole", "Role"}
 # Resources the operator reaches at cluster scope; every other one it uses is namespaced.
-CLUSTER_SCOPED_RESOURCES = {"customresourcedefinitions", "namespaces", "clusterkopfpeerings"}
+CLUSTER_SCOPED_RESOURCES = {"customresourcedefinitions", "namespaces", "clusterkopfpeerings", "gatewayclasses"}
 
 Objects = list[dict[str, Any]]
 
@@ -128,7 +128,7 @@ def test_namespaced_mode_grants_nothing_outside_the_watched_namespaces(render: R
     cluster_role = one(objects, "ClusterRole")
     for rule in cluster_role["rules"]:
         assert set(rule["resources"]) <= CLUSTER_SCOPED_RESOURCES
-        assert set(rule["verbs"]) <= {"list", "watch"}, "only discovery is cluster-wide"
+        assert set(rule["verbs"]) <= {"get", "list", "watch"}, "only discovery is cluster-wide (reads)"
     assert sorted(operator_args(objects).namespaces) == sorted(values["watchNamespaces"])
 
 
@@ -284,7 +284,7 @@ def test_self_signed_certificate_is_trusted_through_the_ca_bundle(render: Render
 @pytest.mark.parametrize("name", ["cert-manager", "cert-manager-cluster-issuer"])
 def test_cert_manager_issues_the_mounted_certificate_and_injects_its_ca(render: Render, name: str) -> None:
     objects = render(combo(name))
-    certificate = one(objects, "Certificate")
+    certificate = one([c for c in of_kind(objects, "Certificate") if not c["spec"].get("isCA")], "Certificate")
     config = one(objects, "ValidatingWebhookConfiguration")
     assert config["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == (
         f"{NAMESPACE}/{certificate['metadata']['name']}")
@@ -294,8 +294,15 @@ def test_cert_manager_issues_the_mounted_certificate_and_injects_its_ca(render: 
     assert certificate["spec"]["secretName"] in {v.get("secret", {}).get("secretName") for v in pod["volumes"]}
     assert f"{FULLNAME}.{NAMESPACE}.svc" in certificate["spec"]["dnsNames"]
     issuer = certificate["spec"]["issuerRef"]
-    if name == "cert-manager":
-        assert (issuer["kind"], issuer["name"]) == ("Issuer", one(objects, "Issuer")["metadata"]["name"])
+    if name == "cert-manager":  # serving certificate <- CA Issuer <- CA Certificate (key never rotates) <- self-signed
+        ca_issuer = next(i for i in of_kind(objects, "Issuer") if "ca" in i["spec"])
+        assert (issuer["kind"], issuer["name"]) == ("Issuer", ca_issuer["metadata"]["name"])
+        ca = one([c for c in of_kind(objects, "Certificate") if c["spec"].get("isCA")], "Certificate")
+        assert ca["spec"]["secretName"] == ca_issuer["spec"]["ca"]["secretName"]
+        assert ca["spec"]["privateKey"]["rotationPolicy"] == "Never"
+        self_signed = next(i for i in of_kind(objects, "Issuer") if "selfSigned" in i["spec"])
+        assert ca["spec"]["issuerRef"]["name"] == self_signed["metadata"]["name"]
+        assert certificate["spec"]["privateKey"]["rotationPolicy"] == "Always"  # the serving key rotates freely
     else:
         assert (issuer["kind"], issuer["name"]) == ("ClusterIssuer", "corp-ca") and not of_kind(objects, "Issuer")
 

@@ -235,7 +235,8 @@ async def test_a_new_plan_starts_a_new_rayjob_and_a_schedule_adds_a_raycronjob(
         assert cron["spec"]["schedule"] == "0 3 * * *"
         jobs = await eventually(lambda: _jobs_other_than(kube, first))
         assert len(jobs) == 1
-        assert cron["spec"]["jobTemplate"] == (await kube.get("RayJob", jobs[0]))["spec"]
+        # the very run, suspended: the operator starts a scheduled run only when no other run writes
+        assert cron["spec"]["jobTemplate"] == {**(await kube.get("RayJob", jobs[0]))["spec"], "suspend": True}
         assert await kube.get("RayJob", first) is None  # the superseded, unfinished run was stopped
 
 

@@ -26,6 +26,7 @@ from raylight_agents.graphs.base import (
     relevant,
     retrieve,
 )
+from raylight_agents.mcp_tools import Toolbox
 from raylight_agents.registry import register
 from raylight_agents.tools import ToolError
 
@@ -46,6 +47,8 @@ def build(deps: GraphDeps) -> StateGraph[Any, Any, Any, Any]:
         """Pick the tool for this step; with no HTTP tools the retriever is the only choice."""
         if not tool_names:
             return {"tool_calls": [*state.get("tool_calls", []), {"tool": SEARCH, "input": state["query"]}]}
+        if isinstance(deps.tools, Toolbox):
+            await deps.tools.prepare()  # the MCP tools' descriptions, once (within each server's timeout)
         prompt = [
             {"role": "system", "content": "Pick the tool that best answers the question.\n"
              f"- {SEARCH}: search the documents\n{deps.tools.describe()}"},

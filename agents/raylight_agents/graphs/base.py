@@ -25,12 +25,15 @@ from raylight_agents.grounding import (
     Grounder,
     SentenceSupport,
     cited_sentence,
+    content_words,
     is_dont_know,
     quote,
     quote_first,
+    restates,
     split_sentences,
 )
 from raylight_agents.llm import LLM, Completion, Message, Usage
+from raylight_agents.mcp_tools import Toolbox
 from raylight_agents.tools import HttpToolbox
 
 # A 135M model has little room: few, short sources and a short history keep answers fast and on topic.
@@ -105,7 +108,7 @@ class GraphDeps:
     spec: PipelineSpec
     retriever: Retriever
     llm: LLM
-    tools: HttpToolbox
+    tools: HttpToolbox | Toolbox
     grounder: Grounder = field(default_factory=Grounder)  # evidence and support checks (raylight_agents.grounding)
     answer_mode: AnswerMode = "generative"  # spec.agent.answerMode resolved for the model
 
@@ -428,22 +431,20 @@ def _abstain(state: AgentState, ctx: RunContext, writer: Any, score: float | Non
             "evidence_score": score, "prompt": [], "messages": [{"role": "assistant", "content": answer}]}
 
 
-async def _paraphrase(deps: GraphDeps, state: AgentState, ctx: RunContext, quotes: list[Evidence],
-                      context: list[Chunk]) -> SentenceSupport | None:
-    """One short sentence by the model from the quoted sentences alone, kept only when a quoted source supports
-    it (same words, numbers and negation)."""
+async def _paraphrase(deps: GraphDeps, state: AgentState, ctx: RunContext, quotes: list[Evidence]) \
+        -> SentenceSupport | None:
+    """One short sentence by the model from the quoted sentences alone, kept only when it restates them
+    (`restates`: no word, number or negation they do not have) and is not a copy of one."""
     quoted = "\n".join(f'"{e.sentence}"' for e in quotes)
     prompt: list[Message] = [{"role": "system", "content": PARAPHRASE_SYSTEM},
                               {"role": "user", "content": f"Text:\n{quoted}\n\nQuestion: {state['question']}"}]
     raw = await call_llm(deps, ctx, prompt, max_tokens=PARAPHRASE_TOKENS)
     first = next(iter(split_sentences(clean_refs(raw, 0))), "").strip()
-    if not first or is_dont_know(first) or len(first.split()) > 30:
+    if not first or len(first.split()) > 30 or not restates(first, [e.sentence for e in quotes]):
         return None
-    sources = [context[e.ref - 1] for e in quotes]
-    refs = deps.grounder.support(first, sources)
-    if not refs:
-        return None
-    text, cited = cited_sentence(first, [quotes[refs[0] - 1].ref])
+    if any(content_words(first) == content_words(e.sentence) for e in quotes):
+        return None  # says nothing the quote does not say in the same words
+    text, cited = cited_sentence(first, [quotes[0].ref])
     return {"text": text, "refs": cited, "supported": True}
 
 
@@ -455,7 +456,7 @@ async def extractive(deps: GraphDeps, state: AgentState, ctx: RunContext, writer
     support: list[SentenceSupport] = [{"text": quote(e), "refs": [e.ref], "supported": True} for e in quotes]
     answer = QUOTE_PREFIX + " ".join(s["text"] for s in support)
     _emit(ctx, writer, answer)
-    extra = await _paraphrase(deps, state, ctx, quotes, context) if paraphrase else None
+    extra = await _paraphrase(deps, state, ctx, quotes) if paraphrase else None
     if extra is not None:
         support.append(extra)
         answer += " " + extra["text"]
@@ -472,8 +473,9 @@ def _standalone(state: AgentState) -> str:
 async def generate(deps: GraphDeps, state: AgentState, ctx: RunContext, writer: Any) -> AgentState:
     """Answer from the numbered sources, grounded or not at all (docs/grounding.md):
 
-    * no source, or no sentence of them scoring retrieval.minScore (`Grounder.evidence`): the fixed
-      abstention with the closest sources, grounding "none", no model call;
+    * no source, or no sentence of them scoring retrieval.minScore (`Grounder.evidence`) and no governing
+      rule holding half of the question's words: the fixed abstention with the closest sources, grounding
+      "none", no model call;
     * extractive mode, or a yes/no question that a restriction in the sources governs (`governing_rule`):
       the supporting sentences quoted with their citations, then at most one checked paraphrase;
     * generative mode: the model answers; each sentence is kept, with the citation of a source that supports
@@ -484,19 +486,21 @@ async def generate(deps: GraphDeps, state: AgentState, ctx: RunContext, writer: 
     if not context:
         return _abstain(state, ctx, writer, None)
     evidence = await asyncio.to_thread(deps.grounder.evidence, state["question"], _standalone(state), context)
-    score = evidence[0].score if evidence else None
-    if score is None or score < deps.spec.retrieval.min_score:
-        return _abstain(state, ctx, writer, score)
+    score = max(e.score for e in evidence) if evidence else None
     fmt = response_format(deps.spec)
+    rule = None if fmt is not None else governing_rule(state["question"], context)
+    # A rule that holds at least half of the question's content words governs it whatever the embedder's score.
+    ruling = rule is not None and 2 * len(terms(state["question"]) & terms(rule[1])) >= len(terms(state["question"]))
+    if (score is None or score < deps.spec.retrieval.min_score) and not ruling:
+        return _abstain(state, ctx, writer, score)
     if fmt is not None:
         prompt = answer_prompt(deps.spec, state, context)
         raw = await call_llm(deps, ctx, prompt, writer, fmt)
         answer, citations, grounding = cite(raw, context, structured=True)
         return {"answer": answer, "citations": citations, "grounding": grounding, "support": [],
                 "evidence_score": score, "prompt": prompt, "messages": [{"role": "assistant", "content": answer}]}
-    rule = governing_rule(state["question"], context)
     if rule is not None:
-        return await extractive(deps, state, ctx, writer, [Evidence(rule[0], rule[1], score, 0.0, 0.0)], context,
+        return await extractive(deps, state, ctx, writer, [Evidence(rule[0], rule[1], score or 0.0, 0.0, 0.0)], context,
                                 score, paraphrase=False)
     if deps.answer_mode == "extractive":
         return await extractive(deps, state, ctx, writer, quote_first(evidence), context, score)

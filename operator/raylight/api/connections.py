@@ -20,6 +20,7 @@ from raylight.api.types import ApiModel, ModelSource, OidcClaims, PipelineSpec
 ENV_LLM_API_KEY = "RAYLIGHT_LLM_API_KEY"
 ENV_QDRANT_API_KEY = "RAYLIGHT_QDRANT_API_KEY"
 ENV_AGENT_TOKEN = "RAYLIGHT_AGENT_TOKEN"
+ENV_RESPONSES_DSN = "RAYLIGHT_RESPONSES_DSN"  # a chat model's /v1/responses store (the operator's default DSN)
 ENV_THREADS_DSN = "RAYLIGHT_THREADS_DSN"
 ENV_OIDC_JWKS = "RAYLIGHT_OIDC_JWKS"
 # Where the agent pods mount agent.auth.oidc.jwksSecret (a volume, so a changed Secret reaches them).
@@ -75,6 +76,14 @@ class ThreadsConnection(ApiModel):
     pool_size: int = 8  # PostgreSQL connections per replica
 
 
+class ResponseStoreConnection(ApiModel):
+    """Where `/v1/responses` stores responses, shared by every replica (raylight_pipelines.web.response_store)."""
+
+    postgres_dsn_env: str | None = None  # PostgreSQL when this variable is set and non-empty
+    sqlite_path: str | None = None  # else SQLite here; neither: memory (one replica's)
+    retention_seconds: int = 30 * 24 * 3600  # a stored response is kept this long (OpenAI: 30 days)
+
+
 class OidcConnection(ApiModel):
     issuer: str
     audience: str
@@ -92,6 +101,22 @@ class AuthConnection(ApiModel):
     oidc: OidcConnection | None = None
 
 
+class McpServerConnection(ApiModel):
+    """One of `spec.agent.mcpServers`: where it is, which tools, and the NAMES of the variables holding its
+    header values (never the values)."""
+
+    name: str
+    url: str
+    tools: list[str]
+    timeout_seconds: float = 10.0
+    header_envs: dict[str, str] = Field(default_factory=dict)  # header name -> environment variable
+
+
+def mcp_header_env(server: int, header: int) -> str:
+    """The environment variable that carries header `header` of MCP server `server` (indexes in the spec)."""
+    return f"RAYLIGHT_MCP_{server}_HEADER_{header}"
+
+
 class Connections(ApiModel):
     pipeline: str  # retrieval filters on it, so pipelines may share a collection
     embedder: EmbedderConnection
@@ -100,6 +125,7 @@ class Connections(ApiModel):
     reranker: RerankerConnection | None = None  # spec.retrieval.rerank
     threads: ThreadsConnection = Field(default_factory=ThreadsConnection)
     auth: AuthConnection | None = None
+    mcp_servers: list[McpServerConnection] = Field(default_factory=list)  # spec.agent.mcpServers
 
 
 class CollectionPlan(ApiModel):

@@ -31,8 +31,8 @@ def record_problem(record: Any) -> str | None:
                 return f"messages[{i}] must be an object with exactly role and content"
             if message["role"] not in ROLES:
                 return f"messages[{i}].role must be one of {', '.join(ROLES)}"
-            if not isinstance(message["content"], str) or not message["content"]:
-                return f"messages[{i}].content must be a non-empty string"
+            if not isinstance(message["content"], str) or not message["content"].strip():
+                return f"messages[{i}].content must be a non-empty string (not only whitespace)"
         if not any(m["role"] == "assistant" for m in messages):
             return "messages needs at least one assistant turn to learn from"
         return None
@@ -41,8 +41,8 @@ def record_problem(record: Any) -> str | None:
         if extra:
             return f"an instruction record has instruction, input and output (unexpected: {', '.join(sorted(extra))})"
         for key in ("instruction", "output"):
-            if not isinstance(record.get(key), str) or not record[key]:
-                return f"{key} must be a non-empty string"
+            if not isinstance(record.get(key), str) or not record[key].strip():
+                return f"{key} must be a non-empty string (not only whitespace)"
         if "input" in record and not isinstance(record["input"], str):
             return "input must be a string"
         return None

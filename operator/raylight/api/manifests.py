@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from raylight.api.types import API_VERSION, KINDS, Resource
+from raylight.api.types import API_VERSION, GROUP, KINDS, Resource
 
 MANIFEST_SUFFIXES = (".yaml", ".yml")
 
@@ -42,6 +42,7 @@ class Manifest:
 class LoadResult:
     manifests: list[Manifest] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    others: list[str] = field(default_factory=list)  # "Kind/name" of other APIs' objects found beside ours
 
     @property
     def ok(self) -> bool:
@@ -131,7 +132,16 @@ def iter_documents(path: Path) -> Iterator[tuple[Any, str]]:
                 yield doc, str(file)
 
 
+def foreign(doc: Any) -> bool:
+    """Another API's object (a ConfigMap, a PVC kept beside the manifests, as `kubectl apply -f DIR` takes them):
+    an apiVersion outside raylight.io and none of our kinds. A Raylight kind under a wrong apiVersion is not."""
+    api_version = doc.get("apiVersion") if isinstance(doc, dict) else None
+    return (isinstance(api_version, str) and bool(api_version) and api_version.split("/")[0] != GROUP
+            and doc.get("kind") not in KINDS)
+
+
 def load(paths: Iterable[Path]) -> LoadResult:
+    """Every Raylight manifest under `paths`, every problem, and the other APIs' objects (left to kubectl)."""
     result = LoadResult()
     for path in paths:
         if not path.exists():
@@ -141,6 +151,10 @@ def load(paths: Iterable[Path]) -> LoadResult:
             if isinstance(doc, Exception):
                 detail = str(doc).splitlines()[0] if str(doc) else type(doc).__name__
                 result.problems.append(Problem(file, "?", "?", "", f"cannot read YAML: {detail}"))
+                continue
+            if foreign(doc):
+                meta = doc.get("metadata")
+                result.others.append(f"{doc.get('kind')}/{meta.get('name') if isinstance(meta, dict) else '?'}")
                 continue
             resource, problems = parse_document(doc, file)
             result.problems.extend(problems)

@@ -20,6 +20,7 @@ SERVE_PORT: Final = 8000  # Serve's HTTP proxy in every Ray pod; KubeRay's serve
 RAY_METRICS_PORT: Final = 8080  # Ray's metrics agent (ray_* and ray_serve_* metrics) in every Ray pod
 APP_METRICS_PORT: Final = 9464  # the agent's and model's own metrics (raylight_*), one replica per pod
 APP_METRICS_PORT_ENV: Final = "RAYLIGHT_APP_METRICS_PORT"  # tells a replica to serve them there
+PIPELINE_MCP_PATH: Final = "/v1/pipelines/{name}/mcp"  # a Pipeline's MCP server (agent endpoint and gateway)
 RAY_NAMESPACE: Final = "raylight"  # Ray namespace of named actors (the local store actor) and drivers
 
 # ------------------------------------------------------------------ Kubernetes names
@@ -121,3 +122,7 @@ def local_path(source: str) -> str | None:
     if scheme == "pvc":
         return f"{PVC_MOUNT_ROOT}/{rest.strip('/')}"
     return None
+
+# A custom Ray resource only a serving cluster's head offers when its model may scale to zero: what must outlive
+# the model's replicas (vLLM's OpenAI ingress) asks for a sliver of it, so it never keeps a GPU worker pod alive.
+HEAD_RESOURCE: Final = "raylight-head"

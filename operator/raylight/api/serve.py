@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from raylight.api.connections import Connections
+from raylight.api.connections import Connections, ResponseStoreConnection
 from raylight.api.quantity import quantity_bytes
 from raylight.api.types import ApiModel, ModelDeploymentSpec, PipelineSpec, Replicas
 
@@ -40,6 +40,7 @@ class ModelAppArgs(ApiModel):
 
     name: str  # the ModelDeployment's name: the `model` clients ask for
     spec: ModelDeploymentSpec  # resolved (ModelDeploymentSpec.resolved): no preset, runtime set
+    responses: ResponseStoreConnection | None = None  # the /v1/responses store; None: this replica's memory
 
 
 class AgentAppArgs(ApiModel):
@@ -62,6 +63,8 @@ def replica_options(replicas: Replicas) -> dict[str, Any]:
             "initial_replicas": max(replicas.min, 1),
             "target_ongoing_requests": replicas.target_ongoing_requests,
         }
+        if replicas.min == 0:
+            options["autoscaling_config"]["downscale_to_zero_delay_s"] = replicas.idle_seconds
     else:
         options["num_replicas"] = replicas.min
     return options

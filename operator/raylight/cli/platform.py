@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -97,8 +96,7 @@ def up_command(args: argparse.Namespace) -> int:
             if state is not None:  # left over from a platform that died: clear it first
                 procs.stop_platform(state)
                 st.remove_state(data_dir)
-            num_cpus = max(2 * (os.cpu_count() or 2), cpus_needed(manifests) + 4)
-            state = start_platform(data_dir, args.port, num_cpus)
+            state = start_platform(data_dir, args.port, cpus_needed(manifests))
             started_here = True
         plan = apply(manifests, state, data_dir)
     except UpError as exc:
@@ -162,7 +160,8 @@ def status_command(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"url": state["url"], "port": state["port"], "ray_address": state["ray_address"],
                           "daemon_pid": state["daemon_pid"], "data_dir": str(data_dir),
-                          "ready": bool(readyz.get("ready")), "resources": resources}))
+                          "ready": bool(readyz.get("ready")), "resources": resources,
+                          "sizing": state.get("sizing", {})}))
         return 0
     rows = [("KIND", "NAME", "READY", "ENDPOINT")]
     rows += [(r["kind"], r["name"], "yes" if r["ready"] else "no", r["endpoint"]) for r in resources]

@@ -10,11 +10,13 @@ import math
 from typing import Any
 
 from raylight import yamlio
-from raylight.api.connections import IngestionPlan
+from raylight.api.connections import ENV_RESPONSES_DSN, IngestionPlan, ResponseStoreConnection
 from raylight.api.names import (
     APP_METRICS_PORT,
     APP_METRICS_PORT_ENV,
     CONFIGMAP_MOUNT_ROOT,
+    HEAD_RESOURCE,
+    MODEL_APP_IMPORT,
     PLAN_CHECKSUM_CHARS,
     PLAN_FILE,
     PLAN_MOUNT_DIR,
@@ -28,15 +30,24 @@ from raylight.api.names import (
     ingestion_job_name,
     model_rayservice_name,
 )
-from raylight.api.serve import AGENT_CPUS
-from raylight.api.types import ModelDeployment, ModelDeploymentSpec, Pipeline
-from raylight.desired.pipeline import get_agent_volumes, get_connections, get_ingestion_plan, get_pipeline_env
+from raylight.api.serve import AGENT_CPUS, ModelAppArgs
+from raylight.api.types import ModelDeployment, ModelDeploymentSpec, ModelSource, Pipeline, SecretKeyRef
+from raylight.desired.pipeline import (
+    get_agent_volumes,
+    get_connections,
+    get_ingestion_plan,
+    get_pipeline_env,
+    secret_env,
+)
 from raylight.desired.serve import get_agent_application, get_model_application
 from raylight.governance.accelerators import vendor_of
 from raylight.settings import Settings
 
 MANAGED_BY = "raylight-operator"
 SPEC_HASH_ANNOTATION = "raylight.io/spec-hash"
+# A RayService upgraded by Recreate carries its Ray cluster's hash: when it changes, the operator deletes the
+# RayService (KubeRay's strategy None never replaces a running cluster) and creates it anew.
+RECREATE_ANNOTATION = "raylight.io/recreate-on-cluster-change"
 
 
 def labels(kind: str, name: str, component: str) -> dict[str, str]:
@@ -79,6 +90,33 @@ def _ray_cpus(cpus: float) -> str:
     return str(max(math.ceil(_millicores(cpus) / 1000), 1))
 
 
+def get_download_env(source: ModelSource | None) -> list[dict[str, Any]]:
+    """What a pod that may fetch `source`'s weights needs: the hub online only for hf:// sources, and a gated
+    model's hub token as `HF_TOKEN` from the Secret the manifest names (`valueFrom`, never the value)."""
+    hub = source is not None and source.source.startswith("hf://")
+    env: list[dict[str, Any]] = [{"name": "HF_HUB_OFFLINE", "value": "0" if hub else "1"}]
+    if source is not None and source.token_secret is not None:
+        env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {
+            "name": source.token_secret.name, "key": source.token_secret.key}}})
+    return env
+
+
+def get_upgrade_strategy(spec: ModelDeploymentSpec) -> dict[str, Any]:
+    """KubeRay's `spec.upgradeStrategy` for the strategy in effect (`ModelDeploymentSpec.upgrade_type`):
+    NewCluster as is, Incremental as NewClusterWithIncrementalUpgrade with its clusterUpgradeOptions, Recreate as
+    None (the operator then deletes and recreates the RayService on a cluster change)."""
+    kind = spec.upgrade_type
+    if kind == "Recreate":
+        return {"type": "None"}
+    if kind == "Incremental":
+        options = spec.upgrade_strategy.incremental
+        assert options is not None  # validated: Incremental has its options
+        return {"type": "NewClusterWithIncrementalUpgrade", "clusterUpgradeOptions": {
+            "gatewayClassName": options.gateway_class_name, "stepSizePercent": options.step_size_percent,
+            "intervalSeconds": options.interval_seconds, "maxSurgePercent": options.max_surge_percent}}
+    return {"type": "NewCluster"}
+
+
 def _container(name: str, image: str, cpus: float, memory: str, gpus: int = 0,
                env: list[dict[str, Any]] | None = None, ports: bool = False,
                device: str | None = None) -> dict[str, Any]:
@@ -104,6 +142,17 @@ def _container(name: str, image: str, cpus: float, memory: str, gpus: int = 0,
     return container
 
 
+def _volume_name(prefix: str, name: str) -> str:
+    """A pod volume's name (a DNS label, at most 63 characters) for an object name that may be longer or hold
+    dots (PVC names are DNS subdomains, up to 253): `<prefix>-<name>` when that is a label, else the name cut
+    to fit with a hash of the whole name."""
+    plain = f"{prefix}-{name}"
+    if len(plain) <= 63 and "." not in plain:
+        return plain
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"{prefix}-{name.replace('.', '-')[:63 - len(prefix) - 10].rstrip('-')}-{digest}"
+
+
 def _pvc_volumes(spec: ModelDeploymentSpec) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Volumes and mounts for every pvc:// source the model and its adapters read."""
     assert spec.model is not None
@@ -112,8 +161,10 @@ def _pvc_volumes(spec: ModelDeploymentSpec) -> tuple[list[dict[str, Any]], list[
         for s in [spec.model.source, *(a.source for a in spec.adapters if a.source)]
         if s.startswith("pvc://")
     })
-    volumes = [{"name": f"pvc-{c}", "persistentVolumeClaim": {"claimName": c, "readOnly": True}} for c in claims]
-    mounts = [{"name": f"pvc-{c}", "mountPath": f"{PVC_MOUNT_ROOT}/{c}", "readOnly": True} for c in claims]
+    volumes = [{"name": _volume_name("pvc", c), "persistentVolumeClaim": {"claimName": c, "readOnly": True}}
+               for c in claims]
+    mounts = [{"name": _volume_name("pvc", c), "mountPath": f"{PVC_MOUNT_ROOT}/{c}", "readOnly": True}
+              for c in claims]
     return volumes, mounts
 
 
@@ -143,7 +194,7 @@ def _serving_pods(rayservice: dict[str, Any], settings: Settings) -> dict[str, A
 
 
 def _ray_cluster(image: str, ray_version: str, worker: dict[str, Any] | None,
-                 env: list[dict[str, Any]], autoscale: bool) -> dict[str, Any]:
+                 env: list[dict[str, Any]], autoscale: bool, idle_seconds: int | None = None) -> dict[str, Any]:
     head_container = _container("ray-head", image, 1, "4Gi", env=env, ports=True)
     cluster: dict[str, Any] = {
         "rayVersion": ray_version,
@@ -158,6 +209,9 @@ def _ray_cluster(image: str, ray_version: str, worker: dict[str, Any] | None,
         cluster["workerGroupSpecs"] = [worker]
     if autoscale:
         cluster["enableInTreeAutoscaling"] = True
+    if idle_seconds is not None:  # scale to zero: idle workers go, and the head hosts what must stay
+        cluster["autoscalerOptions"] = {"idleTimeoutSeconds": idle_seconds}
+        cluster["headGroupSpec"]["resources"] = {HEAD_RESOURCE: "1"}
     return cluster
 
 
@@ -168,8 +222,12 @@ def get_model_rayservice(md: ModelDeployment, namespace: str, settings: Settings
     app = get_model_application(md)
     gpus = spec.resources.gpus
     image = spec.image or (settings.vllm_image if spec.runtime == "vllm" else settings.runtime_image)
-    env = [{"name": "HF_HUB_OFFLINE", "value": "0" if spec.model and spec.model.source.startswith("hf://")
-            else "1"}]
+    env = get_download_env(spec.model)
+    if settings.postgres_secret and app["import_path"] == MODEL_APP_IMPORT and spec.task == "chat":
+        # /v1/responses: one store for every replica, in the operator's default PostgreSQL
+        app["args"] = ModelAppArgs.model_validate(app["args"]).model_copy(update={
+            "responses": ResponseStoreConnection(postgres_dsn_env=ENV_RESPONSES_DSN)}).to_wire()
+        env = [*env, *secret_env(ENV_RESPONSES_DSN, SecretKeyRef(name=settings.postgres_secret, key="dsn"))]
     volumes, mounts = _pvc_volumes(spec)
     vendor = vendor_of(spec.resources.accelerator_type)
     worker_container = _container("ray-worker", image, spec.resources.cpus, spec.resources.memory, gpus, env,
@@ -197,19 +255,24 @@ def get_model_rayservice(md: ModelDeployment, namespace: str, settings: Settings
         "rayStartParams": start,
         "template": {"spec": pod},
     }
-    obj = {
+    obj: dict[str, Any] = {
         "apiVersion": "ray.io/v1",
         "kind": "RayService",
         "metadata": {"name": name, "namespace": namespace, "labels": labels("ModelDeployment", name, "model")},
         "spec": {
+            "upgradeStrategy": get_upgrade_strategy(spec),
             "serveConfigV2": yamlio.dump({"applications": [app]}),
             "rayClusterConfig": _ray_cluster(
-                image, settings.ray_version, worker, env,
-                autoscale=spec.replicas.autoscaling,
+                image, settings.ray_version, worker, env, autoscale=spec.replicas.autoscaling,
+                idle_seconds=spec.replicas.idle_seconds if spec.replicas.min == 0 else None,
             ),
         },
     }
-    return _finish(_serving_pods(obj, settings))
+    obj = _serving_pods(obj, settings)
+    if spec.upgrade_type == "Recreate":
+        cluster_hash = spec_hash({"spec": obj["spec"]["rayClusterConfig"]})
+        obj["metadata"]["annotations"] = {RECREATE_ANNOTATION: cluster_hash}
+    return _finish(obj)
 
 
 def get_agent_rayservice(pipeline: Pipeline, namespace: str, settings: Settings,
@@ -332,8 +395,7 @@ def get_ingestion_objects(pipeline: Pipeline, namespace: str, settings: Settings
             mounted.add(path)
             volumes.append({"name": f"source-{i}", "configMap": {"name": source.config_map.name}})
             mounts.append({"name": f"source-{i}", "mountPath": path, "readOnly": True})
-    env = [*get_pipeline_env(pipeline, settings), {"name": "HF_HUB_OFFLINE", "value": "0" if (
-        ingestion_plan.embedder.source and ingestion_plan.embedder.source.source.startswith("hf://")) else "1"}]
+    env = [*get_pipeline_env(pipeline, settings), *get_download_env(ingestion_plan.embedder.source)]
     workers, cpus, gpus, memory, accelerator = _ingestion_sizing(ingestion_plan, pipeline, embedder)
     rayjob = get_batch_rayjob(
         ingestion_job_name(name, checksum), namespace,
@@ -410,7 +472,11 @@ def get_batch_rayjob(name: str, namespace: str, run_labels: dict[str, str], entr
 def get_ingestion_cron(rayjob: dict[str, Any], schedule: str) -> dict[str, Any]:
     """A KubeRay RayCronJob that starts the same run on `spec.schedule` (UTC). KubeRay's own RayCronJob
     (not a CronJob running kubectl) so a scheduled run is the very RayJob spec, with no credentials to
-    create RayJobs in any pod; it needs KubeRay 1.5 or later."""
+    create RayJobs in any pod; it needs KubeRay 1.5 or later. A RayCronJob has no concurrency policy, so each
+    run it creates starts suspended (`suspend: true`, no Ray cluster) and the operator starts it only when no
+    other run of the Pipeline is writing (raylight.operator.schedule); KubeRay labels those RayJobs
+    `ray.io/cronjob-name: <this name>` (their metadata is not templated), which is how the operator finds them;
+    their pods carry the Pipeline's labels from the template."""
     meta = rayjob["metadata"]
     name = meta["labels"]["raylight.io/pipeline"]
     obj = {
@@ -418,7 +484,8 @@ def get_ingestion_cron(rayjob: dict[str, Any], schedule: str) -> dict[str, Any]:
         "metadata": {"name": ingestion_cron_name(name), "namespace": meta["namespace"],
                      "labels": labels("Pipeline", name, "ingestion"),
                      **({"ownerReferences": meta["ownerReferences"]} if meta.get("ownerReferences") else {})},
-        "spec": {"schedule": schedule, "timeZone": "Etc/UTC", "jobTemplate": copy.deepcopy(rayjob["spec"])},
+        "spec": {"schedule": schedule, "timeZone": "Etc/UTC",
+                 "jobTemplate": {**copy.deepcopy(rayjob["spec"]), "suspend": True}},
     }
     return _finish(obj)
 

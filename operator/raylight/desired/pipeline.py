@@ -21,11 +21,13 @@ from raylight.api.connections import (
     EmbedderConnection,
     IngestionPlan,
     LLMConnection,
+    McpServerConnection,
     OidcConnection,
     RayDataOptions,
     RerankerConnection,
     StoreConnection,
     ThreadsConnection,
+    mcp_header_env,
 )
 from raylight.api.names import model_base_url
 from raylight.api.serve import embed_backend
@@ -132,7 +134,17 @@ def get_connections(pipeline: Pipeline, namespace: str, settings: Settings,
                               api_key_env=ENV_QDRANT_API_KEY if qdrant.api_key_secret else None),
         threads=ThreadsConnection(postgres_dsn_env=ENV_THREADS_DSN, pool_size=spec.agent.threads.pool_size),
         auth=get_auth_connection(spec),
+        mcp_servers=get_mcp_connections(spec),
     )
+
+
+def get_mcp_connections(spec: PipelineSpec) -> list[McpServerConnection]:
+    """spec.agent.mcpServers as connections: each header's value stays in its Secret (`get_pipeline_env` puts
+    it in the variable `mcp_header_env(i, j)` names)."""
+    return [McpServerConnection(name=server.name, url=str(server.url), tools=list(server.tools),
+                                timeout_seconds=server.timeout_seconds,
+                                header_envs={h.name: mcp_header_env(i, j) for j, h in enumerate(server.headers)})
+            for i, server in enumerate(spec.agent.mcp_servers)]
 
 
 def get_pipeline_env(pipeline: Pipeline, settings: Settings) -> list[dict[str, Any]]:
@@ -148,6 +160,8 @@ def get_pipeline_env(pipeline: Pipeline, settings: Settings) -> list[dict[str, A
         *secret_env(ENV_QDRANT_API_KEY, spec.vector_store.qdrant.api_key_secret),
         *secret_env(ENV_AGENT_TOKEN, token),
         *secret_env(ENV_THREADS_DSN, threads_secret),
+        *(env for i, server in enumerate(spec.agent.mcp_servers) for j, header in enumerate(server.headers)
+          for env in secret_env(mcp_header_env(i, j), header.secret)),
     ]
 
 

@@ -11,9 +11,16 @@ from __future__ import annotations
 from typing import Any
 
 from raylight.api.connections import Connections
-from raylight.api.names import AGENT_APP_IMPORT, MODEL_APP_IMPORT, VLLM_APP_IMPORT, local_path
+from raylight.api.names import AGENT_APP_IMPORT, HEAD_RESOURCE, MODEL_APP_IMPORT, VLLM_APP_IMPORT, local_path
 from raylight.api.serve import AgentAppArgs, ModelAppArgs, replica_options
 from raylight.api.types import ModelDeployment, ModelDeploymentSpec, Pipeline
+
+# ray.serve.llm's prefix-aware router, by import path. Its public name, ray.serve.llm.request_router.
+# PrefixCacheAffinityRouter, is an empty subclass of this class but imports vLLM on import, so an LLMConfig naming
+# it cannot even be validated where vLLM is absent (the operator, CI); Ray is pinned (constraints.txt), and
+# tests/unit/serving/test_serving_app_config.py validates the config with Ray's own LLMConfig.
+PREFIX_CACHE_AFFINITY_ROUTER = (
+    "ray.llm._internal.serve.routing_policies.prefix_aware.prefix_aware_router.PrefixCacheAffinityRouter")
 
 
 def _vllm_llm_config(name: str, spec: ModelDeploymentSpec) -> dict[str, Any]:
@@ -31,10 +38,13 @@ def _vllm_llm_config(name: str, spec: ModelDeploymentSpec) -> dict[str, Any]:
         engine.setdefault("tensor_parallel_size", spec.resources.gpus)
     if spec.model.revision:
         engine.setdefault("revision", spec.model.revision)
+    deployment = replica_options(spec.replicas)
+    if spec.router == "PrefixCacheAffinity":
+        deployment["request_router_config"] = {"request_router_class": PREFIX_CACHE_AFFINITY_ROUTER}
     config: dict[str, Any] = {
         "model_loading_config": {"model_id": name, "model_source": model_source},
         "engine_kwargs": engine,
-        "deployment_config": replica_options(spec.replicas),
+        "deployment_config": deployment,
     }
     if spec.resources.accelerator_type:
         config["accelerator_type"] = spec.resources.accelerator_type
@@ -51,12 +61,11 @@ def get_model_application(md: ModelDeployment, route_prefix: str | None = "/") -
     name = md.metadata.name
     spec = md.spec.resolved()
     if spec.runtime == "vllm":
-        return {
-            "name": name,
-            "route_prefix": route_prefix,
-            "import_path": VLLM_APP_IMPORT,
-            "args": {"llm_configs": [_vllm_llm_config(name, spec)]},
-        }
+        args: dict[str, Any] = {"llm_configs": [_vllm_llm_config(name, spec)]}
+        if spec.replicas.min == 0:  # the OpenAI ingress stays on the head, so the GPU workers can all go
+            args["ingress_deployment_config"] = {
+                "ray_actor_options": {"num_cpus": 0, "resources": {HEAD_RESOURCE: 0.01}}}
+        return {"name": name, "route_prefix": route_prefix, "import_path": VLLM_APP_IMPORT, "args": args}
     return {
         "name": name,
         "route_prefix": route_prefix,

@@ -21,7 +21,7 @@ from raylight.api.names import (
 )
 from raylight.api.training import FineTunePlan, PlanDataset, PlanResources
 from raylight.api.types import Adapter, FineTune, ModelDeployment, ModelSource
-from raylight.desired.kubernetes import _finish, get_batch_rayjob, labels
+from raylight.desired.kubernetes import _finish, get_batch_rayjob, get_download_env, labels
 from raylight.settings import Settings
 
 __all__ = ["ADAPTER_MANIFEST", "finetune_base", "get_finetune_objects", "get_finetune_plan", "plan_checksum",
@@ -108,7 +108,7 @@ def get_finetune_objects(ft: FineTune, namespace: str, settings: Settings,
     for i, (claim, read_only) in enumerate(sorted(claims.items())):
         volumes.append({"name": f"pvc-{i}", "persistentVolumeClaim": {"claimName": claim, "readOnly": read_only}})
         mounts.append({"name": f"pvc-{i}", "mountPath": f"{PVC_MOUNT_ROOT}/{claim}", "readOnly": read_only})
-    env = [{"name": "HF_HUB_OFFLINE", "value": "0" if plan.base.source.startswith("hf://") else "1"}]
+    env = get_download_env(plan.base)
     res = ft.spec.resources
     rayjob = get_batch_rayjob(
         finetune_job_name(name, checksum), namespace,

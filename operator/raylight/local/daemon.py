@@ -20,12 +20,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from raylight.local import sizing
 from raylight.local import state as st
 from raylight.local.procs import PLATFORM_ENV
 
 log = logging.getLogger("raylight.local.daemon")
-
-OBJECT_STORE_BYTES = 256 * 1024**2
 
 
 def agent_token(data_dir: Path) -> str:
@@ -58,17 +57,17 @@ def recorded() -> dict[str, float]:
     return identities([os.getpid(), *descendants(os.getpid())])
 
 
-def init_ray(num_cpus: int, attempts: int = 3) -> Any:
-    """A Ray head on 127.0.0.1. Ray gives its raylet a fixed 30 s to register, which a busy 2-core machine
-    can miss: try again (after clearing what the failed attempt started) before giving up."""
+def init_ray(limits: sizing.RaySizing, attempts: int = 3) -> Any:
+    """A Ray head on 127.0.0.1 under `limits` (CPUs, object store, memory, worker and memory-monitor limits
+    derived from the machine: `raylight.local.sizing`). Ray gives its raylet a fixed 30 s to register, which a
+    busy 2-core machine can miss: try again (after clearing what the failed attempt started) before giving up."""
     import psutil
     import ray
 
     for attempt in range(1, attempts + 1):
         try:
-            return ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
-                            namespace=st.RAY_NAMESPACE, object_store_memory=OBJECT_STORE_BYTES,
-                            log_to_driver=False, _node_ip_address="127.0.0.1")
+            return ray.init(address="local", include_dashboard=False, namespace=st.RAY_NAMESPACE,
+                            log_to_driver=False, _node_ip_address="127.0.0.1", **limits.init_kwargs())
         except Exception as exc:
             if attempt == attempts or "timed out during startup" not in str(exc):
                 raise
@@ -82,8 +81,9 @@ def init_ray(num_cpus: int, attempts: int = 3) -> Any:
     raise AssertionError("unreachable")
 
 
-def start(data_dir: Path, port: int, num_cpus: int) -> dict[str, Any]:
-    """Start Ray, Serve and the store actor; returns the state to write."""
+def start(data_dir: Path, port: int, cpus_needed: int) -> dict[str, Any]:
+    """Start Ray (sized from this machine and the replicas' `cpus_needed`), Serve and the store actor;
+    returns the state to write."""
     os.environ.update(PLATFORM_ENV)  # before importing ray: it reads some of these at import time
     from ray import serve
     from raylight_pipelines.store.qdrant import start_store_actor
@@ -93,8 +93,9 @@ def start(data_dir: Path, port: int, num_cpus: int) -> dict[str, Any]:
     token_file = None if os.environ.get("RAYLIGHT_AGENT_TOKEN") else str(data_dir / st.TOKEN_FILE)
     os.environ["RAYLIGHT_AGENT_TOKEN"] = agent_token(data_dir)
     os.environ.update(ingress_env())
-    ctx = init_ray(num_cpus)
-    log.info("ray started at %s", ctx.address_info["gcs_address"])
+    limits = sizing.this_machine(cpus_needed)
+    ctx = init_ray(limits)
+    log.info("ray started at %s with %s", ctx.address_info["gcs_address"], limits.summary())
     serve.start(http_options={"host": "127.0.0.1", "port": port, "location": "HeadOnly"})
     store_path = data_dir / st.STORE_DIR
     start_store_actor(st.STORE_ACTOR, str(store_path))
@@ -114,6 +115,7 @@ def start(data_dir: Path, port: int, num_cpus: int) -> dict[str, Any]:
         "token_file": token_file,
         "started_at": time.time(),
         "resources": {},
+        "sizing": limits.summary(),
     }
 
 
@@ -121,14 +123,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="raylight-daemon")
     parser.add_argument("--data-dir", type=Path, required=True)
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--num-cpus", type=int, required=True)
+    parser.add_argument("--cpus-needed", type=int, required=True,
+                        help="CPUs the manifests' replicas claim; Ray's own size comes from the machine")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     data_dir = args.data_dir.resolve()
 
     stop = threading.Event()
     try:
-        state = start(data_dir, args.port, args.num_cpus)
+        state = start(data_dir, args.port, args.cpus_needed)
     except Exception as exc:  # the one line `up` shows the user
         log.exception("start failed")
         print(f"RAYLIGHT-DAEMON-FAILED: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)

@@ -13,6 +13,11 @@ applications have no HTTP route of their own) and routes:
                                               with its token)
   GET  /v1/models/{id}                        one of those entries; 404 model_not_found otherwise
   *    /v1/pipelines/{name}/...               invoke, search, stream, threads/{id} of that pipeline's agent
+  POST /v1/responses                          the OpenAI Responses API, by the body's `model` (a chat
+                                              ModelDeployment or a Pipeline); GET/DELETE /v1/responses/{id}
+                                              asks each app in turn (the one that stored it answers)
+  POST /v1/pipelines/{name}/mcp               that pipeline's MCP server (raylight_agents.mcp_server): the
+                                              request's method, headers and body are relayed as they came
   GET  /healthz                               the gateway answers (names nothing)
   GET  /metrics                               every app's metrics (Prometheus text, `raylight_*`), merged: one
                                               scrape for the whole platform (Ray's own `ray_*` metrics are on
@@ -22,7 +27,10 @@ applications have no HTTP route of their own) and routes:
                                               a model is ready while Serve runs a replica of it (however busy),
                                               an agent when its own readyz says so (or it is too busy to
                                               answer while Serve runs it); a protected pipeline is named only
-                                              to a caller with its token
+                                              to a caller with its token. It answers within a second whatever
+                                              is down or restarting (READY_BUDGET_S: the controller's view is
+                                              read off the event loop and kept, an agent gets
+                                              AGENT_READY_TIMEOUT_S), saying what it could not ask
 
 Refusals keep the status and body of the component that refused (an `ApiError`), so clients see the same
 errors as on a cluster; the gateway's own refusals (an unknown or non-string `model`) use the same shape.
@@ -35,6 +43,7 @@ The gateway sits behind `raylight_pipelines.web.guard` like every app: bodies ov
 # parameters' annotations (Request) at run time, and string annotations turn them into query parameters.
 import asyncio
 import logging
+import time
 from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
@@ -46,17 +55,25 @@ from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from ray.serve.handle import DeploymentHandle, DeploymentResponse, DeploymentResponseGenerator
 from ray.serve.schema import ReplicaState
 from raylight_pipelines import telemetry
-from raylight_pipelines.web import guard, responses, server
+from raylight_pipelines.web import guard, openapi, responses, responses_api, server
 from raylight_pipelines.web import models as model_names
 from raylight_pipelines.web.errors import ApiError
 from raylight_pipelines.web.protocol import MODEL_MAX_REQUEST_BYTES
 
-from raylight.api.names import AGENT_DEPLOYMENT, MODEL_DEPLOYMENT
+from raylight.api.names import AGENT_DEPLOYMENT, MODEL_DEPLOYMENT, PIPELINE_MCP_PATH
 
 log = logging.getLogger("ray.serve")
 
 GATEWAY_DEPLOYMENT = "Gateway"
-READY_TIMEOUT_S = 5.0
+READY_TIMEOUT_S = 5.0  # /metrics: how long one app's metrics may take
+# /readyz answers within a second while replicas, or Serve's controller, restart (ray.serve.status() blocks
+# until a restarted controller answers: 75 s once under memory pressure). The controller's view is read in a
+# thread, one read at a time, and kept: a read that takes longer than CONTROLLER_TIMEOUT_S answers with the
+# last view when it is younger than STATUS_MAX_AGE_S, else "not ready: the controller does not answer".
+CONTROLLER_TIMEOUT_S = 0.4
+STATUS_MAX_AGE_S = 10.0
+AGENT_READY_TIMEOUT_S = 0.4  # an agent's own readyz; a running agent that does not answer in time is "busy"
+READY_BUDGET_S = CONTROLLER_TIMEOUT_S + AGENT_READY_TIMEOUT_S  # the most one /readyz waits
 
 api = server.app("raylight gateway")  # a caller's traceparent goes on to the model
 
@@ -107,6 +124,10 @@ class Gateway(server.Edge):
         self.public = [p for p in pipelines if p not in protected]  # what refusals may name
         self.max_request_bytes = max(max_request_bytes, MODEL_MAX_REQUEST_BYTES)
         self._cards: dict[str, list[dict[str, Any]]] = {}  # a model's /v1/models entry does not change
+        self._status: Any = None  # the last ray.serve.status() read (see _serve_status)
+        self._status_at = 0.0
+        self.status_max_age_s = STATUS_MAX_AGE_S
+        self._status_read: asyncio.Future[Any] | None = None
 
     def _model(self, name: str) -> DeploymentHandle:
         return serve.get_deployment_handle(MODEL_DEPLOYMENT, app_name=name)
@@ -163,32 +184,52 @@ class Gateway(server.Edge):
         return Response(telemetry.merge(texts, hide={"pipeline": hidden}),
                         media_type="text/plain; version=0.0.4; charset=utf-8")
 
+    async def _serve_status(self) -> tuple[Any, str | None]:
+        """Serve's status (ray.serve.status()) within CONTROLLER_TIMEOUT_S: a fresh one, or the last one
+        while it is younger than `status_max_age_s` (STATUS_MAX_AGE_S); (None, why) when there is none to go by.
+        One read runs at a time, in a thread: a controller that hangs never blocks the event loop nor piles up
+        threads."""
+        if self._status_read is None or self._status_read.done():
+            self._status_read = asyncio.ensure_future(asyncio.to_thread(serve.status))
+        try:
+            self._status = await asyncio.wait_for(asyncio.shield(self._status_read), CONTROLLER_TIMEOUT_S)
+            self._status_at = time.monotonic()
+            return self._status, None
+        except TimeoutError:
+            why = f"Serve's controller did not answer within {CONTROLLER_TIMEOUT_S:g} s (restarting?)"
+        except Exception as exc:
+            why = f"Serve's controller cannot be asked: {type(exc).__name__}"
+        age = time.monotonic() - self._status_at
+        if self._status is not None and age <= self.status_max_age_s:
+            return self._status, None
+        return None, why
+
     @staticmethod
-    def _replicas(app: str, deployment: str) -> tuple[bool, str]:
-        """Whether Serve runs a replica of the deployment now (the controller's view: never waits on a
-        busy replica)."""
-        status = serve.status().applications.get(app)
-        if status is None:
+    def _replicas(status: Any, app: str, deployment: str) -> tuple[bool, str]:
+        """Whether Serve runs a replica of the deployment in `status` (the controller's view: never waits on
+        a busy replica)."""
+        app_status = status.applications.get(app)
+        if app_status is None:
             return False, "not deployed"
-        dep = status.deployments.get(deployment)
+        dep = app_status.deployments.get(deployment)
         running = dep.replica_states.get(ReplicaState.RUNNING, 0) if dep is not None else 0
         if running:
             return True, f"{running} replica(s) running"
-        state = dep.status if dep is not None else status.status
-        return False, f"no replica running ({state}): {(dep.message if dep is not None else status.message) or ''}"
+        state = dep.status if dep is not None else app_status.status
+        return False, f"no replica running ({state}): {(dep.message if dep is not None else app_status.message) or ''}"
 
-    async def _ready_model(self, name: str) -> dict[str, Any]:
-        ok, detail = self._replicas(name, MODEL_DEPLOYMENT)
+    async def _ready_model(self, status: Any, name: str) -> dict[str, Any]:
+        ok, detail = self._replicas(status, name, MODEL_DEPLOYMENT)
         return {"kind": "ModelDeployment", "name": name, "ready": ok, "detail": detail}
 
-    async def _ready_pipeline(self, name: str, auth: str | None) -> dict[str, Any]:
-        ok, detail = self._replicas(name, AGENT_DEPLOYMENT)
+    async def _ready_pipeline(self, status: Any, name: str, auth: str | None) -> dict[str, Any]:
+        ok, detail = self._replicas(status, name, AGENT_DEPLOYMENT)
         report: dict[str, Any] = {"kind": "Pipeline", "name": name, "ready": ok, "detail": detail}
         if ok:
             try:
-                agent = await asyncio.wait_for(self._agent(name).readyz.remote(auth), READY_TIMEOUT_S)
+                agent = await asyncio.wait_for(self._agent(name).readyz.remote(auth), AGENT_READY_TIMEOUT_S)
             except TimeoutError:
-                report["detail"] = "busy: running, no readiness answer within 5 s"
+                report["detail"] = f"busy: running, no readiness answer within {AGENT_READY_TIMEOUT_S:g} s"
             except Exception as exc:
                 report.update(ready=False, detail=f"the agent does not answer: {type(exc).__name__}")
             else:
@@ -203,8 +244,14 @@ class Gateway(server.Edge):
     @api.get("/readyz")
     async def readyz(self, request: Request) -> Response:
         auth = request.headers.get("authorization")
-        checks = await asyncio.gather(*[self._ready_model(n) for n in self.models],
-                                      *[self._ready_pipeline(n, auth) for n in self.pipelines])
+        status, why = await self._serve_status()
+        if status is None:  # nothing to go by: every resource is not ready, for that reason
+            checks = [{"kind": "ModelDeployment", "name": n, "ready": False, "detail": why} for n in self.models]
+            checks += [{"kind": "Pipeline", "name": n if n in self.public else None, "ready": False, "detail": why}
+                       for n in self.pipelines]
+        else:
+            checks = await asyncio.gather(*[self._ready_model(status, n) for n in self.models],
+                                          *[self._ready_pipeline(status, n, auth) for n in self.pipelines])
         ready = all(c["ready"] for c in checks)
         resources = [c for c in checks if c["name"] is not None]
         hidden = [c for c in checks if c["name"] is None]
@@ -312,6 +359,55 @@ class Gateway(server.Edge):
         except Exception as exc:
             raise backend_error(backend, exc) from exc
 
+    # ------------------------------------------------------------ the Responses API
+
+    @api.post("/v1/responses")
+    async def create_response(self, request: Request) -> Response:
+        raw, body, model = await self._body(request)
+        auth = request.headers.get("authorization")
+        args: tuple[Any, ...]
+        if model in self.models and self.models[model] == "chat":
+            handle, backend, args = self._model(model), f"model {model}", (raw, telemetry.inject() or None)
+        elif model in self.pipelines:
+            handle, backend, args = self._agent(model), f"pipeline {model}", (raw, auth)
+        else:
+            raise self._unknown(model, "a chat ModelDeployment or a Pipeline")
+        if body.get("stream") is True:
+            return await relay(backend, handle.options(stream=True).responses_stream.remote(*args),
+                               responses_api.sse_error_event)
+        try:
+            return JSONResponse(await handle.responses_create.remote(*args))
+        except Exception as exc:
+            raise backend_error(backend, exc) from exc
+
+    async def _stored_response(self, method: str, response_id: str, request: Request,
+                               user: str | None) -> Response:
+        """GET/DELETE a stored response: the app that holds it answers (each chat model, then each pipeline the
+        caller may call); none does -> 404."""
+        auth = request.headers.get("authorization")
+        backends: list[tuple[str, DeploymentHandle, tuple[Any, ...]]] = [
+            (f"model {m}", self._model(m), (response_id,)) for m, task in self.models.items() if task == "chat"]
+        backends += [(f"pipeline {p}", self._agent(p), (response_id, auth, user)) for p in self.pipelines]
+        for backend, handle, args in backends:  # one at a time: a DELETE must not race itself
+            try:
+                return JSONResponse(await getattr(handle, method).remote(*args))
+            except ApiError as exc:
+                if exc.status == 400:
+                    raise  # a malformed id: every app says the same
+                if exc.status not in (401, 404):
+                    raise backend_error(backend, exc) from exc
+            except Exception as exc:
+                raise backend_error(backend, exc) from exc
+        raise ApiError(404, f"No response with id '{response_id}' found.", param="response_id", code="not_found")
+
+    @api.get("/v1/responses/{response_id}")
+    async def get_response(self, response_id: str, request: Request, user: str | None = None) -> Response:
+        return await self._stored_response("responses_get", response_id, request, user)
+
+    @api.delete("/v1/responses/{response_id}")
+    async def delete_response(self, response_id: str, request: Request, user: str | None = None) -> Response:
+        return await self._stored_response("responses_delete", response_id, request, user)
+
     # ------------------------------------------------------------ agent routes
 
     def _pipeline(self, name: str) -> DeploymentHandle:
@@ -352,6 +448,59 @@ class Gateway(server.Edge):
             return JSONResponse(await agent.thread.remote(thread_id, user, request.headers.get("authorization")))
         except Exception as exc:
             raise backend_error(f"pipeline {name}", exc) from exc
+
+
+    @api.api_route(PIPELINE_MCP_PATH, methods=["GET", "POST", "DELETE"])
+    async def mcp(self, name: str, request: Request) -> Response:
+        agent = self._pipeline(name)
+        raw = await self.read(request) if request.method == "POST" else b""
+        try:
+            reply = await agent.mcp.remote(request.method, list(request.headers.items()), raw)
+        except Exception as exc:
+            raise backend_error(f"pipeline {name}", exc) from exc
+        return Response(reply.body, reply.status, headers=dict(reply.headers))
+
+
+def operations() -> dict[str, openapi.Operation]:
+    """The gateway's routes for its /openapi.json: the model app's and the agent app's own operations (their
+    request and response models), since it relays those apps' answers, and its own probes and metrics.
+    Read when /openapi.json is first asked for (the agent app's models load then, not at start)."""
+    from raylight_agents import openapi as agent_openapi
+    from raylight_agents.serve import ChatIn, InvokeIn, SearchIn
+    from raylight_pipelines.serving import app as model_app
+
+    models = model_app.operations()
+    agents = agent_openapi.operations({"invoke": InvokeIn, "search": SearchIn, "chat": ChatIn})
+    text = {"text/plain": {"schema": {"type": "string"}}}
+    return {
+        **{op: models[op] for op in ("embeddings", "rerank", "createResponse", "getResponse", "deleteResponse")},
+        **{op: agents[op] for op in ("invoke", "stream", "search", "getThread", "listModels", "healthz", "mcpGet",
+                                      "mcpPost", "mcpDelete")},
+        # a model's ChatCompletion, or a Pipeline's (the same with citations, thread_id, grounding)
+        "chatCompletions": openapi.Operation("post", "/v1/chat/completions", responses.ChatCompletion, ChatIn,
+                                             stream=openapi.DATA_SSE),
+        "readyz": openapi.Operation("get", "/readyz", openapi.ANY_JSON, public=True, statuses={
+            "503": ("a model or pipeline is not ready: its check says why", openapi.ANY_JSON)}),
+        "metrics": openapi.Operation("get", "/metrics", text, public=True),
+    }
+
+
+ERRORS = {
+    "400": "invalid JSON, Unicode, nesting or field (the message names each field and limit)",
+    "401": "missing or wrong bearer token (a protected Pipeline)",
+    "404": "no such model, pipeline, thread, response or route",
+    "405": "wrong method (`Allow` says which)",
+    "406": "an MCP call that does not accept JSON and event streams",
+    "408": "the body did not arrive in time",
+    "409": "another turn on this thread is running",
+    "413": "the body, the tokens or the answer over a limit (docs/limits.md)",
+    "429": "too many requests (this client in flight, or a Pipeline's quota)",
+    "431": "the headers are too large",
+    "502": "the model refused the agent's call",
+    "503": "a model, pipeline or dependency is not available right now; the message says which",
+    "504": "a run or a stream took longer than its limit",
+}
+openapi.describe(api, operations, ERRORS)
 
 
 def build_app(args: dict[str, Any]) -> serve.Application:

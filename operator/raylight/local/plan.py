@@ -12,8 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from raylight.api.connections import Connections, IngestionPlan, ThreadsConnection
+from raylight.api.connections import Connections, IngestionPlan, ResponseStoreConnection, ThreadsConnection
 from raylight.api.manifests import Manifest, Problem
+from raylight.api.names import MODEL_APP_IMPORT
+from raylight.api.serve import ModelAppArgs
 from raylight.api.types import FineTune, ModelDeployment, Pipeline
 from raylight.desired.pipeline import get_connections, get_ingestion_plan
 from raylight.desired.serve import get_agent_application, get_model_application
@@ -156,6 +158,9 @@ def build_plan(manifests: list[Manifest], data_dir: Path, port: int) -> Plan:
         r = m.resource
         if isinstance(r, ModelDeployment):
             app = get_model_application(resolve_adapters(r, outputs))
+            if app["import_path"] == MODEL_APP_IMPORT:  # /v1/responses: one SQLite file for every replica
+                app["args"] = ModelAppArgs.model_validate(app["args"]).model_copy(update={
+                    "responses": ResponseStoreConnection(sqlite_path=str(data_dir / st.RESPONSES_FILE))}).to_wire()
         elif not isinstance(r, Pipeline):  # a FineTune is batch work (`raylight finetune`), not a Serve app
             continue
         else:

@@ -61,8 +61,9 @@ def check_weights(manifests: list[Manifest]) -> None:
                 raise UpError(f"ModelDeployment {m.resource.metadata.name}: {exc}") from None
 
 
-def start_platform(data_dir: Path, port: int, num_cpus: int) -> dict[str, Any]:
-    """Start the daemon and wait for its state file; on failure nothing it started is left running."""
+def start_platform(data_dir: Path, port: int, cpus_needed: int) -> dict[str, Any]:
+    """Start the daemon (its Ray sized from this machine and the `cpus_needed` of the manifests' replicas:
+    `raylight.local.sizing`) and wait for its state file; on failure nothing it started is left running."""
     from raylight.local import procs
 
     if procs.port_in_use(port):
@@ -72,7 +73,7 @@ def start_platform(data_dir: Path, port: int, num_cpus: int) -> dict[str, Any]:
     offset = log_path.stat().st_size if log_path.exists() else 0
     say(f"starting Ray on 127.0.0.1 (Serve on port {port}, logs in {log_path}) ...")
     t0 = time.monotonic()
-    proc, log_path = procs.spawn_daemon(data_dir, port, num_cpus)
+    proc, log_path = procs.spawn_daemon(data_dir, port, cpus_needed)
     while time.monotonic() - t0 < DAEMON_START_TIMEOUT_S:
         state = st.read_state(data_dir)
         if state and state.get("daemon_pid") == proc.pid:

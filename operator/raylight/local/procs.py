@@ -55,14 +55,15 @@ def platform_running(state: dict[str, Any] | None) -> bool:
     return state is not None and alive(state.get("daemon_pid"))
 
 
-def spawn_daemon(data_dir: Path, port: int, num_cpus: int) -> tuple[subprocess.Popen[bytes], Path]:
-    """The daemon in its own session, so the terminal's Ctrl-C after `up` returns cannot reach it."""
+def spawn_daemon(data_dir: Path, port: int, cpus_needed: int) -> tuple[subprocess.Popen[bytes], Path]:
+    """The daemon in its own session, so the terminal's Ctrl-C after `up` returns cannot reach it; it sizes
+    its Ray from the machine and the `cpus_needed` of the replicas (`raylight.local.sizing`)."""
     log_path = data_dir / st.LOG_DIR / "platform.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "raylight.local.daemon", "--data-dir", str(data_dir), "--port", str(port),
-             "--num-cpus", str(num_cpus)],
+             "--cpus-needed", str(cpus_needed)],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
             env={**os.environ, **PLATFORM_ENV},
         )

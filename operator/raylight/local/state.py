@@ -51,6 +51,7 @@ STORE_DIR = "qdrant"
 THREADS_DIR = "threads"
 LOG_DIR = "logs"
 TOKEN_FILE = "agent-token"
+RESPONSES_FILE = "responses.sqlite"  # the models' /v1/responses store
 PIPELINES_DIR = "pipelines"
 STORE_ACTOR = "raylight-store"
 STATE_VERSION = 1

@@ -26,6 +26,8 @@ KINDS: dict[str, tuple[str, str]] = {
     "CronJob": ("batch/v1", "cronjobs"),  # only to remove a pre-RayJob release's ingestion CronJob
     "ConfigMap": ("v1", "configmaps"),
     "Secret": ("v1", "secrets"),
+    "GatewayClass": ("gateway.networking.k8s.io/v1", "gatewayclasses"),  # upgradeStrategy Incremental only
+    "CustomResourceDefinition": ("apiextensions.k8s.io/v1", "customresourcedefinitions"),  # the preflight
     # the chart's uninstall hook only (raylight.operator.uninstall)
     "Deployment": ("apps/v1", "deployments"),
     "Pod": ("v1", "pods"),

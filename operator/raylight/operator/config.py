@@ -39,6 +39,7 @@ class OperatorConfig:
     webhook_certfile: str | None = None
     webhook_keyfile: str | None = None
     webhook_insecure: bool = False
+    webhook_cert_check_seconds: float = 10.0  # how often a renewed serving certificate is looked for
     status_interval: float = 30.0  # seconds between status/drift checks of each object
     # A rollout (new Ray cluster, Serve applications, ingestion pods) not finished this many seconds after
     # it began is reported Degraded (ProgressDeadlineExceeded) with what to do; 0 turns the check off.
@@ -70,6 +71,7 @@ class OperatorConfig:
             webhook_certfile=env.get("RAYLIGHT_WEBHOOK_CERTFILE") or None,
             webhook_keyfile=env.get("RAYLIGHT_WEBHOOK_KEYFILE") or None,
             webhook_insecure=_flag(env.get("RAYLIGHT_WEBHOOK_INSECURE", "")),
+            webhook_cert_check_seconds=float(env.get("RAYLIGHT_WEBHOOK_CERT_CHECK_SECONDS") or 10.0),
             status_interval=float(env.get("RAYLIGHT_STATUS_INTERVAL", d.status_interval)),
             progress_deadline=float(env.get("RAYLIGHT_PROGRESS_DEADLINE", d.progress_deadline)),
             max_workers=int(env.get("RAYLIGHT_MAX_WORKERS", d.max_workers)),

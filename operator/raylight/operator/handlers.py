@@ -11,11 +11,12 @@ import kopf
 
 from raylight.api.types import GROUP, VERSION
 from raylight.desired.kubernetes import MANAGED_BY
-from raylight.operator import admission, metrics
+from raylight.operator import admission, metrics, preflight
 from raylight.operator.clients import KubeClient, QdrantServers, RestKube, StoreFactory
 from raylight.operator.config import OperatorConfig
 from raylight.operator.reconcile import Deps, Reconciler, Result, owner_of
 from raylight.operator.status import changed
+from raylight.operator.webhook_tls import ReloadingWebhookServer
 
 FINALIZER = "raylight.io/finalizer"
 CHILD_LABELS = {"app.kubernetes.io/managed-by": MANAGED_BY}
@@ -52,11 +53,27 @@ def build_registry(config: OperatorConfig, kube: KubeClient | None = None,
         settings.background.instant_exit_timeout = min(0.5, config.timer_exit_polling)
         settings.background.cancellation_polling = config.timer_exit_polling
         settings.peering.clusterwide = config.clusterwide
-        if config.webhook_port:
+        if config.webhook_port and config.webhook_certfile and config.webhook_keyfile and not config.webhook_insecure:
+            # a mounted certificate (cert-manager's or the chart's): renewed in place, never a port gap
+            settings.admission.server = ReloadingWebhookServer(
+                addr=config.webhook_addr, port=config.webhook_port, certfile=config.webhook_certfile,
+                pkeyfile=config.webhook_keyfile, check_interval=config.webhook_cert_check_seconds)
+            settings.admission.managed = None  # the chart owns the ValidatingWebhookConfiguration
+        elif config.webhook_port:
             settings.admission.server = kopf.WebhookServer(
                 addr=config.webhook_addr, port=config.webhook_port, certfile=config.webhook_certfile,
                 pkeyfile=config.webhook_keyfile, insecure=config.webhook_insecure)
             settings.admission.managed = None  # the chart owns the ValidatingWebhookConfiguration
+
+    @kopf.on.startup(registry=registry)
+    def preflight_check(logger: logging.Logger | Any, **_: Any) -> None:
+        try:
+            problems = preflight.messages(rec.deps.kube)
+        except Exception as exc:  # the check must not keep the operator from starting
+            logger.warning(f"could not check the cluster's CRDs: {exc}")
+            return
+        for required, message in problems:
+            (logger.error if required else logger.warning)(message)
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:

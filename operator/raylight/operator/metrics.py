@@ -43,7 +43,8 @@ LAST_REFRESH = Gauge("raylight_operator_last_status_refresh_timestamp_seconds", 
                      "refreshed an object's status (Unix time).", ["kind"], registry=REGISTRY)
 
 _RUN = ["namespace", "pipeline"]
-INGESTION_RUNS = Counter("raylight_operator_ingestion_runs_total", "Finished ingestion runs by result.",
+INGESTION_RUNS = Counter("raylight_operator_ingestion_runs_total", "Finished ingestion runs by result (Succeeded, "
+                         "Failed; Skipped: a scheduled run that came while another run of the Pipeline wrote).",
                          [*_RUN, "result"], registry=REGISTRY)
 INGESTION_DOCUMENTS = Counter("raylight_operator_ingestion_documents_total", "Documents of finished ingestion "
                               "runs by outcome (done, skipped, failed).", [*_RUN, "outcome"], registry=REGISTRY)
@@ -64,6 +65,11 @@ def ingestion_finished(namespace: str, pipeline: str, progress: Mapping[str, Any
         INGESTION_CHUNKS.labels(*run, kind).inc(progress.get(f"chunks{kind.title()}") or 0)
     if progress.get("durationSeconds") is not None:
         INGESTION_SECONDS.labels(*run).observe(float(progress["durationSeconds"]))
+
+
+def ingestion_skipped(namespace: str, pipeline: str) -> None:
+    """Count one scheduled run skipped because another run of the Pipeline was writing (result Skipped)."""
+    INGESTION_RUNS.labels(namespace, pipeline, "Skipped").inc()
 
 
 class _Result(Protocol):

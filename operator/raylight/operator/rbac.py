@@ -9,7 +9,8 @@ What each rule is for:
   children's owner references set blockOwnerDeletion (enforced by OwnerReferencesPermissionEnforcement).
 - ray.io rayservices: one per ModelDeployment and one per Pipeline agent; created, patched in place
   when they drift, watched so a deleted or hand-edited one is restored; their status is read for ours.
-  No delete: owner references let the garbage collector remove them with their owner.
+  Deleted only under upgradeStrategy Recreate, when a model's Ray cluster changes (KubeRay's strategy None
+  never replaces a running cluster); otherwise owner references let the garbage collector remove them.
 - ray.io rayjobs/raycronjobs and core configmaps: a Pipeline's ingestion plan, its runs (a RayJob per plan
   checksum, watched so its status becomes the Pipeline's; superseded runs are deleted) and, with
   spec.schedule, the RayCronJob that starts runs. A FineTune's training plan and run, the same way.
@@ -19,8 +20,11 @@ What each rule is for:
 - core secrets: get only, to read the Qdrant API key a Pipeline names (spec.vectorStore.qdrant.
   apiKeySecret) when the operator creates or drops its collection. Never listed or watched.
 - core events: Kopf posts one per transition.
+- gateway.networking.k8s.io gatewayclasses: get only, to check that the GatewayClass an Incremental upgrade
+  names exists.
 - apiextensions customresourcedefinitions and core namespaces: Kopf scans which resources exist and,
-  with namespace patterns, which namespaces match.
+  with namespace patterns, which namespaces match; the operator's start-up check reads the KubeRay and
+  Gateway API CRDs it needs (get).
 - kopf.dev peerings: only when running with peering (the default); `--standalone` needs none.
 The validating webhook configuration is created by the chart, not by Kopf, so no admissionregistration.
 """
@@ -34,7 +38,7 @@ _RULES: tuple[tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]], ...] = (
     (("raylight.io",), ("modeldeployments/status", "pipelines/status", "finetunes/status"), ("get", "patch")),
     (("raylight.io",), ("modeldeployments/finalizers", "pipelines/finalizers", "finetunes/finalizers"),
      ("update",)),
-    (("ray.io",), ("rayservices",), ("get", "list", "watch", "create", "patch")),
+    (("ray.io",), ("rayservices",), ("get", "list", "watch", "create", "patch", "delete")),
     (("ray.io",), ("rayjobs",), ("get", "list", "watch", "create", "patch", "delete")),
     (("ray.io",), ("raycronjobs",), ("get", "list", "watch", "create", "patch", "delete")),
     (("batch",), ("cronjobs",), ("get", "delete")),
@@ -43,7 +47,8 @@ _RULES: tuple[tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]], ...] = (
     (("",), ("secrets",), ("get",)),
     (("",), ("events",), ("create",)),
     (("",), ("namespaces",), ("list", "watch")),
-    (("apiextensions.k8s.io",), ("customresourcedefinitions",), ("list", "watch")),
+    (("apiextensions.k8s.io",), ("customresourcedefinitions",), ("get", "list", "watch")),
+    (("gateway.networking.k8s.io",), ("gatewayclasses",), ("get",)),
     (("kopf.dev",), ("clusterkopfpeerings", "kopfpeerings"), ("get", "list", "watch", "patch")),
 )
 

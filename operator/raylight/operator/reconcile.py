@@ -17,11 +17,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from raylight.api.limits import LimitExceeded, object_problems
 from raylight.api.manifests import field_path
 from raylight.api.names import agent_rayservice_name, ingestion_cron_name, model_rayservice_name, service_url
 from raylight.api.types import API_VERSION, FineTune, ModelDeployment, Pipeline
 from raylight.api.validate import check_adapters, check_finetune, check_model, check_references
 from raylight.desired.kubernetes import (
+    RECREATE_ANNOTATION,
     get_agent_rayservice,
     get_ingestion_cron,
     get_ingestion_objects,
@@ -29,7 +31,7 @@ from raylight.desired.kubernetes import (
 )
 from raylight.desired.pipeline import get_collection_plan
 from raylight.desired.training import get_finetune_objects, resolve_adapters
-from raylight.operator import metrics
+from raylight.operator import metrics, schedule
 from raylight.operator.clients import Conflict, KubeClient, Obj, StoreFactory, secret_value
 from raylight.operator.config import OperatorConfig
 from raylight.operator.patching import child_patch
@@ -179,6 +181,8 @@ class Reconciler:
 
     def apply(self, desired: Obj, writes: list[str]) -> Obj:
         """Create the child, or patch what differs; returns the live object."""
+        if problems := object_problems(desired):  # what the API server or etcd would refuse: never sent
+            raise LimitExceeded("; ".join(problems))
         kube = self.deps.kube
         kind, meta = desired["kind"], desired["metadata"]
         ns, name = meta["namespace"], meta["name"]
@@ -192,6 +196,12 @@ class Reconciler:
                 live = kube.get(kind, ns, name)
                 if live is None:
                     raise
+        if live["metadata"].get("deletionTimestamp"):  # on its way out: created anew once it is gone
+            return live
+        if _recreate(desired, live):
+            kube.delete(kind, ns, name)
+            writes.append(f"deleted {kind} {name} to recreate it (upgradeStrategy Recreate: its Ray cluster changed)")
+            return kube.get(kind, ns, name) or live
         patch = child_patch(desired, live)
         if not patch:
             return live
@@ -219,23 +229,29 @@ class Reconciler:
                                 failure=("InvalidSpec", _invalid(exc)))
         waiting, outputs = self._adapter_outputs(md, ns)
         if waiting:  # an adapter names a FineTune that has not produced its adapter yet: deploy nothing
-            return self._result(body, Verdict("Pending", []), {"endpoint": None}, writes, now,
-                                failure=("WaitingForFineTune", waiting))
+            reason, why = waiting
+            return self._result(body, Verdict("Pending" if reason == "WaitingForFineTune" else "Failed", []),
+                                {"endpoint": None}, writes, now, failure=(reason, why))
         md = resolve_adapters(md, outputs)
         problems = dict(check_model(md, settings.license_policy))
         license_problem = next((m for f, m in problems.items() if f != "spec.resources"), None)
         fit_problem = problems.get("spec.resources")
         live = None
+        gateway = self._gateway_problem(md)
+        if gateway:
+            return self._result(body, Verdict("Failed", []), {"endpoint": None}, writes, now,
+                                failure=("GatewayClassMissing", gateway))
         if not problems:
             inputs = (body["metadata"].get("generation"), md.spec.to_wire())
             [desired] = self._built(body, inputs, lambda: [get_model_rayservice(md, ns, settings)])
             live = self.apply(desired, writes)
-        health = self._deadline(body, now)(rayservice_health(live), None)
+        health = self._deadline(body, now)(rayservice_health(live, md.spec.replicas.min == 0), None)
         verdict = model_verdict(health, license_problem, fit_problem)
         extra = {
             "endpoint": None if problems else service_url(model_rayservice_name(name), ns, settings.cluster_domain),
             "readyReplicas": health.ready_replicas,
             "runtime": md.spec.resolved().resolved_runtime,
+            "upgradeStrategy": md.spec.upgrade_type,
         }
         result = self._result(body, verdict, extra, writes, now)
         was: dict[str, Any] = next((c for c in (body.get("status") or {}).get("conditions") or []
@@ -244,25 +260,41 @@ class Reconciler:
             result.events.append(("Warning", "LicenseRefused", license_problem))
         return result
 
-    def _adapter_outputs(self, md: ModelDeployment, ns: str) -> tuple[str | None, dict[str, str]]:
-        """(why the model waits, or None; FineTune name -> its adapter's URI) for the adapters naming a
+    def _gateway_problem(self, md: ModelDeployment) -> str | None:
+        """An Incremental upgrade needs the GatewayClass it names (so the Gateway API is installed): why not."""
+        options = md.spec.upgrade_strategy.incremental
+        if md.spec.upgrade_type != "Incremental" or options is None:
+            return None
+        if self.deps.kube.get("GatewayClass", "", options.gateway_class_name) is not None:
+            return None
+        return (f"spec.upgradeStrategy.incremental.gatewayClassName: no GatewayClass "
+                f"{options.gateway_class_name!r} in the cluster. The incremental upgrade needs the Gateway API and "
+                "an implementation of it (e.g. Istio, Envoy Gateway) and KubeRay >= 1.5.1 with its "
+                "RayServiceIncrementalUpgrade feature gate; or set spec.upgradeStrategy.type to NewCluster or "
+                "Recreate")
+
+    def _adapter_outputs(self, md: ModelDeployment, ns: str) -> tuple[tuple[str, str] | None, dict[str, str]]:
+        """((reason, why) the model is not deployed: WaitingForFineTune, AdapterIncompatible or
+        AdapterNotOnCluster; or None), FineTune name -> its adapter's URI) for the adapters naming a
         FineTune: each is served once its FineTune has succeeded, from the URI its status reports, and only
         if it was trained on a base compatible with this one and written where the serving pods read it
         (never a file:// URI on a cluster)."""
         outputs: dict[str, str] = {}
         finetunes: dict[str, FineTune] = {}
+        waiting: tuple[str, str] | None = None  # reported after the compatibility checks, which need no run
         for a in md.spec.adapters:
             if a.fine_tune is None:
                 continue
             ft = self.deps.kube.get("FineTune", ns, a.fine_tune)
             status = (ft or {}).get("status") or {}
             if ft is None:
-                return f"spec.adapters: no FineTune named {a.fine_tune!r} in namespace {ns}", {}
+                return ("WaitingForFineTune", f"spec.adapters: no FineTune named {a.fine_tune!r} in namespace {ns}"), {}
             with contextlib.suppress(ValidationError):
                 finetunes[a.fine_tune] = _parse(FineTune, ft)
             if status.get("phase") != "Succeeded" or not status.get("adapterUri"):
-                return (f"adapter {a.name} waits for FineTune {a.fine_tune} (phase "
-                        f"{status.get('phase') or 'Pending'})"), {}
+                waiting = waiting or ("WaitingForFineTune", f"adapter {a.name} waits for FineTune {a.fine_tune} "
+                                      f"(phase {status.get('phase') or 'Pending'})")
+                continue
             outputs[a.fine_tune] = str(status["adapterUri"])
         models: dict[str, ModelDeployment] = {}
         for tune in finetunes.values():
@@ -274,11 +306,13 @@ class Reconciler:
                 with contextlib.suppress(ValidationError):
                     models[base] = _parse(ModelDeployment, body)
         for f, message in check_adapters(md, finetunes, {**models, md.metadata.name: md}, cluster=True):
-            return f"{f}: {message}", {}
+            return ("AdapterNotOnCluster" if "one machine" in message else "AdapterIncompatible", f"{f}: {message}"), {}
+        if waiting:
+            return waiting, {}
         for name, uri in outputs.items():
             if uri.startswith("file://"):
-                return (f"FineTune {name} reports its adapter at {uri}, a path on one machine: the serving pods "
-                        "cannot read it (write adapters to pvc:// or s3:// on a cluster)"), {}
+                return ("AdapterNotOnCluster", f"FineTune {name} reports its adapter at {uri}, a path on one machine: "
+                        "the serving pods cannot read it (write adapters to pvc:// or s3:// on a cluster)"), {}
         return None, outputs
 
     def _deadline(self, body: Mapping[str, Any], now: str) -> Callable[[Health, str | None], Health]:
@@ -366,11 +400,13 @@ class Reconciler:
                 "Secret and NetworkPolicies between the operator and Qdrant"))
 
         last = dict((body.get("status") or {}).get("lastIngestion") or {})
+        ingest_events: list[Event] = []
         progress = before = (body.get("status") or {}).get("ingestion")
         if models_health.reason == "ModelMissing":
             ingest_health = Health(False, True, False, "ModelMissing", "ingestion waits for the models")
         else:
-            ingest_health, last, progress = self._ingestion(p, ns, config_map, job, last, progress, writes, now)
+            ingest_health, last, progress = self._ingestion(p, ns, config_map, job, last, progress, writes, now,
+                                                            ingest_events)
 
         deadline = self._deadline(body, now)
         parts = {"Models": models_health, "Agent": agent_health, "Store": store_health, "Ingestion": ingest_health}
@@ -384,30 +420,52 @@ class Reconciler:
         }
         result = self._result(body, verdict, extra, writes, now)
         transitions = ingestion_events(before, progress)
-        result.events.extend(transitions)
+        result.events.extend(ingest_events + transitions)
         if progress and any(reason in ("IngestionSucceeded", "IngestionFailed") for _, reason, _ in transitions):
             metrics.ingestion_finished(ns, name, progress)
         return result
 
     def _ingestion(self, p: Pipeline, ns: str, config_map: Obj, job: Obj, last: dict[str, Any],
                    progress: dict[str, Any] | None, writes: list[str],
-                   now: str) -> tuple[Health, dict[str, Any], dict[str, Any] | None]:
+                   now: str, events: list[Event] | None = None,
+                   ) -> tuple[Health, dict[str, Any], dict[str, Any] | None]:
         """Run the plan as a RayJob (once per plan checksum), stop superseded runs, keep the RayCronJob in
-        line with spec.schedule; the run's health, its record (status.lastIngestion) and its progress
+        line with spec.schedule and let one run write at a time (`schedule.gate`: scheduled runs wait
+        suspended and start only when no other run of the Pipeline runs; finished ones are pruned to a
+        history limit); the latest run's health, its record (status.lastIngestion) and its progress
         (status.ingestion: KubeRay's view of the RayJob, and the run's own report once it finished)."""
         kube, name = self.deps.kube, p.metadata.name
+        events = events if events is not None else []
         self.apply(config_map, writes)
         checksum = job["metadata"]["labels"][PLAN_LABEL]
-        live = kube.get("RayJob", ns, job["metadata"]["name"])
-        done_before = last.get("plan") == checksum and last.get("succeeded")
-        if live is None and not done_before:  # a new plan, or a run deleted before it finished
-            live = self.apply(job, writes)
-        for old in kube.list("RayJob", ns, {"raylight.io/pipeline": name,
-                                             "app.kubernetes.io/component": "ingestion"}):
-            superseded = old["metadata"].get("labels", {}).get(PLAN_LABEL) != checksum and not rayjob_finished(old)
-            if superseded and kube.delete("RayJob", ns, old["metadata"]["name"]):
-                writes.append(f"deleted superseded RayJob {old['metadata']['name']}")
+        own_name = job["metadata"]["name"]
         cron_name = ingestion_cron_name(name)
+        runs = {j["metadata"]["name"]: j for j in (
+            *kube.list("RayJob", ns, {"raylight.io/pipeline": name, "app.kubernetes.io/component": "ingestion"}),
+            *kube.list("RayJob", ns, {schedule.CRONJOB_LABEL: cron_name}))}
+        recorded = progress.get("job") if progress and progress.get("phase") in ("Succeeded", "Failed") else None
+        decided = schedule.gate(list(runs.values()), checksum, recorded)
+        for run in decided.stop:
+            if kube.delete("RayJob", ns, run):
+                writes.append(f"deleted superseded RayJob {run}")
+        for run in decided.skip:
+            if kube.delete("RayJob", ns, run):
+                writes.append(f"deleted RayJob {run}")
+                why = f"run {decided.running} is still writing" if decided.running else "a newer run is waiting"
+                events.append(("Warning", "IngestionSkipped", f"ingestion run {run} skipped: {why} collection "
+                               f"{p.collection} (one run of a Pipeline at a time)"))
+                metrics.ingestion_skipped(ns, name)
+        if decided.admit is not None:
+            admitted = kube.patch("RayJob", ns, decided.admit, {"spec": {"suspend": False}})
+            writes.append(f"patched RayJob {decided.admit} (spec.suspend)")
+            runs[decided.admit] = admitted or {**runs[decided.admit], "spec": {
+                **runs[decided.admit].get("spec", {}), "suspend": False}}
+        live = runs.get(own_name) if own_name not in (*decided.stop, *decided.skip) else None
+        done_before = last.get("plan") == checksum and last.get("succeeded")
+        waits_for = decided.running if decided.running not in (None, own_name) else None
+        if live is None and not done_before and waits_for is None:  # a new plan, or a run deleted unfinished
+            live = runs[own_name] = self.apply(job, writes)
+            decided.latest = own_name
         schedule_problem = None
         if p.spec.schedule:
             try:
@@ -418,22 +476,31 @@ class Reconciler:
                                     f"with its RayCronJob feature gate is needed): {exc}")[:500]
         elif kube.get("RayCronJob", ns, cron_name) is not None and kube.delete("RayCronJob", ns, cron_name):
             writes.append(f"deleted RayCronJob {cron_name}")
+        for run in decided.prune:
+            if kube.delete("RayJob", ns, run):
+                writes.append(f"deleted RayJob {run} (history limit)")
         legacy = kube.get("CronJob", ns, f"{name}-ingest")  # a release before RayJobs ran batch CronJobs
         if legacy is not None and owner_of(legacy) == ("Pipeline", ns, name) and \
                 kube.delete("CronJob", ns, f"{name}-ingest"):
             writes.append(f"deleted CronJob {name}-ingest (scheduled runs are a RayCronJob now)")
-        if done_before and live is None:  # the run finished and its TTL removed the RayJob: nothing to redo
+        latest = runs.get(decided.latest or "") if decided.latest else None
+        if latest is None and done_before:  # the run finished and its TTL removed the RayJob: nothing to redo
             return (Health(True, False, False, "IngestionSucceeded", f"plan {checksum} was ingested"),
                     {**last, "succeeded": True}, progress)
-        health = rayjob_health(live)
-        record: dict[str, Any] = {"plan": checksum, "job": job["metadata"]["name"], "succeeded": health.ready}
+        if latest is None and waits_for is not None:
+            latest = runs.get(waits_for)
+        health = rayjob_health(latest)
+        latest_name = (latest or job)["metadata"]["name"]
+        record: dict[str, Any] = {"plan": checksum, "job": latest_name, "succeeded": health.ready}
         report: dict[str, Any] = {}
-        if live is not None and rayjob_finished(live):
-            report = self._run_report("Pipeline", ns, name, job)
+        if latest is not None and rayjob_finished(latest):
+            report = self._run_report("Pipeline", ns, name, latest)
             record |= report
             if health.degraded and report.get("error"):  # the run's own word on why
                 health = replace(health, message=f"{health.message}: {report['error']}"[:1000])
-        progress_now = {"plan": checksum, **ingestion_progress(live, report, now)}
+        progress_now = {"plan": checksum, **ingestion_progress(latest, report, now)}
+        if latest is not None and schedule.scheduled(latest):
+            progress_now["scheduled"] = True
         if schedule_problem:
             progress_now["message"] = schedule_problem
         return health, record, progress_now
@@ -591,6 +658,14 @@ def ingestion_events(old: Mapping[str, Any] | None, new: Mapping[str, Any] | Non
 
 
 _WRITE_REASONS = {"created": "Created", "patched": "Applied", "deleted": "Deleted"}  # Event reasons per write
+
+
+def _recreate(desired: Mapping[str, Any], live: Mapping[str, Any]) -> bool:
+    """Whether a RayService under upgradeStrategy Recreate must be deleted first: its Ray cluster changed (the
+    hash the builder wrote differs from the live one's); a change of the Serve config alone is patched in place."""
+    want = (desired["metadata"].get("annotations") or {}).get(RECREATE_ANNOTATION)
+    have = (live["metadata"].get("annotations") or {}).get(RECREATE_ANNOTATION)
+    return want is not None and have is not None and want != have
 
 
 def _leaves(patch: Mapping[str, Any], prefix: str = "") -> list[str]:

@@ -99,13 +99,15 @@ def _head_not_ready(cluster: Mapping[str, Any]) -> Mapping[str, Any] | None:
     return head if head is not None and head.get("status") == "False" else None
 
 
-def rayservice_health(rs: Mapping[str, Any] | None) -> Health:
+def rayservice_health(rs: Mapping[str, Any] | None, scale_to_zero: bool = False) -> Health:
     """Read a KubeRay RayService: its Ready, UpgradeInProgress and RollbackInProgress conditions, its
     observedGeneration against its generation, the active and pending clusters' conditions (head pod,
     replica failures) and the status of each Serve application it declares.
 
     `ready` is KubeRay's Ready (serve endpoints exist) with our applications listed: the old cluster keeps
-    it during an upgrade, so `progressing` says whether the current spec is what serves."""
+    it during an upgrade, so `progressing` says whether the current spec is what serves. With `scale_to_zero`
+    (replicas.min 0), running applications without an endpoint are ScaledToZero (ready: a request wakes them),
+    or Waking while a deployment scales up."""
     if rs is None:
         return Health(False, True, False, "RayServiceMissing", "the RayService does not exist (yet)",
                       if_stuck="the operator creates it: its log says why it cannot")
@@ -127,6 +129,14 @@ def rayservice_health(rs: Mapping[str, Any] | None) -> Health:
     def health(progressing: bool, degraded: bool, reason: str, message: str, since: str | None = None,
                if_stuck: str = "") -> Health:
         return Health(serving, progressing, degraded, reason, message, replicas, since, if_stuck)
+
+    if rs.get("metadata", {}).get("deletionTimestamp"):  # upgradeStrategy Recreate: the old one goes first
+        return Health(False, True, False, "Recreating",
+                      f"RayService {name} is being deleted so that the changed spec starts on a new Ray cluster "
+                      "(upgradeStrategy Recreate): nothing serves until the new one is ready",
+                      0, rs["metadata"]["deletionTimestamp"],
+                      f"kubectl get rayservice {name} -o yaml: a finalizer that never clears keeps it; the operator "
+                      "creates the new RayService once it is gone")
 
     # Terminal states KubeRay will not leave by itself.
     if ready_cond.get("reason") == "ValidationFailed":
@@ -164,7 +174,10 @@ def rayservice_health(rs: Mapping[str, Any] | None) -> Health:
                       f"{where} is starting for the changed spec ({state}); the old cluster serves meanwhile",
                       upgrade.get("lastTransitionTime"),
                       f"kubectl describe raycluster {pending_name or ''} and its pods (image pulls, quota, node "
-                      "capacity); fix or revert the change, and KubeRay replaces or drops the new cluster")
+                      "capacity); fix or revert the change, and KubeRay replaces or drops the new cluster. A "
+                      "NewCluster upgrade needs a second full set of the model's resources: where the cluster "
+                      "has no spare GPUs, set spec.upgradeStrategy.type to Recreate (an outage instead) or "
+                      "Incremental (a Gateway API steps the traffic over)")
     if _is_true(conds, "RollbackInProgress"):
         rollback = conds["RollbackInProgress"]
         return health(True, False, "RollbackInProgress", f"KubeRay is rolling back: {rollback.get('message', '')}",
@@ -196,6 +209,17 @@ def rayservice_health(rs: Mapping[str, Any] | None) -> Health:
         return health(True, False, "ApplicationsDeploying", f"Serve applications deploying: {', '.join(deploying)}",
                       if_stuck="`serve status` on the head pod and its log say why (weights still downloading, "
                       "replicas that do not fit the workers)")
+    if not serving and scale_to_zero and apps and not status.get("numServeEndpoints"):
+        upscaling = sorted(f"{a}/{d}" for a, app in apps.items()
+                           for d, dep in (app.get("deployments") or {}).items() if dep.get("status") == "UPSCALING")
+        if upscaling:
+            return Health(False, True, False, "Waking", f"a request woke the model: {', '.join(upscaling)} "
+                          "starting its first replica (requests are held meanwhile)", 0,
+                          ready_cond.get("lastTransitionTime"),
+                          "kubectl get pods: a GPU worker pod that stays Pending has no node to run on (the "
+                          "cluster autoscaler, quota, or the accelerator type)")
+        return Health(True, False, False, "ScaledToZero", "no replica runs after the idle period "
+                      "(replicas.idleSeconds); the first request wakes one and is held until it serves", 0)
     if not serving:
         return health(True, False, ready_cond.get("reason") or "NotReady",
                       ready_cond.get("message") or "RayService not ready", ready_cond.get("lastTransitionTime"),
@@ -403,7 +427,9 @@ def _phase(health: Health) -> str:
 
 def _health_conditions(health: Health) -> list[Cond]:
     return [
-        Cond("Ready", health.ready, health.reason if not health.ready else "Serving", health.message),
+        # Ready: "Serving", or "ScaledToZero" (ready too: a request wakes it), else why not
+        Cond("Ready", health.ready, "Serving" if health.ready and health.reason != "ScaledToZero" else health.reason,
+             health.message),
         Cond("Progressing", health.progressing, health.reason if health.progressing else "Stable",
              health.message if health.progressing else "", per_generation=True),
         Cond("Degraded", health.degraded, health.reason if health.degraded else "Healthy",

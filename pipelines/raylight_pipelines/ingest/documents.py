@@ -216,7 +216,8 @@ class Unit:
     data: bytes | None = None  # bytes already in hand (a ConfigMap key)
     inline: str | None = None  # inline Markdown from the manifest
     inline_title: str | None = None
-    file_id: tuple[int, int] | None = None  # (st_dev, st_ino) of `path` when listed: what is read must be it
+    # (host, st_dev, st_ino) of `path` when listed: read on the same host, it must still be that file
+    file_id: tuple[str, int, int] | None = None
     redirect_origins: tuple[str, ...] = ()  # a URL's redirects may lead here besides its own origin
     private_networks: tuple[str, ...] = ()  # non-public addresses a URL may reach
     hidden: bool = False  # the source's `hidden` (redirect targets follow the same rules)
@@ -331,17 +332,20 @@ def walk(root: Path, hidden: bool) -> Iterator[Entry]:
     yield from entries
 
 
-def _read(path: Path, file_id: tuple[int, int] | None = None) -> Callable[[], bytes]:
-    """Reads the regular file at path (its last component not followed if it is a link), which must still
-    be the listed one (`file_id`: its device and inode) - so a file swapped for a link after listing is
-    never read."""
+def _read(path: Path, file_id: tuple[str, int, int] | None = None) -> Callable[[], bytes]:
+    """Reads the regular file at path (the real path found when listing), which must still be the listed
+    one: no component of it a link now, the file itself opened without following one, and - read on the host
+    that listed it - the same device and inode (another node's mount of a volume numbers them its own way).
+    So a file swapped for a link after listing is never read."""
     def read() -> bytes:
+        if os.path.realpath(path) != str(path):
+            raise ExtractError("changed since it was listed (a symbolic link is on its path now)")
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
         with os.fdopen(fd, "rb") as fh:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
                 raise ExtractError("not a regular file")
-            if file_id is not None and (st.st_dev, st.st_ino) != file_id:
+            if file_id is not None and file_id[0] == socket.gethostname() and (st.st_dev, st.st_ino) != file_id[1:]:
                 raise ExtractError("changed since it was listed (another file is there now)")
             if st.st_size > MAX_BYTES:
                 raise ExtractError(f"larger than {MAX_BYTES // (1024 * 1024)} MiB")
@@ -349,9 +353,9 @@ def _read(path: Path, file_id: tuple[int, int] | None = None) -> Callable[[], by
     return read
 
 
-def _file_id(path: Path) -> tuple[int, int]:
+def _file_id(path: Path) -> tuple[str, int, int]:
     st = path.stat()
-    return st.st_dev, st.st_ino
+    return socket.gethostname(), st.st_dev, st.st_ino
 
 
 def iter_directory(root: Path, include: list[str], exclude: list[str], key: str, access: Access,

@@ -193,6 +193,19 @@ def _pool(options: RayDataOptions) -> Any:
     return ray.data.ActorPoolStrategy(min_size=low, max_size=high)
 
 
+def stage_limits(cluster_cpus: float) -> int:
+    """How many read/parse/chunk tasks, and how many upsert tasks, may run at once on a Ray of
+    `cluster_cpus` logical CPUs: one per CPU, at least one.
+
+    Ray Data starts as many tasks as its budget allows, and a task that claims no CPU (the local platform's,
+    whose CPUs the Serve replicas hold) is bounded by nothing: 20,000 small documents started 164 worker
+    processes on 2 cores. With this bound a run has at most 2 x CPUs task workers beside its embedding actors,
+    whatever the corpus and whatever the tasks claim. Raises ValueError for a negative count."""
+    if cluster_cpus < 0:
+        raise ValueError(f"cluster_cpus: must not be negative, got {cluster_cpus}")
+    return max(1, int(cluster_cpus))
+
+
 def workers_of(options: RayDataOptions) -> int:
     return options.concurrency if isinstance(options.concurrency, int) else options.concurrency[1]
 
@@ -241,16 +254,17 @@ def ray_ingest(plan: IngestionPlan, base_dir: Any, embedder: Embedder, tokenizer
         # Ray 2.60 names no parameter for task retries, so they go as remote args; its deprecation warning for
         # them is silenced here (it would print on every run).
         retry = {"max_retries": 3, "retry_exceptions": True}
+        tasks = ray.data.TaskPoolStrategy(size=stage_limits(ray.cluster_resources().get("CPU", 1.0)))
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
             ds = ds.map_batches(read_parse_chunk, fn_kwargs={"ctx": ctx}, batch_size=opts.documents_per_task,
-                                batch_format="numpy", num_cpus=opts.task_cpus, **retry)
+                                batch_format="numpy", num_cpus=opts.task_cpus, compute=tasks, **retry)
             ds = ds.map_batches(EmbedPassages, fn_constructor_kwargs={
                 "source": plan.embedder.source, "device": "cuda" if opts.num_gpus else "cpu"},
                 batch_size=opts.batch_size, batch_format="numpy", compute=_pool(opts),
                 num_cpus=opts.num_cpus, num_gpus=opts.num_gpus)
             ds = ds.map_batches(upsert, fn_kwargs={"ctx": ctx}, batch_size=max(opts.batch_size, 64),
-                                batch_format="numpy", num_cpus=opts.task_cpus, **retry)
+                                batch_format="numpy", num_cpus=opts.task_cpus, compute=tasks, **retry)
         done = 0
         try:
             for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):

@@ -58,6 +58,7 @@ import numpy as np
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 from ray import serve
+from raylight.api.connections import ResponseStoreConnection
 from raylight.api.names import MODEL_DEPLOYMENT
 from raylight.api.serve import ModelAppArgs, model_deployment_options
 from raylight.api.types import ModelDeploymentSpec
@@ -66,7 +67,18 @@ from raylight_pipelines import telemetry
 from raylight_pipelines.serving import windows
 from raylight_pipelines.serving.loading import load_model
 from raylight_pipelines.serving.runtimes.base import ChatRuntime, Embedder, Generation, Reranker
-from raylight_pipelines.web import guard, limits, models, parameters, protocol, responses, server
+from raylight_pipelines.web import (
+    guard,
+    limits,
+    models,
+    openapi,
+    parameters,
+    protocol,
+    response_store,
+    responses,
+    responses_api,
+    server,
+)
 from raylight_pipelines.web.errors import ApiError
 from raylight_pipelines.web.protocol import (
     MODEL_MAX_REQUEST_BYTES,
@@ -110,7 +122,8 @@ class ModelServer(server.Edge):
     span_prefix = "model"
     max_request_bytes = MODEL_MAX_REQUEST_BYTES
 
-    def __init__(self, name: str, spec: ModelDeploymentSpec | dict[str, Any]) -> None:
+    def __init__(self, name: str, spec: ModelDeploymentSpec | dict[str, Any],
+                 responses_store: ResponseStoreConnection | dict[str, Any] | None = None) -> None:
         telemetry.configure_tracing("raylight-model")
         telemetry.serve_metrics()
         self.name = name
@@ -121,6 +134,8 @@ class ModelServer(server.Edge):
         self.loaded = loaded
         self.created = int(time.time())
         self._generate_lock = asyncio.Lock()  # an engine makes one answer at a time
+        self._responses_conn = ResponseStoreConnection.model_validate(responses_store or {})
+        self._response_store: response_store.ResponseStore | None = None
         self._stats = {"embed_requests": 0, "embed_batches": 0, "embed_texts": 0, "rerank_requests": 0,
                        "rerank_batches": 0, "rerank_pairs": 0, "chat_requests": 0, "generations_cancelled": 0}
 
@@ -484,6 +499,33 @@ class ModelServer(server.Edge):
             async for line in lines:
                 yield line
 
+    # ------------------------------------------------------------ the Responses API (web.responses_api)
+
+    def _responses(self) -> responses_api.Responses:
+        """`/v1/responses` over this model's own chat completions (validation, tools, JSON schema, limits)."""
+        if self._response_store is None:
+            self._response_store = response_store.open_connection(self._responses_conn)
+        return responses_api.Responses(self._response_store, self._chat_completions,
+                                       lambda body: self._stream(self._chat_request(body)))
+
+    async def responses_create(self, body: dict[str, Any] | bytes,
+                               trace_headers: dict[str, str] | None = None) -> dict[str, Any]:
+        """POST /v1/responses (not streamed): the response object; refusals raise ApiError."""
+        with self.observed("responses", trace_headers):
+            api = self._responses()
+            return await api.create(api.prepare(self.load(body)))
+
+    async def responses_stream(self, body: dict[str, Any] | bytes,
+                               trace_headers: dict[str, str] | None = None) -> AsyncGenerator[str]:
+        """POST /v1/responses with `stream: true`: the typed events as SSE strings."""
+        def make() -> AsyncGenerator[str]:
+            api = self._responses()
+            return api.create_stream(api.prepare(self.load(body)))
+        lines = self.observed_stream("responses", make, trace_headers)
+        async with contextlib.aclosing(lines):
+            async for line in lines:
+                yield line
+
     async def _completion_lines(self, request: CompletionRequest) -> AsyncGenerator[str]:
         """The completions as SSE chunks (`object: text_completion`), one choice after another."""
         cid, created = responses.new_id("cmpl"), int(time.time())
@@ -545,6 +587,14 @@ class ModelServer(server.Edge):
                     self._stats["generations_cancelled"] += 1
                 await task
 
+    async def responses_get(self, response_id: str) -> dict[str, Any]:
+        with self.observed("responses"):
+            return await self._responses().get(response_id)
+
+    async def responses_delete(self, response_id: str) -> dict[str, Any]:
+        with self.observed("responses"):
+            return await self._responses().delete(response_id)
+
     def check_health(self) -> None:
         if self.loaded is None:
             raise RuntimeError(f"model {self.name} is not loaded")
@@ -595,6 +645,59 @@ class ModelServer(server.Edge):
             return await guard.sse_response(self.chat_completions_stream(body))
         return JSONResponse(await self.chat_completions(body))
 
+    @api.post("/v1/responses")
+    async def http_responses(self, request: Request) -> Response:
+        body = self.load(await self.read(request))
+        if body.get("stream") is True:
+            return await guard.sse_response(self.responses_stream(body), responses_api.sse_error_event)
+        return JSONResponse(await self.responses_create(body))
+
+    @api.get("/v1/responses/{response_id}")
+    async def http_responses_get(self, response_id: str) -> Response:
+        return JSONResponse(await self.responses_get(response_id))
+
+    @api.delete("/v1/responses/{response_id}")
+    async def http_responses_delete(self, response_id: str) -> Response:
+        return JSONResponse(await self.responses_delete(response_id))
+
+
+# The routes' statuses besides 200, each in the OpenAI error shape.
+ERRORS = {
+    "400": "invalid JSON, Unicode, nesting or field, a task this model does not serve, or over the context "
+           "(the message names each field and limit)",
+    "404": "no such model (`model` names another one) or route",
+    "405": "wrong method (`Allow` says which)",
+    "408": "the body did not arrive in time",
+    "413": "the body, the tokens or the answer over a limit (docs/limits.md)",
+    "429": "too many requests from this client in flight",
+    "431": "the headers are too large",
+}
+
+
+def operations() -> dict[str, openapi.Operation]:
+    """The model app's routes for its /openapi.json: request and response models of web/protocol and
+    web/responses (the ones the handlers validate with and build). Routes added to `api` add theirs here."""
+    return {
+        "embeddings": openapi.Operation("post", "/v1/embeddings", responses.EmbeddingList, EmbeddingsRequest),
+        "rerank": openapi.Operation("post", "/v1/rerank", responses.RerankList, RerankRequest),
+        "chatCompletions": openapi.Operation("post", "/v1/chat/completions", responses.ChatCompletion,
+                                             ChatCompletionRequest, stream=openapi.DATA_SSE),
+        "completions": openapi.Operation("post", "/v1/completions", responses.TextCompletion, CompletionRequest,
+                                         stream=openapi.DATA_SSE),
+        "listModels": openapi.Operation("get", "/v1/models", responses.ModelList),
+        "getModel": openapi.Operation("get", "/v1/models/{model}", responses.ModelCard),
+        "tokenizer": openapi.Operation("get", "/v1/tokenizer", responses.Tokenizer),
+        "healthz": openapi.Operation("get", "/healthz", responses.Health),
+        # the Responses API (web/responses_api): its request model; the Response object as JSON
+        "createResponse": openapi.Operation("post", "/v1/responses", openapi.ANY_JSON, responses_api.ResponsesRequest,
+                                            stream=openapi.EVENT_SSE),
+        "getResponse": openapi.Operation("get", "/v1/responses/{response_id}", openapi.ANY_JSON),
+        "deleteResponse": openapi.Operation("delete", "/v1/responses/{response_id}", openapi.ANY_JSON),
+    }
+
+
+openapi.describe(api, operations, ERRORS)
+
 
 def build_app(args: ModelAppArgs | dict[str, Any]) -> serve.Application:
     """Serve application builder (import path `raylight.api.names.MODEL_APP_IMPORT`): args are ModelAppArgs
@@ -604,4 +707,4 @@ def build_app(args: ModelAppArgs | dict[str, Any]) -> serve.Application:
     if spec.resolved_runtime == "vllm":
         raise ValueError(f"model {name}: runtime vllm is served by ray.serve.llm:build_openai_app, not here")
     return ModelServer.options(  # type: ignore[attr-defined]
-        name=MODEL_DEPLOYMENT, **model_deployment_options(spec)).bind(name, spec)
+        name=MODEL_DEPLOYMENT, **model_deployment_options(spec)).bind(name, spec, app_args.responses)

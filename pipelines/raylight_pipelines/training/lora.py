@@ -181,6 +181,17 @@ def nonfinite(step: int, loss: float) -> str | None:
             "hyperparameters.learningRate, or check the records for ones with nothing to learn)")
 
 
+def check_context(model: Any, max_len: int) -> None:
+    """Raises TrainingError when hyperparameters.maxSeqLength exceeds the base's context window (its
+    max_position_embeddings, n_positions or seq_length): longer sequences would index past its positions."""
+    config = model.config
+    limit = next((int(v) for k in ("max_position_embeddings", "n_positions", "seq_length", "max_seq_len")
+                  if isinstance(v := getattr(config, k, None), int) and v > 0), None)
+    if limit is not None and max_len > limit:
+        raise TrainingError(f"hyperparameters.maxSeqLength: {max_len} tokens is longer than the base's context "
+                            f"window ({limit} tokens, {config.model_type})")
+
+
 def resolve_targets(model: Any, targets: list[str] | None) -> list[str] | str:
     """The target modules to adapt in a loaded base: PEFT's default for its architecture
     (`peft.utils.constants`) where `targets` is None, else `targets` once each is checked to name one of its
@@ -266,6 +277,7 @@ def train_loop(config: dict[str, Any]) -> None:
 
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     try:  # before the first step; every worker checks every record, so all stop together
+        check_context(model, hp.max_seq_length)
         targets = resolve_targets(model, hp.target_modules)
         encoded = encode_all(tokenizer, config["train"], hp.max_seq_length)
         evals = _batches(encode_all(tokenizer, config["eval"], hp.max_seq_length, "held-out records"),

@@ -12,6 +12,16 @@ from typing import Any
 
 from pydantic import ValidationError
 
+# What a Ray (or driver) error text may carry about the cluster's insides: actor, worker, node and job ids
+# (hex, 16+ digits), process ids and addresses. A 5xx says what failed, never these.
+_INTERNAL_IDS = re.compile(r"\b(?:actor_id|worker_id|node_id|job_id|pid|ip|node_ip|address)[=:]\s*\S+?(?=[,)\s]|$)"
+                           r"|\b(?:Actor|Worker|Node|Job)ID\([0-9a-f]+\)|\b[0-9a-f]{16,}\b", re.IGNORECASE)
+
+
+def internal_ids_removed(text: str) -> str:
+    """`text` without Ray actor/worker/node/job ids, pids and addresses (each replaced by `<internal>`)."""
+    return _INTERNAL_IDS.sub("<internal>", text)
+
 
 class ApiError(Exception):
     """A refusal with an HTTP status and the OpenAI error body.
@@ -22,6 +32,8 @@ class ApiError(Exception):
 
     def __init__(self, status: int, message: str, type: str = "invalid_request_error",
                  param: str | None = None, code: str | None = None, retry_after: int | None = None) -> None:
+        if status >= 500:  # the server's own failures: their reasons may quote Ray's (actor ids, pids, addresses)
+            message = internal_ids_removed(message)
         super().__init__(status, message, type, param, code, retry_after)  # args kept so the error pickles
         self.status = status
         self.message = message
@@ -57,11 +69,18 @@ def validation_error(exc: ValidationError | Sequence[Any]) -> ApiError:
     The same fault gets the same status and code on every route, whichever app refused it.
     """
     fields: dict[str, str] = {}
+    mismatched: set[str] = set()  # fields whose message so far is a union member's type mismatch
     for problem in exc.errors() if isinstance(exc, ValidationError) else exc:
         field, text = _field(problem["loc"]), str(problem["msg"]).removeprefix("Value error, ")
         named = _NAMED_PARAM.match(text)
         if named:  # a check across fields says which one it is about: "tool_choice: ...", "content: ..."
             field, text = (f"{field}.{named[1]}" if field else named[1]), named[2]
-        fields.setdefault(field, text)
+        is_mismatch = str(problem.get("type", "")).endswith("_type")
+        if field not in fields or (field in mismatched and not is_mismatch):
+            # of a union's problems, the one about the member the value has the type of says most
+            fields[field] = text
+            mismatched.discard(field)
+            if is_mismatch:
+                mismatched.add(field)
     message = "; ".join(f"{f}: {text}" if f else text for f, text in fields.items()) or "invalid request"
     return ApiError(400, message, param=next(iter(fields), None) or None, code="invalid_value")

@@ -38,7 +38,9 @@ from raylight_pipelines.web.errors import ApiError, validation_error
 log = logging.getLogger("raylight.guard")
 
 MAX_DEPTH = 32  # OpenAI bodies nest about 6 deep (a JSON schema in response_format a little more)
-MAX_INT_DIGITS = 20  # an int64/uint64 fits; bigger integers are no parameter's value
+# Python's own bound on int(str) (parsing is quadratic in the digits); a known field's integers are bounded by
+# its request model (400 `invalid_value` naming it), an unknown field is ignored whatever its value.
+MAX_INT_DIGITS = 4300
 MAX_HEADER_BYTES = 16 * 1024
 BODY_TIMEOUT_S = 30.0
 

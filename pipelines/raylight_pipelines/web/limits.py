@@ -15,12 +15,15 @@ names the limit (`code` says which kind), never a 5xx after the work:
 - STREAM_MAX_SECONDS / STREAM_IDLE_SECONDS: a server-sent-event stream ends with an error event
   (`stream_timeout`) when it has run this long, or when its producer sent nothing for this long.
 - MAX_CLIENT_REQUESTS: requests in flight from one client address on one replica; more get 429
-  `too_many_requests` (a flood from one address cannot take every slot).
+  `too_many_requests` (a flood from one address cannot take every slot). `RAYLIGHT_MAX_CLIENT_REQUESTS`
+  overrides it (0: off); loopback callers and health probes are exempt.
 The body (`max_request_bytes`: 1 MiB on a model, the Pipeline's `agent.limits.maxRequestBytes`), header
 size, JSON depth and body arrival time are guard.py's (MAX_HEADER_BYTES, MAX_DEPTH, BODY_TIMEOUT_S).
 """
 
 from __future__ import annotations
+
+import os
 
 MAX_TOKENS = 2**31 - 1
 MAX_INPUTS = 2048
@@ -43,3 +46,9 @@ def embedding_bytes(dimension: int, encoding: str) -> int:
 def embeddings_fit(dimension: int, encoding: str) -> int:
     """How many embeddings of `dimension` fit in one answer (MAX_RESPONSE_BYTES), at most MAX_INPUTS."""
     return min(MAX_INPUTS, MAX_RESPONSE_BYTES // embedding_bytes(dimension, encoding))
+
+
+def max_client_requests() -> int:
+    """MAX_CLIENT_REQUESTS, or `$RAYLIGHT_MAX_CLIENT_REQUESTS` when set (0: no per-client limit)."""
+    value = os.environ.get("RAYLIGHT_MAX_CLIENT_REQUESTS", "")
+    return int(value) if value.strip().isdigit() else MAX_CLIENT_REQUESTS

@@ -7,10 +7,20 @@ OpenAI error body `{"error": {"message", "type", "param", "code"}}`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import jsonschema
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetJsonSchemaHandler,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic.json_schema import JsonSchemaValue
 
 from raylight_pipelines.web import limits
 from raylight_pipelines.web.errors import ApiError, validation_error
@@ -47,7 +57,7 @@ class EmbeddingsRequest(_Request):
 
     input: str | list[str] | list[int] | list[list[int]]
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = Field(None, ge=1)
+    dimensions: int | None = Field(None, ge=1, le=65536)
     truncate: bool = False
 
     @field_validator("input", mode="before")
@@ -66,8 +76,8 @@ class EmbeddingsRequest(_Request):
         if isinstance(value, list) and not value:
             raise ValueError("must not be an empty list")
         if isinstance(value, list) and len(value) > limits.MAX_INPUTS:
-            raise ValueError(f"{len(value)} inputs; at most {limits.MAX_INPUTS} per request (limit "
-                             "max_inputs_per_request)")
+            raise ValueError(f"{len(value)} inputs; at most {limits.MAX_INPUTS} per request "
+                             "(limit max_inputs_per_request)")
         empty = [i for i, text in enumerate([value] if isinstance(value, str) else value) if not text]
         if empty:
             raise ValueError("must not be an empty string" + (f" (item {empty[0]})" if isinstance(value, list)
@@ -98,7 +108,7 @@ class RerankRequest(_Request):
 
     query: str = Field(min_length=1)
     documents: list[str | RerankDocument] = Field(min_length=1, max_length=1000)
-    top_n: int | None = Field(None, ge=1)
+    top_n: int | None = Field(None, ge=1, le=1000)
     return_documents: bool = True
     truncate: bool = False  # TEI's field: a pair over the model's window is refused (400) unless true
 
@@ -147,6 +157,26 @@ class ChatMessage(BaseModel):
             raise ValueError(f"content: a {self.role} message needs content (null only for an assistant "
                              "message that carries tool_calls)")
         return self
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core: Any, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        """The checks of `_tool_fields` in the document too (OpenAI's message shapes by role), so that every
+        body the document allows is one the server takes."""
+        schema = handler(core)
+        target = handler.resolve_ref_schema(schema)
+        given: dict[str, Any] = {"not": {"type": "null"}}
+        no_calls = {"maxItems": 0}  # null, absent or []
+        target["anyOf"] = [
+            {"properties": {"role": {"enum": ["system", "developer", "user"]}, "content": given,
+                            "tool_calls": no_calls}, "required": ["content"]},
+            {"properties": {"role": {"const": "tool"}, "content": given, "tool_calls": no_calls,
+                            "tool_call_id": {"type": "string", "minLength": 1}},
+             "required": ["content", "tool_call_id"]},
+            {"properties": {"role": {"const": "assistant"}, "content": given}, "required": ["content"]},
+            {"properties": {"role": {"const": "assistant"}, "tool_calls": {"type": "array", "minItems": 1}},
+             "required": ["tool_calls"]},
+        ]
+        return schema
 
     def text(self) -> str:
         if self.content is None:
@@ -250,7 +280,7 @@ class ChatCompletionRequest(_Request):
     max_completion_tokens: int | None = Field(None, ge=1, le=limits.MAX_TOKENS)
     temperature: float = Field(1.0, ge=0, le=2)
     top_p: float = Field(1.0, gt=0, le=1)
-    stop: str | list[str] | None = None
+    stop: str | Annotated[list[str], Field(max_length=4)] | None = None  # at most 4 stop sequences
     seed: int | None = Field(None, ge=-(2**63), lt=2**63)
     stream: bool = False
     stream_options: StreamOptions | None = None

@@ -26,9 +26,10 @@ from raylight_pipelines.web.errors import ApiError
 ID_HEX_DIGITS = 24
 
 
-def new_id(prefix: str) -> str:
-    """`<prefix>-<24 hex digits>`: the one id format of every response (96 random bits)."""
-    return f"{prefix}-{uuid.uuid4().hex[:ID_HEX_DIGITS]}"
+def new_id(prefix: str, separator: str = "-") -> str:
+    """`<prefix>-<24 hex digits>`: the one id format of every response (96 random bits); the Responses API
+    writes its ids with "_" (`resp_...`, as OpenAI's)."""
+    return f"{prefix}{separator}{uuid.uuid4().hex[:ID_HEX_DIGITS]}"
 
 
 def completion_id() -> str:
@@ -146,6 +147,24 @@ class RerankList(_Out):
     usage: EmbeddingUsage
 
 
+class TextChoice(_Out):
+    index: int
+    text: str
+    finish_reason: str | None
+    logprobs: None = None
+
+
+class TextCompletion(_Out):
+    """A legacy `POST /v1/completions` answer (`object: text_completion`)."""
+
+    id: str
+    object: Literal["text_completion"]
+    created: int
+    model: str
+    choices: list[TextChoice]
+    usage: Usage
+
+
 class ModelCard(_Out):
     id: str
     object: Literal["model"]
@@ -159,6 +178,15 @@ class ModelList(_Out):
 
 class Health(_Out):
     status: Literal["ok"]
+
+
+class Tokenizer(_Out):
+    """`GET /v1/tokenizer` of an embedding model: its window and its tokenizer.json."""
+
+    object: Literal["tokenizer"]
+    model: str
+    max_tokens: int
+    tokenizer: dict[str, Any]
 
 
 # ---------------------------------------------------------------- builders

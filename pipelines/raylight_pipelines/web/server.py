@@ -28,27 +28,70 @@ its routes):
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import time
+from collections import Counter
 from collections.abc import AsyncGenerator, Callable, Iterator
 from typing import Any, ClassVar, TypeVar
 
 from fastapi import FastAPI, Request
 from opentelemetry import trace
 from pydantic import BaseModel, ValidationError
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from raylight_pipelines import telemetry
-from raylight_pipelines.web import guard, observe
-from raylight_pipelines.web.errors import validation_error
+from raylight_pipelines.web import guard, limits, observe
+from raylight_pipelines.web.errors import ApiError, validation_error
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host in ("localhost", "testclient")  # Starlette's TestClient calls itself "testclient"
+
+
+class ClientLimit:
+    """ASGI middleware: at most `limit` requests in flight from one client address on this replica; more get
+    429 `too_many_requests` naming the limit. Health probes and loopback callers (the one-machine platform's
+    own hops: gateway, agents calling their model) are never refused; `limit` 0 turns it off."""
+
+    PROBES = frozenset({"/healthz", "/readyz", "/-/healthz", "/-/routes"})
+
+    def __init__(self, app: ASGIApp, limit: int | None = None) -> None:
+        self.app = app
+        self.limit = limits.max_client_requests() if limit is None else limit
+        self.in_flight: Counter[str] = Counter()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        client = (scope.get("client") or ("unknown", 0))[0]
+        if scope["type"] != "http" or not self.limit or scope.get("path") in self.PROBES or _loopback(client):
+            await self.app(scope, receive, send)
+            return
+        if self.in_flight[client] >= self.limit:
+            refusal = ApiError(429, f"{self.limit} requests from this client are in flight already "
+                               "(limit max_client_requests); retry when one has finished", type="rate_limit_error",
+                               code="too_many_requests", retry_after=1)
+            await guard.error_response(refusal)(scope, receive, send)
+            return
+        self.in_flight[client] += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight[client] -= 1
+            if not self.in_flight[client]:
+                del self.in_flight[client]
+
+
 def app(title: str) -> FastAPI:
     """A FastAPI app behind the guard (sizes, Unicode, depth, headers, slow bodies; every refusal and failure
-    in the OpenAI error shape) that continues a caller's trace."""
+    in the OpenAI error shape) and the per-client limit, that continues a caller's trace."""
     api = FastAPI(title=title, docs_url=None, redoc_url=None)
     guard.install(api)
     api.add_middleware(observe.TraceContextMiddleware)
+    api.add_middleware(ClientLimit)
     return api
 
 

@@ -1,5 +1,6 @@
-"""Run one sync of DOCS into the embedded store at STORE, and SIGKILL this process right after the Nth write
-to the store (KILL_AFTER; 0 = never). Used by test_ingest_kill.py to kill a real ingestion mid-run."""
+"""Run one sync of DOCS into the embedded store (Qdrant's engine, qdrant-edge) at STORE, and SIGKILL this
+process right after the Nth write to the store (KILL_AFTER; 0 = never). Used by test_ingest_kill.py to kill a
+real ingestion mid-run."""
 
 from __future__ import annotations
 
@@ -12,11 +13,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from qdrant_client import QdrantClient
 from raylight.api.types import ModelSource, Source
 from raylight_pipelines.ingest.chunking import load_tokenizer
 from raylight_pipelines.ingest.documents import load_sources
 from raylight_pipelines.ingest.sync import sync
+from raylight_pipelines.store.edge import EdgeStore
 
 
 class HashEmbedder:
@@ -33,7 +34,7 @@ class HashEmbedder:
 
 
 def main(store: str, docs: str, kill_after: int) -> None:
-    client = QdrantClient(path=store)
+    client = EdgeStore(store)
     writes = {"n": 0}
     for name in ("upsert", "set_payload", "delete"):
         original = getattr(client, name)

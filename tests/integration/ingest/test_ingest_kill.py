@@ -1,5 +1,6 @@
-"""A real ingestion process SIGKILLed mid-run, then re-run: the embedded store ends with exactly the points
-of a clean run (same ids, payloads, vectors), nothing lost, nothing duplicated."""
+"""A real ingestion process SIGKILLed mid-run, then re-run: the embedded store (Qdrant's engine: its write-ahead
+log is what survives the kill) ends with exactly the points of a clean run (same ids, payloads, dense and sparse
+vectors), nothing lost, nothing duplicated."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from qdrant_client import QdrantClient
+from raylight_pipelines.store.edge import EdgeStore
 
 pytestmark = pytest.mark.integration
 HELPER = Path(__file__).with_name("kill_helper.py")
@@ -43,10 +44,9 @@ def ingest(store: Path, docs: Path, kill_after: int = 0) -> tuple[int, dict[str,
 
 
 def snapshot(store: Path) -> dict[str, Any]:
-    client = QdrantClient(path=str(store))
+    client = EdgeStore(store)
     try:
-        records, _ = client.scroll("col", limit=10_000, with_payload=True, with_vectors=True)
-        return {str(r.id): (r.payload, [round(x, 5) for x in r.vector["dense"]]) for r in records}
+        return {p.id: (p.payload, [round(x, 5) for x in p.dense], p.sparse) for p in client.points("col")}
     finally:
         client.close()
 

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from qdrant_client import QdrantClient
 from raylight.api.connections import RayDataOptions, StoreConnection
 from raylight.api.manifests import load
 from raylight.api.types import ModelDeployment, ModelSource, Retrieval, Source
@@ -23,7 +22,8 @@ from raylight_pipelines.ingest.ray_data import ray_vectorize
 from raylight_pipelines.ingest.runner import tokenizer_for
 from raylight_pipelines.ingest.sync import sync
 from raylight_pipelines.retrieval.retriever import Retriever
-from raylight_pipelines.store.qdrant import StoreProxy, connect, start_store_actor
+from raylight_pipelines.store.edge import EdgeStore
+from raylight_pipelines.store.qdrant import StoreProxy, StoreUnavailable, connect, start_store_actor
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[3]
@@ -45,19 +45,18 @@ def minilm() -> LocalEmbedder:
     return LocalEmbedder.from_source(MINILM)
 
 
-def test_ray_data_ingestion_matches_in_process_embeddings(ray_local, minilm):
+def test_ray_data_ingestion_matches_in_process_embeddings(ray_local, minilm, tmp_path):
     loaded = load_sources([Source(path="docs", include=["runtimes.md", "security.md"])], QUICKSTART)
-    client = QdrantClient(":memory:")
+    client = EdgeStore(tmp_path / "store")
     vectorize = ray_vectorize(MINILM, RayDataOptions(concurrency=1, num_gpus=0, num_cpus=1, batch_size=16))
     report = sync(client, "c", "handbook", loaded, minilm, tokenizer_for(minilm, None), 200, 30, vectorize=vectorize)
     assert report.added == len(loaded.documents) == 2 and report.failed == 0
     assert report.chunks_embedded == report.points > 0
-    records, _ = client.scroll("c", limit=3, with_payload=True, with_vectors=True)
-    for r in records:
+    for r in client.points("c")[:3]:
         title, heading = r.payload["title"], r.payload["heading"]
         passage = f"{title} > {heading}\n{r.payload['text']}" if heading else r.payload["text"]
         local = minilm.embed([passage])[0]
-        cos = sum(a * b for a, b in zip(local, r.vector["dense"], strict=True))
+        cos = sum(a * b for a, b in zip(local, r.dense, strict=True))
         assert math.isclose(cos, 1.0, abs_tol=1e-4)
     again = sync(client, "c", "handbook", loaded, minilm, tokenizer_for(minilm, None), 200, 30, vectorize=vectorize)
     assert again.unchanged == report.added and again.chunks_embedded == 0
@@ -86,11 +85,11 @@ def test_store_actor_shares_one_embedded_store(ray_local, minilm, tmp_path, caps
         assert raylight(["ingest", "-f", str(QUICKSTART), "--json", "--data-dir", str(tmp_path)]) == 0
         counts = json.loads(capsys.readouterr().out)
         assert counts["added"] >= 6 and counts["failed"] == 0
-        with pytest.raises(RuntimeError):
-            QdrantClient(path=str(tmp_path / "qdrant"))  # owned by the actor
+        with pytest.raises(StoreUnavailable, match="one process may own it"):
+            EdgeStore(tmp_path / "qdrant").count("handbook")  # owned by the actor
         proxy = connect(conn)
         assert isinstance(proxy, StoreProxy)
-        assert proxy.count("handbook", exact=True).count == counts["points"]
+        assert proxy.count("handbook") == counts["points"]
         retriever = Retriever(proxy, "handbook", minilm, Retrieval(top_k=3), pipeline="handbook")
         assert retriever.ready()[0]
         hits = retriever.search("What is the default data directory?")

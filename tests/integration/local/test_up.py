@@ -19,6 +19,7 @@ import httpx
 import psutil
 import pytest
 from quickstart_questions import QUESTIONS, judge, states_the_opposite
+from raylight.local.state import TOKEN_FILE
 from support import free_port
 
 pytestmark = pytest.mark.integration
@@ -246,6 +247,68 @@ def test_search_api_and_eval_through_the_gateway(platform: dict[str, Any], tmp_p
     report = json.loads(out.stdout)
     assert report["retrieval"]["hybrid"]["recall@5"] == 1.0 and report["answers"]["cases"] == 2
     assert report["answers"]["latency_ms"]["p50"] > 0
+
+
+def test_every_pipeline_serves_mcp_through_the_gateway(platform: dict[str, Any]) -> None:
+    """The official MCP SDK client on `raylight up`'s port: tools listed, search and ask called, the protected
+    pipeline refused without its token and, with it, showing acme's document only to an acme caller."""
+    import anyio
+    import httpx2
+    from mcp import Client
+    from mcp.client.streamable_http import streamable_http_client
+
+    base = f"http://127.0.0.1:{platform['port']}/v1/pipelines"
+    secret = (platform["data_dir"] / TOKEN_FILE).read_text().strip()  # local mode's one agent token
+
+    def client(name: str, **headers: str) -> Client:
+        return Client(streamable_http_client(f"{base}/{name}/mcp",
+                                             http_client=httpx2.AsyncClient(headers=headers, timeout=300)))
+
+    async def run() -> dict[str, Any]:
+        async with client("handbook") as mcp:
+            tools = sorted(t.name for t in (await mcp.list_tools()).tools)
+            found = await mcp.call_tool("search", {"query": "What is the default chunk size?", "top_k": 2})
+            asked = await mcp.call_tool("ask", {"question": QUESTION})
+        token = {"Authorization": f"Bearer {secret}"}
+        async with client("vault", **token, **{"X-Raylight-User": "ann", "X-Raylight-Tenant": "acme"}) as mcp:
+            insider = await mcp.call_tool("search", {"query": "When does the merger close?"})
+        async with client("vault", **token, **{"X-Raylight-User": "bo", "X-Raylight-Tenant": "other"}) as mcp:
+            outsider = await mcp.call_tool("search", {"query": "When does the merger close?"})
+        return {"tools": tools, "found": found, "asked": asked, "insider": insider, "outsider": outsider}
+
+    out = anyio.run(run)
+    assert out["tools"] == ["ask", "search"]
+    assert out["found"].structured_content["results"][0]["source"] == "path:docs/pipeline.md"
+    assert not out["asked"].is_error and out["asked"].structured_content["citations"]
+    assert [r["id"] for r in out["insider"].structured_content["results"]]
+    assert out["outsider"].structured_content["results"] == []
+    refused = httpx.post(f"{base}/vault/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+                         headers={"Accept": "application/json, text/event-stream"}, timeout=60)
+    assert refused.status_code == 401 and refused.headers["www-authenticate"].startswith("Bearer")
+
+
+def test_the_responses_api_through_the_gateway(platform: dict[str, Any]) -> None:
+    """The OpenAI SDK's responses.create / stream / retrieve / delete on `raylight up`'s port, for a model and a
+    pipeline; previous_response_id continues on the stored conversation (SQLite in the data dir)."""
+    import openai
+
+    client = openai.OpenAI(base_url=f"http://127.0.0.1:{platform['port']}/v1", api_key="none", max_retries=0,
+                           timeout=600)
+    first = client.responses.create(model="smollm", input="Say hello.", max_output_tokens=16, temperature=0)
+    second = client.responses.create(model="smollm", input="Again.", previous_response_id=first.id,
+                                     max_output_tokens=16, temperature=0)
+    assert second.usage is not None and first.usage is not None
+    assert second.usage.input_tokens > first.usage.input_tokens  # the first turn went in
+    assert client.responses.retrieve(first.id).output_text == first.output_text
+    client.responses.delete(first.id)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(first.id)
+    with client.responses.stream(model="handbook", input=QUESTION) as stream:
+        kinds = [event.type for event in stream]
+        answer = stream.get_final_response()
+    assert kinds[0] == "response.created" and kinds[-1] == "response.completed"
+    assert answer.output[0].content[0].annotations  # the pipeline's citations
+    assert client.responses.retrieve(answer.id).id == answer.id
 
 
 # SmolLM2-135M on the quickstart as shipped: docs/performance.md (Quickstart answers) quotes this number (change both).

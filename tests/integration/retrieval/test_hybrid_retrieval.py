@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 import pytest
-from qdrant_client import QdrantClient
-from qdrant_client import models as qm
 from raylight.api.types import ModelSource, Retrieval, Source
 from raylight_pipelines.embed import bm25
 from raylight_pipelines.embed.embedders import LocalEmbedder
@@ -15,7 +14,8 @@ from raylight_pipelines.ingest.documents import load_sources
 from raylight_pipelines.ingest.runner import tokenizer_for
 from raylight_pipelines.ingest.sync import sync
 from raylight_pipelines.retrieval.retriever import Retriever
-from raylight_pipelines.store.qdrant import SPARSE
+from raylight_pipelines.store.edge import EdgeStore
+from raylight_pipelines.store.qdrant import SearchQuery
 
 pytestmark = pytest.mark.integration
 LABELLED = json.loads((Path(__file__).parent / "fixtures" / "labelled.json").read_text())
@@ -30,7 +30,7 @@ def embedder() -> LocalEmbedder:
 
 
 def indexed(embedder: LocalEmbedder, documents: list[dict[str, str]], name: str) -> Retriever:
-    client = QdrantClient(":memory:")
+    client = EdgeStore(tempfile.mkdtemp(prefix="raylight-hybrid-"))
     loaded = load_sources([Source(documents=documents)], Path("."))
     sync(client, name, name, loaded, embedder, tokenizer_for(embedder, None), 200, 20)
     return Retriever(client, name, embedder, Retrieval(top_k=5), pipeline=name)
@@ -72,8 +72,7 @@ def test_languages_without_spaces_are_found_by_bm25_and_hybrid(embedder):
     retriever = indexed(embedder, [*docs, {"id": "en", "text": "# Ports\n\nThe API listens on 8000."}], "unspaced")
     for doc_id, query in ((d["id"], d["query"]) for d in UNSPACED):
         indices, values = bm25.query_vector(query)
-        sparse = retriever.client.query_points("unspaced", query=qm.SparseVector(indices=indices, values=values),
-                                               using=SPARSE, limit=1, with_payload=True).points
+        sparse = retriever.store.search("unspaced", SearchQuery(dense=None, sparse=(indices, values), limit=1))
         assert sparse[0].payload["source_id"] == f"inline:{doc_id}", query  # BM25 alone: right at rank 1
         hybrid = [h.source for h in retriever.search(query, top_k=2)]
         assert f"inline:{doc_id}" in hybrid, (query, hybrid)

@@ -225,3 +225,68 @@ def test_langgraph_react_agent_calls_its_python_tool_and_answers(base_url: str) 
     assert messages[2].tool_call_id == messages[1].tool_calls[0]["id"]
     final = messages[-1]
     assert isinstance(final, AIMessage) and final.content and not final.tool_calls
+
+
+# ---------------------------------------------------------------- the Responses API (issue 28 items 3-4)
+
+RESPONSES_WEATHER = {"type": "function", "name": "get_weather", "description": "Current weather in a city",
+                     "parameters": WEATHER_ARGS}
+
+
+def test_responses_api_tool_round_trip_with_the_openai_sdk(oai: Any) -> None:
+    """A function call, its output sent back with previous_response_id, an answer; then the same streamed.
+    The 135M model's answer is whatever it is: the protocol is what is checked."""
+    first = oai.responses.create(model="smollm", input="What is the weather in Paris?", tools=[RESPONSES_WEATHER],
+                                 tool_choice="required", max_output_tokens=60, temperature=0)
+    (call,) = [item for item in first.output if item.type == "function_call"]
+    jsonschema.validate(json.loads(call.arguments), WEATHER_ARGS)
+    second = oai.responses.create(model="smollm", previous_response_id=first.id, tools=[RESPONSES_WEATHER],
+                                  tool_choice="none", max_output_tokens=40, temperature=0, input=[
+                                      {"type": "function_call_output", "call_id": call.call_id,
+                                       "output": "sunny, 21 degrees"}])
+    assert second.status in ("completed", "incomplete") and second.output_text
+    alone = oai.responses.create(model="smollm", tools=[RESPONSES_WEATHER], tool_choice="none", max_output_tokens=1,
+                                 input=[{"role": "user", "content": "sunny, 21 degrees"}], store=False)
+    assert second.usage is not None and alone.usage is not None
+    assert second.usage.input_tokens > alone.usage.input_tokens + 10  # the stored question and call went in too
+    with oai.responses.stream(model="smollm", input="What is the weather in Oslo?", tools=[RESPONSES_WEATHER],
+                              tool_choice="required", max_output_tokens=60, temperature=0) as stream:
+        kinds = [event.type for event in stream]
+        final = stream.get_final_response()
+    assert kinds[0] == "response.created" and kinds[-1] == "response.completed"
+    assert "response.function_call_arguments.delta" in kinds
+    jsonschema.validate(json.loads(final.output[0].arguments), WEATHER_ARGS)
+
+
+def test_langchain_on_the_responses_api_runs_a_tool_round_trip(base_url: str) -> None:
+    """LangChain's ChatOpenAI(use_responses_api=True) (the OpenAI Agents SDK 0.24 cannot install beside the pinned
+    websockets 17) drives a LangGraph ReAct agent through one Python tool call and an answer."""
+    from langchain_core.messages import AIMessage, ToolMessage
+    from langchain_core.tools import tool
+    from langchain_openai import ChatOpenAI
+    from langgraph.prebuilt import create_react_agent
+
+    asked: list[str] = []
+
+    @tool
+    def get_weather(city: str) -> str:
+        """Current weather in a city."""
+        asked.append(city)
+        return f"It is sunny and 21 degrees in {city}."
+
+    llm = ChatOpenAI(model="smollm", base_url=base_url, api_key="not-needed", temperature=0, max_tokens=60,
+                     use_responses_api=True)
+    look_up = llm.bind_tools([get_weather], tool_choice="get_weather")
+    answer = llm.bind_tools([get_weather], tool_choice="none")
+
+    def model(state: dict[str, Any], runtime: Any) -> Any:
+        return answer if isinstance(state["messages"][-1], ToolMessage) else look_up
+
+    agent = create_react_agent(model, [get_weather])
+    messages = agent.invoke({"messages": [("user", "What is the weather in Paris?")]},
+                            {"recursion_limit": 6})["messages"]
+    assert [type(m).__name__ for m in messages] == ["HumanMessage", "AIMessage", "ToolMessage", "AIMessage"]
+    assert len(asked) == 1 and asked[0]
+    assert messages[2].tool_call_id == messages[1].tool_calls[0]["id"]
+    final = messages[-1]
+    assert isinstance(final, AIMessage) and final.text and not final.tool_calls

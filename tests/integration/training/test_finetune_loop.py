@@ -78,18 +78,14 @@ def _plan(doc: dict[str, Any], out: Path) -> Any:
 def test_a_prompt_longer_than_max_seq_length_still_teaches_its_answer(local_serve: Any, tmp_path: Path) -> None:
     """f08: the prompt alone is longer than maxSeqLength (16). Cut from the right, no assistant token was left
     and the run reported loss NaN and wrote an adapter; cut from the left, the answer is learned (a finite
-    loss). A record with nothing left to learn is refused before the first step, and no adapter is written."""
-    from raylight_pipelines.training.lora import TrainingError, run
+    loss). Records with nothing left to learn and target modules the base lacks are refused before the first
+    step: tests/unit/training/test_truncation_and_loss.py checks those without a Ray run."""
+    from raylight_pipelines.training.lora import run
 
     doc = yaml.safe_load(ALL_MASKED.read_text())
     summary = run(_plan(doc, tmp_path / "all-masked"), progress=lambda msg: print(msg, file=sys.stderr))
     assert summary["phase"] == "Succeeded" and summary["step"] == 2
     assert math.isfinite(summary["trainLoss"]) and summary["trainLoss"] > 0
-    bad = copy.deepcopy(doc)  # PEFT targets that SmolLM2 (llama) does not have: refused before the first step
-    bad["spec"]["hyperparameters"]["targetModules"] = ["c_attn"]
-    with pytest.raises(TrainingError, match=r"targetModules: c_attn not in the base \(llama\)"):
-        run(_plan(bad, tmp_path / "bad"))
-    assert not (tmp_path / "bad" / "adapter_model.safetensors").exists()
 
 
 def test_finetune_teaches_a_fact_and_the_adapter_is_served_by_name(local_serve: Any, tmp_path: Path) -> None:

@@ -41,12 +41,14 @@ class ScriptedLLM:
     reply: Callable[[dict[str, Any]], str]
     requests: list[dict[str, Any]] = field(default_factory=list)
     down: bool = False
+    context_length: int = 8192  # what the model's /models card says (the agent's context check reads it)
 
     def handler(self, request: httpx.Request) -> httpx.Response:
         if self.down:
             raise httpx.ConnectError("connection refused")
         if request.url.path.endswith("/models"):
-            return httpx.Response(200, json={"object": "list", "data": [{"id": "tiny", "object": "model"}]})
+            return httpx.Response(200, json={"object": "list", "data": [
+                {"id": "tiny", "object": "model", "context_length": self.context_length}]})
         body = json.loads(request.content)
         self.requests.append(body)
         text = self.reply(body)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -17,8 +18,6 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from qdrant_client import QdrantClient
-from qdrant_client import models as qm
 from raylight.api.types import Limits, ModelDeploymentSpec, Retrieval
 from raylight_agents.agent import Agent
 from raylight_agents.quota import Quota
@@ -27,7 +26,8 @@ from raylight_pipelines import telemetry
 from raylight_pipelines.retrieval.retriever import Retriever
 from raylight_pipelines.serving.app import ModelServer
 from raylight_pipelines.serving.runtimes.base import Generation
-from raylight_pipelines.store.qdrant import DENSE, ensure_collection
+from raylight_pipelines.store.base import ChunkPoint
+from raylight_pipelines.store.edge import EdgeStore
 from raylight_pipelines.web.errors import ApiError
 
 pytestmark = pytest.mark.filterwarnings("ignore:coroutine .*__del__. was never awaited:RuntimeWarning")
@@ -103,9 +103,9 @@ async def server(tmp_path: Any) -> AsyncIterator[Any]:
     cls = AgentServer.func_or_class
     obj = cls.__new__(cls)
     await obj.__init__("handbook", spec, conn)
-    client = QdrantClient(":memory:")
-    ensure_collection(client, "handbook", len(WORDS) + 1, sparse=False)
-    client.upsert("handbook", [qm.PointStruct(id=i, vector={DENSE: [*embed(t), 0.01]}, payload={
+    client = EdgeStore(tmp_path / "store")
+    client.ensure_collection("handbook", len(WORDS) + 1, sparse=False)
+    client.upsert("handbook", [ChunkPoint(id=str(uuid.UUID(int=i)), dense=[*embed(t), 0.01], payload={
         "pipeline": "handbook", "source_id": f"{k}.md", "text": t}) for i, (k, t) in enumerate(DOCS.items(), 1)])
     retriever = Retriever(client, "handbook", BagEmbedder(), Retrieval.model_validate(spec["retrieval"]),  # type: ignore[arg-type]
                           pipeline="handbook", reranker=LengthReranker())  # type: ignore[arg-type]

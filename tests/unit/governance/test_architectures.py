@@ -54,3 +54,20 @@ def test_known_model_families_by_name(name: str, model_type: str | None) -> None
     assert hint(name) == model_type
     if model_type is not None:
         assert model_type in architectures_table.MODULE_NAMES
+
+
+@pytest.mark.parametrize("model_type", ["gpt2", "falcon", "mpt", "phi", "llama", "qwen2", "gpt_neox", "phi3"])
+def test_peft_adapts_each_family_with_the_targets_raylight_resolves(model_type: str) -> None:
+    """What validation accepts, PEFT can build: the architecture's default (or, without one, layers from the
+    table), applied to the architecture's model on the meta device (no weights)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    default = architectures_table.PEFT_DEFAULT_TARGET_MODULES.get(model_type)
+    layers = architectures_table.MODULE_NAMES[model_type]
+    targets = list(default) if isinstance(default, tuple) else [n for n in layers if n.endswith("proj")][:2]
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(AutoConfig.for_model(model_type))
+    tuned = get_peft_model(model, LoraConfig(target_modules=targets, task_type="CAUSAL_LM"))
+    assert any("lora_A" in name for name, _ in tuned.named_parameters())

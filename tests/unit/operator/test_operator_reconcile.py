@@ -270,11 +270,11 @@ def test_a_named_qdrant_secret_is_read_for_the_store(kube: FakeKube, store: Qdra
 
 
 def test_collection_layout_matches_the_data_plane_store() -> None:
-    store_mod = pytest.importorskip("raylight_pipelines.store.qdrant")
+    server = pytest.importorskip("raylight_pipelines.store.server")
     ours, theirs = QdrantClient(":memory:"), QdrantClient(":memory:")
     QdrantCollections(ours).ensure(CollectionPlan(collection="c", dimensions=8, sparse=True,
                                                   payload_indexes=["tenant", "groups", "source_id"]))
-    store_mod.ensure_collection(theirs, "c", 8, sparse=True)
+    server.ServerStore(theirs).ensure_collection("c", 8, sparse=True)
     a, b = ours.get_collection("c").config.params, theirs.get_collection("c").config.params
     assert a.vectors == b.vectors
     assert a.sparse_vectors == b.sparse_vectors
@@ -367,3 +367,33 @@ def test_deleting_a_pipeline_mid_reconcile_drops_the_collection_for_good(kube: F
     terminating["metadata"]["uid"] = "another-uid"
     terminating["metadata"]["deletionTimestamp"] = "2026-11-29T10:00:00Z"
     assert rec.pipeline(terminating).status == {} and kube.writes == []
+
+
+def test_an_adapter_trained_on_another_base_fails_the_modeldeployment(rec: Reconciler, kube: FakeKube) -> None:
+    """f04 in the operator: an adapter whose FineTune trained on Qwen2.5-0.5B, served on 1.5B, deploys nothing
+    and fails with the reason, before the FineTune even ran; a file:// adapter URI never reaches serving."""
+    add(kube, "FineTune", "tuned-05b", {
+        "base": {"model": {"source": "hf://Qwen/Qwen2.5-0.5B-Instruct", "license": "apache-2.0", "parameters": "0.5B"}},
+        "dataset": {"records": [{"instruction": "Say hi.", "output": "Hi."}]}, "output": "pvc://adapters/tuned-05b"})
+    md = add(kube, "ModelDeployment", "qwen-15b", {
+        "task": "chat", "runtime": "transformers", "resources": {"cpus": 4, "memory": "16Gi"},
+        "model": {"source": "hf://Qwen/Qwen2.5-1.5B-Instruct", "license": "apache-2.0", "parameters": "1.5B"},
+        "adapters": [{"name": "tuned", "fineTune": "tuned-05b"}]})
+    result = rec.model(md)
+    ready = _conds(result.status)["Ready"]
+    assert result.status["phase"] == "Failed" and ready["reason"] == "AdapterIncompatible"
+    assert "(0.5B parameters), served on hf://Qwen/Qwen2.5-1.5B-Instruct (1.5B)" in ready["message"]
+    assert kube.get("RayService", "ns", "qwen-15b") is None
+    same = add(kube, "FineTune", "tuned-15b", {
+        "base": {"modelDeployment": "qwen-15b"}, "dataset": {"records": [{"instruction": "a", "output": "b"}]},
+        "output": "pvc://adapters/tuned-15b"})
+    kube.objects[("FineTune", "ns", "tuned-15b")]["status"] = {"phase": "Succeeded",
+                                                               "adapterUri": "file:///tmp/adapters/tuned-15b"}
+    assert same
+    md2 = add(kube, "ModelDeployment", "qwen-15b-b", {
+        "task": "chat", "runtime": "transformers", "resources": {"cpus": 4, "memory": "16Gi"},
+        "model": {"source": "hf://Qwen/Qwen2.5-1.5B-Instruct", "license": "apache-2.0", "parameters": "1.5B"},
+        "adapters": [{"name": "tuned", "fineTune": "tuned-15b"}]})
+    result = rec.model(md2)
+    assert _conds(result.status)["Ready"]["reason"] == "AdapterNotOnCluster"
+    assert kube.get("RayService", "ns", "qwen-15b-b") is None

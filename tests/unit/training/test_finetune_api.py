@@ -187,10 +187,15 @@ def test_a_pvc_output_is_mounted_writable_and_a_changed_spec_starts_a_new_run(
     assert other["metadata"]["name"] != job["metadata"]["name"]
 
 
-def test_render_gives_the_rayjob(capsys: pytest.CaptureFixture[str],
+def test_render_gives_the_rayjob(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                  validate_rayjob: Callable[[dict[str, Any]], None]) -> None:
     example = Path(__file__).parents[3] / "examples" / "finetune" / "finetune.yaml"
-    assert raylight(["render", "-f", str(example)]) == 0
+    assert raylight(["render", "-f", str(example)]) == 1  # its file:// output would die with the run's pods
+    assert "spec.output: file:// is a path on one machine" in capsys.readouterr().err
+    on_a_cluster = tmp_path / "finetune.yaml"
+    on_a_cluster.write_text(example.read_text().replace("file:///tmp/raylight-adapters/zorblax",
+                                                        "pvc://adapters/zorblax"))
+    assert raylight(["render", "-f", str(on_a_cluster)]) == 0
     objects = [o for o in yaml.safe_load_all(capsys.readouterr().out) if o]
     kinds = [o["kind"] for o in objects]
     assert kinds == ["ConfigMap", "RayJob"]

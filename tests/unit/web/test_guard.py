@@ -27,7 +27,6 @@ DEEP = "[" * 1000 + "]" * 1000
     ('{"temperature": NaN}', 400, "invalid_json", None),
     ('{"temperature": Infinity}', 400, "invalid_json", None),
     ('{"temperature": 1e999}', 400, "invalid_json", None),
-    ('{"max_tokens": ' + "9" * 300 + "}", 400, "invalid_json", None),
     ("{not json", 400, "invalid_json", None),
     (b'{"input": "\xff\xfe"}', 400, "invalid_json", None),  # not UTF-8
     ('{"input": "' + "x" * LIMIT + '"}', 413, "request_too_large", None),
@@ -133,3 +132,12 @@ async def test_framework_refusals_and_failures_keep_the_openai_shape_and_no_trac
     error = openai_error(failed)
     assert failed.status_code == 500 and error["code"] == "internal_error"
     assert "Recursion" not in error["message"] and "\x1b" not in failed.text and "secret" not in failed.text
+
+
+@pytest.mark.parametrize("field", ["max_tokens", "ignored"])
+def test_an_integer_longer_than_python_parses_cheaply_is_invalid_json_a_long_one_is_not(field: str) -> None:
+    with pytest.raises(ApiError) as info:
+        guard.load_json(f'{{"{field}": {"9" * (guard.MAX_INT_DIGITS + 1)}}}'.encode(), 1 << 20)
+    assert (info.value.status, info.value.code) == (400, "invalid_json")
+    # 300 digits parse; a known field's bound then refuses it (test_openai_surface: max_tokens 2**63)
+    assert guard.load_json(f'{{"{field}": {"9" * 300}}}'.encode(), 1 << 20)[field] == int("9" * 300)
