@@ -436,41 +436,6 @@ class ModelServer(server.Edge):
                     self._stats["generations_cancelled"] += 1
                 await task
 
-    # ------------------------------------------------------------ the Responses API (web.responses_api)
-
-    def _responses(self) -> responses_api.Responses:
-        """`/v1/responses` over this model's own chat completions (validation, tools, JSON schema, limits)."""
-        if self._response_store is None:
-            self._response_store = response_store.open_connection(self._responses_conn)
-        return responses_api.Responses(self._response_store, self._chat_completions,
-                                       lambda body: self._stream(self._chat_request(body)))
-
-    async def responses_create(self, body: dict[str, Any] | bytes,
-                               trace_headers: dict[str, str] | None = None) -> dict[str, Any]:
-        """POST /v1/responses (not streamed): the response object; refusals raise ApiError."""
-        with self.observed("responses", trace_headers):
-            api = self._responses()
-            return await api.create(api.prepare(self.load(body)))
-
-    async def responses_stream(self, body: dict[str, Any] | bytes,
-                               trace_headers: dict[str, str] | None = None) -> AsyncGenerator[str]:
-        """POST /v1/responses with `stream: true`: the typed events as SSE strings."""
-        def make() -> AsyncGenerator[str]:
-            api = self._responses()
-            return api.create_stream(api.prepare(self.load(body)))
-        lines = self.observed_stream("responses", make, trace_headers)
-        async with contextlib.aclosing(lines):
-            async for line in lines:
-                yield line
-
-    async def responses_get(self, response_id: str) -> dict[str, Any]:
-        with self.observed("responses"):
-            return await self._responses().get(response_id)
-
-    async def responses_delete(self, response_id: str) -> dict[str, Any]:
-        with self.observed("responses"):
-            return await self._responses().delete(response_id)
-
     # ------------------------------------------------------------ legacy completions
 
     def _completion_request(self, body: dict[str, Any] | bytes) -> CompletionRequest:
@@ -530,6 +495,33 @@ class ModelServer(server.Edge):
                                  trace_headers: dict[str, str] | None = None) -> AsyncGenerator[str]:
         lines = self.observed_stream("completions", lambda: self._completion_lines(self._completion_request(body)),
                                      trace_headers)
+        async with contextlib.aclosing(lines):
+            async for line in lines:
+                yield line
+
+    # ------------------------------------------------------------ the Responses API (web.responses_api)
+
+    def _responses(self) -> responses_api.Responses:
+        """`/v1/responses` over this model's own chat completions (validation, tools, JSON schema, limits)."""
+        if self._response_store is None:
+            self._response_store = response_store.open_connection(self._responses_conn)
+        return responses_api.Responses(self._response_store, self._chat_completions,
+                                       lambda body: self._stream(self._chat_request(body)))
+
+    async def responses_create(self, body: dict[str, Any] | bytes,
+                               trace_headers: dict[str, str] | None = None) -> dict[str, Any]:
+        """POST /v1/responses (not streamed): the response object; refusals raise ApiError."""
+        with self.observed("responses", trace_headers):
+            api = self._responses()
+            return await api.create(api.prepare(self.load(body)))
+
+    async def responses_stream(self, body: dict[str, Any] | bytes,
+                               trace_headers: dict[str, str] | None = None) -> AsyncGenerator[str]:
+        """POST /v1/responses with `stream: true`: the typed events as SSE strings."""
+        def make() -> AsyncGenerator[str]:
+            api = self._responses()
+            return api.create_stream(api.prepare(self.load(body)))
+        lines = self.observed_stream("responses", make, trace_headers)
         async with contextlib.aclosing(lines):
             async for line in lines:
                 yield line
@@ -594,6 +586,14 @@ class ModelServer(server.Edge):
                     cancelled.set()
                     self._stats["generations_cancelled"] += 1
                 await task
+
+    async def responses_get(self, response_id: str) -> dict[str, Any]:
+        with self.observed("responses"):
+            return await self._responses().get(response_id)
+
+    async def responses_delete(self, response_id: str) -> dict[str, Any]:
+        with self.observed("responses"):
+            return await self._responses().delete(response_id)
 
     def check_health(self) -> None:
         if self.loaded is None:
@@ -682,8 +682,7 @@ def operations() -> dict[str, openapi.Operation]:
         "rerank": openapi.Operation("post", "/v1/rerank", responses.RerankList, RerankRequest),
         "chatCompletions": openapi.Operation("post", "/v1/chat/completions", responses.ChatCompletion,
                                              ChatCompletionRequest, stream=openapi.DATA_SSE),
-        # legacy completions: a text_completion object (web/responses.text_completion)
-        "completions": openapi.Operation("post", "/v1/completions", openapi.ANY_JSON, CompletionRequest,
+        "completions": openapi.Operation("post", "/v1/completions", responses.TextCompletion, CompletionRequest,
                                          stream=openapi.DATA_SSE),
         "listModels": openapi.Operation("get", "/v1/models", responses.ModelList),
         "getModel": openapi.Operation("get", "/v1/models/{model}", responses.ModelCard),

@@ -147,6 +147,24 @@ class RerankList(_Out):
     usage: EmbeddingUsage
 
 
+class TextChoice(_Out):
+    index: int
+    text: str
+    finish_reason: str | None
+    logprobs: None = None
+
+
+class TextCompletion(_Out):
+    """A legacy `POST /v1/completions` answer (`object: text_completion`)."""
+
+    id: str
+    object: Literal["text_completion"]
+    created: int
+    model: str
+    choices: list[TextChoice]
+    usage: Usage
+
+
 class ModelCard(_Out):
     id: str
     object: Literal["model"]

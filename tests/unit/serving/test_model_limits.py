@@ -37,7 +37,7 @@ class CountingEmbedder:
         self.counted = 0
 
     def window_tokens(self, texts: list[str]) -> list[int]:
-        return [len(t.split()) + 2 for t in texts]
+        return [len(t.split()) + 2 for t in texts]  # untruncated: what the window check compares
 
     def token_counts(self, texts: list[str]) -> list[int]:
         self.counted += len(texts)
