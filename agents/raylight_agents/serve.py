@@ -274,10 +274,12 @@ class AgentServer(server.Edge):
             verified = await self._identify(authorization)
             loaded = self.load(body)
             request = protocol.parse(ChatIn, loaded, self.name)
-            parameters.check_chat(loaded, "pipeline")  # what an agent does not do is refused, never dropped
             turn = request.turn()
             await self._check_context(turn, "messages", request.token_limit,
                                       "max_completion_tokens" if request.max_completion_tokens else "max_tokens")
+            # then what an agent does not do is refused, never dropped: a fault a model refuses too (a context
+            # it cannot hold, a schema it cannot enforce) gets the model's answer first, whichever app is named
+            parameters.check_chat(loaded, "pipeline")
         except ApiError as exc:
             self._refuse("chat", exc)
             raise
