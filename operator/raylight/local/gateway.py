@@ -473,7 +473,8 @@ def operations() -> dict[str, openapi.Operation]:
     agents = agent_openapi.operations({"invoke": InvokeIn, "search": SearchIn, "chat": ChatIn})
     text = {"text/plain": {"schema": {"type": "string"}}}
     return {
-        **{op: models[op] for op in ("embeddings", "rerank", "createResponse", "getResponse", "deleteResponse")},
+        **{op: models[op] for op in ("embeddings", "rerank", "completions", "getModel", "createResponse",
+                                      "getResponse", "deleteResponse")},
         **{op: agents[op] for op in ("invoke", "stream", "search", "getThread", "listModels", "healthz", "mcpGet",
                                       "mcpPost", "mcpDelete")},
         # a model's ChatCompletion, or a Pipeline's (the same with citations, thread_id, grounding)
