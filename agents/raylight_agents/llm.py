@@ -154,9 +154,12 @@ class LLM:
         try:
             models = await self.client.with_options(timeout=5.0, max_retries=0).models.list()
         except openai.APITimeoutError as exc:
-            if isinstance(exc.__cause__, httpx.ReadTimeout):
+            cause = type(exc.__cause__).__name__  # httpx's, or httpcore's beneath it
+            if cause == "ReadTimeout":
                 return True, "the model endpoint is busy (connected, no answer within 5 s)"
-            return False, "the model endpoint does not accept connections (timed out)"
+            if cause == "PoolTimeout":  # every connection carries a request: busy, not down
+                return True, "the model endpoint is busy (every connection to it is in use)"
+            return False, f"the model endpoint does not accept connections ({cause})"
         except (openai.APIError, httpx.HTTPError) as exc:
             log.warning("model readiness check failed: %s", _wrap(exc, self.base_url))
             status = f"HTTP {exc.status_code}" if isinstance(exc, openai.APIStatusError) else type(exc).__name__

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -81,29 +80,32 @@ class Traffic:
     results: list[tuple[float, float, int, dict[str, Any]]] = field(default_factory=list)  # start, end, status, body
     probes: list[tuple[float, int, dict[str, Any]]] = field(default_factory=list)
     turns: dict[str, int] = field(default_factory=dict)  # thread id -> turns that got a 200
+    owners: dict[str, str] = field(default_factory=dict)  # thread id -> the user who started it
     failed: Counter[str] = field(default_factory=Counter)  # thread id -> turns that did not
     threads: list[threading.Thread] = field(default_factory=list)
 
     def _client(self, worker: int) -> None:
         user = {"id": f"user-{worker}"}
-        thread_id = f"w{worker}-{uuid.uuid4().hex[:8]}"
-        self.turns[thread_id] = 0
+        thread_id: str | None = None  # ids are the server's: a thread starts without one (issue 26)
         while not self.stop.is_set():
             started = time.monotonic()
             if not self.continue_threads:
-                thread_id = f"w{worker}-{uuid.uuid4().hex[:8]}"
-                self.turns[thread_id] = 0
+                thread_id = None
+            body_out: dict[str, Any] = {"input": self.question, "user": user}
+            if thread_id is not None:
+                body_out["thread_id"] = thread_id
             try:
-                resp = self.plat.http.post(f"{ROUTE}/invoke", json={
-                    "input": self.question, "thread_id": thread_id, "user": user}, timeout=120)
+                resp = self.plat.http.post(f"{ROUTE}/invoke", json=body_out, timeout=120)
                 status, body = resp.status_code, resp.json()
             except Exception as exc:  # a transport failure is a finding, not a crash of the test
                 status, body = 0, {"exception": repr(exc)}
             self.results.append((started, time.monotonic(), status, body))
             if status == 200:
-                self.turns[thread_id] += 1
+                thread_id = body["thread_id"]
+                self.turns[thread_id] = self.turns.get(thread_id, 0) + 1
+                self.owners[thread_id] = user["id"]
             else:
-                self.failed[thread_id] += 1
+                self.failed[thread_id or f"w{worker}-new"] += 1
             if status == 503:
                 time.sleep(0.2)  # a client backs off a little on 503
 
@@ -161,7 +163,7 @@ def check_threads(plat: Platform, traffic: Traffic) -> int:
     how many questions of failed turns the threads kept without an answer: 0."""
     dangling = 0
     for thread_id, turns in traffic.turns.items():
-        user = f"user-{thread_id[1:].split('-')[0]}"
+        user = traffic.owners[thread_id]
         resp = plat.http.get(f"{ROUTE}/threads/{thread_id}", params={"user": user})
         if turns == 0 and resp.status_code == 404:
             continue
@@ -237,7 +239,10 @@ def test_the_store_gone_mid_run_is_503_then_recovers_and_loses_no_thread(plat: P
     for _, body in outage:
         assert body["error"]["code"] == "store_unavailable" and body["error"]["message"], body
     during = [r for at, s, r in traffic.probes if killed < at < back and s == 503]
-    assert during and all(not r["store"]["ok"] and r["model"]["ok"] for r in during), during[:3]
+    # every readyz during the outage names the store; the model's own check runs within readiness's 0.3 s
+    # budget and may time out under this load (docs/performance.md, "Readiness while replicas restart")
+    assert during and all(not r["store"]["ok"] for r in during), during[:3]
+    assert any(r["model"]["ok"] for r in during), during[:3]
     assert plat.http.get(READYZ).status_code == 200
     assert agent_replicas() == before
     dangling = check_threads(plat, traffic)
