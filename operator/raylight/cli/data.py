@@ -242,9 +242,11 @@ def _thresholds(args: argparse.Namespace) -> dict[str, float]:
 
 def _local_retriever(args: argparse.Namespace, dataset: Any) -> tuple[Any, PipelineSpec]:
     """The Pipeline's Retriever from the manifests, on an embedded store in a temporary folder (removed with
-    the retriever: the folder is kept alive by it) filled with its sources (or the dataset's corpus), its
+    the store, which the retriever holds) filled with its sources (or the dataset's corpus), its
     embedder and reranker in this process."""
+    import shutil
     import tempfile
+    import weakref
 
     from raylight_pipelines.embed.embedders import from_connection
     from raylight_pipelines.ingest import runner as ingestion
@@ -270,15 +272,15 @@ def _local_retriever(args: argparse.Namespace, dataset: Any) -> tuple[Any, Pipel
     spec = pipeline.spec
     plan = local_ingestion_plan(pipeline, models.get(spec.embedder.model_deployment), args.data_dir, None)
     embedder = from_connection(plan.embedder, local=True)
-    folder = tempfile.TemporaryDirectory(prefix="raylight-eval-")
-    store = EdgeStore(folder.name)
+    folder = tempfile.mkdtemp(prefix="raylight-eval-")
+    store = EdgeStore(folder)
+    weakref.finalize(store, shutil.rmtree, folder, ignore_errors=True)  # the retriever holds the store
     ingestion.run(plan, found[0].file.parent.resolve(), embedder, store=store)
     rerank = spec.retrieval.rerank
     rerank_source = models[rerank.model_deployment].spec.resolved().model if rerank else None
     reranker = LocalReranker(rerank_source) if rerank_source else None
     retriever = Retriever(store, plan.store.collection, embedder, spec.retrieval, pipeline=args.pipeline,
                           reranker=reranker)
-    retriever.scratch = folder  # type: ignore[attr-defined]  # the temporary store lives as long as it
     return retriever, spec
 
 
