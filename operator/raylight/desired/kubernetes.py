@@ -271,7 +271,7 @@ def get_model_rayservice(md: ModelDeployment, namespace: str, settings: Settings
     obj = _serving_pods(obj, settings)
     if spec.upgrade_type == "Recreate":
         cluster_hash = spec_hash({"spec": obj["spec"]["rayClusterConfig"]})
-        obj["metadata"]["annotations"] = {RECREATE_ANNOTATION: cluster_hash}
+        obj["metadata"].setdefault("annotations", {})[RECREATE_ANNOTATION] = cluster_hash
     return _finish(obj)
 
 
