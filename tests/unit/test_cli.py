@@ -65,3 +65,18 @@ def test_missing_file_is_one_clear_line() -> None:
     result = raylight("validate", "-f", "does-not-exist.yaml")
     assert result.returncode == 1
     assert result.stderr.strip() == "does-not-exist.yaml: ?/?: no such file or directory"
+
+
+def test_path_hint_names_this_interpreters_scripts_folder_however_the_cli_was_started(monkeypatch) -> None:
+    import sysconfig
+
+    from raylight.cli.platform import _on_path_hint
+
+    scripts = Path(sysconfig.get_path("scripts"))
+    monkeypatch.setattr(sys, "argv", [str(ROOT / "operator/raylight/cli/__main__.py")])  # `python -m raylight.cli`
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    hint = _on_path_hint()
+    assert hint is not None and str(scripts) in hint
+    if (scripts / "raylight").exists():  # installed: on PATH, no hint
+        monkeypatch.setenv("PATH", f"{scripts}:/usr/bin:/bin")
+        assert _on_path_hint() is None

@@ -36,12 +36,16 @@ def _data_dir(args: argparse.Namespace) -> Path:
 
 
 def _on_path_hint() -> str | None:
-    """The one line that puts `raylight` on PATH, when this shell would not find the command being run."""
-    import shutil
+    """The one line that puts `raylight` on PATH, when this shell would not find this installation's command.
 
-    here = Path(sys.argv[0]).resolve().parent if sys.argv and sys.argv[0] else Path(sys.executable).parent
+    The command lives in the scripts folder of the interpreter that runs us (`sysconfig`'s "scripts" path:
+    the venv's bin/), whether we were started as `raylight` or as `python -m raylight.cli`."""
+    import shutil
+    import sysconfig
+
+    here = Path(sysconfig.get_path("scripts"))
     found = shutil.which("raylight")
-    if found and Path(found).resolve().parent == here:
+    if found and Path(found).parent.resolve() == here.resolve():
         return None
     activate = here / "activate"
     return f". {activate}" if activate.exists() else f"export PATH={here}:$PATH"
