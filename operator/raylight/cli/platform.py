@@ -79,10 +79,10 @@ def print_endpoints(plan: Plan, state: dict[str, Any], data_dir: Path) -> None:
 
 
 def up_command(args: argparse.Namespace) -> int:
-    join_as_driver()
     from raylight.local import procs
 
     data_dir = _data_dir(args)
+    join_as_driver(data_dir / st.LOG_DIR / "up.log")
     manifests, rc = load_manifests(list(args.files), local_problems)
     if rc:
         return rc

@@ -37,16 +37,34 @@ class UpError(Exception):
     """One sentence for the user; `up` prints it and exits 1."""
 
 
-def join_as_driver() -> None:
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+def join_as_driver(log_path: Path) -> None:
+    """Make this process a quiet driver of the platform's Ray: what Ray says that a user cannot act on goes to
+    `log_path` (e.g. `DATA_DIR/logs/up.log`), the terminal keeps Raylight's own lines.
+
+    Ray's native code (the core worker's "max_restarts > 0" notice about Ray Data's actors, logging.cc's
+    level line) writes to file descriptor 2, so fd 2 is pointed at the log while Python's `sys.stderr` keeps
+    a duplicate of the terminal; Python warnings (Ray Data's concurrency notices) go to the same log."""
     from raylight.local.procs import PLATFORM_ENV
 
     for key, value in PLATFORM_ENV.items():  # this process joins the platform's Ray as a driver
         os.environ.setdefault(key, value)
-    # What Ray says that a user cannot act on stays out of the terminal (the platform's own log keeps Ray's):
-    # the driver's core-worker warnings (e.g. "max_restarts > 0" for the store actor) and Ray Data's notice
-    # that its progress bars are off (`up` draws its own).
     os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stderr.flush()
+    terminal = os.fdopen(os.dup(2), "w", buffering=1, encoding=sys.stderr.encoding, errors="backslashreplace")
+    log_fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    os.dup2(log_fd, 2)
+    os.close(log_fd)
+    sys.stderr = terminal
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    logging.captureWarnings(True)
+    to_log = logging.FileHandler(log_path)
+    to_log.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    warnings = logging.getLogger("py.warnings")
+    warnings.addHandler(to_log)
+    warnings.propagate = False
+    # Ray Data configures its own loggers when it first runs; its notice that progress bars are off (`up` draws
+    # its own) is the one line of it to drop.
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
 
 
