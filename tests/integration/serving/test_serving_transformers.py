@@ -95,3 +95,18 @@ def test_transformers_tool_calls_are_decoded_under_the_tools_grammar(runtime: An
     with pytest.raises(ApiError) as info:
         ask(runtime, messages=FRANCE, logprobs=True)
     assert info.value.param == "logprobs"
+
+
+def test_transformers_required_call_with_an_open_schema_holds_only_the_declared_arguments(runtime: Any) -> None:
+    # Tool schemas as most clients write them (no additionalProperties): JSON Schema would admit any other key,
+    # and a 135M model then pads the arguments with invented ones until max_tokens ends it without a call.
+    weather = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+    request = ChatCompletionRequest.model_validate({
+        "model": "smollm-hf", "messages": [{"role": "user", "content": "What is the weather in Paris?"}],
+        "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": weather}}],
+        "tool_choice": "required", "temperature": 0, "max_tokens": 60})
+    result = runtime.generate(request, None, threading.Event())
+    assert result.finish_reason == "tool_calls", result
+    (call,) = result.tool_calls
+    arguments = json.loads(call["function"]["arguments"])
+    assert set(arguments) == {"city"} and isinstance(arguments["city"], str)

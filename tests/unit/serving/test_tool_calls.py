@@ -312,3 +312,27 @@ def test_generated_nested_pydantic_tools_get_call_schemas_that_accept_their_inst
     bad[first] = {"nested": "object"}  # no field type above accepts an object
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({"name": "make", "arguments": bad}, schema)
+
+
+def test_closed_objects_closes_every_object_that_lists_properties_and_keeps_explicit_choices() -> None:
+    from raylight_pipelines.serving.runtimes.hf import closed_objects
+
+    schema = {"type": "object", "properties": {
+        "a": {"type": "object", "properties": {"x": {"type": "integer"}}},
+        "b": {"type": "object", "properties": {}, "additionalProperties": True},
+        "c": {"type": "array", "items": {"properties": {"y": {}}}},
+        "d": {"anyOf": [{"properties": {"z": {}}}, {"type": "null"}]},
+        "e": {"const": {"properties": {"kept": 1}}}},
+        "$defs": {"n": {"properties": {"m": {}}, "additionalProperties": {"type": "string"}}}}
+    out = closed_objects(schema)
+    assert out["additionalProperties"] is False
+    assert out["properties"]["a"]["additionalProperties"] is False
+    assert out["properties"]["a"]["properties"]["x"] == {"type": "integer"}  # not an object schema: untouched
+    assert out["properties"]["b"]["additionalProperties"] is True
+    assert out["properties"]["c"]["items"]["additionalProperties"] is False
+    assert out["properties"]["d"]["anyOf"][0]["additionalProperties"] is False
+    assert out["properties"]["e"] == {"const": {"properties": {"kept": 1}}}  # data, not a schema
+    assert out["$defs"]["n"]["additionalProperties"] == {"type": "string"}
+    assert "additionalProperties" not in schema  # pure
+    named = closed_objects({"properties": {"properties": {"type": "string"}}})  # a property called "properties"
+    assert named == {"properties": {"properties": {"type": "string"}}, "additionalProperties": False}

@@ -24,6 +24,33 @@ from raylight_pipelines.web.errors import ApiError
 from raylight_pipelines.web.protocol import ChatCompletionRequest
 
 
+_DATA_KEYWORDS = ("const", "enum", "default", "examples")
+_SCHEMA_MAPS = ("properties", "$defs", "definitions", "patternProperties", "dependentSchemas")
+
+
+def closed_objects(schema: Any) -> Any:
+    """`schema` with `additionalProperties: false` on every object schema that lists properties and says
+    nothing of others. llguidance follows JSON Schema (unlisted properties allowed), which lets a small model
+    pad a tool call's arguments with invented keys; llama.cpp's converter, OpenAI's strict mode and our other
+    runtime all read such objects as closed, so this runtime does too. An explicit `additionalProperties`
+    (true or a schema) is kept. Pure; returns a new document."""
+    if isinstance(schema, list):
+        return [closed_objects(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key in _DATA_KEYWORDS:
+            out[key] = value
+        elif key in _SCHEMA_MAPS and isinstance(value, dict):  # names -> schemas (a property may be "properties")
+            out[key] = {name: closed_objects(sub) for name, sub in value.items()}
+        else:
+            out[key] = closed_objects(value)
+    if "properties" in schema and "additionalProperties" not in schema:
+        out["additionalProperties"] = False
+    return out
+
+
 class _Guide:
     """A transformers logits processor that applies an llguidance matcher (batch size 1)."""
 
@@ -111,9 +138,10 @@ class TransformersRuntime(ChatRuntime):
         if isinstance(constraint, CallGrammar):
             more = f" ({json.dumps(tool_calls.NEXT_CALL)} call)*" if constraint.parallel else ""
             grammar = llguidance.LLMatcher.grammar_from_lark(
-                f"start: call{more} {json.dumps(tool_calls.CALL_END)}\ncall: %json {constraint.schema}")
+                f"start: call{more} {json.dumps(tool_calls.CALL_END)}\n"
+                f"call: %json {json.dumps(closed_objects(json.loads(constraint.schema)))}")
         else:
-            grammar = llguidance.LLMatcher.grammar_from_json_schema(constraint)
+            grammar = llguidance.LLMatcher.grammar_from_json_schema(closed_objects(constraint))
         error = llguidance.LLMatcher.validate_grammar(grammar, self.lltokenizer)
         if error:
             raise ValueError(error)
