@@ -23,7 +23,6 @@ from raylight_pipelines.serving.tool_calls import CallGrammar
 from raylight_pipelines.web.errors import ApiError
 from raylight_pipelines.web.protocol import ChatCompletionRequest
 
-
 _DATA_KEYWORDS = ("const", "enum", "default", "examples")
 _SCHEMA_MAPS = ("properties", "$defs", "definitions", "patternProperties", "dependentSchemas")
 
