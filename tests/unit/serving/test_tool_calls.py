@@ -210,12 +210,9 @@ NESTED = json.loads(HANDED.read_text())["request"] if HANDED.exists() else None
 
 
 def _grammars_compile(schema: dict[str, Any]) -> None:
-    import llguidance
-    from raylight_pipelines.serving.runtimes.llama import _gbnf, unenforced_keywords
+    from raylight_pipelines.serving.runtimes import guidance
 
-    assert unenforced_keywords(schema) == []
-    _gbnf(json.dumps(schema, sort_keys=True))  # llama-cpp-python's converter resolves every $ref or raises
-    assert llguidance.LLMatcher.validate_grammar(llguidance.LLMatcher.grammar_from_json_schema(schema)) == ""
+    guidance.grammar(schema, None)  # llguidance resolves every $ref or raises (both CPU runtimes use it)
 
 
 def test_pydantic_function_tool_with_defs_and_refs_gets_a_call_schema_that_resolves() -> None:
@@ -315,7 +312,7 @@ def test_generated_nested_pydantic_tools_get_call_schemas_that_accept_their_inst
 
 
 def test_closed_objects_closes_every_object_that_lists_properties_and_keeps_explicit_choices() -> None:
-    from raylight_pipelines.serving.runtimes.hf import closed_objects
+    from raylight_pipelines.serving.runtimes.guidance import closed_objects
 
     schema = {"type": "object", "properties": {
         "a": {"type": "object", "properties": {"x": {"type": "integer"}}},

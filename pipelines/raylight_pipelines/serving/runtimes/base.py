@@ -184,26 +184,42 @@ class StopScanner:
         return out
 
 
+class Stream:
+    """Where a runtime's text pieces go, one by one: stop strings applied, new text streamed through `emit`.
+    `push` says when generation should stop (a stop string matched, or the request was cancelled); `end` sends
+    the held-back tail once the engine has finished on its own. `.scanner.text` is the answer."""
+
+    def __init__(self, stops: list[str], emit: Emit | None, cancelled: threading.Event) -> None:
+        self.scanner = StopScanner(stops)
+        self.emit, self.cancelled = emit, cancelled
+
+    def push(self, piece: str) -> bool:
+        out = self.scanner.push(piece)
+        if out and self.emit is not None:
+            self.emit(out)
+        return self.scanner.stopped or self.cancelled.is_set()
+
+    def end(self) -> None:
+        rest = self.scanner.flush()
+        if rest and self.emit is not None:
+            self.emit(rest)
+
+
 def drive(pieces: Iterator[str], stops: list[str], emit: Emit | None, cancelled: threading.Event) -> StopScanner:
     """Consume a runtime's text pieces, applying stop strings, streaming through `emit`, honouring cancel.
 
     Returns the scanner (its `.text` is the answer, `.stopped` whether a stop string ended it). Closing the
     iterator early tells the engine to stop generating.
     """
-    scanner = StopScanner(stops)
+    stream = Stream(stops, emit, cancelled)
     try:
         for piece in pieces:
-            out = scanner.push(piece)
-            if out and emit is not None:
-                emit(out)
-            if scanner.stopped or cancelled.is_set():
+            if stream.push(piece):
                 break
         else:
-            rest = scanner.flush()
-            if rest and emit is not None:
-                emit(rest)
+            stream.end()
     finally:
         close = getattr(pieces, "close", None)
         if close is not None:
             close()
-    return scanner
+    return stream.scanner

@@ -1,15 +1,14 @@
 """transformers runtime: AutoModelForCausalLM + the tokenizer's chat template, for plain Hugging Face
 checkpoints (a model directory, or a GGUF file that transformers de-quantises; that needs `gguf`).
 
-Streaming comes from TextIteratorStreamer. `response_format` is enforced by llguidance: before every token
-a logits processor masks out every token that would leave the JSON schema's grammar, so the output is
-always a valid prefix of a matching document (and complete unless max_tokens cuts it off).
+Streaming comes from TextIteratorStreamer. `response_format` and tool calls are enforced by llguidance
+(runtimes.guidance): before every token a logits processor masks out every token that would leave the grammar,
+so the output is always a valid prefix of a matching document (complete unless max_tokens cuts it off).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import random
 import threading
 from collections.abc import Iterator
@@ -17,37 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from raylight_pipelines.serving import tool_calls
+from raylight_pipelines.serving.runtimes import guidance
 from raylight_pipelines.serving.runtimes.base import ChatRuntime, Constraint, Emit, Generation, drive
 from raylight_pipelines.serving.runtimes.embedder import limit_threads
-from raylight_pipelines.serving.tool_calls import CallGrammar
 from raylight_pipelines.web.errors import ApiError
 from raylight_pipelines.web.protocol import ChatCompletionRequest
-
-_DATA_KEYWORDS = ("const", "enum", "default", "examples")
-_SCHEMA_MAPS = ("properties", "$defs", "definitions", "patternProperties", "dependentSchemas")
-
-
-def closed_objects(schema: Any) -> Any:
-    """`schema` with `additionalProperties: false` on every object schema that lists properties and says
-    nothing of others. llguidance follows JSON Schema (unlisted properties allowed), which lets a small model
-    pad a tool call's arguments with invented keys; llama.cpp's converter, OpenAI's strict mode and our other
-    runtime all read such objects as closed, so this runtime does too. An explicit `additionalProperties`
-    (true or a schema) is kept. Pure; returns a new document."""
-    if isinstance(schema, list):
-        return [closed_objects(item) for item in schema]
-    if not isinstance(schema, dict):
-        return schema
-    out: dict[str, Any] = {}
-    for key, value in schema.items():
-        if key in _DATA_KEYWORDS:
-            out[key] = value
-        elif key in _SCHEMA_MAPS and isinstance(value, dict):  # names -> schemas (a property may be "properties")
-            out[key] = {name: closed_objects(sub) for name, sub in value.items()}
-        else:
-            out[key] = closed_objects(value)
-    if "properties" in schema and "additionalProperties" not in schema:
-        out["additionalProperties"] = False
-    return out
 
 
 class _Guide:
@@ -131,27 +104,10 @@ class TransformersRuntime(ChatRuntime):
         return self._lltokenizer
 
     def _grammar(self, constraint: Constraint) -> str:
-        """The llguidance grammar for a constraint; raises ValueError with the reason it cannot be enforced."""
-        import llguidance
-
-        if isinstance(constraint, CallGrammar):
-            more = f" ({json.dumps(tool_calls.NEXT_CALL)} call)*" if constraint.parallel else ""
-            grammar = llguidance.LLMatcher.grammar_from_lark(
-                f"start: call{more} {json.dumps(tool_calls.CALL_END)}\n"
-                f"call: %json {json.dumps(closed_objects(json.loads(constraint.schema)))}")
-        else:
-            grammar = llguidance.LLMatcher.grammar_from_json_schema(closed_objects(constraint))
-        error = llguidance.LLMatcher.validate_grammar(grammar, self.lltokenizer)
-        if error:
-            raise ValueError(error)
-        return str(grammar)
+        return guidance.grammar(constraint, self.lltokenizer)
 
     def constraint_problem(self, constraint: Constraint) -> str | None:
-        try:
-            self._grammar(constraint)
-        except ValueError as exc:
-            return f"this JSON schema cannot be enforced: {exc}"
-        return None
+        return guidance.problem(constraint, self.lltokenizer)
 
     def check(self, request: ChatCompletionRequest) -> None:
         if request.presence_penalty or request.frequency_penalty:
