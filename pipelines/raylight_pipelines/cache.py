@@ -146,7 +146,7 @@ def entries(root: Path | None = None) -> list[tuple[str, CacheMarker | None, int
     """(entry, its marker or None while incomplete, bytes on disk) for every entry under the root: the folders
     holding a marker or a partial flag."""
     root = root or cache_root()
-    found = []
+    found: list[tuple[str, CacheMarker | None, int]] = []
     for flag in sorted([*root.rglob(CACHE_MARKER), *root.rglob(CACHE_PARTIAL)]):
         folder = flag.parent
         rel = folder.relative_to(root).as_posix()

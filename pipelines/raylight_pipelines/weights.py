@@ -65,8 +65,7 @@ def download_hf(repo: str, revision: str | None, source: str, local_dir: Path | 
 
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
     try:
-        return Path(snapshot_download(repo, revision=revision, local_files_only=offline,
-                                      **({"local_dir": str(local_dir)} if local_dir is not None else {})))
+        return Path(snapshot_download(repo, revision=revision, local_files_only=offline, local_dir=local_dir))
     except LocalEntryNotFoundError as exc:
         raise WeightsError(f"{source}: not in the local Hugging Face cache and HF_HUB_OFFLINE is set; "
                            "pre-load the cache or use a package://, pvc:// or file:// source") from exc

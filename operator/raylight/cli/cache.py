@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -63,8 +64,8 @@ def cache_command(args: argparse.Namespace) -> int:
         return 0
     found = entries(root) if root.is_dir() else []
     if args.action == "list":
-        rows = [{"entry": e, "complete": m is not None, "bytes": size, "usedBy": users.get(e, [])}
-                for e, m, size in found]
+        rows: list[dict[str, Any]] = [{"entry": e, "complete": m is not None, "bytes": size,
+                                       "usedBy": users.get(e, [])} for e, m, size in found]
         if args.json:
             print(json.dumps({"root": str(root), "entries": rows}))
         else:
@@ -92,7 +93,5 @@ def _report(args: argparse.Namespace, report: dict[str, Any]) -> None:
     if args.json:
         print(line, flush=True)
     if args.report:
-        try:
+        with contextlib.suppress(OSError):
             Path(args.report).write_text(line[:4096], encoding="utf-8")
-        except OSError:
-            pass

@@ -72,9 +72,10 @@ def check_weights(manifests: list[Manifest]) -> None:
     """Every model's weights are on this machine (before anything starts). A model with spec.cache is pulled
     into this machine's weight cache first (once: a complete entry with the pinned digests is kept), the folder
     that `ingest` and `finetune` read the same pinned weights from."""
-    from raylight.api.cache import cache_plan
     from raylight_pipelines.cache import cache_root, pull
     from raylight_pipelines.weights import WeightsError, resolve
+
+    from raylight.api.cache import cache_plan
 
     for m in manifests:
         if isinstance(m.resource, ModelDeployment):
