@@ -100,6 +100,15 @@ def test_every_call_the_reconciler_makes_is_allowed() -> None:
     pipe["spec"] = {**spec, "schedule": None, "sources": []}
     rec.pipeline(pipe)
     rec.pipeline_deleted(pipe)
+    # spec.cache: the claim is read, the prefetch Job created, listed, and deleted when a new pin supersedes it
+    from test_weight_cache_reconcile import CACHED
+
+    kube.objects[("PersistentVolumeClaim", "ns", "models")] = {"metadata": {"name": "models"}}
+    cached = add(kube, "ModelDeployment", "cached", CACHED)
+    rec.model(cached)
+    cached["spec"] = {**CACHED, "model": {**CACHED["model"], "revision": "next"}}
+    rec.model(cached)
+    assert ("Job", "delete") in calls and ("PersistentVolumeClaim", "get") in calls
     assert {verb for _, verb in calls} >= {"get", "create", "delete", "list"}
     for kind, verb in sorted(calls):
         api_version, plural = KINDS[kind]
