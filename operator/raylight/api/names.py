@@ -7,6 +7,7 @@ RayService's name, and keeps it at most 47 characters, so every RayService name 
 
 from __future__ import annotations
 
+import re
 from typing import Final
 
 # ------------------------------------------------------------------ Ray Serve
@@ -135,8 +136,15 @@ def cache_entry(source: str, revision: str) -> str:
     """An entry's folder under the cache root: `<scheme>/<location>/<revision>` (hf://org/name at revision
     abc -> hf/org/name/abc), the same in a pod and on one machine."""
     scheme, _, rest = source.partition("://")
-    parts = [p for p in rest.split("/") if p and p not in (".", "..")]
-    return "/".join([scheme, *parts, revision.replace("/", "_")])
+    parts = [_path_part(p) for p in rest.split("/") if p and p not in (".", "..")]
+    return "/".join([scheme, *parts, _path_part(revision)])
+
+
+def _path_part(text: str) -> str:
+    """One folder name from free text: letters, digits, '.', '_' and '-' kept, anything else '_'; never '.' or
+    '..' (so an entry stays inside the cache root whatever the source or revision says)."""
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", text) or "_"
+    return f"_{safe}" if safe in (".", "..") else safe
 
 
 def local_path(source: str) -> str | None:
