@@ -125,7 +125,8 @@ def cached(source: ModelSource, expected: dict[str, str] | None = None, root: Pa
     if marker is None:
         if not required:
             return None
-        state = "is being written or its prefetch failed" if (folder / CACHE_PARTIAL).exists() else "is not there"
+        state = ("is being written or its prefetch failed" if (folder / CACHE_PARTIAL).exists() else
+                 "is incomplete" if folder.is_dir() else "is not there")
         raise CacheError(f"spec.cache: the cache entry for {where} ({folder}) {state} (no {CACHE_MARKER}); the "
                          "replica does not download: the operator's prefetch Job (or `raylight cache pull` on one "
                          "machine) fills it")
