@@ -165,3 +165,17 @@ def test_cache_list_and_prune_keep_what_manifests_reference(
     assert json.loads(capsys.readouterr().out)["removed"] == [old]
     assert [e for e, _, _ in entries(tmp_path / "cache")] == [keep]
     assert raylight(["cache", "prune", "--root", root]) == 1  # no manifests: nothing says what is unused
+
+
+def test_up_pulls_a_cached_model_into_the_machine_s_folder_once(
+        tmp_path: Path, hub: list[Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    from raylight.api.manifests import Manifest
+    from raylight.api.types import ModelDeployment
+    from raylight.local.platform import check_weights
+
+    monkeypatch.setenv("RAYLIGHT_MODEL_CACHE", str(tmp_path))
+    md = ModelDeployment.model_validate({"metadata": {"name": "minilm"}, "spec": {
+        "task": "embed", "model": SOURCE.to_wire(), "cache": {"pvc": "ignored-on-one-machine"}}})
+    check_weights([Manifest(md, tmp_path / "m.yaml")])
+    check_weights([Manifest(md, tmp_path / "m.yaml")])
+    assert len(hub) == 1 and (tmp_path / cache_entry(SOURCE.source, "c9745ed") / CACHE_MARKER).is_file()
