@@ -13,6 +13,7 @@ from raylight.api import crds
 from raylight.api.manifests import LoadResult, Manifest, Problem, load
 from raylight.api.types import FineTune, ModelDeployment, Pipeline
 from raylight.api.validate import check_set, namespace_of
+from raylight.desired.cache import get_cache_job
 from raylight.desired.kubernetes import get_model_rayservice, get_pipeline_objects
 from raylight.desired.placement import check_placement
 from raylight.desired.training import get_finetune_objects, resolve_adapters
@@ -45,7 +46,8 @@ def _objects_of(m: Manifest, models: dict[tuple[str, str], ModelDeployment], nam
     r = m.resource
     ns = namespace_of(r, namespace)
     if isinstance(r, ModelDeployment):
-        return [get_model_rayservice(resolve_adapters(r, outputs or {}), ns, settings)]
+        job = get_cache_job(r, ns, settings)  # spec.cache: the prefetch that runs before the RayService serves
+        return [*([job] if job else []), get_model_rayservice(resolve_adapters(r, outputs or {}), ns, settings)]
     if isinstance(r, FineTune):
         return get_finetune_objects(r, ns, settings, models.get((ns, r.spec.base.model_deployment or "")))
     return get_pipeline_objects(r, ns, settings, models.get((ns, r.spec.embedder.model_deployment)))

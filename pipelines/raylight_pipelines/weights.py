@@ -5,6 +5,10 @@ file:///abs/path  a local file or directory
 pvc://claim/path  a volume the operator mounts under /mnt/pvc on the worker
 hf://org/name     the Hugging Face Hub (honours HF_HUB_OFFLINE; offline with no cache fails at once)
 s3://bucket/key   object storage (needs boto3 in the image)
+
+Pinned hf:// and s3:// weights (a revision) are read from the weight cache when a complete entry is there
+(raylight_pipelines.cache: the volume a prefetch Job filled, or on one machine the folder `raylight up`,
+`ingest` and `finetune` share); a ModelDeployment with spec.cache requires that entry and never downloads.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from pathlib import Path
 
 from raylight.api.names import local_path
 from raylight.api.sources import package_dir
-from raylight.api.types import ModelSource
+from raylight.api.types import ModelCache, ModelSource
 
 WEIGHT_SUFFIXES = (".safetensors", ".gguf", ".bin", ".pt", ".pth")
 
@@ -54,13 +58,14 @@ def _package_dir(module: str, source: str) -> Path:
     return root
 
 
-def _hf(repo: str, revision: str | None, source: str) -> Path:
+def download_hf(repo: str, revision: str | None, source: str, local_dir: Path | None = None) -> Path:
+    """The Hub's snapshot of `repo` at `revision` (into `local_dir` when given: the weight cache's entry)."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
     try:
-        return Path(snapshot_download(repo, revision=revision, local_files_only=offline))
+        return Path(snapshot_download(repo, revision=revision, local_files_only=offline, local_dir=local_dir))
     except LocalEntryNotFoundError as exc:
         raise WeightsError(f"{source}: not in the local Hugging Face cache and HF_HUB_OFFLINE is set; "
                            "pre-load the cache or use a package://, pvc:// or file:// source") from exc
@@ -68,7 +73,7 @@ def _hf(repo: str, revision: str | None, source: str) -> Path:
         raise WeightsError(f"{source}: cannot download from the Hugging Face Hub: {exc}") from exc
 
 
-def _s3(uri: str, target: Path) -> Path:
+def download_s3(uri: str, target: Path) -> Path:
     try:
         import boto3
     except ImportError as exc:
@@ -83,19 +88,26 @@ def _s3(uri: str, target: Path) -> Path:
     return target
 
 
-def resolve(model: ModelSource, cache_dir: Path | None = None) -> Weights:
-    """Where the weights are on this machine; raises WeightsError with a reason a user can act on."""
+def resolve(model: ModelSource, cache_dir: Path | None = None, cache: ModelCache | None = None) -> Weights:
+    """Where the weights are on this machine; raises WeightsError with a reason a user can act on. With `cache`
+    (a ModelDeployment's spec.cache) the weights come from the weight cache's complete entry, checked against its
+    pinned digests, or not at all; without it a complete entry is still used for pinned weights when present."""
+    from raylight_pipelines.cache import cache_root, cached
+
     source = model.source
     scheme, _, rest = source.partition("://")
-    if scheme == "package":
+    entry = cached(model, cache.sha256 if cache else None, cache_dir or cache_root(), required=cache is not None)
+    if entry is not None:
+        path = entry
+    elif scheme == "package":
         path = _package_dir(rest, source)
     elif scheme in ("file", "pvc"):
         path = Path(local_path(source) or rest)
     elif scheme == "hf":
-        path = _hf(rest, model.revision, source)
-    elif scheme == "s3":
-        cache = cache_dir or Path(os.environ.get("RAYLIGHT_MODEL_CACHE", "/tmp/raylight-models"))
-        path = _s3(source, cache / hashlib.sha256(source.encode()).hexdigest()[:16])
+        path = download_hf(rest, model.revision, source)
+    elif scheme == "s3":  # unpinned: a folder per URI under the cache root, fetched again each time
+        root = cache_dir or cache_root()
+        path = download_s3(source, root / "s3-unpinned" / hashlib.sha256(source.encode()).hexdigest()[:16])
     else:  # the API rejects other schemes; keep the error for hand-built specs
         raise WeightsError(f"{source}: unsupported scheme {scheme!r}")
     if model.file:

@@ -7,6 +7,7 @@ RayService's name, and keeps it at most 47 characters, so every RayService name 
 
 from __future__ import annotations
 
+import re
 from typing import Final
 
 # ------------------------------------------------------------------ Ray Serve
@@ -101,6 +102,17 @@ def finetune_job_name(fine_tune: str, checksum: str) -> str:
     return f"{_prefix(fine_tune, room)}{FINETUNE_INFIX}-{checksum}"
 
 
+CACHE_INFIX: Final = "-cache"
+MAX_JOB_NAME: Final = 63  # a batch/v1 Job's name is a DNS label (its pods carry it in the job-name label)
+
+
+def cache_job_name(model_deployment: str, key: str) -> str:
+    """The Job pre-pulling a ModelDeployment's pinned weights into its cache: `<name>-cache-<key>`, `key` a hash
+    of what it pulls (source, revision, digests), so a new pin is a new Job and an unchanged one starts none."""
+    room = MAX_JOB_NAME - len(CACHE_INFIX) - 1 - len(key)
+    return f"{_prefix(model_deployment, room)}{CACHE_INFIX}-{key}"
+
+
 ADAPTER_MANIFEST: Final = "raylight-adapter.json"  # beside a PEFT adapter: its provenance and licence
 CHECKPOINT_DIR: Final = "checkpoints"  # under the output: Ray Train checkpoints a resumed run starts from
 
@@ -112,6 +124,27 @@ CONFIGMAP_MOUNT_ROOT: Final = "/mnt/configmap"  # a ConfigMap source NAME is mou
 PLAN_MOUNT_DIR: Final = "/etc/raylight"  # where the ingestion pod finds plan.json
 PLAN_FILE: Final = "plan.json"
 TERMINATION_LOG: Final = "/dev/termination-log"  # the ingestion run's summary; the operator reads it back
+
+# The weight cache (spec.cache): one folder per pinned source and revision, complete once its marker is there.
+CACHE_MOUNT_ROOT: Final = "/mnt/model-cache"  # the cache claim in the prefetch Job (rw) and serving pods (ro)
+CACHE_ENV: Final = "RAYLIGHT_MODEL_CACHE"  # where the cache is: set in pods; on one machine see local_cache_root
+CACHE_MARKER: Final = ".raylight-complete"  # written last by the prefetch, with every file's size and sha256
+CACHE_PARTIAL: Final = ".raylight-partial"  # beside an entry while a prefetch writes it
+
+
+def cache_entry(source: str, revision: str) -> str:
+    """An entry's folder under the cache root: `<scheme>/<location>/<revision>` (hf://org/name at revision
+    abc -> hf/org/name/abc), the same in a pod and on one machine."""
+    scheme, _, rest = source.partition("://")
+    parts = [_path_part(p) for p in rest.split("/") if p and p not in (".", "..")]
+    return "/".join([scheme, *parts, _path_part(revision)])
+
+
+def _path_part(text: str) -> str:
+    """One folder name from free text: letters, digits, '.', '_' and '-' kept, anything else '_'; never '.' or
+    '..' (so an entry stays inside the cache root whatever the source or revision says)."""
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", text) or "_"
+    return f"_{safe}" if safe in (".", "..") else safe
 
 
 def local_path(source: str) -> str | None:

@@ -41,6 +41,9 @@ SOURCE_SCHEMES = ("package", "hf", "s3", "pvc", "file")
 _QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti|P|Pi|E|Ei)?$")
 _DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _PARAMETERS = re.compile(r"^[0-9]+(\.[0-9]+)?[MB]$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_CLAIM = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"  # a PersistentVolumeClaim name (a DNS subdomain)
+CACHE_SCHEMES = ("hf", "s3")  # the remote sources a cache pre-pulls; the others are read where they are
 
 
 class ApiModel(BaseModel):
@@ -240,6 +243,32 @@ class Replicas(ApiModel):
         return self.min != self.max
 
 
+class ModelCache(ApiModel):
+    """The weight cache: the pinned weights (model.source at model.revision) pre-pulled once into a volume by a
+    Job, checked against their sha256, then mounted read-only by the model's pods, which start without a
+    download. The Job never deletes anything; see docs/cluster-operations.md for the eviction rule."""
+
+    pvc: Annotated[str, Field(pattern=_CLAIM, max_length=253)] = Field(
+        description="A PersistentVolumeClaim in this namespace that holds the cache: ReadWriteMany (the prefetch "
+        "Job writes it while the serving pods may read it), shared by every ModelDeployment naming it. The "
+        "weights go to <claim>/<scheme>/<location>/<revision>/. On one machine it is ignored: the machine's "
+        "cache folder is used.")
+    sha256: dict[str, str] = Field(
+        default_factory=dict, description="Expected sha256 (64 lower-case hex digits) per file, by its path "
+        "inside the source (e.g. model.safetensors). The prefetch checks every one and fails naming the file "
+        "on a mismatch; a replica checks them against the cache's completion marker before loading.")
+
+    @field_validator("sha256")
+    @classmethod
+    def _digests(cls, value: dict[str, str]) -> dict[str, str]:
+        for file, digest in value.items():
+            if not file or file.startswith("/") or ".." in file.split("/"):
+                raise ValueError(f"{file!r}: must be a relative path inside the source")
+            if not _SHA256.fullmatch(digest):
+                raise ValueError(f"{file}: must be a sha256: 64 lower-case hex digits, got {digest!r}")
+        return value
+
+
 UpgradeType = Literal["NewCluster", "Incremental", "Recreate"]
 RequestRouter = Literal["PowerOfTwoChoices", "PrefixCacheAffinity"]
 
@@ -313,9 +342,15 @@ class ModelDeploymentSpec(ApiModel):
         "two) or PrefixCacheAffinity (ray.serve.llm's router: requests sharing a prompt prefix go to the replica "
         "whose vLLM prefix cache holds it, unless load is imbalanced). Default: PrefixCacheAffinity for vLLM "
         "models with replicas.max > 1, else PowerOfTwoChoices.")
+    cache: ModelCache | None = Field(None, description="Pre-pull the pinned weights (hf:// or s3:// source with "
+                                     "model.revision) once into a volume; the model's pods mount it read-only "
+                                     "and start without a download.")
 
     model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
         {"rule": "has(self.model) != has(self.preset)", "message": "set exactly one of model or preset"},
+        {"rule": "!has(self.cache) || (has(self.model) && has(self.model.revision) && "
+                 "(self.model.source.startsWith('hf://') || self.model.source.startsWith('s3://')))",
+         "message": "cache: needs model with an hf:// or s3:// source and a pinned model.revision"},
     ]})
 
     @field_validator("preset")
@@ -340,6 +375,8 @@ class ModelDeploymentSpec(ApiModel):
             raise ValueError(f"preset {self.preset} is a {PRESETS[self.preset].task} model, not task {self.task}")
         if self.resources.accelerator_type and self.resources.gpus == 0:
             raise ValueError("resources.acceleratorType needs resources.gpus >= 1")
+        if self.cache is not None:
+            self._check_cache()
         runtime = self.runtime
         if runtime == "vllm" and self.resources.gpus == 0:
             raise ValueError("runtime vllm needs resources.gpus >= 1")
@@ -374,6 +411,18 @@ class ModelDeploymentSpec(ApiModel):
             raise ValueError("adapters: every source must be <one common root>/<adapter name> "
                              "(vLLM multi-LoRA loads adapter NAME from ROOT/NAME)")
         return self
+
+    def _check_cache(self) -> None:
+        if self.model is None:
+            raise ValueError(f"cache: preset {self.preset} names no revision; the cache holds pinned weights, so "
+                             "write the model out (model.source, model.revision) instead of the preset")
+        scheme = self.model.source.partition("://")[0]
+        if scheme not in CACHE_SCHEMES:
+            raise ValueError(f"cache: {scheme}:// weights are read where they are, nothing to pre-pull; spec.cache "
+                             "is for hf:// and s3:// sources")
+        if not self.model.revision:
+            raise ValueError("cache: needs model.revision: the cache holds pinned weights (source + revision), "
+                             "e.g. the commit of an hf:// repository")
 
     def resolved(self) -> ModelDeploymentSpec:
         """The spec with its preset spelled out (model, licence and its acceptance, engine args; the manifest's
@@ -441,6 +490,23 @@ class Condition(ApiModel):
     observed_generation: int | None = None
 
 
+class CacheStatus(ApiModel):
+    """Where the prefetch of spec.cache stands, as the operator reads it from its Job and the Job's report."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    phase: Literal["Pending", "Running", "Succeeded", "Failed"] | None = None
+    job: str | None = None
+    pvc: str | None = None
+    path: str | None = Field(None, description="The entry's folder inside the claim.")
+    message: str | None = None
+    start_time: str | None = None
+    completion_time: str | None = None
+    duration_seconds: float | None = None
+    files: int | None = None
+    bytes: int | None = None
+
+
 class ModelDeploymentStatus(ApiModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -450,6 +516,7 @@ class ModelDeploymentStatus(ApiModel):
     ready_replicas: int | None = None
     runtime: str | None = None
     upgrade_strategy: UpgradeType | None = Field(None, description="The upgrade strategy in effect.")
+    cache: CacheStatus | None = Field(None, description="The weight cache's prefetch (spec.cache).")
     weights_sha256: str | None = None
     conditions: list[Condition] = Field(default_factory=list)
 

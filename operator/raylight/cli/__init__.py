@@ -20,6 +20,7 @@ HANDLERS = {
     "search": "raylight.cli.data:search_command",
     "eval": "raylight.cli.data:eval_command",
     "finetune": "raylight.cli.training:finetune_command",
+    "cache": "raylight.cli.cache:cache_command",
     "up": "raylight.cli.platform:up_command",
     "status": "raylight.cli.platform:status_command",
     "ask": "raylight.cli.platform:ask_command",
@@ -73,6 +74,15 @@ def build_parser() -> argparse.ArgumentParser:
     _files(p, required=False)
     p.add_argument("--name", help="only this FineTune (default: every FineTune in the manifests)")
     p.add_argument("--plan", type=Path, help="a training plan JSON (what the operator's RayJob runs)")
+    _json(p)
+
+    p = sub.add_parser("cache", help="the weight cache (spec.cache): pull, list or prune its entries")
+    p.add_argument("action", choices=["pull", "list", "prune"])
+    _files(p, required=False)
+    p.add_argument("--root", help="the cache folder (default: $RAYLIGHT_MODEL_CACHE, else ~/.cache/raylight/models)")
+    p.add_argument("--plan-json", help="pull: one cache plan as JSON (what the operator's prefetch Job runs)")
+    p.add_argument("--report", help="pull: also write the summary line to this file (a Job's termination log)")
+    p.add_argument("--dry-run", action="store_true", help="prune: say what would be removed, remove nothing")
     _json(p)
 
     p = sub.add_parser("search", help="ranked chunks for a query")

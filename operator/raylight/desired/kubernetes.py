@@ -14,6 +14,8 @@ from raylight.api.connections import ENV_RESPONSES_DSN, IngestionPlan, ResponseS
 from raylight.api.names import (
     APP_METRICS_PORT,
     APP_METRICS_PORT_ENV,
+    CACHE_ENV,
+    CACHE_MOUNT_ROOT,
     CONFIGMAP_MOUNT_ROOT,
     HEAD_RESOURCE,
     MODEL_APP_IMPORT,
@@ -168,6 +170,17 @@ def _pvc_volumes(spec: ModelDeploymentSpec) -> tuple[list[dict[str, Any]], list[
     return volumes, mounts
 
 
+def cache_volume(spec: ModelDeploymentSpec, read_only: bool) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """(volume, mount) of spec.cache's claim at CACHE_MOUNT_ROOT, or None without a cache: read-write for the
+    prefetch Job, read-only for the serving pods."""
+    if spec.cache is None:
+        return None
+    name = _volume_name("cache", spec.cache.pvc)
+    volume = {"name": name, "persistentVolumeClaim": {"claimName": spec.cache.pvc, "readOnly": read_only}}
+    mount = {"name": name, "mountPath": CACHE_MOUNT_ROOT, "readOnly": read_only}
+    return volume, mount
+
+
 def _serving_pods(rayservice: dict[str, Any], settings: Settings) -> dict[str, Any]:
     """Every Ray pod of a RayService carries its labels (what the chart's PodMonitor selects), declares Ray's
     `metrics` port and the replicas' own `app-metrics` port, and tells the replicas to serve there. With
@@ -222,13 +235,18 @@ def get_model_rayservice(md: ModelDeployment, namespace: str, settings: Settings
     app = get_model_application(md)
     gpus = spec.resources.gpus
     image = spec.image or (settings.vllm_image if spec.runtime == "vllm" else settings.runtime_image)
-    env = get_download_env(spec.model)
+    cache = cache_volume(spec, read_only=True)
+    # With spec.cache the pods read the prefetched entry and download nothing: no hub, no token.
+    env = get_download_env(spec.model) if cache is None else [
+        {"name": "HF_HUB_OFFLINE", "value": "1"}, {"name": CACHE_ENV, "value": CACHE_MOUNT_ROOT}]
     if settings.postgres_secret and app["import_path"] == MODEL_APP_IMPORT and spec.task == "chat":
         # /v1/responses: one store for every replica, in the operator's default PostgreSQL
         app["args"] = ModelAppArgs.model_validate(app["args"]).model_copy(update={
             "responses": ResponseStoreConnection(postgres_dsn_env=ENV_RESPONSES_DSN)}).to_wire()
         env = [*env, *secret_env(ENV_RESPONSES_DSN, SecretKeyRef(name=settings.postgres_secret, key="dsn"))]
     volumes, mounts = _pvc_volumes(spec)
+    if cache is not None:
+        volumes, mounts = [*volumes, cache[0]], [*mounts, cache[1]]
     vendor = vendor_of(spec.resources.accelerator_type)
     worker_container = _container("ray-worker", image, spec.resources.cpus, spec.resources.memory, gpus, env,
                                   device=vendor.k8s_resource)

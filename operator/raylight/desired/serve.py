@@ -11,7 +11,15 @@ from __future__ import annotations
 from typing import Any
 
 from raylight.api.connections import Connections
-from raylight.api.names import AGENT_APP_IMPORT, HEAD_RESOURCE, MODEL_APP_IMPORT, VLLM_APP_IMPORT, local_path
+from raylight.api.names import (
+    AGENT_APP_IMPORT,
+    CACHE_MOUNT_ROOT,
+    HEAD_RESOURCE,
+    MODEL_APP_IMPORT,
+    VLLM_APP_IMPORT,
+    cache_entry,
+    local_path,
+)
 from raylight.api.serve import AgentAppArgs, ModelAppArgs, replica_options
 from raylight.api.types import ModelDeployment, ModelDeploymentSpec, Pipeline
 
@@ -33,10 +41,13 @@ def _vllm_llm_config(name: str, spec: ModelDeploymentSpec) -> dict[str, Any]:
     model_source: str | dict[str, str] = rest if scheme == "hf" else local_path(source) or source
     if scheme == "s3":
         model_source = {"bucket_uri": source}
+    cached = spec.cache is not None and spec.model.revision is not None
+    if cached:  # the prefetched entry on the read-only cache volume: vLLM downloads nothing
+        model_source = f"{CACHE_MOUNT_ROOT}/{cache_entry(source, spec.model.revision or '')}"
     engine = {**spec.engine_args}
     if spec.resources.gpus > 1:
         engine.setdefault("tensor_parallel_size", spec.resources.gpus)
-    if spec.model.revision:
+    if spec.model.revision and not cached:
         engine.setdefault("revision", spec.model.revision)
     deployment = replica_options(spec.replicas)
     if spec.router == "PrefixCacheAffinity":

@@ -69,15 +69,23 @@ def join_as_driver(log_path: Path) -> None:
 
 
 def check_weights(manifests: list[Manifest]) -> None:
-    """Every model's weights are on this machine (before anything starts)."""
+    """Every model's weights are on this machine (before anything starts). A model with spec.cache is pulled
+    into this machine's weight cache first (once: a complete entry with the pinned digests is kept), the folder
+    that `ingest` and `finetune` read the same pinned weights from."""
+    from raylight_pipelines.cache import cache_root, pull
     from raylight_pipelines.weights import WeightsError, resolve
+
+    from raylight.api.cache import cache_plan
 
     for m in manifests:
         if isinstance(m.resource, ModelDeployment):
             spec = m.resource.spec.resolved()
             assert spec.model is not None
             try:
-                resolve(spec.model)
+                plan = cache_plan(spec)
+                if plan is not None:
+                    pull(plan, cache_root(), say=say)
+                resolve(spec.model, cache=spec.cache)
             except WeightsError as exc:
                 raise UpError(f"ModelDeployment {m.resource.metadata.name}: {exc}") from None
 

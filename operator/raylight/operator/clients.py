@@ -24,6 +24,8 @@ KINDS: dict[str, tuple[str, str]] = {
     "RayJob": ("ray.io/v1", "rayjobs"),
     "RayCronJob": ("ray.io/v1", "raycronjobs"),
     "CronJob": ("batch/v1", "cronjobs"),  # only to remove a pre-RayJob release's ingestion CronJob
+    "Job": ("batch/v1", "jobs"),  # the weight cache's prefetch (spec.cache)
+    "PersistentVolumeClaim": ("v1", "persistentvolumeclaims"),  # spec.cache's claim must exist (get only)
     "ConfigMap": ("v1", "configmaps"),
     "Secret": ("v1", "secrets"),
     "GatewayClass": ("gateway.networking.k8s.io/v1", "gatewayclasses"),  # upgradeStrategy Incremental only

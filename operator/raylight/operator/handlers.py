@@ -174,6 +174,10 @@ def build_registry(config: OperatorConfig, kube: KubeClient | None = None,
     def rayjob_event(**kw: Any) -> None:
         child_event(kw["event"], kw["body"], kw["logger"])
 
+    @kopf.on.event("batch", "v1", "jobs", labels=CHILD_LABELS, registry=registry)
+    def job_event(**kw: Any) -> None:  # the weight cache's prefetch (spec.cache)
+        child_event(kw["event"], kw["body"], kw["logger"])
+
     # ------------------------------------------------------------ admission
 
     # Only with a webhook server: Kopf refuses admission handlers it cannot serve.

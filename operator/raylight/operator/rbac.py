@@ -17,6 +17,9 @@ What each rule is for:
 - batch cronjobs: get and delete only, to remove the ingestion CronJob a release before RayJobs created.
 - core pods: list only, to read a finished ingestion run's summary (its submitter's termination message:
   counts, what it skipped and why) into the Pipeline's status.
+- batch jobs: the weight cache's prefetch (spec.cache), one per pinned plan, created, watched so a deleted one
+  is run again, and a superseded one still running deleted; never patched (a Job's template is immutable).
+- core persistentvolumeclaims: get only, to check that the claim spec.cache names exists before its prefetch.
 - core secrets: get only, to read the Qdrant API key a Pipeline names (spec.vectorStore.qdrant.
   apiKeySecret) when the operator creates or drops its collection. Never listed or watched.
 - core events: Kopf posts one per transition.
@@ -42,6 +45,8 @@ _RULES: tuple[tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]], ...] = (
     (("ray.io",), ("rayjobs",), ("get", "list", "watch", "create", "patch", "delete")),
     (("ray.io",), ("raycronjobs",), ("get", "list", "watch", "create", "patch", "delete")),
     (("batch",), ("cronjobs",), ("get", "delete")),
+    (("batch",), ("jobs",), ("get", "list", "watch", "create", "delete")),
+    (("",), ("persistentvolumeclaims",), ("get",)),
     (("",), ("configmaps",), ("get", "list", "watch", "create", "patch")),
     (("",), ("pods",), ("list",)),
     (("",), ("secrets",), ("get",)),

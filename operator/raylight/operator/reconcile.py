@@ -17,11 +17,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from raylight.api.cache import cache_plan
 from raylight.api.limits import LimitExceeded, object_problems
 from raylight.api.manifests import field_path
 from raylight.api.names import agent_rayservice_name, ingestion_cron_name, model_rayservice_name, service_url
 from raylight.api.types import API_VERSION, FineTune, ModelDeployment, Pipeline
 from raylight.api.validate import check_adapters, check_finetune, check_model, check_references
+from raylight.desired.cache import get_cache_job
 from raylight.desired.kubernetes import (
     RECREATE_ANNOTATION,
     get_agent_rayservice,
@@ -39,10 +41,13 @@ from raylight.operator.status import (
     Cond,
     Health,
     Verdict,
+    cache_health,
+    cache_status,
     clock,
     conditions,
     finetune_status,
     ingestion_progress,
+    job_phase,
     model_verdict,
     models_health,
     overdue,
@@ -241,24 +246,83 @@ class Reconciler:
         if gateway:
             return self._result(body, Verdict("Failed", []), {"endpoint": None}, writes, now,
                                 failure=("GatewayClassMissing", gateway))
+        cache: tuple[Health, dict[str, Any]] | None = None
+        health: Health | None = None
         if not problems:
             inputs = (body["metadata"].get("generation"), md.spec.to_wire())
-            [desired] = self._built(body, inputs, lambda: [get_model_rayservice(md, ns, settings)])
-            live = self.apply(desired, writes)
-        health = self._deadline(body, now)(rayservice_health(live, md.spec.replicas.min == 0), None)
+            desired, *job = self._built(body, inputs, lambda: [
+                get_model_rayservice(md, ns, settings), *filter(None, [get_cache_job(md, ns, settings)])])
+            if job:
+                cache = self._cache(md, ns, job[0], (body.get("status") or {}).get("cache"), writes, now)
+            if cache is None or cache[0].ready:
+                live = self.apply(desired, writes)
+            else:  # the pods would mount an entry that is not there: wait; a RayService of an earlier pin serves on
+                live = self.deps.kube.get("RayService", ns, model_rayservice_name(name))
+                serving = rayservice_health(live, md.spec.replicas.min == 0) if live is not None else None
+                health = replace(cache[0], ready=bool(serving and serving.ready),
+                                 ready_replicas=serving.ready_replicas if serving else 0)
+        if health is None:
+            health = rayservice_health(live, md.spec.replicas.min == 0)
+        health = self._deadline(body, now)(health, None)
         verdict = model_verdict(health, license_problem, fit_problem)
+        if cache is not None:
+            verdict.conditions.append(Cond("CacheReady", cache[0].ready, cache[0].reason, cache[0].message))
         extra = {
             "endpoint": None if problems else service_url(model_rayservice_name(name), ns, settings.cluster_domain),
             "readyReplicas": health.ready_replicas,
             "runtime": md.spec.resolved().resolved_runtime,
             "upgradeStrategy": md.spec.upgrade_type,
+            "cache": cache[1] if cache is not None else None,
         }
         result = self._result(body, verdict, extra, writes, now)
+        result.events.extend(cache_events((body.get("status") or {}).get("cache"), cache[1] if cache else None))
         was: dict[str, Any] = next((c for c in (body.get("status") or {}).get("conditions") or []
                                     if c.get("type") == "LicenseApproved"), {})
         if license_problem and was.get("status") != "False":  # once, when the refusal begins
             result.events.append(("Warning", "LicenseRefused", license_problem))
         return result
+
+    def _cache(self, md: ModelDeployment, ns: str, job: Obj, before: Mapping[str, Any] | None, writes: list[str],
+               now: str) -> tuple[Health, dict[str, Any]]:
+        """The weight cache's prefetch (spec.cache): its claim must exist; its Job runs once per plan (a new pin is
+        a new Job; one still running for an earlier pin is stopped: its entry stays without a marker, which no
+        reader trusts); a Job that succeeded and expired (TTL) keeps the outcome status.cache recorded, a failed
+        one that is gone (deleted, or expired) is run again.
+        (health for the CacheReady condition, status.cache)."""
+        kube, name = self.deps.kube, md.metadata.name
+        plan = cache_plan(md.spec)
+        assert plan is not None and md.spec.cache is not None  # a cache Job exists only for spec.cache
+        pvc, source = md.spec.cache.pvc, f"{plan.source.source} at revision {plan.revision}"
+        own = job["metadata"]["name"]
+        prefetches = {"raylight.io/modeldeployment": name, "app.kubernetes.io/component": "cache"}
+        for other in kube.list("Job", ns, prefetches):
+            other_name = other["metadata"]["name"]
+            if other_name != own and job_phase(other) in ("Pending", "Running") and kube.delete("Job", ns, other_name):
+                writes.append(f"deleted superseded Job {other_name}")
+        before = dict(before or {})
+        if before.get("job") == own and before.get("phase") == "Succeeded":
+            live = kube.get("Job", ns, own)
+            if live is None or job_phase(live) == "Succeeded":  # expired (TTL), or still saying so
+                return cache_health(before, source), before
+        # A failed Job stays (and status says why) until it is deleted or expires; then the next pass retries.
+        if kube.get("PersistentVolumeClaim", ns, pvc) is None:
+            status = {"phase": "Pending", "job": own, "pvc": pvc, "path": plan.entry,
+                      "message": f"spec.cache.pvc: no PersistentVolumeClaim {pvc!r} in namespace {ns}"}
+            return Health(False, True, False, "CachePending", f"{status['message']}: create it (ReadWriteMany, big "
+                          "enough for the weights); the prefetch Job starts once it exists", since=now,
+                          if_stuck=f"create PersistentVolumeClaim {pvc}, or correct spec.cache.pvc"), status
+        live = kube.get("Job", ns, own)
+        if live is None:
+            try:
+                live = kube.create("Job", ns, job)
+                writes.append(f"created Job {own}")
+            except Conflict:
+                live = kube.get("Job", ns, own)
+        report: dict[str, Any] = {}
+        if job_phase(live) in ("Succeeded", "Failed"):
+            report = self._run_report("ModelDeployment", ns, name, job)
+        status = cache_status(live, report, pvc, plan.entry, now)
+        return cache_health(status, source), status
 
     def _gateway_problem(self, md: ModelDeployment) -> str | None:
         """An Incremental upgrade needs the GatewayClass it names (so the Gateway API is installed): why not."""
@@ -654,6 +718,25 @@ def ingestion_events(old: Mapping[str, Any] | None, new: Mapping[str, Any] | Non
     if phase == "Failed":
         why = new.get("message") or "no reason given"
         return [("Warning", "IngestionFailed", f"ingestion run {job} failed: {why}")]
+    return []
+
+
+def cache_events(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> list[Event]:
+    """The Events of the weight cache's prefetch between two status.cache values: CachePending (a new Job),
+    CacheReady (with its size) or CacheFailed (with the reason)."""
+    if not new:
+        return []
+    old = old if old and old.get("job") == new.get("job") else {}
+    before, phase, job = old.get("phase"), new.get("phase"), new.get("job")
+    if phase == before:
+        return []
+    if phase == "Succeeded":
+        return [("Normal", "CacheReady", f"prefetch Job {job}: {new.get('path')} complete in claim {new.get('pvc')} "
+                 f"({new.get('files')} files, {new.get('bytes')} bytes)")]
+    if phase == "Failed":
+        return [("Warning", "CacheFailed", f"prefetch Job {job} failed: {new.get('message') or 'no reason given'}")]
+    if before is None:
+        return [("Normal", "CachePending", f"prefetch Job {job} pulls {new.get('path')} into claim {new.get('pvc')}")]
     return []
 
 

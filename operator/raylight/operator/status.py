@@ -333,6 +333,62 @@ def finetune_status(job: Mapping[str, Any] | None, report: Mapping[str, Any], no
     return {k: v for k, v in out.items() if v is not None}
 
 
+# ---------------------------------------------------------------- the weight cache's prefetch Job (batch/v1)
+
+
+def job_phase(job: Mapping[str, Any] | None) -> str:
+    """Pending, Running, Succeeded or Failed, from a batch/v1 Job's conditions (Complete, Failed; the
+    SuccessCriteriaMet/FailureTarget that come first on Kubernetes 1.31+) and its active pods."""
+    status = (job or {}).get("status") or {}
+    conds = _conditions(status)
+    if _is_true(conds, "Complete") or _is_true(conds, "SuccessCriteriaMet"):
+        return "Succeeded"
+    if _is_true(conds, "Failed") or _is_true(conds, "FailureTarget"):
+        return "Failed"
+    if status.get("active") or status.get("startTime"):
+        return "Running"
+    return "Pending"
+
+
+def cache_status(job: Mapping[str, Any] | None, report: Mapping[str, Any], pvc: str, path: str,
+                 now: str) -> dict[str, Any]:
+    """status.cache (raylight.api.types.CacheStatus) from the prefetch Job and, once it finished, its report."""
+    status = (job or {}).get("status") or {}
+    conds = _conditions(status)
+    start, end = status.get("startTime"), status.get("completionTime")
+    phase = job_phase(job)
+    failed = conds.get("Failed") or conds.get("FailureTarget") or {}
+    if phase == "Failed" and not end:
+        end = failed.get("lastTransitionTime")
+    out: dict[str, Any] = {"phase": phase, "job": (job or {}).get("metadata", {}).get("name"), "pvc": pvc,
+                           "path": path, "startTime": start, "completionTime": end,
+                           "durationSeconds": _seconds(start, end or (now if start else None))}
+    if phase == "Failed":
+        out["message"] = str(report.get("error") or ": ".join(
+            x for x in (failed.get("reason"), failed.get("message")) if x) or "the prefetch failed")[:1000]
+    if phase == "Succeeded":
+        out.update(files=report.get("files"), bytes=report.get("bytes"))
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def cache_health(cache: Mapping[str, Any], source: str) -> Health:
+    """The CacheReady condition's view of status.cache: CacheReady, CachePending (the Job waits or pulls: the
+    RayService is created once it completes) or CacheFailed (the Job's own reason, e.g. a sha256 that differs,
+    naming spec.cache.sha256)."""
+    phase, job, where = cache.get("phase"), cache.get("job", ""), f"{cache.get('pvc')}/{cache.get('path')}"
+    if phase == "Succeeded":
+        size = f" ({cache['files']} files, {cache['bytes']} bytes)" if cache.get("files") is not None else ""
+        return Health(True, False, False, "CacheReady", f"{source} is in the cache at {where}{size}")
+    if phase == "Failed":
+        return Health(False, False, True, "CacheFailed", f"prefetch Job {job} failed: {cache.get('message', '')}"
+                      f" (kubectl logs job/{job}); the RayService is not created until the cache is ready")
+    doing = "pulling" if phase == "Running" else "waiting to pull"
+    return Health(False, True, False, "CachePending", f"prefetch Job {job} is {doing} {source} into {where}; the "
+                  "RayService is created once it completes", since=cache.get("startTime"),
+                  if_stuck=f"kubectl describe job {job} and its pod: the claim must mount (ReadWriteMany), the hub "
+                  "must be reachable with the token's Secret present, and the download must fit the volume")
+
+
 # ---------------------------------------------------------------- ModelDeployments a Pipeline uses
 
 

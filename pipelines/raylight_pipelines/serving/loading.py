@@ -65,8 +65,8 @@ def load_model(name: str, spec: ModelDeploymentSpec, settings: Settings | None =
     problem = settings.license_policy.check(spec.model.license, spec.model.license_accepted)
     if problem:
         raise ModelLoadError(f"model {name}: {problem}")
-    try:
-        weights = resolve(spec.model)
+    try:  # with spec.cache: the cache's checked entry or a refusal, never a download
+        weights = resolve(spec.model, cache=spec.cache)
     except WeightsError as exc:
         raise ModelLoadError(f"model {name}: {exc}") from None
     runtime_name = spec.resolved_runtime

@@ -93,6 +93,10 @@ def test_every_call_the_reconciler_makes_is_allowed() -> None:
     spec = {**PIPE, "schedule": "0 * * * *", "deletionPolicy": "Delete",
             "vectorStore": {"qdrant": {"apiKeySecret": {"name": "q"}}}}
     pipe = add(kube, "Pipeline", "handbook", spec)
+    from test_weight_cache_reconcile import CACHED
+
+    kube.objects[("PersistentVolumeClaim", "ns", "models")] = {"metadata": {"name": "models"}}
+    cached = add(kube, "ModelDeployment", "cached", CACHED)
     calls.clear()  # the test's own setup writes are not the operator's
     for md in models:
         rec.model(md)
@@ -100,6 +104,11 @@ def test_every_call_the_reconciler_makes_is_allowed() -> None:
     pipe["spec"] = {**spec, "schedule": None, "sources": []}
     rec.pipeline(pipe)
     rec.pipeline_deleted(pipe)
+    # spec.cache: the claim is read, the prefetch Job created, listed, and deleted when a new pin supersedes it
+    rec.model(cached)
+    cached["spec"] = {**CACHED, "model": {**CACHED["model"], "revision": "next"}}
+    rec.model(cached)
+    assert ("Job", "delete") in calls and ("PersistentVolumeClaim", "get") in calls
     assert {verb for _, verb in calls} >= {"get", "create", "delete", "list"}
     for kind, verb in sorted(calls):
         api_version, plural = KINDS[kind]
