@@ -36,6 +36,11 @@ API_VERSION: Final = "raylight.io/v1alpha1"
 
 Task = Literal["chat", "embed", "rerank"]
 Runtime = Literal["vllm", "llama-cpp", "transformers", "sentence-transformers"]
+# The llama-cpp runtime's engineArgs (llama.cpp's names): its engine settings, and the sampling knobs OpenAI
+# does not have, with their defaults (repeat penalty off; repeat_last_n: the recent tokens it looks at).
+LLAMA_CPP_ENGINE_ARGS = ("n_ctx", "n_batch", "n_ubatch", "n_threads", "n_threads_batch", "verbose")
+LLAMA_CPP_SAMPLING_DEFAULTS: dict[str, float] = {"top_k": 40, "min_p": 0.05, "repeat_penalty": 1.0,
+                                                 "repeat_last_n": 64}
 SOURCE_SCHEMES = ("package", "hf", "s3", "pvc", "file")
 
 _QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti|P|Pi|E|Ei)?$")
@@ -384,6 +389,12 @@ class ModelDeploymentSpec(ApiModel):
             raise ValueError("runtime sentence-transformers serves tasks embed and rerank, not chat")
         if runtime in ("vllm", "llama-cpp", "transformers") and self.task != "chat":
             raise ValueError(f"runtime {runtime} serves task chat; use sentence-transformers for {self.task}")
+        if self.resolved_runtime == "llama-cpp":
+            known = (*LLAMA_CPP_ENGINE_ARGS, *LLAMA_CPP_SAMPLING_DEFAULTS)
+            unknown = sorted(set(self.engine_args) - set(known))
+            if unknown:
+                raise ValueError(f"engineArgs: {', '.join(unknown)} not known to the llama-cpp runtime (it takes "
+                                 f"{', '.join(known)})")
         if self.request_router == "PrefixCacheAffinity" and self.resolved_runtime != "vllm":
             raise ValueError(f"requestRouter: PrefixCacheAffinity routes by vLLM's prefix cache; runtime "
                              f"{self.resolved_runtime} keeps none (use PowerOfTwoChoices)")

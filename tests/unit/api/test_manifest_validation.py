@@ -86,6 +86,8 @@ BAD_MANIFESTS = [
     (with_(MODEL, "metadata.name", "x" * 48), "metadata.name", "47"),
     (with_(MODEL, "apiVersion", "raylight.io/v1"), "apiVersion", "raylight.io/v1alpha1"),
     (with_(EMBEDDER, "spec.runtime", "llama-cpp"), "spec", "sentence-transformers"),
+    (with_(with_(MODEL, "spec.runtime", "llama-cpp"), "spec.engineArgs", {"n_ctx": 2048, "n_gpu_layers": 99}),
+     "spec", "engineArgs: n_gpu_layers not known to the llama-cpp runtime"),
     (with_(with_(EMBEDDER, "spec.task", "rerank"), "spec.runtime", "transformers"), "spec",
      "sentence-transformers for rerank"),
     (with_(MODEL, "spec.runtime", "sentence-transformers"), "spec", "embed and rerank, not chat"),

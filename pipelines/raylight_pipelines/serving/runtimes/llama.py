@@ -18,28 +18,21 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from raylight.api.types import LLAMA_CPP_ENGINE_ARGS, LLAMA_CPP_SAMPLING_DEFAULTS
+
 from raylight_pipelines.serving import tool_calls
 from raylight_pipelines.serving.runtimes import guidance
 from raylight_pipelines.serving.runtimes.base import ChatRuntime, Constraint, Emit, Generation, Stream
 from raylight_pipelines.web.errors import ApiError
 from raylight_pipelines.web.protocol import ChatCompletionRequest
 
-# Sampling knobs OpenAI does not have; a manifest may set them in engineArgs (llama.cpp's defaults, with the
-# repeat penalty off). repeat_last_n: how many recent tokens repeat_penalty looks at.
-SAMPLING_DEFAULTS: dict[str, float] = {"top_k": 40, "min_p": 0.05, "repeat_penalty": 1.0, "repeat_last_n": 64}
-# Engine settings a manifest may set in engineArgs (llama.cpp's names).
-CONTEXT_ARGS = ("n_ctx", "n_batch", "n_ubatch", "n_threads", "n_threads_batch")
-
 
 def engine_params(path: Path, threads: int, args: dict[str, Any]) -> Any:
     """xllamacpp's CommonParams for one GGUF: one slot, no warm-up run, llama.cpp's log off (its errors come
-    back in the responses). Raises ValueError naming engineArgs for a setting this runtime does not take."""
+    back in the responses). `args`: engineArgs' engine settings (LLAMA_CPP_ENGINE_ARGS; admission refuses
+    others)."""
     import xllamacpp
 
-    unknown = sorted(set(args) - set(CONTEXT_ARGS))
-    if unknown:
-        raise ValueError(f"engineArgs: {', '.join(unknown)} not known to the llama-cpp runtime (it takes "
-                         f"{', '.join([*CONTEXT_ARGS, *SAMPLING_DEFAULTS])})")
     params = xllamacpp.CommonParams()
     params.model.path = str(path)
     params.n_ctx = int(args.get("n_ctx", 4096))
@@ -59,9 +52,11 @@ class LlamaCppRuntime(ChatRuntime):
         import xllamacpp
         from transformers import AutoTokenizer
 
-        args = dict(engine_args)
-        args.pop("verbose", None)  # llama.cpp's log is off either way
-        self.sampling = {key: args.pop(key, default) for key, default in SAMPLING_DEFAULTS.items()}
+        args = {key: value for key, value in engine_args.items() if key != "verbose"}  # the log is off anyway
+        unknown = sorted(set(args) - {*LLAMA_CPP_ENGINE_ARGS, *LLAMA_CPP_SAMPLING_DEFAULTS})
+        if unknown:  # admission refuses these; a replica started another way says so too
+            raise ValueError(f"engineArgs: {', '.join(unknown)} not known to the llama-cpp runtime")
+        self.sampling = {key: args.pop(key, default) for key, default in LLAMA_CPP_SAMPLING_DEFAULTS.items()}
         params = engine_params(path, threads, args)
         self.context_length = int(params.n_ctx)
         self.tokenizer: Any = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name,
