@@ -191,3 +191,10 @@ def raylight_commands(code: str) -> list[str]:
     cluster-only block's are run too."""
     return [line.split("#")[0].strip() for line in code.splitlines()
             if re.match(r"\s*raylight (validate|render)\b", line)]
+
+
+def commands(code: str) -> list[str]:
+    """A shell block's commands, one per line: `\\` continuations joined, comments and blank lines dropped."""
+    joined = re.sub(r"\\\n\s*", " ", code)
+    lines = [re.sub(r"(^|\s)#.*$", "", line).strip() for line in joined.splitlines()]
+    return [line for line in lines if line]
