@@ -93,8 +93,8 @@ def _html_of(token: Token) -> str:
 
 
 def parse(text: str, file: str) -> tuple[list[Block], list[str]]:
-    """Every fenced block of a Markdown text with the marker right before it, and the problems found: markers
-    that precede no fenced block, or name an unknown action or no reason."""
+    """Every code block of a Markdown text (fenced or indented) with the marker right before it, and the problems
+    found: markers that precede no code block, or name an unknown action or no reason."""
     tokens = MarkdownIt("commonmark").parse(text)
     blocks: list[Block] = []
     problems: list[str] = []
@@ -102,7 +102,7 @@ def parse(text: str, file: str) -> tuple[list[Block], list[str]]:
     for token in tokens:
         line = token.map[0] + 1 if token.map else 0
         found = MARKER.search(_html_of(token))
-        if token.type == "fence":
+        if token.type in ("fence", "code_block"):  # an indented block has no language: the rules refuse it
             marker = pending[0] if pending else None
             blocks.append(Block(file, line, token.info.strip().split(" ")[0].lower() if token.info.strip() else "",
                                 token.content, marker))
@@ -132,7 +132,7 @@ def check(block: Block) -> list[str]:
     Python blocks are run unless a marker gives the reason they are not; what needs a cluster is marked so."""
     where = f"{block.id} ({block.lang or 'no language'})"
     if block.kind == "unknown":
-        return [f"{where}: give the block a language: {sorted(SHELL | PYTHON | YAML | NOT_CODE)}"]
+        return [f"{where}: fence the block and give it a language: {sorted(SHELL | PYTHON | YAML | NOT_CODE)}"]
     if block.marker is None:
         if (block.kind == "shell" and CLUSTER_COMMANDS.search(block.code)) or (
                 block.kind in ("shell", "python") and CLUSTER_ADDRESS.search(block.code)):

@@ -90,8 +90,9 @@ def test_a_marker_in_a_code_span_is_prose_not_a_marker() -> None:
 
 
 @pytest.mark.parametrize(("text", "problem"), [
-    ("```\nsome code\n```\n", "give the block a language"),
-    ("```ruby\nputs 1\n```\n", "give the block a language"),
+    ("```\nsome code\n```\n", "fence the block and give it a language"),
+    ("Run:\n\n    raylight up -f examples/quickstart\n", "fence the block and give it a language"),
+    ("```ruby\nputs 1\n```\n", "fence the block and give it a language"),
     ("```bash\nkubectl apply -f examples/gpu-cluster/\n```\n", "cluster-only"),
     ("```sh\nREGISTRY=r PUSH=1 helm install x charts/raylight\n```\n", "cluster-only"),
     ("```python\nOpenAI(base_url='http://qwen-7b-serve-svc.ai.svc:8000/v1')\n```\n", "cluster-only"),
