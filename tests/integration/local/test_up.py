@@ -7,48 +7,22 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import psutil
 import pytest
+from local_platform import QUICKSTART, UP_TIMEOUT_S, raylight
 from quickstart_questions import QUESTIONS, judge, states_the_opposite
 from raylight.local.state import TOKEN_FILE
 from support import free_port
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[3]
-QUICKSTART = ROOT / "examples" / "quickstart"
-UP_TIMEOUT_S = 1200
 QUESTION = "What is the default chunk size and overlap?"
-# A token-protected Pipeline beside the quickstart's: public routes must not reveal it.
-VAULT = """apiVersion: raylight.io/v1alpha1
-kind: Pipeline
-metadata: {name: vault}
-spec:
-  embedder: {modelDeployment: minilm}
-  llm: {modelDeployment: smollm}
-  sources:
-    - documents: [{id: plan, title: Merger plan, text: "The merger closes in March; only acme may read this."}]
-      access: {tenant: acme}
-  agent: {auth: {secret: vault-token}}
-"""
-
-
-
-
-def raylight(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "OPENBLAS_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    env.pop("RAYLIGHT_AGENT_TOKEN", None)
-    return subprocess.run([sys.executable, "-m", "raylight.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, env=env, cwd=ROOT)
+# The `platform` (and `manifests`) fixture: conftest.py, shared with test_docs.py.
 
 
 def processes_naming(*needles: str) -> list[str]:
@@ -73,27 +47,6 @@ def one_sentence(stderr: str) -> str:
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert len(lines) == 1, f"expected one line on stderr, got: {stderr!r}"
     return lines[0]
-
-
-@pytest.fixture(scope="module")
-def manifests(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    dest = tmp_path_factory.mktemp("quickstart") / "quickstart"
-    shutil.copytree(QUICKSTART, dest)
-    (dest / "vault.yaml").write_text(VAULT)
-    return dest
-
-
-@pytest.fixture(scope="module")
-def platform(manifests: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    data_dir = tmp_path_factory.mktemp("data") / "rl"
-    port = free_port()
-    up = raylight("up", "-f", str(manifests), "--data-dir", str(data_dir), "--port", str(port),
-                  timeout=UP_TIMEOUT_S)
-    state = json.loads((data_dir / "platform.json").read_text()) if up.returncode == 0 else {}
-    info = {"data_dir": data_dir, "port": port, "up": up, "state": state, "manifests": manifests}
-    yield info
-    if (data_dir / "platform.json").exists():  # a failed test must not leave a platform running
-        raylight("down", "--data-dir", str(data_dir), timeout=180)
 
 
 def test_up_starts_everything_and_prints_the_endpoints(platform: dict[str, Any]) -> None:
