@@ -23,8 +23,10 @@ applications have no HTTP route of their own) and routes:
                                               replica is held (Serve queues it, and its autoscaler starts one)
                                               until a replica takes it; past the app's replicas.wakeTimeoutSeconds
                                               it is cancelled and answered 503 `model_waking` with Retry-After.
-                                              /readyz counts such an app ready, /metrics does not ask it (a
-                                              scrape would wake it, or keep its last replica from going idle)
+                                              /readyz counts such an app ready; /metrics and /v1/models do not
+                                              ask it while it sleeps (a scrape or a listing would wake it, or
+                                              keep its last replica from going idle): it is listed with
+                                              "scaled_to_zero": true
   GET  /metrics                               every app's metrics (Prometheus text, `raylight_*`), merged: one
                                               scrape for the whole platform (Ray's own `ray_*` metrics are on
                                               Ray's metrics export port); a protected pipeline's series only
@@ -341,13 +343,23 @@ class Gateway(server.Edge):
     async def list_models(self, request: Request) -> Response:
         auth = request.headers.get("authorization")
         data: list[dict[str, Any]] = []
+        asleep = await self._asleep()  # listed without asking: a list must not wake them
         for name in self.models:
+            if name in asleep and name not in self._cards:
+                data.append({"id": name, "object": "model", "created": 0, "owned_by": "raylight",
+                             "scaled_to_zero": True})
+                continue
             try:
                 data += await self._card(name)
             except Exception as exc:  # list it anyway, so a client sees what exists
                 data.append({"id": name, "object": "model", "owned_by": "raylight", "ready": False,
                              "error": backend_error(f"model {name}", exc).message})
         for name in self.pipelines:
+            if name in asleep:  # a protected one stays unlisted: its token cannot be checked without waking it
+                if name in self.public:
+                    data.append({"id": name, "object": "model", "created": 0, "owned_by": "raylight",
+                                 "kind": "pipeline", "scaled_to_zero": True})
+                continue
             try:
                 data += (await self._agent(name).models.remote(auth))["data"]
             except ApiError:

@@ -175,3 +175,18 @@ def test_the_plan_gives_the_gateway_each_min_zero_app_s_deadline() -> None:
             {"documents": [{"id": "a", "text": "x"}]}], "agent": {"replicas": {"min": 0, "max": 1}}}),
     ]
     assert wake_deadlines(manifests) == {"sleepy": 9, "docs": 300}
+
+
+def test_a_model_listing_does_not_wake_a_sleeping_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    status = serve_status({"sleepy": (0, DeploymentStatus.HEALTHY), "awake": (1, DeploymentStatus.HEALTHY),
+                           "fixed": (1, DeploymentStatus.HEALTHY)})
+    g = gateway(monkeypatch, status, Metrics())
+    asked = []
+
+    async def card(name: str) -> list[dict[str, Any]]:
+        asked.append(name)
+        return [{"id": name, "object": "model"}]
+    monkeypatch.setattr(g, "_card", card)
+    listed = json.loads(asyncio.run(g.list_models(Req())).body)["data"]
+    assert sorted(asked) == ["awake", "fixed"]
+    assert {m["id"]: m.get("scaled_to_zero") for m in listed} == {"sleepy": True, "awake": None, "fixed": None}
