@@ -32,7 +32,7 @@ from raylight_agents import audit, errors, registry
 from raylight_agents.checkpoint import TurnLocks, checkpoint_kind, open_checkpointer
 from raylight_agents.graphs.base import AgentState, GraphDeps, RunContext, turn_input
 from raylight_agents.grounding import Grounder, answer_mode
-from raylight_agents.llm import LLM, Message, ModelRejected, ModelTimeout, ModelUnavailable
+from raylight_agents.llm import LLM, Message, ModelRejected, ModelTimeout, ModelUnavailable, ModelWaking
 from raylight_agents.mcp_tools import McpToolbox, Toolbox
 from raylight_agents.readiness import Probe
 from raylight_agents.tools import HttpToolbox
@@ -303,6 +303,9 @@ class Agent:
     def _map(exc: BaseException) -> errors.ApiError:
         if isinstance(exc, errors.ApiError):
             return exc
+        if isinstance(exc, ModelWaking):
+            return errors.ApiError(503, str(exc), type="service_unavailable", code="model_waking",
+                                   retry_after=exc.retry_after)
         if isinstance(exc, ModelTimeout):
             return errors.ApiError(504, str(exc), type="timeout", code="model_timeout")
         if isinstance(exc, ModelUnavailable):

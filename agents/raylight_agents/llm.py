@@ -18,6 +18,8 @@ import openai
 from openai import AsyncOpenAI
 from raylight.api.connections import LLMConnection
 from raylight_pipelines import telemetry
+from raylight_pipelines.web import errors
+from raylight_pipelines.web.errors import WAKING_RETRY_AFTER_MAX_S
 
 Message = dict[str, str]
 log = logging.getLogger(__name__)
@@ -29,6 +31,18 @@ class ModelUnavailable(RuntimeError):
 
 class ModelTimeout(ModelUnavailable):
     """The LLM endpoint did not answer within the connection's timeout."""
+
+
+class ModelWaking(ModelUnavailable):
+    """The model was scaled to zero (replicas.min 0) and did not take the call within its wake deadline; the
+    caller is told to retry after `retry_after` seconds (HTTP 503 `model_waking` with Retry-After)."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message, retry_after)
+        self.retry_after = retry_after
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 class ModelRejected(RuntimeError):
@@ -73,9 +87,25 @@ class Completion:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _wrap(exc: Exception, base_url: str) -> ModelUnavailable | ModelRejected:
+def _retry_after(exc: openai.APIStatusError) -> int:
+    try:
+        return max(1, int(exc.response.headers.get("retry-after", "")))
+    except ValueError:
+        return WAKING_RETRY_AFTER_MAX_S
+
+
+def _wrap(exc: Exception, base_url: str, model: str = "", wake_s: float | None = None,
+          timeout_s: float = 0.0) -> ModelUnavailable | ModelRejected:
+    if isinstance(exc, openai.APITimeoutError | httpx.TimeoutException) and wake_s is not None:
+        # a model that scales to zero had its wake deadline on top of the call's own timeout: most likely its
+        # first replica is still starting (Serve keeps starting it: a retry finds it sooner)
+        waking = errors.waking(f"model {model}", wake_s + timeout_s, wake_s)
+        return ModelWaking(f"{waking.message} (no answer within the wake deadline plus the call's timeout, "
+                           f"{timeout_s:g} s)", waking.retry_after or 1)
     if isinstance(exc, openai.APITimeoutError | httpx.TimeoutException):
         return ModelTimeout(f"model endpoint {base_url} timed out")
+    if isinstance(exc, openai.APIStatusError) and exc.code == "model_waking":  # the gateway's deadline
+        return ModelWaking(str(exc.message), _retry_after(exc))
     if isinstance(exc, openai.APIStatusError) and exc.status_code < 500 and exc.status_code not in _OUTAGE:
         return ModelRejected(f"model endpoint {base_url} refused the request (HTTP {exc.status_code}): "
                              f"{str(exc.message)[:200]}", exc.code if isinstance(exc.code, str) else None)
@@ -89,19 +119,29 @@ class LLM:
     """Chat completions against one OpenAI-compatible endpoint and model name."""
 
     def __init__(self, model: str, base_url: str, api_key: str | None = None, timeout_seconds: float = 60.0,
-                 max_retries: int = 2, max_tokens: int = 256, http_client: Any = None) -> None:
+                 max_retries: int = 2, max_tokens: int = 256, http_client: Any = None,
+                 wake_timeout_seconds: float | None = None) -> None:
         self.model = model
         self.base_url = base_url.rstrip("/")
         self.max_tokens = max_tokens
         self._context_length: int | None = None
+        # A model that scales to zero: a call may be held by Serve for up to the wake deadline before the first
+        # replica takes it, so the client waits that much longer, and no retry starts a second wait.
+        self.wake_s, self.timeout_s = wake_timeout_seconds, timeout_seconds
         self.client = AsyncOpenAI(base_url=self.base_url, api_key=api_key or "unused",
-                                  timeout=timeout_seconds, max_retries=max_retries, http_client=http_client)
+                                  timeout=timeout_seconds + (wake_timeout_seconds or 0),
+                                  max_retries=max_retries if wake_timeout_seconds is None else 0,
+                                  http_client=http_client)
 
     @classmethod
     def from_connection(cls, conn: LLMConnection, max_tokens: int = 256) -> LLM:
         """Build from Connections.llm; the API key comes only from the variable it names."""
         api_key = os.environ.get(conn.api_key_env) if conn.api_key_env else None
-        return cls(conn.model, conn.base_url, api_key, conn.timeout_seconds or 60.0, max_tokens=max_tokens)
+        return cls(conn.model, conn.base_url, api_key, conn.timeout_seconds or 60.0, max_tokens=max_tokens,
+                   wake_timeout_seconds=conn.wake_timeout_seconds)
+
+    def _wrap(self, exc: Exception) -> ModelUnavailable | ModelRejected:
+        return _wrap(exc, self.base_url, self.model, self.wake_s, self.timeout_s)
 
     def _params(self, messages: list[Message], response_format: dict[str, Any] | None,
                 max_tokens: int | None) -> dict[str, Any]:
@@ -117,7 +157,7 @@ class LLM:
             resp = await self.client.chat.completions.create(
                 **self._params(messages, response_format, max_tokens), extra_headers=telemetry.inject() or None)
         except (openai.APIError, httpx.HTTPError) as exc:
-            raise _wrap(exc, self.base_url) from exc
+            raise self._wrap(exc) from exc
         text = (resp.choices[0].message.content or "") if resp.choices else ""
         usage = resp.usage
         return Completion(text, usage.prompt_tokens if usage else None,
@@ -143,14 +183,20 @@ class LLM:
                         parts.append(delta)
                         yield delta
         except (openai.APIError, httpx.HTTPError) as exc:
-            raise _wrap(exc, self.base_url) from exc
+            raise self._wrap(exc) from exc
         yield Completion("".join(parts), prompt_tokens, completion_tokens)
 
     async def ready(self) -> tuple[bool, str]:
         """Whether the endpoint can serve: it answers `GET /models` listing this model (external endpoints may
         list nothing), or it took the connection but is too busy to answer within 5 s (busy is not down: a
         slow model never flips readiness; a refused connection or an error status does). The reason names
-        no URL (the probes are public); the log has it."""
+        no URL (the probes are public); the log has it.
+
+        A model that scales to zero (`wake_timeout_seconds` set) is not asked: a readiness probe every few
+        seconds would wake it, or keep its last replica from ever going idle; a request wakes it instead."""
+        if self.wake_s is not None:
+            return True, ("the model scales to zero (replicas.min 0): not asked, so probes neither wake it nor "
+                          "keep it awake; a request wakes it")
         try:
             models = await self.client.with_options(timeout=5.0, max_retries=0).models.list()
         except openai.APITimeoutError as exc:

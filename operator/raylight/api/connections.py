@@ -51,6 +51,10 @@ class LLMConnection(ApiModel):
     parameters: str | None = None  # the model's size ("135M") when known: agent.answerMode auto reads it
     api_key_env: str | None = None
     timeout_seconds: float = 120.0
+    # The model's replicas.wakeTimeoutSeconds when it scales to zero (replicas.min 0), else None: a call may
+    # wait that long for the first replica on top of timeout_seconds, and past both it is answered 503
+    # model_waking with Retry-After.
+    wake_timeout_seconds: int | None = None
 
 
 class RerankerConnection(ApiModel):

@@ -223,6 +223,9 @@ class Resources(ApiModel):
         return value
 
 
+DEFAULT_WAKE_TIMEOUT_SECONDS = 300  # replicas.wakeTimeoutSeconds: a GPU node's start plus the weights' load
+
+
 class Replicas(ApiModel):
     model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
         {"rule": "!has(self.min) || !has(self.max) || self.min <= self.max", "message": "min must not exceed max"},
@@ -235,6 +238,11 @@ class Replicas(ApiModel):
     idle_seconds: int = Field(300, ge=1, le=86400, description="With min 0: seconds without a request before "
                               "the last replica stops (Serve's downscale_to_zero_delay_s) and its idle Ray worker "
                               "pods are removed (the RayCluster autoscaler's idleTimeoutSeconds).")
+    wake_timeout_seconds: int = Field(
+        DEFAULT_WAKE_TIMEOUT_SECONDS, ge=1, le=3600,
+        description="With min 0: how long a request that arrives while no replica runs is held for the first "
+        "replica to start (Serve queues it). Past it the request is answered 503 with Retry-After and the error "
+        "code model_waking (where Raylight fronts the app: the local gateway, and an agent's calls to its models).")
 
     @model_validator(mode="after")
     def _min_le_max(self) -> Replicas:

@@ -324,8 +324,8 @@ def get_agent_rayservice(pipeline: Pipeline, namespace: str, settings: Settings,
         "spec": {
             "serveConfigV2": yamlio.dump({"applications": [app]}),
             "rayClusterConfig": _ray_cluster(
-                settings.runtime_image, settings.ray_version, worker, env,
-                autoscale=replicas.autoscaling,
+                settings.runtime_image, settings.ray_version, worker, env, autoscale=replicas.autoscaling,
+                idle_seconds=replicas.idle_seconds if replicas.min == 0 else None,
             ),
         },
     }

@@ -75,9 +75,12 @@ def _llm_connection(spec: PipelineSpec, namespace: str, settings: Settings,
                              timeout_seconds=llm.external.timeout_seconds)
     if llm is not None and llm.model_deployment is not None:
         source = llm_model.spec.resolved().model if llm_model is not None else None
+        replicas = llm_model.spec.replicas if llm_model is not None else None
         return LLMConnection(model=llm.model_deployment,
                              base_url=model_base_url(llm.model_deployment, namespace, settings.cluster_domain),
-                             parameters=source.parameters if source else None)
+                             parameters=source.parameters if source else None,
+                             wake_timeout_seconds=replicas.wake_timeout_seconds
+                             if replicas is not None and replicas.min == 0 else None)
     return None
 
 

@@ -19,6 +19,14 @@ applications have no HTTP route of their own) and routes:
   POST /v1/pipelines/{name}/mcp               that pipeline's MCP server (raylight_agents.mcp_server): the
                                               request's method, headers and body are relayed as they came
   GET  /healthz                               the gateway answers (names nothing)
+  (scale to zero)                             a request for a model or pipeline with replicas.min 0 that has no
+                                              replica is held (Serve queues it, and its autoscaler starts one)
+                                              until a replica takes it; past the app's replicas.wakeTimeoutSeconds
+                                              it is cancelled and answered 503 `model_waking` with Retry-After.
+                                              /readyz counts such an app ready; /metrics and /v1/models do not
+                                              ask it while it sleeps (a scrape or a listing would wake it, or
+                                              keep its last replica from going idle): it is listed with
+                                              "scaled_to_zero": true
   GET  /metrics                               every app's metrics (Prometheus text, `raylight_*`), merged: one
                                               scrape for the whole platform (Ray's own `ray_*` metrics are on
                                               Ray's metrics export port); a protected pipeline's series only
@@ -53,11 +61,11 @@ from ray import serve
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from ray.serve.handle import DeploymentHandle, DeploymentResponse, DeploymentResponseGenerator
-from ray.serve.schema import ReplicaState
+from ray.serve.schema import DeploymentStatus, ReplicaState
 from raylight_pipelines import telemetry
 from raylight_pipelines.web import guard, openapi, responses, responses_api, server
 from raylight_pipelines.web import models as model_names
-from raylight_pipelines.web.errors import ApiError
+from raylight_pipelines.web.errors import ApiError, waking
 from raylight_pipelines.web.protocol import MODEL_MAX_REQUEST_BYTES
 
 from raylight.api.names import AGENT_DEPLOYMENT, MODEL_DEPLOYMENT, PIPELINE_MCP_PATH
@@ -92,6 +100,29 @@ def backend_error(backend: str, exc: BaseException) -> ApiError:
     return guard.internal_error(f"gateway -> {backend}", exc)
 
 
+async def held(backend: str, call: DeploymentResponse[Any] | DeploymentResponseGenerator[Any],
+               deadline_s: float | None) -> None:
+    """Wait until a replica has taken `call` (Serve holds a call while the deployment has no replica: it was
+    scaled to zero, and the autoscaler is starting one); past `deadline_s` (the app's
+    replicas.wakeTimeoutSeconds) cancel it and raise 503 `model_waking` with Retry-After. No deadline: return
+    at once. Only the wait for a replica is bounded, never the answer itself. The call's own failure comes out
+    of awaiting it, not here."""
+    if deadline_s is None:
+        return
+    started = time.monotonic()
+    # The router resolves this future when it assigns the call to a replica (Ray 2.60, pinned in
+    # constraints.txt: DeploymentResponse has no public "assigned" signal); awaiting the call later reuses it.
+    assigned = asyncio.ensure_future(call._fetch_future_result_async())
+    try:
+        await asyncio.wait_for(asyncio.shield(assigned), deadline_s)
+    except TimeoutError:
+        call.cancel()
+        assigned.cancel()
+        raise waking(backend, time.monotonic() - started, deadline_s) from None
+    except BaseException:
+        return
+
+
 async def relay(backend: str, gen: DeploymentResponse[Any] | DeploymentResponseGenerator[Any],
                 error_event: Callable[[ApiError], str] = responses.sse_error) -> Response:
     """Relay a streaming handle call (`handle.options(stream=True)....remote()`) as server-sent events; errors
@@ -117,8 +148,10 @@ class Gateway(server.Edge):
     span_prefix = "gateway"
 
     def __init__(self, models: dict[str, str], pipelines: list[str], protected: list[str],
-                 max_request_bytes: int, adapters: dict[str, list[str]] | None = None) -> None:
+                 max_request_bytes: int, adapters: dict[str, list[str]] | None = None,
+                 wake: dict[str, int] | None = None) -> None:
         self.models = dict(models)  # name -> task (chat | embed | rerank)
+        self.wake = dict(wake or {})  # app (model or pipeline) with replicas.min 0 -> its wakeTimeoutSeconds
         self.adapters = model_names.adapter_routes(adapters or {})  # adapter name -> the model that serves it
         self.pipelines = list(pipelines)
         self.public = [p for p in pipelines if p not in protected]  # what refusals may name
@@ -134,6 +167,12 @@ class Gateway(server.Edge):
 
     def _agent(self, name: str) -> DeploymentHandle:
         return serve.get_deployment_handle(AGENT_DEPLOYMENT, app_name=name)
+
+    async def _call(self, app: str, backend: str,
+                    call: DeploymentResponse[Any] | DeploymentResponseGenerator[Any]) -> Any:
+        """Await a handle call to `app`, held at most the app's wake deadline while it has no replica."""
+        await held(backend, call, self.wake.get(app))
+        return await call
 
     def _served_by(self, model: str) -> str | None:
         """The model app that serves `model`: itself, or the base of the adapter it names; None otherwise."""
@@ -168,21 +207,48 @@ class Gateway(server.Edge):
             except Exception:
                 return False
             return True
-        protected = [p for p in self.pipelines if p not in self.public]
+        asleep = await self._asleep()  # not asked: asking would wake them
+        protected = [p for p in self.pipelines if p not in self.public and p not in asleep]
         opened = await asyncio.gather(*[opens(p) for p in protected]) if auth else [False] * len(protected)
-        return {p for p, ok in zip(protected, opened, strict=True) if not ok}
+        return {p for p, ok in zip(protected, opened, strict=True) if not ok} | {
+            p for p in asleep if p in self.pipelines and p not in self.public}
 
     @api.get("/metrics")
     async def metrics(self, request: Request) -> Response:
         """The metrics of every model and agent app (one replica each on one machine), merged; a protected
         pipeline's series only for a caller with its credentials (each replica's own metrics port has all)."""
-        handles = [self._model(n) for n in self.models] + [self._agent(n) for n in self.pipelines]
+        asleep = await self._asleep()
+        handles = [self._model(n) for n in self.models if n not in asleep]
+        handles += [self._agent(n) for n in self.pipelines if n not in asleep]
         answers = await asyncio.gather(*[asyncio.wait_for(h.metrics.remote(), READY_TIMEOUT_S) for h in handles],
                                        return_exceptions=True)
         texts = [telemetry.exposition()] + [a for a in answers if isinstance(a, str)]
         hidden = await self._hidden(request.headers.get("authorization"))
         return Response(telemetry.merge(texts, hide={"pipeline": hidden}),
                         media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    async def _asleep(self) -> set[str]:
+        """The apps with replicas.min 0 that run no replica now (all of them when Serve's status is unknown):
+        what a scrape must not ask, or it would wake them."""
+        if not self.wake:
+            return set()
+        status, _ = await self._serve_status()
+        if status is None:
+            return set(self.wake)
+        return {app for app in self.wake
+                if not self._replicas(status, app, MODEL_DEPLOYMENT if app in self.models else AGENT_DEPLOYMENT)[0]}
+
+    def _scaled_to_zero(self, status: Any, app: str, deployment: str) -> str | None:
+        """Why an app with replicas.min 0 and no replica counts as ready (a request wakes it), or None."""
+        if app not in self.wake:
+            return None
+        app_status = status.applications.get(app)
+        dep = app_status.deployments.get(deployment) if app_status is not None else None
+        if dep is None or dep.status not in (DeploymentStatus.HEALTHY, DeploymentStatus.UPSCALING):
+            return None
+        if dep.status == DeploymentStatus.UPSCALING:
+            return "waking: a request is held while its first replica starts"
+        return "scaled to zero (replicas.min 0): the first request wakes it and is held until it serves"
 
     async def _serve_status(self) -> tuple[Any, str | None]:
         """Serve's status (ray.serve.status()) within CONTROLLER_TIMEOUT_S: a fresh one, or the last one
@@ -220,12 +286,18 @@ class Gateway(server.Edge):
 
     async def _ready_model(self, status: Any, name: str) -> dict[str, Any]:
         ok, detail = self._replicas(status, name, MODEL_DEPLOYMENT)
+        if not ok and (asleep := self._scaled_to_zero(status, name, MODEL_DEPLOYMENT)):
+            ok, detail = True, asleep
         return {"kind": "ModelDeployment", "name": name, "ready": ok, "detail": detail}
 
     async def _ready_pipeline(self, status: Any, name: str, auth: str | None) -> dict[str, Any]:
         ok, detail = self._replicas(status, name, AGENT_DEPLOYMENT)
         report: dict[str, Any] = {"kind": "Pipeline", "name": name, "ready": ok, "detail": detail}
-        if ok:
+        if not ok and (asleep := self._scaled_to_zero(status, name, AGENT_DEPLOYMENT)):
+            report.update(ready=True, detail=asleep)  # not asked: its readyz would wake it
+            if name not in self.public:
+                report["name"] = None
+        elif ok:
             try:
                 agent = await asyncio.wait_for(self._agent(name).readyz.remote(auth), AGENT_READY_TIMEOUT_S)
             except TimeoutError:
@@ -264,20 +336,30 @@ class Gateway(server.Edge):
 
     async def _card(self, name: str) -> list[dict[str, Any]]:
         if name not in self._cards:
-            self._cards[name] = (await self._model(name).models.remote())["data"]
+            self._cards[name] = (await self._call(name, f"model {name}", self._model(name).models.remote()))["data"]
         return self._cards[name]
 
     @api.get("/v1/models")
     async def list_models(self, request: Request) -> Response:
         auth = request.headers.get("authorization")
         data: list[dict[str, Any]] = []
+        asleep = await self._asleep()  # listed without asking: a list must not wake them
         for name in self.models:
+            if name in asleep and name not in self._cards:
+                data.append({"id": name, "object": "model", "created": 0, "owned_by": "raylight",
+                             "scaled_to_zero": True})
+                continue
             try:
                 data += await self._card(name)
             except Exception as exc:  # list it anyway, so a client sees what exists
                 data.append({"id": name, "object": "model", "owned_by": "raylight", "ready": False,
                              "error": backend_error(f"model {name}", exc).message})
         for name in self.pipelines:
+            if name in asleep:  # a protected one stays unlisted: its token cannot be checked without waking it
+                if name in self.public:
+                    data.append({"id": name, "object": "model", "created": 0, "owned_by": "raylight",
+                                 "kind": "pipeline", "scaled_to_zero": True})
+                continue
             try:
                 data += (await self._agent(name).models.remote(auth))["data"]
             except ApiError:
@@ -294,7 +376,7 @@ class Gateway(server.Edge):
         base = self._served_by(model)
         try:
             if base is not None:
-                return JSONResponse(await self._model(base).model.remote(model))
+                return JSONResponse(await self._call(base, f"model {model}", self._model(base).model.remote(model)))
             if model in self.pipelines:
                 entries = (await self._agent(model).models.remote(request.headers.get("authorization")))["data"]
                 return JSONResponse(model_names.find_entry(entries, model, model))
@@ -312,7 +394,8 @@ class Gateway(server.Edge):
         if base is None:
             raise self._unknown(model, f"{method} are served by ModelDeployments")
         try:
-            return JSONResponse(await getattr(self._model(base), method).remote(raw, telemetry.inject() or None))
+            return JSONResponse(await self._call(base, f"model {model}", getattr(self._model(base), method).remote(
+                raw, telemetry.inject() or None)))
         except Exception as exc:
             raise backend_error(f"model {model}", exc) from exc
 
@@ -333,10 +416,12 @@ class Gateway(server.Edge):
             raise self._unknown(model, "legacy completions are served by chat ModelDeployments")
         handle, backend = self._model(base), f"model {base}"
         if body.get("stream") is True:
-            return await relay(backend, handle.options(stream=True).completions_stream.remote(
-                raw, telemetry.inject() or None))
+            gen = handle.options(stream=True).completions_stream.remote(raw, telemetry.inject() or None)
+            await held(backend, gen, self.wake.get(base))
+            return await relay(backend, gen)
         try:
-            return JSONResponse(await handle.completions.remote(raw, telemetry.inject() or None))
+            return JSONResponse(await self._call(base, backend, handle.completions.remote(
+                raw, telemetry.inject() or None)))
         except Exception as exc:
             raise backend_error(backend, exc) from exc
 
@@ -347,15 +432,17 @@ class Gateway(server.Edge):
         auth = request.headers.get("authorization")
         args: tuple[Any, ...]
         if (base := self._served_by(model)) is not None:
-            handle, backend, args = self._model(base), f"model {base}", (raw, telemetry.inject() or None)
+            app, handle, backend, args = base, self._model(base), f"model {base}", (raw, telemetry.inject() or None)
         elif model in self.pipelines:
-            handle, backend, args = self._agent(model), f"pipeline {model}", (raw, auth)
+            app, handle, backend, args = model, self._agent(model), f"pipeline {model}", (raw, auth)
         else:
             raise self._unknown(model, "a ModelDeployment or a Pipeline")
         if stream:
-            return await relay(backend, handle.options(stream=True).chat_completions_stream.remote(*args))
+            gen = handle.options(stream=True).chat_completions_stream.remote(*args)
+            await held(backend, gen, self.wake.get(app))
+            return await relay(backend, gen)
         try:
-            return JSONResponse(await handle.chat_completions.remote(*args))
+            return JSONResponse(await self._call(app, backend, handle.chat_completions.remote(*args)))
         except Exception as exc:
             raise backend_error(backend, exc) from exc
 
@@ -373,10 +460,11 @@ class Gateway(server.Edge):
         else:
             raise self._unknown(model, "a chat ModelDeployment or a Pipeline")
         if body.get("stream") is True:
-            return await relay(backend, handle.options(stream=True).responses_stream.remote(*args),
-                               responses_api.sse_error_event)
+            gen = handle.options(stream=True).responses_stream.remote(*args)
+            await held(backend, gen, self.wake.get(model))
+            return await relay(backend, gen, responses_api.sse_error_event)
         try:
-            return JSONResponse(await handle.responses_create.remote(*args))
+            return JSONResponse(await self._call(model, backend, handle.responses_create.remote(*args)))
         except Exception as exc:
             raise backend_error(backend, exc) from exc
 
@@ -421,7 +509,8 @@ class Gateway(server.Edge):
         raw = await self.read(request)
         try:
             call = getattr(agent, method)
-            return JSONResponse(await call.remote(raw, request.headers.get("authorization")))
+            return JSONResponse(await self._call(name, f"pipeline {name}", call.remote(
+                raw, request.headers.get("authorization"))))
         except Exception as exc:
             raise backend_error(f"pipeline {name}", exc) from exc
 
@@ -437,15 +526,16 @@ class Gateway(server.Edge):
     async def stream(self, name: str, request: Request) -> Response:
         agent = self._pipeline(name)
         raw = await self.read(request)
-        return await relay(f"pipeline {name}",
-                           agent.options(stream=True).stream.remote(raw, request.headers.get("authorization")),
-                           responses.sse_error_event)
+        gen = agent.options(stream=True).stream.remote(raw, request.headers.get("authorization"))
+        await held(f"pipeline {name}", gen, self.wake.get(name))
+        return await relay(f"pipeline {name}", gen, responses.sse_error_event)
 
     @api.get("/v1/pipelines/{name}/threads/{thread_id}")
     async def thread(self, name: str, thread_id: str, request: Request, user: str | None = None) -> Response:
         agent = self._pipeline(name)
         try:
-            return JSONResponse(await agent.thread.remote(thread_id, user, request.headers.get("authorization")))
+            return JSONResponse(await self._call(name, f"pipeline {name}", agent.thread.remote(
+                thread_id, user, request.headers.get("authorization"))))
         except Exception as exc:
             raise backend_error(f"pipeline {name}", exc) from exc
 
@@ -455,7 +545,8 @@ class Gateway(server.Edge):
         agent = self._pipeline(name)
         raw = await self.read(request) if request.method == "POST" else b""
         try:
-            reply = await agent.mcp.remote(request.method, list(request.headers.items()), raw)
+            reply = await self._call(name, f"pipeline {name}", agent.mcp.remote(
+                request.method, list(request.headers.items()), raw))
         except Exception as exc:
             raise backend_error(f"pipeline {name}", exc) from exc
         return Response(reply.body, reply.status, headers=dict(reply.headers))
@@ -508,4 +599,5 @@ def build_app(args: dict[str, Any]) -> serve.Application:
     """Serve application builder (import path `raylight.local.gateway:build_app`)."""
     return Gateway.bind(dict(args.get("models", {})), list(args.get("pipelines", [])),  # type: ignore[attr-defined]
                         list(args.get("protected", [])), int(args.get("max_request_bytes", 0)),
-                        {k: list(v) for k, v in args.get("adapters", {}).items()})
+                        {k: list(v) for k, v in args.get("adapters", {}).items()},
+                        {k: int(v) for k, v in args.get("wake", {}).items()})

