@@ -84,7 +84,7 @@ class AgentState(TypedDict, total=False):
     grounding: Grounding
     support: list[SentenceSupport]  # each sentence of the answer and the sources that support it
     evidence_score: float | None  # the best evidence sentence's score (retrieval.minScore applies to it)
-    prompt: list[Message]  # what the answering call sent to the model (for audit and tests)
+    prompt: list[Message]  # what the answering call sent to the model, whenever it was asked (audit and tests)
     iterations: int
     tool_calls: list[dict[str, Any]]
 
@@ -510,14 +510,12 @@ async def generate(deps: GraphDeps, state: AgentState, ctx: RunContext, writer: 
     if not (ctx.stream_tokens and writer is not None):  # streamed, the gate has seen every token already
         gate.feed(raw)
         gate.flush()
-    if not gate.kept:
+    if not gate.kept:  # the model was asked (its prompt is kept for audit), but none of its sentences stands
         if any(is_dont_know(s["text"]) for s in gate.support):
-            return _abstain(state, ctx, writer, score)
+            return {**_abstain(state, ctx, writer, score), "prompt": prompt}
         result = await extractive(deps, state, ctx, writer, quote_first(evidence), context, score)
-        result["support"] = [*gate.support, *result["support"]]
-        return result
-    out = _finish(gate.answer, context, gate.support, score, prompt)
-    return out
+        return {**result, "support": [*gate.support, *result["support"]], "prompt": prompt}
+    return _finish(gate.answer, context, gate.support, score, prompt)
 
 
 def json_field(text: str, key: str, default: Any) -> Any:
