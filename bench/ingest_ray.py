@@ -9,8 +9,7 @@ runs (`ingest.run` on a local Ray: listing, read/parse/chunk tasks, the actor po
 through the store actor that owns the embedded Qdrant folder, deletes), each into a fresh collection, so
 they include Ray Data's start-up and the actors' model loads: what a run really costs.
 
-  raw          SentenceTransformer.encode(all chunk texts), 2 threads, no store (the ceiling); every leg embeds
-               with --backend (onnx, the CPU default of an embedder's engineArgs.backend, or torch)
+  raw          SentenceTransformer.encode(all chunk texts), 2 threads, no store (the ceiling)
   driver       today's single-driver path: sync() in this process, embedded Qdrant (2 threads)
   ray 1x1      Ray Data, 1 embedding actor of 1 CPU (torch gets OMP_NUM_THREADS=1 from Ray)
   ray 2x1      Ray Data, 2 embedding actors of 1 CPU each
@@ -57,14 +56,12 @@ from raylight_pipelines.store.qdrant import start_store_actor
 LEGS = {"ray 1x1": (1, 1.0), "ray 2x1": (2, 1.0), "ray 1x2": (1, 2.0)}
 
 
-def ray_plan(docs_dir: Path, actor: str, workers: int, cpus: float, gpus: float = 0.0,
-             backend: str = "onnx") -> IngestionPlan:
+def ray_plan(docs_dir: Path, actor: str, workers: int, cpus: float, gpus: float = 0.0) -> IngestionPlan:
     collection = f"bench-{uuid.uuid4().hex[:6]}"
     spec = PipelineSpec(embedder=ModelRef(model_deployment="minilm"),
                         sources=[Source(path=str(docs_dir), include=["**/*.md"])],
                         chunking=Chunking(size=SIZE, overlap=OVERLAP))
-    connection = EmbedderConnection(model="minilm", source=MINILM, backend=backend)  # type: ignore[arg-type]
-    return IngestionPlan(pipeline="bench", spec=spec, embedder=connection,
+    return IngestionPlan(pipeline="bench", spec=spec, embedder=EmbedderConnection(model="minilm", source=MINILM),
                          store=StoreConnection(collection=collection, actor=actor),
                          collection=CollectionPlan(collection=collection, dimensions=384),
                          ray_data=RayDataOptions(concurrency=workers, num_cpus=cpus, num_gpus=gpus, batch_size=32,
@@ -72,8 +69,8 @@ def ray_plan(docs_dir: Path, actor: str, workers: int, cpus: float, gpus: float 
 
 
 def time_ray(embedder: LocalEmbedder, docs_dir: Path, actor: str, workers: int, cpus: float,
-             gpus: float = 0.0, backend: str = "onnx") -> tuple[float, int]:
-    plan = ray_plan(docs_dir, actor, workers, cpus, gpus, backend)
+             gpus: float = 0.0) -> tuple[float, int]:
+    plan = ray_plan(docs_dir, actor, workers, cpus, gpus)
     start = time.perf_counter()
     report = ingest.run(plan, docs_dir.parent, embedder)
     return time.perf_counter() - start, report.chunks_embedded
@@ -85,8 +82,6 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--gpus", type=float, default=0.0, help="GPUs per embedding actor (a GPU node: g)")
     parser.add_argument("--fit", action="store_true", help="fit start-up and steady-state rate (two sizes)")
-    parser.add_argument("--backend", choices=("onnx", "torch"), default="onnx",
-                        help="the embedder's engineArgs.backend, for every leg (onnx: the CPU default)")
     args = parser.parse_args()
     import ray
 
@@ -97,13 +92,7 @@ def main() -> None:
     try:
         docs = tmp / "docs"
         make_corpus(docs, args.docs)
-        import torch
-
-        threads = torch.get_num_threads()
-        embedder = LocalEmbedder.from_source(MINILM, backend=args.backend)
-        torch.set_num_threads(1)  # an ONNX Runtime session takes torch's thread count when it is made
-        single = LocalEmbedder.from_source(MINILM, backend=args.backend)
-        torch.set_num_threads(threads)
+        embedder = LocalEmbedder.from_source(MINILM)
         passages = chunk_passages(docs, embedder)
         quarter = tmp / "quarter" / "docs"
         if args.fit:
@@ -117,18 +106,21 @@ def main() -> None:
         chunks = len(passages)
         for r in range(args.rounds):
             times["raw"].append(time_raw(embedder, passages))
+            import torch
+
+            threads = torch.get_num_threads()
             torch.set_num_threads(1)
-            times["raw 1 thread"].append(time_raw(single, passages))
+            times["raw 1 thread"].append(time_raw(embedder, passages))
             torch.set_num_threads(threads)
             seconds, n = time_raylight(embedder, docs, tmp / f"store-{r}")
             assert n == chunks, (n, chunks)
             times["driver"].append(seconds)
             for leg, (workers, cpus) in LEGS.items():
-                seconds, n = time_ray(embedder, docs, actor, workers, cpus, args.gpus, args.backend)
+                seconds, n = time_ray(embedder, docs, actor, workers, cpus, args.gpus)
                 assert n == chunks, (leg, n, chunks)
                 times[leg].append(seconds)
                 if args.fit:
-                    t_small, n_small = time_ray(embedder, quarter, actor, workers, cpus, args.gpus, args.backend)
+                    t_small, n_small = time_ray(embedder, quarter, actor, workers, cpus, args.gpus)
                     assert n_small == small, (leg, n_small, small)
                     steady = (chunks - small) / (seconds - t_small)
                     fits[leg].append((steady, seconds - chunks / steady))

@@ -127,8 +127,8 @@ def read_parse_chunk(batch: dict[str, np.ndarray], ctx: _Context) -> dict[str, l
 class EmbedPassages:
     """Ray Data actor: loads the embedder once, embeds the passages of the "embed" rows of each batch."""
 
-    def __init__(self, source: ModelSource, device: str = "cpu", backend: str = "torch") -> None:
-        self.source, self.device, self.backend = source, device, backend
+    def __init__(self, source: ModelSource, device: str = "cpu") -> None:
+        self.source, self.device = source, device
         self.embedder: Any = None  # loaded with the first passage to embed: an unchanged corpus loads no model
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -139,7 +139,7 @@ class EmbedPassages:
             if self.embedder is None:
                 from raylight_pipelines.embed.embedders import LocalEmbedder
 
-                self.embedder = LocalEmbedder.from_source(self.source, device=self.device, backend=self.backend)
+                self.embedder = LocalEmbedder.from_source(self.source, device=self.device)
             for i, v in zip(todo, self.embedder.embed([str(batch["passage"][i]) for i in todo]), strict=True):
                 vectors[i] = json.dumps([float(x) for x in v])
         return {**{c: list(batch[c]) for c in COLUMNS if c != "vector"}, "vector": vectors}
@@ -259,10 +259,8 @@ def ray_ingest(plan: IngestionPlan, base_dir: Any, embedder: Embedder, tokenizer
             warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
             ds = ds.map_batches(read_parse_chunk, fn_kwargs={"ctx": ctx}, batch_size=opts.documents_per_task,
                                 batch_format="numpy", num_cpus=opts.task_cpus, compute=tasks, **retry)
-            # the embedder's own backend (engineArgs.backend: onnx by default on CPUs), as its replicas serve it
             ds = ds.map_batches(EmbedPassages, fn_constructor_kwargs={
-                "source": plan.embedder.source, "device": "cuda" if opts.num_gpus else "cpu",
-                "backend": "torch" if opts.num_gpus else plan.embedder.backend},
+                "source": plan.embedder.source, "device": "cuda" if opts.num_gpus else "cpu"},
                 batch_size=opts.batch_size, batch_format="numpy", compute=_pool(opts),
                 num_cpus=opts.num_cpus, num_gpus=opts.num_gpus)
             ds = ds.map_batches(upsert, fn_kwargs={"ctx": ctx}, batch_size=max(opts.batch_size, 64),
