@@ -11,13 +11,14 @@ running untouched) and removes resources that are gone from the manifests, like 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from raylight.api.connections import IngestionPlan
 from raylight.api.manifests import Manifest
@@ -37,13 +38,51 @@ class UpError(Exception):
     """One sentence for the user; `up` prints it and exits 1."""
 
 
+class RayNotices(io.TextIOBase):
+    """A driver's standard output that sends the lines Ray prints on its raylet's behalf ("(raylet) WARNING: 10
+    PYTHON worker processes have been started ...": pushed to every driver whatever `log_to_driver` says) to
+    `log`, and everything else to `terminal`, line by line."""
+
+    def __init__(self, terminal: TextIO, log: TextIO) -> None:
+        self.terminal, self.log = terminal, log
+        self._line = ""
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return self.terminal.isatty()
+
+    def fileno(self) -> int:
+        return self.terminal.fileno()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return self.terminal.encoding
+
+    def write(self, text: str) -> int:
+        self._line += text
+        *lines, self._line = self._line.split("\n")
+        for line in lines:
+            (self.log if "(raylet)" in line else self.terminal).write(line + "\n")
+        return len(text)
+
+    def flush(self) -> None:
+        if self._line and "(raylet)" not in self._line:  # a prompt or progress piece without its newline yet
+            self.terminal.write(self._line)
+            self._line = ""
+        self.terminal.flush()
+        self.log.flush()
+
+
 def join_as_driver(log_path: Path) -> None:
     """Make this process a quiet driver of the platform's Ray: what Ray says that a user cannot act on goes to
     `log_path` (e.g. `DATA_DIR/logs/up.log`), the terminal keeps Raylight's own lines.
 
     Ray's native code (the core worker's "max_restarts > 0" notice about Ray Data's actors, logging.cc's
     level line) writes to file descriptor 2, so fd 2 is pointed at the log while Python's `sys.stderr` keeps
-    a duplicate of the terminal; Python warnings (Ray Data's concurrency notices) go to the same log."""
+    a duplicate of the terminal; Python warnings (Ray Data's concurrency notices) go to the same log, and so do
+    the raylet's notices Ray prints on standard output (`RayNotices`)."""
     from raylight.local.procs import PLATFORM_ENV
 
     for key, value in PLATFORM_ENV.items():  # this process joins the platform's Ray as a driver
@@ -66,6 +105,7 @@ def join_as_driver(log_path: Path) -> None:
     # Ray Data configures its own loggers when it first runs; its notice that progress bars are off (`up` draws
     # its own) is the one line of it to drop.
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
+    sys.stdout = RayNotices(sys.stdout, open(log_path, "a", buffering=1, encoding="utf-8"))  # noqa: SIM115
 
 
 def check_weights(manifests: list[Manifest]) -> None:

@@ -59,8 +59,9 @@ def test_up_starts_everything_and_prints_the_endpoints(platform: dict[str, Any])
         assert resource in up.stderr
     assert "ingest handbook:" in up.stderr and "0 failed" in up.stderr  # ingestion progress and counts
     # Ray's notices a user cannot act on stay in the data directory's logs/up.log, out of the terminal
-    for noise in (".cc:", "max_restarts", "UserWarning", "warnings.warn", "Progress bars"):
+    for noise in (".cc:", "max_restarts", "UserWarning", "warnings.warn", "Progress bars", "(raylet)"):
         assert noise not in up.stderr, up.stderr
+        assert noise not in up.stdout, up.stdout
     models = {m["id"] for m in httpx.get(f"{url}/v1/models", timeout=30).json()["data"]}
     assert {"minilm", "smollm", "handbook"} <= models
     assert httpx.get(f"{url}/readyz", timeout=30).status_code == 200
