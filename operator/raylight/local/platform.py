@@ -60,6 +60,10 @@ class RayNotices(io.TextIOBase):
     def encoding(self) -> str:  # type: ignore[override]
         return self.terminal.encoding
 
+    @property
+    def buffer(self) -> Any:  # bytes written here are not filtered (Ray writes text)
+        return self.terminal.buffer
+
     def write(self, text: str) -> int:
         self._line += text
         *lines, self._line = self._line.split("\n")
