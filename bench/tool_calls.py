@@ -5,7 +5,7 @@
 Loads SmolLM2-135M (the bundled GGUF) in-process on llama.cpp, with --threads threads, and alternates,
 --rounds times:
 
-  constrained  tool_choice naming a 3-argument function: the call is decoded under the GBNF grammar made
+  constrained  tool_choice naming a 3-argument function: the call is decoded under the llguidance grammar made
                from the tool's JSON schema; N = its completion tokens
   plain        the same runtime answering a prompt that runs long, max_tokens N, no grammar; its system
                message is the tools' description the constrained prompt carries, so both prompts are
