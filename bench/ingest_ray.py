@@ -64,7 +64,7 @@ def ray_plan(docs_dir: Path, actor: str, workers: int, cpus: float, gpus: float 
     return IngestionPlan(pipeline="bench", spec=spec, embedder=EmbedderConnection(model="minilm", source=MINILM),
                          store=StoreConnection(collection=collection, actor=actor),
                          collection=CollectionPlan(collection=collection, dimensions=384),
-                         ray_data=RayDataOptions(concurrency=workers, num_cpus=cpus, num_gpus=gpus, batch_size=32,
+                         ray_data=RayDataOptions(concurrency=workers, num_cpus=cpus, num_gpus=gpus,
                                                  task_cpus=0.0, documents_per_task=4))
 
 

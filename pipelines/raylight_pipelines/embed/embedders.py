@@ -62,10 +62,12 @@ class LocalEmbedder:
         self._dimensions = int(dims)
 
     @classmethod
-    def from_source(cls, source: ModelSource, device: str = "cpu", backend: str = "torch") -> LocalEmbedder:
+    def from_source(cls, source: ModelSource, device: str = "cpu", backend: str = "torch",
+                    batch_size: int = 32) -> LocalEmbedder:
         from raylight_pipelines.weights import resolve
 
-        return cls(resolve(source).path, model_id=source.source, device=device, backend=backend)
+        return cls(resolve(source).path, model_id=source.source, device=device, batch_size=batch_size,
+                   backend=backend)
 
     @property
     def dimensions(self) -> int:
