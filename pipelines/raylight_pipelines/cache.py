@@ -128,8 +128,8 @@ def cached(source: ModelSource, expected: dict[str, str] | None = None, root: Pa
         state = ("is being written or its prefetch failed" if (folder / CACHE_PARTIAL).exists() else
                  "is incomplete" if folder.is_dir() else "is not there")
         raise CacheError(f"spec.cache: the cache entry for {where} ({folder}) {state} (no {CACHE_MARKER}); the "
-                         "replica does not download: the operator's prefetch Job (or `raylight cache pull` on one "
-                         "machine) fills it")
+                         "replica, ingestion or training run does not download it: the operator's prefetch Job (or "
+                         "`raylight cache pull` on one machine) fills it")
     problem = sha256_problem(expected or {}, marker.files, f"the cache entry {folder}")
     if problem is not None:
         raise CacheError(problem)

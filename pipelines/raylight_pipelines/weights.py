@@ -116,3 +116,16 @@ def resolve(model: ModelSource, cache_dir: Path | None = None, cache: ModelCache
         raise WeightsError(f"{source}: {path} does not exist" + (f" (model.file {model.file!r})" if model.file
                                                                   else ""))
     return Weights(source=source, path=path)
+
+
+def resolve_for(model_deployment: str | None, model: ModelSource, cache: ModelCache | None) -> Weights:
+    """`resolve` for a run that loads a ModelDeployment's model (an ingestion run's embedder, a fine-tuning run's
+    base): with that ModelDeployment's spec.cache (its claim mounted, $RAYLIGHT_MODEL_CACHE set) the weights come
+    from the cache's complete entry, checked, and a missing, incomplete or damaged entry raises naming the
+    ModelDeployment and spec.cache; nothing is downloaded in its place."""
+    try:
+        return resolve(model, cache=cache)
+    except WeightsError as exc:
+        if cache is None or model_deployment is None:
+            raise
+        raise type(exc)(f"ModelDeployment {model_deployment}: {exc}") from None

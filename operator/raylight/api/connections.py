@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from raylight.api.types import ApiModel, ModelSource, OidcClaims, PipelineSpec
+from raylight.api.types import ApiModel, ModelCache, ModelSource, OidcClaims, PipelineSpec
 
 # Environment variables through which Secrets reach the agent and ingestion pods.
 ENV_LLM_API_KEY = "RAYLIGHT_LLM_API_KEY"
@@ -36,6 +36,11 @@ class EmbedderConnection(ApiModel):
     # How a process that embeds by itself (no base_url) runs the model: the embedder ModelDeployment's
     # sentence-transformers `engineArgs.backend` (onnx or torch; api.serve.EMBED_BACKENDS).
     backend: Literal["onnx", "torch"] = "torch"
+    # The embedder ModelDeployment's spec.cache where the run's pods mount its claim (a cluster's ingestion
+    # RayJob): `source` is then read from the cache's complete entry, checked against these digests, or the run
+    # fails naming the ModelDeployment; never downloaded. None: resolved as usual (on one machine a complete
+    # entry in the machine's cache folder is still used).
+    cache: ModelCache | None = None
 
     @property
     def identity(self) -> str:

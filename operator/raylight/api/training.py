@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import Field, JsonValue
 
-from raylight.api.types import ApiModel, Hyperparameters, ModelSource
+from raylight.api.types import ApiModel, Hyperparameters, ModelCache, ModelSource
 
 
 class PlanDataset(ApiModel):
@@ -33,6 +33,9 @@ class FineTunePlan(ApiModel):
     namespace: str = "default"
     base: ModelSource = Field(description="The resolved base model (source, file, revision, licence).")
     base_model_deployment: str | None = None
+    base_cache: ModelCache | None = Field(None, description=(
+        "The base ModelDeployment's spec.cache where the run's pods mount its claim (a cluster's RayJob): the base "
+        "is read from the cache's complete entry, checked, or the run fails; never downloaded."))
     dataset: PlanDataset
     method: Literal["lora", "qlora"] = "lora"
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)

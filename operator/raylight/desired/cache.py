@@ -28,7 +28,7 @@ def get_cache_job(md: ModelDeployment, namespace: str, settings: Settings) -> di
     Secret, never a value); its summary line is its termination message, which the operator reads."""
     spec = md.spec.resolved()
     plan = cache_plan(spec)
-    volume = cache_volume(spec, read_only=False)
+    volume = cache_volume(spec.cache, read_only=False)
     if plan is None or volume is None:
         return None
     key = plan.key()

@@ -33,7 +33,14 @@ from raylight.api.names import (
     model_rayservice_name,
 )
 from raylight.api.serve import AGENT_CPUS, ModelAppArgs
-from raylight.api.types import ModelDeployment, ModelDeploymentSpec, ModelSource, Pipeline, SecretKeyRef
+from raylight.api.types import (
+    ModelCache,
+    ModelDeployment,
+    ModelDeploymentSpec,
+    ModelSource,
+    Pipeline,
+    SecretKeyRef,
+)
 from raylight.desired.pipeline import (
     get_agent_volumes,
     get_connections,
@@ -170,15 +177,25 @@ def _pvc_volumes(spec: ModelDeploymentSpec) -> tuple[list[dict[str, Any]], list[
     return volumes, mounts
 
 
-def cache_volume(spec: ModelDeploymentSpec, read_only: bool) -> tuple[dict[str, Any], dict[str, Any]] | None:
-    """(volume, mount) of spec.cache's claim at CACHE_MOUNT_ROOT, or None without a cache: read-write for the
-    prefetch Job, read-only for the serving pods."""
-    if spec.cache is None:
+def cache_volume(cache: ModelCache | None, read_only: bool) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """(volume, mount) of a ModelDeployment's spec.cache claim at CACHE_MOUNT_ROOT, or None without a cache:
+    read-write for the prefetch Job, read-only for every pod that loads the model (its serving pods, and the
+    ingestion and fine-tuning runs that load it as their embedder or base)."""
+    if cache is None:
         return None
-    name = _volume_name("cache", spec.cache.pvc)
-    volume = {"name": name, "persistentVolumeClaim": {"claimName": spec.cache.pvc, "readOnly": read_only}}
+    name = _volume_name("cache", cache.pvc)
+    volume = {"name": name, "persistentVolumeClaim": {"claimName": cache.pvc, "readOnly": read_only}}
     mount = {"name": name, "mountPath": CACHE_MOUNT_ROOT, "readOnly": read_only}
     return volume, mount
+
+
+def get_weights_env(source: ModelSource | None, cache: ModelCache | None) -> list[dict[str, Any]]:
+    """What a pod that loads `source` needs: with a cache (the claim mounted by `cache_volume`) the cache's place
+    and the hub offline, and no token: it reads the prefetched entry and downloads nothing; else
+    `get_download_env`."""
+    if cache is None:
+        return get_download_env(source)
+    return [{"name": "HF_HUB_OFFLINE", "value": "1"}, {"name": CACHE_ENV, "value": CACHE_MOUNT_ROOT}]
 
 
 def _serving_pods(rayservice: dict[str, Any], settings: Settings) -> dict[str, Any]:
@@ -235,10 +252,8 @@ def get_model_rayservice(md: ModelDeployment, namespace: str, settings: Settings
     app = get_model_application(md)
     gpus = spec.resources.gpus
     image = spec.image or (settings.vllm_image if spec.runtime == "vllm" else settings.runtime_image)
-    cache = cache_volume(spec, read_only=True)
-    # With spec.cache the pods read the prefetched entry and download nothing: no hub, no token.
-    env = get_download_env(spec.model) if cache is None else [
-        {"name": "HF_HUB_OFFLINE", "value": "1"}, {"name": CACHE_ENV, "value": CACHE_MOUNT_ROOT}]
+    cache = cache_volume(spec.cache, read_only=True)
+    env = get_weights_env(spec.model, spec.cache)  # with spec.cache: the prefetched entry, no hub, no token
     if settings.postgres_secret and app["import_path"] == MODEL_APP_IMPORT and spec.task == "chat":
         # /v1/responses: one store for every replica, in the operator's default PostgreSQL
         app["args"] = ModelAppArgs.model_validate(app["args"]).model_copy(update={
@@ -389,6 +404,13 @@ def get_ingestion_objects(pipeline: Pipeline, namespace: str, settings: Settings
     and an unchanged one starts none; its cluster is deleted when the run finishes."""
     name = pipeline.metadata.name
     ingestion_plan = get_ingestion_plan(pipeline, namespace, settings, embedder)
+    # An embedder with spec.cache: every pod that loads it (the head runs the driver and its tokenizer, the workers
+    # the embedding actors) mounts its claim read-only, and the run reads the prefetched entry or fails; no download.
+    cache = embedder.spec.resolved().cache if embedder is not None else None
+    cached = cache_volume(cache, read_only=True)
+    if cache is not None:
+        ingestion_plan = ingestion_plan.model_copy(update={
+            "embedder": ingestion_plan.embedder.model_copy(update={"cache": cache})})
     plan = ingestion_plan.to_wire()
     checksum = ingestion_plan_checksum(plan)
     config_map_name = ingestion_config_map_name(name)
@@ -413,7 +435,10 @@ def get_ingestion_objects(pipeline: Pipeline, namespace: str, settings: Settings
             mounted.add(path)
             volumes.append({"name": f"source-{i}", "configMap": {"name": source.config_map.name}})
             mounts.append({"name": f"source-{i}", "mountPath": path, "readOnly": True})
-    env = [*get_pipeline_env(pipeline, settings), *get_download_env(ingestion_plan.embedder.source)]
+    if cached is not None:
+        volumes.append(cached[0])
+        mounts.append(cached[1])
+    env = [*get_pipeline_env(pipeline, settings), *get_weights_env(ingestion_plan.embedder.source, cache)]
     workers, cpus, gpus, memory, accelerator = _ingestion_sizing(ingestion_plan, pipeline, embedder)
     rayjob = get_batch_rayjob(
         ingestion_job_name(name, checksum), namespace,

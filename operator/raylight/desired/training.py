@@ -20,12 +20,12 @@ from raylight.api.names import (
     local_path,
 )
 from raylight.api.training import FineTunePlan, PlanDataset, PlanResources
-from raylight.api.types import Adapter, FineTune, ModelDeployment, ModelSource
-from raylight.desired.kubernetes import _finish, get_batch_rayjob, get_download_env, labels
+from raylight.api.types import Adapter, FineTune, ModelCache, ModelDeployment, ModelSource
+from raylight.desired.kubernetes import _finish, cache_volume, get_batch_rayjob, get_weights_env, labels
 from raylight.settings import Settings
 
-__all__ = ["ADAPTER_MANIFEST", "finetune_base", "get_finetune_objects", "get_finetune_plan", "plan_checksum",
-           "resolve_adapters"]
+__all__ = ["ADAPTER_MANIFEST", "finetune_base", "finetune_base_cache", "get_finetune_objects", "get_finetune_plan",
+           "plan_checksum", "resolve_adapters"]
 
 
 def resolve_adapters(md: ModelDeployment, outputs: Mapping[str, str]) -> ModelDeployment:
@@ -44,6 +44,14 @@ def finetune_base(ft: FineTune, base: ModelDeployment | None) -> ModelSource | N
     if ft.spec.base.model is not None:
         return ft.spec.base.model
     return base.spec.resolved().model if base is not None else None
+
+
+def finetune_base_cache(ft: FineTune, base: ModelDeployment | None) -> ModelCache | None:
+    """The weight cache the base is read from: its ModelDeployment's spec.cache (None for a FineTune's own
+    base.model, or a ModelDeployment without one)."""
+    if ft.spec.base.model is not None or base is None:
+        return None
+    return base.spec.resolved().cache
 
 
 def get_finetune_plan(ft: FineTune, namespace: str, base: ModelDeployment | None = None) -> FineTunePlan:
@@ -84,6 +92,11 @@ def get_finetune_objects(ft: FineTune, namespace: str, settings: Settings,
     starts a new run); a retried run resumes from the last checkpoint under the output."""
     name = ft.metadata.name
     plan = get_finetune_plan(ft, namespace, base)
+    # A base ModelDeployment with spec.cache: every pod mounts its claim read-only (the driver checks the entry, the
+    # Ray Train workers load it) and the run reads the prefetched entry or fails; no download, no hub token.
+    cache = finetune_base_cache(ft, base)
+    if cache is not None:
+        plan = plan.model_copy(update={"base_cache": cache})
     wire = plan.to_wire()
     checksum = plan_checksum(wire)
     cm_name = finetune_config_map_name(name)
@@ -108,7 +121,10 @@ def get_finetune_objects(ft: FineTune, namespace: str, settings: Settings,
     for i, (claim, read_only) in enumerate(sorted(claims.items())):
         volumes.append({"name": f"pvc-{i}", "persistentVolumeClaim": {"claimName": claim, "readOnly": read_only}})
         mounts.append({"name": f"pvc-{i}", "mountPath": f"{PVC_MOUNT_ROOT}/{claim}", "readOnly": read_only})
-    env = get_download_env(plan.base)
+    if (cached := cache_volume(cache, read_only=True)) is not None:
+        volumes.append(cached[0])
+        mounts.append(cached[1])
+    env = get_weights_env(plan.base, cache)
     res = ft.spec.resources
     rayjob = get_batch_rayjob(
         finetune_job_name(name, checksum), namespace,

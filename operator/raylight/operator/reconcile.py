@@ -43,6 +43,7 @@ from raylight.operator.status import (
     Verdict,
     cache_health,
     cache_status,
+    cache_wait,
     clock,
     conditions,
     finetune_status,
@@ -408,7 +409,7 @@ class Reconciler:
             key = secret_value(self.deps.kube, ns, qdrant.api_key_secret.name, qdrant.api_key_secret.key)
         return self.deps.stores(qdrant.url or self.deps.config.settings.qdrant_url, key)
 
-    def _models(self, p: Pipeline, ns: str) -> tuple[dict[str, ModelDeployment], Health]:
+    def _models(self, p: Pipeline, ns: str) -> tuple[dict[str, ModelDeployment], dict[str, Obj], Health]:
         names = [p.spec.embedder.model_deployment]
         if p.spec.llm and p.spec.llm.model_deployment:
             names.append(p.spec.llm.model_deployment)
@@ -426,9 +427,9 @@ class Reconciler:
         problems = check_references(p, models)
         if problems:
             f, msg = problems[0]
-            return models, Health(False, True, False, "ModelMissing", f"{f}: {msg}",
-                                  if_stuck=f"create the ModelDeployment, or correct {f}")
-        return models, models_health(bodies)
+            return models, bodies, Health(False, True, False, "ModelMissing", f"{f}: {msg}",
+                                          if_stuck=f"create the ModelDeployment, or correct {f}")
+        return models, bodies, models_health(bodies)
 
     def _pipeline(self, body: Mapping[str, Any], ns: str, name: str) -> Result:
         settings, writes, now = self.deps.config.settings, list[str](), self.deps.clock()
@@ -437,7 +438,7 @@ class Reconciler:
         except ValidationError as exc:
             return self._result(body, Verdict("Failed", []), {"endpoint": None}, writes, now,
                                 failure=("InvalidSpec", _invalid(exc)))
-        models, models_health = self._models(p, ns)
+        models, bodies, models_health = self._models(p, ns)
         embedder = models.get(p.spec.embedder.model_deployment)
         llm = models.get(p.spec.llm.model_deployment) if p.spec.llm and p.spec.llm.model_deployment else None
 
@@ -466,8 +467,12 @@ class Reconciler:
         last = dict((body.get("status") or {}).get("lastIngestion") or {})
         ingest_events: list[Event] = []
         progress = before = (body.get("status") or {}).get("ingestion")
+        cache_held = cache_wait(embedder, bodies[embedder.metadata.name].get("status"), "ingestion") \
+            if embedder is not None else None
         if models_health.reason == "ModelMissing":
             ingest_health = Health(False, True, False, "ModelMissing", "ingestion waits for the models")
+        elif cache_held is not None:  # its pods would mount an entry that is not complete: no run, scheduled or not
+            ingest_health = cache_held
         else:
             ingest_health, last, progress = self._ingestion(p, ns, config_map, job, last, progress, writes, now,
                                                             ingest_events)
@@ -588,7 +593,7 @@ class Reconciler:
         except ValidationError as exc:
             return self._finetune_result(body, {"phase": "Failed", "message": _invalid(exc)}, writes, now,
                                          ("InvalidSpec", _invalid(exc)))
-        base = None
+        base, base_body = None, None
         if ft.spec.base.model_deployment:
             base_body = kube.get("ModelDeployment", ns, ft.spec.base.model_deployment)
             base = _parse(ModelDeployment, base_body) if base_body is not None else None
@@ -608,6 +613,10 @@ class Reconciler:
         live = kube.get("RayJob", ns, job["metadata"]["name"])
         done_before = old.get("job") == job["metadata"]["name"] and old.get("phase") == "Succeeded"
         if live is None and not done_before:
+            held = cache_wait(base, base_body.get("status"), "training") if base and base_body else None
+            if held is not None:  # its pods would mount an entry that is not complete: the RayJob waits
+                return self._finetune_result(body, {"phase": "Pending", "message": held.message}, writes, now,
+                                             (held.reason, held.message))
             live = self.apply(job, writes)
         for other in kube.list("RayJob", ns, {"raylight.io/finetune": name}):
             superseded = other["metadata"].get("labels", {}).get(PLAN_LABEL) != checksum and not rayjob_finished(other)

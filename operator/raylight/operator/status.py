@@ -16,6 +16,10 @@ from typing import Any
 
 import yaml
 
+from raylight.api.cache import cache_plan
+from raylight.api.names import cache_job_name
+from raylight.api.types import ModelDeployment
+
 APP_RUNNING = "RUNNING"
 APP_FAILED = ("DEPLOY_FAILED", "UNHEALTHY")
 PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
@@ -387,6 +391,32 @@ def cache_health(cache: Mapping[str, Any], source: str) -> Health:
                   "RayService is created once it completes", since=cache.get("startTime"),
                   if_stuck=f"kubectl describe job {job} and its pod: the claim must mount (ReadWriteMany), the hub "
                   "must be reachable with the token's Secret present, and the download must fit the volume")
+
+
+def cache_wait(md: ModelDeployment, status: Mapping[str, Any] | None, run: str) -> Health | None:
+    """Why a batch run (`run`: "ingestion", "training") that loads `md`'s model waits before its RayJob is created:
+    its pods mount md's spec.cache claim and read the entry without downloading, so the prefetch of md's current
+    pin must have succeeded (md's status.cache: phase Succeeded, for the Job of this pin). None when md has no cache
+    or it has; else CachePending (the prefetch waits or pulls) or CacheFailed (degraded), naming md."""
+    plan = cache_plan(md.spec)
+    cache = md.spec.resolved().cache
+    if plan is None or cache is None:
+        return None
+    name = md.metadata.name
+    job = cache_job_name(name, plan.key())
+    recorded = (status or {}).get("cache") or {}
+    phase = recorded.get("phase") if recorded.get("job") == job else None  # another pin's outcome says nothing
+    if phase == "Succeeded":
+        return None
+    what = (f"{run} waits for the weight cache of ModelDeployment {name} (spec.cache: {plan.source.source} at "
+            f"revision {plan.revision} in claim {cache.pvc})")
+    if phase == "Failed":
+        return Health(False, False, True, "CacheFailed", f"{what}: its prefetch Job {job} failed: "
+                      f"{recorded.get('message') or 'see the ModelDeployment'}; the RayJob is created once a "
+                      "prefetch succeeds")
+    doing = (phase or "not started").lower()
+    return Health(False, True, False, "CachePending", f"{what}: prefetch Job {job} is {doing}; the RayJob is created "
+                  "once it succeeded (its pods read the entry and download nothing)")
 
 
 # ---------------------------------------------------------------- ModelDeployments a Pipeline uses

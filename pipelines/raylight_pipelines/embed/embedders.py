@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from raylight.api.connections import EmbedderConnection
-from raylight.api.types import ModelSource
+from raylight.api.types import ModelCache, ModelSource
 
 from raylight_pipelines import telemetry
 
@@ -63,10 +63,12 @@ class LocalEmbedder:
 
     @classmethod
     def from_source(cls, source: ModelSource, device: str = "cpu", backend: str = "torch",
-                    batch_size: int = 32) -> LocalEmbedder:
+                    batch_size: int = 32, cache: ModelCache | None = None) -> LocalEmbedder:
+        """The model at `source` (with `cache`, an embedder ModelDeployment's spec.cache: its checked cache entry
+        or a WeightsError, never a download)."""
         from raylight_pipelines.weights import resolve
 
-        return cls(resolve(source).path, model_id=source.source, device=device, batch_size=batch_size,
+        return cls(resolve(source, cache=cache).path, model_id=source.source, device=device, batch_size=batch_size,
                    backend=backend)
 
     @property
@@ -147,4 +149,4 @@ def from_connection(conn: EmbedderConnection, local: bool = False) -> Embedder:
         return HttpEmbedder(conn.base_url, conn.model, conn.dimensions, model_id=conn.identity)
     if conn.source is None:
         raise EmbedderError(f"embedder {conn.model}: neither a base_url nor a model source")
-    return LocalEmbedder.from_source(conn.source, backend=conn.backend)
+    return LocalEmbedder.from_source(conn.source, backend=conn.backend, cache=conn.cache)

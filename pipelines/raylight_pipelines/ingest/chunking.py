@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from raylight.api.types import ModelSource
+from raylight.api.types import ModelCache, ModelSource
 
 from raylight_pipelines.ingest.documents import Document
 
@@ -78,15 +78,16 @@ class HFTokenizer:
         return len(self.backend.encode(text, add_special_tokens=True).ids)
 
 
-def load_tokenizer(source: ModelSource | None) -> HFTokenizer:
+def load_tokenizer(source: ModelSource | None, cache: ModelCache | None = None) -> HFTokenizer:
     """The tokenizer and window of the embedder's model source, found through
-    raylight_pipelines.weights.resolve. Raises TokenizerError saying why it cannot."""
+    raylight_pipelines.weights.resolve (with `cache`, the embedder's spec.cache: from its checked entry only).
+    Raises TokenizerError saying why it cannot."""
     if source is None:
         raise TokenizerError("the embedder has no model source to load its tokenizer from")
     from raylight_pipelines.weights import WeightsError, resolve
 
     try:
-        path = Path(resolve(source).path)
+        path = Path(resolve(source, cache=cache).path)
         from transformers import AutoTokenizer
 
         tok = AutoTokenizer.from_pretrained(str(path))

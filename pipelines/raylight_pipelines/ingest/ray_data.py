@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 from raylight.api.connections import IngestionPlan, RayDataOptions, StoreConnection
-from raylight.api.types import ModelSource
+from raylight.api.types import ModelCache, ModelSource
 
 from raylight_pipelines.embed import bm25
 from raylight_pipelines.embed.embedders import Embedder
@@ -136,8 +136,10 @@ class EmbedPassages:
     """Ray Data actor: loads the embedder once, embeds the passages of the "embed" rows of each batch
     (`batch_size` passages per forward pass, shortest first)."""
 
-    def __init__(self, source: ModelSource, device: str = "cpu", batch_size: int = 32) -> None:
+    def __init__(self, source: ModelSource, device: str = "cpu", batch_size: int = 32,
+                 cache: ModelCache | None = None) -> None:
         self.source, self.device, self.batch_size = source, device, batch_size
+        self.cache = cache  # the embedder's spec.cache, if any
         self.embedder: Any = None  # loaded with the first passage to embed: an unchanged corpus loads no model
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -148,7 +150,8 @@ class EmbedPassages:
             if self.embedder is None:
                 from raylight_pipelines.embed.embedders import LocalEmbedder
 
-                self.embedder = LocalEmbedder.from_source(self.source, device=self.device, batch_size=self.batch_size)
+                self.embedder = LocalEmbedder.from_source(self.source, device=self.device, batch_size=self.batch_size,
+                                                          cache=self.cache)
             for i, v in zip(todo, self.embedder.embed([str(batch["passage"][i]) for i in todo]), strict=True):
                 vectors[i] = json.dumps([float(x) for x in v])
         return {**{c: list(batch[c]) for c in COLUMNS if c != "vector"}, "vector": vectors}
@@ -193,8 +196,9 @@ def _cause(exc: BaseException) -> BaseException:
     return exc
 
 
-def _actor_args(source: ModelSource, options: RayDataOptions) -> dict[str, Any]:
-    return {"source": source, "device": "cuda" if options.num_gpus else "cpu", "batch_size": options.batch_size}
+def _actor_args(source: ModelSource, options: RayDataOptions, cache: ModelCache | None) -> dict[str, Any]:
+    return {"source": source, "device": "cuda" if options.num_gpus else "cpu", "batch_size": options.batch_size,
+            "cache": cache}
 
 
 def _pool(options: RayDataOptions) -> Any:
@@ -272,7 +276,8 @@ def ray_ingest(plan: IngestionPlan, base_dir: Any, embedder: Embedder, tokenizer
             warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
             ds = ds.map_batches(read_parse_chunk, fn_kwargs={"ctx": ctx}, batch_size=opts.documents_per_task,
                                 batch_format="numpy", num_cpus=opts.task_cpus, compute=tasks, **retry)
-            ds = ds.map_batches(EmbedPassages, fn_constructor_kwargs=_actor_args(plan.embedder.source, opts),
+            ds = ds.map_batches(EmbedPassages, fn_constructor_kwargs=_actor_args(plan.embedder.source, opts,
+                                                                                 plan.embedder.cache),
                 batch_size=opts.batch_size * SORT_WINDOW_BATCHES, batch_format="numpy", compute=_pool(opts),
                 num_cpus=opts.num_cpus, num_gpus=opts.num_gpus)
             ds = ds.map_batches(upsert, fn_kwargs={"ctx": ctx}, batch_size=max(opts.batch_size, 64),
@@ -311,9 +316,11 @@ def ray_ingest(plan: IngestionPlan, base_dir: Any, embedder: Embedder, tokenizer
     return report
 
 
-def ray_vectorize(source: ModelSource, options: RayDataOptions | None = None) -> Vectorize:
+def ray_vectorize(source: ModelSource, options: RayDataOptions | None = None,
+                  cache: ModelCache | None = None) -> Vectorize:
     """A sync Vectorize that embeds on the Ray cluster the driver is connected to (ray.init first): the
-    embedding stage alone, for a store only this process can write (an embedded folder it owns)."""
+    embedding stage alone, for a store only this process can write (an embedded folder it owns). `cache`: the
+    embedder's spec.cache, whose entry the actors load."""
     opts = options or RayDataOptions()
 
     def run(points: Sequence[PendingPoint]) -> Iterator[tuple[Sequence[PendingPoint], list[list[float]]]]:
@@ -325,7 +332,7 @@ def ray_vectorize(source: ModelSource, options: RayDataOptions | None = None) ->
                                       "vector": ""} for i, p in enumerate(points)])
         ds = items.map_batches(
             EmbedPassages,
-            fn_constructor_kwargs=_actor_args(source, opts),
+            fn_constructor_kwargs=_actor_args(source, opts, cache),
             batch_size=opts.batch_size * SORT_WINDOW_BATCHES,
             batch_format="numpy",
             compute=_pool(opts),

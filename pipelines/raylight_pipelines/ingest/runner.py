@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from raylight.api.connections import IngestionPlan
-from raylight.api.types import ModelSource
+from raylight.api.types import ModelCache, ModelSource
 
 from raylight_pipelines.embed.embedders import Embedder, HttpEmbedder, LocalEmbedder, from_connection
 from raylight_pipelines.ingest.chunking import (
@@ -28,11 +28,12 @@ from raylight_pipelines.ingest.chunking import (
 from raylight_pipelines.ingest.documents import load_sources
 from raylight_pipelines.ingest.sync import SyncReport, Vectorize, sync
 from raylight_pipelines.store.qdrant import Store, connect
+from raylight_pipelines.weights import resolve_for
 
 log = logging.getLogger(__name__)
 
 
-def tokenizer_for(embedder: Embedder, source: ModelSource | None) -> Tokenizer:
+def tokenizer_for(embedder: Embedder, source: ModelSource | None, cache: ModelCache | None = None) -> Tokenizer:
     """The embedder's own tokenizer and window: the in-process model's; for an embedder service, the one
     it reports (GET /v1/tokenizer), else the one of its model source. Raises TokenizerError saying what
     was tried: chunks are never sized with an approximation."""
@@ -47,7 +48,7 @@ def tokenizer_for(embedder: Embedder, source: ModelSource | None) -> Tokenizer:
         except TokenizerError as exc:
             tried.append(str(exc))
     try:
-        return load_tokenizer(source)
+        return load_tokenizer(source, cache)
     except TokenizerError as exc:
         raise TokenizerError("; ".join([*tried, str(exc)])) from None
 
@@ -74,7 +75,7 @@ def _vectorize(plan: IngestionPlan) -> Vectorize | None:
         return None
     from raylight_pipelines.ingest.ray_data import ray_vectorize
 
-    return ray_vectorize(plan.embedder.source, plan.ray_data)
+    return ray_vectorize(plan.embedder.source, plan.ray_data, plan.embedder.cache)
 
 
 def _write_report(path: str, report: SyncReport) -> None:
@@ -94,8 +95,12 @@ def run(plan: IngestionPlan, base_dir: Path, embedder: Embedder | None = None,
     default `connect(plan.store)`, closed at the end. Raises EmbedderError, WeightsError, TokenizerError or
     StoreUnavailable; a document that cannot be read is reported, not raised. With `report_path` set, the summary is
     written there too."""
+    if plan.embedder.cache is not None and plan.embedder.source is not None:
+        # The embedder's weights come from its spec.cache entry (the claim this run's pods mount): check the entry
+        # once, before anything is read or written, so an incomplete one fails the run naming the ModelDeployment.
+        resolve_for(plan.embedder.model, plan.embedder.source, plan.embedder.cache)
     embedder = embedder or from_connection(plan.embedder)
-    tokenizer = tokenizer_for(embedder, plan.embedder.source)
+    tokenizer = tokenizer_for(embedder, plan.embedder.source, plan.embedder.cache)
     spec = plan.spec
     size, window = spec.chunking.size, tokenizer.max_tokens - tokenizer.count("")
     if size > window:

@@ -28,7 +28,7 @@ from raylight.api.names import ADAPTER_MANIFEST, CHECKPOINT_DIR
 from raylight.api.training import FineTunePlan
 from raylight.governance.architectures import ALL_LINEAR
 
-from raylight_pipelines.weights import resolve
+from raylight_pipelines.weights import resolve_for
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 FAILURE_FILE = "failure.json"  # the checkpoint a failed run ends with: why, and at which step
@@ -384,7 +384,7 @@ def run(plan: FineTunePlan, progress: Callable[[str], None] | None = None) -> di
     else:
         out_dir = Path(plan.output)
     out_dir.mkdir(parents=True, exist_ok=True)
-    weights = resolve(plan.base)
+    weights = resolve_for(plan.base_model_deployment, plan.base, plan.base_cache)  # with base_cache: its entry
     base_sha = weights.sha256()
     records = load_records(plan)
     train, held = split(records, plan.dataset.eval_fraction, plan.hyperparameters.seed)

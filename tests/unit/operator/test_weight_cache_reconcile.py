@@ -145,3 +145,30 @@ def test_a_model_without_spec_cache_has_no_prefetch_and_no_cache_condition(rec: 
     result = rec.model(add(kube, "ModelDeployment", "smollm", spec))
     assert jobs(kube) == [] and "CacheReady" not in {c["type"] for c in result.status["conditions"]}
     assert result.status.get("cache") is None and kube.get("RayService", "ns", "smollm") is not None
+
+
+def test_a_batch_run_waits_for_the_prefetch_of_the_model_s_current_pin() -> None:
+    """cache_wait: what holds an ingestion or training RayJob that loads a cached model. Only status.cache of the
+    current pin's Job counts (a Succeeded one of an earlier pin does not); a failed prefetch degrades the run."""
+    from raylight.api.cache import cache_plan
+    from raylight.api.names import cache_job_name
+    from raylight.api.types import ModelDeployment
+    from raylight.operator.status import cache_wait
+
+    md = ModelDeployment.model_validate({"metadata": {"name": "smollm"}, "spec": CACHED})
+    plan = cache_plan(md.spec)
+    assert plan is not None
+    job = cache_job_name("smollm", plan.key())
+    assert cache_wait(md, {"cache": {"phase": "Succeeded", "job": job}}, "training") is None
+    plain = ModelDeployment.model_validate({"metadata": {"name": "smollm"}, "spec": {
+        **CACHED, "cache": None}})
+    assert cache_wait(plain, None, "training") is None
+    for status in (None, {"cache": {"phase": "Running", "job": job}},
+                   {"cache": {"phase": "Succeeded", "job": cache_job_name("smollm", "0123456789")}}):
+        held = cache_wait(md, status, "ingestion")
+        assert held is not None and held.reason == "CachePending" and not held.degraded and held.progressing
+        assert held.message.startswith("ingestion waits for the weight cache of ModelDeployment smollm (spec.cache: "
+                                       "hf://HuggingFaceTB/SmolLM2-135M-Instruct at revision 12fd25f in claim models)")
+    failed = cache_wait(md, {"cache": {"phase": "Failed", "job": job, "message": "spec.cache.sha256: x"}}, "training")
+    assert failed is not None and failed.reason == "CacheFailed" and failed.degraded
+    assert "spec.cache.sha256: x" in failed.message

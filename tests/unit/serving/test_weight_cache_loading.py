@@ -101,7 +101,7 @@ def test_a_replica_with_spec_cache_loads_the_entry_without_downloading(
 
 @pytest.mark.parametrize(("damage", "words"), [
     (lambda folder, file: (folder / CACHE_MARKER).unlink(), r"is incomplete \(no \.raylight-complete\); the "
-                                                              r"replica does not download"),
+                                                              r"replica, ingestion or training run does not download"),
     (lambda folder, file: (folder / CACHE_PARTIAL).write_text("now"), None),
     (lambda folder, file: shutil.rmtree(folder), r"is not there \(no \.raylight-complete\)"),
     (lambda folder, file: (folder / file).write_bytes(b"truncated"), r"is damaged: .* has 9 bytes, its marker says"),
@@ -179,3 +179,132 @@ def test_up_pulls_a_cached_model_into_the_machine_s_folder_once(
     check_weights([Manifest(md, tmp_path / "m.yaml")])
     check_weights([Manifest(md, tmp_path / "m.yaml")])
     assert len(hub) == 1 and (tmp_path / cache_entry(SOURCE.source, "c9745ed") / CACHE_MARKER).is_file()
+
+
+CACHED_EMBEDDER = {"apiVersion": "raylight.io/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": "minilm"},
+                   "spec": {"task": "embed", "model": {**SOURCE.to_wire(), "dimensions": 384},
+                            "cache": {"pvc": "models"}}}
+SMALL_PIPELINE = {"apiVersion": "raylight.io/v1alpha1", "kind": "Pipeline", "metadata": {"name": "kb"},
+                  "spec": {"embedder": {"modelDeployment": "minilm"}, "sources": [{"path": "./docs"}],
+                           "chunking": {"size": 120, "overlap": 10}}}
+
+
+def _cluster_plan(tmp_path: Path) -> Path:
+    """The ingestion plan exactly as the operator mounts it into the RayJob (embedder with spec.cache), pointed at
+    an embedded store and embedding in this process (what the run's Ray Data actors do), written to a file."""
+    from raylight.api.connections import IngestionPlan
+    from raylight.api.names import PLAN_FILE
+    from raylight.api.types import ModelDeployment, Pipeline
+    from raylight.desired.kubernetes import get_ingestion_objects
+    from raylight.settings import Settings
+
+    md = ModelDeployment.model_validate(CACHED_EMBEDDER)
+    pipeline = Pipeline.model_validate(SMALL_PIPELINE)
+    config_map, _ = get_ingestion_objects(pipeline, "ai", Settings(), md)
+    plan = IngestionPlan.model_validate_json(config_map["data"][PLAN_FILE])
+    assert plan.embedder.cache == ModelCache(pvc="models")
+    plan = plan.model_copy(update={
+        "embedder": plan.embedder.model_copy(update={"base_url": None}),
+        "store": plan.store.model_copy(update={"url": None, "path": str(tmp_path / "store")}), "ray_data": None})
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.md").write_text("# Cached\n\nThe ingestion run reads its embedder from the cache.\n")
+    (tmp_path / "plan.json").write_text(json.dumps(plan.to_wire()))
+    return tmp_path / "plan.json"
+
+
+def test_a_cluster_ingestion_run_loads_a_cached_embedder_from_its_entry_offline(
+        tmp_path: Path, hub: list[Any], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    pull(CachePlan(source=SOURCE), tmp_path / "cache")
+    plan = _cluster_plan(tmp_path)
+    monkeypatch.setenv("RAYLIGHT_MODEL_CACHE", str(tmp_path / "cache"))  # the claim, mounted read-only
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    seen: list[tuple[bool, Path | None]] = []
+    checked = weight_cache.cached
+
+    def spy(*args: Any, **kwargs: Any) -> Path | None:
+        found = checked(*args, **kwargs)
+        seen.append((kwargs.get("required", False), found))
+        return found
+
+    monkeypatch.setattr(weight_cache, "cached", spy)
+    monkeypatch.chdir(tmp_path)
+    assert raylight(["ingest", "--plan", str(plan), "--json"]) == 0, capsys.readouterr().err
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["added"] == 1 and summary["failed"] == 0 and summary["points"] >= 1
+    entry = tmp_path / "cache" / cache_entry(SOURCE.source, "c9745ed")
+    assert seen and all(required and found == entry for required, found in seen)  # the marker checked, each load
+    assert len(hub) == 1  # the prefetch's pull only: the run downloaded nothing
+
+
+@pytest.mark.parametrize(("damage", "words"), [
+    (lambda folder: (folder / CACHE_MARKER).unlink(), "is incomplete"),
+    (lambda folder: shutil.rmtree(folder), "is not there"),
+])
+def test_a_cluster_ingestion_run_refuses_an_incomplete_entry_naming_the_model_deployment(
+        tmp_path: Path, hub: list[Any], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        damage: Callable[[Path], Any], words: str) -> None:
+    pull(CachePlan(source=SOURCE), tmp_path / "cache")
+    damage(tmp_path / "cache" / cache_entry(SOURCE.source, "c9745ed"))
+    plan = _cluster_plan(tmp_path)
+    monkeypatch.setenv("RAYLIGHT_MODEL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)
+    assert raylight(["ingest", "--plan", str(plan), "--json"]) == 1
+    out, err = capsys.readouterr()
+    error = json.loads(out.strip().splitlines()[-1])["error"]  # the run's report, which the operator reads
+    assert f"ModelDeployment minilm: spec.cache: the cache entry for {SOURCE.source}" in error and words in error
+    assert "does not download" in err and len(hub) == 1
+    assert not (tmp_path / "store").exists()  # it failed before touching the store
+
+
+def _finetune_plan(tmp_path: Path) -> Any:
+    from raylight.api.training import FineTunePlan, PlanDataset
+
+    records = [{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}] * 4
+    return FineTunePlan(name="tuned", base=SOURCE, base_model_deployment="minilm",
+                        base_cache=ModelCache(pvc="models"), dataset=PlanDataset(records=records),
+                        output=str(tmp_path / "out"), output_uri=f"file://{tmp_path / 'out'}")
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_a_cluster_finetune_run_reads_a_cached_base_from_its_entry(
+        tmp_path: Path, hub: list[Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    from raylight_pipelines.training import lora
+
+    pull(CachePlan(source=SOURCE), tmp_path / "cache")
+    monkeypatch.setenv("RAYLIGHT_MODEL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    resolved: list[Path] = []
+    real = lora.resolve_for
+
+    def spy(*args: Any) -> weights.Weights:
+        found = real(*args)
+        resolved.append(found.path)
+        return found
+
+    def stop(plan: Any) -> Any:  # the base is resolved and hashed: training itself is not this test's business
+        raise _Stop
+
+    monkeypatch.setattr(lora, "resolve_for", spy)
+    monkeypatch.setattr(lora, "load_records", stop)
+    with pytest.raises(_Stop):
+        lora.run(_finetune_plan(tmp_path))
+    assert resolved == [tmp_path / "cache" / cache_entry(SOURCE.source, "c9745ed")] and len(hub) == 1
+
+
+def test_a_cluster_finetune_run_refuses_an_incomplete_entry_naming_the_model_deployment(
+        tmp_path: Path, hub: list[Any], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    pull(CachePlan(source=SOURCE), tmp_path / "cache")
+    (tmp_path / "cache" / cache_entry(SOURCE.source, "c9745ed") / CACHE_MARKER).unlink()
+    monkeypatch.setenv("RAYLIGHT_MODEL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    (tmp_path / "plan.json").write_text(_finetune_plan(tmp_path).model_dump_json(by_alias=True))
+    assert raylight(["finetune", "--plan", str(tmp_path / "plan.json")]) == 1
+    out, _ = capsys.readouterr()
+    report = json.loads(out.strip().splitlines()[-1])
+    assert report["phase"] == "Failed" and report["message"].startswith(
+        f"ModelDeployment minilm: spec.cache: the cache entry for {SOURCE.source} at revision c9745ed")
+    assert "is incomplete" in report["message"] and len(hub) == 1
