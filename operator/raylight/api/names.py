@@ -17,6 +17,11 @@ AGENT_APP_IMPORT: Final = "raylight_agents.serve:build_app"
 VLLM_APP_IMPORT: Final = "ray.serve.llm:build_openai_app"
 MODEL_DEPLOYMENT: Final = "ModelServer"  # the one deployment of a model application
 AGENT_DEPLOYMENT: Final = "AgentServer"  # the one deployment of an agent application
+GATEWAY_IMPORT: Final = "raylight.local.gateway:build_app"  # the front of every app (GatewayArgs)
+GATEWAY_DEPLOYMENT: Final = "Gateway"
+# On a cluster, the application at "/" of a RayService whose model or agent scales to zero (replicas.min 0): the
+# gateway, on the head, holds a request while that app has no replica (its own name says nothing of the app).
+FRONT_APP_NAME: Final = "front"
 SERVE_PORT: Final = 8000  # Serve's HTTP proxy in every Ray pod; KubeRay's serve Service targets it
 RAY_METRICS_PORT: Final = 8080  # Ray's metrics agent (ray_* and ray_serve_* metrics) in every Ray pod
 APP_METRICS_PORT: Final = 9464  # the agent's and model's own metrics (raylight_*), one replica per pod

@@ -10,6 +10,9 @@ by the data plane's builder; the Serve config carries the args and nothing compu
       - name: handbook
         import_path: raylight_agents.serve:build_app             # names.AGENT_APP_IMPORT
         args: AgentAppArgs (camelCase)                           # build_app(args) -> AgentServer
+      - name: raylight-gateway (one machine) | front (a cluster app at replicas.min 0)
+        import_path: raylight.local.gateway:build_app            # names.GATEWAY_IMPORT
+        args: GatewayArgs (camelCase)                            # build_app(args) -> Gateway
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from raylight.api.connections import Connections, ResponseStoreConnection
+from raylight.api.names import HEAD_RESOURCE
 from raylight.api.quantity import quantity_bytes
 from raylight.api.types import ApiModel, ModelDeploymentSpec, PipelineSpec, Replicas
 
@@ -49,6 +53,21 @@ class AgentAppArgs(ApiModel):
     name: str  # the Pipeline's name
     spec: PipelineSpec
     connections: Connections
+
+
+class GatewayArgs(ApiModel):
+    """Args of `raylight.local.gateway:build_app`: the gateway in front of model and agent applications that
+    have no HTTP route of their own. On one machine it fronts every app; on a cluster it fronts the one model or
+    agent of a RayService that scales to zero, so that a request held while it has no replica gets its deadline."""
+
+    models: dict[str, str] = {}  # ModelDeployment name (its Serve app) -> task (chat | embed | rerank)
+    pipelines: list[str] = []  # Pipeline names whose agents it routes to
+    protected: list[str] = []  # pipelines with agent.auth: never named to a caller without the token
+    max_request_bytes: int = 0  # the largest body any agent behind it accepts (models: their own limit)
+    adapters: dict[str, list[str]] = {}  # model -> the LoRA adapters it serves by name
+    wake: dict[str, int] = {}  # model or pipeline with replicas.min 0 -> replicas.wakeTimeoutSeconds
+    apps: dict[str, str] = {}  # model or pipeline -> its Serve application, where that is not its own name
+    on_head: bool = False  # place the replica on the head (names.HEAD_RESOURCE), so no worker pod stays for it
 
 
 def replica_options(replicas: Replicas) -> dict[str, Any]:
@@ -86,6 +105,15 @@ def model_deployment_options(spec: ModelDeploymentSpec) -> dict[str, Any]:
     res = spec.resources
     return {**replica_options(spec.replicas),
             "ray_actor_options": actor_options(res.cpus, res.gpus, quantity_bytes(res.memory), res.accelerator_type)}
+
+
+def gateway_deployment_options(args: GatewayArgs) -> dict[str, Any]:
+    """`Gateway`'s options: no CPU; `on_head`: a sliver of the head's `raylight-head` resource (the head offers it
+    whenever its RayService scales to zero), so no worker pod stays up for the gateway."""
+    actor: dict[str, Any] = {"num_cpus": 0}
+    if args.on_head:
+        actor["resources"] = {HEAD_RESOURCE: 0.01}
+    return {"num_replicas": 1, "ray_actor_options": actor}
 
 
 def agent_deployment_options(spec: PipelineSpec) -> dict[str, Any]:

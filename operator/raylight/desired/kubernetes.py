@@ -32,7 +32,7 @@ from raylight.api.names import (
     ingestion_job_name,
     model_rayservice_name,
 )
-from raylight.api.serve import AGENT_CPUS, ModelAppArgs
+from raylight.api.serve import AGENT_CPUS, GatewayArgs, ModelAppArgs
 from raylight.api.types import (
     ModelCache,
     ModelDeployment,
@@ -48,7 +48,7 @@ from raylight.desired.pipeline import (
     get_pipeline_env,
     secret_env,
 )
-from raylight.desired.serve import get_agent_application, get_model_application
+from raylight.desired.serve import get_agent_application, get_front_application, get_model_application
 from raylight.governance.accelerators import vendor_of
 from raylight.settings import Settings
 
@@ -259,6 +259,11 @@ def get_model_rayservice(md: ModelDeployment, namespace: str, settings: Settings
         app["args"] = ModelAppArgs.model_validate(app["args"]).model_copy(update={
             "responses": ResponseStoreConnection(postgres_dsn_env=ENV_RESPONSES_DSN)}).to_wire()
         env = [*env, *secret_env(ENV_RESPONSES_DSN, SecretKeyRef(name=settings.postgres_secret, key="dsn"))]
+    apps = [app]
+    if spec.replicas.min == 0 and app["import_path"] == MODEL_APP_IMPORT:  # vLLM: its own ingress (docs)
+        apps = get_front_application(app, GatewayArgs(
+            models={md.metadata.name: spec.task}, wake={md.metadata.name: spec.replicas.wake_timeout_seconds},
+            adapters={md.metadata.name: [a.name for a in spec.adapters]} if spec.adapters else {}))
     volumes, mounts = _pvc_volumes(spec)
     if cache is not None:
         volumes, mounts = [*volumes, cache[0]], [*mounts, cache[1]]
@@ -294,7 +299,7 @@ def get_model_rayservice(md: ModelDeployment, namespace: str, settings: Settings
         "metadata": {"name": name, "namespace": namespace, "labels": labels("ModelDeployment", name, "model")},
         "spec": {
             "upgradeStrategy": get_upgrade_strategy(spec),
-            "serveConfigV2": yamlio.dump({"applications": [app]}),
+            "serveConfigV2": yamlio.dump({"applications": apps}),
             "rayClusterConfig": _ray_cluster(
                 image, settings.ray_version, worker, env, autoscale=spec.replicas.autoscaling,
                 idle_seconds=spec.replicas.idle_seconds if spec.replicas.min == 0 else None,
@@ -318,6 +323,13 @@ def get_agent_rayservice(pipeline: Pipeline, namespace: str, settings: Settings,
     app["name"] = AGENT_APP_NAME
     env = get_pipeline_env(pipeline, settings)
     replicas = pipeline.spec.agent.replicas
+    apps = [app]
+    if replicas.min == 0:
+        pname = pipeline.metadata.name
+        apps = get_front_application(app, GatewayArgs(
+            pipelines=[pname], protected=[pname] if pipeline.spec.agent.auth else [],
+            max_request_bytes=pipeline.spec.agent.limits.max_request_bytes,
+            wake={pname: replicas.wake_timeout_seconds}, apps={pname: AGENT_APP_NAME}))
     worker = None
     if replicas.max > 1:  # one replica fits on the head; more run on workers, one per pod
         worker = {
@@ -337,7 +349,7 @@ def get_agent_rayservice(pipeline: Pipeline, namespace: str, settings: Settings,
             "labels": labels("Pipeline", pipeline.metadata.name, "agent"),
         },
         "spec": {
-            "serveConfigV2": yamlio.dump({"applications": [app]}),
+            "serveConfigV2": yamlio.dump({"applications": apps}),
             "rayClusterConfig": _ray_cluster(
                 settings.runtime_image, settings.ray_version, worker, env, autoscale=replicas.autoscaling,
                 idle_seconds=replicas.idle_seconds if replicas.min == 0 else None,

@@ -18,9 +18,16 @@ from typing import Any, Literal
 
 import yaml
 
-from raylight.api.names import AGENT_APP_IMPORT, MODEL_APP_IMPORT, VLLM_APP_IMPORT
+from raylight.api.names import AGENT_APP_IMPORT, GATEWAY_IMPORT, MODEL_APP_IMPORT, VLLM_APP_IMPORT
 from raylight.api.quantity import quantity_bytes
-from raylight.api.serve import AgentAppArgs, ModelAppArgs, agent_deployment_options, model_deployment_options
+from raylight.api.serve import (
+    AgentAppArgs,
+    GatewayArgs,
+    ModelAppArgs,
+    agent_deployment_options,
+    gateway_deployment_options,
+    model_deployment_options,
+)
 from raylight.governance.accelerators import VENDORS, Vendor, vendor_of
 
 Aspect = Literal["resources", "replicas", "cluster"]
@@ -146,6 +153,8 @@ def deployments(rayservice: dict[str, Any]) -> list[Deployment]:
         elif import_path == AGENT_APP_IMPORT:
             out.append(_from_options(f"{name}/AgentServer",
                                      agent_deployment_options(AgentAppArgs.model_validate(args).spec)))
+        elif import_path == GATEWAY_IMPORT:  # on the head, no CPU
+            out.append(_from_options(f"{name}/Gateway", gateway_deployment_options(GatewayArgs.model_validate(args))))
         elif import_path == VLLM_APP_IMPORT:
             out += [_vllm(name, c) for c in args.get("llm_configs") or []]
         else:

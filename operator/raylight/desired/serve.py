@@ -14,13 +14,15 @@ from raylight.api.connections import Connections
 from raylight.api.names import (
     AGENT_APP_IMPORT,
     CACHE_MOUNT_ROOT,
+    FRONT_APP_NAME,
+    GATEWAY_IMPORT,
     HEAD_RESOURCE,
     MODEL_APP_IMPORT,
     VLLM_APP_IMPORT,
     cache_entry,
     local_path,
 )
-from raylight.api.serve import AgentAppArgs, ModelAppArgs, replica_options
+from raylight.api.serve import AgentAppArgs, GatewayArgs, ModelAppArgs, replica_options
 from raylight.api.types import ModelDeployment, ModelDeploymentSpec, Pipeline
 
 # ray.serve.llm's prefix-aware router, by import path. Its public name, ray.serve.llm.request_router.
@@ -95,3 +97,14 @@ def get_agent_application(pipeline: Pipeline, connections: Connections,
         "import_path": AGENT_APP_IMPORT,
         "args": args.to_wire(),
     }
+
+
+def get_front_application(app: dict[str, Any], args: GatewayArgs) -> list[dict[str, Any]]:
+    """A cluster's model or agent application that scales to zero, behind its front: the gateway of
+    `raylight up` (`args`), at the app's route, on the head (`on_head`), holding a request while the app has no
+    replica and answering 503 `model_waking` with Retry-After past its `wakeTimeoutSeconds`. The app keeps no
+    route of its own (the front reaches it by handle). Without a front, Serve's proxy holds such a request with
+    no limit: no Raylight code runs on that path while the app sleeps."""
+    front = {"name": FRONT_APP_NAME, "route_prefix": app["route_prefix"], "import_path": GATEWAY_IMPORT,
+             "args": args.model_copy(update={"on_head": True}).to_wire()}
+    return [{**app, "route_prefix": None}, front]

@@ -68,11 +68,16 @@ from raylight_pipelines.web import models as model_names
 from raylight_pipelines.web.errors import ApiError, waking
 from raylight_pipelines.web.protocol import MODEL_MAX_REQUEST_BYTES
 
-from raylight.api.names import AGENT_DEPLOYMENT, MODEL_DEPLOYMENT, PIPELINE_MCP_PATH
+from raylight.api.names import (
+    AGENT_DEPLOYMENT,
+    GATEWAY_DEPLOYMENT,
+    MODEL_DEPLOYMENT,
+    PIPELINE_MCP_PATH,
+)
+from raylight.api.serve import GatewayArgs, gateway_deployment_options
 
 log = logging.getLogger("ray.serve")
 
-GATEWAY_DEPLOYMENT = "Gateway"
 READY_TIMEOUT_S = 5.0  # /metrics: how long one app's metrics may take
 # /readyz answers within a second while replicas, or Serve's controller, restart (ray.serve.status() blocks
 # until a restarted controller answers: 75 s once under memory pressure). The controller's view is read in a
@@ -142,16 +147,17 @@ async def relay(backend: str, gen: DeploymentResponse[Any] | DeploymentResponseG
         raise backend_error(backend, exc) from exc
 
 
-@serve.deployment(name=GATEWAY_DEPLOYMENT, ray_actor_options={"num_cpus": 0}, max_ongoing_requests=256)
+@serve.deployment(name=GATEWAY_DEPLOYMENT, max_ongoing_requests=256)
 @serve.ingress(api)
 class Gateway(server.Edge):
     span_prefix = "gateway"
 
     def __init__(self, models: dict[str, str], pipelines: list[str], protected: list[str],
                  max_request_bytes: int, adapters: dict[str, list[str]] | None = None,
-                 wake: dict[str, int] | None = None) -> None:
+                 wake: dict[str, int] | None = None, apps: dict[str, str] | None = None) -> None:
         self.models = dict(models)  # name -> task (chat | embed | rerank)
         self.wake = dict(wake or {})  # app (model or pipeline) with replicas.min 0 -> its wakeTimeoutSeconds
+        self.apps = dict(apps or {})  # model or pipeline -> its Serve application where not its own name
         self.adapters = model_names.adapter_routes(adapters or {})  # adapter name -> the model that serves it
         self.pipelines = list(pipelines)
         self.public = [p for p in pipelines if p not in protected]  # what refusals may name
@@ -163,10 +169,10 @@ class Gateway(server.Edge):
         self._status_read: asyncio.Future[Any] | None = None
 
     def _model(self, name: str) -> DeploymentHandle:
-        return serve.get_deployment_handle(MODEL_DEPLOYMENT, app_name=name)
+        return serve.get_deployment_handle(MODEL_DEPLOYMENT, app_name=self.apps.get(name, name))
 
     def _agent(self, name: str) -> DeploymentHandle:
-        return serve.get_deployment_handle(AGENT_DEPLOYMENT, app_name=name)
+        return serve.get_deployment_handle(AGENT_DEPLOYMENT, app_name=self.apps.get(name, name))
 
     async def _call(self, app: str, backend: str,
                     call: DeploymentResponse[Any] | DeploymentResponseGenerator[Any]) -> Any:
@@ -242,9 +248,10 @@ class Gateway(server.Edge):
         """Why an app with replicas.min 0 and no replica counts as ready (a request wakes it), or None."""
         if app not in self.wake:
             return None
-        app_status = status.applications.get(app)
+        app_status = status.applications.get(self.apps.get(app, app))
         dep = app_status.deployments.get(deployment) if app_status is not None else None
-        if dep is None or dep.status not in (DeploymentStatus.HEALTHY, DeploymentStatus.UPSCALING):
+        if dep is None or dep.status not in (DeploymentStatus.HEALTHY, DeploymentStatus.UPSCALING,
+                                             DeploymentStatus.DOWNSCALING):  # its last replica stopping
             return None
         if dep.status == DeploymentStatus.UPSCALING:
             return "waking: a request is held while its first replica starts"
@@ -270,11 +277,10 @@ class Gateway(server.Edge):
             return self._status, None
         return None, why
 
-    @staticmethod
-    def _replicas(status: Any, app: str, deployment: str) -> tuple[bool, str]:
-        """Whether Serve runs a replica of the deployment in `status` (the controller's view: never waits on
-        a busy replica)."""
-        app_status = status.applications.get(app)
+    def _replicas(self, status: Any, app: str, deployment: str) -> tuple[bool, str]:
+        """Whether Serve runs a replica of the model's or pipeline's deployment in `status` (the controller's view:
+        never waits on a busy replica)."""
+        app_status = status.applications.get(self.apps.get(app, app))
         if app_status is None:
             return False, "not deployed"
         dep = app_status.deployments.get(deployment)
@@ -596,8 +602,8 @@ openapi.describe(api, operations, ERRORS)
 
 
 def build_app(args: dict[str, Any]) -> serve.Application:
-    """Serve application builder (import path `raylight.local.gateway:build_app`)."""
-    return Gateway.bind(dict(args.get("models", {})), list(args.get("pipelines", [])),  # type: ignore[attr-defined]
-                        list(args.get("protected", [])), int(args.get("max_request_bytes", 0)),
-                        {k: list(v) for k, v in args.get("adapters", {}).items()},
-                        {k: int(v) for k, v in args.get("wake", {}).items()})
+    """Serve application builder (import path `raylight.local.gateway:build_app`, args `GatewayArgs`); with
+    `on_head` its replica runs on the head (`gateway_deployment_options`)."""
+    a = GatewayArgs.model_validate(args)
+    return Gateway.options(**gateway_deployment_options(a)).bind(  # type: ignore[attr-defined]
+        a.models, a.pipelines, a.protected, a.max_request_bytes, a.adapters, a.wake, a.apps)

@@ -14,8 +14,8 @@ from typing import Any
 
 from raylight.api.connections import Connections, IngestionPlan, ResponseStoreConnection, ThreadsConnection
 from raylight.api.manifests import Manifest, Problem
-from raylight.api.names import MODEL_APP_IMPORT
-from raylight.api.serve import ModelAppArgs
+from raylight.api.names import GATEWAY_IMPORT, MODEL_APP_IMPORT
+from raylight.api.serve import GatewayArgs, ModelAppArgs
 from raylight.api.types import FineTune, ModelDeployment, Pipeline
 from raylight.desired.pipeline import get_connections, get_ingestion_plan
 from raylight.desired.serve import get_agent_application, get_model_application
@@ -23,7 +23,6 @@ from raylight.desired.training import resolve_adapters
 from raylight.local import state as st
 from raylight.settings import Settings
 
-GATEWAY_IMPORT = "raylight.local.gateway:build_app"
 
 
 @dataclass
@@ -175,12 +174,13 @@ def build_plan(manifests: list[Manifest], data_dir: Path, port: int) -> Plan:
         "name": st.GATEWAY_APP,
         "route_prefix": "/",
         "import_path": GATEWAY_IMPORT,
-        "args": {"models": {n: md.spec.task for n, md in models.items()},
-                 "pipelines": [p.metadata.name for p in pipelines],
-                 "protected": [p.metadata.name for p in pipelines if p.spec.agent.auth],
-                 "max_request_bytes": max([p.spec.agent.limits.max_request_bytes for p in pipelines], default=0),
-                 "adapters": {n: [a.name for a in md.spec.adapters] for n, md in models.items() if md.spec.adapters},
-                 "wake": wake_deadlines(manifests)},
+        "args": GatewayArgs(
+            models={n: md.spec.task for n, md in models.items()},
+            pipelines=[p.metadata.name for p in pipelines],
+            protected=[p.metadata.name for p in pipelines if p.spec.agent.auth],
+            max_request_bytes=max([p.spec.agent.limits.max_request_bytes for p in pipelines], default=0),
+            adapters={n: [a.name for a in md.spec.adapters] for n, md in models.items() if md.spec.adapters},
+            wake=wake_deadlines(manifests)).to_wire(),
     }
     return plan
 

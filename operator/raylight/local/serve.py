@@ -96,8 +96,9 @@ def _loopback_only() -> None:
 
 
 def start(port: int, *, address: str | None = None, num_cpus: int | None = None,
-          namespace: str = RAY_NAMESPACE) -> LocalServe:
-    """Start (or connect to) Ray and Serve's HTTP proxy on 127.0.0.1:`port`; idempotent in one process."""
+          namespace: str = RAY_NAMESPACE, resources: dict[str, float] | None = None) -> LocalServe:
+    """Start (or connect to) Ray and Serve's HTTP proxy on 127.0.0.1:`port`; idempotent in one process.
+    `resources`: custom resources the started node offers (as a head pod's `resources` on a cluster)."""
     global _current
     import ray
     from ray import serve
@@ -109,8 +110,8 @@ def start(port: int, *, address: str | None = None, num_cpus: int | None = None,
             ray.init(address=address, namespace=namespace, log_to_driver=False)
         else:
             os.environ.update(ingress_env())
-            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, namespace=namespace,
-                     log_to_driver=False, _node_ip_address=LOOPBACK)
+            ray.init(address="local", num_cpus=num_cpus, resources=resources, include_dashboard=False,
+                     namespace=namespace, log_to_driver=False, _node_ip_address=LOOPBACK)
             started = True
     serve.start(http_options={"host": LOOPBACK, "port": port}, proxy_location="HeadOnly")
     _current = LocalServe(port=port, ray_address=ray.get_runtime_context().gcs_address, started_ray=started)

@@ -10,6 +10,7 @@ import pytest
 import yaml
 from raylight.api.connections import IngestionPlan, StoreConnection
 from raylight.api.manifests import parse_document
+from raylight.api.names import FRONT_APP_NAME
 from raylight.api.serve import AgentAppArgs, ModelAppArgs, model_deployment_options
 from raylight.api.types import ModelDeployment, Pipeline
 from raylight.desired.kubernetes import (
@@ -35,9 +36,11 @@ def model(name: str, **spec: Any) -> ModelDeployment:
 
 
 def serve_app(rayservice: dict[str, Any]) -> dict[str, Any]:
-    config = yaml.safe_load(rayservice["spec"]["serveConfigV2"])
-    assert len(config["applications"]) == 1
-    app: dict[str, Any] = config["applications"][0]
+    """The model's or agent's application (a front, where there is one, aside)."""
+    apps = [a for a in yaml.safe_load(rayservice["spec"]["serveConfigV2"])["applications"]
+            if a["name"] != FRONT_APP_NAME]
+    assert len(apps) == 1
+    app: dict[str, Any] = apps[0]
     return app
 
 

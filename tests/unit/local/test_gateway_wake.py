@@ -137,6 +137,22 @@ def test_readyz_counts_a_scaled_to_zero_model_ready_and_says_so(monkeypatch: pyt
     assert rows["sleepy"]["ready"] is True and rows["sleepy"]["detail"].startswith("scaled to zero")
 
 
+def test_readyz_counts_a_model_ready_while_its_last_replica_stops(monkeypatch: pytest.MonkeyPatch) -> None:
+    status = serve_status({"sleepy": (0, DeploymentStatus.DOWNSCALING), "awake": (1, DeploymentStatus.HEALTHY),
+                           "fixed": (1, DeploymentStatus.HEALTHY)})
+    rows = {r["name"]: r for r in readyz(gateway(monkeypatch, status, Metrics()))[1]["resources"]}
+    assert rows["sleepy"]["ready"] is True and rows["sleepy"]["detail"].startswith("scaled to zero")
+
+
+def test_the_gateway_reads_a_model_s_serve_app_by_the_name_it_is_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a cluster the front of an agent knows it under its Pipeline's name; its Serve app is `agent`."""
+    monkeypatch.setattr(gw.serve, "status", lambda: serve_status({"agent": (0, DeploymentStatus.HEALTHY)}))
+    cls = gw.Gateway.func_or_class.__mro__[1]
+    g = cls({"sleepy": "chat"}, [], [], 0, None, {"sleepy": 60}, {"sleepy": "agent"})
+    rows = {r["name"]: r for r in readyz(g)[1]["resources"]}
+    assert rows["sleepy"]["ready"] is True and rows["sleepy"]["detail"].startswith("scaled to zero")
+
+
 def test_readyz_says_waking_while_the_first_replica_starts(monkeypatch: pytest.MonkeyPatch) -> None:
     status = serve_status({"sleepy": (0, DeploymentStatus.UPSCALING), "awake": (1, DeploymentStatus.HEALTHY),
                            "fixed": (1, DeploymentStatus.HEALTHY)})

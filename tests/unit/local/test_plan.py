@@ -60,7 +60,8 @@ def test_only_the_gateway_has_an_http_route(tmp_path: Path) -> None:
     routes = {app["name"]: app["route_prefix"] for app in plan.apps}
     assert routes == {"minilm": None, "smollm": None, "handbook": None, st.GATEWAY_APP: "/"}
     assert plan.gateway["args"] == {"models": {"minilm": "embed", "smollm": "chat"}, "pipelines": ["handbook"],
-                                    "protected": [], "max_request_bytes": 65536, "adapters": {}, "wake": {}}
+                                    "protected": [], "maxRequestBytes": 65536, "adapters": {}, "wake": {},
+                                    "apps": {}, "onHead": False}
 
 
 def test_an_edit_changes_only_the_edited_resources_hash(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 from raylight.api.manifests import parse_document
-from raylight.api.names import HEAD_RESOURCE
+from raylight.api.names import FRONT_APP_NAME, HEAD_RESOURCE
 from raylight.api.serve import replica_options
 from raylight.api.types import ModelDeployment, Replicas
 from raylight.desired.kubernetes import get_model_rayservice
@@ -66,7 +66,10 @@ def running(endpoints: int, deployment_status: str = "HEALTHY", app: str = "m") 
         "conditions": [{"type": "Ready", "status": ready, "reason": "Running" if endpoints else "NoServeEndpoints"}],
         "activeServiceStatus": {"rayClusterName": "m-abc", "rayClusterStatus": {"readyWorkerReplicas": endpoints},
                                 "applicationStatuses": {app: {"status": "RUNNING", "deployments": {
-                                    "LLMServer": {"status": deployment_status}}}}}}}
+                                    "LLMServer": {"status": deployment_status}}},
+                                    # a CPU model's or an agent's front: its gateway on the head, always running
+                                    FRONT_APP_NAME: {"status": "RUNNING", "deployments": {
+                                        "Gateway": {"status": "HEALTHY"}}}}}}}
 
 
 def test_status_goes_scaled_to_zero_then_waking_then_serving() -> None:
@@ -131,7 +134,8 @@ def pipeline(spec: dict[str, Any]) -> Any:
 
 
 def agent_app(rayservice: dict[str, Any]) -> dict[str, Any]:
-    (app,) = yaml.safe_load(rayservice["spec"]["serveConfigV2"])["applications"]
+    (app,) = [a for a in yaml.safe_load(rayservice["spec"]["serveConfigV2"])["applications"]
+              if a["name"] != FRONT_APP_NAME]
     return dict(app)
 
 
@@ -175,3 +179,55 @@ def test_the_operator_reports_a_scaled_to_zero_agent_ready(rec, kube) -> None:
     reasons = {c["type"]: c["reason"] for c in status["conditions"]}
     assert "ScaledToZero" in reasons.values(), status["conditions"]
     assert reasons["Ready"] != "ApplicationsDeploying"
+
+
+# ---------------------------------------------------------------- the front of a CPU model or an agent at min 0
+
+def serve_apps(rayservice: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {a["name"]: a for a in yaml.safe_load(rayservice["spec"]["serveConfigV2"])["applications"]}
+
+
+def test_a_cpu_model_at_min_0_is_fronted_by_the_gateway_on_the_head_with_its_wake_deadline(
+        validate_rayservice) -> None:
+    from ray.serve.schema import ServeDeploySchema
+    from raylight.api.names import GATEWAY_IMPORT
+    from raylight.api.serve import GatewayArgs
+    from raylight.desired.placement import deployments
+
+    adapters = {"runtime": "transformers", "adapters": [{"name": "support", "source": "pvc://adapters/support"}]}
+    rayservice = get_model_rayservice(model({**CPU_CHAT, **adapters}), "ns", Settings())
+    validate_rayservice(rayservice)
+    apps = serve_apps(rayservice)
+    assert set(apps) == {"m", FRONT_APP_NAME}
+    assert apps["m"]["route_prefix"] is None  # reached through the front only
+    front = apps[FRONT_APP_NAME]
+    assert (front["route_prefix"], front["import_path"]) == ("/", GATEWAY_IMPORT)
+    args = GatewayArgs.model_validate(front["args"])
+    assert (args.models, args.wake, args.adapters, args.on_head) == (
+        {"m": "chat"}, {"m": 45}, {"m": ["support"]}, True)
+    assert rayservice["spec"]["rayClusterConfig"]["headGroupSpec"]["resources"] == {HEAD_RESOURCE: "1"}
+    gateway = next(d for d in deployments(rayservice) if d.name == f"{FRONT_APP_NAME}/Gateway")
+    assert (gateway.cpus, gateway.gpus, gateway.max_replicas) == (0, 0, 1)  # it keeps no worker pod alive
+    ServeDeploySchema.model_validate(yaml.safe_load(rayservice["spec"]["serveConfigV2"]))  # Serve accepts it
+
+
+def test_models_that_keep_a_replica_and_vllm_models_have_no_front() -> None:
+    kept = serve_apps(get_model_rayservice(model({**CPU_CHAT, "replicas": {"min": 1, "max": 1}}), "ns", Settings()))
+    assert list(kept) == ["m"] and kept["m"]["route_prefix"] == "/"
+    vllm = serve_apps(get_model_rayservice(model(GPU), "ns", Settings()))  # ray.serve.llm's ingress (docs)
+    assert list(vllm) == ["m"] and vllm["m"]["route_prefix"] == "/"
+
+
+def test_an_agent_at_min_0_is_fronted_by_the_gateway_naming_its_serve_app_and_its_protection() -> None:
+    from raylight.api.serve import GatewayArgs
+    from raylight.desired.kubernetes import AGENT_APP_NAME, get_agent_rayservice
+
+    spec = {**PIPE, "agent": {**PIPE["agent"], "auth": {"secret": "tokens"},
+                              "limits": {"maxRequestBytes": 131072}}}
+    apps = serve_apps(get_agent_rayservice(pipeline(spec), "ns", Settings(), llm=model(CPU_CHAT)))
+    assert set(apps) == {AGENT_APP_NAME, FRONT_APP_NAME} and apps[AGENT_APP_NAME]["route_prefix"] is None
+    args = GatewayArgs.model_validate(apps[FRONT_APP_NAME]["args"])
+    assert (args.pipelines, args.protected, args.apps, args.wake, args.max_request_bytes) == (
+        ["p"], ["p"], {"p": AGENT_APP_NAME}, {"p": 20}, 131072)
+    kept = serve_apps(get_agent_rayservice(pipeline({**PIPE, "agent": {}}), "ns", Settings(), llm=model(CPU_CHAT)))
+    assert list(kept) == [AGENT_APP_NAME]
