@@ -17,15 +17,16 @@ pytestmark = pytest.mark.operator
 
 
 async def scaled_to_zero(kube: Kube, name: str) -> None:
-    """What KubeRay reports while Serve runs the application with no replica (min 0, idle)."""
+    """What KubeRay reports while Serve runs the applications with no replica (min 0, idle): the worker pods
+    are gone; Serve's proxy on the head is still a serve endpoint, so the RayService stays Ready."""
     rs = await kube.get("RayService", name)
     assert rs is not None
-    app = yaml.safe_load(rs["spec"]["serveConfigV2"])["applications"][0]["name"]
+    apps = [a["name"] for a in yaml.safe_load(rs["spec"]["serveConfigV2"])["applications"]]
     await kube.patch("RayService", name, {"status": {
-        "observedGeneration": rs["metadata"]["generation"], "numServeEndpoints": 0,
-        "conditions": [{"type": "Ready", "status": "False", "reason": "NoServeEndpoints"}],
+        "observedGeneration": rs["metadata"]["generation"], "numServeEndpoints": 1,
+        "conditions": [{"type": "Ready", "status": "True", "reason": "RunningServeEndpoints"}],
         "activeServiceStatus": {"rayClusterStatus": {"readyWorkerReplicas": 0}, "applicationStatuses": {
-            app: {"status": "RUNNING", "deployments": {"d": {"status": "HEALTHY"}}}}},
+            app: {"status": "RUNNING", "deployments": {"d": {"status": "HEALTHY"}}} for app in apps}},
     }})
 
 

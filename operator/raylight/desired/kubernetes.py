@@ -331,7 +331,9 @@ def get_agent_rayservice(pipeline: Pipeline, namespace: str, settings: Settings,
             max_request_bytes=pipeline.spec.agent.limits.max_request_bytes,
             wake={pname: replicas.wake_timeout_seconds}, apps={pname: AGENT_APP_NAME}))
     worker = None
-    if replicas.max > 1:  # one replica fits on the head; more run on workers, one per pod
+    # One replica fits on the head; more run on workers, one per pod. At min 0 it runs on a worker too, so that
+    # scaling it away frees a pod (the head stays) and the operator can tell that nothing runs (no ready worker).
+    if replicas.max > 1 or replicas.min == 0:
         worker = {
             "groupName": "agent-workers",
             "replicas": replicas.min,

@@ -24,7 +24,6 @@ from raylight.local import state as st
 from raylight.settings import Settings
 
 
-
 @dataclass
 class Resource:
     kind: str

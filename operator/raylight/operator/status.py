@@ -103,6 +103,20 @@ def _head_not_ready(cluster: Mapping[str, Any]) -> Mapping[str, Any] | None:
     return head if head is not None and head.get("status") == "False" else None
 
 
+def _asleep(rs: Mapping[str, Any], cluster: Mapping[str, Any]) -> bool | None:
+    """Whether a RayService that scales to zero runs no replica now, as far as KubeRay's status tells: no Serve
+    endpoint at all, or (where the replicas run on workers: the head offers them no CPU) no ready worker pod.
+    Serve's proxy on the head stays an endpoint while the apps sleep, and KubeRay copies no replica counts, only
+    each deployment's status and message (Serve's "Upscaling from 0 to 1 replicas." tells a wake from there).
+    None: it cannot tell (an agent whose one replica runs on the head)."""
+    if not rs.get("status", {}).get("numServeEndpoints"):
+        return True
+    spec = rs.get("spec", {}).get("rayClusterConfig") or {}
+    if not spec.get("workerGroupSpecs"):
+        return None
+    return not int(cluster.get("readyWorkerReplicas") or 0)
+
+
 def rayservice_health(rs: Mapping[str, Any] | None, scale_to_zero: bool = False) -> Health:
     """Read a KubeRay RayService: its Ready, UpgradeInProgress and RollbackInProgress conditions, its
     observedGeneration against its generation, the active and pending clusters' conditions (head pod,
@@ -213,17 +227,20 @@ def rayservice_health(rs: Mapping[str, Any] | None, scale_to_zero: bool = False)
         return health(True, False, "ApplicationsDeploying", f"Serve applications deploying: {', '.join(deploying)}",
                       if_stuck="`serve status` on the head pod and its log say why (weights still downloading, "
                       "replicas that do not fit the workers)")
-    if not serving and scale_to_zero and apps and not status.get("numServeEndpoints"):
+    if scale_to_zero and apps:
+        asleep = _asleep(rs, cluster)
         upscaling = sorted(f"{a}/{d}" for a, app in apps.items()
-                           for d, dep in (app.get("deployments") or {}).items() if dep.get("status") == "UPSCALING")
+                           for d, dep in (app.get("deployments") or {}).items() if dep.get("status") == "UPSCALING"
+                           and (asleep or str(dep.get("message", "")).startswith("Upscaling from 0 ")))
         if upscaling:
             return Health(False, True, False, "Waking", f"a request woke the model: {', '.join(upscaling)} "
                           "starting its first replica (requests are held meanwhile)", 0,
                           ready_cond.get("lastTransitionTime"),
                           "kubectl get pods: a GPU worker pod that stays Pending has no node to run on (the "
                           "cluster autoscaler, quota, or the accelerator type)")
-        return Health(True, False, False, "ScaledToZero", "no replica runs after the idle period "
-                      "(replicas.idleSeconds); the first request wakes one and is held until it serves", 0)
+        if asleep:
+            return Health(True, False, False, "ScaledToZero", "no replica runs after the idle period "
+                          "(replicas.idleSeconds); the first request wakes one and is held until it serves", 0)
     if not serving:
         return health(True, False, ready_cond.get("reason") or "NotReady",
                       ready_cond.get("message") or "RayService not ready", ready_cond.get("lastTransitionTime"),

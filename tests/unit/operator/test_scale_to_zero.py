@@ -224,10 +224,38 @@ def test_an_agent_at_min_0_is_fronted_by_the_gateway_naming_its_serve_app_and_it
 
     spec = {**PIPE, "agent": {**PIPE["agent"], "auth": {"secret": "tokens"},
                               "limits": {"maxRequestBytes": 131072}}}
-    apps = serve_apps(get_agent_rayservice(pipeline(spec), "ns", Settings(), llm=model(CPU_CHAT)))
+    rayservice = get_agent_rayservice(pipeline(spec), "ns", Settings(), llm=model(CPU_CHAT))
+    apps = serve_apps(rayservice)
     assert set(apps) == {AGENT_APP_NAME, FRONT_APP_NAME} and apps[AGENT_APP_NAME]["route_prefix"] is None
+    # its one replica runs on a worker pod, which goes when it sleeps (the head, with the front, stays)
+    cluster = rayservice["spec"]["rayClusterConfig"]
+    assert cluster["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
+    assert [(g["minReplicas"], g["maxReplicas"]) for g in cluster["workerGroupSpecs"]] == [(0, 1)]
     args = GatewayArgs.model_validate(apps[FRONT_APP_NAME]["args"])
     assert (args.pipelines, args.protected, args.apps, args.wake, args.max_request_bytes) == (
         ["p"], ["p"], {"p": AGENT_APP_NAME}, {"p": 20}, 131072)
     kept = serve_apps(get_agent_rayservice(pipeline({**PIPE, "agent": {}}), "ns", Settings(), llm=model(CPU_CHAT)))
     assert list(kept) == [AGENT_APP_NAME]
+
+
+def on_a_cluster(workers: int, deployment_status: str = "HEALTHY", message: str = "") -> dict[str, Any]:
+    """KubeRay's status of a model at min 0 as a real cluster reports it: Serve's proxy on the head is always a
+    serve endpoint (Ready True), and only the worker pods (where the replicas run) come and go."""
+    rs = running(1, deployment_status)
+    rs["status"]["activeServiceStatus"]["rayClusterStatus"]["readyWorkerReplicas"] = workers
+    rs["status"]["activeServiceStatus"]["applicationStatuses"]["m"]["deployments"]["LLMServer"]["message"] = message
+    rs["spec"] = {"rayClusterConfig": {"workerGroupSpecs": [{"groupName": "gpu-workers"}]}}
+    return rs
+
+
+def test_status_reads_scaled_to_zero_from_the_worker_pods_while_the_head_stays_a_serve_endpoint() -> None:
+    assert rayservice_health(on_a_cluster(0), scale_to_zero=True).reason == "ScaledToZero"
+    assert rayservice_health(on_a_cluster(0, "UPSCALING", "Upscaling from 0 to 1 replicas."),
+                             scale_to_zero=True).reason == "Waking"
+    # the worker pod is up and its replica starting: still waking, by Serve's own message
+    assert rayservice_health(on_a_cluster(1, "UPSCALING", "Upscaling from 0 to 1 replicas."),
+                             scale_to_zero=True).reason == "Waking"
+    assert rayservice_health(on_a_cluster(1, "UPSCALING", "Upscaling from 1 to 2 replicas."),
+                             scale_to_zero=True).reason == "Serving"
+    assert rayservice_health(on_a_cluster(1), scale_to_zero=True).reason == "Serving"
+    assert rayservice_health(on_a_cluster(0)).reason == "Serving"  # min 1: its reason is never ScaledToZero
