@@ -108,10 +108,10 @@ def _asleep(rs: Mapping[str, Any], cluster: Mapping[str, Any]) -> bool | None:
     endpoint at all, or (where the replicas run on workers: the head offers them no CPU) no ready worker pod.
     Serve's proxy on the head stays an endpoint while the apps sleep, and KubeRay copies no replica counts, only
     each deployment's status and message (Serve's "Upscaling from 0 to 1 replicas." tells a wake from there).
-    None: it cannot tell (an agent whose one replica runs on the head)."""
-    if not rs.get("status", {}).get("numServeEndpoints"):
+    None: it cannot tell (no worker group: the replicas share the head with the proxy)."""
+    if not (rs.get("status") or {}).get("numServeEndpoints"):
         return True
-    spec = rs.get("spec", {}).get("rayClusterConfig") or {}
+    spec = (rs.get("spec") or {}).get("rayClusterConfig") or {}
     if not spec.get("workerGroupSpecs"):
         return None
     return not int(cluster.get("readyWorkerReplicas") or 0)
