@@ -168,11 +168,15 @@ class Gateway(server.Edge):
         self.status_max_age_s = STATUS_MAX_AGE_S
         self._status_read: asyncio.Future[Any] | None = None
 
+    def _serve_app(self, name: str) -> str:
+        """The Serve application of a model or pipeline (its own name unless `apps` says otherwise)."""
+        return self.apps.get(name, name)
+
     def _model(self, name: str) -> DeploymentHandle:
-        return serve.get_deployment_handle(MODEL_DEPLOYMENT, app_name=self.apps.get(name, name))
+        return serve.get_deployment_handle(MODEL_DEPLOYMENT, app_name=self._serve_app(name))
 
     def _agent(self, name: str) -> DeploymentHandle:
-        return serve.get_deployment_handle(AGENT_DEPLOYMENT, app_name=self.apps.get(name, name))
+        return serve.get_deployment_handle(AGENT_DEPLOYMENT, app_name=self._serve_app(name))
 
     async def _call(self, app: str, backend: str,
                     call: DeploymentResponse[Any] | DeploymentResponseGenerator[Any]) -> Any:
@@ -248,7 +252,7 @@ class Gateway(server.Edge):
         """Why an app with replicas.min 0 and no replica counts as ready (a request wakes it), or None."""
         if app not in self.wake:
             return None
-        app_status = status.applications.get(self.apps.get(app, app))
+        app_status = status.applications.get(self._serve_app(app))
         dep = app_status.deployments.get(deployment) if app_status is not None else None
         if dep is None or dep.status not in (DeploymentStatus.HEALTHY, DeploymentStatus.UPSCALING,
                                              DeploymentStatus.DOWNSCALING):  # its last replica stopping
@@ -280,7 +284,7 @@ class Gateway(server.Edge):
     def _replicas(self, status: Any, app: str, deployment: str) -> tuple[bool, str]:
         """Whether Serve runs a replica of the model's or pipeline's deployment in `status` (the controller's view:
         never waits on a busy replica)."""
-        app_status = status.applications.get(self.apps.get(app, app))
+        app_status = status.applications.get(self._serve_app(app))
         if app_status is None:
             return False, "not deployed"
         dep = app_status.deployments.get(deployment)

@@ -32,11 +32,14 @@ class Embedder(Protocol):
     def embed(self, texts: Sequence[str]) -> list[list[float]]: ...
 
 
+LOCAL_BATCH_SIZE = 32  # passages per forward pass of a LocalEmbedder unless its caller says otherwise
+
+
 class LocalEmbedder:
     """A SentenceTransformer in this process; vectors are L2-normalised (cosine == dot)."""
 
     def __init__(self, path: str | Path, model_id: str | None = None, device: str = "cpu",
-                 batch_size: int = 32, backend: str = "torch") -> None:
+                 batch_size: int = LOCAL_BATCH_SIZE, backend: str = "torch") -> None:
         """`backend` onnx runs the model's transformer on ONNX Runtime (serving.runtimes.onnx: the same
         vectors, about 3x faster per query on CPUs); raises EmbedderError when the model cannot load."""
         from sentence_transformers import SentenceTransformer
@@ -63,7 +66,7 @@ class LocalEmbedder:
 
     @classmethod
     def from_source(cls, source: ModelSource, device: str = "cpu", backend: str = "torch",
-                    batch_size: int = 32, cache: ModelCache | None = None) -> LocalEmbedder:
+                    batch_size: int = LOCAL_BATCH_SIZE, cache: ModelCache | None = None) -> LocalEmbedder:
         """The model at `source` (with `cache`, an embedder ModelDeployment's spec.cache: its checked cache entry
         or a WeightsError, never a download)."""
         from raylight_pipelines.weights import resolve

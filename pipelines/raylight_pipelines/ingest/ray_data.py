@@ -127,8 +127,9 @@ def read_parse_chunk(batch: dict[str, np.ndarray], ctx: _Context) -> dict[str, l
 # The embedding stage hands an actor this many encode batches at once. sentence-transformers encodes a call's
 # passages shortest first, so a batch pads to the length of passages like its own, not to the longest of the
 # documents that happen to come together. On bench/ingest_ray.py's corpus (chunks of 13-234 tokens) one thread
-# encoded 0.85x as fast in document-order batches of 32 as in one sorted encode, 0.98x with 16 batches of 32
-# at once; a 1-CPU actor spends 98% of its time in the model's forward pass (py-spy), so this is its rate.
+# encoded 0.85x as fast in document-order batches of 32 as in one sorted encode, 0.98x with 512 passages sorted
+# at once (8 batches of the default 64); a 1-CPU actor spends 98% of its time in the model's forward pass
+# (py-spy), so this is its rate.
 SORT_WINDOW_BATCHES = 8
 
 
@@ -136,7 +137,7 @@ class EmbedPassages:
     """Ray Data actor: loads the embedder once, embeds the passages of the "embed" rows of each batch
     (`batch_size` passages per forward pass, shortest first)."""
 
-    def __init__(self, source: ModelSource, device: str = "cpu", batch_size: int = 32,
+    def __init__(self, source: ModelSource, *, batch_size: int, device: str = "cpu",
                  cache: ModelCache | None = None) -> None:
         self.source, self.device, self.batch_size = source, device, batch_size
         self.cache = cache  # the embedder's spec.cache, if any
